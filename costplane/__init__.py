@@ -1,0 +1,3 @@
+"""costplane: an event-streaming cost control plane for LLM API spend."""
+
+__version__ = "0.1.0"

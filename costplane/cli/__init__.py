@@ -1,0 +1,1 @@
+"""The `costplane` command line."""

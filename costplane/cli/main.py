@@ -1,0 +1,44 @@
+"""The ``costplane`` command: one Typer app, each command group registered from its own module.
+
+Command modules import heavy dependencies (faust, clickhouse-connect, confluent-kafka) inside the commands, so
+``costplane --help`` is fast and the SDK-only install can run every command that needs no worker extra.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from costplane.config import ConfigError
+
+app = typer.Typer(
+    name="costplane",
+    help="Event-streaming cost control plane for LLM API spend.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+
+# Each module exposes ``register(app)``; listed here so the command tree is readable in one place.
+COMMAND_MODULES = (
+    "costplane.cli.dev",
+)
+
+
+def build_app() -> typer.Typer:
+    """Register every command module on the app (idempotent)."""
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(app)
+    return app
+
+
+def run() -> None:
+    """Console-script entry point: configuration errors print one readable block, exit status 2."""
+    build_app()
+    try:
+        app()
+    except ConfigError as exc:
+        typer.secho(str(exc), fg=typer.colors.RED, err=True)
+        sys.exit(2)

@@ -1,0 +1,213 @@
+"""Typed, validated configuration: one pydantic-settings class per component, env prefix ``COSTPLANE_``.
+
+Resolution order for every endpoint: explicit ``COSTPLANE_*`` environment variables, then the endpoints file
+written by a running ``costplane dev up`` stack, then the dev stack's default ports. So every command works
+against the local stack with no configuration, and against production with environment variables only.
+Secrets are ``SecretStr``: they print as ``**********`` and are never logged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, ClassVar, Literal, TypeVar
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+
+def _xdg(var: str, fallback: str) -> Path:
+    base = os.environ.get(var)
+    return Path(base) if base else Path.home() / fallback
+
+
+def default_state_dir() -> Path:
+    """Where the dev stack keeps data, logs, pid files and its endpoints file."""
+    return _xdg("XDG_STATE_HOME", ".local/state") / "costplane" / "dev"
+
+
+def default_cache_dir() -> Path:
+    """Where downloaded artifacts (Kafka jars resolved by Maven) are cached across stacks."""
+    return _xdg("XDG_CACHE_HOME", ".cache") / "costplane"
+
+
+class ConfigError(RuntimeError):
+    """Raised with a readable, multi-line message when settings fail validation."""
+
+
+class DevStackSettings(BaseSettings):
+    """The local stack started by ``costplane dev up``."""
+
+    model_config = SettingsConfigDict(env_prefix="COSTPLANE_DEV_", extra="ignore")
+
+    state_dir: Path = Field(default_factory=default_state_dir, description="Data, logs, pids, endpoints.")
+    cache_dir: Path = Field(default_factory=default_cache_dir, description="Cached Kafka jars.")
+    kafka_version: str = Field("3.9.1", description="Apache Kafka broker version (Maven Central).")
+    kafka_port: int = Field(19092, ge=1, le=65535, description="Kafka client listener on 127.0.0.1.")
+    kafka_controller_port: int = Field(19093, ge=1, le=65535, description="KRaft controller listener.")
+    kafka_heap: str = Field("768m", description="Broker JVM heap (-Xmx).")
+    kafka_partitions: int = Field(6, ge=1, description="Default partitions for auto-created topics.")
+    redis_port: int = Field(16379, ge=1, le=65535, description="redis-server port on 127.0.0.1.")
+    start_timeout_s: float = Field(120.0, gt=0, description="How long `up` waits for each service.")
+
+    @property
+    def endpoints_file(self) -> Path:
+        return self.state_dir / "endpoints.json"
+
+
+def read_stack_endpoints(state_dir: Path | None = None) -> dict[str, Any]:
+    """Endpoints of a running dev stack, or ``{}`` when none was started."""
+    path = (state_dir or DevStackSettings().state_dir) / "endpoints.json"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+class _StackEndpointsSource(PydanticBaseSettingsSource):
+    """Settings source that fills endpoint fields from the running dev stack's endpoints file."""
+
+    def __init__(self, settings_cls: type[BaseSettings], section: str, mapping: dict[str, str]) -> None:
+        super().__init__(settings_cls)
+        self._values: dict[str, Any] = {}
+        stack = read_stack_endpoints().get(section, {})
+        if isinstance(stack, dict):
+            self._values = {field: stack[key] for field, key in mapping.items() if key in stack}
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self._values.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._values)
+
+
+class _StackAwareSettings(BaseSettings):
+    """Base for settings whose endpoints default to the running dev stack."""
+
+    stack_section: ClassVar[str] = ""
+    stack_mapping: ClassVar[dict[str, str]] = {}
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        stack = _StackEndpointsSource(settings_cls, cls.stack_section, cls.stack_mapping)
+        return init_settings, env_settings, dotenv_settings, file_secret_settings, stack
+
+
+_S = TypeVar("_S", bound=BaseSettings)
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+
+
+class KafkaSettings(_StackAwareSettings):
+    """Kafka connection shared by the publisher, the worker and the CLI. Security passes through to clients."""
+
+    model_config = SettingsConfigDict(env_prefix="COSTPLANE_KAFKA_", extra="ignore")
+    stack_section: ClassVar[str] = "kafka"
+    stack_mapping: ClassVar[dict[str, str]] = {"bootstrap_servers": "bootstrap"}
+
+    bootstrap_servers: str = Field("127.0.0.1:19092", description="Comma-separated host:port list.")
+    topic_prefix: str = Field("costplane", pattern=r"^[A-Za-z0-9._-]+$", description="Prefix of every topic.")
+    security_protocol: SecurityProtocol = "PLAINTEXT"
+    sasl_mechanism: str | None = Field(None, description="PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 …")
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_ca_location: Path | None = None
+    ssl_certificate_location: Path | None = None
+    ssl_key_location: Path | None = None
+    ssl_key_password: SecretStr | None = None
+    schema_registry_url: str | None = Field(None, description="Confluent Schema Registry; unset = schemaless.")
+
+    def topic(self, name: str) -> str:
+        """Full topic name, e.g. ``topic("usage")`` → ``costplane.usage``."""
+        return f"{self.topic_prefix}.{name}"
+
+    def confluent_config(self) -> dict[str, Any]:
+        """librdkafka properties (connection and security only; callers add their own tuning)."""
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "security.protocol": self.security_protocol,
+        }
+        if self.sasl_mechanism:
+            conf["sasl.mechanism"] = self.sasl_mechanism
+        if self.sasl_username is not None:
+            conf["sasl.username"] = self.sasl_username
+        if self.sasl_password is not None:
+            conf["sasl.password"] = self.sasl_password.get_secret_value()
+        optional_paths = {
+            "ssl.ca.location": self.ssl_ca_location,
+            "ssl.certificate.location": self.ssl_certificate_location,
+            "ssl.key.location": self.ssl_key_location,
+        }
+        conf.update({k: str(v) for k, v in optional_paths.items() if v is not None})
+        if self.ssl_key_password is not None:
+            conf["ssl.key.password"] = self.ssl_key_password.get_secret_value()
+        return conf
+
+
+class RedisSettings(_StackAwareSettings):
+    """Redis used for decisions and live budget counters."""
+
+    model_config = SettingsConfigDict(env_prefix="COSTPLANE_REDIS_", extra="ignore")
+    stack_section: ClassVar[str] = "redis"
+    stack_mapping: ClassVar[dict[str, str]] = {"url": "url"}
+
+    url: SecretStr = Field(SecretStr("redis://127.0.0.1:16379/0"), description="redis:// or rediss:// URL.")
+    key_prefix: str = Field("cp", pattern=r"^[A-Za-z0-9._-]+$", description="Prefix of every key.")
+    timeout_ms: int = Field(50, gt=0, description="Socket timeout of the in-app guard.")
+
+
+class ClickHouseSettings(_StackAwareSettings):
+    """ClickHouse: a server by URL, or embedded chDB in a directory owned by one process."""
+
+    model_config = SettingsConfigDict(env_prefix="COSTPLANE_CLICKHOUSE_", extra="ignore")
+    stack_section: ClassVar[str] = "clickhouse"
+    stack_mapping: ClassVar[dict[str, str]] = {"chdb_path": "chdb_path"}
+
+    url: str | None = Field(None, description="http(s)://user@host:port of a server; unset = embedded chDB.")
+    password: SecretStr | None = None
+    database: str = Field("costplane", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    chdb_path: Path = Field(
+        default_factory=lambda: default_state_dir() / "clickhouse", description="Embedded chDB directory."
+    )
+    raw_ttl_days: int = Field(0, ge=0, description="TTL of raw usage events; 0 keeps them forever.")
+
+    @field_validator("chdb_path")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().absolute()
+
+    @property
+    def dsn(self) -> str:
+        """A display-safe DSN (never carries the password)."""
+        return self.url if self.url else f"chdb://{self.chdb_path}"
+
+
+class PricingSettings(BaseSettings):
+    """Which price catalog is in force."""
+
+    model_config = SettingsConfigDict(env_prefix="COSTPLANE_PRICING_", extra="ignore")
+
+    catalog: Path | None = Field(None, description="Catalog file (costplane or LiteLLM format); unset = shipped.")
+
+
+def load_settings(cls: type[_S], **overrides: Any) -> _S:
+    """Build a settings object, turning validation errors into one readable ``ConfigError``."""
+    try:
+        return cls(**overrides)
+    except ValidationError as exc:
+        prefix = str(cls.model_config.get("env_prefix", ""))
+        lines = [f"invalid configuration for {cls.__name__}:"]
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"])
+            lines.append(f"  {prefix}{field.upper()}: {err['msg']}")
+        raise ConfigError("\n".join(lines)) from None

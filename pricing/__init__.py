@@ -1,0 +1,1 @@
+"""costplane component package."""
