@@ -6,6 +6,7 @@ Command modules import heavy dependencies (faust, clickhouse-connect, confluent-
 
 from __future__ import annotations
 
+import functools
 import importlib
 import sys
 
@@ -27,8 +28,9 @@ COMMAND_MODULES = (
 )
 
 
+@functools.cache
 def build_app() -> typer.Typer:
-    """Register every command module on the app (idempotent)."""
+    """Register every command module on the app (once per process)."""
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(app)
     return app
