@@ -25,6 +25,7 @@ app = typer.Typer(
 # Each module exposes ``register(app)``; listed here so the command tree is readable in one place.
 COMMAND_MODULES = (
     "costplane.cli.dev",
+    "costplane.cli.demo",
 )
 
 
