@@ -117,14 +117,14 @@ class KafkaSettings(_StackAwareSettings):
 
     bootstrap_servers: str = Field("127.0.0.1:19092", description="Comma-separated host:port list.")
     topic_prefix: str = Field("costplane", pattern=r"^[A-Za-z0-9._-]+$", description="Prefix of every topic.")
-    security_protocol: SecurityProtocol = "PLAINTEXT"
+    security_protocol: SecurityProtocol = Field("PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.")
     sasl_mechanism: str | None = Field(None, description="PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 …")
-    sasl_username: str | None = None
-    sasl_password: SecretStr | None = None
-    ssl_ca_location: Path | None = None
-    ssl_certificate_location: Path | None = None
-    ssl_key_location: Path | None = None
-    ssl_key_password: SecretStr | None = None
+    sasl_username: str | None = Field(None, description="SASL user name.")
+    sasl_password: SecretStr | None = Field(None, description="SASL password (secret).")
+    ssl_ca_location: Path | None = Field(None, description="CA bundle to verify the brokers.")
+    ssl_certificate_location: Path | None = Field(None, description="Client certificate (mTLS).")
+    ssl_key_location: Path | None = Field(None, description="Client private key (mTLS).")
+    ssl_key_password: SecretStr | None = Field(None, description="Password of the client key (secret).")
     schema_registry_url: str | None = Field(None, description="Confluent Schema Registry; unset = schemaless.")
 
     def topic(self, name: str) -> str:
@@ -174,8 +174,8 @@ class ClickHouseSettings(_StackAwareSettings):
     stack_mapping: ClassVar[dict[str, str]] = {"chdb_path": "chdb_path"}
 
     url: str | None = Field(None, description="http(s)://user@host:port of a server; unset = embedded chDB.")
-    password: SecretStr | None = None
-    database: str = Field("costplane", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    password: SecretStr | None = Field(None, description="Server password (secret).")
+    database: str = Field("costplane", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="Database name.")
     chdb_path: Path = Field(
         default_factory=lambda: default_state_dir() / "clickhouse", description="Embedded chDB directory."
     )

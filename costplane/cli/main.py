@@ -26,6 +26,7 @@ app = typer.Typer(
 COMMAND_MODULES = (
     "costplane.cli.dev",
     "costplane.cli.demo",
+    "costplane.cli.config_cmd",
 )
 
 

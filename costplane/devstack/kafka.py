@@ -11,7 +11,6 @@ import subprocess
 import time
 import uuid
 from importlib import resources
-from pathlib import Path
 
 from costplane.config import DevStackSettings
 from costplane.devstack.process import ManagedProcess

@@ -51,8 +51,12 @@ def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
 def _produce(bootstrap: str, topic: str, value: bytes) -> tuple[int, int]:
     delivered: list[tuple[int, int]] = []
     producer = Producer({"bootstrap.servers": bootstrap})
-    producer.produce(topic, value=value, partition=0,
-                     on_delivery=lambda err, msg: delivered.append((msg.partition(), msg.offset())) if not err else None)
+
+    def on_delivery(err: object, msg: object) -> None:
+        if err is None:
+            delivered.append((msg.partition(), msg.offset()))  # type: ignore[attr-defined]
+
+    producer.produce(topic, value=value, partition=0, on_delivery=on_delivery)
     producer.flush(30)
     assert delivered, "the broker did not acknowledge the message"
     return delivered[0]
