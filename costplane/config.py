@@ -198,6 +198,9 @@ class PricingSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="COSTPLANE_PRICING_", extra="ignore")
 
     catalog: Path | None = Field(None, description="Catalog file (costplane or LiteLLM format); unset = shipped.")
+    overrides: Path | None = Field(
+        None, description="Overrides file (YAML/JSON): negotiated discounts and custom models; unset = none."
+    )
 
 
 def load_settings(cls: type[_S], **overrides: Any) -> _S:

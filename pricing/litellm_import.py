@@ -1,0 +1,191 @@
+"""Convert LiteLLM's public price map into a costplane catalog version.
+
+LiteLLM's ``model_prices_and_context_window.json`` is the most complete public price list; it ships inside the
+``litellm`` wheel as ``litellm/model_prices_and_context_window_backup.json``. We read it from that file (or from the
+wheel itself, which also tells us its version for provenance) and keep only what token pricing needs: models whose
+``mode`` is a text-token mode, and only their per-token price fields. Prices are kept as the exact decimal literals
+of the JSON (parsed as Decimal, never as float).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+from costplane.pricing import fields as f
+
+#: LiteLLM modes we price by tokens. ``responses`` holds models served only by OpenAI's Responses API
+#: (o3-pro, gpt-5-pro, codex models) — chat models in all but name.
+TOKEN_MODES: frozenset[str] = frozenset({"chat", "completion", "embedding", "responses"})
+
+#: Providers that bill the long-context tier once the prompt *reaches* the threshold (LiteLLM: xAI).
+INCLUSIVE_THRESHOLD_PROVIDERS: frozenset[str] = frozenset({"xai"})
+
+WHEEL_MEMBER = "litellm/model_prices_and_context_window_backup.json"
+
+CATALOG_FORMAT = "costplane-price-catalog"
+CATALOG_FORMAT_VERSION = 1
+
+
+@dataclass(slots=True)
+class ImportReport:
+    """What a conversion kept and skipped, so the CLI can tell the user (the library never prints)."""
+
+    kept: int = 0
+    skipped_mode: int = 0
+    skipped_unpriced: list[str] = field(default_factory=list)
+    bad_values: list[str] = field(default_factory=list)
+
+
+def load_json_exact(text: str | bytes) -> Any:
+    """Parse JSON keeping every number as an exact Decimal (a float would already have lost the price)."""
+    return json.loads(text, parse_float=Decimal, parse_int=Decimal)
+
+
+def to_decimal(value: Any) -> Decimal | None:
+    """A price as an exact Decimal; None for null, booleans, non-numbers, NaN/inf and negatives."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, float):
+        value = repr(value)  # the shortest literal that round-trips, i.e. what the file said
+    try:
+        number = value if isinstance(value, Decimal) else Decimal(str(value).strip())
+    except (InvalidOperation, ValueError):
+        return None
+    if not number.is_finite() or number < 0:
+        return None
+    return number
+
+
+def price_literal(value: Decimal) -> str:
+    """A compact, exact, plain decimal literal for the catalog file (``0.0000025``, never ``2.5E-6``)."""
+    text = format(value, "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text or "0"
+
+
+def is_litellm_map(document: Any) -> bool:
+    """True for a LiteLLM-format map: model name → object with ``litellm_provider``/``mode``/price keys."""
+    if not isinstance(document, Mapping) or document.get("format") == CATALOG_FORMAT:
+        return False
+    for name, entry in document.items():
+        if name == "sample_spec":
+            continue
+        if isinstance(entry, Mapping) and (
+            "litellm_provider" in entry or "mode" in entry or f.INPUT in entry or f.OUTPUT in entry
+        ):
+            return True
+    return False
+
+
+def convert_entry(entry: Mapping[str, Any], report: ImportReport, name: str) -> dict[str, Any] | None:
+    """One LiteLLM model entry → a catalog model entry (provider, mode, token price fields), or None."""
+    prices: dict[str, str] = {}
+    for key, value in entry.items():
+        if f.parse_price_key(key) is None:
+            continue
+        number = to_decimal(value)
+        if number is None:
+            if value is not None:
+                report.bad_values.append(f"{name}.{key}={value!r}")
+            continue
+        prices[key] = price_literal(number)
+    if f.INPUT not in prices and f.OUTPUT not in prices:
+        return None
+    provider = str(entry.get("litellm_provider") or "")
+    out: dict[str, Any] = {"provider": provider, "mode": str(entry.get("mode") or "chat")}
+    if provider in INCLUSIVE_THRESHOLD_PROVIDERS and any("_above_" in k for k in prices):
+        out["threshold_inclusive"] = True
+    out.update(sorted(prices.items()))
+    return out
+
+
+def convert_models(raw: Mapping[str, Any], modes: frozenset[str] = TOKEN_MODES) -> tuple[dict[str, Any], ImportReport]:
+    """Every token-priced model of a LiteLLM map, in catalog form, plus a report of what was left out."""
+    report = ImportReport()
+    models: dict[str, Any] = {}
+    for name, entry in raw.items():
+        if name == "sample_spec" or not isinstance(entry, Mapping):
+            continue
+        if str(entry.get("mode") or "") not in modes:
+            report.skipped_mode += 1
+            continue
+        converted = convert_entry(entry, report, name)
+        if converted is None:
+            report.skipped_unpriced.append(name)
+            continue
+        models[name] = converted
+    report.kept = len(models)
+    return dict(sorted(models.items())), report
+
+
+def build_version(
+    raw: Mapping[str, Any],
+    *,
+    source: str,
+    effective_from: datetime,
+    source_sha256: str | None = None,
+    modes: frozenset[str] = TOKEN_MODES,
+) -> tuple[dict[str, Any], ImportReport]:
+    """One catalog version document from a LiteLLM map; ``price_version`` = ``<source>@<effective date>``."""
+    models, report = convert_models(raw, modes)
+    version: dict[str, Any] = {
+        "price_version": f"{source}@{effective_from.date().isoformat()}",
+        "effective_from": effective_from.isoformat().replace("+00:00", "Z"),
+        "source": {"name": source, "sha256": source_sha256, "modes": sorted(modes)},
+        "models": models,
+    }
+    return version, report
+
+
+def read_litellm_source(path: Path) -> tuple[Any, str, str]:
+    """``(price map, source label, sha256)`` from a LiteLLM JSON file or a litellm wheel.
+
+    A wheel names its version (``litellm-1.80.0``), which becomes the provenance label; a bare JSON file is labelled
+    ``litellm`` unless the caller says better.
+    """
+    if path.suffix == ".whl" or zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as wheel:
+            data = wheel.read(WHEEL_MEMBER)
+            version = None
+            for member in wheel.namelist():
+                if member.endswith(".dist-info/METADATA"):
+                    meta = wheel.read(member).decode("utf-8", "replace")
+                    match = re.search(r"^Version:\s*(\S+)", meta, re.MULTILINE)
+                    version = match.group(1) if match else None
+                    break
+        label = f"litellm-{version}" if version else "litellm"
+    else:
+        data = path.read_bytes()
+        label = "litellm"
+    return load_json_exact(data), label, hashlib.sha256(data).hexdigest()
+
+
+def catalog_document(versions: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"format": CATALOG_FORMAT, "format_version": CATALOG_FORMAT_VERSION, "versions": versions}
+
+
+def dump_catalog(document: Mapping[str, Any]) -> str:
+    """Compact JSON, one model per line inside each version, so diffs of a new import stay readable."""
+    lines = ["{", f'"format":{json.dumps(document["format"])},"format_version":{document["format_version"]},']
+    lines.append('"versions":[')
+    versions = list(document["versions"])
+    for i, version in enumerate(versions):
+        head = {k: v for k, v in version.items() if k != "models"}
+        lines.append(json.dumps(head, separators=(",", ":"), sort_keys=True)[:-1] + ',"models":{')
+        items = list(version.get("models", {}).items())
+        for j, (name, entry) in enumerate(items):
+            sep = "," if j < len(items) - 1 else ""
+            lines.append(f"{json.dumps(name)}:{json.dumps(entry, separators=(',', ':'))}{sep}")
+        lines.append("}}" + ("," if i < len(versions) - 1 else ""))
+    lines.append("]}")
+    return "\n".join(lines) + "\n"
