@@ -32,6 +32,7 @@ from costplane.pricing.litellm_import import (
     load_json_exact,
     to_decimal,
 )
+from costplane.pricing.offpeak import OffPeakSchedule, off_peak_prices
 from costplane.pricing.overrides import Overrides, apply_discount, load_overrides
 from costplane.pricing.rates import FieldTable, Rate
 
@@ -46,7 +47,7 @@ __all__ = [
 ]
 
 MIN_SCALE: Final = 18  # atto-USD per token
-META_KEYS: Final = frozenset({"provider", "mode", "threshold_inclusive"})
+META_KEYS: Final = frozenset({"provider", "mode", "threshold_inclusive", "off_peak_pricing"})
 
 #: Provider names apps use → LiteLLM's provider names.
 PROVIDER_ALIASES: Final[dict[str, str]] = {
@@ -171,6 +172,11 @@ def _normalize_entry(name: str, entry: Any, where: str) -> dict[str, Any]:
     }
     if entry.get("threshold_inclusive") is True:
         out["threshold_inclusive"] = True
+    block = entry.get("off_peak_pricing")
+    if isinstance(block, Mapping):
+        off_peak: dict[str, Any] = {k: v for k, v in block.items() if k in ("windows", "hours_utc", "weekday_timezone")}
+        off_peak.update(_entry_prices(block, f"{where}.off_peak_pricing"))
+        out["off_peak_pricing"] = off_peak
     out.update(_entry_prices(entry, where))
     return out
 
@@ -255,13 +261,17 @@ class PriceCatalog:
         if found is not None:
             name, entry = found
             prices = {k: v for k, v in entry.items() if k not in META_KEYS}
+            block = entry.get("off_peak_pricing")
+            off_prices = off_peak_prices(prices, block) if isinstance(block, Mapping) else None
             rates = ModelRates(
                 name=name,
                 provider=str(entry.get("provider", "")),
                 table=FieldTable(prices),
                 price_version=version.price_version,
-                scale=_scale_for(prices.values()),
+                scale=_scale_for([*prices.values(), *(off_prices or {}).values()]),
                 inclusive=bool(entry.get("threshold_inclusive")),
+                off_peak=OffPeakSchedule.from_block(block) if isinstance(block, Mapping) else None,
+                off_peak_table=FieldTable(off_prices) if off_prices is not None else None,
             )
         if len(self._compiled) >= self._max_cached:
             self._compiled.clear()  # bounded: arbitrary model strings from events cannot grow memory forever
@@ -324,6 +334,9 @@ class PriceCatalog:
         if rates is None:
             return self._unpriced[index]
         tier = _TIER_FAST.get(service_tier) or f.normalize_tier(service_tier)
+        off_peak = False
+        if rates.off_peak is not None:  # type: ignore[union-attr]
+            off_peak = rates.is_off_peak(self._clock() if occurred_at_ms is None else occurred_at_ms)  # type: ignore[union-attr]
         return rates.price(  # type: ignore[union-attr]
             tier,
             input_tokens,
@@ -332,6 +345,7 @@ class PriceCatalog:
             cache_write_1h_tokens,
             output_tokens,
             reasoning_tokens,
+            off_peak,
         )
 
     def worst_case_nanos(
@@ -352,7 +366,13 @@ class PriceCatalog:
         if rates is None:
             return 0
         tier = f.normalize_tier(service_tier)
-        r_in, _, _, _, r_out, r_reason = rates.rates(tier, rates.level(prompt_tokens))
+        # Off-peak prices are never higher in practice, but a guard cannot know when the call will be billed.
+        candidates = [rates.rates(tier, rates.level(prompt_tokens))]
+        if rates.off_peak is not None:
+            candidates.append(rates.rates(tier, rates.level(prompt_tokens), True))
+        r_in = max(c[0] for c in candidates)
+        r_out = max(c[4] for c in candidates)
+        r_reason = max(c[5] for c in candidates)
         units: int = prompt_tokens * r_in + max_tokens * max(r_out, r_reason)
         divisor: int = 10 ** (rates.scale - 9)
         return -(-units // divisor)
@@ -369,7 +389,9 @@ class PriceCatalog:
         rates = self.lookup(provider, model, occurred_at_ms)
         if rates is None:
             return None
-        return dict(zip(BUCKETS, rates.explain(f.normalize_tier(service_tier), prompt_tokens), strict=True))
+        off_peak = rates.is_off_peak(self._clock() if occurred_at_ms is None else occurred_at_ms)
+        explained = rates.explain(f.normalize_tier(service_tier), prompt_tokens, off_peak)
+        return dict(zip(BUCKETS, explained, strict=True))
 
 
 _TIER_FAST: Final[dict[str | None, str]] = {None: "standard", **{t: t for t in f.SERVICE_TIERS}}

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import NamedTuple
 
+from costplane.pricing.offpeak import OffPeakSchedule
 from costplane.pricing.rates import BUCKETS, FieldTable, Rate, crossed, resolve_rates
 
 __all__ = ["BUCKETS", "Cost", "ModelRates", "TokenUsage", "decimal_from_units", "round_half_even"]
@@ -124,6 +125,8 @@ class ModelRates:
         "_cache",
         "_divisor",
         "inclusive",
+        "off_peak",
+        "off_peak_table",
         "name",
         "price_version",
         "provider",
@@ -133,7 +136,15 @@ class ModelRates:
     )
 
     def __init__(
-        self, name: str, provider: str, table: FieldTable, price_version: str, scale: int, inclusive: bool = False
+        self,
+        name: str,
+        provider: str,
+        table: FieldTable,
+        price_version: str,
+        scale: int,
+        inclusive: bool = False,
+        off_peak: OffPeakSchedule | None = None,
+        off_peak_table: FieldTable | None = None,
     ) -> None:
         self.name = name
         self.provider = provider
@@ -143,7 +154,9 @@ class ModelRates:
         self.scale = scale
         self._divisor = 10 ** (scale - NANO_SCALE)
         self.inclusive = inclusive
-        self._cache: dict[tuple[str, int], tuple[int, ...]] = {}
+        self.off_peak = off_peak if off_peak_table is not None else None
+        self.off_peak_table = off_peak_table
+        self._cache: dict[tuple[str, int, bool], tuple[int, ...]] = {}
 
     def level(self, prompt_tokens: int) -> int:
         """How many size thresholds the prompt crossed."""
@@ -158,19 +171,25 @@ class ModelRates:
                     level += 1
         return level
 
-    def explain(self, tier: str, prompt_tokens: int) -> tuple[Rate, ...]:
+    def is_off_peak(self, at_ms: int) -> bool:
+        return self.off_peak is not None and self.off_peak.is_open(at_ms)
+
+    def _table(self, off_peak: bool) -> FieldTable:
+        return self.off_peak_table if off_peak and self.off_peak_table is not None else self.table
+
+    def explain(self, tier: str, prompt_tokens: int, off_peak: bool = False) -> tuple[Rate, ...]:
         """The resolved unit prices (with their source fields) for a tier and prompt size."""
-        rates: tuple[Rate, ...] = resolve_rates(
-            self.table, tier, crossed(self.thresholds, prompt_tokens, self.inclusive)
-        )
+        table = self._table(off_peak)
+        rates: tuple[Rate, ...] = resolve_rates(table, tier, crossed(table.thresholds, prompt_tokens, self.inclusive))
         return rates
 
-    def rates(self, tier: str, level: int) -> tuple[int, ...]:
-        key = (tier, level)
+    def rates(self, tier: str, level: int, off_peak: bool = False) -> tuple[int, ...]:
+        key = (tier, level, off_peak)
         cached = self._cache.get(key)
         if cached is None:
-            crossed_desc = tuple(reversed(self.thresholds[:level]))
-            cached = tuple(exact_units(r.usd, self.scale) for r in resolve_rates(self.table, tier, crossed_desc))
+            table = self._table(off_peak)
+            crossed_desc = tuple(n for n in reversed(self.thresholds[:level]) if n in table.thresholds)
+            cached = tuple(exact_units(r.usd, self.scale) for r in resolve_rates(table, tier, crossed_desc))
             self._cache[key] = cached
         return cached
 
@@ -183,9 +202,11 @@ class ModelRates:
         cache_write_1h_tokens: int,
         output_tokens: int,
         reasoning_tokens: int,
+        off_peak: bool = False,
     ) -> Cost:
         prompt = input_tokens + cached_input_tokens + cache_write_tokens + cache_write_1h_tokens
-        r_in, r_cached, r_w5, r_w1, r_out, r_reason = self.rates(tier, self.level(prompt) if self.thresholds else 0)
+        level = self.level(prompt) if self.thresholds else 0
+        r_in, r_cached, r_w5, r_w1, r_out, r_reason = self.rates(tier, level, off_peak)
         buckets = (
             input_tokens * r_in,
             cached_input_tokens * r_cached,

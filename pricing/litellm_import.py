@@ -87,9 +87,88 @@ def is_litellm_map(document: Any) -> bool:
     return False
 
 
+def _threshold_label(tokens: int) -> str:
+    return f"{tokens // 1000}k" if tokens % 1000 == 0 else str(tokens)
+
+
+def _tiered_prices(entry: Mapping[str, Any], tiers: Any, report: ImportReport, name: str) -> dict[str, Decimal]:
+    """LiteLLM's ``tiered_pricing`` (ranges of prompt tokens, all-or-nothing) as size-tier fields.
+
+    A tier ``{"range": [start, end], ...}`` applies when ``start < prompt <= end`` and a prompt past the last range
+    stays in the last tier: exactly a ``_above_<start>_tokens`` threshold. Rates a tier leaves out fall back to the
+    tier's own input rate (cache read and write), its output rate (reasoning) or the model's output rate, as in
+    LiteLLM, so they are written out per tier rather than left to the flat fallbacks.
+    """
+    out: dict[str, Decimal] = {}
+    if not isinstance(tiers, list):
+        return out
+    parsed: list[tuple[int, Mapping[str, Any]]] = []
+    for tier in tiers:
+        bounds = tier.get("range") if isinstance(tier, Mapping) else None
+        lower = to_decimal(bounds[0]) if isinstance(bounds, list | tuple) and bounds else None
+        if lower is None or to_decimal(tier.get(f.INPUT)) is None:
+            report.bad_values.append(f"{name}.tiered_pricing={tier!r}")
+            continue
+        parsed.append((int(lower), tier))
+    wants_reasoning = to_decimal(entry.get(f.REASONING)) is not None or any(f.REASONING in t for _, t in parsed)
+    model_output = to_decimal(entry.get(f.OUTPUT))
+    for threshold, tier in sorted(parsed, key=lambda item: item[0]):
+        suffix = f"_above_{_threshold_label(threshold)}_tokens" if threshold > 0 else ""
+        tier_input = to_decimal(tier.get(f.INPUT))
+        assert tier_input is not None  # checked above
+        output = to_decimal(tier.get(f.OUTPUT))
+        output = output if output is not None else model_output
+        fields = {
+            f.INPUT: tier_input,
+            f.CACHE_READ: to_decimal(tier.get(f.CACHE_READ)),
+            f.CACHE_WRITE: to_decimal(tier.get(f.CACHE_WRITE)),
+            f.OUTPUT: output,
+        }
+        fields[f.CACHE_READ] = fields[f.CACHE_READ] if fields[f.CACHE_READ] is not None else tier_input
+        fields[f.CACHE_WRITE] = fields[f.CACHE_WRITE] if fields[f.CACHE_WRITE] is not None else tier_input
+        if wants_reasoning:
+            reasoning = to_decimal(tier.get(f.REASONING))
+            fields[f.REASONING] = reasoning if reasoning is not None else output
+        out.update({base + suffix: value for base, value in fields.items() if value is not None})
+    return out
+
+
+#: Providers whose cache reads LiteLLM prices at a share of the input price when the map gives none.
+DEFAULT_CACHE_READ_RATIO: dict[str, Decimal] = {"fireworks_ai": Decimal("0.5")}
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready copy of window data: integral Decimals (weekday numbers) back to int."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else str(value)
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _off_peak(block: Any, report: ImportReport, name: str) -> dict[str, Any] | None:
+    """LiteLLM's ``off_peak_pricing``: replacement prices and the UTC windows (per weekday) they apply in."""
+    if not isinstance(block, Mapping):
+        return None
+    out: dict[str, Any] = {}
+    for key, value in block.items():
+        if key in ("windows", "hours_utc", "weekday_timezone"):
+            out[key] = _plain(value)
+        elif f.parse_price_key(key) is not None:
+            number = to_decimal(value)
+            if number is None:
+                report.bad_values.append(f"{name}.off_peak_pricing.{key}={value!r}")
+            else:
+                out[key] = price_literal(number)
+    has_windows = "windows" in out or "hours_utc" in out
+    return out if has_windows and any(f.parse_price_key(k) for k in out) else None
+
+
 def convert_entry(entry: Mapping[str, Any], report: ImportReport, name: str) -> dict[str, Any] | None:
     """One LiteLLM model entry → a catalog model entry (provider, mode, token price fields), or None."""
-    prices: dict[str, str] = {}
+    numbers: dict[str, Decimal] = {}
     for key, value in entry.items():
         if f.parse_price_key(key) is None:
             continue
@@ -98,14 +177,22 @@ def convert_entry(entry: Mapping[str, Any], report: ImportReport, name: str) -> 
             if value is not None:
                 report.bad_values.append(f"{name}.{key}={value!r}")
             continue
-        prices[key] = price_literal(number)
-    if f.INPUT not in prices and f.OUTPUT not in prices:
-        return None
+        numbers[key] = number
+    if "tiered_pricing" in entry:
+        numbers.update(_tiered_prices(entry, entry["tiered_pricing"], report, name))
     provider = str(entry.get("litellm_provider") or "")
+    ratio = DEFAULT_CACHE_READ_RATIO.get(provider)
+    if ratio is not None and f.CACHE_READ not in numbers and f.INPUT in numbers:
+        numbers[f.CACHE_READ] = numbers[f.INPUT] * ratio
+    if f.INPUT not in numbers and f.OUTPUT not in numbers:
+        return None
     out: dict[str, Any] = {"provider": provider, "mode": str(entry.get("mode") or "chat")}
-    if provider in INCLUSIVE_THRESHOLD_PROVIDERS and any("_above_" in k for k in prices):
+    if provider in INCLUSIVE_THRESHOLD_PROVIDERS and any("_above_" in k for k in numbers):
         out["threshold_inclusive"] = True
-    out.update(sorted(prices.items()))
+    off_peak = _off_peak(entry.get("off_peak_pricing"), report, name)
+    if off_peak is not None:
+        out["off_peak_pricing"] = off_peak
+    out.update(sorted((k, price_literal(v)) for k, v in numbers.items()))
     return out
 
 

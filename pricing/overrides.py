@@ -128,4 +128,8 @@ def load_overrides(path: Path) -> Overrides:
 def apply_discount(entry: Mapping[str, Any], percent: Decimal) -> dict[str, Any]:
     """A copy of a model entry with every price field reduced by ``percent`` (exact)."""
     factor = (HUNDRED - percent) / HUNDRED
-    return {k: (v * factor if isinstance(v, Decimal) else v) for k, v in entry.items()}
+    out = {k: (v * factor if isinstance(v, Decimal) else v) for k, v in entry.items()}
+    block = entry.get("off_peak_pricing")
+    if isinstance(block, Mapping):
+        out["off_peak_pricing"] = {k: (v * factor if isinstance(v, Decimal) else v) for k, v in block.items()}
+    return out

@@ -240,3 +240,111 @@ def test_lookup_cache_is_bounded() -> None:
     for i in range(50):
         cat.price("x", f"garbage-{i}", TokenUsage(input_tokens=1))
     assert len(cat._compiled) <= 10
+
+
+def test_tiered_pricing_becomes_size_tiers() -> None:
+    entry = {
+        "litellm_provider": "dashscope",
+        "mode": "chat",
+        "tiered_pricing": [
+            {"range": [0, 32000.0], "input_cost_per_token": 1e-06, "output_cost_per_token": 4e-06},
+            {
+                "range": [32000.0, 128000.0],
+                "input_cost_per_token": 2e-06,
+                "output_cost_per_token": 8e-06,
+                "cache_read_input_token_cost": 4e-07,
+            },
+        ],
+    }
+    raw = load_json_exact(json.dumps({"tiered": entry}))
+    doc, _ = build_version(raw, source="t", effective_from=datetime(2026, 1, 1, tzinfo=UTC))
+    (v,) = parse_catalog(catalog_document([doc]))
+    cat = catalog_module.PriceCatalog([v])
+    # all-or-nothing: 32 000 stays in the first range (start < prompt <= end), 32 001 bills everything at the second
+    assert cat.price("dashscope", "tiered", TokenUsage(input_tokens=32_000, output_tokens=10)).cost_usd == (
+        32_000 * D("1e-6") + 10 * D("4e-6")
+    )
+    assert cat.price("dashscope", "tiered", TokenUsage(input_tokens=32_000, cached_input_tokens=1)).cost_usd == (
+        32_000 * D("2e-6") + 1 * D("4e-7")
+    )
+    # a tier without a cache price bills cache reads at that tier's input price; beyond the last range stays last
+    assert cat.price("dashscope", "tiered", TokenUsage(cached_input_tokens=100)).cost_usd == 100 * D("1e-6")
+    assert cat.price("dashscope", "tiered", TokenUsage(input_tokens=500_000)).cost_usd == 500_000 * D("2e-6")
+
+
+def test_fireworks_default_cache_read_is_half_the_input_price() -> None:
+    raw = load_json_exact(
+        json.dumps(
+            {
+                "fw": {"litellm_provider": "fireworks_ai", "mode": "chat", "input_cost_per_token": 9e-07},
+                "fw-own": {
+                    "litellm_provider": "fireworks_ai",
+                    "mode": "chat",
+                    "input_cost_per_token": 9e-07,
+                    "cache_read_input_token_cost": 1e-07,
+                },
+            }
+        )
+    )
+    doc, _ = build_version(raw, source="t", effective_from=datetime(2026, 1, 1, tzinfo=UTC))
+    assert doc["models"]["fw"]["cache_read_input_token_cost"] == "0.00000045"
+    assert doc["models"]["fw-own"]["cache_read_input_token_cost"] == "0.0000001"
+
+
+OFF_PEAK = {
+    "litellm_provider": "deepseek",
+    "mode": "chat",
+    "input_cost_per_token": 2e-06,
+    "output_cost_per_token": 8e-06,
+    "input_cost_per_token_above_128k_tokens": 4e-06,
+    "off_peak_pricing": {
+        "input_cost_per_token": 5e-07,
+        "windows": [
+            {"hours_utc": ["16:30-00:30"], "weekdays": ["mon", "tue", "wed", "thu", "fri"]},
+            {"hours_utc": "00:00-00:00", "weekdays": [6, 7]},
+        ],
+    },
+}
+
+
+@pytest.mark.parametrize(
+    ("moment", "off_peak"),
+    [
+        ("2026-11-23T16:29:59Z", False),  # Monday, just before the window
+        ("2026-11-23T16:30:00Z", True),  # start inclusive
+        ("2026-11-24T00:29:00Z", True),  # wraps past midnight (Tuesday counts by its own weekday)
+        ("2026-11-24T00:30:00Z", False),  # end exclusive
+        ("2026-11-28T12:00:00Z", True),  # Saturday: all day
+        ("2026-11-27T12:00:00Z", False),  # Friday noon
+    ],
+)
+def test_off_peak_windows(moment: str, off_peak: bool) -> None:
+    cat = load_catalog_from_map({"dsk": OFF_PEAK})
+    cost = cat.price("deepseek", "dsk", TokenUsage(input_tokens=1000, output_tokens=10), occurred_at_ms=at(moment))
+    expected_input = D("5e-7") if off_peak else D("2e-6")
+    assert cost.cost_usd == 1000 * expected_input + 10 * D("8e-6")
+    # off-peak replaces the long-context price too (the whole request at the off-peak rate), as in LiteLLM
+    big = cat.price("deepseek", "dsk", TokenUsage(input_tokens=200_000), occurred_at_ms=at(moment))
+    assert big.cost_usd == 200_000 * (D("5e-7") if off_peak else D("4e-6"))
+
+
+def test_off_peak_weekday_timezone_and_guard() -> None:
+    block = dict(OFF_PEAK)
+    block["off_peak_pricing"] = {
+        "input_cost_per_token": 5e-07,
+        "weekday_timezone": "Asia/Shanghai",
+        "windows": [{"hours_utc": "16:30-00:30", "weekdays": [1]}],
+    }
+    cat = load_catalog_from_map({"dsk": block})
+    usage = TokenUsage(input_tokens=1000)
+    # Sunday 17:00 UTC is Monday 01:00 in Shanghai: off-peak by the vendor's calendar
+    assert cat.price("deepseek", "dsk", usage, occurred_at_ms=at("2026-11-22T17:00:00Z")).cost_usd == D("0.0005")
+    assert cat.price("deepseek", "dsk", usage, occurred_at_ms=at("2026-11-23T17:00:00Z")).cost_usd == D("0.002")
+    # the guard's worst case never assumes the cheaper window
+    assert cat.worst_case_nanos("deepseek", "dsk", 1000, 0) == 2_000_000
+
+
+def load_catalog_from_map(models: dict[str, Any]) -> catalog_module.PriceCatalog:
+    raw = load_json_exact(json.dumps(models))
+    doc, _ = build_version(raw, source="t", effective_from=datetime(2026, 1, 1, tzinfo=UTC))
+    return catalog_module.PriceCatalog(parse_catalog(catalog_document([doc])))

@@ -35,7 +35,11 @@ def raw_prices() -> dict[str, dict[str, Decimal]]:
     document = json.loads(shipped_catalog_path().read_text())
     (version,) = document["versions"]
     return {
-        name: {k: D(v) for k, v in entry.items() if k not in ("provider", "mode", "threshold_inclusive")}
+        name: {
+            k: D(v)
+            for k, v in entry.items()
+            if k not in ("provider", "mode", "threshold_inclusive", "off_peak_pricing")
+        }
         for name, entry in version["models"].items()
     }
 
