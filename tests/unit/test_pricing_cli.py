@@ -141,3 +141,23 @@ def test_tokens_from_file(tmp_path: Path) -> None:
     path.write_text("hello world")
     code, out = invoke("tokens", "-m", "gpt-4", str(path))
     assert code == 0 and out.startswith("2 tokens")
+
+
+def test_price_honours_the_catalog_and_overrides_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from costplane.pricing import catalog as catalog_module
+
+    path = tmp_path / "prices.json"
+    path.write_text(json.dumps(LITELLM_MAP))
+    overrides = tmp_path / "overrides.yaml"
+    overrides.write_text("discounts:\n  providers: {acme: 10}\n")
+    monkeypatch.setenv("COSTPLANE_PRICING_CATALOG", str(path))
+    catalog_module._cached_catalog.cache_clear()
+    try:
+        code, out = invoke("price", "acme-chat", "--input", "1000", "--json")
+        assert code == 0 and json.loads(out)["cost_usd"] == "0.003"
+        monkeypatch.setenv("COSTPLANE_PRICING_OVERRIDES", str(overrides))
+        code, out = invoke("price", "acme-chat", "--input", "1000", "--json")
+        doc = json.loads(out)
+        assert code == 0 and doc["cost_usd"] == "0.0027" and "+overrides." in doc["price_version"]
+    finally:
+        catalog_module._cached_catalog.cache_clear()
