@@ -21,7 +21,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from importlib import resources
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from costplane.pricing import fields as f
 from costplane.pricing.cost import BUCKETS, Cost, ModelRates, TokenUsage, unpriced_cost
@@ -40,6 +40,7 @@ __all__ = [
     "CatalogError",
     "CatalogVersion",
     "PriceCatalog",
+    "UsageLike",
     "default_catalog",
     "load_catalog",
     "parse_catalog",
@@ -67,6 +68,20 @@ PROVIDER_ALIASES: Final[dict[str, str]] = {
 }
 
 _MISSING: Final = object()
+
+
+class UsageLike(Protocol):
+    """The attributes :meth:`PriceCatalog.price_event` reads (``costplane.publisher.event.UsageEvent`` has them)."""
+
+    provider: str
+    model: str
+    occurred_at: int
+    input_tokens: int
+    cached_input_tokens: int
+    cache_write_tokens: int
+    output_tokens: int
+    reasoning_tokens: int
+    service_tier: str | None
 
 
 class CatalogError(ValueError):
@@ -346,6 +361,21 @@ class PriceCatalog:
             output_tokens,
             reasoning_tokens,
             off_peak,
+        )
+
+    def price_event(self, event: UsageLike) -> Cost:
+        """:meth:`price_tokens` for anything shaped like a UsageEvent (provider, model, the five token buckets,
+        ``service_tier``, ``occurred_at`` in epoch millis). A ``result_cache_hit`` is the caller's business."""
+        return self.price_tokens(
+            event.provider,
+            event.model,
+            event.input_tokens,
+            event.cached_input_tokens,
+            event.cache_write_tokens,
+            event.output_tokens,
+            event.reasoning_tokens,
+            service_tier=event.service_tier,
+            occurred_at_ms=event.occurred_at,
         )
 
     def worst_case_nanos(

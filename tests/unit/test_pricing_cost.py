@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from costplane.pricing.catalog import PriceCatalog, load_catalog, shipped_catalog_path
+from costplane.pricing.catalog import PriceCatalog, load_catalog, parse_instant, shipped_catalog_path
 from costplane.pricing.cost import TokenUsage, decimal_from_units, round_half_even
 
 D = Decimal
@@ -480,3 +480,26 @@ def test_pricing_is_a_few_microseconds(shipped: PriceCatalog) -> None:
 def test_catalog_file_is_what_ships(shipped: PriceCatalog) -> None:
     assert Path(shipped_catalog_path()).stat().st_size < 2_000_000
     assert len(shipped.versions) == 1 and shipped.versions[0].source.get("name", "").startswith("litellm-")
+
+
+def test_price_event_reads_a_usage_event(shipped: PriceCatalog) -> None:
+    from costplane.publisher.event import UsageEvent
+
+    event = UsageEvent(
+        event_id="e1",
+        occurred_at=parse_instant("2026-11-23T12:00:00Z"),
+        tenant="t",
+        provider="openai",
+        model="gpt-4o",
+        request_id="r1",
+        attempt=1,
+        status="ok",
+        input_tokens=1000,
+        cached_input_tokens=200,
+        output_tokens=100,
+        reasoning_tokens=0,
+        service_tier="batch",
+    )
+    expected = shipped.price("openai", "gpt-4o", TokenUsage(1000, 200, 0, 100, 0), service_tier="batch")
+    assert shipped.price_event(event) == expected
+    assert expected.cost_usd == 1000 * D("1.25e-6") + 200 * D("0.625e-6") + 100 * D("5e-6")
