@@ -224,3 +224,101 @@ def tokens(
         return
     note = " (estimate: not this model's own tokenizer)" if result.estimated else ""
     console().print(f"{result.tokens} tokens · {result.encoding} · {kind}{note}")
+
+
+def _threshold(tokens: int) -> str:
+    return f"{tokens // 1000}k" if tokens % 1000 == 0 else str(tokens)
+
+
+@prices_app.command(name="show")
+def show_prices(
+    model: Annotated[str, typer.Argument(help="Model name as the app calls it.")],
+    provider: Annotated[str, typer.Option("--provider", help="Provider, e.g. openai, anthropic, gemini.")] = "",
+    at: Annotated[str | None, typer.Option("--at", help="Catalog version at this ISO-8601 instant.")] = None,
+    catalog: Annotated[Path | None, typer.Option("--catalog", help="Catalog file (either format).")] = None,
+    overrides: Annotated[Path | None, typer.Option("--overrides", help="Overrides file (YAML/JSON).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """A model's catalog entry and the unit price every bucket resolves to, per service tier and size tier."""
+    from costplane.pricing.catalog import CatalogError, parse_instant
+    from costplane.pricing.litellm_import import price_literal
+
+    try:
+        occurred_at = parse_instant(at) if at else None
+    except CatalogError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--at") from None
+    cat = _catalog(catalog, overrides)
+    version = cat.version_at(occurred_at)
+    rates = cat.lookup(provider, model, occurred_at)
+    if rates is None:
+        if as_json:
+            print_json({"model": model, "price_version": version.price_version, "unpriced": True})
+        else:
+            console().print(f"[yellow]{model}: not in catalog {version.price_version}[/]")
+        raise typer.Exit(1)
+    entry = version.models[rates.name]
+    prompt_sizes = [0, *(n + 1 for n in rates.thresholds)]
+    resolved: dict[str, dict[str, str]] = {}
+    for tier in TIERS:
+        for size in prompt_sizes:
+            label = f"{tier} >{_threshold(size - 1)}" if size else tier
+            explained = cat.explain(provider, model, size, tier, occurred_at) or {}
+            resolved[label] = {b: price_literal(r.usd * 1_000_000) for b, r in explained.items()}
+    if as_json:
+        print_json(
+            {
+                "model": model,
+                "name": rates.name,
+                "provider": rates.provider,
+                "mode": entry.get("mode"),
+                "price_version": version.price_version,
+                "thresholds": list(rates.thresholds),
+                "off_peak": rates.off_peak is not None,
+                "prices": {k: str(v) for k, v in entry.items() if isinstance(v, Decimal)},
+                "per_million": resolved,
+                "unpriced": False,
+            }
+        )
+        return
+    from rich.table import Table
+
+    out = console()
+    extra = " · has off-peak prices" if rates.off_peak is not None else ""
+    out.print(f"{rates.name} ({rates.provider}, {entry.get('mode')}) in {version.price_version}{extra}")
+    buckets = list(next(iter(resolved.values())))
+    table = Table(title="USD per 1M tokens")
+    table.add_column("tier / prompt size")
+    for bucket in buckets:
+        table.add_column(bucket, justify="right")
+    for label, row in resolved.items():
+        table.add_row(label, *(row[b] for b in buckets))
+    out.print(table)
+
+
+@prices_app.command(name="versions")
+def list_versions(
+    catalog: Annotated[Path | None, typer.Option("--catalog", help="Catalog file (either format).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """The catalog's price versions: label, effective from, model count, source."""
+    cat = _catalog(catalog, None)
+    rows = [
+        {
+            "price_version": v.price_version,
+            "effective_from": datetime.fromtimestamp(v.effective_from_ms / 1000, tz=UTC).isoformat(),
+            "models": len(v.models),
+            "source": dict(v.source),
+        }
+        for v in cat.versions
+    ]
+    if as_json:
+        print_json(rows)
+        return
+    from rich.table import Table
+
+    table = Table()
+    for column in ("price_version", "effective_from", "models", "source"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row["price_version"], row["effective_from"], str(row["models"]), str(row["source"].get("name")))
+    console().print(table)

@@ -161,3 +161,19 @@ def test_price_honours_the_catalog_and_overrides_settings(tmp_path: Path, monkey
         assert code == 0 and doc["cost_usd"] == "0.0027" and "+overrides." in doc["price_version"]
     finally:
         catalog_module._cached_catalog.cache_clear()
+
+
+def test_prices_show_and_versions() -> None:
+    code, out = invoke("prices", "show", "gemini-2.5-pro", "--provider", "gemini", "--json")
+    assert code == 0, out
+    doc = json.loads(out)
+    assert doc["name"] == "gemini/gemini-2.5-pro" and doc["thresholds"] == [200_000]
+    assert doc["per_million"]["standard"]["input"] == "1.25"
+    assert doc["per_million"]["standard >200k"]["input"] == "2.5"
+    assert doc["per_million"]["batch >200k"]["output"] == "7.5"
+    code, out = invoke("prices", "show", "no-such-model", "--json")
+    assert code == 1 and json.loads(out)["unpriced"] is True
+    code, out = invoke("prices", "versions", "--json")
+    assert code == 0
+    (version,) = json.loads(out)
+    assert version["price_version"].startswith("litellm-") and version["models"] > 3000
