@@ -203,6 +203,27 @@ class PricingSettings(BaseSettings):
     )
 
 
+
+class PublisherSettings(BaseSettings):
+    """The in-app usage publisher: batching, delivery and the local spool."""
+
+    model_config = SettingsConfigDict(env_prefix="COSTPLANE_PUBLISHER_", extra="ignore")
+
+    max_batch_events: int = Field(100, ge=1, le=10_000, description="Flush a tenant's batch at this many events.")
+    max_batch_bytes: int = Field(256 * 1024, ge=1024, description="Flush a tenant's batch at about this many bytes.")
+    linger_ms: float = Field(20.0, ge=0, description="Flush a tenant's batch this long after its first event.")
+    max_buffered_events: int = Field(100_000, ge=100, description="Events held in memory before spilling to spool.")
+    delivery_timeout_ms: int = Field(10_000, ge=1000, description="How long the client retries before spooling.")
+    compression: str = Field("lz4", description="Kafka compression codec: none, gzip, snappy, lz4 or zstd.")
+    spool_dir: Path = Field(default_factory=lambda: default_state_dir().parent / "spool",
+                            description="Durable spool directory for messages the broker could not take.")
+    spool_max_bytes: int = Field(512 * 1024 * 1024, ge=1024 * 1024, description="Spool size cap.")
+    spool_fsync: Literal["roll", "always", "never"] = Field("roll", description="Spool fsync policy.")
+    spool_when_full: Literal["drop_oldest", "refuse_newest"] = Field("drop_oldest", description="At the cap.")
+    probe_interval_s: float = Field(1.0, gt=0, description="How often a spooling publisher checks the broker.")
+    close_timeout_s: float = Field(10.0, gt=0, description="How long close() waits for deliveries.")
+
+
 def load_settings(cls: type[_S], **overrides: Any) -> _S:
     """Build a settings object, turning validation errors into one readable ``ConfigError``."""
     try:

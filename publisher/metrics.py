@@ -1,0 +1,58 @@
+"""Publisher counters: exposed through prometheus-client, and as a plain snapshot for apps without Prometheus.
+
+Each publisher gets its own ``CollectorRegistry`` unless the app passes one (e.g. ``prometheus_client.REGISTRY``)
+so two publishers in one process, or a test suite, never collide on metric names.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from costplane.logging import get_logger
+
+log = get_logger("costplane.publisher")
+
+
+class PublisherMetrics:
+    """The publisher's counters; every error path increments one, none of them raises."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.emitted = Counter("costplane_publisher_events_total", "Events accepted by emit()", registry=r)
+        self.invalid = Counter("costplane_publisher_invalid_events_total", "Events refused by validation",
+                               ["reason"], registry=r)
+        self.errors = Counter("costplane_publisher_errors_total", "Internal errors swallowed in lenient mode",
+                              ["kind"], registry=r)
+        self.batches = Counter("costplane_publisher_batches_total", "Batches handed to the Kafka client", registry=r)
+        self.delivered = Counter("costplane_publisher_delivered_events_total", "Events acknowledged by the broker",
+                                 registry=r)
+        self.spooled = Counter("costplane_publisher_spooled_batches_total", "Batches written to the local spool",
+                               registry=r)
+        self.replayed = Counter("costplane_publisher_replayed_batches_total", "Spooled batches delivered later",
+                                registry=r)
+        self.lost = Counter("costplane_publisher_lost_batches_total", "Batches the spool could not keep",
+                            ["reason"], registry=r)
+        self.buffered = Gauge("costplane_publisher_buffered_events", "Events waiting in memory", registry=r)
+
+
+class RateLimitedLog:
+    """Log a repeated problem at most once per interval per key, with how many were suppressed."""
+
+    def __init__(self, interval_s: float = 10.0) -> None:
+        self.interval_s = interval_s
+        self._last: dict[str, tuple[float, int]] = {}
+        self._lock = threading.Lock()
+
+    def warning(self, key: str, event: str, **fields: object) -> None:
+        now = time.monotonic()
+        with self._lock:
+            last, suppressed = self._last.get(key, (0.0, 0))
+            if now - last < self.interval_s:
+                self._last[key] = (last, suppressed + 1)
+                return
+            self._last[key] = (now, 0)
+        log.warning(event, suppressed=suppressed, **fields)

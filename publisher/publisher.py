@@ -1,0 +1,341 @@
+"""``UsagePublisher``: the two lines a service adds to make every model-call attempt visible.
+
+Contract with the app: ``emit``/``record`` never block and never raise (lenient mode, the default) — they validate,
+append to a per-tenant batch and return. A background thread encodes batches (amortised: one Avro encode and one
+Kafka message per batch), hands them to an idempotent confluent-kafka producer, and moves anything the broker cannot
+take to a durable local spool, which it replays in order once the broker answers again. ``strict=True`` turns bad
+input into a ``ValueError`` (``InvalidEvent``) for apps that prefer to fail loudly in tests.
+"""
+
+from __future__ import annotations
+
+import atexit
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from prometheus_client import CollectorRegistry
+from uuid6 import uuid7
+
+from costplane.config import KafkaSettings, PublisherSettings, load_settings
+from costplane.publisher.attempts import RequestRecorder
+from costplane.publisher.codec import UsageCodec
+from costplane.publisher.event import UsageEvent
+from costplane.publisher.metrics import PublisherMetrics, RateLimitedLog
+from costplane.publisher.spool import DiskSpool, SpooledMessage, SpoolFull
+from costplane.publisher.validation import InvalidEvent, validate_event
+
+#: Rough encoded size of one event, used to flush on bytes before encoding (the real size is known after).
+_EST_EVENT_BYTES = 160
+
+
+class ProducerLike(Protocol):
+    """The part of ``confluent_kafka.Producer`` the publisher uses (a fake one drives the unit tests)."""
+
+    def produce(self, topic: str, value: bytes, key: bytes, headers: list[tuple[str, bytes]],
+                on_delivery: Callable[[Any, Any], None]) -> None: ...
+    def poll(self, timeout: float) -> int: ...
+    def flush(self, timeout: float) -> int: ...
+    def purge(self, in_queue: bool = True, in_flight: bool = True, blocking: bool = True) -> None: ...
+    def list_topics(self, topic: str | None = None, timeout: float = -1) -> Any: ...
+    def __len__(self) -> int: ...
+
+
+@dataclass(slots=True)
+class _TenantBuffer:
+    events: list[UsageEvent] = field(default_factory=list)
+    first_at: float = 0.0
+
+
+def build_producer(kafka: KafkaSettings, settings: PublisherSettings) -> ProducerLike:
+    """An idempotent, compressing producer whose failures surface within ``delivery_timeout_ms``."""
+    from confluent_kafka import Producer
+
+    conf = {
+        **kafka.confluent_config(),
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 5,
+        "compression.type": settings.compression,
+        "message.timeout.ms": settings.delivery_timeout_ms,
+        "queue.buffering.max.messages": 100_000,
+        "queue.buffering.max.kbytes": 256 * 1024,
+        "socket.connection.setup.timeout.ms": 3000,
+        "reconnect.backoff.max.ms": 1000,
+        "log_level": 3,
+    }
+    return Producer(conf)  # type: ignore[return-value]
+
+
+class UsagePublisher:
+    """Batching, spooling usage-event publisher. Thread-safe; one per process is enough."""
+
+    def __init__(
+        self,
+        kafka: KafkaSettings | None = None,
+        settings: PublisherSettings | None = None,
+        *,
+        codec: UsageCodec | None = None,
+        producer: ProducerLike | None = None,
+        strict: bool = False,
+        registry: CollectorRegistry | None = None,
+        clock: Callable[[], float] = time.time,
+        start: bool = True,
+    ) -> None:
+        self.kafka = kafka or load_settings(KafkaSettings)
+        self.settings = settings or load_settings(PublisherSettings)
+        self.topic = self.kafka.topic("usage")
+        self.strict = strict
+        self.metrics = PublisherMetrics(registry)
+        self._codec = codec or (UsageCodec.with_registry(self.kafka.schema_registry_url)
+                                if self.kafka.schema_registry_url else UsageCodec.schemaless())
+        self._producer = producer if producer is not None else build_producer(self.kafka, self.settings)
+        s = self.settings
+        self._spool = DiskSpool(s.spool_dir, max_bytes=s.spool_max_bytes, fsync=s.spool_fsync,
+                                when_full=s.spool_when_full)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._buffers: dict[str, _TenantBuffer] = {}
+        self._buffered = 0
+        self._wake = threading.Event()
+        self._closed = threading.Event()
+        self._broker_up = True
+        self._next_probe = 0.0
+        self._in_flight = 0
+        self._log = RateLimitedLog()
+        self._thread: threading.Thread | None = None
+        if start:
+            self._thread = threading.Thread(target=self._run, name="costplane-publisher", daemon=True)
+            self._thread.start()
+        # Flush at interpreter exit without keeping the publisher alive through the atexit registry.
+        ref = weakref.ref(self)
+        atexit.register(lambda: (p := ref()) is not None and p.close())
+
+    # -- the app-facing API ----------------------------------------------------------------------------------
+    def emit(self, event: UsageEvent) -> bool:
+        """Queue one event. Returns False (lenient) or raises ``InvalidEvent`` (strict) when it is invalid."""
+        try:
+            validate_event(event)
+        except InvalidEvent as exc:
+            self.metrics.invalid.labels(exc.reason).inc()
+            if self.strict:
+                raise
+            self._log.warning(f"invalid:{exc.reason}", "usage event refused", reason=exc.reason, field=exc.field)
+            return False
+        if self._closed.is_set():
+            self.metrics.errors.labels("emit_after_close").inc()
+            if self.strict:
+                raise RuntimeError("emit() after close()")
+            return False
+        with self._lock:
+            buf = self._buffers.get(event.tenant)
+            if buf is None:
+                buf = self._buffers[event.tenant] = _TenantBuffer(first_at=self._clock())
+            buf.events.append(event)
+            self._buffered += 1
+            full = len(buf.events) >= self.settings.max_batch_events or \
+                len(buf.events) * _EST_EVENT_BYTES >= self.settings.max_batch_bytes
+            overfull = self._buffered >= self.settings.max_buffered_events
+        self.metrics.emitted.inc()
+        if full:
+            self._wake.set()
+        if overfull:
+            self._spill_all()
+        return True
+
+    def record(self, **fields: Any) -> bool:
+        """Build and emit an event from keyword fields; ``event_id`` and ``occurred_at`` default to now."""
+        try:
+            fields.setdefault("event_id", str(uuid7()))
+            fields.setdefault("occurred_at", int(self._clock() * 1000))
+            fields.setdefault("attempt", 1)
+            fields.setdefault("status", "ok")
+            event = UsageEvent(**fields)
+        except TypeError as exc:
+            self.metrics.invalid.labels("bad_shape").inc()
+            if self.strict:
+                raise InvalidEvent("bad_shape", None, str(exc)) from None
+            self._log.warning("invalid:bad_shape", "usage event refused", reason="bad_shape", error=str(exc))
+            return False
+        return self.emit(event)
+
+    def request(self, **common: Any) -> RequestRecorder:
+        """Record every attempt of one logical request: ``with pub.request(...) as req: with req.attempt(): …``."""
+        return RequestRecorder(self.record, clock=self._clock, **common)
+
+    def flush(self, timeout: float = 10.0) -> int:
+        """Send everything buffered and wait up to ``timeout`` for acknowledgements; returns messages still out."""
+        self._drain_buffers(force=True)
+        return int(self._producer.flush(timeout))
+
+    def close(self, timeout: float | None = None) -> None:
+        """Flush, spool whatever the broker did not acknowledge, stop the thread. Idempotent."""
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        self._wake.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5.0)
+        wait = self.settings.close_timeout_s if timeout is None else timeout
+        self._drain_buffers(force=True)
+        if self._broker_up:
+            self._producer.flush(wait)
+        # Whatever is still queued or in flight goes to the spool through its failed delivery report.
+        self._producer.purge(True, True, True)
+        self._producer.poll(0)
+        self._spool.close()
+
+    def stats(self) -> dict[str, Any]:
+        """A snapshot for apps without Prometheus."""
+        with self._lock:
+            buffered = self._buffered
+        return {"buffered": buffered, "broker_up": self._broker_up, "spool_bytes": self._spool.size_bytes(),
+                "spool": self._spool.stats, "emitted": self.metrics.emitted._value.get()}
+
+    def __enter__(self) -> UsagePublisher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- background work -------------------------------------------------------------------------------------
+    def _run(self) -> None:
+        linger_s = self.settings.linger_ms / 1000
+        while not self._closed.is_set():
+            self._wake.wait(max(linger_s / 2, 0.001))
+            self._wake.clear()
+            try:
+                self._drain_buffers(force=False)
+                self._producer.poll(0)
+                self._maybe_replay()
+            except Exception as exc:  # noqa: BLE001 - the app must never see this thread die
+                self.metrics.errors.labels("background").inc()
+                self._log.warning("background", "publisher background error", error=repr(exc))
+
+    def _take_due(self, force: bool) -> list[tuple[str, list[UsageEvent]]]:
+        now = self._clock()
+        linger_s = self.settings.linger_ms / 1000
+        due: list[tuple[str, list[UsageEvent]]] = []
+        with self._lock:
+            for tenant, buf in list(self._buffers.items()):
+                size_due = len(buf.events) >= self.settings.max_batch_events or \
+                    len(buf.events) * _EST_EVENT_BYTES >= self.settings.max_batch_bytes
+                if force or now - buf.first_at >= linger_s:
+                    due.append((tenant, buf.events))
+                    self._buffered -= len(buf.events)
+                    del self._buffers[tenant]
+                elif size_due:
+                    # Send the full batches now; the remainder lingers as a fresh batch.
+                    per_batch = max(1, min(self.settings.max_batch_events,
+                                           self.settings.max_batch_bytes // _EST_EVENT_BYTES))
+                    cut = len(buf.events) - len(buf.events) % per_batch
+                    due.append((tenant, buf.events[:cut]))
+                    buf.events = buf.events[cut:]
+                    buf.first_at = now
+                    self._buffered -= cut
+                    if not buf.events:
+                        del self._buffers[tenant]
+            self.metrics.buffered.set(self._buffered)
+        return due
+
+    def _drain_buffers(self, force: bool) -> None:
+        for tenant, events in self._take_due(force):
+            per_batch = max(1, min(self.settings.max_batch_events, self.settings.max_batch_bytes // _EST_EVENT_BYTES))
+            for start in range(0, len(events), per_batch):
+                chunk = events[start:start + per_batch]
+                value, headers = self._codec.encode_batch(tenant, chunk)
+                self._send(SpooledMessage(tenant.encode(), value, headers), len(chunk))
+
+    def _spill_all(self) -> None:
+        """Memory bound reached (the broker cannot keep up): encode everything buffered straight to the spool."""
+        for tenant, events in self._take_due(force=True):
+            value, headers = self._codec.encode_batch(tenant, events)
+            self._to_spool(SpooledMessage(tenant.encode(), value, headers))
+
+    def _send(self, msg: SpooledMessage, events: int) -> None:
+        # Order: while anything is spooled (or the broker is down), new batches queue behind it in the spool.
+        if not self._broker_up or not self._spool.is_empty():
+            self._to_spool(msg)
+            return
+        try:
+            self._producer.produce(self.topic, value=msg.value, key=msg.key, headers=msg.headers,
+                                   on_delivery=self._delivery_callback(msg, events))
+            self.metrics.batches.inc()
+        except BufferError:
+            self._to_spool(msg)
+        except Exception as exc:  # noqa: BLE001 - a client error becomes a spooled batch, never an app error
+            self.metrics.errors.labels("produce").inc()
+            self._log.warning("produce", "produce failed; spooling", error=repr(exc))
+            self._to_spool(msg)
+
+    def _delivery_callback(self, msg: SpooledMessage, events: int) -> Callable[[Any, Any], None]:
+        def on_delivery(err: Any, _message: Any) -> None:
+            if err is None:
+                self._broker_up = True
+                self.metrics.delivered.inc(events)
+                return
+            self._broker_up = False
+            self._next_probe = 0.0
+            self._log.warning("delivery", "delivery failed; spooling", error=str(err))
+            self._to_spool(msg)
+
+        return on_delivery
+
+    def _to_spool(self, msg: SpooledMessage) -> None:
+        try:
+            self._spool.append(msg)
+            self.metrics.spooled.inc()
+        except SpoolFull:
+            self.metrics.lost.labels("spool_full").inc()
+            self._log.warning("spool_full", "spool full; batch refused")
+        except OSError as exc:
+            self.metrics.lost.labels("spool_io").inc()
+            self._log.warning("spool_io", "spool write failed", error=repr(exc))
+
+    def _maybe_replay(self) -> None:
+        """Drain the spool, oldest segment first, once the broker answers again."""
+        if self._spool.is_empty():
+            return
+        now = self._clock()
+        if now < self._next_probe:
+            return
+        self._next_probe = now + self.settings.probe_interval_s
+        if len(self._producer) > 0 and not self._broker_up:
+            return  # earlier messages are still timing out; let them land in the spool first
+        try:
+            self._producer.list_topics(self.topic, timeout=min(1.0, self.settings.probe_interval_s))
+        except Exception:  # noqa: BLE001 - any metadata failure means "still down"
+            self._broker_up = False
+            return
+        while not self._closed.is_set():
+            oldest = self._spool.oldest_segment()
+            if oldest is None:
+                break
+            path, messages = oldest
+            results: list[bool] = []
+
+            def on_delivery(err: Any, _m: Any, results: list[bool] = results) -> None:
+                results.append(err is None)
+
+            for m in messages:
+                self._produce_blocking(m, on_delivery)
+            self._producer.flush(self.settings.delivery_timeout_ms / 1000 + 1)
+            if len(results) == len(messages) and all(results):
+                self._spool.acknowledge(path, len(messages))
+                self.metrics.replayed.inc(len(messages))
+                self._broker_up = True
+            else:
+                self._broker_up = False  # keep the segment; a later replay may duplicate, the worker dedups
+                break
+
+    def _produce_blocking(self, msg: SpooledMessage, on_delivery: Callable[[Any, Any], None]) -> None:
+        while True:
+            try:
+                self._producer.produce(self.topic, value=msg.value, key=msg.key, headers=msg.headers,
+                                       on_delivery=on_delivery)
+                return
+            except BufferError:
+                self._producer.poll(0.05)

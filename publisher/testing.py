@@ -1,0 +1,71 @@
+"""``InMemoryPublisher``: the publisher's API without Kafka, for your own unit tests.
+
+It validates exactly like the real one (lenient by default, ``strict=True`` raises) and keeps every accepted event
+in ``.events`` so a test can assert what the code under test reported.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from uuid6 import uuid7
+
+from costplane.publisher.attempts import RequestRecorder
+from costplane.publisher.event import UsageEvent
+from costplane.publisher.validation import InvalidEvent, validate_event
+
+
+class InMemoryPublisher:
+    """Collects events in memory; same ``emit``/``record``/``request``/``flush``/``close`` as UsagePublisher."""
+
+    def __init__(self, *, strict: bool = False, clock: Callable[[], float] = time.time) -> None:
+        self.strict = strict
+        self.events: list[UsageEvent] = []
+        self.rejected: list[InvalidEvent] = []
+        self._clock = clock
+        self._lock = threading.Lock()
+        self.closed = False
+
+    def emit(self, event: UsageEvent) -> bool:
+        try:
+            validate_event(event)
+        except InvalidEvent as exc:
+            if self.strict:
+                raise
+            self.rejected.append(exc)
+            return False
+        with self._lock:
+            self.events.append(event)
+        return True
+
+    def record(self, **fields: Any) -> bool:
+        fields.setdefault("event_id", str(uuid7()))
+        fields.setdefault("occurred_at", int(self._clock() * 1000))
+        fields.setdefault("attempt", 1)
+        fields.setdefault("status", "ok")
+        try:
+            event = UsageEvent(**fields)
+        except TypeError as exc:
+            if self.strict:
+                raise InvalidEvent("bad_shape", None, str(exc)) from None
+            self.rejected.append(InvalidEvent("bad_shape", None, str(exc)))
+            return False
+        return self.emit(event)
+
+    def request(self, **common: Any) -> RequestRecorder:
+        return RequestRecorder(self.record, clock=self._clock, **common)
+
+    def flush(self, timeout: float = 0.0) -> int:
+        return 0
+
+    def close(self, timeout: float | None = None) -> None:
+        self.closed = True
+
+    def __enter__(self) -> InMemoryPublisher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
