@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "costplane.cli.dev",
     "costplane.cli.demo",
     "costplane.cli.config_cmd",
+    "costplane.cli.replay",
     "costplane.cli.pricing_cmds",
 )
 
