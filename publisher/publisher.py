@@ -182,7 +182,9 @@ class UsagePublisher:
         wait = self.settings.close_timeout_s if timeout is None else timeout
         self._drain_buffers(force=True)
         if self._broker_up:
+            started = self._clock()
             self._producer.flush(wait)
+            self._maybe_replay(deadline=started + wait)  # deliver what was spooled too, within the same budget
         # Whatever is still queued or in flight goes to the spool through its failed delivery report.
         self._producer.purge(True, True, True)
         self._producer.poll(0)
@@ -256,8 +258,9 @@ class UsagePublisher:
             self._to_spool(SpooledMessage(tenant.encode(), value, headers))
 
     def _send(self, msg: SpooledMessage, events: int) -> None:
-        # Order: while anything is spooled (or the broker is down), new batches queue behind it in the spool.
-        if not self._broker_up or not self._spool.is_empty():
+        # While the broker is down new batches go straight to the spool (they would only time out in the client);
+        # while it is up they are sent at once and the spool drains beside them, oldest segment first.
+        if not self._broker_up:
             self._to_spool(msg)
             return
         try:
@@ -295,22 +298,24 @@ class UsagePublisher:
             self.metrics.lost.labels("spool_io").inc()
             self._log.warning("spool_io", "spool write failed", error=repr(exc))
 
-    def _maybe_replay(self) -> None:
-        """Drain the spool, oldest segment first, once the broker answers again."""
+    def _maybe_replay(self, *, deadline: float | None = None) -> None:
+        """Drain the spool oldest segment first: one segment per call while the broker is up; while it is down,
+        probe it (cheap metadata request) at most once per ``probe_interval_s``."""
         if self._spool.is_empty():
             return
-        now = self._clock()
-        if now < self._next_probe:
-            return
-        self._next_probe = now + self.settings.probe_interval_s
-        if len(self._producer) > 0 and not self._broker_up:
-            return  # earlier messages are still timing out; let them land in the spool first
-        try:
-            self._producer.list_topics(self.topic, timeout=min(1.0, self.settings.probe_interval_s))
-        except Exception:  # noqa: BLE001 - any metadata failure means "still down"
-            self._broker_up = False
-            return
-        while not self._closed.is_set():
+        if not self._broker_up:
+            now = self._clock()
+            if now < self._next_probe:
+                return
+            self._next_probe = now + self.settings.probe_interval_s
+            if len(self._producer) > 0:
+                return  # earlier messages are still timing out; let them land in the spool first
+            try:
+                self._producer.list_topics(self.topic, timeout=min(1.0, self.settings.probe_interval_s))
+            except Exception:  # noqa: BLE001 - any metadata failure means "still down"
+                return
+            self._broker_up = True
+        while deadline is None or self._clock() < deadline:
             oldest = self._spool.oldest_segment()
             if oldest is None:
                 break
@@ -326,10 +331,11 @@ class UsagePublisher:
             if len(results) == len(messages) and all(results):
                 self._spool.acknowledge(path, len(messages))
                 self.metrics.replayed.inc(len(messages))
-                self._broker_up = True
             else:
                 self._broker_up = False  # keep the segment; a later replay may duplicate, the worker dedups
                 break
+            if deadline is None:
+                break  # one segment per background iteration, so fresh batches keep flowing in between
 
     def _produce_blocking(self, msg: SpooledMessage, on_delivery: Callable[[Any, Any], None]) -> None:
         while True:
