@@ -35,7 +35,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy costplane pricing publisher enforcers streams budgets
+	PATH=$(BIN):$$PATH ./scripts/typecheck
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

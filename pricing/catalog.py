@@ -343,16 +343,15 @@ class PriceCatalog:
     ) -> Cost:
         """:meth:`price` without building a TokenUsage: the worker's hot path (token counts already validated)."""
         index = 0 if self._single else self.version_index(occurred_at_ms)
-        rates = self._compiled.get((index, provider, model), _MISSING)
-        if rates is _MISSING:
-            rates = self._compile(index, provider, model)
+        key = (index, provider, model)
+        rates = self._compiled[key] if key in self._compiled else self._compile(index, provider, model)
         if rates is None:
             return self._unpriced[index]
         tier = _TIER_FAST.get(service_tier) or f.normalize_tier(service_tier)
         off_peak = False
-        if rates.off_peak is not None:  # type: ignore[union-attr]
-            off_peak = rates.is_off_peak(self._clock() if occurred_at_ms is None else occurred_at_ms)  # type: ignore[union-attr]
-        return rates.price(  # type: ignore[union-attr]
+        if rates.off_peak is not None:
+            off_peak = rates.is_off_peak(self._clock() if occurred_at_ms is None else occurred_at_ms)
+        return rates.price(
             tier,
             input_tokens,
             cached_input_tokens,

@@ -70,6 +70,12 @@ def build_producer(kafka: KafkaSettings, settings: PublisherSettings) -> Produce
     return Producer(conf)  # type: ignore[return-value]
 
 
+def _close_at_exit(ref: weakref.ref[UsagePublisher]) -> None:
+    publisher = ref()
+    if publisher is not None:
+        publisher.close()
+
+
 class UsagePublisher:
     """Batching, spooling usage-event publisher. Thread-safe; one per process is enough."""
 
@@ -111,8 +117,7 @@ class UsagePublisher:
             self._thread = threading.Thread(target=self._run, name="costplane-publisher", daemon=True)
             self._thread.start()
         # Flush at interpreter exit without keeping the publisher alive through the atexit registry.
-        ref = weakref.ref(self)
-        atexit.register(lambda: (p := ref()) is not None and p.close())
+        atexit.register(_close_at_exit, weakref.ref(self))
 
     # -- the app-facing API ----------------------------------------------------------------------------------
     def emit(self, event: UsageEvent) -> bool:
