@@ -1,0 +1,12 @@
+"""``python -m bench``: run every benchmark and rewrite its section of docs/benchmarks.md."""
+
+from __future__ import annotations
+
+import runpy
+import sys
+
+BENCHES = ("bench.bench_publisher",)
+
+for name in BENCHES:
+    sys.argv = [name]
+    runpy.run_module(name, run_name="__main__")
