@@ -10,8 +10,13 @@ from rich.console import Console
 
 
 def console(stderr: bool = False) -> Console:
-    """A rich console (stderr for progress and errors so stdout stays clean for JSON)."""
-    return Console(stderr=stderr, highlight=False)
+    """A rich console (stderr for progress and errors so stdout stays clean for JSON).
+
+    Piped output (CI logs, ``| less``) gets 120 columns instead of rich's 80 so tables are not truncated.
+    """
+    stream = sys.stderr if stderr else sys.stdout
+    width = None if stream.isatty() else 120
+    return Console(stderr=stderr, highlight=False, width=width)
 
 
 def print_json(data: Any) -> None:
