@@ -7,6 +7,7 @@ COPY pricing ./pricing
 COPY publisher ./publisher
 COPY enforcers ./enforcers
 COPY streams ./streams
+COPY budgets ./budgets
 COPY schemas ./schemas
 COPY sql ./sql
 RUN pip install --no-cache-dir ".[worker]"

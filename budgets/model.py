@@ -1,0 +1,161 @@
+"""The budget model: what is limited, for whom, over which period, and what happens at the limit."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from decimal import Decimal, InvalidOperation
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from costplane.budgets.windows import PERIODS
+
+Unit = Literal["usd", "tokens"]
+DIMENSIONS = ("tenant", "team", "feature", "user", "env", "model", "provider", "plan")
+PERIOD_ALIASES = {"minute": "rolling-1m", "hour": "rolling-1h", "rolling-24h": "rolling-24h",
+                  "calendar-day": "day", "calendar-month": "month"}
+NANOS_PER_USD = Decimal(1_000_000_000)
+
+
+class BudgetError(ValueError):
+    """A budget definition that cannot be used (the message says which field and why)."""
+
+
+def parse_scope(text: str) -> dict[str, str]:
+    """``tenant=acme,user=*`` → ``{"tenant": "acme", "user": "*"}`` (``*`` = one budget per member)."""
+    scope: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, value = part.partition("=")
+        name, value = name.strip(), value.strip()
+        if not sep or not value:
+            raise BudgetError(f"scope part {part!r} must look like dimension=value")
+        if name not in DIMENSIONS:
+            raise BudgetError(f"unknown scope dimension {name!r}; use {', '.join(DIMENSIONS)}")
+        scope[name] = value
+    if "tenant" not in scope:
+        raise BudgetError("a budget scope must name its tenant (tenant=NAME or tenant=*)")
+    return scope
+
+
+class Budget(BaseModel):
+    """A spend or token limit over a scope and period, with soft thresholds and a hard action.
+
+    ``limit`` is integer nano-USD when ``unit == "usd"`` and tokens when ``unit == "tokens"``. ``action`` is
+    ``block``, ``degrade:<model>`` or ``notify``.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(pattern=r"^[A-Za-z0-9._-]{1,128}$")
+    scope: dict[str, str]
+    period: str = "day"
+    tz: str = "UTC"
+    unit: Unit = "usd"
+    limit: int = Field(ge=0)
+    soft: tuple[float, ...] = ()
+    action: str = "block"
+    version: int = 0
+
+    @field_validator("scope")
+    @classmethod
+    def _scope(cls, value: dict[str, str]) -> dict[str, str]:
+        return parse_scope(",".join(f"{k}={v}" for k, v in value.items()))
+
+    @field_validator("period")
+    @classmethod
+    def _period(cls, value: str) -> str:
+        value = PERIOD_ALIASES.get(value, value)
+        if value not in PERIODS:
+            raise BudgetError(f"period {value!r} is not one of {', '.join(PERIODS)}")
+        return value
+
+    @field_validator("tz")
+    @classmethod
+    def _tz(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise BudgetError(f"unknown timezone {value!r}") from None
+        return value
+
+    @field_validator("soft")
+    @classmethod
+    def _soft(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(not 0 < v < 1 for v in value):
+            raise BudgetError("soft thresholds are fractions between 0 and 1, e.g. 0.5,0.8")
+        return tuple(sorted(value))
+
+    @model_validator(mode="after")
+    def _action(self) -> Budget:
+        if self.action not in ("block", "notify") and not (self.action.startswith("degrade:") and self.action[8:]):
+            raise BudgetError(f"action {self.action!r} must be block, notify or degrade:MODEL")
+        return self
+
+    # -- constructors -----------------------------------------------------------------------------------------
+    @classmethod
+    def from_cli(cls, budget_id: str, *, scope: str, period: str = "day", tz: str = "UTC",
+                 limit_usd: str | None = None, limit_tokens: int | None = None, soft: str = "",
+                 action: str = "block") -> Budget:
+        """Build from the ``costplane budget set`` flags (exactly one of limit_usd / limit_tokens)."""
+        if (limit_usd is None) == (limit_tokens is None):
+            raise BudgetError("give exactly one of --limit-usd or --limit-tokens")
+        if limit_usd is not None:
+            try:
+                nanos = Decimal(limit_usd) * NANOS_PER_USD
+            except InvalidOperation:
+                raise BudgetError(f"--limit-usd {limit_usd!r} is not a number") from None
+            unit: Unit = "usd"
+            limit = int(nanos)
+        else:
+            unit, limit = "tokens", int(limit_tokens or 0)
+        thresholds = tuple(float(x) for x in soft.split(",") if x.strip())
+        return cls(id=budget_id, scope=parse_scope(scope), period=period, tz=tz, unit=unit, limit=limit,
+                   soft=thresholds, action=action)
+
+    def to_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Budget:
+        return cls.model_validate(json.loads(text))
+
+    # -- matching ---------------------------------------------------------------------------------------------
+    @property
+    def degrade_model(self) -> str | None:
+        return self.action[8:] if self.action.startswith("degrade:") else None
+
+    def member_of(self, attrs: Mapping[str, str | None]) -> str | None:
+        """The member key this call/event counts under (e.g. ``tenant=acme,user=u1``), or None if out of scope."""
+        parts = []
+        for dim in DIMENSIONS:
+            wanted = self.scope.get(dim)
+            if wanted is None:
+                continue
+            value = attrs.get(dim)
+            if value is None or value == "":
+                return None
+            if wanted != "*" and value != wanted:
+                return None
+            parts.append(f"{dim}={value}")
+        return ",".join(parts)
+
+    def limit_display(self) -> str:
+        if self.unit == "usd":
+            return f"${(Decimal(self.limit) / NANOS_PER_USD).normalize()}"
+        return f"{self.limit} tokens"
+
+
+def per_user_token_budgets_by_plan(tenant: str, limits: Mapping[str, int], *, period: str = "day",
+                                   tz: str = "UTC", action: str = "block") -> list[Budget]:
+    """One per-user token budget per plan: e.g. ``{"free": 10_000, "pro": 200_000}`` tokens a day each user."""
+    return [Budget(id=f"{tenant}-user-tokens-{plan}", scope={"tenant": tenant, "user": "*", "plan": plan},
+                   period=period, tz=tz, unit="tokens", limit=limit, action=action)
+            for plan, limit in limits.items()]
+
+
+def event_attrs(event: Any) -> dict[str, str | None]:
+    """Scope attributes of a UsageEvent-shaped object (``user`` is the event's ``user_id``)."""
+    return {"tenant": event.tenant, "team": event.team, "feature": event.feature, "user": event.user_id,
+            "env": event.env, "model": event.model, "provider": event.provider, "plan": event.plan}
