@@ -26,6 +26,7 @@ from bench.common import percentile, write_section
 from costplane.config import KafkaSettings, PublisherSettings, load_settings
 from costplane.publisher import UsagePublisher
 from costplane.publisher.codec import UsageCodec, _schemas, _to_record
+from costplane.publisher.event import UsageEvent
 from costplane.synthetic import generate
 
 
@@ -34,7 +35,7 @@ def _producer(kafka: KafkaSettings) -> Producer:
                      "compression.type": "lz4", "queue.buffering.max.messages": 1_000_000})
 
 
-def floor_latency(kafka: KafkaSettings, events: list, topic: str) -> list[float]:
+def floor_latency(kafka: KafkaSettings, events: list[UsageEvent], topic: str) -> list[float]:
     producer = _producer(kafka)
     schema = _schemas().event_fast
     lat = []
@@ -50,7 +51,7 @@ def floor_latency(kafka: KafkaSettings, events: list, topic: str) -> list[float]
     return sorted(lat)
 
 
-def emit_latency(kafka: KafkaSettings, settings: PublisherSettings, events: list) -> list[float]:
+def emit_latency(kafka: KafkaSettings, settings: PublisherSettings, events: list[UsageEvent]) -> list[float]:
     publisher = UsagePublisher(kafka, settings)
     lat = []
     for e in events:
@@ -61,10 +62,10 @@ def emit_latency(kafka: KafkaSettings, settings: PublisherSettings, events: list
     return sorted(lat)
 
 
-def floor_throughput(kafka: KafkaSettings, events: list, topic: str) -> float:
+def floor_throughput(kafka: KafkaSettings, events: list[UsageEvent], topic: str) -> float:
     codec = UsageCodec.schemaless()
     producer = _producer(kafka)
-    by_tenant: dict[str, list] = {}
+    by_tenant: dict[str, list[UsageEvent]] = {}
     t0 = time.perf_counter()
     for e in events:
         batch = by_tenant.setdefault(e.tenant, [])
@@ -82,7 +83,9 @@ def floor_throughput(kafka: KafkaSettings, events: list, topic: str) -> float:
     return len(events) / (time.perf_counter() - t0)
 
 
-def publisher_throughput(kafka: KafkaSettings, settings: PublisherSettings, events: list) -> tuple[float, int]:
+def publisher_throughput(
+    kafka: KafkaSettings, settings: PublisherSettings, events: list[UsageEvent]
+) -> tuple[float, int]:
     publisher = UsagePublisher(kafka, settings)
     t0 = time.perf_counter()
     for e in events:

@@ -213,8 +213,11 @@ class PublisherSettings(BaseSettings):
     max_batch_bytes: int = Field(256 * 1024, ge=1024, description="Flush a tenant's batch at about this many bytes.")
     linger_ms: float = Field(20.0, ge=0, description="Flush a tenant's batch this long after its first event.")
     max_buffered_events: int = Field(100_000, ge=100, description="Events held in memory before spilling to spool.")
+    max_buffered_bytes: int = Field(64 * 1024 * 1024, ge=64 * 1024,
+                                    description="Estimated event bytes held in memory before spilling to spool.")
     delivery_timeout_ms: int = Field(10_000, ge=1000, description="How long the client retries before spooling.")
-    compression: str = Field("lz4", description="Kafka compression codec: none, gzip, snappy, lz4 or zstd.")
+    compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(
+        "lz4", description="Kafka compression codec: none, gzip, snappy, lz4 or zstd.")
     spool_dir: Path = Field(default_factory=lambda: default_state_dir().parent / "spool",
                             description="Durable spool directory for messages the broker could not take.")
     spool_max_bytes: int = Field(512 * 1024 * 1024, ge=1024 * 1024, description="Spool size cap.")

@@ -36,6 +36,9 @@ class PublisherMetrics:
                                 registry=r)
         self.lost = Counter("costplane_publisher_lost_batches_total", "Batches the spool could not keep",
                             ["reason"], registry=r)
+        self.overflow = Counter("costplane_publisher_overflow_batches_total",
+                                "Batches the emitting thread moved out of memory itself (memory bound reached)",
+                                registry=r)
         self.buffered = Gauge("costplane_publisher_buffered_events", "Events waiting in memory", registry=r)
 
 

@@ -14,7 +14,6 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry
@@ -22,14 +21,12 @@ from uuid6 import uuid7
 
 from costplane.config import KafkaSettings, PublisherSettings, load_settings
 from costplane.publisher.attempts import RequestRecorder
+from costplane.publisher.batching import Batch, BatchLimits, TenantBatcher
 from costplane.publisher.codec import UsageCodec
 from costplane.publisher.event import UsageEvent
 from costplane.publisher.metrics import PublisherMetrics, RateLimitedLog
 from costplane.publisher.spool import DiskSpool, SpooledMessage, SpoolFull
 from costplane.publisher.validation import InvalidEvent, validate_event
-
-#: Rough encoded size of one event, used to flush on bytes before encoding (the real size is known after).
-_EST_EVENT_BYTES = 160
 
 
 class ProducerLike(Protocol):
@@ -42,12 +39,6 @@ class ProducerLike(Protocol):
     def purge(self, in_queue: bool = True, in_flight: bool = True, blocking: bool = True) -> None: ...
     def list_topics(self, topic: str | None = None, timeout: float = -1) -> Any: ...
     def __len__(self) -> int: ...
-
-
-@dataclass(slots=True)
-class _TenantBuffer:
-    events: list[UsageEvent] = field(default_factory=list)
-    first_at: float = 0.0
 
 
 def build_producer(kafka: KafkaSettings, settings: PublisherSettings) -> ProducerLike:
@@ -104,13 +95,15 @@ class UsagePublisher:
                                 when_full=s.spool_when_full)
         self._clock = clock
         self._lock = threading.Lock()
-        self._buffers: dict[str, _TenantBuffer] = {}
-        self._buffered = 0
+        self._batcher = TenantBatcher(
+            BatchLimits(max_events=s.max_batch_events, max_bytes=s.max_batch_bytes, linger_s=s.linger_ms / 1000,
+                        max_buffered_events=s.max_buffered_events, max_buffered_bytes=s.max_buffered_bytes),
+            clock,
+        )
         self._wake = threading.Event()
         self._closed = threading.Event()
         self._broker_up = True
         self._next_probe = 0.0
-        self._in_flight = 0
         self._log = RateLimitedLog()
         self._thread: threading.Thread | None = None
         if start:
@@ -121,7 +114,23 @@ class UsagePublisher:
 
     # -- the app-facing API ----------------------------------------------------------------------------------
     def emit(self, event: UsageEvent) -> bool:
-        """Queue one event. Returns False (lenient) or raises ``InvalidEvent`` (strict) when it is invalid."""
+        """Queue one event; True when accepted.
+
+        Lenient (default): a refused event returns False and is counted, and nothing — not even an internal bug —
+        raises into the caller. Strict: bad input raises ``InvalidEvent`` (a ``ValueError``).
+        """
+        try:
+            return self._emit(event)
+        except InvalidEvent:
+            raise  # only reaches here in strict mode
+        except Exception as exc:
+            if self.strict:
+                raise
+            self.metrics.errors.labels("emit").inc()
+            self._log.warning("emit", "usage event dropped by an internal error", error=repr(exc))
+            return False
+
+    def _emit(self, event: UsageEvent) -> bool:
         try:
             validate_event(event)
         except InvalidEvent as exc:
@@ -130,31 +139,40 @@ class UsagePublisher:
                 raise
             self._log.warning(f"invalid:{exc.reason}", "usage event refused", reason=exc.reason, field=exc.field)
             return False
+        except (AttributeError, TypeError) as exc:  # not a UsageEvent at all
+            self.metrics.invalid.labels("bad_shape").inc()
+            if self.strict:
+                raise InvalidEvent("bad_shape", None, f"not a usage event: {exc}") from None
+            self._log.warning("invalid:bad_shape", "usage event refused", reason="bad_shape", error=str(exc))
+            return False
         if self._closed.is_set():
             self.metrics.errors.labels("emit_after_close").inc()
             if self.strict:
                 raise RuntimeError("emit() after close()")
+            self._log.warning("emit_after_close", "usage event emitted after close(); dropped")
             return False
         with self._lock:
-            buf = self._buffers.get(event.tenant)
-            if buf is None:
-                buf = self._buffers[event.tenant] = _TenantBuffer(first_at=self._clock())
-            buf.events.append(event)
-            self._buffered += 1
-            full = len(buf.events) >= self.settings.max_batch_events or \
-                len(buf.events) * _EST_EVENT_BYTES >= self.settings.max_batch_bytes
-            overfull = self._buffered >= self.settings.max_buffered_events
+            closed = self._batcher.add(event)
+            spill = self._batcher.take_oldest() if self._batcher.over_limit else []
         self.metrics.emitted.inc()
-        if full:
+        if closed:
             self._wake.set()
-        if overfull:
-            self._spill_all()
+        for batch in spill:
+            # Memory bound reached (the sender is behind or the broker is away): the caller moves the oldest batch
+            # out of RAM itself — to the client, or to the spool when the broker is down or the client queue full.
+            self.metrics.overflow.inc()
+            self._ship(batch)
         return True
 
     def record(self, **fields: Any) -> bool:
-        """Build and emit an event from keyword fields; ``event_id`` and ``occurred_at`` default to now."""
+        """Build and emit an event from keyword fields (schema names).
+
+        ``event_id`` (UUIDv7) and ``occurred_at`` (now) are generated when absent; ``attempt`` defaults to 1,
+        ``status`` to ``ok`` and ``request_id`` to the event_id (a request of one attempt).
+        """
         try:
-            fields.setdefault("event_id", str(uuid7()))
+            event_id = fields.setdefault("event_id", str(uuid7()))
+            fields.setdefault("request_id", event_id)
             fields.setdefault("occurred_at", int(self._clock() * 1000))
             fields.setdefault("attempt", 1)
             fields.setdefault("status", "ok")
@@ -177,28 +195,41 @@ class UsagePublisher:
         return int(self._producer.flush(timeout))
 
     def close(self, timeout: float | None = None) -> None:
-        """Flush, spool whatever the broker did not acknowledge, stop the thread. Idempotent."""
+        """Flush, deliver what the spool holds while the broker answers, spool whatever is left. Idempotent.
+
+        Waits at most ``timeout`` (default ``close_timeout_s``) for the broker; runs at interpreter exit too, so a
+        normal exit loses nothing: what the broker did not acknowledge is on disk for the next start.
+        """
         if self._closed.is_set():
             return
         self._closed.set()
         self._wake.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=5.0)
-        wait = self.settings.close_timeout_s if timeout is None else timeout
-        self._drain_buffers(force=True)
-        if self._broker_up:
-            started = self._clock()
-            self._producer.flush(wait)
-            self._maybe_replay(deadline=started + wait)  # deliver what was spooled too, within the same budget
-        # Whatever is still queued or in flight goes to the spool through its failed delivery report.
-        self._producer.purge(True, True, True)
-        self._producer.poll(0)
-        self._spool.close()
+        try:
+            if self._thread is not None and self._thread is not threading.current_thread():
+                self._thread.join(timeout=5.0)
+            wait = self.settings.close_timeout_s if timeout is None else timeout
+            self._drain_buffers(force=True)
+            if self._broker_up:
+                started = self._clock()
+                self._producer.flush(wait)
+                self._maybe_replay(deadline=started + wait)  # deliver what was spooled too, within the same budget
+            # Whatever is still queued or in flight goes to the spool through its failed delivery report.
+            self._producer.purge(True, True, True)
+            for _ in range(1000):
+                if not self._producer.poll(0):
+                    break
+        except Exception as exc:
+            if self.strict:
+                raise
+            self.metrics.errors.labels("close").inc()
+            self._log.warning("close", "publisher close failed", error=repr(exc))
+        finally:
+            self._spool.close()
 
     def stats(self) -> dict[str, Any]:
         """A snapshot for apps without Prometheus."""
         with self._lock:
-            buffered = self._buffered
+            buffered = self._batcher.buffered_events
         return {"buffered": buffered, "broker_up": self._broker_up, "spool_bytes": self._spool.size_bytes(),
                 "spool": self._spool.stats, "emitted": self.metrics.emitted._value.get()}
 
@@ -222,45 +253,23 @@ class UsagePublisher:
                 self.metrics.errors.labels("background").inc()
                 self._log.warning("background", "publisher background error", error=repr(exc))
 
-    def _take_due(self, force: bool) -> list[tuple[str, list[UsageEvent]]]:
-        now = self._clock()
-        linger_s = self.settings.linger_ms / 1000
-        due: list[tuple[str, list[UsageEvent]]] = []
-        with self._lock:
-            for tenant, buf in list(self._buffers.items()):
-                size_due = len(buf.events) >= self.settings.max_batch_events or \
-                    len(buf.events) * _EST_EVENT_BYTES >= self.settings.max_batch_bytes
-                if force or now - buf.first_at >= linger_s:
-                    due.append((tenant, buf.events))
-                    self._buffered -= len(buf.events)
-                    del self._buffers[tenant]
-                elif size_due:
-                    # Send the full batches now; the remainder lingers as a fresh batch.
-                    per_batch = max(1, min(self.settings.max_batch_events,
-                                           self.settings.max_batch_bytes // _EST_EVENT_BYTES))
-                    cut = len(buf.events) - len(buf.events) % per_batch
-                    due.append((tenant, buf.events[:cut]))
-                    buf.events = buf.events[cut:]
-                    buf.first_at = now
-                    self._buffered -= cut
-                    if not buf.events:
-                        del self._buffers[tenant]
-            self.metrics.buffered.set(self._buffered)
-        return due
-
     def _drain_buffers(self, force: bool) -> None:
-        for tenant, events in self._take_due(force):
-            per_batch = max(1, min(self.settings.max_batch_events, self.settings.max_batch_bytes // _EST_EVENT_BYTES))
-            for start in range(0, len(events), per_batch):
-                chunk = events[start:start + per_batch]
-                value, headers = self._codec.encode_batch(tenant, chunk)
-                self._send(SpooledMessage(tenant.encode(), value, headers), len(chunk))
+        with self._lock:
+            due = self._batcher.take_due(force=force)
+            self.metrics.buffered.set(self._batcher.buffered_events)
+        for batch in due:
+            self._ship(batch)
 
-    def _spill_all(self) -> None:
-        """Memory bound reached (the broker cannot keep up): encode everything buffered straight to the spool."""
-        for tenant, events in self._take_due(force=True):
-            value, headers = self._codec.encode_batch(tenant, events)
-            self._to_spool(SpooledMessage(tenant.encode(), value, headers))
+    def _ship(self, batch: Batch) -> None:
+        """Encode one batch (the only encode per batch) and send it, or spool it when it cannot be sent."""
+        try:
+            value, headers = self._codec.encode_batch(batch.tenant, batch.events)
+        except Exception as exc:  # noqa: BLE001 - validated events should always encode; never raise into the app
+            self.metrics.lost.labels("encode").inc()
+            self._log.warning("encode", "batch could not be encoded; dropped", error=repr(exc),
+                              events=len(batch.events))
+            return
+        self._send(SpooledMessage(batch.tenant.encode(), value, headers), len(batch.events))
 
     def _send(self, msg: SpooledMessage, events: int) -> None:
         # While the broker is down new batches go straight to the spool (they would only time out in the client);

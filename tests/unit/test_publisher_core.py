@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -10,9 +9,7 @@ import pytest
 
 from costplane.config import KafkaSettings, PublisherSettings, load_settings
 from costplane.publisher import InMemoryPublisher, InvalidEvent, UsageCodec, UsagePublisher
-from costplane.publisher.adapters import usage_from_anthropic, usage_from_openai, usage_from_response
-from costplane.publisher.attempts import status_for
-from costplane.publisher.spool import DiskSpool, SpooledMessage
+from costplane.publisher.spool import DiskSpool
 from costplane.synthetic import generate
 
 
@@ -171,98 +168,34 @@ def test_close_spools_what_was_not_acknowledged_and_a_new_publisher_replays_it(t
     assert sorted(e.event_id for e in _decoded(fresh)) == sorted(e.event_id for e in events)
 
 
-def test_memory_bound_spills_to_the_spool(tmp_path: Path) -> None:
+def test_memory_bound_moves_the_oldest_batches_out_of_ram(tmp_path: Path) -> None:
+    producer = FakeProducer()
+    pub = _publisher(tmp_path, producer, max_buffered_events=100, max_batch_events=1000, linger_ms=60_000)
+    events = list(generate(250, seed=4))
+    for e in events:
+        assert pub.emit(e)
+        assert pub.stats()["buffered"] <= 100
+    assert pub.metrics.overflow._value.get() >= 2
+    pub.flush()
+    assert sorted(e.event_id for e in _decoded(producer)) == sorted(e.event_id for e in events)
+
+
+def test_memory_bound_with_the_broker_down_spills_to_the_spool(tmp_path: Path) -> None:
     pub = _publisher(tmp_path, FakeProducer(), max_buffered_events=100, max_batch_events=1000, linger_ms=60_000)
+    pub._broker_up = False
     for e in generate(250, seed=4):
         pub.emit(e)
-    assert pub.stats()["buffered"] < 100
-    assert pub.metrics.spooled._value.get() >= 2
+    assert pub.stats()["buffered"] <= 100
+    assert pub.metrics.spooled._value.get() >= 2 and not pub._spool.is_empty()
 
 
-def test_spool_round_trip_crc_and_cap(tmp_path: Path) -> None:
-    spool = DiskSpool(tmp_path, max_bytes=1024 * 1024, segment_bytes=1000)
-    msgs = [SpooledMessage(b"acme", bytes([i]) * 300, [("h", b"v")]) for i in range(10)]
-    for m in msgs:
-        spool.append(m)
-    got: list[SpooledMessage] = []
-    while (oldest := spool.oldest_segment()) is not None:
-        path, records = oldest
-        got += records
-        spool.acknowledge(path, len(records))
-    assert got == msgs
-    # A torn tail (crash mid-write) is dropped and counted, the good records before it survive.
-    spool.append(msgs[0])
-    spool.close()
-    seg = sorted(tmp_path.glob("seg-*.spool"))[-1]
-    seg.write_bytes(seg.read_bytes() + b"\x00\x00\x01\x00garbage")
-    path, records = DiskSpool(tmp_path).oldest_segment() or (None, [])
-    assert records == [msgs[0]]
-    # Cap with drop_oldest: the oldest records go, counted.
-    capped = DiskSpool(tmp_path / "cap", max_bytes=2000, segment_bytes=700)
-    for m in msgs:
-        capped.append(m)
-    assert capped.size_bytes() <= 2000 and capped.stats.dropped_full > 0
-
-
-def test_openai_and_anthropic_usage_become_disjoint_buckets() -> None:
-    openai_chat = {"prompt_tokens": 1000, "completion_tokens": 300, "prompt_tokens_details": {"cached_tokens": 600},
-                   "completion_tokens_details": {"reasoning_tokens": 200}}
-    assert usage_from_openai(openai_chat) == {"input_tokens": 400, "cached_input_tokens": 600,
-                                              "cache_write_tokens": 0, "output_tokens": 100, "reasoning_tokens": 200}
-
-    class Details:
-        cached_tokens = 50
-
-    class ResponsesUsage:  # SDK-object shape of the responses API
-        input_tokens, output_tokens = 200, 80
-        input_tokens_details = Details()
-        output_tokens_details = None
-
-    class Response:
-        usage = ResponsesUsage()
-
-    assert usage_from_response(Response()) == {"input_tokens": 150, "cached_input_tokens": 50,
-                                               "cache_write_tokens": 0, "output_tokens": 80, "reasoning_tokens": 0}
-    anthropic = {"input_tokens": 20, "cache_read_input_tokens": 3000, "cache_creation_input_tokens": 500,
-                 "output_tokens": 90}
-    assert usage_from_anthropic(anthropic) == usage_from_response({"usage": anthropic}) == {
-        "input_tokens": 20, "cached_input_tokens": 3000, "cache_write_tokens": 500, "output_tokens": 90,
-        "reasoning_tokens": 0}
-
-
-class RateLimitError(Exception):
-    status_code = 429
-
-
-def test_every_attempt_is_recorded_with_its_status() -> None:
-    pub = InMemoryPublisher(strict=True)
-    with pub.request(tenant="acme", provider="openai", model="gpt-4o", feature="search") as req:
-        for exc in (TimeoutError("slow"), RateLimitError("429"), ValueError("bad json")):
-            with pytest.raises(type(exc)), req.attempt() as attempt:
-                attempt.set_usage(input_tokens=1200)
-                raise exc
-        with req.attempt() as attempt:
-            attempt.usage_from({"prompt_tokens": 1200, "completion_tokens": 40})
-    assert [(e.attempt, e.status) for e in pub.events] == [(1, "timeout"), (2, "rate_limited"), (3, "error"),
-                                                           (4, "ok")]
-    assert len({e.request_id for e in pub.events}) == 1
-    assert all(e.input_tokens == 1200 for e in pub.events) and pub.events[-1].output_tokens == 40
-
-
-def test_async_attempts_and_cancellation() -> None:
-    pub = InMemoryPublisher(strict=True)
-
-    async def call() -> None:
-        req = pub.request(tenant="acme", provider="anthropic", model="claude-3-5-haiku-20241022")
-        async with req.attempt() as attempt:
-            attempt.set_usage(input_tokens=10, output_tokens=2)
-        with pytest.raises(asyncio.CancelledError):
-            async with req.attempt():
-                raise asyncio.CancelledError()
-
-    asyncio.run(call())
-    assert [e.status for e in pub.events] == ["ok", "cancelled"]
-    assert status_for(KeyboardInterrupt()) == "cancelled"
+def test_byte_bound_counts_too(tmp_path: Path) -> None:
+    pub = _publisher(tmp_path, FakeProducer(), max_buffered_bytes=64 * 1024, max_batch_events=10_000,
+                     max_batch_bytes=1024 * 1024, linger_ms=60_000)
+    big = {f"k{i}": "v" * 200 for i in range(20)}  # ~4 KiB of attributes per event
+    for i in range(40):
+        assert pub.record(tenant="acme", provider="openai", model="gpt-4o", request_id=f"r{i}", attributes=big)
+    assert pub._batcher.buffered_bytes <= 64 * 1024 and pub.metrics.overflow._value.get() >= 1
 
 
 def test_in_memory_publisher_is_lenient_by_default() -> None:

@@ -1,0 +1,128 @@
+"""Per-tenant batching, as pure logic: no threads, no I/O, the clock injected.
+
+Why batches at all: the worker pays a fixed cost per Kafka message (~70 µs), so one event per message caps a worker
+process near 13 k events/s while 50+ events per message reach ~96 k/s. A Kafka message carries one tenant's events
+(it is keyed by tenant), so the publisher keeps one open batch per tenant and closes it when the first of these
+happens:
+
+* it holds ``max_events`` events;
+* its estimated encoded size reaches ``max_bytes``;
+* ``linger_s`` has passed since its first event (a quiet tenant's events still leave within the linger).
+
+Closed batches wait in a FIFO until the sender takes them. The batcher also keeps the memory bound: it reports when
+the events or estimated bytes held (open + closed) pass ``max_buffered_events`` / ``max_buffered_bytes``, and hands
+out the oldest batches so the caller can move them out of RAM (to the broker or the spool).
+
+Not thread-safe by itself: the publisher calls it under its own lock.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from costplane.publisher.event import UsageEvent
+
+#: Fixed part of an event's encoded size (numbers, union tags, the event_id), used before it is encoded.
+_BASE_EVENT_BYTES = 96
+
+
+def estimate_size(event: UsageEvent) -> int:
+    """A cheap upper-ish estimate of the event's Avro size, good enough to bound batches and memory.
+
+    Only the strings that are always present and the unbounded attribute map are measured; the optional strings are
+    capped by validation, and the estimate errs on the large side for them through the base.
+    """
+    size = (_BASE_EVENT_BYTES + len(event.tenant) + len(event.provider) + len(event.model) + len(event.request_id)
+            + len(event.feature or "") + len(event.user_id or ""))
+    if event.attributes:
+        size += sum(len(k) + len(v) + 4 for k, v in event.attributes.items())
+    return size
+
+
+@dataclass(slots=True)
+class Batch:
+    """Events of one tenant that travel in one Kafka message."""
+
+    tenant: str
+    events: list[UsageEvent] = field(default_factory=list)
+    size: int = 0  # estimated encoded bytes
+    opened_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class BatchLimits:
+    max_events: int = 100
+    max_bytes: int = 256 * 1024
+    linger_s: float = 0.020
+    max_buffered_events: int = 100_000
+    max_buffered_bytes: int = 64 * 1024 * 1024
+
+
+class TenantBatcher:
+    """Open batches per tenant plus a FIFO of closed ones; see the module docstring for the triggers."""
+
+    def __init__(self, limits: BatchLimits, clock: Callable[[], float]) -> None:
+        self.limits = limits
+        self._clock = clock
+        self._open: dict[str, Batch] = {}
+        self._closed: deque[Batch] = deque()
+        self.buffered_events = 0
+        self.buffered_bytes = 0
+
+    def add(self, event: UsageEvent) -> bool:
+        """Append ``event`` to its tenant's batch; True when a batch closed (the sender should be woken)."""
+        size = estimate_size(event)
+        batch = self._open.get(event.tenant)
+        if batch is None:
+            batch = self._open[event.tenant] = Batch(event.tenant, opened_at=self._clock())
+        elif batch.size + size > self.limits.max_bytes:
+            # Adding this event would pass the byte limit: close what is there, start afresh.
+            self._close(batch)
+            batch = self._open[event.tenant] = Batch(event.tenant, opened_at=self._clock())
+        batch.events.append(event)
+        batch.size += size
+        self.buffered_events += 1
+        self.buffered_bytes += size
+        if len(batch.events) >= self.limits.max_events or batch.size >= self.limits.max_bytes:
+            self._close(batch)
+            return True
+        return False
+
+    def _close(self, batch: Batch) -> None:
+        del self._open[batch.tenant]
+        self._closed.append(batch)
+
+    @property
+    def over_limit(self) -> bool:
+        """More is held in memory than the bound allows."""
+        return (self.buffered_events >= self.limits.max_buffered_events
+                or self.buffered_bytes >= self.limits.max_buffered_bytes)
+
+    def next_deadline(self) -> float | None:
+        """When the oldest open batch lingers out (None when nothing is open)."""
+        if not self._open:
+            return None
+        return min(b.opened_at for b in self._open.values()) + self.limits.linger_s
+
+    def take_due(self, *, force: bool = False) -> list[Batch]:
+        """Closed batches, oldest first, then open batches whose linger passed (all open ones when ``force``)."""
+        now = self._clock()
+        for batch in list(self._open.values()):
+            if force or now - batch.opened_at >= self.limits.linger_s:
+                self._close(batch)
+        return self._pop(len(self._closed))
+
+    def take_oldest(self) -> list[Batch]:
+        """One batch to move out of memory when over the bound: the oldest closed one, else the biggest open one."""
+        if not self._closed and self._open:
+            self._close(max(self._open.values(), key=lambda b: b.size))
+        return self._pop(1)
+
+    def _pop(self, n: int) -> list[Batch]:
+        out = [self._closed.popleft() for _ in range(min(n, len(self._closed)))]
+        for batch in out:
+            self.buffered_events -= len(batch.events)
+            self.buffered_bytes -= batch.size
+        return out
