@@ -1,0 +1,127 @@
+"""Pure transformation: priced events → ClickHouse row tuples, dedup within a batch, rollup aggregation.
+
+No I/O here, so the row shapes and the arithmetic are unit-tested without ClickHouse. Rollups are computed
+from *raw row tuples* (not from PricedEvents) so the writer derives them the same way in the normal path and
+when it recovers an interrupted batch by reading its raw rows back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from costplane.publisher.event import TOKEN_BUCKETS
+from costplane.streams.core.priced import PricedEvent
+
+Granularity = Literal["minute", "hour", "day"]
+GRANULARITIES: tuple[Granularity, ...] = ("minute", "hour", "day")
+_BUCKET_MS: dict[Granularity, int] = {"minute": 60_000, "hour": 3_600_000, "day": 86_400_000}
+
+#: Raw table columns in insert order (``sql/migrations/0001_usage_events.sql``).
+RAW_COLUMNS: tuple[str, ...] = (
+    "event_id", "occurred_at", "tenant", "provider", "model", "request_id", "attempt", "status",
+    *TOKEN_BUCKETS,
+    "operation", "service_tier", "user_id", "team", "feature", "env", "session_id", "turn", "plan",
+    "system_prompt_tokens", "max_tokens", "latency_ms", "tokens_estimated", "result_cache_hit", "content_hash",
+    "billed_cost_nanos", "attributes",
+    "cost_nanos", "price_version", "unpriced", "ingested_at", "sink_batch_id", "kafka_partition", "kafka_offset",
+)
+_I = {name: i for i, name in enumerate(RAW_COLUMNS)}
+
+SEEN_COLUMNS: tuple[str, ...] = ("event_id", "tenant", "kafka_partition", "kafka_offset", "sink_batch_id", "marked_at")
+
+ROLLUP_DIMENSIONS: tuple[str, ...] = (
+    "tenant", "team", "feature", "user_id", "model", "provider", "env", "status", "service_tier",
+)
+ROLLUP_MEASURES: tuple[str, ...] = (
+    "events", "retries", "failed_attempts", *TOKEN_BUCKETS, "cost_nanos", "failed_cost_nanos", "unpriced_events",
+)
+ROLLUP_COLUMNS: tuple[str, ...] = ("bucket", *ROLLUP_DIMENSIONS, *ROLLUP_MEASURES)
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A priced event waiting in the sink's buffer, with where it came from."""
+
+    priced: PricedEvent
+    partition: int
+    offset: int
+
+
+def dedup_batch(items: Iterable[Pending]) -> list[Pending]:
+    """Keep the first occurrence of each event_id (a redelivered copy carries the same event and cost)."""
+    seen: set[str] = set()
+    kept: list[Pending] = []
+    for item in items:
+        event_id = item.priced.event.event_id
+        if event_id not in seen:
+            seen.add(event_id)
+            kept.append(item)
+    return kept
+
+
+def _utc(millis: int) -> datetime:
+    return datetime.fromtimestamp(millis / 1000, tz=UTC)
+
+
+def raw_row(item: Pending, batch_id: str, ingested_at: datetime) -> tuple[Any, ...]:
+    """One raw table row, in :data:`RAW_COLUMNS` order."""
+    e = item.priced.event
+    return (
+        e.event_id, _utc(e.occurred_at), e.tenant, e.provider, e.model, e.request_id, e.attempt, e.status,
+        e.input_tokens, e.cached_input_tokens, e.cache_write_tokens, e.output_tokens, e.reasoning_tokens,
+        e.operation, e.service_tier, e.user_id, e.team, e.feature, e.env, e.session_id, e.turn, e.plan,
+        e.system_prompt_tokens, e.max_tokens, e.latency_ms, e.tokens_estimated, e.result_cache_hit, e.content_hash,
+        e.billed_cost_nanos, dict(e.attributes),
+        item.priced.cost_nanos, item.priced.price_version, item.priced.unpriced,
+        ingested_at, batch_id, item.partition, item.offset,
+    )
+
+
+def seen_rows(rows: Sequence[tuple[Any, ...]], marked_at: datetime) -> list[tuple[Any, ...]]:
+    """``seen_event_ids`` rows for raw rows, sorted by event_id (deterministic blocks for insert dedup)."""
+    out = [
+        (r[_I["event_id"]], r[_I["tenant"]], r[_I["kafka_partition"]], r[_I["kafka_offset"]],
+         r[_I["sink_batch_id"]], marked_at)
+        for r in rows
+    ]
+    out.sort(key=lambda r: str(r[0]))
+    return out
+
+
+def _millis(value: datetime) -> int:
+    """Epoch millis of a datetime read back from ClickHouse (naive means UTC) or built here (aware)."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return int(value.timestamp() * 1000)
+
+
+def rollup_rows(rows: Sequence[tuple[Any, ...]], granularity: Granularity) -> list[tuple[Any, ...]]:
+    """Aggregate raw rows into one rollup row per bucket × dimensions, in :data:`ROLLUP_COLUMNS` order.
+
+    Integer sums only. Missing dimensions become ``""`` (the rollup sort key cannot be Nullable). Sorted, so the
+    same raw rows always give the same insert blocks.
+    """
+    size = _BUCKET_MS[granularity]
+    dim_idx = [_I[d] for d in ROLLUP_DIMENSIONS]
+    tok_idx = [_I[b] for b in TOKEN_BUCKETS]
+    acc: dict[tuple[Any, ...], list[int]] = {}
+    for r in rows:
+        bucket = _millis(r[_I["occurred_at"]]) // size * size
+        key = (bucket, *("" if r[i] is None else str(r[i]) for i in dim_idx))
+        sums = acc.get(key)
+        if sums is None:
+            sums = acc[key] = [0] * len(ROLLUP_MEASURES)
+        failed = r[_I["status"]] != "ok"
+        cost = int(r[_I["cost_nanos"]])
+        sums[0] += 1
+        sums[1] += 1 if int(r[_I["attempt"]]) > 1 else 0
+        sums[2] += 1 if failed else 0
+        for j, i in enumerate(tok_idx):
+            sums[3 + j] += int(r[i])
+        sums[8] += cost
+        sums[9] += cost if failed else 0
+        sums[10] += 1 if r[_I["unpriced"]] else 0
+    return [(_utc(key[0]), *key[1:], *acc[key]) for key in sorted(acc)]

@@ -1,0 +1,145 @@
+"""ClickHouse I/O of the sink: filter already-written events, insert raw rows and rollups, mark seen, recover.
+
+The protocol (see docs/clickhouse.md for why each crash point is safe):
+
+1. ``begin``   journal row ``(batch, 'begin')`` — before the batch touches any table.
+2. ``insert``  raw rows tagged with the batch id, then rollup rows computed from exactly those raw rows, each
+   rollup insert carrying the deduplication token ``<batch>:<table>``.
+3. the caller commits offsets.
+4. ``mark``    ``seen_event_ids`` rows for the batch (token ``<batch>:seen``), then journal ``(batch, 'done')``.
+
+``recover()`` rolls every begun-but-not-done batch forward from its raw rows (rollups and seen marks again, with
+the same tokens, so whatever the interrupted attempt already wrote is dropped as a duplicate block). After
+recovery, ``seen_event_ids`` covers every event_id present in the raw table, so filtering on it is exact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from costplane.logging import get_logger
+from costplane.streams.sink.processor import (
+    GRANULARITIES,
+    RAW_COLUMNS,
+    ROLLUP_COLUMNS,
+    SEEN_COLUMNS,
+    Pending,
+    raw_row,
+    rollup_rows,
+    seen_rows,
+)
+
+log = get_logger(__name__)
+
+#: Called with the name of each step just completed; tests raise from it to simulate a crash there.
+FaultHook = Callable[[str], None]
+
+LOOKUP_CHUNK = 5_000
+
+
+def _no_fault(point: str) -> None:
+    return None
+
+
+class BatchWriter:
+    """Writes batches into one database of one client. Not thread-safe; one per sink."""
+
+    def __init__(
+        self, client: Any, database: str, clock: Callable[[], datetime] | None = None, fault: FaultHook | None = None
+    ) -> None:
+        self.client = client
+        self.database = database
+        self._now = clock or (lambda: datetime.now(UTC))
+        self._fault = fault or _no_fault
+
+    def _t(self, table: str) -> str:
+        return f"{self.database}.{table}"
+
+    # -- dedup lookup -------------------------------------------------------------------------------------------
+
+    def already_written(self, event_ids: Sequence[str]) -> set[str]:
+        """Which of ``event_ids`` are marked seen (queried in chunks so a big batch stays one cheap query each)."""
+        found: set[str] = set()
+        for start in range(0, len(event_ids), LOOKUP_CHUNK):
+            chunk = list(event_ids[start:start + LOOKUP_CHUNK])
+            result = self.client.query(
+                f"SELECT event_id FROM {self._t('seen_event_ids')} WHERE event_id IN {{ids:Array(String)}}",
+                parameters={"ids": chunk},
+            )
+            found.update(str(r[0]) for r in result.result_rows)
+        return found
+
+    def filter_new(self, items: Sequence[Pending]) -> list[Pending]:
+        known = self.already_written([i.priced.event.event_id for i in items])
+        return [i for i in items if i.priced.event.event_id not in known]
+
+    # -- the protocol ---------------------------------------------------------------------------------------------
+
+    def _journal(self, batch_id: str, stage: str, events: int) -> None:
+        self.client.insert(
+            self._t("sink_batches"), [(batch_id, stage, events, self._now())],
+            column_names=["sink_batch_id", "stage", "events", "at"],
+        )
+
+    def insert(self, items: Sequence[Pending], batch_id: str) -> list[tuple[Any, ...]]:
+        """Steps 1–2: journal begin, raw rows, rollups. Returns the raw rows (needed for :meth:`mark_seen`)."""
+        rows = [raw_row(i, batch_id, self._now()) for i in items]
+        if not rows:
+            return rows
+        self._journal(batch_id, "begin", len(rows))
+        self._fault("begin")
+        self.client.insert(self._t("usage_events"), rows, column_names=list(RAW_COLUMNS))
+        self._fault("raw")
+        self._write_rollups(batch_id, rows)
+        return rows
+
+    def _write_rollups(self, batch_id: str, rows: Sequence[tuple[Any, ...]]) -> None:
+        for granularity in GRANULARITIES:
+            table = f"usage_rollup_{granularity}"
+            self.client.insert(
+                self._t(table), rollup_rows(rows, granularity), column_names=list(ROLLUP_COLUMNS),
+                settings={"insert_deduplication_token": f"{batch_id}:{table}"},
+            )
+            self._fault(f"rollup_{granularity}")
+
+    def mark_seen(self, batch_id: str, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Step 4: record the batch's event_ids as written, then close the journal entry."""
+        if not rows:
+            return
+        self.client.insert(
+            self._t("seen_event_ids"), seen_rows(rows, self._now()), column_names=list(SEEN_COLUMNS),
+            settings={"insert_deduplication_token": f"{batch_id}:seen"},
+        )
+        self._fault("seen")
+        self._journal(batch_id, "done", len(rows))
+
+    # -- recovery ---------------------------------------------------------------------------------------------------
+
+    def pending_batches(self) -> list[str]:
+        result = self.client.query(
+            f"SELECT sink_batch_id FROM {self._t('sink_batches')} GROUP BY sink_batch_id "
+            "HAVING countIf(stage = 'done') = 0 ORDER BY min(at)"
+        )
+        return [str(r[0]) for r in result.result_rows]
+
+    def recover(self) -> int:
+        """Roll every interrupted batch forward from the raw rows it managed to write; returns batches recovered."""
+        pending = self.pending_batches()
+        for batch_id in pending:
+            result = self.client.query(
+                f"SELECT {', '.join(RAW_COLUMNS)} FROM {self._t('usage_events')} "
+                "WHERE sink_batch_id = {b:String} ORDER BY event_id",
+                parameters={"b": batch_id},
+            )
+            rows = [tuple(r) for r in result.result_rows]
+            if rows:
+                self._write_rollups(batch_id, rows)
+                self.client.insert(
+                    self._t("seen_event_ids"), seen_rows(rows, self._now()), column_names=list(SEEN_COLUMNS),
+                    settings={"insert_deduplication_token": f"{batch_id}:seen"},
+                )
+            self._journal(batch_id, "done", len(rows))
+            log.warning("sink_batch_recovered", batch_id=batch_id, raw_rows=len(rows))
+        return len(pending)
