@@ -59,3 +59,19 @@ class RateLimitedLog:
                 return
             self._last[key] = (now, 0)
         log.warning(event, suppressed=suppressed, **fields)
+
+
+class ClientLogger:
+    """Receives librdkafka's log lines (through the client's ``logger`` option) and rate-limits them.
+
+    Without it the client writes a line to stderr every reconnect attempt — many per second while the broker is
+    down — into the app's own output. Here each (level, facility) logs at most once per interval, with a count.
+    """
+
+    def __init__(self, interval_s: float = 30.0) -> None:
+        self._limited = RateLimitedLog(interval_s)
+
+    def log(self, level: int, fmt: str, *args: object) -> None:
+        message = fmt % args if args else fmt
+        facility = args[0] if args else ""
+        self._limited.warning(f"client:{level}:{facility}", "kafka client", level=level, message=message)

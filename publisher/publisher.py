@@ -24,8 +24,8 @@ from costplane.publisher.attempts import RequestRecorder
 from costplane.publisher.batching import Batch, BatchLimits, TenantBatcher
 from costplane.publisher.codec import UsageCodec
 from costplane.publisher.event import UsageEvent
-from costplane.publisher.metrics import PublisherMetrics, RateLimitedLog
-from costplane.publisher.spool import DiskSpool, SpooledMessage, SpoolFull
+from costplane.publisher.metrics import ClientLogger, PublisherMetrics, RateLimitedLog
+from costplane.publisher.spool import SpooledMessage, SpoolFull, open_spool
 from costplane.publisher.validation import InvalidEvent, validate_event
 
 
@@ -56,7 +56,8 @@ def build_producer(kafka: KafkaSettings, settings: PublisherSettings) -> Produce
         "queue.buffering.max.kbytes": 256 * 1024,
         "socket.connection.setup.timeout.ms": 3000,
         "reconnect.backoff.max.ms": 1000,
-        "log_level": 3,
+        "log_level": 4,
+        "logger": ClientLogger(),  # rate-limited into the app's structured log instead of raw stderr lines
     }
     return Producer(conf)  # type: ignore[return-value]
 
@@ -91,8 +92,8 @@ class UsagePublisher:
                                 if self.kafka.schema_registry_url else UsageCodec.schemaless())
         self._producer = producer if producer is not None else build_producer(self.kafka, self.settings)
         s = self.settings
-        self._spool = DiskSpool(s.spool_dir, max_bytes=s.spool_max_bytes, fsync=s.spool_fsync,
-                                when_full=s.spool_when_full)
+        self._spool = open_spool(s.spool_dir, max_bytes=s.spool_max_bytes, fsync=s.spool_fsync,
+                                 when_full=s.spool_when_full)
         self._clock = clock
         self._lock = threading.Lock()
         self._batcher = TenantBatcher(

@@ -14,10 +14,16 @@ Durability (``fsync``):
 
 A torn record at the end of a segment (a crash in the middle of a write) is detected by its length or CRC and
 dropped with a count; nothing after a bad record in that segment is trusted.
+
+One process per directory: a spool holds an exclusive ``flock`` on ``<dir>/.lock`` while open, so two processes
+(forked web workers, a CLI beside the app) never interleave records. :func:`open_spool` picks the first free
+*slot* — the directory itself, then ``<dir>/slot-1``, ``slot-2``, … — so a restarted single-process app gets its
+old slot back and replays it.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import struct
 import threading
@@ -25,7 +31,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import IO, Any, Literal
 
 FsyncPolicy = Literal["roll", "always", "never"]
 FullPolicy = Literal["drop_oldest", "refuse_newest"]
@@ -43,6 +49,10 @@ class SpooledMessage:
 
 class SpoolFull(RuntimeError):
     """The spool reached its size cap under the ``refuse_newest`` policy."""
+
+
+class SpoolLocked(RuntimeError):
+    """Another process has this spool directory open."""
 
 
 def encode_record(msg: SpooledMessage) -> bytes:
@@ -97,6 +107,13 @@ class DiskSpool:
         self.stats = SpoolStats()
         self._lock = threading.Lock()
         directory.mkdir(parents=True, exist_ok=True)
+        # A file object, so an abandoned spool releases its lock when it is garbage-collected.
+        self._lock_file: IO[bytes] | None = (directory / ".lock").open("ab")
+        try:
+            fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.close()
+            raise SpoolLocked(f"spool {directory} is open in another process") from None
         existing = self._segments()
         self._next_seq = (int(existing[-1].stem.split("-")[1]) + 1) if existing else 0
         self._open: Path | None = None
@@ -198,5 +215,25 @@ class DiskSpool:
             self.stats.replayed += count
 
     def close(self) -> None:
+        """Fsync and close the open segment and release the directory. Idempotent."""
         with self._lock:
             self._roll()
+            if self._lock_file is not None:
+                self._lock_file.close()  # releases the flock
+                self._lock_file = None
+
+
+def open_spool(base: Path, *, max_slots: int = 64, **options: Any) -> DiskSpool:
+    """The first spool slot under ``base`` no other process holds (``base`` itself first).
+
+    Why slots: several processes of one app (web workers) share one configured directory; each needs its own
+    append-only files, and a restarted process should find its old records. Raises :class:`SpoolLocked` when all
+    ``max_slots`` are taken.
+    """
+    for slot in range(max_slots):
+        directory = base if slot == 0 else base / f"slot-{slot}"
+        try:
+            return DiskSpool(directory, **options)
+        except SpoolLocked:
+            continue
+    raise SpoolLocked(f"all {max_slots} spool slots under {base} are in use")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import socket
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -60,7 +60,7 @@ def _consume_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 1
 
 
 def test_fifty_thousand_emits_across_a_thirty_second_outage_lose_nothing(
-    private_kafka: DevStack, tmp_path: Path
+    private_kafka: DevStack, tmp_path: Path, record_property: Callable[[str, object], None]
 ) -> None:
     kafka = load_settings(KafkaSettings, bootstrap_servers=private_kafka.kafka.bootstrap, topic_prefix="outage")
     settings = load_settings(PublisherSettings, spool_dir=tmp_path / "spool", delivery_timeout_ms=3000,
@@ -94,5 +94,12 @@ def test_fifty_thousand_emits_across_a_thirty_second_outage_lose_nothing(
     ids = _consume_all(kafka.bootstrap_servers, kafka.topic("usage"), expected=len(events))
     missing = {e.event_id for e in events} - set(ids)
     assert missing == set(), f"{len(missing)} events lost"
-    # Duplicates are possible (a batch delivered and then spooled by a late timeout); the worker dedups.
-    assert len(ids) - len(set(ids)) <= len(events) // 10
+    # Duplicates are possible (a batch delivered and then spooled by a late timeout); the worker dedups. Report
+    # them, and fail only if they stop being the exception.
+    duplicates = len(ids) - len(set(ids))
+    record_property("duplicates", duplicates)
+    record_property("spooled_batches", publisher.metrics.spooled._value.get())
+    print(f"outage: {len(events)} events, {duplicates} duplicates, "
+          f"{publisher.metrics.spooled._value.get():.0f} batches spooled, "
+          f"{publisher.metrics.replayed._value.get():.0f} replayed")
+    assert duplicates <= len(events) // 10

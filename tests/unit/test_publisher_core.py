@@ -161,7 +161,9 @@ def test_close_spools_what_was_not_acknowledged_and_a_new_publisher_replays_it(t
         pub.emit(e)
     pub._broker_up = False
     pub.close()
-    assert stuck.sent == [] and not DiskSpool(tmp_path / "spool").is_empty()
+    leftover = DiskSpool(tmp_path / "spool")
+    assert stuck.sent == [] and not leftover.is_empty()
+    leftover.close()
     fresh = FakeProducer()
     pub2 = _publisher(tmp_path, fresh)
     pub2._maybe_replay()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from costplane.publisher.spool import DiskSpool, SpooledMessage, SpoolFull, encode_record
+from costplane.publisher.spool import DiskSpool, SpooledMessage, SpoolFull, SpoolLocked, encode_record, open_spool
 
 
 def _msgs(n: int, size: int = 300) -> list[SpooledMessage]:
@@ -99,8 +99,27 @@ def test_drop_oldest_keeps_the_newest_records(tmp_path: Path) -> None:
     assert got == msgs[-len(got):] and len(got) + spool.stats.dropped_full == len(msgs)
 
 
-def test_fsync_always_writes_through(tmp_path: Path) -> None:
-    spool = DiskSpool(tmp_path, fsync="always")
-    spool.append(_msgs(1)[0])
-    # Readable by another reader before any roll or close.
-    assert DiskSpool(tmp_path).oldest_segment() is not None
+@pytest.mark.parametrize(("policy", "appends", "fsyncs"), [("always", 3, 3), ("roll", 3, 0), ("never", 3, 0)])
+def test_fsync_policy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, policy: str, appends: int,
+                      fsyncs: int) -> None:
+    calls: list[int] = []
+    monkeypatch.setattr("costplane.publisher.spool.os.fsync", calls.append)
+    spool = DiskSpool(tmp_path, fsync=policy)  # type: ignore[arg-type]
+    for m in _msgs(appends):
+        spool.append(m)
+    assert len(calls) == fsyncs
+    spool.close()
+    assert len(calls) == fsyncs + (0 if policy == "never" else 1)  # closing rolls the open segment
+
+
+def test_one_process_per_directory_and_slots_for_the_others(tmp_path: Path) -> None:
+    first = open_spool(tmp_path)
+    with pytest.raises(SpoolLocked):
+        DiskSpool(tmp_path)
+    second = open_spool(tmp_path)
+    assert (first.directory, second.directory) == (tmp_path, tmp_path / "slot-1")
+    first.append(_msgs(1)[0])
+    first.close()
+    again = open_spool(tmp_path)  # a restarted process gets the free slot 0 back, with its records
+    assert again.directory == tmp_path and _drain(again) == _msgs(1)
+    second.close()
