@@ -1,0 +1,60 @@
+-- Atomically: read the stream's decisions for the call's scope, then reserve the call's worst-case amount against
+-- every live budget counter that matches it - all or nothing across budgets.
+--
+-- KEYS: nd decision keys, then per budget: reservations zset, reservation amounts hash, nc counter keys.
+-- ARGV: now_ms, reservation_id, expiry_ms, nb, nd, then per budget: limit, amount, mode (1 block, 2 degrade), nc.
+-- Returns {'decisions', json...} | {'exhausted', budget_index, spent, open, limit} | {'ok', 'degraded,indexes'}.
+local now = tonumber(ARGV[1])
+local rid = ARGV[2]
+local expiry = tonumber(ARGV[3])
+local nb = tonumber(ARGV[4])
+local nd = tonumber(ARGV[5])
+
+local found = {'decisions'}
+for i = 1, nd do
+  local d = redis.call('GET', KEYS[i])
+  if d then found[#found + 1] = d end
+end
+if #found > 1 then return found end
+
+local k = nd + 1
+local a = 6
+local grants = {}
+local degraded = {}
+for b = 1, nb do
+  local zkey, hkey = KEYS[k], KEYS[k + 1]
+  local limit, amount = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+  local mode, nc = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+  -- Reservations of crashed callers stop counting once they expire.
+  local expired = redis.call('ZRANGEBYSCORE', zkey, '-inf', now)
+  if #expired > 0 then
+    redis.call('HDEL', hkey, unpack(expired))
+    redis.call('ZREMRANGEBYSCORE', zkey, '-inf', now)
+  end
+  local open = 0
+  for _, v in ipairs(redis.call('HVALS', hkey)) do open = open + tonumber(v) end
+  local spent = 0
+  for c = 1, nc do
+    local v = redis.call('GET', KEYS[k + 1 + c])
+    if v then spent = spent + tonumber(v) end
+  end
+  if spent + open + amount > limit then
+    if mode == 1 then
+      return {'exhausted', b, tostring(spent), tostring(open), tostring(limit)}
+    end
+    degraded[#degraded + 1] = b
+  else
+    grants[#grants + 1] = {zkey, hkey, amount}
+  end
+  k = k + 2 + nc
+  a = a + 4
+end
+
+local keep = expiry - now + 60000
+for _, g in ipairs(grants) do
+  redis.call('ZADD', g[1], expiry, rid)
+  redis.call('HSET', g[2], rid, g[3])
+  redis.call('PEXPIRE', g[1], keep)
+  redis.call('PEXPIRE', g[2], keep)
+end
+return {'ok', table.concat(degraded, ',')}

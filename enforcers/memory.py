@@ -1,0 +1,99 @@
+"""``InMemoryBudgetStore``: the Redis store's behaviour in process memory, for apps' unit tests.
+
+Same planning, same all-or-nothing reservation, same expiry and idempotent settle — checked by the shared contract
+suite that runs against both stores.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+
+from costplane.budgets.model import Budget
+from costplane.enforcers.keys import KeyLayout
+from costplane.enforcers.plan import BLOCK, ReserveRequest, ReserveResult, Slot
+
+
+class InMemoryBudgetStore:
+    """Thread-safe dict-backed store; ``clock`` (epoch ms) drives key expiry."""
+
+    def __init__(self, keys: KeyLayout | None = None, clock: Callable[[], int] | None = None) -> None:
+        import time
+
+        self.keys = keys or KeyLayout()
+        self._clock = clock or (lambda: int(time.time() * 1000))
+        self._lock = threading.Lock()
+        self._values: dict[str, tuple[str, int | None]] = {}  # key -> (value, expire_at_ms)
+        self._reservations: dict[str, dict[str, tuple[int, int]]] = {}  # zkey -> id -> (expiry, amount)
+        self._budgets: dict[str, dict[str, Budget]] = {}
+
+    def _get(self, key: str) -> str | None:
+        item = self._values.get(key)
+        if item is None:
+            return None
+        value, expire_at = item
+        if expire_at is not None and expire_at <= self._clock():
+            del self._values[key]
+            return None
+        return value
+
+    def load_budgets(self, tenant: str) -> list[Budget]:
+        with self._lock:
+            return list(self._budgets.get(tenant, {}).values())
+
+    def publish_budgets(self, tenant: str, budgets: Sequence[Budget]) -> None:
+        with self._lock:
+            self._budgets[tenant] = {b.id: b for b in budgets}
+
+    def read_decisions(self, keys: Sequence[str]) -> list[str]:
+        with self._lock:
+            return [v for v in (self._get(k) for k in keys) if v is not None]
+
+    def reserve(self, req: ReserveRequest) -> ReserveResult:
+        with self._lock:
+            decisions = [v for v in (self._get(k) for k in req.decision_keys) if v is not None]
+            if decisions:
+                return ReserveResult(decisions=decisions)
+            grants, degraded = [], []
+            for index, slot in enumerate(req.slots):
+                open_rsv = self._reservations.setdefault(slot.reservations_key, {})
+                for rid in [r for r, (exp, _a) in open_rsv.items() if exp <= req.now_ms]:
+                    del open_rsv[rid]
+                held = sum(a for _e, a in open_rsv.values())
+                spent = sum(int(self._get(k) or 0) for k in slot.counter_keys)
+                if spent + held + slot.amount > slot.budget.limit:
+                    if slot.mode == BLOCK:
+                        return ReserveResult(exhausted=index)
+                    degraded.append(index)
+                else:
+                    grants.append(slot)
+            for slot in grants:
+                self._reservations[slot.reservations_key][req.reservation_id] = (req.expiry_ms, slot.amount)
+            return ReserveResult(degraded=degraded)
+
+    def settle(self, tenant: str, reservation_id: str, slots: Sequence[Slot], amounts: Sequence[int]) -> bool:
+        with self._lock:
+            marker = self.keys.settled(tenant, reservation_id)
+            if self._get(marker) is not None:
+                return False
+            self._values[marker] = ("1", self._clock() + 24 * 3_600_000)
+            for slot, amount in zip(slots, amounts, strict=True):
+                self._reservations.get(slot.reservations_key, {}).pop(reservation_id, None)
+                if amount > 0:
+                    current = int(self._get(slot.current_key) or 0)
+                    self._values[slot.current_key] = (str(current + amount), self._clock() + slot.counter_ttl_ms)
+            return True
+
+    def write_decision(self, tenant: str, budget_id: str, member: str, decision_json: str, expire_at_ms: int) -> None:
+        with self._lock:
+            self._values[self.keys.decision(tenant, budget_id, member)] = (decision_json, expire_at_ms)
+
+    def clear_decision(self, tenant: str, budget_id: str, member: str) -> None:
+        with self._lock:
+            self._values.pop(self.keys.decision(tenant, budget_id, member), None)
+
+    def reconcile(self, tenant: str, budget_id: str, member: str, bucket_start_ms: int, authoritative: int,
+                  ttl_ms: int) -> None:
+        with self._lock:
+            key = self.keys.spent(tenant, budget_id, member, bucket_start_ms)
+            self._values[key] = (str(authoritative), self._clock() + ttl_ms)

@@ -1,0 +1,166 @@
+"""One contract, two stores: the in-memory store behaves exactly like the Redis store with its Lua scripts."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from costplane.budgets import Budget, per_user_token_budgets_by_plan
+from costplane.config import RedisSettings
+from costplane.enforcers import BudgetGuard, InMemoryBudgetStore, RedisBudgetStore
+from costplane.enforcers.keys import KeyLayout
+
+NOW = time.time()  # real Redis expires keys on the real clock, so the test clock starts there
+GPT = {"provider": "openai", "model": "gpt-4o-mini"}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = NOW
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+def store_and_clock(request: pytest.FixtureRequest) -> Iterator[tuple[Any, Clock]]:
+    clock = Clock()
+    if request.param == "memory":
+        yield InMemoryBudgetStore(KeyLayout("t"), clock=lambda: int(clock() * 1000)), clock
+        return
+    settings: RedisSettings = request.getfixturevalue("redis_settings")
+    client = redis.Redis.from_url(settings.url.get_secret_value())
+    yield RedisBudgetStore(client, KeyLayout(settings.key_prefix)), clock
+    for key in client.scan_iter(f"{settings.key_prefix}:*"):
+        client.delete(key)
+    client.close()
+
+
+def _guard(store: Any, clock: Clock, **kw: Any) -> BudgetGuard:
+    return BudgetGuard(store, clock=clock, decision_cache_s=0.0, budget_cache_s=0.0, **kw)
+
+
+def _usd(budget_id: str, scope: str, usd: str, **kw: Any) -> Budget:
+    return Budget.from_cli(budget_id, scope=scope, limit_usd=usd, **kw)
+
+
+def test_reserve_until_the_limit_then_block(store_and_clock: tuple[Any, Clock]) -> None:
+    store, clock = store_and_clock
+    store.publish_budgets("acme", [_usd("acme-day", "tenant=acme", "0.01")])
+    guard = _guard(store, clock)
+    worst = guard.core.catalog.worst_case_nanos("openai", "gpt-4o-mini", 1000, 1000)
+    admitted = []
+    for _ in range(200):
+        r = guard.reserve({"tenant": "acme"}, prompt_tokens=1000, max_tokens=1000, **GPT)
+        if not r.allowed:
+            break
+        admitted.append(r)
+    assert len(admitted) == 10_000_000 // worst
+    assert r.answer.kind == "block" and "acme-day" in r.answer.reason and r.answer.retry_after_s > 0
+    # Releasing one reservation frees exactly its room.
+    admitted[0].release()
+    assert guard.reserve({"tenant": "acme"}, prompt_tokens=1000, max_tokens=1000, **GPT).allowed
+
+
+def test_settle_charges_actual_and_is_idempotent(store_and_clock: tuple[Any, Clock]) -> None:
+    store, clock = store_and_clock
+    store.publish_budgets("acme", [Budget.from_cli("tok", scope="tenant=acme", limit_tokens=5000)])
+    guard = _guard(store, clock)
+    r = guard.reserve({"tenant": "acme"}, prompt_tokens=1000, max_tokens=1000, **GPT)
+    assert r.allowed
+    r.settle({"input_tokens": 1000, "output_tokens": 500})
+    r.settle({"input_tokens": 1000, "output_tokens": 500})  # no double charge
+    # 1500 settled; 3500 left: a 3000-token call fits, a second does not.
+    assert guard.reserve({"tenant": "acme"}, prompt_tokens=2000, max_tokens=1000, **GPT).allowed
+    assert not guard.reserve({"tenant": "acme"}, prompt_tokens=400, max_tokens=200, **GPT).allowed
+
+
+def test_all_or_nothing_across_budgets(store_and_clock: tuple[Any, Clock]) -> None:
+    store, clock = store_and_clock
+    store.publish_budgets("acme", [Budget.from_cli("tenant", scope="tenant=acme", limit_tokens=100_000),
+                                   Budget.from_cli("user", scope="tenant=acme,user=*", limit_tokens=3000)])
+    guard = _guard(store, clock)
+    scope = {"tenant": "acme", "user": "u1"}
+    assert guard.reserve(scope, prompt_tokens=1000, max_tokens=1000, **GPT).allowed
+    refused = guard.reserve(scope, prompt_tokens=1000, max_tokens=1000, **GPT)
+    assert refused.answer.budget_id == "user"
+    # The refused call reserved nothing on the tenant budget either: another user still has the full room.
+    assert guard.reserve({"tenant": "acme", "user": "u2"}, prompt_tokens=1000, max_tokens=1000, **GPT).allowed
+
+
+def test_reservations_expire(store_and_clock: tuple[Any, Clock]) -> None:
+    store, clock = store_and_clock
+    store.publish_budgets("acme", [Budget.from_cli("tok", scope="tenant=acme", limit_tokens=2500)])
+    guard = _guard(store, clock, reservation_ttl_s=30)
+    guard.reserve({"tenant": "acme"}, prompt_tokens=1000, max_tokens=1000, **GPT)  # never settled: a crash
+    assert not guard.reserve({"tenant": "acme"}, prompt_tokens=1000, max_tokens=1000, **GPT).allowed
+    clock.t += 31
+    assert guard.reserve({"tenant": "acme"}, prompt_tokens=1000, max_tokens=1000, **GPT).allowed
+
+
+def test_stream_decisions_block_or_degrade_and_lift(store_and_clock: tuple[Any, Clock]) -> None:
+    store, clock = store_and_clock
+    budgets = [_usd("b", "tenant=acme,feature=*", "100"), _usd("d", "tenant=acme,user=*", "100",
+                                                                 action="degrade:gpt-4o-mini")]
+    store.publish_budgets("acme", budgets)
+    guard = _guard(store, clock)
+    scope = {"tenant": "acme", "feature": "search", "user": "u1"}
+    end_ms = int(NOW * 1000) + 3_600_000
+    store.write_decision("acme", "d", "tenant=acme,user=u1", json.dumps(
+        {"action": "degrade", "budget_id": "d", "degrade_model": "gpt-4o-mini", "window_end_ms": end_ms}), end_ms)
+    r = guard.reserve(scope, provider="openai", model="gpt-4o", prompt_tokens=10, max_tokens=10)
+    assert r.answer.kind == "degrade" and r.model == "gpt-4o-mini"
+    store.write_decision("acme", "b", "tenant=acme,feature=search", json.dumps(
+        {"action": "block", "budget_id": "b", "reason": "over $100", "window_end_ms": end_ms}), end_ms)
+    blocked = guard.check(scope)
+    assert blocked.kind == "block" and blocked.retry_after_s == pytest.approx(3600)  # block beats degrade
+    assert guard.check({"tenant": "acme", "feature": "chat"}).kind == "allow"  # other member unaffected
+    store.clear_decision("acme", "b", "tenant=acme,feature=search")
+    store.clear_decision("acme", "d", "tenant=acme,user=u1")
+    assert guard.check(scope).kind == "allow"
+
+
+def test_degrade_budget_answers_degrade_when_it_would_be_exceeded(store_and_clock: tuple[Any, Clock]) -> None:
+    store, clock = store_and_clock
+    store.publish_budgets("acme", [Budget.from_cli("soft", scope="tenant=acme", limit_tokens=1000,
+                                                   action="degrade:gpt-4o-mini")])
+    guard = _guard(store, clock)
+    r = guard.reserve({"tenant": "acme"}, provider="openai", model="gpt-4o", prompt_tokens=900, max_tokens=500)
+    assert r.allowed and r.answer.kind == "degrade" and r.model == "gpt-4o-mini"
+
+
+def test_reconcile_sets_the_authoritative_total(store_and_clock: tuple[Any, Clock]) -> None:
+    store, clock = store_and_clock
+    budget = Budget.from_cli("tok", scope="tenant=acme", limit_tokens=10_000)
+    store.publish_budgets("acme", [budget])
+    guard = _guard(store, clock)
+    from costplane.budgets import bucket_for
+
+    bucket = bucket_for(budget.period, budget.tz, int(NOW * 1000))
+    store.reconcile("acme", "tok", "tenant=acme", bucket.start_ms, 9_500, 86_400_000)
+    assert not guard.reserve({"tenant": "acme"}, prompt_tokens=400, max_tokens=200, **GPT).allowed
+    store.reconcile("acme", "tok", "tenant=acme", bucket.start_ms, 1_000, 86_400_000)
+    assert guard.reserve({"tenant": "acme"}, prompt_tokens=400, max_tokens=200, **GPT).allowed
+
+
+def test_per_user_token_budgets_by_plan(store_and_clock: tuple[Any, Clock]) -> None:
+    store, clock = store_and_clock
+    store.publish_budgets("acme", per_user_token_budgets_by_plan("acme", {"free": 2000, "pro": 50_000}))
+    guard = _guard(store, clock)
+    free = {"tenant": "acme", "user": "u1", "plan": "free"}
+    pro = {"tenant": "acme", "user": "u2", "plan": "pro"}
+    assert guard.reserve(free, prompt_tokens=1000, max_tokens=500, **GPT).allowed
+    assert not guard.reserve(free, prompt_tokens=1000, max_tokens=500, **GPT).allowed
+    assert all(guard.reserve(pro, prompt_tokens=1000, max_tokens=500, **GPT).allowed for _ in range(10))
+
+
+def test_no_budgets_means_allow(store_and_clock: tuple[Any, Clock]) -> None:
+    store, clock = store_and_clock
+    guard = _guard(store, clock)
+    assert guard.reserve({"tenant": "nobody"}, prompt="hello", **GPT).allowed
+    assert guard.check({"tenant": "nobody"}).kind == "allow"
