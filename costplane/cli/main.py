@@ -29,6 +29,8 @@ COMMAND_MODULES = (
     "costplane.cli.config_cmd",
     "costplane.cli.replay",
     "costplane.cli.pricing_cmds",
+    "costplane.cli.db",
+    "costplane.cli.report",
 )
 
 

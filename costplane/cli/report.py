@@ -1,0 +1,120 @@
+"""``costplane report spend``: spend grouped by any dimensions, from the raw events.
+
+Embedded chDB can be opened by one process only. When a running sink owns the directory (its owner file names
+a live pid), the report is fetched from that process's ``/api/report`` endpoint instead, which runs the very
+same :func:`costplane.streams.sink.query.run_report`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import urllib.error
+import urllib.request
+from typing import Annotated, Any
+
+import typer
+
+from costplane.cli.output import console, print_json
+
+report_app = typer.Typer(help="Reports over what the sink wrote to ClickHouse.", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(report_app, name="report")
+
+
+def fetch_remote(api_url: str, spec: Any, timeout_s: float = 30.0) -> list[dict[str, Any]]:
+    """The report from a worker's ``GET {api_url}/api/report?…`` (a JSON array, like ``--format json``)."""
+    url = f"{api_url.rstrip('/')}/api/report?{spec.to_query_string()}"
+    with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 - URL from the owner file/flag
+        data = json.loads(response.read())
+    if not isinstance(data, list):
+        raise ValueError(f"{url} did not return a JSON array")
+    return data
+
+
+def _local(settings: Any, spec: Any) -> list[dict[str, Any]]:
+    from costplane.streams.sink.client import open_client
+    from costplane.streams.sink.ownership import DirectoryLock
+    from costplane.streams.sink.query import run_report
+
+    if settings.url is not None:
+        return run_report(open_client(settings, create_database=False), spec, settings.database)
+    with DirectoryLock.acquire(settings.chdb_path):
+        return run_report(open_client(settings, create_database=False), spec, settings.database)
+
+
+def collect(spec: Any, api_url: str | None = None, database: str | None = None) -> list[dict[str, Any]]:
+    """Rows of the report: from ClickHouse directly, or from the worker that owns the embedded directory."""
+    from costplane.config import ClickHouseSettings, load_settings
+    from costplane.streams.sink.errors import DirectoryOwned
+    from costplane.streams.sink.ownership import current_owner
+
+    settings = load_settings(ClickHouseSettings, **({"database": database} if database else {}))
+    if settings.url is None and api_url is None:
+        owner = current_owner(settings.chdb_path)
+        if owner is not None:
+            api_url = owner.api_url
+            if api_url is None:
+                raise DirectoryOwned(str(settings.chdb_path), owner.pid, None)
+    if api_url is not None:
+        return fetch_remote(api_url, spec)
+    return _local(settings, spec)
+
+
+def _cell(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+@report_app.command("spend")
+def spend(
+    by: Annotated[str, typer.Option("--by", help="Dimensions, comma-separated: tenant, team, feature, user_id, "
+                                    "model, provider, env, status, service_tier, plan, day, hour, month.")],
+    since: Annotated[str | None, typer.Option("--since", help="From this time (ISO 8601, UTC if naive).")] = None,
+    until: Annotated[str | None, typer.Option("--until", help="Before this time (exclusive).")] = None,
+    tenant: Annotated[str | None, typer.Option("--tenant", help="Only this tenant.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="table | json | csv")] = "table",
+    api_url: Annotated[str | None, typer.Option(
+        "--api-url", envvar="COSTPLANE_WORKER_API_URL",
+        help="Ask this worker's /api/report instead of opening ClickHouse (default: the directory owner's).")] = None,
+    database: Annotated[str | None, typer.Option("--database", help="Database (default: from settings).")] = None,
+) -> None:
+    """Spend and tokens grouped by dimensions; cost as integer nano-USD and exact USD (never rounded floats)."""
+    from costplane.streams.sink.errors import DirectoryOwned, SinkUnavailable
+    from costplane.streams.sink.query import MEASURES, ReportError, ReportSpec
+
+    err = console(stderr=True)
+    if fmt not in ("table", "json", "csv"):
+        err.print(f"[red]--format must be table, json or csv, not {fmt!r}[/]")
+        raise typer.Exit(2)
+    try:
+        spec = ReportSpec.parse(by, since, until, tenant)
+        rows = collect(spec, api_url, database)
+    except ReportError as exc:
+        err.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
+    except DirectoryOwned as exc:
+        err.print(f"[red]{exc}[/]: it serves no API; pass --api-url or set COSTPLANE_WORKER_API_URL.")
+        raise typer.Exit(1) from None
+    except (SinkUnavailable, urllib.error.URLError, OSError, ValueError) as exc:
+        err.print(f"[red]report failed: {exc}[/]")
+        raise typer.Exit(1) from None
+    columns = [*spec.by, *MEASURES, "cost_usd"]
+    if fmt == "json":
+        print_json(rows)
+    elif fmt == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(columns)
+        for row in rows:
+            writer.writerow([_cell(row.get(c)) for c in columns])
+    else:
+        from rich.table import Table
+
+        table = Table(title="spend by " + ", ".join(spec.by))
+        for c in columns:
+            table.add_column(c, justify="left" if c in spec.by else "right")
+        for row in rows:
+            table.add_row(*(_cell(row.get(c)) for c in columns))
+        console().print(table)
