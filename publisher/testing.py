@@ -37,12 +37,17 @@ class InMemoryPublisher:
                 raise
             self.rejected.append(exc)
             return False
+        if self.closed:  # as the real publisher: nothing is accepted after close()
+            if self.strict:
+                raise RuntimeError("emit() after close()")
+            return False
         with self._lock:
             self.events.append(event)
         return True
 
     def record(self, **fields: Any) -> bool:
-        fields.setdefault("event_id", str(uuid7()))
+        event_id = fields.setdefault("event_id", str(uuid7()))
+        fields.setdefault("request_id", event_id)
         fields.setdefault("occurred_at", int(self._clock() * 1000))
         fields.setdefault("attempt", 1)
         fields.setdefault("status", "ok")
@@ -60,6 +65,13 @@ class InMemoryPublisher:
 
     def flush(self, timeout: float = 0.0) -> int:
         return 0
+
+    def stats(self) -> dict[str, Any]:
+        """The same keys as ``UsagePublisher.stats()``; nothing is ever buffered or spooled here."""
+        with self._lock:
+            emitted = len(self.events)
+        return {"buffered": 0, "broker_up": True, "spool_bytes": 0, "emitted": emitted,
+                "rejected": len(self.rejected)}
 
     def close(self, timeout: float | None = None) -> None:
         self.closed = True
