@@ -17,10 +17,10 @@ Redis cost microseconds. A Block is cached locally for a short time so a blocked
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 import redis
 from prometheus_client import CollectorRegistry, Counter
@@ -165,10 +165,89 @@ class GuardCore:
         return [nanos if s.budget.unit == "usd" else tokens for s in slots]
 
 
+Op = tuple[Any, ...]  # (store method name, *args): one I/O step the driver performs
+Steps = Generator[Op, Any, Any]
+
+
+def check_steps(core: GuardCore, keys: Any, scope: Mapping[str, str | None]) -> Steps:
+    """The check, as store steps: a driver runs each yielded op and sends back its result (or throws its error)."""
+    now = core.now_ms()
+    cached = core.cached_answer(scope, now)
+    if cached is not None:
+        return cached
+    if not core.breaker.allow():
+        return core.on_failure(scope, None)
+    try:
+        tenant = str(scope_attrs(scope)["tenant"])
+        budgets = core.cached_budgets(tenant, now)
+        if budgets is None:
+            budgets = yield ("load_budgets", tenant)
+            core.remember_budgets(tenant, budgets, now)
+        dkeys = decision_keys(keys, tenant, matching(budgets, scope))
+        answer = answer_from_decisions((yield ("read_decisions", dkeys)), now) if dkeys else ALLOW
+    except STORE_ERRORS as exc:
+        return core.on_failure(scope, exc)
+    core.breaker.success()
+    return core.remember(scope, answer, now)
+
+
+def reserve_steps(core: GuardCore, keys: Any, scope: Mapping[str, str | None], *, model: str,
+                  provider: str | None, prompt: str | None, messages: list[dict[str, Any]] | None,
+                  prompt_tokens: int | None, max_tokens: int) -> Steps:
+    """The reservation, as store steps; returns ``(answer, request or None, provider)``."""
+    now = core.now_ms()
+    nanos, tokens, resolved = core.amounts(provider=provider, model=model, prompt=prompt, messages=messages,
+                                           prompt_tokens=prompt_tokens, max_tokens=max_tokens)
+    cached = core.cached_answer(scope, now)
+    if cached is not None:
+        return cached, None, resolved
+    if not core.breaker.allow():
+        return core.on_failure(scope, None), None, resolved
+    try:
+        tenant = str(scope_attrs(scope)["tenant"])
+        budgets = core.cached_budgets(tenant, now)
+        if budgets is None:
+            budgets = yield ("load_budgets", tenant)
+            core.remember_budgets(tenant, budgets, now)
+        request = build_reserve(keys, tenant, matching(budgets, scope), reservation_id=str(uuid7()), now_ms=now,
+                                ttl_ms=core.reservation_ttl_ms, usd_nanos=nanos, tokens=tokens)
+        result = (yield ("reserve", request)) if request.slots or request.decision_keys else None
+    except STORE_ERRORS as exc:
+        return core.on_failure(scope, exc), None, resolved
+    core.breaker.success()
+    answer = answer_from_reserve(request, result) if result is not None else ALLOW
+    held = request if answer.allowed and request.slots else None
+    return core.remember(scope, answer, now), held, resolved
+
+
+def settle_steps(core: GuardCore, reservation: Reservation, usage: Mapping[str, int]) -> Steps:
+    """Idempotent settle / release; Redis trouble here is logged, never raised (the reservation expires)."""
+    if reservation.settled:
+        return None
+    reservation.settled = True
+    request = reservation.request
+    if request is None:
+        return None
+    amounts = core.actual(request.slots, reservation.provider, reservation.model, usage) if usage \
+        else [0] * len(request.slots)
+    try:
+        yield ("settle", request.tenant, request.reservation_id, request.slots, amounts)
+    except STORE_ERRORS as exc:
+        core.breaker.failure()
+        log.warning("settle failed; the reservation will expire", error=repr(exc))
+    return None
+
+
+def _usage_buckets(usage: Any) -> dict[str, int]:
+    if isinstance(usage, dict) and "input_tokens" in usage and "prompt_tokens" not in usage:
+        return {k: int(v) for k, v in usage.items() if isinstance(v, int)}
+    return usage_from_response(usage) if usage is not None else {}
+
+
 class Reservation:
     """An admitted (or refused) call. Settle it with the real usage; leaving the block unsettled releases it."""
 
-    def __init__(self, guard: BudgetGuard, scope: Mapping[str, str | None], answer: Answer,
+    def __init__(self, guard: Any, scope: Mapping[str, str | None], answer: Answer,
                  request: ReserveRequest | None, provider: str, model: str) -> None:
         self._guard = guard
         self.scope = scope
@@ -187,22 +266,30 @@ class Reservation:
         """The model to call: the requested one, or the cheaper one a Degrade answer names."""
         return self.answer.model or self.requested_model
 
+    def _publish(self, publisher: Any, usage: Any, buckets: dict[str, int], event_fields: dict[str, Any]) -> None:
+        if publisher is None or usage is None:
+            return
+        fields = {k: v for k, v in self.scope.items() if k in ("tenant", "team", "feature", "env", "plan")}
+        user = self.scope.get("user") or self.scope.get("user_id")
+        publisher.record(**fields, user_id=user, provider=self.provider, model=self.model, **buckets, **event_fields)
+
     def settle(self, usage: Any = None, *, publisher: Any = None, **event_fields: Any) -> None:
         """Charge the real usage (an OpenAI/Anthropic response or usage, or a bucket dict) and release the rest.
 
         With ``publisher`` the same usage is also emitted as a usage event (one call does both).
         """
-        buckets = usage if isinstance(usage, dict) and "input_tokens" in usage and "prompt_tokens" not in usage \
-            else (usage_from_response(usage) if usage is not None else {})
-        self._guard.settle_reservation(self, buckets)
-        if publisher is not None and usage is not None:
-            fields = {k: v for k, v in self.scope.items() if k in ("tenant", "team", "feature", "env", "plan")}
-            user = self.scope.get("user") or self.scope.get("user_id")
-            publisher.record(**fields, user_id=user, provider=self.provider, model=self.model, **buckets,
-                             **event_fields)
+        buckets = _usage_buckets(usage)
+        self._guard.run(settle_steps(self._guard.core, self, buckets))
+        self._publish(publisher, usage, buckets, event_fields)
+
+    async def asettle(self, usage: Any = None, *, publisher: Any = None, **event_fields: Any) -> None:
+        """:meth:`settle` for the asyncio guard."""
+        buckets = _usage_buckets(usage)
+        await self._guard.run(settle_steps(self._guard.core, self, buckets))
+        self._publish(publisher, usage, buckets, event_fields)
 
     def release(self) -> None:
-        self._guard.settle_reservation(self, {})
+        self._guard.run(settle_steps(self._guard.core, self, {}))
 
     def __enter__(self) -> Reservation:
         return self
@@ -210,6 +297,14 @@ class Reservation:
     def __exit__(self, _t: type[BaseException] | None, _e: BaseException | None, _tb: TracebackType | None) -> None:
         if not self.settled:
             self.release()
+
+    async def __aenter__(self) -> Reservation:
+        return self
+
+    async def __aexit__(self, _t: type[BaseException] | None, _e: BaseException | None,
+                        _tb: TracebackType | None) -> None:
+        if not self.settled:
+            await self._guard.run(settle_steps(self._guard.core, self, {}))
 
 
 class BudgetGuard:
@@ -232,69 +327,75 @@ class BudgetGuard:
     def metrics(self) -> GuardMetrics:
         return self.core.metrics
 
-    def _budgets(self, tenant: str, now_ms: int) -> list[Budget]:
-        cached = self.core.cached_budgets(tenant, now_ms)
-        if cached is None:
-            cached = self.store.load_budgets(tenant)
-            self.core.remember_budgets(tenant, cached, now_ms)
-        return cached
+    def run(self, steps: Steps) -> Any:
+        """Drive a step generator against the store, feeding results and errors back into it."""
+        try:
+            op = next(steps)
+            while True:
+                try:
+                    result = getattr(self.store, op[0])(*op[1:])
+                except STORE_ERRORS as exc:
+                    op = steps.throw(exc)
+                else:
+                    op = steps.send(result)
+        except StopIteration as done:
+            return done.value
 
     def check(self, scope: Mapping[str, str | None]) -> Answer:
         """The stream's decisions for this scope: Allow, Block(reason, retry_after) or Degrade(model)."""
-        core = self.core
-        now = core.now_ms()
-        cached = core.cached_answer(scope, now)
-        if cached is not None:
-            return cached
-        if not core.breaker.allow():
-            return core.on_failure(scope, None)
-        try:
-            tenant = str(scope_attrs(scope)["tenant"])
-            keys = decision_keys(self.store.keys, tenant, matching(self._budgets(tenant, now), scope))
-            answer = answer_from_decisions(self.store.read_decisions(keys), now) if keys else ALLOW
-        except STORE_ERRORS as exc:
-            return core.on_failure(scope, exc)
-        core.breaker.success()
-        return core.remember(scope, answer, now)
+        return cast(Answer, self.run(check_steps(self.core, self.store.keys, scope)))
 
     def reserve(self, scope: Mapping[str, str | None], *, model: str, provider: str | None = None,
                 prompt: str | None = None, messages: list[dict[str, Any]] | None = None,
                 prompt_tokens: int | None = None, max_tokens: int = 1024) -> Reservation:
         """Reserve the call's worst case against every matching budget (all or nothing) and read decisions."""
-        core = self.core
-        now = core.now_ms()
-        nanos, tokens, resolved = core.amounts(provider=provider, model=model, prompt=prompt, messages=messages,
-                                               prompt_tokens=prompt_tokens, max_tokens=max_tokens)
-        cached = core.cached_answer(scope, now)
-        if cached is not None:
-            return Reservation(self, scope, cached, None, resolved, model)
-        if not core.breaker.allow():
-            return Reservation(self, scope, core.on_failure(scope, None), None, resolved, model)
-        try:
-            tenant = str(scope_attrs(scope)["tenant"])
-            matched = matching(self._budgets(tenant, now), scope)
-            request = build_reserve(self.store.keys, tenant, matched, reservation_id=str(uuid7()), now_ms=now,
-                                    ttl_ms=core.reservation_ttl_ms, usd_nanos=nanos, tokens=tokens)
-            result = self.store.reserve(request) if request.slots or request.decision_keys else None
-        except STORE_ERRORS as exc:
-            return Reservation(self, scope, core.on_failure(scope, exc), None, resolved, model)
-        core.breaker.success()
-        answer = answer_from_reserve(request, result) if result is not None else ALLOW
-        held = request if answer.allowed and request.slots else None
-        return Reservation(self, scope, core.remember(scope, answer, now), held, resolved, model)
+        answer, request, resolved = self.run(reserve_steps(
+            self.core, self.store.keys, scope, model=model, provider=provider, prompt=prompt, messages=messages,
+            prompt_tokens=prompt_tokens, max_tokens=max_tokens))
+        return Reservation(self, scope, answer, request, resolved, model)
 
-    def settle_reservation(self, reservation: Reservation, usage: Mapping[str, int]) -> None:
-        """Idempotent settle / release; Redis trouble here is logged, never raised (the reservation expires)."""
-        if reservation.settled:
-            return
-        reservation.settled = True
-        request = reservation.request
-        if request is None:
-            return
-        amounts = self.core.actual(request.slots, reservation.provider, reservation.model, usage) if usage \
-            else [0] * len(request.slots)
+
+class AsyncBudgetGuard:
+    """The asyncio guard: same answers, same policy, awaiting an :class:`AsyncRedisBudgetStore`."""
+
+    def __init__(self, store: Any, **core: Any) -> None:
+        self.store = store
+        self.core = GuardCore(**core)
+
+    @classmethod
+    def from_settings(cls, **core: Any) -> AsyncBudgetGuard:
+        from costplane.config import RedisSettings, load_settings
+        from costplane.enforcers.store import AsyncRedisBudgetStore
+
+        settings = load_settings(RedisSettings)
+        store = AsyncRedisBudgetStore.from_url(settings.url.get_secret_value(), prefix=settings.key_prefix,
+                                               timeout_s=settings.timeout_ms / 1000)
+        return cls(store, **core)
+
+    @property
+    def metrics(self) -> GuardMetrics:
+        return self.core.metrics
+
+    async def run(self, steps: Steps) -> Any:
         try:
-            self.store.settle(request.tenant, request.reservation_id, request.slots, amounts)
-        except STORE_ERRORS as exc:
-            self.core.breaker.failure()
-            log.warning("settle failed; the reservation will expire", error=repr(exc))
+            op = next(steps)
+            while True:
+                try:
+                    result = await getattr(self.store, op[0])(*op[1:])
+                except STORE_ERRORS as exc:
+                    op = steps.throw(exc)
+                else:
+                    op = steps.send(result)
+        except StopIteration as done:
+            return done.value
+
+    async def check(self, scope: Mapping[str, str | None]) -> Answer:
+        return cast(Answer, await self.run(check_steps(self.core, self.store.keys, scope)))
+
+    async def reserve(self, scope: Mapping[str, str | None], *, model: str, provider: str | None = None,
+                      prompt: str | None = None, messages: list[dict[str, Any]] | None = None,
+                      prompt_tokens: int | None = None, max_tokens: int = 1024) -> Reservation:
+        answer, request, resolved = await self.run(reserve_steps(
+            self.core, self.store.keys, scope, model=model, provider=provider, prompt=prompt, messages=messages,
+            prompt_tokens=prompt_tokens, max_tokens=max_tokens))
+        return Reservation(self, scope, answer, request, resolved, model)
