@@ -45,7 +45,9 @@ def _client(database: str | None) -> Iterator[tuple[Any, Any]]:
             lock.release()
 
 
-DatabaseOpt = Annotated[str | None, typer.Option("--database", help="Database (default: COSTPLANE_CLICKHOUSE_DATABASE).")]
+DatabaseOpt = Annotated[
+    str | None, typer.Option("--database", help="Database (default: COSTPLANE_CLICKHOUSE_DATABASE).")
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 

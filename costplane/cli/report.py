@@ -36,14 +36,18 @@ def fetch_remote(api_url: str, spec: Any, timeout_s: float = 30.0) -> list[dict[
 
 
 def _local(settings: Any, spec: Any) -> list[dict[str, Any]]:
+    """Open ClickHouse here (taking the embedded directory's lock for the duration) and run the report."""
     from costplane.streams.sink.client import open_client
     from costplane.streams.sink.ownership import DirectoryLock
     from costplane.streams.sink.query import run_report
 
+    rows: list[dict[str, Any]]
     if settings.url is not None:
-        return run_report(open_client(settings, create_database=False), spec, settings.database)
+        rows = run_report(open_client(settings, create_database=False), spec, settings.database)
+        return rows
     with DirectoryLock.acquire(settings.chdb_path):
-        return run_report(open_client(settings, create_database=False), spec, settings.database)
+        rows = run_report(open_client(settings, create_database=False), spec, settings.database)
+    return rows
 
 
 def collect(spec: Any, api_url: str | None = None, database: str | None = None) -> list[dict[str, Any]]:

@@ -39,7 +39,8 @@ def parse_time(value: str) -> datetime:
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise ReportError(f"cannot read time {value!r}: use ISO 8601 (2026-01-31 or 2026-01-31T12:00Z) or epoch ms")
+        hint = "use ISO 8601 (2026-01-31 or 2026-01-31T12:00Z) or epoch ms"
+        raise ReportError(f"cannot read time {value!r}: {hint}") from None
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
@@ -63,7 +64,9 @@ class ReportSpec:
             raise ReportError(f"unknown report {self.name!r}")
 
     @classmethod
-    def parse(cls, by: str, since: str | None = None, until: str | None = None, tenant: str | None = None) -> ReportSpec:
+    def parse(
+        cls, by: str, since: str | None = None, until: str | None = None, tenant: str | None = None
+    ) -> ReportSpec:
         return cls(
             by=tuple(d.strip() for d in by.split(",") if d.strip()),
             since=parse_time(since) if since else None,
@@ -130,7 +133,7 @@ def _json_value(value: Any) -> Any:
 
 def format_usd(cost_nanos: int) -> str:
     """Exact decimal dollars of integer nano-USD (9 decimals, no float on the way)."""
-    return str((Decimal(cost_nanos) / NANOS_PER_USD).quantize(Decimal("0.000000001")))
+    return format(Decimal(cost_nanos).scaleb(-9), "f")
 
 
 def run_report(client: Any, spec: ReportSpec, database: str) -> list[dict[str, Any]]:

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, Protocol, TypeVar
 
 from costplane.logging import get_logger
 from costplane.streams.core.priced import PricedEvent
 from costplane.streams.sink.errors import SinkUnavailable
 from costplane.streams.sink.processor import Pending, dedup_batch
-from costplane.streams.sink.writer import BatchWriter
 
 log = get_logger(__name__)
 
@@ -24,6 +23,15 @@ log = get_logger(__name__)
 CommitFn = Callable[[dict[int, int]], None]
 
 _T = TypeVar("_T")
+
+
+class Writer(Protocol):
+    """What the sink needs from its writer (:class:`~costplane.streams.sink.writer.BatchWriter`)."""
+
+    def recover(self) -> int: ...
+    def filter_new(self, items: Sequence[Pending]) -> list[Pending]: ...
+    def insert(self, items: Sequence[Pending], batch_id: str) -> list[tuple[Any, ...]]: ...
+    def mark_seen(self, batch_id: str, rows: Sequence[tuple[Any, ...]]) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +75,7 @@ class ClickHouseSink:
 
     def __init__(
         self,
-        writer: BatchWriter,
+        writer: Writer,
         commit: CommitFn,
         policy: FlushPolicy | None = None,
         clock: Callable[[], float] = time.monotonic,

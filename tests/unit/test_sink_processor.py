@@ -1,0 +1,96 @@
+"""The sink's pure half: raw rows, dedup within a batch, rollup arithmetic."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from costplane.publisher.event import UsageEvent
+from costplane.streams.core.priced import PricedEvent
+from costplane.streams.sink.processor import (
+    RAW_COLUMNS,
+    ROLLUP_COLUMNS,
+    Pending,
+    dedup_batch,
+    raw_row,
+    rollup_rows,
+    seen_rows,
+)
+
+T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+NOW = datetime(2026, 1, 2, tzinfo=UTC)
+
+
+def _pending(event_id: str, offset: int = 0, **kw: object) -> Pending:
+    fields: dict[str, object] = dict(
+        event_id=event_id, occurred_at=T0, tenant="acme", provider="openai", model="gpt-4o", request_id="r1",
+        attempt=1, status="ok", input_tokens=100, output_tokens=10,
+    )
+    cost = int(kw.pop("cost", 1_000))  # type: ignore[call-overload]
+    fields.update(kw)
+    return Pending(PricedEvent(UsageEvent(**fields), cost, "v1"), partition=0, offset=offset)  # type: ignore[arg-type]
+
+
+def test_raw_row_has_every_column_in_order() -> None:
+    item = _pending("e1", offset=7, team="search", attributes={"k": "v"}, tokens_estimated=True)
+    row = raw_row(item, "b1", NOW)
+    assert len(row) == len(RAW_COLUMNS)
+    named = dict(zip(RAW_COLUMNS, row, strict=True))
+    assert named["event_id"] == "e1"
+    assert named["occurred_at"] == datetime(2026, 1, 1, tzinfo=UTC)
+    assert named["team"] == "search" and named["feature"] is None
+    assert named["attributes"] == {"k": "v"} and named["tokens_estimated"] is True
+    assert (named["cost_nanos"], named["price_version"], named["unpriced"]) == (1_000, "v1", False)
+    assert (named["sink_batch_id"], named["kafka_partition"], named["kafka_offset"]) == ("b1", 0, 7)
+    assert named["ingested_at"] == NOW
+
+
+def test_every_usage_event_field_is_a_column() -> None:
+    assert set(UsageEvent.__dataclass_fields__) <= set(RAW_COLUMNS)
+
+
+def test_dedup_batch_keeps_first_occurrence_in_order() -> None:
+    items = [_pending("a", 0), _pending("b", 1), _pending("a", 2), _pending("c", 3), _pending("b", 4)]
+    kept = dedup_batch(items)
+    assert [(i.priced.event.event_id, i.offset) for i in kept] == [("a", 0), ("b", 1), ("c", 3)]
+
+
+def test_rollups_sum_exactly_per_bucket_and_dimensions() -> None:
+    items = [
+        _pending("a", cost=5, occurred_at=T0 + 1_000),
+        _pending("b", cost=7, occurred_at=T0 + 59_999, attempt=2, status="error"),
+        _pending("c", cost=11, occurred_at=T0 + 60_000, model="gpt-4o-mini"),
+        _pending("d", cost=13, occurred_at=T0 + 3_600_000, status="timeout", attempt=3),
+    ]
+    rows = [raw_row(i, "b", NOW) for i in items]
+    minute = [dict(zip(ROLLUP_COLUMNS, r, strict=True)) for r in rollup_rows(rows, "minute")]
+    # a and b share minute 0 but differ in status: two rows; c and d each their own.
+    assert len(minute) == 4
+    hour = [dict(zip(ROLLUP_COLUMNS, r, strict=True)) for r in rollup_rows(rows, "hour")]
+    first_hour_gpt4o = [r for r in hour if r["bucket"] == datetime(2026, 1, 1, tzinfo=UTC) and r["model"] == "gpt-4o"]
+    assert sum(r["events"] for r in first_hour_gpt4o) == 2
+    day = [dict(zip(ROLLUP_COLUMNS, r, strict=True)) for r in rollup_rows(rows, "day")]
+    assert sum(r["cost_nanos"] for r in day) == 36
+    assert sum(r["failed_cost_nanos"] for r in day) == 20
+    assert sum(r["retries"] for r in day) == 2
+    assert sum(r["failed_attempts"] for r in day) == 2
+    assert sum(r["input_tokens"] for r in day) == 400
+    assert all(r["team"] == "" and r["service_tier"] == "" for r in day)  # missing dimension → ""
+
+
+def test_rollups_are_deterministic_whatever_the_row_order() -> None:
+    items = [_pending(f"e{i}", cost=i, occurred_at=T0 + i * 7_000, team=f"t{i % 3}") for i in range(50)]
+    rows = [raw_row(i, "b", NOW) for i in items]
+    assert rollup_rows(rows, "minute") == rollup_rows(list(reversed(rows)), "minute")
+
+
+def test_rollups_accept_naive_datetimes_read_back_from_clickhouse() -> None:
+    row = list(raw_row(_pending("a", occurred_at=T0 + 61_000), "b", NOW))
+    row[RAW_COLUMNS.index("occurred_at")] = datetime(2026, 1, 1, 0, 1, 1)
+    (out,) = rollup_rows([tuple(row)], "minute")
+    assert out[0] == datetime(2026, 1, 1, 0, 1, tzinfo=UTC)
+
+
+def test_seen_rows_sorted_by_event_id() -> None:
+    rows = [raw_row(_pending(e, offset=n), "b", NOW) for n, e in enumerate(["c", "a", "b"])]
+    assert [r[0] for r in seen_rows(rows, NOW)] == ["a", "b", "c"]
+    assert seen_rows(rows, NOW)[0] == ("a", "acme", 0, 1, "b", NOW)
