@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 
 def _xdg(var: str, fallback: str) -> Path:
@@ -238,3 +238,46 @@ def load_settings(cls: type[_S], **overrides: Any) -> _S:
             field = ".".join(str(p) for p in err["loc"])
             lines.append(f"  {prefix}{field.upper()}: {err['msg']}")
         raise ConfigError("\n".join(lines)) from None
+
+
+AlertSeverityName = Literal["info", "warning", "critical"]
+
+
+class AlertSettings(BaseSettings):
+    """Alert lifecycle timing and delivery: Slack, PagerDuty Events v2 and generic JSON webhooks."""
+
+    model_config = SettingsConfigDict(env_prefix="COSTPLANE_ALERTS_", extra="ignore")
+
+    slack_webhook_url: SecretStr | None = Field(None, description="Slack incoming-webhook URL (secret); unset = off.")
+    slack_min_severity: AlertSeverityName = Field("info", description="Lowest severity posted to Slack.")
+    pagerduty_routing_key: SecretStr | None = Field(
+        None, description="PagerDuty Events v2 integration key, 32 characters (secret); unset = off.")
+    pagerduty_url: str = Field("https://events.pagerduty.com/v2/enqueue", description="PagerDuty Events v2 endpoint.")
+    pagerduty_source: str = Field("costplane", min_length=1, description="payload.source of PagerDuty events.")
+    pagerduty_min_severity: AlertSeverityName = Field("critical", description="Lowest severity that pages.")
+    webhook_urls: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list, description="Generic JSON webhook URLs, comma-separated (secret).")
+    webhook_min_severity: AlertSeverityName = Field("info", description="Lowest severity sent to the webhooks.")
+    runbook_base_url: str | None = Field(
+        None, description="Prefix that makes runbook links absolute, e.g. a docs site; unset = repo-relative.")
+    resolve_after_s: float = Field(120.0, ge=0, description="A condition must stay clear this long to resolve.")
+    cooldown_s: float = Field(600.0, ge=0, description="After a resolve, the same condition does not page again "
+                                                        "for this long.")
+    stale_after_s: float = Field(600.0, ge=0, description="An open condition no longer reported resolves after this.")
+    max_tracked: int = Field(10_000, ge=1, description="Dedup keys the lifecycle remembers (bounded memory).")
+    retries: int = Field(5, ge=0, description="Retries per delivery after the first attempt.")
+    backoff_base_s: float = Field(0.5, gt=0, description="First retry delay; doubles per retry (with jitter).")
+    backoff_max_s: float = Field(30.0, gt=0, description="Largest retry delay.")
+    max_retry_after_s: float = Field(120.0, ge=0, description="Cap on a receiver's Retry-After.")
+    timeout_s: float = Field(5.0, gt=0, description="HTTP timeout of one delivery attempt.")
+    queue_size: int = Field(1000, ge=1, description="Alerts queued per target before new ones are dead letters.")
+
+    @field_validator("webhook_urls", mode="before")
+    @classmethod
+    def _split_urls(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
