@@ -1,5 +1,6 @@
 """The app-side publisher: one Avro usage event per model-call attempt, batched, spooled, never in the way."""
 
+from costplane.publisher.adapters import usage_from_anthropic, usage_from_openai, usage_from_response
 from costplane.publisher.attempts import AttemptRecorder, RequestRecorder
 from costplane.publisher.codec import UsageCodec
 from costplane.publisher.event import UsageEvent
@@ -15,4 +16,7 @@ __all__ = [
     "UsageCodec",
     "UsageEvent",
     "UsagePublisher",
+    "usage_from_anthropic",
+    "usage_from_openai",
+    "usage_from_response",
 ]

@@ -10,6 +10,8 @@ input into a ``ValueError`` (``InvalidEvent``) for apps that prefer to fail loud
 from __future__ import annotations
 
 import atexit
+import functools
+import os
 import threading
 import time
 import weakref
@@ -68,6 +70,12 @@ def _close_at_exit(ref: weakref.ref[UsagePublisher]) -> None:
         publisher.close()
 
 
+def _reinit_in_child(ref: weakref.ref[UsagePublisher]) -> None:
+    publisher = ref()
+    if publisher is not None:
+        publisher._after_fork()
+
+
 class UsagePublisher:
     """Batching, spooling usage-event publisher. Thread-safe; one per process is enough."""
 
@@ -90,6 +98,7 @@ class UsagePublisher:
         self.metrics = PublisherMetrics(registry)
         self._codec = codec or (UsageCodec.with_registry(self.kafka.schema_registry_url)
                                 if self.kafka.schema_registry_url else UsageCodec.schemaless())
+        self._own_producer = producer is None
         self._producer = producer if producer is not None else build_producer(self.kafka, self.settings)
         s = self.settings
         self._spool = open_spool(s.spool_dir, max_bytes=s.spool_max_bytes, fsync=s.spool_fsync,
@@ -107,11 +116,33 @@ class UsagePublisher:
         self._next_probe = 0.0
         self._log = RateLimitedLog()
         self._thread: threading.Thread | None = None
+        self._start = start
         if start:
-            self._thread = threading.Thread(target=self._run, name="costplane-publisher", daemon=True)
-            self._thread.start()
-        # Flush at interpreter exit without keeping the publisher alive through the atexit registry.
+            self._start_thread()
+        # Flush at interpreter exit without keeping the publisher alive through the atexit registry; survive a
+        # fork (pre-forking web servers) by giving the child its own client, thread and spool slot.
         atexit.register(_close_at_exit, weakref.ref(self))
+        os.register_at_fork(after_in_child=functools.partial(_reinit_in_child, weakref.ref(self)))
+
+    def _start_thread(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="costplane-publisher", daemon=True)
+        self._thread.start()
+
+    def _after_fork(self) -> None:
+        """In a forked child: the parent's thread and Kafka client did not come along, and the parent keeps its
+        buffered events and spool slot. Start clean: an empty batcher, a new client, a spool slot of our own."""
+        s = self.settings
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._batcher = TenantBatcher(self._batcher.limits, self._clock)
+        self._log = RateLimitedLog()
+        if self._own_producer:
+            self._producer = build_producer(self.kafka, s)
+        self._spool = open_spool(s.spool_dir, max_bytes=s.spool_max_bytes, fsync=s.spool_fsync,
+                                 when_full=s.spool_when_full)
+        self._broker_up = True
+        if self._start and not self._closed.is_set():
+            self._start_thread()
 
     # -- the app-facing API ----------------------------------------------------------------------------------
     def emit(self, event: UsageEvent) -> bool:

@@ -204,3 +204,25 @@ def test_in_memory_publisher_is_lenient_by_default() -> None:
     pub = InMemoryPublisher()
     assert pub.record(tenant="acme", provider="p", model="m", request_id="r", input_tokens=-1) is False
     assert pub.events == [] and pub.rejected[0].reason == "negative_tokens"
+
+
+def test_a_forked_child_gets_its_own_thread_and_spool_slot(tmp_path: Path) -> None:
+    import os
+
+    settings = load_settings(PublisherSettings, spool_dir=tmp_path / "spool")
+    pub = UsagePublisher(load_settings(KafkaSettings), settings, producer=FakeProducer(), start=True)
+    pub.emit(next(generate(1)))  # the parent's buffered event stays the parent's
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: report what it sees, then leave without running the parent's cleanup
+        try:
+            ok = (pub._thread is not None and pub._thread.is_alive() and pub.stats()["buffered"] == 0
+                  and pub._spool.directory == tmp_path / "spool" / "slot-1" and pub.emit(next(generate(1))))
+            os.write(write, b"ok" if ok else b"bad")
+        finally:
+            os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    assert os.read(read, 16) == b"ok"
+    assert pub.stats()["buffered"] == 1 and pub._spool.directory == tmp_path / "spool"
+    pub.close()
