@@ -112,6 +112,8 @@ class UsagePublisher:
         )
         self._wake = threading.Event()
         self._closed = threading.Event()
+        self._counter_lock = threading.Lock()
+        self._accepted_reported = 0
         self._broker_up = True
         self._next_probe = 0.0
         self._log = RateLimitedLog()
@@ -135,6 +137,8 @@ class UsagePublisher:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._batcher = TenantBatcher(self._batcher.limits, self._clock)
+        self._counter_lock = threading.Lock()
+        self._accepted_reported = 0
         self._log = RateLimitedLog()
         if self._own_producer:
             self._producer = build_producer(self.kafka, s)
@@ -186,7 +190,6 @@ class UsagePublisher:
         with self._lock:
             closed = self._batcher.add(event)
             spill = self._batcher.take_oldest() if self._batcher.over_limit else []
-        self.metrics.emitted.inc()
         if closed:
             self._wake.set()
         for batch in spill:
@@ -261,9 +264,10 @@ class UsagePublisher:
     def stats(self) -> dict[str, Any]:
         """A snapshot for apps without Prometheus."""
         with self._lock:
-            buffered = self._batcher.buffered_events
+            buffered, accepted = self._batcher.buffered_events, self._batcher.accepted
+        self._sync_counters(buffered, accepted)
         return {"buffered": buffered, "broker_up": self._broker_up, "spool_bytes": self._spool.size_bytes(),
-                "spool": self._spool.stats, "emitted": self.metrics.emitted._value.get()}
+                "spool": self._spool.stats, "emitted": accepted}
 
     def __enter__(self) -> UsagePublisher:
         return self
@@ -288,9 +292,18 @@ class UsagePublisher:
     def _drain_buffers(self, force: bool) -> None:
         with self._lock:
             due = self._batcher.take_due(force=force)
-            self.metrics.buffered.set(self._batcher.buffered_events)
+            buffered, accepted = self._batcher.buffered_events, self._batcher.accepted
+        self._sync_counters(buffered, accepted)
         for batch in due:
             self._ship(batch)
+
+    def _sync_counters(self, buffered: int, accepted: int) -> None:
+        """Publish emit's plain counts to Prometheus off the hot path (every background loop, flush and stats)."""
+        with self._counter_lock:
+            if accepted > self._accepted_reported:
+                self.metrics.emitted.inc(accepted - self._accepted_reported)
+                self._accepted_reported = accepted
+        self.metrics.buffered.set(buffered)
 
     def _ship(self, batch: Batch) -> None:
         """Encode one batch (the only encode per batch) and send it, or spool it when it cannot be sent."""

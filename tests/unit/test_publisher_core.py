@@ -73,6 +73,8 @@ def test_batches_per_tenant_at_max_events(tmp_path: Path) -> None:
         assert pub.emit(e)
     pub._drain_buffers(force=False)
     producer.poll()
+    assert pub.metrics.emitted._value.get() == 25 and pub.metrics.delivered._value.get() == 20
+    assert pub.metrics.buffered._value.get() == 5
     assert [len(UsageCodec.schemaless().decode(v, h).events) for _t, v, _k, h in producer.sent] == [10, 10]
     assert all(k == b"acme" and t == "unit.usage" for t, _v, k, _h in producer.sent)
     pub.flush()
