@@ -16,10 +16,7 @@ from importlib import resources
 from string import Template
 from typing import Any
 
-from costplane.logging import get_logger
 from costplane.streams.sink.errors import MigrationError
-
-log = get_logger(__name__)
 
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
@@ -113,7 +110,8 @@ def status(client: Any, database: str, migrations: list[Migration] | None = None
 def migrate(
     client: Any, database: str, raw_ttl_days: int = 0, migrations: list[Migration] | None = None
 ) -> list[Migration]:
-    """Apply pending migrations in order and reconcile the TTL; returns what was applied now.
+    """Apply pending migrations in order and reconcile the TTL; returns what was applied now (callers report it:
+    this function does not log, so ``costplane db migrate --json`` keeps stdout to one JSON document).
 
     Refuses (before running anything) when an applied file's checksum changed: add a new numbered file instead.
     Statements are idempotent, so a crash mid-file is fixed by running ``migrate`` again.
@@ -141,7 +139,6 @@ def migrate(
             [(m.version, m.name, m.checksum, datetime.now(UTC))],
             column_names=["version", "name", "checksum", "applied_at"],
         )
-        log.info("migration_applied", database=database, version=m.version, name=m.name)
         done.append(m)
     if any(m.name == "usage_events" for m in migrations):
         apply_ttl(client, database, raw_ttl_days)

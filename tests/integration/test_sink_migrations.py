@@ -1,0 +1,87 @@
+"""Migrations: idempotent, tracked with checksums, a changed applied file refused; TTL follows the setting."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from costplane.cli.main import build_app
+from costplane.config import ClickHouseSettings
+from costplane.streams.sink.client import open_client
+from costplane.streams.sink.errors import MigrationError
+from costplane.streams.sink.migrations import Migration, load_migrations, migrate, status
+
+pytestmark = pytest.mark.clickhouse
+
+
+def _env(monkeypatch: pytest.MonkeyPatch, settings: ClickHouseSettings, **extra: str) -> None:
+    monkeypatch.delenv("COSTPLANE_CLICKHOUSE_URL", raising=False)
+    monkeypatch.setenv("COSTPLANE_CLICKHOUSE_CHDB_PATH", str(settings.chdb_path))
+    monkeypatch.setenv("COSTPLANE_CLICKHOUSE_DATABASE", settings.database)
+    for key, value in extra.items():
+        monkeypatch.setenv(key, value)
+
+
+def test_migrate_is_idempotent_and_records_checksums(clickhouse_settings: ClickHouseSettings) -> None:
+    db = clickhouse_settings.database
+    client = open_client(clickhouse_settings)
+    files = load_migrations()
+    assert [m.version for m in files] == list(range(1, len(files) + 1))
+    assert [s.status for s in status(client, db)] == ["pending"] * len(files)
+    assert migrate(client, db) == files
+    assert migrate(client, db) == []
+    # Re-running every statement of every file is harmless too (IF NOT EXISTS throughout).
+    for m in files:
+        for stmt in m.statements(db):
+            client.command(stmt)
+    states = status(client, db)
+    assert [s.status for s in states] == ["applied"] * len(files)
+    recorded = client.query(f"SELECT version, name, checksum FROM {db}.schema_migrations ORDER BY version").result_rows
+    assert recorded == [(m.version, m.name, m.checksum) for m in files]
+    tables = {r[0] for r in client.query(f"SHOW TABLES FROM {db}").result_rows}
+    assert {"usage_events", "seen_event_ids", "sink_batches", "usage_rollup_minute", "usage_rollup_hour",
+            "usage_rollup_day", "schema_migrations"} <= tables
+
+
+def test_changed_applied_file_is_refused_with_its_name(clickhouse_settings: ClickHouseSettings) -> None:
+    db = clickhouse_settings.database
+    client = open_client(clickhouse_settings)
+    files = load_migrations()
+    migrate(client, db, migrations=files[:1])
+    edited = [Migration(files[0].version, files[0].name, files[0].sql + "\n-- edited\n"), *files[1:]]
+    with pytest.raises(MigrationError, match=r"0001_usage_events\.sql") as info:
+        migrate(client, db, migrations=edited)
+    assert "new numbered file" in str(info.value)
+    assert [s.status for s in status(client, db, edited)] == ["changed", "pending", "pending"]
+    # Nothing of the later files ran.
+    assert "seen_event_ids" not in {r[0] for r in client.query(f"SHOW TABLES FROM {db}").result_rows}
+
+
+def test_raw_ttl_follows_the_setting(clickhouse_settings: ClickHouseSettings) -> None:
+    db = clickhouse_settings.database
+    client = open_client(clickhouse_settings)
+    migrate(client, db, raw_ttl_days=400)
+    assert "toIntervalDay(400)" in client.command(f"SHOW CREATE TABLE {db}.usage_events")
+    migrate(client, db, raw_ttl_days=30)
+    assert "toIntervalDay(30)" in client.command(f"SHOW CREATE TABLE {db}.usage_events")
+    migrate(client, db, raw_ttl_days=0)
+    assert "TTL" not in client.command(f"SHOW CREATE TABLE {db}.usage_events")
+
+
+def test_cli_migrate_and_status(clickhouse_settings: ClickHouseSettings, monkeypatch: pytest.MonkeyPatch) -> None:
+    _env(monkeypatch, clickhouse_settings, COSTPLANE_CLICKHOUSE_RAW_TTL_DAYS="90")
+    runner = CliRunner()
+    app = build_app()
+    first = runner.invoke(app, ["db", "migrate", "--json"])
+    assert first.exit_code == 0, first.output
+    out = json.loads(first.stdout)
+    assert out["applied"] == ["0001_usage_events", "0002_sink_ledger", "0003_rollups"] and out["raw_ttl_days"] == 90
+    again = runner.invoke(app, ["db", "migrate", "--json"])
+    assert json.loads(again.stdout)["applied"] == []
+    shown = runner.invoke(app, ["db", "status", "--json"])
+    assert shown.exit_code == 0
+    assert [s["status"] for s in json.loads(shown.stdout)] == ["applied"] * 3
+    table = runner.invoke(app, ["db", "status"])
+    assert table.exit_code == 0 and "0003" in table.stdout and "applied" in table.stdout
