@@ -18,7 +18,7 @@ import pytest
 
 from costplane.config import ClickHouseSettings, KafkaSettings, RedisSettings, load_settings
 
-SERVICE_MARKERS = ("kafka", "redis", "clickhouse", "chaos")
+SERVICE_MARKERS = ("kafka", "redis", "clickhouse", "chaos", "http")
 
 
 class NetworkBlocked(RuntimeError):
