@@ -96,7 +96,9 @@ class ReportSpec:
 
 
 def load_query(name: str) -> str:
-    return (resources.files("costplane.sql") / "queries" / f"{name}.sql").read_text()
+    """A named query's text without its ``--`` comment lines (so placeholders named there are not substituted)."""
+    text = (resources.files("costplane.sql") / "queries" / f"{name}.sql").read_text()
+    return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
 
 
 def build_sql(spec: ReportSpec, database: str) -> tuple[str, dict[str, Any]]:
