@@ -31,6 +31,7 @@ COMMAND_MODULES = (
     "costplane.cli.pricing_cmds",
     "costplane.cli.db",
     "costplane.cli.report",
+    "costplane.cli.alerts",
 )
 
 

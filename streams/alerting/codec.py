@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import io
 import json
+from collections.abc import Mapping, Sequence
 from functools import cache
 from importlib import resources
 from typing import Any, cast
@@ -25,6 +26,8 @@ SCHEMA_VERSION = b"1"
 _TIMESTAMPS = ("window_start", "window_end", "occurred_at")
 
 Headers = list[tuple[str, bytes]]
+# What confluent-kafka's Message.headers() may return, accepted as is by decode_alert.
+AnyHeaders = Headers | Sequence[tuple[str, str | bytes | None]] | Mapping[str, str | bytes | None] | None
 
 
 class AlertDecodeError(ValueError):
@@ -52,9 +55,14 @@ def encode_alert(event: AlertEvent) -> tuple[bytes, Headers]:
     return out.getvalue(), [(SCHEMA_HEADER, ALERT.encode()), (VERSION_HEADER, SCHEMA_VERSION)]
 
 
-def decode_alert(value: bytes | None, headers: Headers | None = None) -> AlertEvent:
+def _header_map(headers: AnyHeaders) -> dict[str, bytes]:
+    pairs = headers.items() if isinstance(headers, Mapping) else (headers or ())
+    return {k: v.encode() if isinstance(v, str) else v for k, v in pairs if v is not None}
+
+
+def decode_alert(value: bytes | None, headers: AnyHeaders = None) -> AlertEvent:
     """Read one alert message; raises :class:`AlertDecodeError` with a readable reason."""
-    found = dict(headers or ())
+    found = _header_map(headers)
     name = found.get(SCHEMA_HEADER)
     if name is not None and name != ALERT.encode():
         raise AlertDecodeError(f"message is a {name.decode(errors='replace')!r}, not an Alert")
