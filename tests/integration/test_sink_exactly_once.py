@@ -221,3 +221,23 @@ def test_identical_rollup_blocks_from_different_batches_both_count(clickhouse_se
         sink.flush()  # three batches whose rollup rows are byte-for-byte identical
     for table in TABLES:
         assert _totals(client, db, table) == {("acme", "", "gpt-4o"): (126, 3, 30)}, table
+
+
+def test_open_sink_owns_migrates_writes_and_reports(clickhouse_settings: ClickHouseSettings) -> None:
+    from costplane.streams.sink.ownership import current_owner
+    from costplane.streams.sink.runtime import open_sink
+
+    commits: list[dict[int, int]] = []
+    opened = open_sink(clickhouse_settings, commits.append, api_url="http://127.0.0.1:6066")
+    try:
+        assert opened.lock is not None and (clickhouse_settings.chdb_path / "costplane-owner.json").exists()
+        assert current_owner(clickhouse_settings.chdb_path) is None  # this process is the owner
+        event = UsageEvent("e-1", T0, "acme", "openai", "gpt-4o", "r", 1, "ok", input_tokens=10)
+        opened.sink.add(PricedEvent(event, 5, "v1"), 2, 9)
+        opened.sink.flush()
+        assert commits == [{2: 10}]
+        rows = opened.report("by=tenant")
+        assert rows[0]["tenant"] == "acme" and rows[0]["cost_nanos"] == 5 and rows[0]["cost_usd"] == "0.000000005"
+    finally:
+        opened.close()
+    assert not (clickhouse_settings.chdb_path / "costplane-owner.json").exists()
