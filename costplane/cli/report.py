@@ -86,6 +86,8 @@ def spend(
     database: Annotated[str | None, typer.Option("--database", help="Database (default: from settings).")] = None,
 ) -> None:
     """Spend and tokens grouped by dimensions; cost as integer nano-USD and exact USD (never rounded floats)."""
+    from clickhouse_connect.driver.exceptions import Error as ClickHouseError
+
     from costplane.streams.sink.errors import DirectoryOwned, SinkUnavailable
     from costplane.streams.sink.query import MEASURES, ReportError, ReportSpec
 
@@ -104,6 +106,9 @@ def spend(
         raise typer.Exit(1) from None
     except (SinkUnavailable, urllib.error.URLError, OSError, ValueError) as exc:
         err.print(f"[red]report failed: {exc}[/]")
+        raise typer.Exit(1) from None
+    except ClickHouseError as exc:
+        err.print(f"[red]report failed: {exc}[/]\n(has `costplane db migrate` run for this database?)")
         raise typer.Exit(1) from None
     columns = [*spec.by, *MEASURES, "cost_usd"]
     if fmt == "json":
