@@ -357,23 +357,30 @@ class UsagePublisher:
             self.metrics.lost.labels("spool_io").inc()
             self._log.warning("spool_io", "spool write failed", error=repr(exc))
 
+    def _probe(self) -> bool:
+        """Is a broker believed down answering again? A cheap metadata request, at most once per
+        ``probe_interval_s``. Probed whether or not the spool holds anything: a spool that could not be written
+        (disk full) must not leave the publisher believing the broker down forever."""
+        now = self._clock()
+        if now < self._next_probe:
+            return False
+        self._next_probe = now + self.settings.probe_interval_s
+        if len(self._producer) > 0:
+            return False  # earlier messages are still timing out; let them land in the spool first
+        try:
+            self._producer.list_topics(self.topic, timeout=min(1.0, self.settings.probe_interval_s))
+        except Exception:  # noqa: BLE001 - any metadata failure means "still down"
+            return False
+        self._broker_up = True
+        return True
+
     def _maybe_replay(self, *, deadline: float | None = None) -> None:
-        """Drain the spool oldest segment first: one segment per call while the broker is up; while it is down,
-        probe it (cheap metadata request) at most once per ``probe_interval_s``."""
+        """Drain the spool oldest segment first: one segment per call while the broker is up (so fresh batches
+        keep flowing in between); while it is down, only probe it."""
+        if not self._broker_up and not self._probe():
+            return
         if self._spool.is_empty():
             return
-        if not self._broker_up:
-            now = self._clock()
-            if now < self._next_probe:
-                return
-            self._next_probe = now + self.settings.probe_interval_s
-            if len(self._producer) > 0:
-                return  # earlier messages are still timing out; let them land in the spool first
-            try:
-                self._producer.list_topics(self.topic, timeout=min(1.0, self.settings.probe_interval_s))
-            except Exception:  # noqa: BLE001 - any metadata failure means "still down"
-                return
-            self._broker_up = True
         while deadline is None or self._clock() < deadline:
             oldest = self._spool.oldest_segment()
             if oldest is None:

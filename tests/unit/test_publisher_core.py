@@ -228,3 +228,19 @@ def test_a_forked_child_gets_its_own_thread_and_spool_slot(tmp_path: Path) -> No
     assert os.read(read, 16) == b"ok"
     assert pub.stats()["buffered"] == 1 and pub._spool.directory == tmp_path / "spool"
     pub.close()
+
+
+def test_a_broker_back_is_noticed_even_when_the_spool_could_not_keep_anything(tmp_path: Path) -> None:
+    producer = FakeProducer()
+    pub = _publisher(tmp_path, producer, spool_when_full="refuse_newest")
+    pub._spool.max_bytes = 10  # nothing fits: every spool write is refused, and counted as lost
+    pub._broker_up = False
+    pub.emit(next(generate(1)))
+    pub._drain_buffers(force=True)
+    assert pub._spool.is_empty() and pub.metrics.lost.labels("spool_full")._value.get() == 1
+    pub._maybe_replay()  # broker reachable again: probed although the spool is empty
+    assert pub._broker_up
+    event = next(generate(2, seed=9))
+    pub.emit(event)
+    pub.flush()
+    assert _decoded(producer) == [event]
