@@ -114,6 +114,10 @@ class Budget(BaseModel):
         return cls(id=budget_id, scope=parse_scope(scope), period=period, tz=tz, unit=unit, limit=limit,
                    soft=thresholds, action=action)
 
+    def identity(self) -> str:
+        """Identity of this exact definition (id and version), for caches keyed by budget."""
+        return f"{self.id}@{self.version}:{self.limit}:{self.period}:{self.tz}"
+
     def to_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"), sort_keys=True)
 

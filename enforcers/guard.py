@@ -27,11 +27,13 @@ from prometheus_client import CollectorRegistry, Counter
 from uuid6 import uuid7
 
 from costplane.budgets.model import Budget
+from costplane.enforcers.keys import KeyLayout
 from costplane.enforcers.plan import (
     ALLOW,
     Answer,
     ReserveRequest,
     Slot,
+    SlotCache,
     answer_from_decisions,
     answer_from_reserve,
     build_reserve,
@@ -86,6 +88,13 @@ class GuardCore:
         self._budgets: dict[str, tuple[list[Budget], int]] = {}
         self._answers: dict[tuple[tuple[str, str | None], ...], _Cached] = {}
         self._last_log = 0.0
+        self._slots: SlotCache | None = None
+
+    def slots(self, keys: KeyLayout) -> SlotCache:
+        """The slot cache for this store's key layout (created on first use)."""
+        if self._slots is None or self._slots.keys != keys:
+            self._slots = SlotCache(keys)
+        return self._slots
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
@@ -209,7 +218,8 @@ def reserve_steps(core: GuardCore, keys: Any, scope: Mapping[str, str | None], *
         if budgets is None:
             budgets = yield ("load_budgets", tenant)
             core.remember_budgets(tenant, budgets, now)
-        request = build_reserve(keys, tenant, matching(budgets, scope), reservation_id=str(uuid7()), now_ms=now,
+        request = build_reserve(core.slots(keys), tenant, matching(budgets, scope), reservation_id=str(uuid7()),
+                                now_ms=now,
                                 ttl_ms=core.reservation_ttl_ms, usd_nanos=nanos, tokens=tokens)
         result = (yield ("reserve", request)) if request.slots or request.decision_keys else None
     except STORE_ERRORS as exc:

@@ -5,7 +5,7 @@ cluster slot and a Lua script may touch all of them.
 |---|---|---|
 | ``{p}:{t}:budgets`` | hash | budget id → budget JSON (published by the worker or ``costplane budget``) |
 | ``{p}:{t}:decision:{budget}:{member}`` | string | the stream's decision JSON, expiring at the window end |
-| ``{p}:{t}:spent:{budget}:{member}:{bucket_start}`` | string | settled spend of one counter bucket |
+| ``{p}:{t}:spent:{budget}:{member}`` | hash | bucket start (ms) → settled spend; buckets before the window are pruned |
 | ``{p}:{t}:rsv:{budget}:{member}`` | zset | open reservation ids scored by expiry (ms) |
 | ``{p}:{t}:rsvamt:{budget}:{member}`` | hash | open reservation id → amount |
 | ``{p}:{t}:settled:{reservation}`` | string | idempotency marker of a settled reservation |
@@ -29,8 +29,8 @@ class KeyLayout:
     def decision(self, tenant: str, budget_id: str, member: str) -> str:
         return f"{self._t(tenant)}:decision:{budget_id}:{member}"
 
-    def spent(self, tenant: str, budget_id: str, member: str, bucket_start_ms: int) -> str:
-        return f"{self._t(tenant)}:spent:{budget_id}:{member}:{bucket_start_ms}"
+    def spent(self, tenant: str, budget_id: str, member: str) -> str:
+        return f"{self._t(tenant)}:spent:{budget_id}:{member}"
 
     def reservations(self, tenant: str, budget_id: str, member: str) -> str:
         return f"{self._t(tenant)}:rsv:{budget_id}:{member}"

@@ -26,6 +26,7 @@ class InMemoryBudgetStore:
         self._values: dict[str, tuple[str, int | None]] = {}  # key -> (value, expire_at_ms)
         self._reservations: dict[str, dict[str, tuple[int, int]]] = {}  # zkey -> id -> (expiry, amount)
         self._budgets: dict[str, dict[str, Budget]] = {}
+        self._counters: dict[str, dict[int, int]] = {}  # counter key -> bucket start -> spent
 
     def _get(self, key: str) -> str | None:
         item = self._values.get(key)
@@ -60,7 +61,10 @@ class InMemoryBudgetStore:
                 for rid in [r for r, (exp, _a) in open_rsv.items() if exp <= req.now_ms]:
                     del open_rsv[rid]
                 held = sum(a for _e, a in open_rsv.values())
-                spent = sum(int(self._get(k) or 0) for k in slot.counter_keys)
+                buckets = self._counters.setdefault(slot.counter_key, {})
+                for start in [s for s in buckets if s < slot.window_start_ms]:
+                    del buckets[start]
+                spent = sum(buckets.values())
                 if spent + held + slot.amount > slot.budget.limit:
                     if slot.mode == BLOCK:
                         return ReserveResult(exhausted=index)
@@ -80,8 +84,8 @@ class InMemoryBudgetStore:
             for slot, amount in zip(slots, amounts, strict=True):
                 self._reservations.get(slot.reservations_key, {}).pop(reservation_id, None)
                 if amount > 0:
-                    current = int(self._get(slot.current_key) or 0)
-                    self._values[slot.current_key] = (str(current + amount), self._clock() + slot.counter_ttl_ms)
+                    buckets = self._counters.setdefault(slot.counter_key, {})
+                    buckets[slot.bucket_start_ms] = buckets.get(slot.bucket_start_ms, 0) + amount
             return True
 
     def write_decision(self, tenant: str, budget_id: str, member: str, decision_json: str, expire_at_ms: int) -> None:
@@ -95,5 +99,4 @@ class InMemoryBudgetStore:
     def reconcile(self, tenant: str, budget_id: str, member: str, bucket_start_ms: int, authoritative: int,
                   ttl_ms: int) -> None:
         with self._lock:
-            key = self.keys.spent(tenant, budget_id, member, bucket_start_ms)
-            self._values[key] = (str(authoritative), self._clock() + ttl_ms)
+            self._counters.setdefault(self.keys.spent(tenant, budget_id, member), {})[bucket_start_ms] = authoritative

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from costplane.budgets.model import Budget
-from costplane.budgets.windows import bucket_for, buckets_in_window, window_for
+from costplane.budgets.windows import bucket_for, window_for
 from costplane.enforcers.keys import KeyLayout
 
 Kind = Literal["allow", "block", "degrade"]
@@ -45,8 +45,9 @@ class Slot:
     amount: int
     reservations_key: str
     amounts_key: str
-    counter_keys: tuple[str, ...]
-    current_key: str
+    counter_key: str
+    window_start_ms: int
+    bucket_start_ms: int
     window_end_ms: int
     counter_ttl_ms: int
 
@@ -97,26 +98,66 @@ def decision_keys(keys: KeyLayout, tenant: str, matched: Sequence[tuple[Budget, 
     return tuple(keys.decision(tenant, b.id, m) for b, m in matched)
 
 
-def build_reserve(keys: KeyLayout, tenant: str, matched: Sequence[tuple[Budget, str]], *, reservation_id: str,
+@dataclass(frozen=True, slots=True)
+class _SlotTemplate:
+    """Everything about a budget × member slot that only changes when the counter bucket changes."""
+
+    reservations_key: str
+    amounts_key: str
+    counter_key: str
+    window_start_ms: int
+    bucket_start_ms: int
+    bucket_end_ms: int
+    window_end_ms: int
+    counter_ttl_ms: int
+
+
+class SlotCache:
+    """Keys and window bounds per (budget, member), recomputed only when the call crosses into a new bucket.
+
+    Building keys and timezone-aware windows costs far more than the reservation itself; within one bucket
+    (5 s to a month) they do not change. Bounded: the oldest entries go first past ``max_entries``.
+    """
+
+    def __init__(self, keys: KeyLayout, max_entries: int = 10_000) -> None:
+        self.keys = keys
+        self.max_entries = max_entries
+        self._entries: dict[tuple[str, str, str, int], _SlotTemplate] = {}
+
+    def template(self, tenant: str, budget: Budget, member: str, now_ms: int) -> _SlotTemplate:
+        key = (tenant, budget.identity(), member, 0)
+        hit = self._entries.get(key)
+        if hit is not None and hit.bucket_start_ms <= now_ms < hit.bucket_end_ms:
+            return hit
+        bucket = bucket_for(budget.period, budget.tz, now_ms)
+        window = window_for(budget.period, budget.tz, now_ms)
+        made = _SlotTemplate(
+            reservations_key=self.keys.reservations(tenant, budget.id, member),
+            amounts_key=self.keys.reservation_amounts(tenant, budget.id, member),
+            counter_key=self.keys.spent(tenant, budget.id, member),
+            window_start_ms=window.start_ms, bucket_start_ms=bucket.start_ms, bucket_end_ms=bucket.end_ms,
+            window_end_ms=window.end_ms,
+            counter_ttl_ms=max(window.end_ms - now_ms, 0) + (window.end_ms - window.start_ms) + 60_000,
+        )
+        if len(self._entries) >= self.max_entries:
+            self._entries.pop(next(iter(self._entries)))
+        self._entries[key] = made
+        return made
+
+
+def build_reserve(cache: SlotCache, tenant: str, matched: Sequence[tuple[Budget, str]], *, reservation_id: str,
                   now_ms: int, ttl_ms: int, usd_nanos: int, tokens: int) -> ReserveRequest:
     """The reservation of one call against every enforcing (block / degrade) budget it matches."""
     slots = []
     for budget, member in matched:
         if budget.action == "notify":
             continue
-        buckets = buckets_in_window(budget.period, budget.tz, now_ms)
-        current = bucket_for(budget.period, budget.tz, now_ms)
-        window = window_for(budget.period, budget.tz, now_ms)
-        slots.append(Slot(
-            budget=budget, member=member, amount=usd_nanos if budget.unit == "usd" else tokens,
-            reservations_key=keys.reservations(tenant, budget.id, member),
-            amounts_key=keys.reservation_amounts(tenant, budget.id, member),
-            counter_keys=tuple(keys.spent(tenant, budget.id, member, w.start_ms) for w in buckets),
-            current_key=keys.spent(tenant, budget.id, member, current.start_ms),
-            window_end_ms=window.end_ms,
-            counter_ttl_ms=max(window.end_ms - now_ms, 0) + (window.end_ms - window.start_ms) + 60_000,
-        ))
-    return ReserveRequest(tenant, reservation_id, now_ms, now_ms + ttl_ms, decision_keys(keys, tenant, matched),
+        t = cache.template(tenant, budget, member, now_ms)
+        slots.append(Slot(budget=budget, member=member, amount=usd_nanos if budget.unit == "usd" else tokens,
+                          reservations_key=t.reservations_key, amounts_key=t.amounts_key, counter_key=t.counter_key,
+                          window_start_ms=t.window_start_ms, bucket_start_ms=t.bucket_start_ms,
+                          window_end_ms=t.window_end_ms, counter_ttl_ms=t.counter_ttl_ms))
+    return ReserveRequest(tenant, reservation_id, now_ms, now_ms + ttl_ms, decision_keys(cache.keys, tenant, matched),
                           tuple(slots))
 
 

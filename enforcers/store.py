@@ -28,8 +28,8 @@ def reserve_args(req: ReserveRequest) -> tuple[list[str], list[Any]]:
     keys: list[str] = list(req.decision_keys)
     args: list[Any] = [req.now_ms, req.reservation_id, req.expiry_ms, len(req.slots), len(req.decision_keys)]
     for slot in req.slots:
-        keys += [slot.reservations_key, slot.amounts_key, *slot.counter_keys]
-        args += [slot.budget.limit, slot.amount, slot.mode, len(slot.counter_keys)]
+        keys += [slot.reservations_key, slot.amounts_key, slot.counter_key]
+        args += [slot.budget.limit, slot.amount, slot.mode, slot.window_start_ms]
     return keys, args
 
 
@@ -38,8 +38,8 @@ def settle_args(keys_layout: KeyLayout, tenant: str, reservation_id: str, slots:
     keys: list[str] = [keys_layout.settled(tenant, reservation_id)]
     args: list[Any] = [reservation_id, SETTLED_MARKER_TTL_MS, len(slots)]
     for slot, amount in zip(slots, amounts, strict=True):
-        keys += [slot.reservations_key, slot.amounts_key, slot.current_key]
-        args += [amount, slot.counter_ttl_ms]
+        keys += [slot.reservations_key, slot.amounts_key, slot.counter_key]
+        args += [amount, slot.counter_ttl_ms, slot.bucket_start_ms]
     return keys, args
 
 
@@ -105,7 +105,11 @@ class RedisBudgetStore:
     def reconcile(self, tenant: str, budget_id: str, member: str, bucket_start_ms: int, authoritative: int,
                   ttl_ms: int) -> None:
         """Set a counter bucket to the worker's exact total (open reservations are untouched)."""
-        self.client.set(self.keys.spent(tenant, budget_id, member, bucket_start_ms), authoritative, px=ttl_ms)
+        key = self.keys.spent(tenant, budget_id, member)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hset(key, str(bucket_start_ms), authoritative)
+        pipe.pexpire(key, ttl_ms)
+        pipe.execute()
 
     def ping(self) -> bool:
         return bool(self.client.ping())

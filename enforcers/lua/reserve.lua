@@ -1,8 +1,9 @@
 -- Atomically: read the stream's decisions for the call's scope, then reserve the call's worst-case amount against
 -- every live budget counter that matches it - all or nothing across budgets.
 --
--- KEYS: nd decision keys, then per budget: reservations zset, reservation amounts hash, nc counter keys.
--- ARGV: now_ms, reservation_id, expiry_ms, nb, nd, then per budget: limit, amount, mode (1 block, 2 degrade), nc.
+-- KEYS: nd decision keys, then per budget: reservations zset, reservation amounts hash, counter hash.
+-- ARGV: now_ms, reservation_id, expiry_ms, nb, nd, then per budget: limit, amount, mode (1 block, 2 degrade),
+--       window_start_ms (counter buckets that start earlier are outside the window and pruned).
 -- Returns {'decisions', json...} | {'exhausted', budget_index, spent, open, limit} | {'ok', 'degraded,indexes'}.
 local now = tonumber(ARGV[1])
 local rid = ARGV[2]
@@ -22,21 +23,30 @@ local a = 6
 local grants = {}
 local degraded = {}
 for b = 1, nb do
-  local zkey, hkey = KEYS[k], KEYS[k + 1]
+  local zkey, hkey, ckey = KEYS[k], KEYS[k + 1], KEYS[k + 2]
   local limit, amount = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
-  local mode, nc = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
-  -- Reservations of crashed callers stop counting once they expire.
+  local mode, window_start = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+  -- Reservations of crashed callers stop counting once they expire. The hash keeps a running total in its
+  -- '_total' field, so the cost of a call grows with the expired reservations it purges, not the open ones.
   local expired = redis.call('ZRANGEBYSCORE', zkey, '-inf', now)
   if #expired > 0 then
+    local freed = 0
+    for _, v in ipairs(redis.call('HMGET', hkey, unpack(expired))) do
+      if v then freed = freed + tonumber(v) end
+    end
     redis.call('HDEL', hkey, unpack(expired))
     redis.call('ZREMRANGEBYSCORE', zkey, '-inf', now)
+    if freed > 0 then redis.call('HINCRBY', hkey, '_total', -freed) end
   end
-  local open = 0
-  for _, v in ipairs(redis.call('HVALS', hkey)) do open = open + tonumber(v) end
+  local open = tonumber(redis.call('HGET', hkey, '_total') or '0')
   local spent = 0
-  for c = 1, nc do
-    local v = redis.call('GET', KEYS[k + 1 + c])
-    if v then spent = spent + tonumber(v) end
+  local buckets = redis.call('HGETALL', ckey)
+  for i = 1, #buckets, 2 do
+    if tonumber(buckets[i]) < window_start then
+      redis.call('HDEL', ckey, buckets[i])
+    else
+      spent = spent + tonumber(buckets[i + 1])
+    end
   end
   if spent + open + amount > limit then
     if mode == 1 then
@@ -46,7 +56,7 @@ for b = 1, nb do
   else
     grants[#grants + 1] = {zkey, hkey, amount}
   end
-  k = k + 2 + nc
+  k = k + 3
   a = a + 4
 end
 
@@ -54,6 +64,7 @@ local keep = expiry - now + 60000
 for _, g in ipairs(grants) do
   redis.call('ZADD', g[1], expiry, rid)
   redis.call('HSET', g[2], rid, g[3])
+  redis.call('HINCRBY', g[2], '_total', g[3])
   redis.call('PEXPIRE', g[1], keep)
   redis.call('PEXPIRE', g[2], keep)
 end
