@@ -146,14 +146,18 @@ def migrate(
 
 
 def apply_ttl(client: Any, database: str, raw_ttl_days: int) -> None:
-    """Make the raw events' TTL match the setting (0 = keep forever); a no-op when it already does."""
+    """Make the raw events' TTL match the setting (0 = keep forever); a no-op when it already does.
+
+    The TTL counts from ``ingested_at``, not ``occurred_at``: a late event older than the TTL must still land in
+    the raw table, because crash recovery rebuilds a batch's rollups and seen marks from its raw rows.
+    """
     ddl = str(client.command(f"SHOW CREATE TABLE {database}.usage_events"))
     has_ttl = "TTL " in ddl
     if raw_ttl_days > 0:
-        wanted = f"toDateTime(occurred_at) + toIntervalDay({raw_ttl_days})"
+        wanted = f"toDateTime(ingested_at) + toIntervalDay({raw_ttl_days})"
         if wanted not in ddl.replace("\\n", " "):
             client.command(
-                f"ALTER TABLE {database}.usage_events MODIFY TTL toDateTime(occurred_at) + INTERVAL {raw_ttl_days} DAY"
+                f"ALTER TABLE {database}.usage_events MODIFY TTL toDateTime(ingested_at) + INTERVAL {raw_ttl_days} DAY"
             )
     elif has_ttl:
         client.command(f"ALTER TABLE {database}.usage_events REMOVE TTL")

@@ -85,3 +85,19 @@ def test_cli_migrate_and_status(clickhouse_settings: ClickHouseSettings, monkeyp
     assert [s["status"] for s in json.loads(shown.stdout)] == ["applied"] * 3
     table = runner.invoke(app, ["db", "status"])
     assert table.exit_code == 0 and "0003" in table.stdout and "applied" in table.stdout
+
+
+def test_ttl_counts_from_ingestion_so_late_old_events_still_land(clickhouse_settings: ClickHouseSettings) -> None:
+    from costplane.publisher.event import UsageEvent
+    from costplane.streams.core.priced import PricedEvent
+    from costplane.streams.sink.sink import ClickHouseSink
+    from costplane.streams.sink.writer import BatchWriter
+
+    db = clickhouse_settings.database
+    client = open_client(clickhouse_settings)
+    migrate(client, db, raw_ttl_days=1)
+    sink = ClickHouseSink(BatchWriter(client, db), lambda offsets: None)
+    old = UsageEvent("e-old", 1_600_000_000_000, "acme", "openai", "gpt-4o", "r", 1, "ok")  # 2020
+    sink.add(PricedEvent(old, 7, "v1"), 0, 0)
+    sink.flush()
+    assert client.query(f"SELECT count() FROM {db}.usage_events").result_rows[0][0] == 1
