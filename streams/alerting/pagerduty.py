@@ -28,6 +28,7 @@ PD_SEVERITIES = ("critical", "error", "warning", "info")
 _TOP_LEVEL = {"routing_key", "event_action", "dedup_key", "payload", "images", "links", "client", "client_url"}
 _PAYLOAD = {"summary", "source", "severity", "timestamp", "component", "group", "class", "custom_details"}
 MAX_DEDUP_KEY, MAX_SUMMARY, ROUTING_KEY_LENGTH = 255, 1024, 32
+_NANO = Decimal("0.000000001")
 
 
 def _is_str(value: object) -> bool:
@@ -115,11 +116,13 @@ def pagerduty_event(event: AlertEvent, routing_key: str, *, source: str = "costp
         "subject": dict(event.subject),
         "numbers": dict(event.numbers),
         "top_contributors": [
-            {"dimension": c.dimension, "value": c.value, "cost_usd": str(Decimal(c.cost_nanos) / 10**9),
-             "cost": usd(c.cost_nanos), "tokens": c.tokens, "attempts": c.attempts}
+            {"dimension": c.dimension, "value": c.value,
+             "cost_usd": str((Decimal(c.cost_nanos) / 10**9).quantize(_NANO)), "cost": usd(c.cost_nanos),
+             "tokens": c.tokens, "attempts": c.attempts}
             for c in event.contributors[:max_contributors]
         ],
         "suggested_action": event.suggested_action,
+        "runbook": runbook_url(event, runbook_base_url),
         "alert_id": event.alert_id,
         "escalated": event.escalated,
     }
@@ -133,6 +136,8 @@ def pagerduty_event(event: AlertEvent, routing_key: str, *, source: str = "costp
         "class": event.kind,
         "custom_details": details,
     }
-    body["links"] = [{"href": runbook_url(event, runbook_base_url), "text": f"Runbook: {event.kind}"}]
+    link = runbook_url(event, runbook_base_url)
+    if link.startswith(("https://", "http://")):  # PagerDuty renders links; a repo-relative path would not resolve
+        body["links"] = [{"href": link, "text": f"Runbook: {event.kind}"}]
     body["client"] = "costplane"
     return body

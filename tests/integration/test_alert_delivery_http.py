@@ -117,7 +117,8 @@ def test_one_trigger_and_one_resolve_per_incident_in_slack_and_pagerduty(receive
         assert [t.split("]")[0].split("[")[1] for t in slack] == ["TRIGGERED", "RESOLVED"]
     trigger = next(b for b in pd if b["event_action"] == "trigger")
     assert trigger["payload"]["custom_details"]["top_contributors"][0]["value"] == "u-17"
-    assert trigger["links"][0]["href"].startswith("docs/runbook.md#")
+    assert trigger["payload"]["custom_details"]["runbook"].startswith("docs/runbook.md#")
+    assert "links" not in trigger  # only absolute runbook links (COSTPLANE_ALERTS_RUNBOOK_BASE_URL) are sent
 
 
 def test_500_then_200_is_retried_until_delivered(receiver: Receiver) -> None:

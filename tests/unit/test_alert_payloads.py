@@ -38,6 +38,9 @@ def test_pagerduty_trigger_is_valid_and_carries_the_evidence() -> None:
     assert payload["custom_details"]["numbers"] == {"retry_ratio": "0.18", "threshold": "0.05"}
     assert payload["custom_details"]["top_contributors"][0]["cost_usd"] == "12.345678901"
     assert body["links"][0]["href"] == "https://docs.example/costplane/docs/runbook.md#retry-storm"
+    assert payload["custom_details"]["top_contributors"][1]["cost_usd"] == "0.500000000"
+    assert "links" not in pagerduty_event(EVENT, KEY)  # a repo-relative runbook path is no link PagerDuty can open
+    assert pagerduty_event(EVENT, KEY)["payload"]["custom_details"]["runbook"] == "docs/runbook.md#retry-storm"
     json.dumps(body)  # plain JSON
 
 
