@@ -63,5 +63,11 @@ def open_sink(
             lock.release()
         raise
     writer = BatchWriter(client, settings.database)
-    sink = ClickHouseSink(writer, commit, policy) if clock is None else ClickHouseSink(writer, commit, policy, clock)
+    # Against a server several sinks may share the database (partitions spread by the consumer group).
+    shared = settings.url is not None
+    sink = (
+        ClickHouseSink(writer, commit, policy, shared=shared)
+        if clock is None
+        else ClickHouseSink(writer, commit, policy, clock, shared=shared)
+    )
     return OpenSink(sink=sink, client=client, settings=settings, lock=lock)

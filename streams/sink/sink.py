@@ -28,7 +28,10 @@ _T = TypeVar("_T")
 class Writer(Protocol):
     """What the sink needs from its writer (:class:`~costplane.streams.sink.writer.BatchWriter`)."""
 
-    def recover(self) -> int: ...
+    def recover(
+        self, partitions: Sequence[int] | None = None, begun_within_s: int | None = None,
+        begun_before_s: int | None = None,
+    ) -> int: ...
     def filter_new(self, items: Sequence[Pending]) -> list[Pending]: ...
     def insert(self, items: Sequence[Pending], batch_id: str) -> list[tuple[Any, ...]]: ...
     def mark_seen(self, batch_id: str, rows: Sequence[tuple[Any, ...]]) -> None: ...
@@ -71,6 +74,12 @@ class ClickHouseSink:
 
     On any failure the buffer is kept and the next ``flush`` first recovers the interrupted batch, so calling
     ``flush`` again (e.g. through :func:`retry_with_backoff`) neither loses nor double counts an event.
+
+    ``shared=False`` (one sink per database, e.g. embedded chDB): the first flush, and any flush after a
+    failure, recovers every open batch. ``shared=True`` (several sinks on one server, partitions spread by the
+    consumer group): every flush first recovers the open batches of the partitions it is about to write
+    (begun within ``recent_s``), and the first flush also those older than ``recent_s`` anywhere (their sink
+    is certainly gone). A flush never takes more than a fraction of ``recent_s``.
     """
 
     def __init__(
@@ -80,6 +89,8 @@ class ClickHouseSink:
         policy: FlushPolicy | None = None,
         clock: Callable[[], float] = time.monotonic,
         fault: Callable[[str], None] | None = None,
+        shared: bool = False,
+        recent_s: int = 86_400,
     ) -> None:
         self.writer = writer
         self._commit = commit
@@ -89,6 +100,8 @@ class ClickHouseSink:
         self._buffer: list[Pending] = []
         self._oldest_at: float | None = None
         self._needs_recovery = True  # a previous process may have died mid-batch
+        self.shared = shared
+        self.recent_s = recent_s
 
     def __len__(self) -> int:
         return len(self._buffer)
@@ -101,6 +114,16 @@ class ClickHouseSink:
     def should_flush(self) -> bool:
         return self.policy.due(len(self._buffer), self._oldest_at, self._clock())
 
+    def _recover(self, partitions: list[int]) -> None:
+        if not self.shared:
+            if self._needs_recovery:
+                self.writer.recover()
+        else:
+            if self._needs_recovery:
+                self.writer.recover(begun_before_s=self.recent_s)
+            self.writer.recover(partitions=partitions, begun_within_s=self.recent_s + 60)
+        self._needs_recovery = False
+
     def flush(self) -> FlushResult | None:
         """Write the buffer, commit its offsets, mark it seen. Raises :class:`SinkUnavailable` to be retried."""
         if not self._buffer:
@@ -110,9 +133,7 @@ class ClickHouseSink:
         for item in self._buffer:
             offsets[item.partition] = max(offsets.get(item.partition, -1), item.offset + 1)
         try:
-            if self._needs_recovery:
-                self.writer.recover()
-                self._needs_recovery = False
+            self._recover(sorted(offsets))
             unique = dedup_batch(self._buffer)
             new = self.writer.filter_new(unique)
             rows = self.writer.insert(new, batch_id)

@@ -77,10 +77,10 @@ class BatchWriter:
 
     # -- the protocol ---------------------------------------------------------------------------------------------
 
-    def _journal(self, batch_id: str, stage: str, events: int) -> None:
+    def _journal(self, batch_id: str, stage: str, events: int, partitions: Sequence[int] = ()) -> None:
         self.client.insert(
-            self._t("sink_batches"), [(batch_id, stage, events, self._now())],
-            column_names=["sink_batch_id", "stage", "events", "at"],
+            self._t("sink_batches"), [(batch_id, stage, events, self._now(), sorted(partitions))],
+            column_names=["sink_batch_id", "stage", "events", "at", "partitions"],
         )
 
     def insert(self, items: Sequence[Pending], batch_id: str) -> list[tuple[Any, ...]]:
@@ -88,7 +88,7 @@ class BatchWriter:
         rows = [raw_row(i, batch_id, self._now()) for i in items]
         if not rows:
             return rows
-        self._journal(batch_id, "begin", len(rows))
+        self._journal(batch_id, "begin", len(rows), sorted({i.partition for i in items}))
         self._fault("begin")
         self.client.insert(self._t("usage_events"), rows, column_names=list(RAW_COLUMNS))
         self._fault("raw")
@@ -117,16 +117,41 @@ class BatchWriter:
 
     # -- recovery ---------------------------------------------------------------------------------------------------
 
-    def pending_batches(self) -> list[str]:
+    def pending_batches(
+        self, partitions: Sequence[int] | None = None, begun_within_s: int | None = None,
+        begun_before_s: int | None = None,
+    ) -> list[str]:
+        """Open batches: all, or those touching ``partitions``; optionally begun within / before N seconds ago."""
+        where = ["1 = 1"]
+        params: dict[str, Any] = {}
+        if begun_within_s is not None:
+            where.append("at >= now64(3) - toIntervalSecond({within:UInt32})")
+            params["within"] = begun_within_s
+        having = ["countIf(stage = 'done') = 0"]
+        if partitions is not None:
+            having.append("hasAny(groupArrayArray(partitions), {parts:Array(Int32)})")
+            params["parts"] = sorted(partitions)
+        if begun_before_s is not None:
+            having.append("min(at) < now64(3) - toIntervalSecond({before:UInt32})")
+            params["before"] = begun_before_s
         result = self.client.query(
-            f"SELECT sink_batch_id FROM {self._t('sink_batches')} GROUP BY sink_batch_id "
-            "HAVING countIf(stage = 'done') = 0 ORDER BY min(at)"
+            f"SELECT sink_batch_id FROM {self._t('sink_batches')} WHERE {' AND '.join(where)} "
+            f"GROUP BY sink_batch_id HAVING {' AND '.join(having)} ORDER BY min(at)",
+            parameters=params,
         )
         return [str(r[0]) for r in result.result_rows]
 
-    def recover(self) -> int:
-        """Roll every interrupted batch forward from the raw rows it managed to write; returns batches recovered."""
-        pending = self.pending_batches()
+    def recover(
+        self, partitions: Sequence[int] | None = None, begun_within_s: int | None = None,
+        begun_before_s: int | None = None,
+    ) -> int:
+        """Roll interrupted batches forward from the raw rows they managed to write; returns batches recovered.
+
+        With no arguments: every open batch (one sink per database). Sinks sharing a server pass the partitions
+        they are about to write, so they only finish batches of partitions they now own (whose previous owner
+        is gone), never another live sink's batch in flight.
+        """
+        pending = self.pending_batches(partitions, begun_within_s, begun_before_s)
         for batch_id in pending:
             result = self.client.query(
                 f"SELECT {', '.join(RAW_COLUMNS)} FROM {self._t('usage_events')} "

@@ -241,3 +241,40 @@ def test_open_sink_owns_migrates_writes_and_reports(clickhouse_settings: ClickHo
     finally:
         opened.close()
     assert not (clickhouse_settings.chdb_path / "costplane-owner.json").exists()
+
+
+def test_shared_sinks_recover_only_batches_of_partitions_they_take_over(
+    clickhouse_settings: ClickHouseSettings,
+) -> None:
+    """Two sinks on one database (a server): B never finishes A's open batch until it owns A's partition."""
+    db = clickhouse_settings.database
+    client = open_client(clickhouse_settings)
+    migrate(client, db)
+    topic = make_topic(n=6_000, dup_ratio=0.02, partitions=2, seed=11)
+    truth = ground_truth(topic)
+    consumer = Consumer(topic)
+    policy = FlushPolicy(max_events=700, max_age_s=1e9)
+    faults = Faults({("inserted", 2): SimulatedCrash("A dies after insert, before commit")})
+    sink_a = ClickHouseSink(BatchWriter(client, db), consumer.commit, policy, fault=faults, shared=True)
+    part0 = Consumer({0: topic[0]})
+    part0.committed = consumer.committed  # one group, one committed-offset map
+    part0.commit = consumer.commit  # type: ignore[method-assign]
+    with pytest.raises(SimulatedCrash):
+        part0.run(sink_a)
+    open_before = BatchWriter(client, db).pending_batches()
+    assert len(open_before) == 1
+
+    # B works on partition 1 meanwhile: A's batch (partition 0) stays open — it might still be in flight.
+    sink_b = ClickHouseSink(BatchWriter(client, db), consumer.commit, policy, shared=True)
+    part1 = Consumer({1: topic[1]})
+    part1.committed = consumer.committed
+    part1.commit = consumer.commit  # type: ignore[method-assign]
+    part1.run(sink_b)
+    assert BatchWriter(client, db).pending_batches() == open_before
+
+    # Rebalance: A is gone, B takes partition 0 from the committed offset and finishes A's batch first.
+    part0.run(sink_b)
+    assert BatchWriter(client, db).pending_batches() == []
+    assert consumer.committed == {p: len(v) for p, v in topic.items()}
+    for table in TABLES:
+        assert _totals(client, db, table) == truth, table

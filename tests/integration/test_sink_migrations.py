@@ -54,7 +54,7 @@ def test_changed_applied_file_is_refused_with_its_name(clickhouse_settings: Clic
     with pytest.raises(MigrationError, match=r"0001_usage_events\.sql") as info:
         migrate(client, db, migrations=edited)
     assert "new numbered file" in str(info.value)
-    assert [s.status for s in status(client, db, edited)] == ["changed", "pending", "pending"]
+    assert [s.status for s in status(client, db, edited)] == ["changed"] + ["pending"] * (len(files) - 1)
     # Nothing of the later files ran.
     assert "seen_event_ids" not in {r[0] for r in client.query(f"SHOW TABLES FROM {db}").result_rows}
 
@@ -77,12 +77,13 @@ def test_cli_migrate_and_status(clickhouse_settings: ClickHouseSettings, monkeyp
     first = runner.invoke(app, ["db", "migrate", "--json"])
     assert first.exit_code == 0, first.output
     out = json.loads(first.stdout)
-    assert out["applied"] == ["0001_usage_events", "0002_sink_ledger", "0003_rollups"] and out["raw_ttl_days"] == 90
+    assert out["applied"] == [f"{m.version:04d}_{m.name}" for m in load_migrations()] and out["raw_ttl_days"] == 90
+    assert out["applied"][:3] == ["0001_usage_events", "0002_sink_ledger", "0003_rollups"]
     again = runner.invoke(app, ["db", "migrate", "--json"])
     assert json.loads(again.stdout)["applied"] == []
     shown = runner.invoke(app, ["db", "status", "--json"])
     assert shown.exit_code == 0
-    assert [s["status"] for s in json.loads(shown.stdout)] == ["applied"] * 3
+    assert [s["status"] for s in json.loads(shown.stdout)] == ["applied"] * len(load_migrations())
     table = runner.invoke(app, ["db", "status"])
     assert table.exit_code == 0 and "0003" in table.stdout and "applied" in table.stdout
 

@@ -30,8 +30,12 @@ class FakeWriter:
         self.written: set[str] = set()
         self.fail_insert = 0
 
-    def recover(self) -> int:
-        self.log.append("recover")
+    def recover(
+        self, partitions: Sequence[int] | None = None, begun_within_s: int | None = None,
+        begun_before_s: int | None = None,
+    ) -> int:
+        self.log.append("recover" if partitions is None and begun_before_s is None else
+                        f"recover:{partitions}:{begun_before_s}")
         return 0
 
     def filter_new(self, items: Sequence[Pending]) -> list[Pending]:
