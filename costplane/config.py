@@ -281,3 +281,32 @@ class AlertSettings(BaseSettings):
                 return json.loads(text)
             return [part.strip() for part in text.split(",") if part.strip()]
         return value
+
+
+WorkerRole = Literal["stream", "sink", "all"]
+
+
+class WorkerSettings(BaseSettings):
+    """The stream worker (``costplane worker``): role, consumer groups, batching, dead-letter limits, web port."""
+
+    model_config = SettingsConfigDict(env_prefix="COSTPLANE_WORKER_", extra="ignore")
+
+    role: WorkerRole = Field("all", description="stream (pricing, windows, decisions), sink (ClickHouse) or all.")
+    web_host: str = Field("127.0.0.1", description="Interface of the health, metrics and report HTTP server.")
+    web_port: int = Field(6066, ge=0, le=65535, description="Port of the health, metrics and report HTTP server.")
+    group_id: str | None = Field(None, description="Consumer group of the stream role; unset = <topic_prefix>.worker.")
+    usage_partitions: int = Field(6, ge=1, description="Partitions of the usage topic when the worker creates it.")
+    replication_factor: int = Field(1, ge=1, description="Replication factor of topics the worker creates.")
+    dlq_retention_ms: int = Field(14 * 24 * 3600 * 1000, ge=60_000, description="Retention of the dead-letter topic.")
+    batch_max_messages: int = Field(500, ge=1, description="Messages taken per stream batch (stream.take).")
+    batch_within_s: float = Field(0.05, gt=0, description="Longest wait to fill a stream batch.")
+    max_clock_skew_ms: int = Field(24 * 3600 * 1000, ge=0, description="Events further in the future are rejected.")
+    invalid_ratio_limit: float = Field(0.5, gt=0, le=1, description="Stop when invalid/total passes this ratio.")
+    invalid_window_s: float = Field(60.0, gt=0, description="Window over which the invalid ratio is measured.")
+    invalid_min_events: int = Field(1000, ge=1, description="Events needed in the window before the ratio counts.")
+    recent_ids_per_partition: int = Field(200_000, ge=1000, description="Recent event ids kept per partition for "
+                                          "window dedup.")
+    sink_max_events: int = Field(10_000, ge=1, description="Sink flush at this many buffered events.")
+    sink_max_age_s: float = Field(1.0, gt=0, description="Sink flush when the oldest buffered event waited this long.")
+    session_timeout_s: float = Field(
+        10.0, ge=6, description="Kafka consumer session timeout (rebalance speed; brokers refuse below 6 s).")

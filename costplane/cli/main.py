@@ -31,6 +31,8 @@ COMMAND_MODULES = (
     "costplane.cli.pricing_cmds",
     "costplane.cli.db",
     "costplane.cli.report",
+    "costplane.cli.worker",
+    "costplane.cli.budget",
     "costplane.cli.alerts",
 )
 

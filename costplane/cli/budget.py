@@ -1,0 +1,191 @@
+"""``costplane budget set|list|delete|apply``: validate budgets and write them to the compacted budgets topic.
+
+The topic is the source of truth (key = budget id, value = the budget's JSON, a tombstone deletes); every worker
+reads it in full and applies a change to the current window at once.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from costplane.cli.output import console, print_json
+
+budget_app = typer.Typer(help="Budgets: limits per scope and period, enforced by the worker and the guard.",
+                         no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(budget_app, name="budget")
+
+
+def _produce(records: list[tuple[str, bytes | None]]) -> None:
+    from confluent_kafka import Producer
+
+    from costplane.config import KafkaSettings, WorkerSettings, load_settings
+    from costplane.streams.topics import create_topics
+
+    kafka = load_settings(KafkaSettings)
+    create_topics(kafka, load_settings(WorkerSettings))
+    producer = Producer({**kafka.confluent_config(), "acks": "all", "enable.idempotence": True})
+    for key, value in records:
+        producer.produce(kafka.topic("budgets"), key=key.encode(), value=value)
+    if producer.flush(30):
+        raise typer.Exit(1)
+
+
+def read_budgets(timeout_s: float = 20.0) -> dict[str, Any]:
+    """The current budgets (latest value per id, tombstones applied) from the budgets topic."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    from costplane.budgets import Budget
+    from costplane.config import KafkaSettings, load_settings
+
+    kafka = load_settings(KafkaSettings)
+    topic = kafka.topic("budgets")
+    consumer = Consumer({**kafka.confluent_config(), "group.id": "costplane-budget-reader",
+                         "enable.auto.commit": False})
+    budgets: dict[str, Any] = {}
+    try:
+        info = consumer.list_topics(topic, timeout=10).topics.get(topic)
+        if info is None or info.error is not None:
+            return budgets
+        tps = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in info.partitions]
+        ends = {tp.partition: consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in tps}
+        consumer.assign(tps)
+        pos = {p: 0 for p in ends}
+        import time
+
+        deadline = time.monotonic() + timeout_s
+        while any(pos[p] < ends[p] for p in ends) and time.monotonic() < deadline:
+            for msg in consumer.consume(500, timeout=0.5):
+                if msg.error():
+                    continue
+                pos[int(msg.partition() or 0)] = int(msg.offset() or 0) + 1
+                key = (msg.key() or b"").decode()
+                if msg.value() is None:
+                    budgets.pop(key, None)
+                else:
+                    budgets[key] = Budget.from_json(msg.value())
+    finally:
+        consumer.close()
+    return budgets
+
+
+def _next_version(budget: Any, existing: dict[str, Any]) -> Any:
+    prior = existing.get(budget.id)
+    return budget.model_copy(update={"version": (prior.version + 1) if prior is not None else 1})
+
+
+@budget_app.command("set")
+def set_budget(
+    budget_id: Annotated[str, typer.Argument(help="Budget id (letters, digits, . _ -).")],
+    scope: Annotated[str, typer.Option("--scope", help="e.g. tenant=acme,user=* (* = one budget per member).")],
+    period: Annotated[str, typer.Option("--period", help="day, month, rolling-1m, rolling-1h, rolling-24h.")] = "day",
+    tz: Annotated[str, typer.Option("--tz", help="Timezone of calendar periods.")] = "UTC",
+    limit_usd: Annotated[str | None, typer.Option("--limit-usd", help="Limit in USD (exact decimal).")] = None,
+    limit_tokens: Annotated[int | None, typer.Option("--limit-tokens", help="Limit in tokens.")] = None,
+    soft: Annotated[str, typer.Option("--soft", help="Soft thresholds, e.g. 0.5,0.8.")] = "",
+    action: Annotated[str, typer.Option("--action", help="block, degrade:MODEL or notify.")] = "block",
+    json_out: Annotated[bool, typer.Option("--json", help="Print the stored budget as JSON.")] = False,
+) -> None:
+    """Create or replace a budget (the worker applies it to the current window at once)."""
+    from pydantic import ValidationError
+
+    from costplane.budgets import Budget, BudgetError
+
+    try:
+        budget = Budget.from_cli(budget_id, scope=scope, period=period, tz=tz, limit_usd=limit_usd,
+                                 limit_tokens=limit_tokens, soft=soft, action=action)
+    except (BudgetError, ValidationError) as exc:
+        typer.secho(f"invalid budget: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+    budget = _next_version(budget, read_budgets())
+    _produce([(budget.id, budget.to_json().encode())])
+    if json_out:
+        print_json(budget.model_dump(mode="json"))
+    else:
+        console().print(f"budget {budget.id} v{budget.version}: {budget.limit_display()} per {budget.period} "
+                        f"for {budget.scope}, action {budget.action}")
+
+
+@budget_app.command("list")
+def list_budgets(
+    fmt: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
+) -> None:
+    """Print the budgets in force."""
+    from rich.table import Table
+
+    budgets = sorted(read_budgets().values(), key=lambda b: b.id)
+    if fmt == "json":
+        print_json([b.model_dump(mode="json") for b in budgets])
+        return
+    table = Table("id", "scope", "period", "tz", "limit", "soft", "action", "version")
+    for b in budgets:
+        table.add_row(b.id, ",".join(f"{k}={v}" for k, v in b.scope.items()), b.period, b.tz, b.limit_display(),
+                      ",".join(f"{x:g}" for x in b.soft), b.action, str(b.version))
+    console().print(table)
+
+
+@budget_app.command("delete")
+def delete_budget(budget_id: Annotated[str, typer.Argument(help="Budget id.")]) -> None:
+    """Delete a budget (a tombstone on the compacted topic; standing decisions are lifted)."""
+    _produce([(budget_id, None)])
+    console().print(f"budget {budget_id} deleted")
+
+
+@budget_app.command("apply")
+def apply_budgets(
+    file: Annotated[Path, typer.Argument(help="YAML file: a list of budgets with the same fields as `set`.")],
+    json_out: Annotated[bool, typer.Option("--json", help="Print the stored budgets as JSON.")] = False,
+) -> None:
+    """Validate every budget of a YAML file first, then write them all (nothing is written if one is invalid)."""
+    import yaml
+    from pydantic import ValidationError
+
+    from costplane.budgets import Budget, BudgetError
+
+    data = yaml.safe_load(file.read_text())
+    items = data.get("budgets", data) if isinstance(data, dict) else data
+    if not isinstance(items, list):
+        typer.secho("the file must hold a list of budgets (or {budgets: [...]})", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
+    parsed = []
+    for i, item in enumerate(items):
+        try:
+            parsed.append(_from_yaml(Budget, item))
+        except (BudgetError, ValidationError, TypeError, ValueError) as exc:
+            typer.secho(f"budget #{i + 1} ({item.get('id') if isinstance(item, dict) else item!r}): {exc}",
+                        fg=typer.colors.RED, err=True)
+            raise typer.Exit(2) from None
+    existing = read_budgets()
+    stored = [_next_version(b, existing) for b in parsed]
+    _produce([(b.id, b.to_json().encode()) for b in stored])
+    if json_out:
+        print_json([b.model_dump(mode="json") for b in stored])
+    else:
+        console().print(f"applied {len(stored)} budget(s)")
+
+
+def _from_yaml(budget_cls: Any, item: Any) -> Any:
+    """One YAML entry: the CLI's fields (scope as text or mapping, limit_usd | limit_tokens, soft as list/text)."""
+    if not isinstance(item, dict):
+        raise ValueError("each budget must be a mapping")
+    scope = item.get("scope", "")
+    if isinstance(scope, dict):
+        scope = ",".join(f"{k}={v}" for k, v in scope.items())
+    soft = item.get("soft", "")
+    if isinstance(soft, list):
+        soft = ",".join(str(x) for x in soft)
+    limit_usd = item.get("limit_usd")
+    return budget_cls.from_cli(str(item["id"]), scope=str(scope), period=str(item.get("period", "day")),
+                               tz=str(item.get("tz", "UTC")),
+                               limit_usd=None if limit_usd is None else str(limit_usd),
+                               limit_tokens=item.get("limit_tokens"), soft=str(soft),
+                               action=str(item.get("action", "block")))
+
+
+__all__ = ["budget_app", "read_budgets", "register", "json"]

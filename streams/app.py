@@ -1,0 +1,302 @@
+"""The Faust application of the stream role: decode → price → windows → decisions, with dead letters.
+
+Agents stay short: the codec decodes (the one place), :mod:`costplane.streams.worker.spend` computes, and this
+module only moves bytes and effects. Messages are taken in batches (``take_events``) and each window key is read
+and written once per batch. Spend windows live in the ``spend`` table (changelog-backed); budgets are read from
+the compacted budgets topic by every worker in full (a replicated in-memory table), because every partition
+needs every budget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import faust
+
+from costplane.budgets import Budget
+from costplane.config import ClickHouseSettings, KafkaSettings, RedisSettings, WorkerSettings
+from costplane.logging import get_logger
+from costplane.publisher.codec import UsageCodec
+from costplane.streams.dlq import InvalidRatioExceeded, InvalidRatioGuard, dead_letters
+from costplane.streams.worker.dedup import RecentIds
+from costplane.streams.worker.metrics import WorkerMetrics
+from costplane.streams.worker.pricing import price_events
+from costplane.streams.worker.spend import Located, Outcome, apply_batch, reevaluate, split_key, touched_keys
+
+log = get_logger(__name__)
+
+EXIT_INVALID_RATIO = 3
+
+
+class Runtime:
+    """Everything the agents share: codec, catalog, budgets, Redis store, metrics. One per process."""
+
+    def __init__(self, kafka: KafkaSettings, redis_settings: RedisSettings, worker: WorkerSettings,
+                 metrics: WorkerMetrics, clock: Callable[[], float] = time.time) -> None:
+        from costplane.enforcers.store import RedisBudgetStore
+        from costplane.pricing.catalog import default_catalog
+
+        self.kafka, self.worker, self.metrics, self.clock = kafka, worker, metrics, clock
+        self.codec = (UsageCodec.with_registry(kafka.schema_registry_url) if kafka.schema_registry_url
+                      else UsageCodec.schemaless())
+        self.catalog = default_catalog()
+        self.store = RedisBudgetStore.from_url(redis_settings.url.get_secret_value(), prefix=redis_settings.key_prefix,
+                                               timeout_s=2.0)
+        self.budgets: dict[str, Budget] = {}
+        self.budgets_loaded = asyncio.Event()
+        self.recent = RecentIds(worker.recent_ids_per_partition)
+        self.invalid = InvalidRatioGuard(worker.invalid_ratio_limit, worker.invalid_window_s,
+                                         worker.invalid_min_events)
+        self.ready = False
+
+    def now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    def apply_effects(self, out: Outcome) -> None:
+        """Redis first (what the in-app guard reads), in one pipeline round trip per batch."""
+        from costplane.enforcers.store import RedisBudgetStore
+
+        if not (out.decisions or out.lifts or out.counters):
+            return
+        pipe = self.store.client.pipeline(transaction=False)
+        store = RedisBudgetStore(pipe, self.store.keys)
+        for d in out.decisions:
+            if d["action"] in ("block", "degrade"):
+                store.write_decision(d["tenant"], d["budget_id"], d["member"], json.dumps(d), d["window_end_ms"])
+        for lift in out.lifts:
+            store.clear_decision(lift["tenant"], lift["budget_id"], lift["member"])
+        for c in out.counters:  # what RedisBudgetStore.reconcile does, inside this batch's one pipeline
+            key = self.store.keys.spent(c.tenant, c.budget_id, c.member)
+            pipe.hset(key, str(c.bucket_start_ms), c.amount)
+            pipe.pexpire(key, c.ttl_ms)
+        try:
+            pipe.execute()
+        except Exception as exc:  # noqa: BLE001 - Redis down must not stop counting; the guard's policy decides
+            self.metrics.fail_opens.inc()
+            log.warning("redis_effects_failed", error=str(exc), decisions=len(out.decisions))
+
+
+def group_id(kafka: KafkaSettings, worker: WorkerSettings) -> str:
+    return worker.group_id or f"{kafka.topic_prefix}.worker"
+
+
+def create_app(kafka: KafkaSettings, redis_settings: RedisSettings, worker: WorkerSettings,
+               clickhouse: ClickHouseSettings | None, metrics: WorkerMetrics,
+               report: Callable[[str], list[dict[str, Any]]] | None = None,
+               sink_ready: Callable[[], bool] | None = None) -> faust.App:
+    """The Faust app with its agents, timers and web pages (``report`` serves ``/api/report`` when given)."""
+    stream_role = worker.role in ("stream", "all")
+    app = faust.App(
+        group_id(kafka, worker),
+        broker=[f"kafka://{h}" for h in kafka.bootstrap_servers.split(",")],
+        store="memory://",
+        value_serializer="raw",
+        key_serializer="raw",
+        web_enabled=True,
+        web_bind=worker.web_host,
+        web_host=worker.web_host,
+        web_port=worker.web_port,
+        topic_partitions=worker.usage_partitions,
+        topic_replication_factor=worker.replication_factor,
+        table_standby_replicas=0,
+        broker_session_timeout=worker.session_timeout_s,
+        broker_heartbeat_interval=max(worker.session_timeout_s / 10, 0.3),
+        broker_rebalance_timeout=max(worker.session_timeout_s * 2, 5),
+        consumer_auto_offset_reset="earliest",
+        stream_wait_empty=False,
+        broker_commit_interval=1.0,
+        web_in_thread=False,
+    )
+    rt = Runtime(kafka, redis_settings, worker, metrics) if stream_role else None
+
+    if rt is not None:
+        _stream_role(app, kafka, worker, rt)
+
+    @app.page("/healthz")
+    async def healthz(self: Any, request: Any) -> Any:
+        return self.json({"status": "ok", "pid": os.getpid()})
+
+    @app.page("/readyz")
+    async def readyz(self: Any, request: Any) -> Any:
+        ok = (rt is None or rt.ready) and (sink_ready is None or sink_ready())
+        return self.json({"ready": ok}, status=200 if ok else 503)
+
+    @app.page("/metrics")
+    async def metrics_page(self: Any, request: Any) -> Any:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return self.bytes(generate_latest(metrics.registry), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+    @app.page("/api/report")
+    async def report_page(self: Any, request: Any) -> Any:
+        if report is None:
+            return self.json({"error": "this worker does not own ClickHouse (role stream)"}, status=404)
+        try:
+            rows = await asyncio.get_running_loop().run_in_executor(None, report, request.query_string)
+        except ValueError as exc:
+            return self.json({"error": str(exc)}, status=400)
+        return self.json(rows)
+
+    return app
+
+
+def _stream_role(app: faust.App, kafka: KafkaSettings, worker: WorkerSettings, rt: Runtime) -> None:
+    usage_name = kafka.topic("usage")
+    usage = app.topic(usage_name, value_serializer="raw", key_serializer="raw",
+                      partitions=worker.usage_partitions)
+    dlq = app.topic(kafka.topic("usage.dlq"), value_serializer="raw", key_serializer="raw")
+    decisions = app.topic(kafka.topic("decisions"), value_serializer="raw", key_serializer="raw")
+    spend = app.Table("spend", default=None, partitions=worker.usage_partitions,
+                      schema=faust.Schema(key_serializer="json", value_serializer="json"))
+    m = rt.metrics
+
+    def put(key: str, value: dict[str, Any]) -> None:
+        """Write a table key to its own changelog partition (the source partition its tenant lives on)."""
+        partitions = value.get("o") or {}
+        partition = max((int(p) for p in partitions), default=0)
+        spend.data[key] = value
+        spend.send_changelog(partition, key, value)
+
+    async def publish(out: Outcome) -> None:
+        for record in (*out.decisions, *out.lifts, *out.notifications):
+            key = f"{record['tenant']}".encode()
+            await decisions.send(key=key, value=json.dumps(record, sort_keys=True).encode())
+            m.decisions.labels(record["type"]).inc()
+
+    async def commit_outcome(out: Outcome) -> None:
+        for key, state in out.states.items():
+            put(key, state)
+        rt.apply_effects(out)
+        await publish(out)
+
+    @app.agent(usage)
+    async def process(stream: Any) -> None:
+        async for events in stream.take_events(worker.batch_max_messages, within=worker.batch_within_s):
+            await rt.budgets_loaded.wait()
+            now_ms = rt.now_ms()
+            located: list[Located] = []
+            valid = invalid = 0
+            for event in events:
+                msg = event.message
+                headers = [(k, v) for k, v in (msg.headers or [])]
+                decoded = rt.codec.decode(msg.value, headers, now_ms=now_ms,
+                                          max_clock_skew_ms=worker.max_clock_skew_ms)
+                if decoded.rejects:
+                    invalid += len(decoded.rejects)
+                    for dl in dead_letters(decoded.rejects, topic=msg.topic, partition=msg.partition,
+                                           offset=msg.offset, key=msg.key, value=msg.value, headers=headers):
+                        await dlq.send(key=dl.key, value=dl.value, headers=dl.headers)
+                    for rej in decoded.rejects:
+                        m.dead_letters.labels(rej.reason).inc()
+                fresh = [ev for ev in decoded.events if rt.recent.first_time(msg.partition, ev.event_id)]
+                m.duplicates.inc(len(decoded.events) - len(fresh))
+                valid += len(decoded.events)
+                for priced in price_events(rt.catalog, fresh):
+                    if priced.unpriced:
+                        m.unpriced.inc()
+                    located.append(Located(priced, msg.partition, msg.offset))
+            m.events.labels("stream").inc(valid)
+            if located:
+                budgets = list(rt.budgets.values())
+                keys = touched_keys(located, budgets)
+                out = apply_batch(located, budgets, {k: spend.data.get(k) for k in keys}, now_ms)
+                m.duplicates.inc(out.skipped_redelivered)
+                await commit_outcome(out)
+            try:
+                rt.invalid.observe(valid, invalid, rt.clock())
+            except InvalidRatioExceeded as exc:
+                m.invalid_ratio.set(rt.invalid.ratio)
+                await app.producer.flush()
+                log.error("invalid_ratio_exceeded", message=str(exc))
+                sys.stderr.write(f"costplane worker: {exc}\n")
+                sys.stderr.flush()
+                os._exit(EXIT_INVALID_RATIO)
+            m.invalid_ratio.set(rt.invalid.ratio)
+
+    async def reevaluate_all(budget_ids: set[str] | None) -> None:
+        now_ms = rt.now_ms()
+        out = Outcome()
+        for key, state in list(spend.data.items()):
+            if not isinstance(state, dict):
+                continue
+            budget_id, _ = split_key(key)
+            if budget_ids is None and not state.get("d"):
+                continue
+            if budget_ids is not None and budget_id not in budget_ids:
+                continue
+            reevaluate(rt.budgets.get(budget_id), key, dict(state), now_ms, out)
+        await commit_outcome(out)
+
+    @app.timer(interval=1.0)  # type: ignore[untyped-decorator]
+    async def rollover() -> None:
+        """Lift decisions whose window ended (Redis expires them too; the lift record says so)."""
+        if rt.budgets_loaded.is_set():
+            await reevaluate_all(None)
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def follow_budgets() -> None:
+        """Read the compacted budgets topic from the start, forever; apply each change to current windows."""
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        topic = kafka.topic("budgets")
+        consumer = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, enable_auto_commit=False,
+                                    group_id=None, auto_offset_reset="earliest")
+        await consumer.start()
+        try:
+            parts = consumer.partitions_for_topic(topic) or set()
+            while not parts:
+                await asyncio.sleep(0.5)
+                await consumer._client.force_metadata_update()
+                parts = consumer.partitions_for_topic(topic) or set()
+            tps = [TopicPartition(topic, p) for p in sorted(parts)]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            end = await consumer.end_offsets(tps)
+            while True:
+                batch = await consumer.getmany(timeout_ms=200)
+                changed: set[str] = set()
+                for records in batch.values():
+                    for rec in records:
+                        budget_id = (rec.key or b"").decode()
+                        if rec.value is None:
+                            rt.budgets.pop(budget_id, None)
+                        else:
+                            try:
+                                rt.budgets[budget_id] = Budget.from_json(rec.value)
+                            except ValueError as exc:
+                                log.error("budget_invalid", budget_id=budget_id, error=str(exc))
+                                continue
+                        changed.add(budget_id)
+                if changed:
+                    _publish_budgets_to_redis(rt)
+                if not rt.budgets_loaded.is_set():
+                    positions = {tp: await consumer.position(tp) for tp in tps}
+                    if all(positions[tp] >= end[tp] for tp in tps):
+                        rt.budgets_loaded.set()
+                        rt.ready = True
+                        log.info("budgets_loaded", count=len(rt.budgets))
+                elif changed:
+                    await reevaluate_all(changed)
+        finally:
+            await consumer.stop()
+
+
+def _publish_budgets_to_redis(rt: Runtime) -> None:
+    """The in-app guard matches calls against the tenant's budget set in Redis (tenant-named budgets only)."""
+    by_tenant: dict[str, list[Budget]] = {}
+    for b in rt.budgets.values():
+        tenant = b.scope.get("tenant", "*")
+        if tenant != "*":
+            by_tenant.setdefault(tenant, []).append(b)
+    try:
+        for tenant, items in by_tenant.items():
+            rt.store.publish_budgets(tenant, items)
+    except Exception as exc:  # noqa: BLE001 - Redis down: the guard keeps its cached set; counted as fail-open
+        rt.metrics.fail_opens.inc()
+        log.warning("publish_budgets_failed", error=str(exc))

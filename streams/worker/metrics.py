@@ -1,0 +1,31 @@
+"""Prometheus metrics of one worker process, in its own registry (no process-global state)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+
+@dataclass
+class WorkerMetrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.events = Counter("costplane_worker_events", "Valid usage events processed", ["role"], registry=r)
+        self.unpriced = Counter("costplane_worker_unpriced_events", "Events of models without a price", registry=r)
+        self.duplicates = Counter("costplane_worker_duplicate_events", "Events skipped as duplicates in windows",
+                                  registry=r)
+        self.dead_letters = Counter("costplane_worker_dead_letters", "Records sent to the DLQ", ["reason"],
+                                    registry=r)
+        self.decisions = Counter("costplane_worker_decisions", "Decisions, lifts and threshold notices", ["type"],
+                                 registry=r)
+        self.sink_batches = Counter("costplane_worker_sink_batches", "ClickHouse batches written", registry=r)
+        self.sink_rows = Counter("costplane_worker_sink_rows", "Raw rows inserted into ClickHouse", registry=r)
+        self.sink_retries = Counter("costplane_worker_sink_retries", "ClickHouse flushes retried", registry=r)
+        self.fail_opens = Counter("costplane_worker_fail_opens", "Effects skipped because Redis failed (fail-open)",
+                                  registry=r)
+        self.lag = Gauge("costplane_worker_consumer_lag", "Messages behind the log end", ["role"], registry=r)
+        self.invalid_ratio = Gauge("costplane_worker_invalid_ratio", "Invalid share in the current window",
+                                   registry=r)

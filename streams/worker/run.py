@@ -1,0 +1,56 @@
+"""Start a worker process: topics, the embedded-ClickHouse ownership, the sink thread and the Faust worker."""
+
+from __future__ import annotations
+
+import threading
+
+from costplane.config import ClickHouseSettings, KafkaSettings, RedisSettings, WorkerSettings
+from costplane.logging import get_logger
+from costplane.streams.worker.metrics import WorkerMetrics
+
+log = get_logger(__name__)
+
+
+def run_worker(kafka: KafkaSettings, redis_settings: RedisSettings, clickhouse: ClickHouseSettings,
+               worker: WorkerSettings, loglevel: str = "WARNING") -> None:
+    """Run until a signal (or a deliberate stop); never returns normally (the Faust worker exits the process)."""
+    import faust
+
+    from costplane.streams.app import create_app, group_id
+    from costplane.streams.topics import create_topics
+    from costplane.streams.worker.sinkloop import SinkLoop
+
+    create_topics(kafka, worker)
+    metrics = WorkerMetrics()
+    sink: SinkLoop | None = None
+    if worker.role in ("sink", "all"):
+        sink = SinkLoop(kafka, clickhouse, worker, metrics, f"{group_id(kafka, worker)}.sink")
+        # One process per chDB directory: takes the lock (or raises DirectoryOwned naming the owner) first.
+        sink.open(api_url=f"http://{worker.web_host}:{worker.web_port}")
+    app = create_app(kafka, redis_settings, worker, clickhouse, metrics,
+                     report=sink.report if sink is not None else None,
+                     sink_ready=(lambda: sink.ready and sink.error is None) if sink is not None else None)
+    if sink is not None:
+        loop_sink = sink
+
+        def sink_main() -> None:
+            try:
+                loop_sink.run()
+            finally:
+                if loop_sink.error is not None:
+                    import os
+                    import sys
+
+                    sys.stderr.write(f"costplane worker: the ClickHouse sink stopped: {loop_sink.error}\n")
+                    os._exit(4)
+
+        thread = threading.Thread(target=sink_main, name="costplane-sink", daemon=True)
+        thread.start()
+    log.info("worker_starting", role=worker.role, group=group_id(kafka, worker), web_port=worker.web_port)
+    try:
+        faust.Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
+    finally:
+        if sink is not None:
+            sink.stop_event.set()  # the loop flushes what it buffered (insert → commit → mark seen), then stops
+            thread.join(timeout=30)
+            sink.close()

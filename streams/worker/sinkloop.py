@@ -1,0 +1,123 @@
+"""The sink role: a plain consumer loop with manual commits, so the order insert → commit → mark seen holds.
+
+Its own consumer group (``<group>.sink``): enforcement never waits for ClickHouse, and ClickHouse being down only
+pauses this loop (retry with backoff, buffer kept), never the stream role. The loop decodes with the same codec;
+it does not dead-letter (the stream role does), it only skips what does not decode.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from costplane.config import ClickHouseSettings, KafkaSettings, WorkerSettings
+from costplane.logging import get_logger
+from costplane.publisher.codec import UsageCodec
+from costplane.streams.worker.metrics import WorkerMetrics
+from costplane.streams.worker.pricing import price_events
+
+log = get_logger(__name__)
+
+
+class SinkLoop:
+    """Consume usage, price, buffer in :class:`ClickHouseSink`, flush by size or age with offsets committed inside."""
+
+    def __init__(self, kafka: KafkaSettings, clickhouse: ClickHouseSettings, worker: WorkerSettings,
+                 metrics: WorkerMetrics, group: str) -> None:
+        self.kafka, self.clickhouse, self.worker, self.metrics = kafka, clickhouse, worker, metrics
+        self.group = group
+        self.stop_event = threading.Event()
+        self.ready = False
+        self.opened: Any = None
+        self._consumer: Any = None
+        self.client_lock = threading.Lock()
+        self.error: BaseException | None = None
+
+    def open(self, api_url: str | None) -> None:
+        """Own the directory (embedded), open ClickHouse, migrate: before any consumer exists."""
+        from costplane.streams.sink.runtime import open_sink
+        from costplane.streams.sink.sink import FlushPolicy
+
+        self.opened = open_sink(self.clickhouse, self._commit,
+                                policy=FlushPolicy(self.worker.sink_max_events, self.worker.sink_max_age_s),
+                                api_url=api_url)
+
+    def close(self) -> None:
+        if self.opened is not None:
+            self.opened.close()
+
+    def _commit(self, offsets: dict[int, int]) -> None:
+        from confluent_kafka import TopicPartition
+
+        topic = self.kafka.topic("usage")
+        self._consumer.commit(offsets=[TopicPartition(topic, p, o) for p, o in offsets.items()], asynchronous=False)
+
+    def report(self, query_string: str) -> list[dict[str, Any]]:
+        """``/api/report``: the same run_report as ``costplane report``, on this process's client."""
+        with self.client_lock:
+            rows: list[dict[str, Any]] = self.opened.report(query_string)
+        return rows
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except BaseException as exc:
+            self.error = exc
+            log.error("sink_loop_failed", error=str(exc))
+            raise
+
+    def _run(self) -> None:
+        from confluent_kafka import Consumer
+
+        from costplane.pricing.catalog import default_catalog
+        from costplane.streams.sink.sink import retry_with_backoff
+
+        codec = UsageCodec.with_registry(self.kafka.schema_registry_url) if self.kafka.schema_registry_url \
+            else UsageCodec.schemaless()
+        catalog = default_catalog()
+        topic = self.kafka.topic("usage")
+        consumer = Consumer({
+            **self.kafka.confluent_config(), "group.id": self.group, "enable.auto.commit": False,
+            "auto.offset.reset": "earliest", "session.timeout.ms": int(self.worker.session_timeout_s * 1000),
+            "heartbeat.interval.ms": max(int(self.worker.session_timeout_s * 100), 300),
+            "partition.assignment.strategy": "cooperative-sticky",
+        })
+
+        self._consumer = consumer
+        sink = self.opened.sink
+
+        def flush() -> None:
+            with self.client_lock:
+                result = retry_with_backoff(sink.flush, sleep=self._sleep, max_s=10.0)
+            if result is not None:
+                self.metrics.sink_batches.inc()
+                self.metrics.sink_rows.inc(result.inserted)
+
+        def on_revoke(_consumer: Any, _partitions: Any) -> None:
+            # Offsets of what is buffered must be committed (and rows written) before another sink owns them.
+            flush()
+
+        consumer.subscribe([topic], on_revoke=on_revoke)
+        self.ready = True
+        try:
+            while not self.stop_event.is_set():
+                msgs = consumer.consume(num_messages=1000, timeout=0.2)
+                for msg in msgs:
+                    if msg.error():
+                        log.warning("sink_consume_error", error=str(msg.error()))
+                        continue
+                    decoded = codec.decode(msg.value(), list(msg.headers() or []), now_ms=int(time.time() * 1000),
+                                           max_clock_skew_ms=self.worker.max_clock_skew_ms)
+                    for priced in price_events(catalog, decoded.events):
+                        sink.add(priced, msg.partition(), msg.offset())
+                    self.metrics.events.labels("sink").inc(len(decoded.events))
+                if sink.should_flush():
+                    flush()
+            flush()
+        finally:
+            consumer.close()
+
+    def _sleep(self, seconds: float) -> None:
+        self.metrics.sink_retries.inc()
+        self.stop_event.wait(seconds)
