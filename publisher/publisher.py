@@ -43,8 +43,13 @@ class ProducerLike(Protocol):
     def __len__(self) -> int: ...
 
 
-def build_producer(kafka: KafkaSettings, settings: PublisherSettings) -> ProducerLike:
-    """An idempotent, compressing producer whose failures surface within ``delivery_timeout_ms``."""
+def build_producer(kafka: KafkaSettings, settings: PublisherSettings,
+                   on_error: Callable[[Any], None] | None = None) -> ProducerLike:
+    """An idempotent, compressing producer whose failures surface within ``delivery_timeout_ms``.
+
+    Its own queue is bounded (64 MiB / 100 000 batches): when it is full, ``produce`` raises ``BufferError`` and
+    the batch goes to the spool. ``on_error`` receives client-level errors (e.g. all brokers down) from ``poll``.
+    """
     from confluent_kafka import Producer
 
     conf = {
@@ -55,12 +60,14 @@ def build_producer(kafka: KafkaSettings, settings: PublisherSettings) -> Produce
         "compression.type": settings.compression,
         "message.timeout.ms": settings.delivery_timeout_ms,
         "queue.buffering.max.messages": 100_000,
-        "queue.buffering.max.kbytes": 256 * 1024,
+        "queue.buffering.max.kbytes": 64 * 1024,
         "socket.connection.setup.timeout.ms": 3000,
         "reconnect.backoff.max.ms": 1000,
         "log_level": 4,
         "logger": ClientLogger(),  # rate-limited into the app's structured log instead of raw stderr lines
     }
+    if on_error is not None:
+        conf["error_cb"] = on_error
     return Producer(conf)  # type: ignore[return-value]
 
 
@@ -68,6 +75,15 @@ def _close_at_exit(ref: weakref.ref[UsagePublisher]) -> None:
     publisher = ref()
     if publisher is not None:
         publisher.close()
+
+
+def _client_error_handler(ref: weakref.ref[UsagePublisher]) -> Callable[[Any], None]:
+    def on_error(err: Any) -> None:
+        publisher = ref()
+        if publisher is not None:
+            publisher._on_client_error(err)
+
+    return on_error
 
 
 def _reinit_in_child(ref: weakref.ref[UsagePublisher]) -> None:
@@ -99,7 +115,8 @@ class UsagePublisher:
         self._codec = codec or (UsageCodec.with_registry(self.kafka.schema_registry_url)
                                 if self.kafka.schema_registry_url else UsageCodec.schemaless())
         self._own_producer = producer is None
-        self._producer = producer if producer is not None else build_producer(self.kafka, self.settings)
+        self._producer = producer if producer is not None else \
+            build_producer(self.kafka, self.settings, _client_error_handler(weakref.ref(self)))
         s = self.settings
         self._spool = open_spool(s.spool_dir, max_bytes=s.spool_max_bytes, fsync=s.spool_fsync,
                                  when_full=s.spool_when_full)
@@ -141,7 +158,7 @@ class UsagePublisher:
         self._accepted_reported = 0
         self._log = RateLimitedLog()
         if self._own_producer:
-            self._producer = build_producer(self.kafka, s)
+            self._producer = build_producer(self.kafka, s, _client_error_handler(weakref.ref(self)))
         self._spool = open_spool(s.spool_dir, max_bytes=s.spool_max_bytes, fsync=s.spool_fsync,
                                  when_full=s.spool_when_full)
         self._broker_up = True
@@ -332,6 +349,23 @@ class UsagePublisher:
             self.metrics.errors.labels("produce").inc()
             self._log.warning("produce", "produce failed; spooling", error=repr(exc))
             self._to_spool(msg)
+
+    def _on_client_error(self, err: Any) -> None:
+        """All brokers unreachable: send new batches to the spool now rather than after the delivery timeout.
+
+        What the client already holds still waits for its own timeout and lands in the spool through the delivery
+        report; the probe brings the broker back as soon as it answers.
+        """
+        code = err.code() if hasattr(err, "code") else None
+        from confluent_kafka import KafkaError
+
+        if code == KafkaError._ALL_BROKERS_DOWN:
+            if self._broker_up:
+                self._log.warning("all_brokers_down", "no broker reachable; spooling new batches")
+            self._broker_up = False
+            self._next_probe = self._clock() + self.settings.probe_interval_s
+        elif code != KafkaError._TRANSPORT:  # connection failures are already in the client's own (rate-limited) log
+            self._log.warning(f"client_error:{code}", "kafka client error", error=str(err))
 
     def _delivery_callback(self, msg: SpooledMessage, events: int) -> Callable[[Any, Any], None]:
         def on_delivery(err: Any, _message: Any) -> None:

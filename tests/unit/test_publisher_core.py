@@ -244,3 +244,18 @@ def test_a_broker_back_is_noticed_even_when_the_spool_could_not_keep_anything(tm
     pub.emit(event)
     pub.flush()
     assert _decoded(producer) == [event]
+
+
+def test_all_brokers_down_sends_new_batches_to_the_spool_at_once(tmp_path: Path) -> None:
+    from confluent_kafka import KafkaError
+
+    producer = FakeProducer()
+    pub = _publisher(tmp_path, producer)
+    pub._on_client_error(KafkaError(KafkaError._ALL_BROKERS_DOWN))
+    pub.emit(next(generate(1)))
+    pub._drain_buffers(force=True)
+    assert producer.pending == [] and pub.metrics.spooled._value.get() == 1
+    pub._on_client_error(KafkaError(KafkaError._TRANSPORT))  # other client errors only log
+    pub._next_probe = 0.0
+    pub._maybe_replay()
+    assert pub._broker_up and len(_decoded(producer)) == 1 and pub._spool.is_empty()
