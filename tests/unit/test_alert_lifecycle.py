@@ -143,3 +143,35 @@ def test_memory_is_bounded_and_open_incidents_are_never_dropped() -> None:
 def test_config_rejects_negative_times() -> None:
     with pytest.raises(ValueError):
         LifecycleConfig(resolve_after_ms=-1)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_random_noise_never_breaks_the_alternation(seed: int) -> None:
+    """Whatever the level sequence: triggers and resolves alternate per key, and quiet at the end resolves all."""
+    import random
+
+    rng = random.Random(seed)
+    lc = AlertLifecycle(CFG)
+    keys = ["k:a", "k:b", "k:c"]
+    seen: dict[str, list[str]] = {k: [] for k in keys}
+    times: dict[str, list[tuple[int, str]]] = {k: [] for k in keys}
+    minute = 0
+    for minute in range(240):
+        t = T0 + minute * MIN
+        findings = [finding(rng.random() < 0.3, t, key=k, severity=rng.choice(["warning", "critical"]))
+                    for k in keys if rng.random() < 0.9]
+        for e in lc.observe(findings, t):
+            seen[e.dedup_key].append("escalate" if e.escalated else e.action)
+            if not e.escalated:
+                times[e.dedup_key].append((t, e.action))
+    for extra in range(1, 30):  # quiet: every open incident must resolve
+        t = T0 + (minute + extra) * MIN
+        for e in lc.observe([finding(False, t, key=k) for k in keys], t):
+            seen[e.dedup_key].append(e.action)
+    for key, actions_ in seen.items():
+        edges = [a for a in actions_ if a != "escalate"]
+        assert edges[::2] == ["trigger"] * len(edges[::2]) and edges[1::2] == ["resolve"] * len(edges[1::2]), key
+        assert len(edges) % 2 == 0, key  # ends resolved
+        for (t_resolve, a), (t_trigger, b) in zip(times[key][1::2], times[key][2::2], strict=False):
+            assert (a, b) == ("resolve", "trigger") and t_trigger - t_resolve >= CFG.cooldown_ms, key
+    assert lc.open_incidents() == []
