@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from costplane.publisher.event import TOKEN_BUCKETS
@@ -40,6 +40,9 @@ ROLLUP_MEASURES: tuple[str, ...] = (
 )
 ROLLUP_COLUMNS: tuple[str, ...] = ("bucket", *ROLLUP_DIMENSIONS, *ROLLUP_MEASURES)
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_EPOCH_NAIVE = datetime(1970, 1, 1)
+
 
 @dataclass(frozen=True, slots=True)
 class Pending:
@@ -63,7 +66,8 @@ def dedup_batch(items: Iterable[Pending]) -> list[Pending]:
 
 
 def _utc(millis: int) -> datetime:
-    return datetime.fromtimestamp(millis / 1000, tz=UTC)
+    """Aware UTC datetime of epoch millis, exactly (no float on the way)."""
+    return _EPOCH + timedelta(milliseconds=millis)
 
 
 def raw_row(item: Pending, batch_id: str, ingested_at: datetime) -> tuple[Any, ...]:
@@ -81,47 +85,56 @@ def raw_row(item: Pending, batch_id: str, ingested_at: datetime) -> tuple[Any, .
 
 
 def seen_rows(rows: Sequence[tuple[Any, ...]], marked_at: datetime) -> list[tuple[Any, ...]]:
-    """``seen_event_ids`` rows for raw rows, sorted by event_id (deterministic blocks for insert dedup)."""
-    out = [
-        (r[_I["event_id"]], r[_I["tenant"]], r[_I["kafka_partition"]], r[_I["kafka_offset"]],
-         r[_I["sink_batch_id"]], marked_at)
-        for r in rows
-    ]
-    out.sort(key=lambda r: str(r[0]))
-    return out
+    """``seen_event_ids`` rows for raw rows (one unpartitioned block per insert, so no ordering is needed)."""
+    i_id, i_tenant, i_part, i_off, i_batch = (
+        _I["event_id"], _I["tenant"], _I["kafka_partition"], _I["kafka_offset"], _I["sink_batch_id"]
+    )
+    return [(r[i_id], r[i_tenant], r[i_part], r[i_off], r[i_batch], marked_at) for r in rows]
 
 
 def _millis(value: datetime) -> int:
-    """Epoch millis of a datetime read back from ClickHouse (naive means UTC) or built here (aware)."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return int(value.timestamp() * 1000)
+    """Exact epoch millis of a datetime read back from ClickHouse (naive means UTC) or built here (aware)."""
+    delta = value - (_EPOCH_NAIVE if value.tzinfo is None else _EPOCH)
+    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
 
 
 def rollup_rows(rows: Sequence[tuple[Any, ...]], granularity: Granularity) -> list[tuple[Any, ...]]:
-    """Aggregate raw rows into one rollup row per bucket × dimensions, in :data:`ROLLUP_COLUMNS` order.
+    """Aggregate raw rows into one rollup row per bucket × dimensions, in :data:`ROLLUP_COLUMNS` order."""
+    return rollup_all(rows, (granularity,))[granularity]
 
-    Integer sums only. Missing dimensions become ``""`` (the rollup sort key cannot be Nullable). Sorted, so the
-    same raw rows always give the same insert blocks.
+
+def rollup_all(
+    rows: Sequence[tuple[Any, ...]], granularities: Sequence[Granularity] = GRANULARITIES
+) -> dict[Granularity, list[tuple[Any, ...]]]:
+    """Rollup rows of every granularity in one pass over the raw rows.
+
+    Integer sums only. Missing dimensions become ``""`` (the rollup sort key cannot be Nullable). Each list is
+    sorted, so the same raw rows always give the same insert blocks.
     """
-    size = _BUCKET_MS[granularity]
     dim_idx = [_I[d] for d in ROLLUP_DIMENSIONS]
     tok_idx = [_I[b] for b in TOKEN_BUCKETS]
-    acc: dict[tuple[Any, ...], list[int]] = {}
+    i_at, i_status, i_cost, i_attempt, i_unpriced = (
+        _I["occurred_at"], _I["status"], _I["cost_nanos"], _I["attempt"], _I["unpriced"]
+    )
+    sizes = [(g, _BUCKET_MS[g]) for g in granularities]
+    accs: dict[Granularity, dict[tuple[Any, ...], list[int]]] = {g: {} for g in granularities}
+    width = len(ROLLUP_MEASURES)
     for r in rows:
-        bucket = _millis(r[_I["occurred_at"]]) // size * size
-        key = (bucket, *("" if r[i] is None else str(r[i]) for i in dim_idx))
-        sums = acc.get(key)
-        if sums is None:
-            sums = acc[key] = [0] * len(ROLLUP_MEASURES)
-        failed = r[_I["status"]] != "ok"
-        cost = int(r[_I["cost_nanos"]])
-        sums[0] += 1
-        sums[1] += 1 if int(r[_I["attempt"]]) > 1 else 0
-        sums[2] += 1 if failed else 0
-        for j, i in enumerate(tok_idx):
-            sums[3 + j] += int(r[i])
-        sums[8] += cost
-        sums[9] += cost if failed else 0
-        sums[10] += 1 if r[_I["unpriced"]] else 0
-    return [(_utc(key[0]), *key[1:], *acc[key]) for key in sorted(acc)]
+        millis = _millis(r[i_at])
+        dims = tuple("" if r[i] is None else str(r[i]) for i in dim_idx)
+        failed = r[i_status] != "ok"
+        cost = int(r[i_cost])
+        measures = (
+            1, 1 if int(r[i_attempt]) > 1 else 0, 1 if failed else 0, *(int(r[i]) for i in tok_idx),
+            cost, cost if failed else 0, 1 if r[i_unpriced] else 0,
+        )
+        for g, size in sizes:
+            acc = accs[g]
+            key = (millis // size * size, dims)
+            sums = acc.get(key)
+            if sums is None:
+                acc[key] = list(measures)
+            else:
+                for j in range(width):
+                    sums[j] += measures[j]
+    return {g: [(_utc(k[0]), *k[1], *acc[k]) for k in sorted(acc)] for g, acc in accs.items()}

@@ -27,7 +27,7 @@ from costplane.streams.sink.processor import (
     SEEN_COLUMNS,
     Pending,
     raw_row,
-    rollup_rows,
+    rollup_all,
     seen_rows,
 )
 
@@ -36,7 +36,7 @@ log = get_logger(__name__)
 #: Called with the name of each step just completed; tests raise from it to simulate a crash there.
 FaultHook = Callable[[str], None]
 
-LOOKUP_CHUNK = 5_000
+LOOKUP_CHUNK = 20_000
 
 
 def _no_fault(point: str) -> None:
@@ -96,10 +96,11 @@ class BatchWriter:
         return rows
 
     def _write_rollups(self, batch_id: str, rows: Sequence[tuple[Any, ...]]) -> None:
+        rollups = rollup_all(rows)
         for granularity in GRANULARITIES:
             table = f"usage_rollup_{granularity}"
             self.client.insert(
-                self._t(table), rollup_rows(rows, granularity), column_names=list(ROLLUP_COLUMNS),
+                self._t(table), rollups[granularity], column_names=list(ROLLUP_COLUMNS),
                 settings={"insert_deduplication_token": f"{batch_id}:{table}"},
             )
             self._fault(f"rollup_{granularity}")

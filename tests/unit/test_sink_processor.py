@@ -12,6 +12,7 @@ from costplane.streams.sink.processor import (
     Pending,
     dedup_batch,
     raw_row,
+    rollup_all,
     rollup_rows,
     seen_rows,
 )
@@ -90,7 +91,16 @@ def test_rollups_accept_naive_datetimes_read_back_from_clickhouse() -> None:
     assert out[0] == datetime(2026, 1, 1, 0, 1, tzinfo=UTC)
 
 
-def test_seen_rows_sorted_by_event_id() -> None:
+def test_seen_rows_carry_where_each_event_came_from() -> None:
     rows = [raw_row(_pending(e, offset=n), "b", NOW) for n, e in enumerate(["c", "a", "b"])]
-    assert [r[0] for r in seen_rows(rows, NOW)] == ["a", "b", "c"]
-    assert seen_rows(rows, NOW)[0] == ("a", "acme", 0, 1, "b", NOW)
+    assert seen_rows(rows, NOW)[1] == ("a", "acme", 0, 1, "b", NOW)
+
+
+def test_one_pass_rollups_equal_per_granularity_rollups() -> None:
+    items = [_pending(f"e{i}", cost=i, occurred_at=T0 + i * 977_000, team=f"t{i % 3}", attempt=1 + i % 2,
+                      status=("ok", "error")[i % 5 == 0]) for i in range(300)]
+    rows = [raw_row(i, "b", NOW) for i in items]
+    combined = rollup_all(rows)
+    for g in ("minute", "hour", "day"):
+        assert combined[g] == rollup_rows(rows, g)  # type: ignore[arg-type]
+        assert sum(r[ROLLUP_COLUMNS.index("cost_nanos")] for r in combined[g]) == sum(range(300))
