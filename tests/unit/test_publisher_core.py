@@ -259,3 +259,21 @@ def test_all_brokers_down_sends_new_batches_to_the_spool_at_once(tmp_path: Path)
     pub._next_probe = 0.0
     pub._maybe_replay()
     assert pub._broker_up and len(_decoded(producer)) == 1 and pub._spool.is_empty()
+
+
+def test_registry_mode_output_is_read_by_confluents_avro_deserializer(tmp_path: Path) -> None:
+    from confluent_kafka.schema_registry.avro import AvroDeserializer
+    from confluent_kafka.serialization import MessageField, SerializationContext
+
+    producer = FakeProducer()
+    kafka = load_settings(KafkaSettings, topic_prefix="unit", schema_registry_url="mock://publisher-registry")
+    settings = load_settings(PublisherSettings, spool_dir=tmp_path / "spool")
+    pub = UsagePublisher(kafka, settings, producer=producer, start=False)
+    events = [e for e in generate(60, seed=8) if e.tenant == "acme"]
+    for e in events:
+        pub.emit(e)
+    pub.flush()
+    ((topic, value, key, headers),) = producer.sent
+    assert value[0] == 0 and headers == [] and key == b"acme"
+    record = AvroDeserializer(pub._codec.registry)(value, SerializationContext(topic, MessageField.VALUE))
+    assert [r["event_id"] for r in record["events"]] == [e.event_id for e in events]
