@@ -64,6 +64,11 @@ def test_tail_prints_json_lines_filtered_by_tenant(kafka_settings: KafkaSettings
     by_id = {line["alert_id"]: line for line in lines}
     assert set(by_id) == {ALERT.alert_id, "resolve-1"}  # globex filtered out; partitions may interleave
     assert by_id[ALERT.alert_id] == alert_to_json_dict(ALERT)
+    people = CliRunner().invoke(
+        build_app(), ["alerts", "tail", "--tenant", "globex", "--from-beginning", "--max", "1", "--idle-timeout", "30"],
+        env=_env(kafka_settings))
+    assert people.exit_code == 0, people.output
+    assert "TRIGGER" in people.stdout and "globex" in people.stdout and "22% of attempts are retries" in people.stdout
 
 
 def test_tail_starts_from_the_end_by_default(kafka_settings: KafkaSettings) -> None:
