@@ -27,7 +27,7 @@ from costplane.publisher.batching import Batch, BatchLimits, TenantBatcher
 from costplane.publisher.codec import UsageCodec
 from costplane.publisher.event import UsageEvent
 from costplane.publisher.metrics import ClientLogger, PublisherMetrics, RateLimitedLog
-from costplane.publisher.spool import SpooledMessage, SpoolFull, open_spool
+from costplane.publisher.spool import DiskSpool, NoSpool, SpooledMessage, SpoolFull, SpoolLocked, open_spool
 from costplane.publisher.validation import InvalidEvent, validate_event
 
 
@@ -117,9 +117,9 @@ class UsagePublisher:
         self._own_producer = producer is None
         self._producer = producer if producer is not None else \
             build_producer(self.kafka, self.settings, _client_error_handler(weakref.ref(self)))
+        self._log = RateLimitedLog()
+        self._spool = self._open_spool()
         s = self.settings
-        self._spool = open_spool(s.spool_dir, max_bytes=s.spool_max_bytes, fsync=s.spool_fsync,
-                                 when_full=s.spool_when_full)
         self._clock = clock
         self._lock = threading.Lock()
         self._batcher = TenantBatcher(
@@ -133,7 +133,6 @@ class UsagePublisher:
         self._accepted_reported = 0
         self._broker_up = True
         self._next_probe = 0.0
-        self._log = RateLimitedLog()
         self._thread: threading.Thread | None = None
         self._start = start
         if start:
@@ -142,6 +141,20 @@ class UsagePublisher:
         # fork (pre-forking web servers) by giving the child its own client, thread and spool slot.
         atexit.register(_close_at_exit, weakref.ref(self))
         os.register_at_fork(after_in_child=functools.partial(_reinit_in_child, weakref.ref(self)))
+
+    def _open_spool(self) -> DiskSpool | NoSpool:
+        """This process's spool slot; in lenient mode a missing one degrades to counting, never to a crash."""
+        s = self.settings
+        try:
+            return open_spool(s.spool_dir, max_bytes=s.spool_max_bytes, fsync=s.spool_fsync,
+                              when_full=s.spool_when_full)
+        except (OSError, SpoolLocked) as exc:
+            if self.strict:
+                raise
+            self.metrics.errors.labels("spool_open").inc()
+            self._log.warning("spool_open", "no spool: batches the broker cannot take will be lost",
+                              directory=str(s.spool_dir), error=repr(exc))
+            return NoSpool(repr(exc))
 
     def _start_thread(self) -> None:
         self._thread = threading.Thread(target=self._run, name="costplane-publisher", daemon=True)
@@ -159,8 +172,7 @@ class UsagePublisher:
         self._log = RateLimitedLog()
         if self._own_producer:
             self._producer = build_producer(self.kafka, s, _client_error_handler(weakref.ref(self)))
-        self._spool = open_spool(s.spool_dir, max_bytes=s.spool_max_bytes, fsync=s.spool_fsync,
-                                 when_full=s.spool_when_full)
+        self._spool = self._open_spool()
         self._broker_up = True
         if self._start and not self._closed.is_set():
             self._start_thread()

@@ -237,3 +237,35 @@ def open_spool(base: Path, *, max_slots: int = 64, **options: Any) -> DiskSpool:
         except SpoolLocked:
             continue
     raise SpoolLocked(f"all {max_slots} spool slots under {base} are in use")
+
+
+class NoSpool:
+    """Stands in when no spool directory can be opened (read-only disk, every slot taken) in lenient mode.
+
+    The publisher keeps publishing while the broker is up; what it would have spooled is refused here and counted
+    as lost (``spool_io``) instead of crashing the app at start-up.
+    """
+
+    directory: Path | None = None
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        self.stats = SpoolStats()
+
+    def append(self, msg: SpooledMessage) -> None:
+        raise OSError(f"no spool available: {self.reason}")
+
+    def size_bytes(self) -> int:
+        return 0
+
+    def is_empty(self) -> bool:
+        return True
+
+    def oldest_segment(self) -> tuple[Path, list[SpooledMessage]] | None:
+        return None
+
+    def acknowledge(self, path: Path, count: int) -> None:
+        return None
+
+    def close(self) -> None:
+        return None

@@ -277,3 +277,22 @@ def test_registry_mode_output_is_read_by_confluents_avro_deserializer(tmp_path: 
     assert value[0] == 0 and headers == [] and key == b"acme"
     record = AvroDeserializer(pub._codec.registry)(value, SerializationContext(topic, MessageField.VALUE))
     assert [r["event_id"] for r in record["events"]] == [e.event_id for e in events]
+
+
+def test_an_unusable_spool_directory_degrades_instead_of_crashing_the_app(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the spool directory should be")
+    settings = load_settings(PublisherSettings, spool_dir=blocker / "spool")
+    producer = FakeProducer()
+    pub = UsagePublisher(load_settings(KafkaSettings), settings, producer=producer, start=False)
+    assert pub.metrics.errors.labels("spool_open")._value.get() == 1
+    event = next(generate(1))
+    assert pub.emit(event)
+    pub.flush()
+    assert _decoded(producer) == [event]
+    producer.fail_with = "broker down"
+    pub.emit(next(generate(2, seed=3)))
+    pub.flush()
+    assert pub.metrics.lost.labels("spool_io")._value.get() == 1  # counted, not raised
+    with pytest.raises(OSError):
+        UsagePublisher(load_settings(KafkaSettings), settings, producer=FakeProducer(), start=False, strict=True)
