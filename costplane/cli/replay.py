@@ -151,8 +151,10 @@ def replay(
 ) -> None:
     """Publish usage events from a JSON-lines file through the publisher, with a progress bar.
 
-    `occurred_at` may be epoch millis or ISO-8601. Exit status: 0 all published, 1 lines skipped, 2 stopped by
-    --strict, 3 file unreadable, 4 part of it waits in the local spool (broker unreachable).
+    `occurred_at` may be epoch millis or ISO-8601.
+
+    Exit status: 0 all published; 1 lines skipped; 2 stopped by --strict; 3 file unreadable;
+    4 part of it waits in the local spool (broker unreachable).
     """
     err = console(stderr=True)
     try:
