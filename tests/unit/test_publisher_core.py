@@ -296,3 +296,24 @@ def test_an_unusable_spool_directory_degrades_instead_of_crashing_the_app(tmp_pa
     assert pub.metrics.lost.labels("spool_io")._value.get() == 1  # counted, not raised
     with pytest.raises(OSError):
         UsagePublisher(load_settings(KafkaSettings), settings, producer=FakeProducer(), start=False, strict=True)
+
+
+def test_nothing_raises_into_the_app_in_lenient_mode(tmp_path: Path) -> None:
+    class BrokenCodec(UsageCodec):
+        def encode_batch(self, tenant: str, events: Any) -> tuple[bytes, list[tuple[str, bytes]]]:
+            raise RuntimeError("encoder bug")
+
+    settings = load_settings(PublisherSettings, spool_dir=tmp_path / "spool")
+    pub = UsagePublisher(load_settings(KafkaSettings), settings, producer=FakeProducer(), codec=BrokenCodec(),
+                         start=False)
+    assert pub.emit(None) is False  # type: ignore[arg-type]
+    assert pub.metrics.invalid.labels("bad_shape")._value.get() == 1
+    assert pub.emit(next(generate(1)))
+    pub.flush()  # the batch cannot be encoded: counted as lost, not raised
+    assert pub.metrics.lost.labels("encode")._value.get() == 1
+    pub.close()
+    assert pub.emit(next(generate(1))) is False and pub.metrics.errors.labels("emit_after_close")._value.get() == 1
+    strict = UsagePublisher(load_settings(KafkaSettings), settings.model_copy(update={"spool_dir": tmp_path / "s2"}),
+                            producer=FakeProducer(), start=False, strict=True)
+    with pytest.raises(InvalidEvent):
+        strict.emit(None)  # type: ignore[arg-type]
