@@ -106,35 +106,40 @@ def rollup_rows(rows: Sequence[tuple[Any, ...]], granularity: Granularity) -> li
 def rollup_all(
     rows: Sequence[tuple[Any, ...]], granularities: Sequence[Granularity] = GRANULARITIES
 ) -> dict[Granularity, list[tuple[Any, ...]]]:
-    """Rollup rows of every granularity in one pass over the raw rows.
+    """Rollup rows of every granularity: one pass over the raw rows for the finest, then coarsen.
 
-    Integer sums only. Missing dimensions become ``""`` (the rollup sort key cannot be Nullable). Each list is
-    sorted, so the same raw rows always give the same insert blocks.
+    Integer sums only, so coarsening minute sums into hours gives exactly the hour sums. Missing dimensions
+    become ``""`` (the rollup sort key cannot be Nullable). Each list is sorted, so the same raw rows always
+    give the same insert blocks.
     """
     dim_idx = [_I[d] for d in ROLLUP_DIMENSIONS]
     tok_idx = [_I[b] for b in TOKEN_BUCKETS]
     i_at, i_status, i_cost, i_attempt, i_unpriced = (
         _I["occurred_at"], _I["status"], _I["cost_nanos"], _I["attempt"], _I["unpriced"]
     )
-    sizes = [(g, _BUCKET_MS[g]) for g in granularities]
-    accs: dict[Granularity, dict[tuple[Any, ...], list[int]]] = {g: {} for g in granularities}
-    width = len(ROLLUP_MEASURES)
+    ordered = sorted(set(granularities), key=lambda g: _BUCKET_MS[g])
+    finest = _BUCKET_MS[ordered[0]]
+    acc: dict[tuple[int, tuple[str, ...]], list[int]] = {}
     for r in rows:
-        millis = _millis(r[i_at])
-        dims = tuple("" if r[i] is None else str(r[i]) for i in dim_idx)
+        # Raw rows hold ints and str-or-None already (built here, or read back from ClickHouse).
         failed = r[i_status] != "ok"
-        cost = int(r[i_cost])
-        measures = (
-            1, 1 if int(r[i_attempt]) > 1 else 0, 1 if failed else 0, *(int(r[i]) for i in tok_idx),
+        cost = r[i_cost]
+        measures = [
+            1, 1 if r[i_attempt] > 1 else 0, 1 if failed else 0, *[r[i] for i in tok_idx],
             cost, cost if failed else 0, 1 if r[i_unpriced] else 0,
-        )
-        for g, size in sizes:
-            acc = accs[g]
-            key = (millis // size * size, dims)
-            sums = acc.get(key)
-            if sums is None:
-                acc[key] = list(measures)
-            else:
-                for j in range(width):
-                    sums[j] += measures[j]
-    return {g: [(_utc(k[0]), *k[1], *acc[k]) for k in sorted(acc)] for g, acc in accs.items()}
+        ]
+        key = (_millis(r[i_at]) // finest * finest, tuple([r[i] or "" for i in dim_idx]))
+        sums = acc.get(key)
+        acc[key] = measures if sums is None else [a + b for a, b in zip(sums, measures, strict=True)]
+    out: dict[Granularity, list[tuple[Any, ...]]] = {}
+    for g in ordered:
+        size = _BUCKET_MS[g]
+        if size != finest:
+            coarser: dict[tuple[int, tuple[str, ...]], list[int]] = {}
+            for (bucket, dims), sums in acc.items():
+                key = (bucket // size * size, dims)
+                have = coarser.get(key)
+                coarser[key] = list(sums) if have is None else [a + b for a, b in zip(have, sums, strict=True)]
+            acc, finest = coarser, size
+        out[g] = [(_utc(k[0]), *k[1], *acc[k]) for k in sorted(acc)]
+    return out
