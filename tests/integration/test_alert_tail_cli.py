@@ -11,7 +11,7 @@ from dataclasses import replace
 
 import pytest
 from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 from typer.testing import CliRunner
 
 from costplane.cli.main import build_app
@@ -41,7 +41,8 @@ def _produce(kafka: KafkaSettings, *alerts: AlertEvent) -> None:
     producer = Producer(kafka.confluent_config())
     for alert in alerts:
         value, headers = encode_alert(alert)
-        producer.produce(kafka.topic("alerts"), value=value, key=alert.tenant.encode(), headers=headers)
+        wire: list[tuple[str, str | bytes | None]] = list(headers)
+        producer.produce(kafka.topic("alerts"), value=value, key=alert.tenant.encode(), headers=wire)
     assert producer.flush(15) == 0
 
 

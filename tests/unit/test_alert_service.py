@@ -33,7 +33,8 @@ def test_topic_gets_every_event_and_failed_deliveries_become_dead_letter_records
             service = AlertService(settings, lambda *r: topic.append(r), lambda *r: dlq.append(r), client=client,
                                    targets=build_targets(webhook_urls=[SecretStr("https://hooks.test/secret-path")]))
             await service.start()
-            actions = [e.action for t in (0, MIN, 2 * MIN) for e in service.observe([finding(t < MIN, t)], t)]
+            actions: list[str] = [e.action for t in (0, MIN, 2 * MIN)
+                                  for e in service.observe([finding(t < MIN, t)], t)]
             restored = AlertService(settings, lambda *r: None, lambda *r: None, state=service.state(), targets=[])
             assert restored.lifecycle.open_incidents() == []
             await service.stop()
