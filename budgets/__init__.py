@@ -4,8 +4,15 @@ Pure: no I/O, an explicit ``at_ms`` everywhere (the caller's clock), so both sid
 an event belongs to.
 """
 
-from costplane.budgets.model import Budget, BudgetError, Unit, parse_scope, per_user_token_budgets_by_plan
+from costplane.budgets.model import (
+    Budget,
+    BudgetError,
+    Unit,
+    budgets_from_yaml,
+    parse_scope,
+    per_user_token_budgets_by_plan,
+)
 from costplane.budgets.windows import Window, bucket_for, window_for
 
-__all__ = ["Budget", "BudgetError", "Unit", "Window", "bucket_for", "parse_scope", "per_user_token_budgets_by_plan",
-           "window_for"]
+__all__ = ["Budget", "BudgetError", "Unit", "Window", "bucket_for", "budgets_from_yaml", "parse_scope",
+           "per_user_token_budgets_by_plan", "window_for"]

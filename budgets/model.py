@@ -57,6 +57,7 @@ class Budget(BaseModel):
     soft: tuple[float, ...] = ()
     action: str = "block"
     version: int = 0
+    updated_at_ms: int = Field(default=0, ge=0)  # when this version was written (epoch ms); 0 = unknown
 
     @field_validator("scope")
     @classmethod
@@ -114,6 +115,31 @@ class Budget(BaseModel):
         return cls(id=budget_id, scope=parse_scope(scope), period=period, tz=tz, unit=unit, limit=limit,
                    soft=thresholds, action=action)
 
+    @classmethod
+    def from_mapping(cls, item: Mapping[str, Any]) -> Budget:
+        """One entry of a budgets YAML file: the CLI's fields (``scope`` as text or mapping, ``limit_usd`` |
+        ``limit_tokens``, ``soft`` as a list or ``"0.5,0.8"``), or an already stored budget (``unit`` + ``limit``)."""
+        if not isinstance(item, Mapping):
+            raise BudgetError(f"a budget entry must be a mapping, got {type(item).__name__}")
+        if "unit" in item and "limit" in item:
+            return cls.model_validate(dict(item))
+        known = {"id", "scope", "period", "tz", "limit_usd", "limit_tokens", "soft", "action"}
+        unknown = sorted(set(item) - known)
+        if unknown:
+            raise BudgetError(f"unknown budget field(s) {', '.join(unknown)}; use {', '.join(sorted(known))}")
+        if "id" not in item or "scope" not in item:
+            raise BudgetError("a budget entry needs at least id and scope")
+        scope = item["scope"]
+        scope_text = scope if isinstance(scope, str) else ",".join(f"{k}={v}" for k, v in dict(scope).items())
+        soft = item.get("soft", "")
+        soft_text = soft if isinstance(soft, str) else ",".join(str(x) for x in soft)
+        limit_usd = item.get("limit_usd")
+        limit_tokens = item.get("limit_tokens")
+        return cls.from_cli(str(item["id"]), scope=scope_text, period=str(item.get("period", "day")),
+                            tz=str(item.get("tz", "UTC")), limit_usd=None if limit_usd is None else str(limit_usd),
+                            limit_tokens=None if limit_tokens is None else int(limit_tokens), soft=soft_text,
+                            action=str(item.get("action", "block")))
+
     def identity(self) -> str:
         """Identity of this exact definition (id and version), for caches keyed by budget."""
         return f"{self.id}@{self.version}:{self.limit}:{self.period}:{self.tz}"
@@ -157,6 +183,38 @@ def per_user_token_budgets_by_plan(tenant: str, limits: Mapping[str, int], *, pe
     return [Budget(id=f"{tenant}-user-tokens-{plan}", scope={"tenant": tenant, "user": "*", "plan": plan},
                    period=period, tz=tz, unit="tokens", limit=limit, action=action)
             for plan, limit in limits.items()]
+
+
+def budgets_from_yaml(text: str) -> list[Budget]:
+    """Every budget of a YAML document holding a list of entries (see :meth:`Budget.from_mapping`).
+
+    All entries are validated before any is returned, and an error names the entry (index and id) that failed, so
+    ``budget apply`` can refuse a file as a whole.
+    """
+    import yaml
+    from pydantic import ValidationError
+
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise BudgetError(f"not valid YAML: {exc}") from None
+    if isinstance(data, Mapping) and "budgets" in data:
+        data = data["budgets"]
+    if not isinstance(data, list):
+        raise BudgetError("a budgets file holds a list of budgets (or a mapping with a 'budgets' list)")
+    out: list[Budget] = []
+    seen: set[str] = set()
+    for index, item in enumerate(data):
+        label = f"entry {index}" + (f" ({item.get('id')})" if isinstance(item, Mapping) and "id" in item else "")
+        try:
+            budget = Budget.from_mapping(item)
+        except (BudgetError, ValidationError, TypeError, ValueError) as exc:
+            raise BudgetError(f"{label}: {exc}") from None
+        if budget.id in seen:
+            raise BudgetError(f"{label}: duplicate budget id {budget.id!r}")
+        seen.add(budget.id)
+        out.append(budget)
+    return out
 
 
 def event_attrs(event: Any) -> dict[str, str | None]:
