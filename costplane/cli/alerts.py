@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 import time
 import uuid
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -116,3 +116,87 @@ def tail(
         pass
     finally:
         consumer.close()
+
+
+@alerts_app.command("test")
+def test_delivery(
+    tenant: str = typer.Option("costplane-test", "--tenant", help="Tenant named in the test alert."),
+    severity: str = typer.Option("critical", "--severity", help="info, warning or critical (routing applies)."),
+    resolve: bool = typer.Option(True, "--resolve/--no-resolve", help="Also send the resolve after the trigger."),
+    as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+) -> None:
+    """Send a test alert to every configured target (COSTPLANE_ALERTS_*) and show what each receiver answered.
+
+    Exit status: 0 every delivery succeeded (targets whose minimum severity is higher are skipped), 1 some failed,
+    2 no target is configured.
+    """
+    import asyncio
+
+    from costplane.config import AlertSettings, load_settings
+    from costplane.streams.alerting.delivery import policy_from_settings, targets_from_settings
+
+    if severity not in ("info", "warning", "critical"):
+        raise typer.BadParameter("must be info, warning or critical", param_hint="--severity")
+    settings = load_settings(AlertSettings)
+    targets = targets_from_settings(settings)
+    if not targets:
+        console(stderr=True).print("[yellow]no alert target configured: set COSTPLANE_ALERTS_SLACK_WEBHOOK_URL, "
+                                   "_PAGERDUTY_ROUTING_KEY or _WEBHOOK_URLS[/]")
+        raise typer.Exit(2)
+    import structlog
+
+    # The table (or JSON) reports every outcome; keep the delivery log lines from mixing into stdout.
+    with structlog.testing.capture_logs():
+        rows = asyncio.run(_send_test(targets, policy_from_settings(settings), tenant, severity, resolve))
+    if as_json:
+        print_json(rows)
+    else:
+        from rich.table import Table
+
+        table = Table(title="test alert deliveries")
+        for column in ("target", "action", "delivered", "attempts", "status", "error"):
+            table.add_column(column)
+        for row in rows:
+            delivered = {True: "yes", False: "[red]no[/]", None: "skipped"}[row["delivered"]]
+            table.add_row(str(row["target"]), str(row["action"]), delivered,
+                          str(row["attempts"]), str(row["status"] or ""), str(row["error"] or ""))
+        console().print(table)
+    if any(row["delivered"] is False for row in rows):
+        raise typer.Exit(1)
+
+
+async def _send_test(targets: list[Any], policy: Any, tenant: str, severity: str,
+                     resolve: bool) -> list[dict[str, Any]]:
+    import dataclasses
+
+    import httpx
+
+    from costplane.streams.alerting.delivery import send_with_retries
+    from costplane.streams.alerting.model import AlertEvent
+
+    now = time.time_ns() // 1_000_000
+    trigger = AlertEvent(
+        alert_id=str(uuid.uuid4()), dedup_key=f"test:{tenant}:{uuid.uuid4().hex[:8]}", kind="test", action="trigger",
+        severity="critical" if severity == "critical" else "warning" if severity == "warning" else "info",
+        tenant=tenant, summary="Test alert from costplane alerts test: delivery works, nothing to do.",
+        window_start_ms=now - 60_000, window_end_ms=now, occurred_at_ms=now, numbers={"test": "1"},
+        suggested_action="None: this is a test.", runbook="docs/alerts.md#delivery",
+    )
+    events = [trigger]
+    if resolve:
+        events.append(dataclasses.replace(trigger, action="resolve", alert_id=str(uuid.uuid4()),
+                                          summary="Resolved: " + trigger.summary))
+    rows: list[dict[str, Any]] = []
+    async with httpx.AsyncClient() as client:
+        for target in targets:
+            for event in events:
+                if not target.wants(event):
+                    rows.append({"target": target.name, "action": event.action, "delivered": None, "attempts": 0,
+                                 "status": None, "error": "skipped: below the target's minimum severity"})
+                    continue
+                result = await send_with_retries(client, target, event, policy)
+                letter = result.dead_letter
+                rows.append({"target": target.name, "action": event.action, "delivered": result.ok,
+                             "attempts": result.attempts, "status": result.status,
+                             "error": letter.error if letter else None})
+    return rows

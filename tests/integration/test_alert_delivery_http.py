@@ -160,3 +160,28 @@ def test_a_receiver_that_always_fails_yields_a_dead_letter(receiver: Receiver) -
     assert (record["target"], record["reason"], record["attempts"], record["last_status"]) == (
         "pagerduty", "http_status", 4, 503)
     assert record["alert"]["kind"] == "cost_spike" and KEY not in json.dumps(record)
+
+
+def test_alerts_test_command_reaches_every_target_and_reports_failures(receiver: Receiver) -> None:
+    from typer.testing import CliRunner
+
+    from costplane.cli.main import build_app
+
+    receiver.script["/broken"] = [404]
+    env = {"COSTPLANE_ALERTS_PAGERDUTY_ROUTING_KEY": KEY, "COSTPLANE_ALERTS_PAGERDUTY_URL": receiver.base + "/pd",
+           "COSTPLANE_ALERTS_WEBHOOK_URLS": f"{receiver.base}/hook,{receiver.base}/broken",
+           "COSTPLANE_ALERTS_SLACK_WEBHOOK_URL": "", "COSTPLANE_ALERTS_RETRIES": "0"}
+    result = CliRunner().invoke(build_app(), ["alerts", "test", "--json"], env=env)
+    assert result.exit_code == 1, result.output
+    rows = json.loads(result.stdout)
+    assert [(r["target"], r["action"], r["delivered"]) for r in rows] == [
+        ("pagerduty", "trigger", True), ("pagerduty", "resolve", True),
+        ("webhook-0", "trigger", True), ("webhook-0", "resolve", True),
+        ("webhook-1", "trigger", False), ("webhook-1", "resolve", False)]
+    assert [b["event_action"] for b in receiver.bodies("/pd")] == ["trigger", "resolve"]
+    assert [validate_pagerduty_event(b) for b in receiver.bodies("/pd")] == [[], []]
+    assert "/broken" not in result.stdout  # errors name the host, never the URL's path
+    ok = CliRunner().invoke(build_app(), ["alerts", "test", "--severity", "warning"],
+                            env={**env, "COSTPLANE_ALERTS_WEBHOOK_URLS": receiver.base + "/hook"})
+    assert ok.exit_code == 0, ok.output  # PagerDuty (critical only) is skipped, not failed
+    assert "skipped" in ok.stdout
