@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -102,3 +103,30 @@ def test_ttl_counts_from_ingestion_so_late_old_events_still_land(clickhouse_sett
     sink.add(PricedEvent(old, 7, "v1"), 0, 0)
     sink.flush()
     assert client.query(f"SELECT count() FROM {db}.usage_events").result_rows[0][0] == 1
+
+
+def test_cli_refuses_a_directory_another_process_owns(
+    clickhouse_settings: ClickHouseSettings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    owned = f"{tmp_path}/owned"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; "
+         "from costplane.streams.sink.ownership import DirectoryLock; "
+         "lock = DirectoryLock.acquire(Path(sys.argv[1])); print('locked', flush=True); time.sleep(60)", owned],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        _env(monkeypatch, clickhouse_settings)
+        monkeypatch.setenv("COSTPLANE_CLICKHOUSE_CHDB_PATH", owned)
+        result = CliRunner().invoke(build_app(), ["db", "migrate"])
+        assert result.exit_code == 1
+        assert f"owned by process {holder.pid}" in " ".join(result.output.split())
+        report = CliRunner().invoke(build_app(), ["report", "spend", "--by", "tenant"])
+        assert report.exit_code == 1 and "serves no API" in " ".join(report.output.split())
+    finally:
+        holder.kill()
+        holder.wait()
