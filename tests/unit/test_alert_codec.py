@@ -53,3 +53,21 @@ def test_trailing_bytes_are_refused() -> None:
     value, headers = encode_alert(EVENT)
     with pytest.raises(AlertDecodeError, match="trailing"):
         decode_alert(value + b"\x00", headers)
+
+
+def test_alert_schema_reads_every_released_version() -> None:
+    import copy
+    import json
+    from importlib import resources
+    from pathlib import Path
+
+    from costplane.publisher.schema_compat import backward_problems
+
+    history = Path(str(resources.files("costplane.schemas"))) / "history"
+    released = sorted(p / "alert.avsc" for p in history.iterdir() if (p / "alert.avsc").exists())
+    assert released, "schemas/history/v1/alert.avsc is the first released alert schema"
+    for path in released:
+        assert backward_problems([json.loads(path.read_text())], [alert_schema()]) == [], path
+    breaking = copy.deepcopy(alert_schema())
+    breaking["fields"].append({"name": "owner", "type": "string", "doc": "required, no default"})
+    assert backward_problems([alert_schema()], [breaking], samples=50) != []
