@@ -111,6 +111,19 @@ class ClickHouseSink:
             self._oldest_at = self._clock()
         self._buffer.append(Pending(priced, partition, offset))
 
+    def discard_partitions(self, partitions: set[int]) -> int:
+        """Drop buffered events of revoked partitions (their new owner re-reads them from the committed offset).
+
+        For the worker's on-revoke hook when it does not flush first; returns how many events were dropped.
+        Safe: nothing of those events was written or committed by this sink.
+        """
+        kept = [item for item in self._buffer if item.partition not in partitions]
+        dropped = len(self._buffer) - len(kept)
+        self._buffer = kept
+        if not kept:
+            self._oldest_at = None
+        return dropped
+
     def should_flush(self) -> bool:
         return self.policy.due(len(self._buffer), self._oldest_at, self._clock())
 

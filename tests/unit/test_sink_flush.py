@@ -154,3 +154,14 @@ def test_retry_with_backoff_gives_up_after_max_attempts_and_ignores_other_errors
     with pytest.raises(ValueError):
         retry_with_backoff(bug, sleep=sleeps.append)
     assert len(sleeps) == 2
+
+
+def test_discard_partitions_drops_only_revoked_events() -> None:
+    sink, _, log, _ = _sink()
+    sink.add(_priced("a"), 0, 5)
+    sink.add(_priced("b"), 1, 7)
+    assert sink.discard_partitions({1}) == 1
+    sink.flush()
+    assert log == ["recover", "insert:1", "commit:[(0, 6)]", "seen:1"]
+    sink.add(_priced("c"), 2, 0)
+    assert sink.discard_partitions({2}) == 1 and len(sink) == 0 and not sink.should_flush()
