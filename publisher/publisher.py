@@ -27,7 +27,16 @@ from costplane.publisher.batching import Batch, BatchLimits, TenantBatcher
 from costplane.publisher.codec import UsageCodec
 from costplane.publisher.event import UsageEvent
 from costplane.publisher.metrics import ClientLogger, PublisherMetrics, RateLimitedLog
-from costplane.publisher.spool import DiskSpool, NoSpool, SpooledMessage, SpoolFull, SpoolLocked, open_spool
+from costplane.publisher.spool import (
+    DiskSpool,
+    NoSpool,
+    SpooledMessage,
+    SpoolFull,
+    SpoolLocked,
+    has_segments,
+    open_spool,
+    spool_slots,
+)
 from costplane.publisher.validation import InvalidEvent, validate_event
 
 
@@ -41,6 +50,10 @@ class ProducerLike(Protocol):
     def purge(self, in_queue: bool = True, in_flight: bool = True, blocking: bool = True) -> None: ...
     def list_topics(self, topic: str | None = None, timeout: float = -1) -> Any: ...
     def __len__(self) -> int: ...
+
+
+#: How often a publisher with an empty spool looks for slots left by processes that are gone.
+_ADOPT_INTERVAL_S = 30.0
 
 
 def build_producer(kafka: KafkaSettings, settings: PublisherSettings,
@@ -133,6 +146,8 @@ class UsagePublisher:
         self._accepted_reported = 0
         self._broker_up = True
         self._next_probe = 0.0
+        self._orphan: DiskSpool | None = None
+        self._next_adopt = 0.0
         self._thread: threading.Thread | None = None
         self._start = start
         if start:
@@ -173,6 +188,7 @@ class UsagePublisher:
         if self._own_producer:
             self._producer = build_producer(self.kafka, s, _client_error_handler(weakref.ref(self)))
         self._spool = self._open_spool()
+        self._orphan = None  # the parent's adopted slot stays the parent's
         self._broker_up = True
         if self._start and not self._closed.is_set():
             self._start_thread()
@@ -289,6 +305,9 @@ class UsagePublisher:
             self._log.warning("close", "publisher close failed", error=repr(exc))
         finally:
             self._spool.close()
+            if self._orphan is not None:
+                self._orphan.close()
+                self._orphan = None
 
     def stats(self) -> dict[str, Any]:
         """A snapshot for apps without Prometheus."""
@@ -422,32 +441,61 @@ class UsagePublisher:
 
     def _maybe_replay(self, *, deadline: float | None = None) -> None:
         """Drain the spool oldest segment first: one segment per call while the broker is up (so fresh batches
-        keep flowing in between); while it is down, only probe it."""
+        keep flowing in between); while it is down, only probe it. With its own spool empty, the background
+        thread also drains slots left behind by processes that are gone."""
         if not self._broker_up and not self._probe():
             return
         if self._spool.is_empty():
+            if deadline is None:
+                self._replay_orphans()
             return
         while deadline is None or self._clock() < deadline:
-            oldest = self._spool.oldest_segment()
-            if oldest is None:
-                break
-            path, messages = oldest
-            results: list[bool] = []
+            if not self._replay_segment(self._spool) or deadline is None:
+                break  # failed, empty, or one segment per background iteration
 
-            def on_delivery(err: Any, _m: Any, results: list[bool] = results) -> None:
-                results.append(err is None)
+    def _replay_segment(self, spool: DiskSpool | NoSpool) -> bool:
+        """Send the oldest segment of ``spool`` and delete it once every record is acknowledged."""
+        oldest = spool.oldest_segment()
+        if oldest is None:
+            return False
+        path, messages = oldest
+        results: list[bool] = []
 
-            for m in messages:
-                self._produce_blocking(m, on_delivery)
-            self._producer.flush(self.settings.delivery_timeout_ms / 1000 + 1)
-            if len(results) == len(messages) and all(results):
-                self._spool.acknowledge(path, len(messages))
-                self.metrics.replayed.inc(len(messages))
-            else:
-                self._broker_up = False  # keep the segment; a later replay may duplicate, the worker dedups
-                break
-            if deadline is None:
-                break  # one segment per background iteration, so fresh batches keep flowing in between
+        def on_delivery(err: Any, _m: Any) -> None:
+            results.append(err is None)
+
+        for m in messages:
+            self._produce_blocking(m, on_delivery)
+        self._producer.flush(self.settings.delivery_timeout_ms / 1000 + 1)
+        if len(results) == len(messages) and all(results):
+            spool.acknowledge(path, len(messages))
+            self.metrics.replayed.inc(len(messages))
+            return True
+        self._broker_up = False  # keep the segment; a later replay may duplicate, the worker dedups
+        return False
+
+    def _replay_orphans(self) -> None:
+        """Adopt, one at a time, a spool slot no live process holds (a web worker that never came back) and
+        drain it a segment per call, so its records do not wait for some process to take that slot again."""
+        if self._orphan is None:
+            now = self._clock()
+            if now < self._next_adopt:
+                return
+            self._next_adopt = now + _ADOPT_INTERVAL_S
+            own = self._spool.directory
+            for directory in spool_slots(self.settings.spool_dir):
+                if directory == own or not has_segments(directory):
+                    continue
+                try:
+                    self._orphan = DiskSpool(directory, max_bytes=self.settings.spool_max_bytes)
+                    break
+                except (SpoolLocked, OSError):
+                    continue
+            if self._orphan is None:
+                return
+        if not self._replay_segment(self._orphan) or self._orphan.is_empty():
+            self._orphan.close()
+            self._orphan = None
 
     def _produce_blocking(self, msg: SpooledMessage, on_delivery: Callable[[Any, Any], None]) -> None:
         while True:

@@ -223,6 +223,18 @@ class DiskSpool:
                 self._lock_file = None
 
 
+def spool_slots(base: Path) -> list[Path]:
+    """Every slot directory under ``base`` that exists, ``base`` itself first."""
+    slots = [base] if base.is_dir() else []
+    numbered = [p for p in base.glob("slot-*") if p.is_dir() and p.name[5:].isdigit()] if slots else []
+    return slots + sorted(numbered, key=lambda p: int(p.name[5:]))
+
+
+def has_segments(directory: Path) -> bool:
+    """Whether ``directory`` holds any non-empty segment (cheap: no lock, no reading)."""
+    return any(p.stat().st_size for p in directory.glob("seg-*.spool") if p.exists())
+
+
 def open_spool(base: Path, *, max_slots: int = 64, **options: Any) -> DiskSpool:
     """The first spool slot under ``base`` no other process holds (``base`` itself first).
 

@@ -9,7 +9,7 @@ import pytest
 
 from costplane.config import KafkaSettings, PublisherSettings, load_settings
 from costplane.publisher import InMemoryPublisher, InvalidEvent, UsageCodec, UsagePublisher
-from costplane.publisher.spool import DiskSpool
+from costplane.publisher.spool import DiskSpool, SpooledMessage
 from costplane.synthetic import generate
 
 
@@ -317,3 +317,25 @@ def test_nothing_raises_into_the_app_in_lenient_mode(tmp_path: Path) -> None:
                             producer=FakeProducer(), start=False, strict=True)
     with pytest.raises(InvalidEvent):
         strict.emit(None)  # type: ignore[arg-type]
+
+
+def test_slots_left_by_gone_processes_are_adopted_and_drained(tmp_path: Path) -> None:
+    codec = UsageCodec.schemaless()
+    base = tmp_path / "spool"
+    events = [e for e in generate(400, seed=12) if e.tenant == "acme"][:50]
+    dead = DiskSpool(base / "slot-2", segment_bytes=2000)  # a worker that spooled and never came back
+    for start in range(0, 50, 10):
+        value, headers = codec.encode_batch("acme", events[start:start + 10])
+        dead.append(SpooledMessage(b"acme", value, headers))
+    dead.close()
+    live = DiskSpool(base / "slot-1")  # a live worker's slot: never touched
+    live.append(SpooledMessage(b"acme", *codec.encode_batch("acme", events[:1])))
+    producer = FakeProducer()
+    pub = _publisher(tmp_path, producer)
+    assert pub._spool.directory == base
+    for _ in range(20):
+        pub._maybe_replay()
+    assert sorted(e.event_id for e in _decoded(producer)) == sorted(e.event_id for e in events)
+    assert not any((base / "slot-2").glob("seg-*.spool")) and pub._orphan is None
+    assert any((base / "slot-1").glob("seg-*.spool"))
+    live.close()
