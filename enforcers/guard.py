@@ -16,6 +16,7 @@ Redis cost microseconds. A Block is cached locally for a short time so a blocked
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
@@ -24,21 +25,17 @@ from typing import Any, cast
 
 import redis
 from prometheus_client import CollectorRegistry, Counter
-from uuid6 import uuid7
 
 from costplane.budgets.model import Budget
 from costplane.enforcers.keys import KeyLayout
 from costplane.enforcers.plan import (
     ALLOW,
     Answer,
+    PlanCache,
     ReserveRequest,
     Slot,
-    SlotCache,
     answer_from_decisions,
     answer_from_reserve,
-    build_reserve,
-    decision_keys,
-    matching,
     scope_attrs,
 )
 from costplane.enforcers.policy import CircuitBreaker, FailurePolicy
@@ -50,6 +47,9 @@ log = get_logger("costplane.guard")
 UNAVAILABLE = "enforcement_unavailable"
 #: The failures of the guard's own I/O that the failure policy answers for.
 STORE_ERRORS: tuple[type[BaseException], ...] = (redis.RedisError, OSError, TimeoutError)
+
+
+ScopeKey = tuple[tuple[str, str | None], ...]
 
 
 @dataclass(slots=True)
@@ -68,6 +68,8 @@ class GuardMetrics:
                                    registry=r)
         self.cache_hits = Counter("costplane_guard_cache_hits_total", "Answers served from the local cache",
                                   registry=r)
+        # Children resolved once: ``labels()`` costs more than the rest of a cached answer.
+        self.by_kind = {kind: self.answers.labels(kind) for kind in ("allow", "block", "degrade")}
 
 
 class GuardCore:
@@ -86,15 +88,20 @@ class GuardCore:
         self.clock = clock
         self._catalog = catalog
         self._budgets: dict[str, tuple[list[Budget], int]] = {}
-        self._answers: dict[tuple[tuple[str, str | None], ...], _Cached] = {}
+        self._answers: dict[ScopeKey, _Cached] = {}
         self._last_log = 0.0
-        self._slots: SlotCache | None = None
+        self._plans: PlanCache | None = None
 
-    def slots(self, keys: KeyLayout) -> SlotCache:
-        """The slot cache for this store's key layout (created on first use)."""
-        if self._slots is None or self._slots.keys != keys:
-            self._slots = SlotCache(keys)
-        return self._slots
+    def plans(self, keys: KeyLayout) -> PlanCache:
+        """The plan cache for this store's key layout (created on first use)."""
+        if self._plans is None or self._plans.keys != keys:
+            self._plans = PlanCache(keys)
+        return self._plans
+
+    @staticmethod
+    def reservation_id() -> str:
+        """80 random bits: unique across processes and forks without a clock or a lock (uuid7 costs 10× more)."""
+        return os.urandom(10).hex()
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
@@ -115,24 +122,26 @@ class GuardCore:
         self._budgets[tenant] = (budgets, now_ms + self.budget_cache_ms)
 
     @staticmethod
-    def cache_key(scope: Mapping[str, str | None]) -> tuple[tuple[str, str | None], ...]:
+    def cache_key(scope: Mapping[str, str | None]) -> ScopeKey:
         return tuple(sorted(scope_attrs(scope).items()))
 
-    def cached_answer(self, scope: Mapping[str, str | None], now_ms: int) -> Answer | None:
-        hit = self._answers.get(self.cache_key(scope))
+    def cached_answer(self, key: ScopeKey, now_ms: int) -> Answer | None:
+        hit = self._answers.get(key)
         if hit is None:
             return None
         if hit.until_ms <= now_ms:
-            del self._answers[self.cache_key(scope)]
+            self._answers.pop(key, None)
             return None
         self.metrics.cache_hits.inc()
         return hit.answer
 
-    def remember(self, scope: Mapping[str, str | None], answer: Answer, now_ms: int) -> Answer:
-        if answer.kind == "block":
+    def remember(self, key: ScopeKey, answer: Answer, now_ms: int) -> Answer:
+        if answer.kind == "block" and self.decision_cache_ms > 0:
             until = now_ms + min(self.decision_cache_ms, int(answer.retry_after_s * 1000) or self.decision_cache_ms)
-            self._answers[self.cache_key(scope)] = _Cached(answer, until)
-        self.metrics.answers.labels(answer.kind).inc()
+            if len(self._answers) >= 10_000:
+                self._answers.clear()  # bounded; a blocked scope costs one more round trip to come back
+            self._answers[key] = _Cached(answer, until)
+        self.metrics.by_kind[answer.kind].inc()
         return answer
 
     def on_failure(self, scope: Mapping[str, str | None], exc: BaseException | None) -> Answer:
@@ -146,10 +155,10 @@ class GuardCore:
             log.warning("budget enforcement unavailable", mode=mode, error=repr(exc) if exc else "circuit open")
         if mode == "open":
             self.metrics.fail_open.inc()
-            self.metrics.answers.labels("allow").inc()
+            self.metrics.by_kind["allow"].inc()
             return Answer("allow", reason=UNAVAILABLE)
         self.metrics.fail_closed.inc()
-        self.metrics.answers.labels("block").inc()
+        self.metrics.by_kind["block"].inc()
         return Answer("block", reason=UNAVAILABLE, retry_after_s=self.breaker.cooldown_s)
 
     def amounts(self, *, provider: str | None, model: str, prompt: str | None, messages: list[dict[str, Any]] | None,
@@ -181,7 +190,8 @@ Steps = Generator[Op, Any, Any]
 def check_steps(core: GuardCore, keys: Any, scope: Mapping[str, str | None]) -> Steps:
     """The check, as store steps: a driver runs each yielded op and sends back its result (or throws its error)."""
     now = core.now_ms()
-    cached = core.cached_answer(scope, now)
+    skey = core.cache_key(scope)
+    cached = core.cached_answer(skey, now)
     if cached is not None:
         return cached
     if not core.breaker.allow():
@@ -192,12 +202,12 @@ def check_steps(core: GuardCore, keys: Any, scope: Mapping[str, str | None]) -> 
         if budgets is None:
             budgets = yield ("load_budgets", tenant)
             core.remember_budgets(tenant, budgets, now)
-        dkeys = decision_keys(keys, tenant, matching(budgets, scope))
+        dkeys = core.plans(keys).plan(skey, tenant, scope, budgets, now).decision_keys
         answer = answer_from_decisions((yield ("read_decisions", dkeys)), now) if dkeys else ALLOW
     except STORE_ERRORS as exc:
         return core.on_failure(scope, exc)
     core.breaker.success()
-    return core.remember(scope, answer, now)
+    return core.remember(skey, answer, now)
 
 
 def reserve_steps(core: GuardCore, keys: Any, scope: Mapping[str, str | None], *, model: str,
@@ -205,9 +215,10 @@ def reserve_steps(core: GuardCore, keys: Any, scope: Mapping[str, str | None], *
                   prompt_tokens: int | None, max_tokens: int) -> Steps:
     """The reservation, as store steps; returns ``(answer, request or None, provider)``."""
     now = core.now_ms()
+    skey = core.cache_key(scope)
     nanos, tokens, resolved = core.amounts(provider=provider, model=model, prompt=prompt, messages=messages,
                                            prompt_tokens=prompt_tokens, max_tokens=max_tokens)
-    cached = core.cached_answer(scope, now)
+    cached = core.cached_answer(skey, now)
     if cached is not None:
         return cached, None, resolved
     if not core.breaker.allow():
@@ -218,20 +229,24 @@ def reserve_steps(core: GuardCore, keys: Any, scope: Mapping[str, str | None], *
         if budgets is None:
             budgets = yield ("load_budgets", tenant)
             core.remember_budgets(tenant, budgets, now)
-        request = build_reserve(core.slots(keys), tenant, matching(budgets, scope), reservation_id=str(uuid7()),
-                                now_ms=now,
-                                ttl_ms=core.reservation_ttl_ms, usd_nanos=nanos, tokens=tokens)
-        result = (yield ("reserve", request)) if request.slots or request.decision_keys else None
+        plan = core.plans(keys).plan(skey, tenant, scope, budgets, now)
+        request = ReserveRequest(core.reservation_id(), now, now + core.reservation_ttl_ms, plan,
+                                 tuple(nanos if usd else tokens for usd in plan.usd))
+        result = (yield ("reserve", request)) if plan.slots or plan.decision_keys else None
     except STORE_ERRORS as exc:
         return core.on_failure(scope, exc), None, resolved
     core.breaker.success()
     answer = answer_from_reserve(request, result) if result is not None else ALLOW
-    held = request if answer.allowed and request.slots else None
-    return core.remember(scope, answer, now), held, resolved
+    held = request if answer.allowed and plan.slots else None
+    return core.remember(skey, answer, now), held, resolved
 
 
 def settle_steps(core: GuardCore, reservation: Reservation, usage: Mapping[str, int]) -> Steps:
-    """Idempotent settle / release; Redis trouble here is logged, never raised (the reservation expires)."""
+    """Idempotent settle / release; Redis trouble here is logged, never raised (the reservation expires).
+
+    With the circuit open the settle is skipped rather than paying a timeout: the reservation expires by its TTL
+    and the worker's reconcile brings the counter to the exact total.
+    """
     if reservation.settled:
         return None
     reservation.settled = True
@@ -240,11 +255,15 @@ def settle_steps(core: GuardCore, reservation: Reservation, usage: Mapping[str, 
         return None
     amounts = core.actual(request.slots, reservation.provider, reservation.model, usage) if usage \
         else [0] * len(request.slots)
+    if not core.breaker.allow():
+        return None
     try:
         yield ("settle", request.tenant, request.reservation_id, request.slots, amounts)
     except STORE_ERRORS as exc:
         core.breaker.failure()
         log.warning("settle failed; the reservation will expire", error=repr(exc))
+        return None
+    core.breaker.success()
     return None
 
 
@@ -269,7 +288,7 @@ class Reservation:
 
     @property
     def allowed(self) -> bool:
-        return self.answer.allowed
+        return bool(self.answer.allowed)
 
     @property
     def model(self) -> str:

@@ -56,7 +56,7 @@ class InMemoryBudgetStore:
             if decisions:
                 return ReserveResult(decisions=decisions)
             grants, degraded = [], []
-            for index, slot in enumerate(req.slots):
+            for index, (slot, amount) in enumerate(zip(req.slots, req.amounts, strict=True)):
                 open_rsv = self._reservations.setdefault(slot.reservations_key, {})
                 for rid in [r for r, (exp, _a) in open_rsv.items() if exp <= req.now_ms]:
                     del open_rsv[rid]
@@ -65,14 +65,14 @@ class InMemoryBudgetStore:
                 for start in [s for s in buckets if s < slot.window_start_ms]:
                     del buckets[start]
                 spent = sum(buckets.values())
-                if spent + held + slot.amount > slot.budget.limit:
+                if spent + held + amount > slot.budget.limit:
                     if slot.mode == BLOCK:
                         return ReserveResult(exhausted=index)
                     degraded.append(index)
                 else:
-                    grants.append(slot)
-            for slot in grants:
-                self._reservations[slot.reservations_key][req.reservation_id] = (req.expiry_ms, slot.amount)
+                    grants.append((slot, amount))
+            for slot, amount in grants:
+                self._reservations[slot.reservations_key][req.reservation_id] = (req.expiry_ms, amount)
             return ReserveResult(degraded=degraded)
 
     def settle(self, tenant: str, reservation_id: str, slots: Sequence[Slot], amounts: Sequence[int]) -> bool:

@@ -13,6 +13,7 @@ from typing import Literal
 from costplane.budgets.model import Budget
 from costplane.budgets.windows import bucket_for, window_for
 from costplane.enforcers.keys import KeyLayout
+from costplane.enforcers.resp import bulks
 
 Kind = Literal["allow", "block", "degrade"]
 BLOCK, DEGRADE = 1, 2
@@ -38,18 +39,25 @@ ALLOW = Answer("allow")
 
 @dataclass(frozen=True, slots=True)
 class Slot:
-    """One budget × member a call counts against, with its keys and this call's amount."""
+    """One budget × member a call counts against, for the current counter bucket: its keys and window bounds.
+
+    Stable until the bucket rolls over, so it is built once per plan, with its keys and fixed script arguments
+    already encoded for the wire (``wire_*``); the amount of each call travels beside it.
+    """
 
     budget: Budget
     member: str
-    amount: int
     reservations_key: str
     amounts_key: str
     counter_key: str
     window_start_ms: int
     bucket_start_ms: int
+    bucket_end_ms: int
     window_end_ms: int
     counter_ttl_ms: int
+    wire_keys: bytes = b""
+    wire_reserve: bytes = b""
+    wire_settle: bytes = b""
 
     @property
     def mode(self) -> int:
@@ -57,13 +65,41 @@ class Slot:
 
 
 @dataclass(frozen=True, slots=True)
-class ReserveRequest:
+class ReservePlan:
+    """What a scope's calls touch until the first of its counter buckets rolls over (or the budgets change)."""
+
     tenant: str
+    decision_keys: tuple[str, ...]
+    slots: tuple[Slot, ...]
+    valid_until_ms: int
+    wire_keys: bytes = b""  # decision keys then each slot's three keys, RESP-encoded
+
+    @property
+    def usd(self) -> tuple[bool, ...]:
+        return tuple(s.budget.unit == "usd" for s in self.slots)
+
+
+@dataclass(frozen=True, slots=True)
+class ReserveRequest:
+    """One call's reservation: a plan plus this call's id, clock, expiry and amount per slot."""
+
     reservation_id: str
     now_ms: int
     expiry_ms: int
-    decision_keys: tuple[str, ...]
-    slots: tuple[Slot, ...]
+    plan: ReservePlan
+    amounts: tuple[int, ...]
+
+    @property
+    def tenant(self) -> str:
+        return self.plan.tenant
+
+    @property
+    def decision_keys(self) -> tuple[str, ...]:
+        return self.plan.decision_keys
+
+    @property
+    def slots(self) -> tuple[Slot, ...]:
+        return self.plan.slots
 
 
 @dataclass(slots=True)
@@ -98,67 +134,51 @@ def decision_keys(keys: KeyLayout, tenant: str, matched: Sequence[tuple[Budget, 
     return tuple(keys.decision(tenant, b.id, m) for b, m in matched)
 
 
-@dataclass(frozen=True, slots=True)
-class _SlotTemplate:
-    """Everything about a budget × member slot that only changes when the counter bucket changes."""
+def make_slot(keys: KeyLayout, tenant: str, budget: Budget, member: str, now_ms: int) -> Slot:
+    bucket = bucket_for(budget.period, budget.tz, now_ms)
+    window = window_for(budget.period, budget.tz, now_ms)
+    rkey, akey = keys.reservations(tenant, budget.id, member), keys.reservation_amounts(tenant, budget.id, member)
+    ckey = keys.spent(tenant, budget.id, member)
+    mode = DEGRADE if budget.degrade_model else BLOCK
+    ttl = max(window.end_ms - now_ms, 0) + (window.end_ms - window.start_ms) + 60_000
+    return Slot(budget=budget, member=member, reservations_key=rkey, amounts_key=akey, counter_key=ckey,
+                window_start_ms=window.start_ms, bucket_start_ms=bucket.start_ms, bucket_end_ms=bucket.end_ms,
+                window_end_ms=window.end_ms, counter_ttl_ms=ttl, wire_keys=bulks((rkey, akey, ckey)),
+                wire_reserve=bulks((budget.limit, mode, window.start_ms)),
+                wire_settle=bulks((ttl, bucket.start_ms)))
 
-    reservations_key: str
-    amounts_key: str
-    counter_key: str
-    window_start_ms: int
-    bucket_start_ms: int
-    bucket_end_ms: int
-    window_end_ms: int
-    counter_ttl_ms: int
+
+def build_plan(keys: KeyLayout, tenant: str, matched: Sequence[tuple[Budget, str]], now_ms: int) -> ReservePlan:
+    """The plan of a scope: decisions to read, and the enforcing (block / degrade) budgets to reserve on."""
+    dkeys = decision_keys(keys, tenant, matched)
+    slots = tuple(make_slot(keys, tenant, b, m, now_ms) for b, m in matched if b.action != "notify")
+    valid_until = min((s.bucket_end_ms for s in slots), default=now_ms + 3_600_000)
+    return ReservePlan(tenant, dkeys, slots, valid_until,
+                       bulks(dkeys) + b"".join(s.wire_keys for s in slots))
 
 
-class SlotCache:
-    """Keys and window bounds per (budget, member), recomputed only when the call crosses into a new bucket.
+class PlanCache:
+    """Plans per scope, rebuilt only when a bucket rolls over or the tenant's budget list is reloaded.
 
-    Building keys and timezone-aware windows costs far more than the reservation itself; within one bucket
-    (5 s to a month) they do not change. Bounded: the oldest entries go first past ``max_entries``.
+    Matching budgets, building keys and timezone-aware windows cost far more than the reservation itself; for one
+    scope they do not change within a bucket (5 s to a month). Bounded: the oldest entries go first.
     """
 
     def __init__(self, keys: KeyLayout, max_entries: int = 10_000) -> None:
         self.keys = keys
         self.max_entries = max_entries
-        self._entries: dict[tuple[str, str, str, int], _SlotTemplate] = {}
+        self._entries: dict[tuple[tuple[str, str | None], ...], tuple[object, ReservePlan]] = {}
 
-    def template(self, tenant: str, budget: Budget, member: str, now_ms: int) -> _SlotTemplate:
-        key = (tenant, budget.identity(), member, 0)
-        hit = self._entries.get(key)
-        if hit is not None and hit.bucket_start_ms <= now_ms < hit.bucket_end_ms:
-            return hit
-        bucket = bucket_for(budget.period, budget.tz, now_ms)
-        window = window_for(budget.period, budget.tz, now_ms)
-        made = _SlotTemplate(
-            reservations_key=self.keys.reservations(tenant, budget.id, member),
-            amounts_key=self.keys.reservation_amounts(tenant, budget.id, member),
-            counter_key=self.keys.spent(tenant, budget.id, member),
-            window_start_ms=window.start_ms, bucket_start_ms=bucket.start_ms, bucket_end_ms=bucket.end_ms,
-            window_end_ms=window.end_ms,
-            counter_ttl_ms=max(window.end_ms - now_ms, 0) + (window.end_ms - window.start_ms) + 60_000,
-        )
-        if len(self._entries) >= self.max_entries:
+    def plan(self, scope_key: tuple[tuple[str, str | None], ...], tenant: str, scope: Mapping[str, str | None],
+             budgets: Sequence[Budget], now_ms: int) -> ReservePlan:
+        hit = self._entries.get(scope_key)
+        if hit is not None and hit[0] is budgets and now_ms < hit[1].valid_until_ms:
+            return hit[1]
+        made = build_plan(self.keys, tenant, matching(budgets, scope), now_ms)
+        if hit is None and len(self._entries) >= self.max_entries:
             self._entries.pop(next(iter(self._entries)))
-        self._entries[key] = made
+        self._entries[scope_key] = (budgets, made)
         return made
-
-
-def build_reserve(cache: SlotCache, tenant: str, matched: Sequence[tuple[Budget, str]], *, reservation_id: str,
-                  now_ms: int, ttl_ms: int, usd_nanos: int, tokens: int) -> ReserveRequest:
-    """The reservation of one call against every enforcing (block / degrade) budget it matches."""
-    slots = []
-    for budget, member in matched:
-        if budget.action == "notify":
-            continue
-        t = cache.template(tenant, budget, member, now_ms)
-        slots.append(Slot(budget=budget, member=member, amount=usd_nanos if budget.unit == "usd" else tokens,
-                          reservations_key=t.reservations_key, amounts_key=t.amounts_key, counter_key=t.counter_key,
-                          window_start_ms=t.window_start_ms, bucket_start_ms=t.bucket_start_ms,
-                          window_end_ms=t.window_end_ms, counter_ttl_ms=t.counter_ttl_ms))
-    return ReserveRequest(tenant, reservation_id, now_ms, now_ms + ttl_ms, decision_keys(cache.keys, tenant, matched),
-                          tuple(slots))
 
 
 def answer_from_decisions(raw: Sequence[str | bytes], now_ms: int) -> Answer:

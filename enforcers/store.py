@@ -6,31 +6,60 @@ authoritative totals; the guard side reserves and settles. Both reserve and sett
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
 import redis
 import redis.asyncio as aredis
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
+from redis.exceptions import NoScriptError
+from redis.retry import Retry
 
 from costplane.budgets.model import Budget
 from costplane.enforcers.keys import KeyLayout
 from costplane.enforcers.plan import ReserveRequest, ReserveResult, Slot
+from costplane.enforcers.resp import bulk, bulks, evalsha
 
 SETTLED_MARKER_TTL_MS = 24 * 3_600_000
+#: The guard's client gives up at once: the failure policy and the circuit breaker decide what happens next,
+#: and redis-py's default (3 retries with backoff) would turn one dead Redis into seconds per call.
+NO_RETRY = Retry(NoBackoff(), 0)
+SCRIPT_LOAD = b"*3\r\n$6\r\nSCRIPT\r\n$4\r\nLOAD\r\n"
 
 
 def _lua(name: str) -> str:
     return resources.files("costplane.enforcers").joinpath(f"lua/{name}.lua").read_text()
 
 
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _sha(source: str) -> bytes:
+    return hashlib.sha1(source.encode()).hexdigest().encode()
+
+
 def reserve_args(req: ReserveRequest) -> tuple[list[str], list[Any]]:
     keys: list[str] = list(req.decision_keys)
     args: list[Any] = [req.now_ms, req.reservation_id, req.expiry_ms, len(req.slots), len(req.decision_keys)]
-    for slot in req.slots:
+    for slot, amount in zip(req.slots, req.amounts, strict=True):
         keys += [slot.reservations_key, slot.amounts_key, slot.counter_key]
-        args += [slot.budget.limit, slot.amount, slot.mode, slot.window_start_ms]
+        args += [amount, slot.budget.limit, slot.mode, slot.window_start_ms]
     return keys, args
+
+
+def reserve_wire(req: ReserveRequest) -> tuple[int, int, bytes]:
+    """(numkeys, parts, encoded keys and arguments) of the reserve script: :func:`reserve_args`, pre-encoded."""
+    plan = req.plan
+    nb, nd = len(plan.slots), len(plan.decision_keys)
+    numkeys = nd + 3 * nb
+    body = b"".join((plan.wire_keys, bulks((req.now_ms, req.reservation_id, req.expiry_ms, nb, nd)),
+                     *(bulk(amount) + slot.wire_reserve for slot, amount in zip(plan.slots, req.amounts,
+                                                                                 strict=True))))
+    return numkeys, numkeys + 5 + 4 * nb, body
 
 
 def settle_args(keys_layout: KeyLayout, tenant: str, reservation_id: str, slots: Sequence[Slot],
@@ -41,6 +70,16 @@ def settle_args(keys_layout: KeyLayout, tenant: str, reservation_id: str, slots:
         keys += [slot.reservations_key, slot.amounts_key, slot.counter_key]
         args += [amount, slot.counter_ttl_ms, slot.bucket_start_ms]
     return keys, args
+
+
+def settle_wire(keys_layout: KeyLayout, tenant: str, reservation_id: str, slots: Sequence[Slot],
+                amounts: Sequence[int]) -> tuple[int, int, bytes]:
+    """(numkeys, parts, encoded keys and arguments) of the settle script: :func:`settle_args`, pre-encoded."""
+    nb = len(slots)
+    body = b"".join((bulk(keys_layout.settled(tenant, reservation_id)), *(s.wire_keys for s in slots),
+                     bulks((reservation_id, SETTLED_MARKER_TTL_MS, nb)),
+                     *(bulk(amount) + s.wire_settle for s, amount in zip(slots, amounts, strict=True))))
+    return 1 + 3 * nb, 1 + 3 * nb + 3 + 3 * nb, body
 
 
 def parse_reserve(raw: Sequence[Any]) -> ReserveResult:
@@ -59,14 +98,38 @@ class RedisBudgetStore:
     def __init__(self, client: redis.Redis, keys: KeyLayout | None = None) -> None:
         self.client = client
         self.keys = keys or KeyLayout()
-        self._reserve = client.register_script(_lua("reserve"))
-        self._settle = client.register_script(_lua("settle"))
+        self._sources = {"reserve": _lua("reserve"), "settle": _lua("settle")}
+        self._shas = {name: _sha(src) for name, src in self._sources.items()}
+        # A pipeline (the worker batches decisions through one) has no pool to borrow a connection from.
+        self._pool = None if isinstance(client, redis.client.Pipeline) else client.connection_pool
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "cp", timeout_s: float = 0.05) -> RedisBudgetStore:
         client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
-                                      retry_on_timeout=False)
+                                      retry=NO_RETRY)
         return cls(client, KeyLayout(prefix))
+
+    def _eval(self, name: str, wire: tuple[int, int, bytes]) -> Any:
+        """EVALSHA as one pre-encoded write and one read on a pooled connection (loads the script on NOSCRIPT)."""
+        if self._pool is None:
+            raise TypeError("reserve/settle need a client, not a pipeline")
+        packed = evalsha(self._shas[name], *wire)
+        pool = self._pool
+        conn: Any = pool.get_connection()
+        try:
+            try:
+                conn.send_packed_command([packed], check_health=False)
+                return conn.read_response()
+            except NoScriptError:
+                conn.send_packed_command([SCRIPT_LOAD + bulk(self._sources[name])], check_health=False)
+                conn.read_response()
+                conn.send_packed_command([packed], check_health=False)
+                return conn.read_response()
+        except (redis.ConnectionError, redis.TimeoutError, OSError):
+            conn.disconnect()  # a late reply must never be read as the next call's answer
+            raise
+        finally:
+            pool.release(conn)
 
     # guard side
     def load_budgets(self, tenant: str) -> list[Budget]:
@@ -76,15 +139,13 @@ class RedisBudgetStore:
     def read_decisions(self, keys: Sequence[str]) -> list[str]:
         if not keys:
             return []
-        return [v.decode() for v in self.client.mget(list(keys)) if v is not None]
+        return [_text(v) for v in self.client.mget(list(keys)) if v is not None]
 
     def reserve(self, req: ReserveRequest) -> ReserveResult:
-        keys, args = reserve_args(req)
-        return parse_reserve(self._reserve(keys=keys, args=args))
+        return parse_reserve(self._eval("reserve", reserve_wire(req)))
 
     def settle(self, tenant: str, reservation_id: str, slots: Sequence[Slot], amounts: Sequence[int]) -> bool:
-        keys, args = settle_args(self.keys, tenant, reservation_id, slots, amounts)
-        return bool(self._settle(keys=keys, args=args))
+        return bool(self._eval("settle", settle_wire(self.keys, tenant, reservation_id, slots, amounts)))
 
     # worker side
     def publish_budgets(self, tenant: str, budgets: Sequence[Budget]) -> None:
@@ -126,7 +187,8 @@ class AsyncRedisBudgetStore:
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "cp", timeout_s: float = 0.05) -> AsyncRedisBudgetStore:
-        client = aredis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+        client = aredis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
+                                       retry=AsyncRetry(NoBackoff(), 0))
         return cls(client, KeyLayout(prefix))
 
     async def load_budgets(self, tenant: str) -> list[Budget]:
@@ -136,7 +198,7 @@ class AsyncRedisBudgetStore:
     async def read_decisions(self, keys: Sequence[str]) -> list[str]:
         if not keys:
             return []
-        return [v.decode() for v in await self.client.mget(list(keys)) if v is not None]
+        return [_text(v) for v in await self.client.mget(list(keys)) if v is not None]
 
     async def reserve(self, req: ReserveRequest) -> ReserveResult:
         keys, args = reserve_args(req)

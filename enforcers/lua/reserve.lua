@@ -2,7 +2,7 @@
 -- every live budget counter that matches it - all or nothing across budgets.
 --
 -- KEYS: nd decision keys, then per budget: reservations zset, reservation amounts hash, counter hash.
--- ARGV: now_ms, reservation_id, expiry_ms, nb, nd, then per budget: limit, amount, mode (1 block, 2 degrade),
+-- ARGV: now_ms, reservation_id, expiry_ms, nb, nd, then per budget: amount, limit, mode (1 block, 2 degrade),
 --       window_start_ms (counter buckets that start earlier are outside the window and pruned).
 -- Returns {'decisions', json...} | {'exhausted', budget_index, spent, open, limit} | {'ok', 'degraded,indexes'}.
 local now = tonumber(ARGV[1])
@@ -24,7 +24,7 @@ local grants = {}
 local degraded = {}
 for b = 1, nb do
   local zkey, hkey, ckey = KEYS[k], KEYS[k + 1], KEYS[k + 2]
-  local limit, amount = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+  local amount, limit = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
   local mode, window_start = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
   -- Reservations of crashed callers stop counting once they expire. The hash keeps a running total in its
   -- '_total' field, so the cost of a call grows with the expired reservations it purges, not the open ones.

@@ -84,7 +84,7 @@ def _worker(url: str, threads: int, seed: int, out: Any) -> None:
             prompt = rng.randrange(2_000, 60_000)
             r = guard.reserve({"tenant": "acme"}, provider="openai", model="gpt-4o", prompt_tokens=prompt,
                               max_tokens=1000)
-            worst = r.request.slots[0].amount if r.request else 0
+            worst = r.request.amounts[0] if r.request else 0
             with lock:
                 results.append((r.answer.kind, worst, prompt))
             if r.allowed:
