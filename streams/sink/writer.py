@@ -36,7 +36,8 @@ log = get_logger(__name__)
 #: Called with the name of each step just completed; tests raise from it to simulate a crash there.
 FaultHook = Callable[[str], None]
 
-LOOKUP_CHUNK = 20_000
+#: ids per lookup query: parameters travel in the request (HTTP servers cap the URI at 1 MiB by default).
+LOOKUP_CHUNK = 5_000
 
 
 def _no_fault(point: str) -> None:
