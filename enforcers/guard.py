@@ -16,6 +16,7 @@ Redis cost microseconds. A Block is cached locally for a short time so a blocked
 
 from __future__ import annotations
 
+import inspect
 import os
 import time
 from collections.abc import Callable, Generator, Mapping
@@ -300,7 +301,9 @@ class Reservation:
             return
         fields = {k: v for k, v in self.scope.items() if k in ("tenant", "team", "feature", "env", "plan")}
         user = self.scope.get("user") or self.scope.get("user_id")
-        publisher.record(**fields, user_id=user, provider=self.provider, model=self.model, **buckets, **event_fields)
+        if user is not None:
+            fields["user_id"] = user
+        publisher.record(**fields, provider=self.provider, model=self.model, **buckets, **event_fields)
 
     def settle(self, usage: Any = None, *, publisher: Any = None, **event_fields: Any) -> None:
         """Charge the real usage (an OpenAI/Anthropic response or usage, or a bucket dict) and release the rest.
@@ -410,7 +413,9 @@ class AsyncBudgetGuard:
             op = next(steps)
             while True:
                 try:
-                    result = await getattr(self.store, op[0])(*op[1:])
+                    result = getattr(self.store, op[0])(*op[1:])
+                    if inspect.isawaitable(result):  # a sync store (InMemoryBudgetStore) serves tests as is
+                        result = await result
                 except STORE_ERRORS as exc:
                     op = steps.throw(exc)
                 else:
