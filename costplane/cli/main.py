@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import functools
 import importlib
+import os
 import sys
 
 import typer
 
 from costplane.config import ConfigError
+from costplane.logging import configure_logging
 
 app = typer.Typer(
     name="costplane",
@@ -46,7 +48,12 @@ def build_app() -> typer.Typer:
 
 
 def run() -> None:
-    """Console-script entry point: configuration errors print one readable block, exit status 2."""
+    """Console-script entry point: configuration errors print one readable block, exit status 2.
+
+    Logs go to stderr (JSON, or console rendering on a TTY) so stdout stays clean for ``--json`` output.
+    """
+    configure_logging(os.environ.get("COSTPLANE_LOG_LEVEL", "INFO"),
+                      "json" if os.environ.get("COSTPLANE_LOG_FORMAT") == "json" else "auto")
     build_app()
     try:
         app()
