@@ -54,6 +54,7 @@ class Runtime:
         self.invalid = InvalidRatioGuard(worker.invalid_ratio_limit, worker.invalid_window_s,
                                          worker.invalid_min_events)
         self.ready = False
+        self.published_tenants: set[str] = set()
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
@@ -66,11 +67,11 @@ class Runtime:
             return
         pipe = self.store.client.pipeline(transaction=False)
         store = RedisBudgetStore(pipe, self.store.keys)
+        for lift in out.lifts:  # lifts first: a changed budget may lift and re-decide the same key in one outcome
+            store.clear_decision(lift["tenant"], lift["budget_id"], lift["member"])
         for d in out.decisions:
             if d["action"] in ("block", "degrade"):
                 store.write_decision(d["tenant"], d["budget_id"], d["member"], json.dumps(d), d["window_end_ms"])
-        for lift in out.lifts:
-            store.clear_decision(lift["tenant"], lift["budget_id"], lift["member"])
         for c in out.counters:  # what RedisBudgetStore.reconcile does, inside this batch's one pipeline
             key = self.store.keys.spent(c.tenant, c.budget_id, c.member)
             pipe.hset(key, str(c.bucket_start_ms), c.amount)
@@ -295,8 +296,11 @@ def _publish_budgets_to_redis(rt: Runtime) -> None:
         if tenant != "*":
             by_tenant.setdefault(tenant, []).append(b)
     try:
+        for tenant in rt.published_tenants - by_tenant.keys():  # the tenant's last budget was deleted
+            rt.store.publish_budgets(tenant, [])
         for tenant, items in by_tenant.items():
             rt.store.publish_budgets(tenant, items)
+        rt.published_tenants = set(by_tenant)
     except Exception as exc:  # noqa: BLE001 - Redis down: the guard keeps its cached set; counted as fail-open
         rt.metrics.fail_opens.inc()
         log.warning("publish_budgets_failed", error=str(exc))

@@ -1,0 +1,59 @@
+"""Dead-letter records and the invalid-ratio stop."""
+
+from __future__ import annotations
+
+import pytest
+
+from costplane.publisher.codec import Reject
+from costplane.streams.dlq import (
+    H_REASON,
+    InvalidRatioExceeded,
+    InvalidRatioGuard,
+    dead_letters,
+    describe,
+)
+from costplane.streams.worker.dedup import RecentIds
+
+
+def test_undecodable_message_keeps_its_bytes_and_headers() -> None:
+    [dl] = dead_letters([Reject("undecodable", "bad bytes")], topic="p.usage", partition=3, offset=42, key=b"acme",
+                        value=b"\x00\x01", headers=[("costplane-schema", b"UsageBatch")])
+    headers = dict(dl.headers)
+    assert dl.value == b"\x00\x01" and headers["costplane-schema"] == b"UsageBatch"
+    assert headers["dlq-topic"] == b"p.usage" and headers["dlq-partition"] == b"3" and headers["dlq-offset"] == b"42"
+    assert headers["dlq-error-class"] == b"decode" and headers[H_REASON] == b"undecodable"
+    info = describe(dl.key, dl.value, dl.headers, 0, 7)
+    assert info["reason"] == "undecodable" and info["offset"] == 42 and info["payload"]["bytes"] == 2
+
+
+def test_invalid_event_is_dead_lettered_alone_as_json() -> None:
+    rej = Reject("negative_tokens", "input_tokens is -1", {"tenant": "acme", "input_tokens": -1}, 2)
+    [dl] = dead_letters([rej], topic="t", partition=0, offset=1, key=b"acme", value=b"whole batch", headers=[])
+    info = describe(dl.key, dl.value, dl.headers, 0, 0)
+    assert info["payload"] == {"tenant": "acme", "input_tokens": -1}
+    assert info["error_class"] == "validation" and info["message"] == "input_tokens is -1"
+
+
+def test_ratio_guard_needs_min_events_then_stops_with_the_setting_named() -> None:
+    guard = InvalidRatioGuard(limit=0.5, window_s=60, min_events=100)
+    guard.observe(0, 50, now_s=1000)  # all invalid but too few to judge
+    guard.observe(100, 10, now_s=1001)
+    with pytest.raises(InvalidRatioExceeded, match="COSTPLANE_WORKER_INVALID_RATIO_LIMIT=0.5"):
+        guard.observe(0, 200, now_s=1002)
+
+
+def test_ratio_guard_forgets_old_seconds() -> None:
+    guard = InvalidRatioGuard(limit=0.5, window_s=10, min_events=10)
+    guard.observe(0, 9, now_s=100)
+    guard.observe(100, 0, now_s=200)
+    guard.observe(0, 20, now_s=201)  # the old invalid burst left the window: 20 / 120
+    assert guard.ratio == pytest.approx(20 / 120)
+
+
+def test_recent_ids_bounded_per_partition() -> None:
+    recent = RecentIds(per_partition=2)
+    assert recent.first_time(0, "a") and not recent.first_time(0, "a")
+    assert recent.first_time(1, "a")  # another partition
+    recent.first_time(0, "b")
+    recent.first_time(0, "c")  # evicts "a"
+    assert recent.first_time(0, "a")
