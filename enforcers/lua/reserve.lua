@@ -11,12 +11,13 @@ local expiry = tonumber(ARGV[3])
 local nb = tonumber(ARGV[4])
 local nd = tonumber(ARGV[5])
 
-local found = {'decisions'}
-for i = 1, nd do
-  local d = redis.call('GET', KEYS[i])
-  if d then found[#found + 1] = d end
+if nd > 0 then
+  local found = {'decisions'}
+  for _, d in ipairs(redis.call('MGET', unpack(KEYS, 1, nd))) do
+    if d then found[#found + 1] = d end
+  end
+  if #found > 1 then return found end
 end
-if #found > 1 then return found end
 
 local k = nd + 1
 local a = 6
@@ -50,11 +51,11 @@ for b = 1, nb do
   end
   if spent + open + amount > limit then
     if mode == 1 then
-      return {'exhausted', b, tostring(spent), tostring(open), tostring(limit)}
+      return {'exhausted', b, string.format('%d', spent), string.format('%d', open), ARGV[a + 1]}
     end
     degraded[#degraded + 1] = b
   else
-    grants[#grants + 1] = {zkey, hkey, amount}
+    grants[#grants + 1] = {zkey, hkey, ARGV[a], string.format('%d', open + amount)}
   end
   k = k + 3
   a = a + 4
@@ -63,8 +64,7 @@ end
 local keep = expiry - now + 60000
 for _, g in ipairs(grants) do
   redis.call('ZADD', g[1], expiry, rid)
-  redis.call('HSET', g[2], rid, g[3])
-  redis.call('HINCRBY', g[2], '_total', g[3])
+  redis.call('HSET', g[2], rid, g[3], '_total', g[4])  -- open + amount, read above in this same script
   redis.call('PEXPIRE', g[1], keep)
   redis.call('PEXPIRE', g[2], keep)
 end

@@ -9,11 +9,13 @@ local nb = tonumber(ARGV[3])
 local k = 2
 local a = 4
 for _ = 1, nb do
-  redis.call('ZREM', KEYS[k], ARGV[1])
-  local held = redis.call('HGET', KEYS[k + 1], ARGV[1])
-  if held then
-    redis.call('HDEL', KEYS[k + 1], ARGV[1])
-    redis.call('HINCRBY', KEYS[k + 1], '_total', -tonumber(held))
+  -- Not in the zset: never held here (a degraded budget) or expired and purged with its amount already.
+  if redis.call('ZREM', KEYS[k], ARGV[1]) == 1 then
+    local held = redis.call('HGET', KEYS[k + 1], ARGV[1])
+    if held then
+      redis.call('HDEL', KEYS[k + 1], ARGV[1])
+      redis.call('HINCRBY', KEYS[k + 1], '_total', -tonumber(held))
+    end
   end
   local amount = tonumber(ARGV[a])
   if amount > 0 then
