@@ -3,19 +3,29 @@
 Used by the publisher on every ``emit`` (so it must cost microseconds), by the codec on every decoded event, and by
 the JSON tools. A failure is an :class:`InvalidEvent` carrying a short, stable ``reason`` code — the same code a
 dead-letter record carries — plus the field and a human message.
+
+Shape of the code: each rule is one cheap inline test on the common (valid) path; only when it fails does a
+helper work out *which* reason applies. Validation is also the publisher's guarantee that the event can be encoded
+later at flush time, so Avro's ranges (``int`` 32-bit, ``long`` 64-bit) and map value types are checked here too:
+an event that passes must never make a whole batch fail to encode.
 """
 
 from __future__ import annotations
 
 import re
+from typing import NoReturn
 
 from costplane.publisher.event import OPERATIONS, SERVICE_TIERS, STATUSES, TOKEN_BUCKETS, UsageEvent
 
-_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}").fullmatch
 _REQUIRED_STRINGS = ("tenant", "provider", "model", "request_id")
 _OPTIONAL_STRINGS = ("user_id", "team", "feature", "env", "session_id", "plan", "content_hash")
-_OPTIONAL_COUNTS = ("system_prompt_tokens", "max_tokens", "latency_ms", "billed_cost_nanos", "turn")
+_INT_MAX = 2**31 - 1  # Avro int
+_LONG_MAX = 2**63 - 1  # Avro long
 MAX_ATTRIBUTES = 64
+#: 9999-12-31T23:59:59.999Z, the largest instant a datetime can hold; larger values are usually microseconds or
+#: nanoseconds passed where milliseconds belong.
+MAX_OCCURRED_AT_MS = 253_402_300_799_999
 
 
 class InvalidEvent(ValueError):
@@ -28,7 +38,8 @@ class InvalidEvent(ValueError):
         self.message = message
 
 
-def _check_text(field: str, value: object, max_len: int, *, required: bool) -> None:
+def _text_problem(field: str, value: object, max_len: int, *, required: bool) -> None:
+    """Raise the reason ``value`` breaks, or return when it is in fact fine (valid non-ASCII text)."""
     if value is None or value == "":
         if required:
             reason = "missing_tenant" if field == "tenant" else "missing_field"
@@ -38,21 +49,22 @@ def _check_text(field: str, value: object, max_len: int, *, required: bool) -> N
         raise InvalidEvent("bad_type", field, f"{field} must be a string, got {type(value).__name__}")
     if len(value) > max_len:
         raise InvalidEvent("string_too_long", field, f"{field} is {len(value)} characters, the limit is {max_len}")
-    if not value.isascii():
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise InvalidEvent("not_utf8", field, f"{field} is not valid UTF-8 (lone surrogates)") from None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidEvent("not_utf8", field, f"{field} is not valid UTF-8 (lone surrogates)") from None
 
 
-def _check_count(field: str, value: object, limit: int | None) -> None:
+def _count_problem(field: str, value: object, limit: int, *, limit_is_sanity: bool) -> NoReturn:
+    """Raise the reason a count that failed the inline range test breaks."""
     if type(value) is not int:  # bool is an int subclass: refuse it too
         raise InvalidEvent("bad_type", field, f"{field} must be an integer, got {type(value).__name__}")
     if value < 0:
         raise InvalidEvent("negative_tokens" if field.endswith("tokens") else "negative_value", field,
                            f"{field} is {value}; counts are never negative")
-    if limit is not None and value > limit:
+    if limit_is_sanity:
         raise InvalidEvent("absurd_tokens", field, f"{field} is {value}, above the sanity limit {limit}")
+    raise InvalidEvent("out_of_range", field, f"{field} is {value}, larger than the schema type holds ({limit})")
 
 
 def validate_event(
@@ -68,40 +80,84 @@ def validate_event(
     Clock skew is checked only when both ``now_ms`` and ``max_clock_skew_ms`` are given (the worker passes them;
     an app's own clock is its reference, so the publisher does not).
     """
-    if not isinstance(ev.event_id, str) or not _UUID.match(ev.event_id):
-        raise InvalidEvent("bad_event_id", "event_id", f"event_id must be a UUID string, got {ev.event_id!r}")
-    for field in _REQUIRED_STRINGS:
-        _check_text(field, getattr(ev, field), max_string_len, required=True)
-    if type(ev.occurred_at) is not int or ev.occurred_at <= 0:
-        raise InvalidEvent("bad_timestamp", "occurred_at", "occurred_at must be positive epoch milliseconds")
-    if now_ms is not None and max_clock_skew_ms is not None and abs(ev.occurred_at - now_ms) > max_clock_skew_ms:
+    event_id = ev.event_id
+    if type(event_id) is not str or _UUID(event_id) is None:
+        raise InvalidEvent("bad_event_id", "event_id", f"event_id must be a UUID string, got {event_id!r}"[:200])
+    # Unrolled on purpose: this runs on every emit and every decoded event, and a loop of getattr costs twice as
+    # much. The common case is a short non-empty ASCII str; anything else goes to the helper that names the reason.
+    tenant, provider, model, request_id = ev.tenant, ev.provider, ev.model, ev.request_id
+    if not (type(tenant) is str and type(provider) is str and type(model) is str and type(request_id) is str
+            and 0 < len(tenant) <= max_string_len and 0 < len(provider) <= max_string_len
+            and 0 < len(model) <= max_string_len and 0 < len(request_id) <= max_string_len
+            and (tenant + provider + model + request_id).isascii()):
+        for name in _REQUIRED_STRINGS:
+            _text_problem(name, getattr(ev, name), max_string_len, required=True)
+    occurred_at = ev.occurred_at
+    if type(occurred_at) is not int or not 0 < occurred_at <= MAX_OCCURRED_AT_MS:
+        raise InvalidEvent("bad_timestamp", "occurred_at",
+                           f"occurred_at must be positive UTC epoch milliseconds before year 10000, got "
+                           f"{occurred_at!r}"[:200])
+    if now_ms is not None and max_clock_skew_ms is not None and abs(occurred_at - now_ms) > max_clock_skew_ms:
         raise InvalidEvent("clock_skew", "occurred_at",
-                           f"occurred_at is {(ev.occurred_at - now_ms) / 1000:+.0f}s from now, "
+                           f"occurred_at is {(occurred_at - now_ms) / 1000:+.0f}s from now, "
                            f"beyond the allowed skew of {max_clock_skew_ms / 1000:.0f}s")
-    if type(ev.attempt) is not int or ev.attempt < 1:
-        raise InvalidEvent("bad_attempt", "attempt", f"attempt must be an integer ≥ 1, got {ev.attempt!r}")
-    if ev.status not in STATUSES:
+    attempt = ev.attempt
+    if type(attempt) is not int or not 1 <= attempt <= _INT_MAX:
+        raise InvalidEvent("bad_attempt", "attempt", f"attempt must be an integer from 1, got {attempt!r}")
+    status = ev.status
+    if not isinstance(status, str) or status not in STATUSES:
         raise InvalidEvent("unknown_status", "status",
-                           f"status {ev.status!r} is not one of {', '.join(sorted(STATUSES))}")
-    for field in TOKEN_BUCKETS:
-        _check_count(field, getattr(ev, field), max_tokens_per_bucket)
-    if ev.operation is not None and ev.operation not in OPERATIONS:
-        raise InvalidEvent("unknown_operation", "operation", f"operation {ev.operation!r} is not known")
-    if ev.service_tier is not None and ev.service_tier not in SERVICE_TIERS:
-        raise InvalidEvent("unknown_service_tier", "service_tier", f"service_tier {ev.service_tier!r} is not known")
-    for field in _OPTIONAL_STRINGS:
-        _check_text(field, getattr(ev, field), max_string_len, required=False)
-    for field in _OPTIONAL_COUNTS:
-        value = getattr(ev, field)
-        if value is not None:
-            _check_count(field, value, max_tokens_per_bucket if field.endswith("tokens") else None)
-    for field in ("tokens_estimated", "result_cache_hit"):
-        value = getattr(ev, field)
-        if value is not None and not isinstance(value, bool):
-            raise InvalidEvent("bad_type", field, f"{field} must be a boolean")
-    if ev.attributes:
-        if not isinstance(ev.attributes, dict) or len(ev.attributes) > MAX_ATTRIBUTES:
-            raise InvalidEvent("bad_attributes", "attributes", f"attributes must be a map of ≤ {MAX_ATTRIBUTES}")
-        for key, value in ev.attributes.items():
-            _check_text("attributes", key, max_string_len, required=True)
-            _check_text("attributes", value, max_string_len, required=False)
+                           f"status {status!r} is not one of {', '.join(sorted(STATUSES))}")
+    a, b, c = ev.input_tokens, ev.cached_input_tokens, ev.cache_write_tokens
+    d, e = ev.output_tokens, ev.reasoning_tokens
+    if not (type(a) is int and type(b) is int and type(c) is int and type(d) is int and type(e) is int
+            and 0 <= a <= max_tokens_per_bucket and 0 <= b <= max_tokens_per_bucket
+            and 0 <= c <= max_tokens_per_bucket and 0 <= d <= max_tokens_per_bucket
+            and 0 <= e <= max_tokens_per_bucket):
+        for name in TOKEN_BUCKETS:
+            value = getattr(ev, name)
+            if type(value) is not int or not 0 <= value <= max_tokens_per_bucket:
+                _count_problem(name, value, max_tokens_per_bucket, limit_is_sanity=True)
+    operation = ev.operation
+    if operation is not None and (not isinstance(operation, str) or operation not in OPERATIONS):
+        raise InvalidEvent("unknown_operation", "operation", f"operation {operation!r} is not known")
+    tier = ev.service_tier
+    if tier is not None and (not isinstance(tier, str) or tier not in SERVICE_TIERS):
+        raise InvalidEvent("unknown_service_tier", "service_tier", f"service_tier {tier!r} is not known")
+    for name in _OPTIONAL_STRINGS:
+        value = getattr(ev, name)
+        if value is not None and (type(value) is not str or len(value) > max_string_len or not value.isascii()):
+            _text_problem(name, value, max_string_len, required=False)
+    _check_optional_counts(ev, max_tokens_per_bucket)
+    for name in ("tokens_estimated", "result_cache_hit"):
+        value = getattr(ev, name)
+        if value is not None and type(value) is not bool:
+            raise InvalidEvent("bad_type", name, f"{name} must be a boolean")
+    attributes = ev.attributes
+    if type(attributes) is not dict or len(attributes) > MAX_ATTRIBUTES:
+        raise InvalidEvent("bad_attributes", "attributes",
+                           f"attributes must be a map of at most {MAX_ATTRIBUTES} string labels")
+    for key, value in attributes.items():
+        if type(key) is not str or not key or len(key) > max_string_len or not key.isascii():
+            if key == "":
+                raise InvalidEvent("bad_attributes", "attributes", "attribute keys must be non-empty")
+            _text_problem("attributes", key, max_string_len, required=True)
+        if type(value) is not str or len(value) > max_string_len or not value.isascii():
+            if value is None:
+                raise InvalidEvent("bad_type", "attributes", f"attribute {key!r} has no value (null)")
+            _text_problem("attributes", value, max_string_len, required=False)
+
+
+def _check_optional_counts(ev: UsageEvent, max_tokens: int) -> None:
+    """Optional integers: absent, or within the Avro type (and the sanity bound for token counts)."""
+    turn = ev.turn
+    if turn is not None and (type(turn) is not int or not 0 <= turn <= _INT_MAX):
+        _count_problem("turn", turn, _INT_MAX, limit_is_sanity=False)
+    for name in ("system_prompt_tokens", "max_tokens"):
+        value = getattr(ev, name)
+        if value is not None and (type(value) is not int or not 0 <= value <= max_tokens):
+            _count_problem(name, value, max_tokens, limit_is_sanity=True)
+    for name in ("latency_ms", "billed_cost_nanos"):
+        value = getattr(ev, name)
+        if value is not None and (type(value) is not int or not 0 <= value <= _LONG_MAX):
+            _count_problem(name, value, _LONG_MAX, limit_is_sanity=False)
