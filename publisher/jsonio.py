@@ -21,15 +21,15 @@ def _timestamp(value: object) -> int:
     if isinstance(value, bool):
         raise InvalidEvent("bad_timestamp", "occurred_at", "occurred_at must be epoch millis or ISO-8601")
     if isinstance(value, int):
-        return int(value)
+        return value
     if isinstance(value, float) and value.is_integer():
         return int(value)
     if isinstance(value, str):
         text = value.strip()
-        if text.isdigit():
+        if text.isascii() and text.isdigit():  # "²".isdigit() is True too; int() would refuse it
             return int(text)
         try:
-            return to_millis(datetime.fromisoformat(text.replace("Z", "+00:00")))
+            return int(to_millis(datetime.fromisoformat(text.replace("Z", "+00:00"))))
         except ValueError:
             pass
     raise InvalidEvent("bad_timestamp", "occurred_at", f"occurred_at {value!r} is neither epoch millis nor ISO-8601")
