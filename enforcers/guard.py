@@ -162,17 +162,16 @@ class GuardCore:
         self.metrics.by_kind["block"].inc()
         return Answer("block", reason=UNAVAILABLE, retry_after_s=self.breaker.cooldown_s)
 
-    def amounts(self, *, provider: str | None, model: str, prompt: str | None, messages: list[dict[str, Any]] | None,
-                prompt_tokens: int | None, max_tokens: int) -> tuple[int, int, str]:
-        """(worst-case nano-USD, worst-case tokens, provider) of a call before it is made."""
+    def amounts(self, *, provider: str, model: str, prompt: str | None, messages: list[dict[str, Any]] | None,
+                prompt_tokens: int | None, max_tokens: int) -> tuple[int, int]:
+        """(worst-case nano-USD, worst-case tokens) of a call before it is made."""
         if prompt_tokens is None:
             from costplane.pricing.tokens import count_messages, count_text
 
             counted = count_messages(messages, model) if messages is not None else count_text(prompt or "", model)
             prompt_tokens = counted.tokens
-        resolved = provider or ""
-        nanos = int(self.catalog.worst_case_nanos(resolved, model, prompt_tokens, max_tokens))
-        return nanos, prompt_tokens + max_tokens, resolved
+        nanos = int(self.catalog.worst_case_nanos(provider, model, prompt_tokens, max_tokens))
+        return nanos, prompt_tokens + max_tokens
 
     def actual(self, slots: tuple[Slot, ...], provider: str, model: str, usage: Mapping[str, int]) -> list[int]:
         from costplane.pricing.cost import TokenUsage
@@ -217,13 +216,14 @@ def reserve_steps(core: GuardCore, keys: Any, scope: Mapping[str, str | None], *
     """The reservation, as store steps; returns ``(answer, request or None, provider)``."""
     now = core.now_ms()
     skey = core.cache_key(scope)
-    nanos, tokens, resolved = core.amounts(provider=provider, model=model, prompt=prompt, messages=messages,
-                                           prompt_tokens=prompt_tokens, max_tokens=max_tokens)
+    resolved = provider or ""
     cached = core.cached_answer(skey, now)
-    if cached is not None:
+    if cached is not None:  # answered from memory: no tokens counted, no price looked up
         return cached, None, resolved
     if not core.breaker.allow():
         return core.on_failure(scope, None), None, resolved
+    nanos, tokens = core.amounts(provider=resolved, model=model, prompt=prompt, messages=messages,
+                                 prompt_tokens=prompt_tokens, max_tokens=max_tokens)
     try:
         tenant = str(scope_attrs(scope)["tenant"])
         budgets = core.cached_budgets(tenant, now)
