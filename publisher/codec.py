@@ -100,16 +100,17 @@ def _to_record(ev: UsageEvent) -> dict[str, Any]:
     return {name: getattr(ev, name) for name in FIELD_NAMES}
 
 
-def _to_event(record: dict[str, Any]) -> UsageEvent:
+def _to_event(record: dict[str, Any], ordered: bool) -> UsageEvent:
     """Build the event from a decoded record.
 
-    fastavro returns records as dicts in reader-schema field order, which is the dataclass's field order (checked
-    once in :func:`_schemas`), so the values go in positionally: about six times cheaper than ``**record`` for 30
-    fields, the largest single cost of decoding after fastavro itself.
+    Read without schema resolution, fastavro returns records as dicts in schema field order, which is the
+    dataclass's field order (checked once in :func:`_schemas`), so the values go in positionally: about six times
+    cheaper than ``**record`` for 30 fields, the largest single cost of decoding after fastavro itself. Records
+    resolved from another writer schema come in the writer's order and go in by name.
     """
-    if len(record) == _FIELD_COUNT:
+    if ordered:
         return UsageEvent(*record.values())
-    return UsageEvent(**record)  # raises TypeError (a schema mismatch) on a foreign shape
+    return UsageEvent(**record)
 
 
 def _header(headers: Headers | None, key: str) -> bytes | None:
@@ -228,7 +229,7 @@ class UsageCodec:
             result.rejects.append(Reject("undecodable", "empty message value"))
             return result
         try:
-            name, record = self._read(value, headers)
+            name, record, ordered = self._read(value, headers)
         except _Rejected as exc:
             result.rejects.append(Reject(exc.reason, str(exc)[:500]))
             return result
@@ -249,13 +250,13 @@ class UsageCodec:
         events, rejects = result.events, result.rejects
         for index, item in enumerate(items):
             try:
-                event = _to_event(item)
+                event = _to_event(item, ordered)
             except TypeError as exc:
-                rejects.append(Reject("schema_mismatch", str(exc), None, index))
+                rejects.append(Reject("schema_mismatch", str(exc)[:500], None, index))
                 continue
             if tenant is not None and event.tenant != tenant:
                 rejects.append(Reject("tenant_mismatch", f"event tenant {event.tenant!r} in a batch of tenant "
-                                      f"{tenant!r}"[:500], event_to_json_dict(event), index))
+                                      f"{tenant!r}"[:500], _json_or_none(event), index))
                 continue
             try:
                 if validate is None:
@@ -263,12 +264,16 @@ class UsageCodec:
                 else:
                     validate(event)
             except InvalidEvent as exc:
-                rejects.append(Reject(exc.reason, exc.message, event_to_json_dict(event), index))
+                rejects.append(Reject(exc.reason, exc.message, _json_or_none(event), index))
+                continue
+            except Exception as exc:  # noqa: BLE001 - a crashing custom validator must not lose the message
+                rejects.append(Reject("schema_mismatch", f"{type(exc).__name__}: {exc}"[:500], None, index))
                 continue
             events.append(event)
         return result
 
-    def _read(self, value: bytes, headers: Headers | None) -> tuple[str, dict[str, Any]]:
+    def _read(self, value: bytes, headers: Headers | None) -> tuple[str, dict[str, Any], bool]:
+        """Name, record, and whether the record's fields are in our schema's order (read without resolution)."""
         declared = _header(headers, SCHEMA_HEADER)
         if declared is None:
             if value[:1] == b"\x00" and len(value) > 5:
@@ -286,9 +291,9 @@ class UsageCodec:
         record = cast(dict[str, Any], fastavro.schemaless_reader(buf, self._readers[name], None))
         if buf.tell() != len(value):
             raise ValueError(f"{len(value) - buf.tell()} trailing bytes after the {name} record")
-        return name, record
+        return name, record, True
 
-    def _read_registry(self, value: bytes) -> tuple[str, dict[str, Any]]:
+    def _read_registry(self, value: bytes) -> tuple[str, dict[str, Any], bool]:
         (schema_id,) = struct.unpack(">I", value[1:5])
         writer = self._writer_by_id.get(schema_id)
         if writer is None:
@@ -301,7 +306,7 @@ class UsageCodec:
             record = cast(dict[str, Any], fastavro.schemaless_reader(buf, writer_schema, self._readers[name]))
         if buf.tell() != len(value) - 5:
             raise ValueError(f"{len(value) - 5 - buf.tell()} trailing bytes after the {name} record")
-        return name, record
+        return name, record, writer_schema is None
 
     def _fetch_writer(self, schema_id: int) -> tuple[str, Any | None]:
         """Look a writer schema up by id (once per id and process) and parse it with plain-long timestamps.
@@ -363,6 +368,15 @@ class UsageCodec:
             raise _Rejected("registry_unavailable", f"schema id {schema_id}: registry error {exc}") from exc
         except Exception as exc:
             raise _Rejected("registry_unavailable", f"schema id {schema_id}: {type(exc).__name__}: {exc}") from exc
+
+
+def _json_or_none(event: UsageEvent) -> dict[str, Any] | None:
+    """The event for the dead letter, or None when it is too malformed to render (decode must not raise)."""
+    try:
+        data: dict[str, Any] = event_to_json_dict(event)
+    except (TypeError, ValueError):
+        return None
+    return data
 
 
 class _Rejected(Exception):
