@@ -22,6 +22,9 @@ from costplane.budgets.model import Budget
 from costplane.enforcers.keys import KeyLayout
 from costplane.enforcers.plan import ReserveRequest, ReserveResult, Slot
 from costplane.enforcers.resp import bulk, bulks, evalsha
+from costplane.logging import get_logger
+
+log = get_logger("costplane.guard")
 
 SETTLED_MARKER_TTL_MS = 24 * 3_600_000
 #: The guard's client gives up at once: the failure policy and the circuit breaker decide what happens next,
@@ -82,6 +85,17 @@ def settle_wire(keys_layout: KeyLayout, tenant: str, reservation_id: str, slots:
     return 1 + 3 * nb, 1 + 3 * nb + 3 + 3 * nb, body
 
 
+def parse_budgets(tenant: str, raw: dict[Any, Any]) -> list[Budget]:
+    """The tenant's published budgets; one that does not parse is skipped and logged, never raised into the app."""
+    out = []
+    for budget_id, text in raw.items():
+        try:
+            out.append(Budget.from_json(text))
+        except ValueError as exc:
+            log.error("unreadable budget skipped", tenant=tenant, budget=_text(budget_id), error=str(exc)[:200])
+    return out
+
+
 def parse_reserve(raw: Sequence[Any]) -> ReserveResult:
     head = raw[0].decode() if isinstance(raw[0], bytes) else str(raw[0])
     if head == "decisions":
@@ -133,8 +147,7 @@ class RedisBudgetStore:
 
     # guard side
     def load_budgets(self, tenant: str) -> list[Budget]:
-        raw = self.client.hgetall(self.keys.budgets(tenant))
-        return [Budget.from_json(v) for v in raw.values()]
+        return parse_budgets(tenant, self.client.hgetall(self.keys.budgets(tenant)))
 
     def read_decisions(self, keys: Sequence[str]) -> list[str]:
         if not keys:
@@ -192,8 +205,7 @@ class AsyncRedisBudgetStore:
         return cls(client, KeyLayout(prefix))
 
     async def load_budgets(self, tenant: str) -> list[Budget]:
-        raw = await self.client.hgetall(self.keys.budgets(tenant))
-        return [Budget.from_json(v) for v in raw.values()]
+        return parse_budgets(tenant, await self.client.hgetall(self.keys.budgets(tenant)))
 
     async def read_decisions(self, keys: Sequence[str]) -> list[str]:
         if not keys:

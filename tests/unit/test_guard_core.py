@@ -208,3 +208,10 @@ def test_pre_encoded_scripts_match_the_generic_encoding() -> None:
     k, a = settle_args(keys, "acme", "rid1", plan.slots, [10, 20])
     assert evalsha(b"abc", *settle_wire(keys, "acme", "rid1", plan.slots, [10, 20])) == \
         b"*%d\r\n" % (3 + len(k) + len(a)) + generic(b"abc", k, a)
+
+
+def test_an_unreadable_budget_is_skipped_not_raised() -> None:
+    from costplane.enforcers.store import parse_budgets
+
+    good = Budget.from_cli("tok", scope="tenant=acme", limit_tokens=10)
+    assert parse_budgets("acme", {b"tok": good.to_json().encode(), b"bad": b"{not json", b"x": b'{"id": 1}'}) == [good]
