@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from costplane.publisher.schema_compat import backward_problems
+from costplane.publisher.schema_compat import backward_problems, structural_problems
 
 SCHEMAS = Path(str(resources.files("costplane.schemas")))
 HISTORY = sorted(p for p in (SCHEMAS / "history").iterdir() if p.is_dir())
@@ -58,3 +58,39 @@ def test_the_checker_catches_breaking_changes(breaking: Any) -> None:
     evolved = copy.deepcopy(event)
     breaking(evolved)
     assert backward_problems([event], [evolved], samples=500) != []
+
+
+def _field(schema: dict[str, Any], name: str) -> dict[str, Any]:
+    field: dict[str, Any] = next(f for f in schema["fields"] if f["name"] == name)
+    return field
+
+
+@pytest.mark.parametrize(
+    ("breaking", "expected"),
+    [
+        (lambda s: _field(s, "status")["type"]["symbols"].remove("cancelled"), "lost symbol"),
+        (lambda s: _field(s, "user_id").update(type="string"), "null cannot be read as string"),
+        (lambda s: _field(s, "occurred_at")["type"].update(logicalType="timestamp-micros"), "logical type"),
+        (lambda s: _field(s, "input_tokens").update(type="int"), "long cannot be read as int"),
+        (lambda s: s.update(name="UsageRecord"), "undefined type dev.costplane.v1.UsageEvent"),
+    ],
+    ids=["rare-enum-symbol-removed", "optional-made-required", "logical-type-changed", "long-narrowed", "renamed"],
+)
+def test_structural_check_is_deterministic_inside_the_batch(breaking: Any, expected: str) -> None:
+    """Breaks that random samples can miss (a rare symbol) are found by the rules, also nested in UsageBatch."""
+    old = _pair(SCHEMAS)
+    evolved = copy.deepcopy(old)
+    breaking(evolved[0])
+    problems = structural_problems(old, evolved)
+    assert problems and expected in problems[0] and problems[0].startswith("$.events[]")
+
+
+def test_structural_check_allows_the_specs_compatible_changes() -> None:
+    old = _pair(SCHEMAS)[0]
+    new = copy.deepcopy(old)
+    _field(new, "attempt").update(type="long")  # int → long promotion
+    _field(new, "operation")["type"][1]["symbols"].remove("rerank")  # enum with a default absorbs it
+    _field(new, "status")["type"]["symbols"].append("skipped")  # new symbol: old data never has it
+    new["fields"].append({"name": "region", "type": ["null", "string"], "default": None, "doc": "x"})
+    assert structural_problems([old], [new]) == []
+    assert structural_problems([new], [old]) != []  # …but not forward: long → int, unknown symbol
