@@ -67,7 +67,7 @@ class InMemoryBudgetStore:
                 spent = sum(buckets.values())
                 if spent + held + amount > slot.budget.limit:
                     if slot.mode == BLOCK:
-                        return ReserveResult(exhausted=index)
+                        return ReserveResult(exhausted=index, held=spent + held)
                     degraded.append(index)
                 else:
                     grants.append((slot, amount))

@@ -28,6 +28,9 @@ class Answer:
     retry_after_s: float = 0.0
     model: str | None = None
     budget_id: str | None = None
+    #: On a Block by a reservation: what the budget held (settled + open reservations) and its limit, at refusal.
+    held: int | None = None
+    limit: int | None = None
 
     @property
     def allowed(self) -> bool:
@@ -109,6 +112,7 @@ class ReserveResult:
     decisions: list[str] = field(default_factory=list)
     exhausted: int | None = None  # 0-based slot index
     degraded: list[int] = field(default_factory=list)
+    held: int | None = None  # settled + open on the exhausted budget when it refused
 
 
 def scope_attrs(scope: Mapping[str, str | None]) -> dict[str, str | None]:
@@ -207,7 +211,8 @@ def answer_from_reserve(req: ReserveRequest, result: ReserveResult) -> Answer:
     if result.exhausted is not None:
         slot = req.slots[result.exhausted]
         return Answer("block", reason=f"budget {slot.budget.id} ({slot.budget.limit_display()}) would be exceeded",
-                      retry_after_s=max(slot.window_end_ms - req.now_ms, 0) / 1000, budget_id=slot.budget.id)
+                      retry_after_s=max(slot.window_end_ms - req.now_ms, 0) / 1000, budget_id=slot.budget.id,
+                      held=result.held, limit=slot.budget.limit)
     if result.degraded:
         slot = req.slots[result.degraded[0]]
         return Answer("degrade", reason=f"budget {slot.budget.id} would be exceeded", model=slot.budget.degrade_model,

@@ -101,7 +101,7 @@ def parse_reserve(raw: Sequence[Any]) -> ReserveResult:
     if head == "decisions":
         return ReserveResult(decisions=[r.decode() if isinstance(r, bytes) else str(r) for r in raw[1:]])
     if head == "exhausted":
-        return ReserveResult(exhausted=int(raw[1]) - 1)
+        return ReserveResult(exhausted=int(raw[1]) - 1, held=int(raw[2]) + int(raw[3]))
     tail = raw[1].decode() if isinstance(raw[1], bytes) else str(raw[1])
     return ReserveResult(degraded=[int(x) - 1 for x in tail.split(",") if x])
 

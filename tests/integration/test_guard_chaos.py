@@ -75,18 +75,19 @@ def _worker(url: str, threads: int, seed: int, out: Any) -> None:
     """One process: ``threads`` threads reserve random costs and settle the full amount; report admissions."""
     store = RedisBudgetStore.from_url(url, prefix="cc", timeout_s=2.0)
     guard = BudgetGuard(store, decision_cache_s=0.0, budget_cache_s=60.0)
-    results: list[tuple[str, int, int]] = []
+    results: list[tuple[str, int, int]] = []  # (kind, worst case, held by the budget when refused)
     lock = threading.Lock()
 
     def run(tid: int) -> None:
         rng = random.Random(seed * 1000 + tid)
         for _ in range(40):
-            prompt = rng.randrange(2_000, 60_000)
+            # Up to $0.10 (1 % of the limit) a call: a refusal is only right once 99 % of the limit is held.
+            prompt = rng.randrange(2_000, 36_000)
             r = guard.reserve({"tenant": "acme"}, provider="openai", model="gpt-4o", prompt_tokens=prompt,
                               max_tokens=1000)
             worst = r.request.amounts[0] if r.request else 0
             with lock:
-                results.append((r.answer.kind, worst, prompt))
+                results.append((r.answer.kind, worst, r.answer.held or 0))
             if r.allowed:
                 r.settle({"input_tokens": prompt, "output_tokens": 1000})
 
@@ -109,13 +110,16 @@ def test_64_threads_in_4_processes_never_overspend(private_redis: PrivateRedis) 
     results = [row for _ in procs for row in queue.get(timeout=240)]
     for p in procs:
         p.join(30)
-    admitted = [worst for kind, worst, _p in results if kind == "allow"]
-    blocked = [worst for kind, worst, _p in results if kind == "block"]
-    assert len(results) == 64 * 40 and admitted and blocked
+    admitted = [worst for kind, worst, _h in results if kind == "allow"]
+    held_at_refusal = [held for kind, _w, held in results if kind == "block"]
+    assert len(results) == 64 * 40 and admitted and held_at_refusal
+    assert max(admitted) <= LIMIT_NANOS // 100
     # Settled at full worst case, admitted spend can never pass the limit plus one reservation.
     assert sum(admitted) <= LIMIT_NANOS + max(admitted)
-    # Nothing was refused while there was room: the last refusals came when spend was ≥ 99 % of the limit.
-    assert sum(admitted) >= LIMIT_NANOS * 0.99 - max(blocked)
+    # No call was refused while settled + open reservations were under 99 % of the limit (the script reports
+    # what the budget held at the moment it refused).
+    assert min(held_at_refusal) >= LIMIT_NANOS * 0.99
+    assert sum(admitted) >= LIMIT_NANOS * 0.99
 
 
 def test_redis_stopped_mid_run_fails_open_or_closed_per_scope_then_recovers(private_redis: PrivateRedis) -> None:

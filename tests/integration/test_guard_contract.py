@@ -62,6 +62,7 @@ def test_reserve_until_the_limit_then_block(store_and_clock: tuple[Any, Clock]) 
         admitted.append(r)
     assert len(admitted) == 10_000_000 // worst
     assert r.answer.kind == "block" and "acme-day" in r.answer.reason and r.answer.retry_after_s > 0
+    assert r.answer.held == len(admitted) * worst and r.answer.limit == 10_000_000
     # Releasing one reservation frees exactly its room.
     admitted[0].release()
     assert guard.reserve({"tenant": "acme"}, prompt_tokens=1000, max_tokens=1000, **GPT).allowed
