@@ -299,11 +299,25 @@ class Reservation:
     def _publish(self, publisher: Any, usage: Any, buckets: dict[str, int], event_fields: dict[str, Any]) -> None:
         if publisher is None or usage is None:
             return
-        fields = {k: v for k, v in self.scope.items() if k in ("tenant", "team", "feature", "env", "plan")}
+        fields: dict[str, Any] = {k: v for k, v in self.scope.items() if k in ("tenant", "team", "feature", "env",
+                                                                               "plan")}
         user = self.scope.get("user") or self.scope.get("user_id")
         if user is not None:
             fields["user_id"] = user
-        publisher.record(**fields, provider=self.provider, model=self.model, **buckets, **event_fields)
+        fields.update(provider=self.provider, model=self.model, **buckets, **event_fields)
+        if hasattr(publisher, "record"):  # UsagePublisher: fills event_id, occurred_at, request_id, attempt
+            publisher.record(**fields)
+            return
+        from uuid6 import uuid7
+
+        from costplane.publisher.event import UsageEvent
+
+        event_id = str(fields.pop("event_id", None) or uuid7())
+        fields.setdefault("occurred_at", self._guard.core.now_ms())
+        fields.setdefault("request_id", event_id)
+        fields.setdefault("attempt", 1)
+        fields.setdefault("status", "ok")
+        publisher.emit(UsageEvent(event_id=event_id, **fields))
 
     def settle(self, usage: Any = None, *, publisher: Any = None, **event_fields: Any) -> None:
         """Charge the real usage (an OpenAI/Anthropic response or usage, or a bucket dict) and release the rest.

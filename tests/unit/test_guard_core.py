@@ -215,3 +215,22 @@ def test_an_unreadable_budget_is_skipped_not_raised() -> None:
 
     good = Budget.from_cli("tok", scope="tenant=acme", limit_tokens=10)
     assert parse_budgets("acme", {b"tok": good.to_json().encode(), b"bad": b"{not json", b"x": b'{"id": 1}'}) == [good]
+
+
+def test_settle_builds_a_usage_event_for_an_emit_only_publisher() -> None:
+    from costplane.publisher.event import UsageEvent
+
+    guard, _spy, _ = _setup()
+    events: list[UsageEvent] = []
+
+    class Sink:
+        def emit(self, event: UsageEvent) -> bool:
+            events.append(event)
+            return True
+
+    r = guard.reserve({"tenant": "acme", "user": "u1"}, **CALL)
+    r.settle({"input_tokens": 70, "output_tokens": 9}, publisher=Sink())
+    (event,) = events
+    assert (event.tenant, event.user_id, event.model, event.input_tokens, event.output_tokens) == \
+        ("acme", "u1", "gpt-4o-mini", 70, 9)
+    assert event.occurred_at == int(T0 * 1000) and event.request_id == event.event_id and event.attempt == 1
