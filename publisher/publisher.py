@@ -148,6 +148,7 @@ class UsagePublisher:
         self._next_probe = 0.0
         self._orphan: DiskSpool | None = None
         self._next_adopt = 0.0
+        self._producer_fatal = False
         self._thread: threading.Thread | None = None
         self._start = start
         if start:
@@ -330,6 +331,8 @@ class UsagePublisher:
             self._wake.wait(max(linger_s / 2, 0.001))
             self._wake.clear()
             try:
+                if self._producer_fatal:
+                    self._replace_producer()
                 self._drain_buffers(force=False)
                 self._producer.poll(0)
                 self._maybe_replay()
@@ -381,6 +384,20 @@ class UsagePublisher:
             self._log.warning("produce", "produce failed; spooling", error=repr(exc))
             self._to_spool(msg)
 
+    def _replace_producer(self) -> None:
+        """Swap a fatally failed client for a new one; its queued batches are failed into the spool first."""
+        self._producer_fatal = False
+        self.metrics.errors.labels("client_fatal").inc()
+        old = self._producer
+        old.purge(True, True, True)
+        for _ in range(1000):
+            if not old.poll(0):
+                break
+        if self._own_producer:
+            self._producer = build_producer(self.kafka, self.settings, _client_error_handler(weakref.ref(self)))
+        self._broker_up = False  # probe the new client before replaying through it
+        self._next_probe = 0.0
+
     def _on_client_error(self, err: Any) -> None:
         """All brokers unreachable: send new batches to the spool now rather than after the delivery timeout.
 
@@ -390,7 +407,12 @@ class UsagePublisher:
         code = err.code() if hasattr(err, "code") else None
         from confluent_kafka import KafkaError
 
-        if code == KafkaError._ALL_BROKERS_DOWN:
+        if callable(getattr(err, "fatal", None)) and err.fatal():
+            # An idempotent producer can hit a fatal error (e.g. after a long outage); it then fails everything.
+            # The background thread replaces it; what it held comes back through failed reports into the spool.
+            self._producer_fatal = True
+            self._log.warning("client_fatal", "kafka client failed fatally; replacing it", error=str(err))
+        elif code == KafkaError._ALL_BROKERS_DOWN:
             if self._broker_up:
                 self._log.warning("all_brokers_down", "no broker reachable; spooling new batches")
             self._broker_up = False

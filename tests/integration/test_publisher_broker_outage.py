@@ -93,7 +93,13 @@ def test_fifty_thousand_emits_across_a_thirty_second_outage_lose_nothing(
     assert publisher.metrics.spooled._value.get() > 0, "the outage should have sent batches to the spool"
     ids = _consume_all(kafka.bootstrap_servers, kafka.topic("usage"), expected=len(events))
     missing = {e.event_id for e in events} - set(ids)
-    assert missing == set(), f"{len(missing)} events lost"
+    m = publisher.metrics
+    assert missing == set(), (
+        f"{len(missing)} events not consumed; spool left {publisher.stats()['spool_bytes']} bytes, "
+        f"spooled {m.spooled._value.get():.0f} / replayed {m.replayed._value.get():.0f} batches, "
+        f"lost {[(s.labels, s.value) for metric in m.lost.collect() for s in metric.samples]}, "
+        f"errors {[(s.labels, s.value) for metric in m.errors.collect() for s in metric.samples]}"
+    )
     # Duplicates are possible (a batch delivered and then spooled by a late timeout); the worker dedups. Report
     # them, and fail only if they stop being the exception.
     duplicates = len(ids) - len(set(ids))

@@ -339,3 +339,23 @@ def test_slots_left_by_gone_processes_are_adopted_and_drained(tmp_path: Path) ->
     assert not any((base / "slot-2").glob("seg-*.spool")) and pub._orphan is None
     assert any((base / "slot-1").glob("seg-*.spool"))
     live.close()
+
+
+def test_a_fatally_failed_client_is_replaced_and_its_batches_spooled(tmp_path: Path) -> None:
+    class FatalError:
+        def code(self) -> int:
+            return -150
+
+        def fatal(self) -> bool:
+            return True
+
+    producer = FakeProducer()
+    pub = _publisher(tmp_path, producer)
+    pub.emit(next(generate(1)))
+    pub._drain_buffers(force=True)  # one batch queued in the client
+    pub._on_client_error(FatalError())
+    pub._replace_producer()
+    assert pub.metrics.errors.labels("client_fatal")._value.get() == 1
+    assert pub.metrics.spooled._value.get() == 1 and not pub._broker_up  # purged into the spool, probe next
+    pub._maybe_replay()
+    assert len(_decoded(producer)) == 1 and pub._spool.is_empty()
