@@ -124,7 +124,7 @@ class GuardCore:
 
     @staticmethod
     def cache_key(scope: Mapping[str, str | None]) -> ScopeKey:
-        return tuple(sorted(scope_attrs(scope).items()))
+        return tuple(sorted((scope_attrs(scope) if "user_id" in scope else scope).items()))
 
     def cached_answer(self, key: ScopeKey, now_ms: int) -> Answer | None:
         hit = self._answers.get(key)
@@ -389,7 +389,11 @@ class BudgetGuard:
 
     def check(self, scope: Mapping[str, str | None]) -> Answer:
         """The stream's decisions for this scope: Allow, Block(reason, retry_after) or Degrade(model)."""
-        return cast(Answer, self.run(check_steps(self.core, self.store.keys, scope)))
+        core = self.core
+        hit = core.cached_answer(core.cache_key(scope), core.now_ms())  # a blocked scope: memory only
+        if hit is not None:
+            return hit
+        return cast(Answer, self.run(check_steps(core, self.store.keys, scope)))
 
     def reserve(self, scope: Mapping[str, str | None], *, model: str, provider: str | None = None,
                 prompt: str | None = None, messages: list[dict[str, Any]] | None = None,
