@@ -1,0 +1,279 @@
+"""Spend windows per (budget, member) and the decisions they imply: pure, one update per key per batch.
+
+State of one key is a small JSON-compatible dict, the value of a changelog-backed table key
+``"{budget_id}|{member}"``::
+
+    {"b": {"<bucket start ms>": [tokens, nanos], ...},   # only buckets of the current window (and the future)
+     "soft": [0.5, ...],                                  # soft thresholds already notified (armed again below)
+     "d": {"action": ..., "window_end_ms": ..., "until_ms": ..., "version": ..., "limit": ...} | None}
+
+Unknown keys are kept untouched, so a caller may store its own bookkeeping (e.g. offsets) in the same value.
+
+Decisions are edge-triggered: a ``decision`` (block / degrade) when the hard limit is reached, a ``lift`` when it
+no longer holds (budget raised, window rolled over, spend aged out of a rolling window, budget deleted), a
+``notify`` once when a notify-only budget reaches its limit, and a ``threshold`` once per soft threshold crossed
+(armed again only when the spend falls back below it: a new calendar window, a raised limit, or rolling spend
+ageing out). A budget change is applied to the current window at once: call :func:`evaluate` with the new budget.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+from typing import Any, Literal
+
+from costplane.budgets import Budget, bucket_for, window_for
+from costplane.budgets.model import event_attrs
+from costplane.budgets.windows import ROLLING, buckets_in_window
+from costplane.streams.core.priced import PricedEvent
+
+State = dict[str, Any]
+DecisionType = Literal["decision", "lift", "notify", "threshold"]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """One enforcement record: written to Redis (``decision``; ``lift`` deletes it) and to the decisions topic.
+
+    ``spent`` and ``limit`` are in the budget's unit (integer nano-USD or tokens). ``until_ms`` is when the
+    decision stops holding if nothing more is spent: the window's end for calendar periods, the moment enough
+    rolling buckets have aged out for rolling ones; use it as the Redis expiry and the guard's retry-after.
+    """
+
+    type: DecisionType
+    action: str  # block | degrade | notify (for a lift: the action lifted)
+    tenant: str
+    budget_id: str
+    member: str
+    reason: str
+    spent: int
+    limit: int
+    unit: str
+    window_start_ms: int
+    window_end_ms: int
+    until_ms: int
+    version: int
+    at_ms: int
+    degrade_model: str | None = None
+    threshold: float | None = None
+
+    @property
+    def dedup_key(self) -> str:
+        """Stable per budget, member and window (and threshold): replays publish nothing new under it."""
+        tail = f"|{self.threshold}" if self.threshold is not None else ""
+        return f"{self.type}|{self.budget_id}|{self.member}|{self.window_start_ms}{tail}"
+
+    def ttl_ms(self, now_ms: int) -> int:
+        """How long the Redis record should live (at least one second)."""
+        return max(self.until_ms - now_ms, 1_000)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "dedup_key": self.dedup_key}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Decision:
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+
+def state_key(budget_id: str, member: str) -> str:
+    return f"{budget_id}|{member}"
+
+
+def split_key(key: str) -> tuple[str, str]:
+    budget_id, _, member = key.partition("|")
+    return budget_id, member
+
+
+def tenant_of(member: str) -> str:
+    for part in member.split(","):
+        name, _, value = part.partition("=")
+        if name == "tenant":
+            return value
+    return ""
+
+
+def empty_state() -> State:
+    return {"b": {}, "soft": [], "d": None}
+
+
+def event_tokens(p: PricedEvent) -> int:
+    e = p.event
+    return int(e.input_tokens + e.cached_input_tokens + e.cache_write_tokens + e.output_tokens + e.reasoning_tokens)
+
+
+# -- spend windows ------------------------------------------------------------------------------------------------
+def aggregate(events: Iterable[PricedEvent], budgets: Iterable[Budget]) -> dict[str, dict[int, list[int]]]:
+    """Sum a batch per table key and bucket first (``{key: {bucket_start: [tokens, nanos]}}``), so each key is
+    read and written once per batch however many of its events the batch holds."""
+    budget_list = list(budgets)
+    out: dict[str, dict[int, list[int]]] = {}
+    for p in events:
+        attrs = event_attrs(p.event)
+        tokens = event_tokens(p)
+        for b in budget_list:
+            member = b.member_of(attrs)
+            if member is None:
+                continue
+            bucket = bucket_for(b.period, b.tz, p.event.occurred_at).start_ms
+            cell = out.setdefault(state_key(b.id, member), {}).setdefault(bucket, [0, 0])
+            cell[0] += tokens
+            cell[1] += p.cost_nanos
+    return out
+
+
+def add(state: State | None, budget: Budget, increments: Mapping[int, Iterable[int]], now_ms: int) -> State:
+    """A new state: ``state`` plus one key's batch increments, with buckets older than the window dropped."""
+    new = copy_state(state)
+    buckets: dict[str, list[int]] = new["b"]
+    for start, (tokens, nanos) in increments.items():
+        cell = buckets.setdefault(str(start), [0, 0])
+        cell[0] += int(tokens)
+        cell[1] += int(nanos)
+    prune(new, budget, now_ms)
+    return new
+
+
+def prune(state: State, budget: Budget, now_ms: int) -> None:
+    """Drop buckets that ended before the window containing ``now_ms`` starts (memory stays bounded)."""
+    first = window_for(budget.period, budget.tz, now_ms).start_ms
+    for start in [s for s in state["b"] if int(s) < first]:
+        del state["b"][start]
+
+
+def total(state: State | None, budget: Budget, now_ms: int) -> int:
+    """The member's spend in the window containing ``now_ms``, in the budget's unit (tokens or nano-USD)."""
+    if not state:
+        return 0
+    idx = 0 if budget.unit == "tokens" else 1
+    w = window_for(budget.period, budget.tz, now_ms)
+    return sum(int(v[idx]) for s, v in state["b"].items() if w.start_ms <= int(s) < w.end_ms)
+
+
+def copy_state(state: State | None) -> State:
+    if not state:
+        return empty_state()
+    return {**state, "b": {k: list(v) for k, v in state.get("b", {}).items()}, "soft": list(state.get("soft", [])),
+            "d": dict(state["d"]) if state.get("d") else None}
+
+
+def _until(budget: Budget, state: State, now_ms: int, spent: int) -> int:
+    """When the spend stops reaching the limit if nothing more is spent (window end for calendar periods)."""
+    w = window_for(budget.period, budget.tz, now_ms)
+    if budget.period not in ROLLING:
+        return w.end_ms
+    idx = 0 if budget.unit == "tokens" else 1
+    size = ROLLING[budget.period][0]
+    remaining = spent
+    for bucket in buckets_in_window(budget.period, budget.tz, now_ms):
+        remaining -= int(state["b"].get(str(bucket.start_ms), [0, 0])[idx])
+        if remaining < budget.limit:
+            return bucket.end_ms + size * ROLLING[budget.period][1] - size  # when this bucket leaves the window
+    return w.end_ms + w.end_ms - w.start_ms  # a zero limit: holds a whole window more
+
+
+# -- decisions ----------------------------------------------------------------------------------------------------
+def evaluate(budget: Budget | None, key: str, state: State | None, now_ms: int,
+             budget_id: str | None = None) -> tuple[State, list[Decision]]:
+    """Re-check one member: after a batch, after a budget change, or on a timer (lifts at rollover).
+
+    Returns the new state (write it back when it differs) and the decisions to apply, in order. ``budget`` None
+    means the budget was deleted: any standing decision is lifted.
+    """
+    bid, member = split_key(key)
+    new = copy_state(state)
+    out: list[Decision] = []
+    standing: dict[str, Any] | None = new.get("d")
+    if budget is None:
+        if standing and standing["action"] != "notify":
+            out.append(_record("lift", standing["action"], budget_id or bid, member, "budget deleted", 0,
+                               int(standing.get("limit", 0)), str(standing.get("unit", "")), 0,
+                               int(standing["window_end_ms"]), now_ms, int(standing.get("version", 0)), now_ms))
+        return {**new, "d": None, "soft": []}, out
+    prune(new, budget, now_ms)
+    w = window_for(budget.period, budget.tz, now_ms)
+    spent = total(new, budget, now_ms)
+    over = spent >= budget.limit
+    action = "degrade" if budget.degrade_model else budget.action
+    until = _until(budget, new, now_ms, spent) if over else w.end_ms
+
+    def record(kind: DecisionType, act: str, reason: str, threshold: float | None = None) -> Decision:
+        return _record(kind, act, budget.id, member, reason, spent, budget.limit, budget.unit, w.start_ms, w.end_ms,
+                       until, budget.version, now_ms, budget.degrade_model if act == "degrade" else None, threshold)
+
+    if standing is not None:
+        rolled = budget.period not in ROLLING and int(standing["window_end_ms"]) <= w.start_ms
+        changed = (int(standing.get("version", 0)), int(standing.get("limit", 0)), standing["action"]) != (
+            budget.version, budget.limit, action)
+        if not over or rolled or standing["action"] != action:
+            if standing["action"] != "notify":
+                reason = ("window rolled over" if rolled else
+                          "budget raised" if changed and not over else
+                          "budget action changed" if standing["action"] != action else
+                          "spend aged out of the rolling window")
+                lifted = _record("lift", standing["action"], budget.id, member, reason, spent, budget.limit,
+                                 budget.unit, w.start_ms, w.end_ms, now_ms, budget.version, now_ms)
+                out.append(lifted)
+            standing = None
+        elif changed or int(standing.get("until_ms", 0)) != until:
+            if action != "notify":  # still over under a changed budget, or rolling spend keeps it over longer
+                out.append(record("decision", action, _reason(budget, spent)))
+            standing = _standing(action, w.end_ms, until, budget)
+    if over and standing is None:
+        if action == "notify":
+            out.append(record("notify", "notify", _reason(budget, spent)))
+        else:
+            out.append(record("decision", action, _reason(budget, spent)))
+        standing = _standing(action, w.end_ms, until, budget)
+    new["d"] = standing
+    # Soft thresholds: armed again below their level (new window, raised limit, rolling spend ageing out).
+    notified = [t for t in new["soft"] if Fraction(spent) >= Fraction(str(t)) * budget.limit]
+    for threshold in budget.soft:
+        if threshold not in notified and Fraction(spent) >= Fraction(str(threshold)) * budget.limit:
+            notified.append(threshold)
+            out.append(record("threshold", "notify", f"{threshold:.0%} of {budget.limit_display()} reached "
+                                                     f"({spent} of {budget.limit} {budget.unit})", threshold))
+    new["soft"] = sorted(notified)
+    return new, out
+
+
+def apply_batch(events: Iterable[PricedEvent], budgets: Iterable[Budget], states: Mapping[str, State | None],
+                now_ms: int) -> tuple[dict[str, State], list[Decision]]:
+    """Count a batch and evaluate each touched key once: the worker's call per ``stream.take`` batch.
+
+    ``states`` holds the current table value (or None) of every key the batch touches (see :func:`aggregate`'s
+    keys). Returns the new values of the touched keys and the decisions, in order.
+    """
+    by_id = {b.id: b for b in budgets}
+    increments = aggregate(events, by_id.values())
+    new_states: dict[str, State] = {}
+    decisions: list[Decision] = []
+    for key, inc in increments.items():
+        budget = by_id[split_key(key)[0]]
+        state = add(states.get(key), budget, inc, now_ms)
+        state, out = evaluate(budget, key, state, now_ms)
+        new_states[key] = state
+        decisions.extend(out)
+    return new_states, decisions
+
+
+def _standing(action: str, window_end_ms: int, until_ms: int, budget: Budget) -> dict[str, Any]:
+    return {"action": action, "window_end_ms": window_end_ms, "until_ms": until_ms, "version": budget.version,
+            "limit": budget.limit, "unit": budget.unit}
+
+
+def _reason(budget: Budget, spent: int) -> str:
+    what = "tokens" if budget.unit == "tokens" else "nano-USD"
+    return f"{spent} {what} spent reached the limit {budget.limit_display()} per {budget.period}"
+
+
+def _record(kind: DecisionType, action: str, budget_id: str, member: str, reason: str, spent: int, limit: int,
+            unit: str, start: int, end: int, until: int, version: int, now_ms: int, degrade_model: str | None = None,
+            threshold: float | None = None) -> Decision:
+    return Decision(type=kind, action=action, tenant=tenant_of(member), budget_id=budget_id, member=member,
+                    reason=reason, spent=spent, limit=limit, unit=unit, window_start_ms=start, window_end_ms=end,
+                    until_ms=until, version=version, at_ms=now_ms, degrade_model=degrade_model, threshold=threshold)

@@ -1,0 +1,203 @@
+"""Spend windows and decisions per (budget, member), table-driven over an injected clock: limits, lifts on raise and
+rollover, soft thresholds exactly once per window, budget changes mid-window, rolling expiry, JSON state."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from costplane.budgets import Budget
+from costplane.publisher.event import UsageEvent
+from costplane.streams.core.priced import PricedEvent
+from costplane.streams.core.spend import (
+    Decision,
+    State,
+    aggregate,
+    apply_batch,
+    evaluate,
+    state_key,
+    total,
+)
+
+_ids = itertools.count()
+
+
+def at(text: str, tz: str = "UTC") -> int:
+    return int(datetime.fromisoformat(text).replace(tzinfo=ZoneInfo(tz)).timestamp() * 1000)
+
+
+def ev(when: int, cost: int = 0, tokens: int = 0, user: str = "u1", tenant: str = "acme") -> PricedEvent:
+    e = UsageEvent(event_id=f"e{next(_ids)}", occurred_at=when, tenant=tenant, provider="openai", model="gpt-4o",
+                   request_id="r", attempt=1, status="ok", input_tokens=tokens, user_id=user, plan="free")
+    return PricedEvent(e, cost, "test")
+
+
+class Run:
+    """The worker in miniature: a table of states, one apply_batch per batch, decisions collected."""
+
+    def __init__(self, *budgets: Budget) -> None:
+        self.budgets = list(budgets)
+        self.table: dict[str, State] = {}
+        self.log: list[Decision] = []
+
+    def batch(self, now: int, *events: PricedEvent) -> list[Decision]:
+        keys = aggregate(events, self.budgets)
+        states, out = apply_batch(events, self.budgets, {k: self.table.get(k) for k in keys}, now)
+        self.table.update(json.loads(json.dumps(states)))  # the table value survives a JSON round trip
+        self.log += out
+        return out
+
+    def tick(self, now: int, budget: Budget | None = None) -> list[Decision]:
+        """A timer or a budget change: re-evaluate every key."""
+        if budget is not None:
+            self.budgets = [budget if b.id == budget.id else b for b in self.budgets]
+        out: list[Decision] = []
+        for key, state in list(self.table.items()):
+            b = next(x for x in self.budgets if key.startswith(x.id + "|"))
+            self.table[key], got = evaluate(b, key, state, now)
+            out += got
+        self.log += out
+        return out
+
+
+def kinds(decisions: list[Decision]) -> list[tuple[str, str]]:
+    return [(d.type, d.action if d.type != "threshold" else str(d.threshold)) for d in decisions]
+
+
+USD = 1_000_000_000
+
+
+def test_block_at_the_limit_then_lift_when_the_day_rolls_over() -> None:
+    daily = Budget.from_cli("acme-day", scope="tenant=acme", limit_usd="10", tz="Europe/Paris", soft="0.5,0.8")
+    run = Run(daily)
+    t = at("2026-03-29T10:00:00", "Europe/Paris")
+    assert kinds(run.batch(t, ev(t, 4 * USD))) == []
+    assert kinds(run.batch(t + 1, ev(t, 1 * USD), ev(t, 1 * USD))) == [("threshold", "0.5")]
+    assert kinds(run.batch(t + 2, ev(t, 1 * USD))) == []  # 7 $: 50 % already said, 80 % not reached
+    out = run.batch(t + 3, ev(t, 3 * USD))
+    assert kinds(out) == [("decision", "block"), ("threshold", "0.8")]
+    block = out[0]
+    assert (block.spent, block.limit, block.unit, block.tenant, block.member) == (10 * USD, 10 * USD, "usd", "acme",
+                                                                                  "tenant=acme")
+    assert block.until_ms == block.window_end_ms == at("2026-03-30T00:00:00", "Europe/Paris")
+    assert block.window_end_ms - block.window_start_ms == 23 * 3_600_000  # the spring-forward day
+    assert Decision.from_dict(json.loads(block.to_json())) == block
+    assert block.dedup_key == f"decision|acme-day|tenant=acme|{block.window_start_ms}"
+    assert kinds(run.batch(t + 4, ev(t, USD))) == []  # still blocked: no second decision, no second threshold
+    assert kinds(run.tick(block.window_end_ms - 1)) == []
+    lift = run.tick(block.window_end_ms)
+    assert kinds(lift) == [("lift", "block")] and lift[0].reason == "window rolled over"
+    # The new day starts empty and notifies again, once per threshold.
+    nxt = block.window_end_ms + 1000
+    assert kinds(run.batch(nxt, ev(nxt, 9 * USD))) == [("threshold", "0.5"), ("threshold", "0.8")]
+
+
+def test_threshold_exactly_at_its_edge_fires_once() -> None:
+    b = Budget.from_cli("tok", scope="tenant=acme", limit_tokens=1000, soft="0.5")
+    run = Run(b)
+    t = at("2026-05-01T12:00:00")
+    assert kinds(run.batch(t, ev(t, tokens=499))) == []
+    assert kinds(run.batch(t, ev(t, tokens=1))) == [("threshold", "0.5")]  # exactly 500 of 1000
+    assert kinds(run.batch(t, ev(t, tokens=499))) == []
+    assert kinds(run.batch(t, ev(t, tokens=1))) == [("decision", "block")]  # exactly the limit blocks
+    assert [d.type for d in run.log].count("threshold") == 1
+
+
+def test_raising_the_budget_mid_window_lifts_at_once_and_lowering_blocks_at_once() -> None:
+    b = Budget.from_cli("acme-day", scope="tenant=acme", limit_usd="5", action="degrade:gpt-4o-mini", soft="0.8")
+    run = Run(b)
+    t = at("2026-05-01T12:00:00")
+    out = run.batch(t, ev(t, 6 * USD))
+    assert kinds(out) == [("decision", "degrade"), ("threshold", "0.8")] and out[0].degrade_model == "gpt-4o-mini"
+    raised = b.model_copy(update={"limit": 20 * USD, "version": 2})
+    lift = run.tick(t + 10, raised)
+    assert kinds(lift) == [("lift", "degrade")] and lift[0].reason == "budget raised" and lift[0].version == 2
+    assert kinds(run.tick(t + 20)) == []
+    assert kinds(run.batch(t + 30, ev(t + 30, 10 * USD))) == [("threshold", "0.8")]  # 16 of 20: re-armed by the raise
+    lowered = raised.model_copy(update={"limit": 15 * USD, "version": 3, "action": "block"})
+    out = run.tick(t + 40, lowered)
+    assert kinds(out) == [("decision", "block")] and out[0].version == 3 and out[0].spent == 16 * USD
+    notify = lowered.model_copy(update={"action": "notify", "version": 4})
+    assert kinds(run.tick(t + 50, notify)) == [("lift", "block"), ("notify", "notify")]
+    assert kinds(run.tick(t + 60)) == []
+
+
+def test_deleting_a_budget_lifts_its_decision() -> None:
+    b = Budget.from_cli("b", scope="tenant=acme", limit_usd="1")
+    run = Run(b)
+    t = at("2026-05-01T12:00:00")
+    run.batch(t, ev(t, 2 * USD))
+    key = state_key("b", "tenant=acme")
+    state, out = evaluate(None, key, run.table[key], t + 1)
+    assert kinds(out) == [("lift", "block")] and out[0].reason == "budget deleted" and state["d"] is None
+
+
+def test_per_member_budgets_keep_members_apart() -> None:
+    users = Budget.from_cli("per-user", scope="tenant=acme,user=*", limit_tokens=100)
+    run = Run(users)
+    t = at("2026-05-01T12:00:00")
+    out = run.batch(t, ev(t, tokens=60, user="a"), ev(t, tokens=60, user="a"), ev(t, tokens=60, user="b"),
+                    ev(t, tokens=500, tenant="globex"))
+    assert [(d.type, d.member) for d in out] == [("decision", "tenant=acme,user=a")]
+    assert set(run.table) == {"per-user|tenant=acme,user=a", "per-user|tenant=acme,user=b"}
+
+
+def test_rolling_hour_expires_old_buckets_and_lifts_when_spend_ages_out() -> None:
+    b = Budget.from_cli("hourly", scope="tenant=acme", period="rolling-1h", limit_tokens=1000)
+    run = Run(b)
+    t0 = at("2026-05-01T12:00:30")
+    run.batch(t0, ev(t0, tokens=600))
+    t1 = t0 + 20 * 60_000
+    out = run.batch(t1, ev(t1, tokens=500))
+    assert kinds(out) == [("decision", "block")]
+    # It holds until the 600 tokens of 12:00 leave the window: at 13:00 exactly.
+    assert out[0].until_ms == at("2026-05-01T13:00:00")
+    assert out[0].ttl_ms(t1) == out[0].until_ms - t1
+    assert kinds(run.tick(at("2026-05-01T12:59:59"))) == []
+    lift = run.tick(at("2026-05-01T13:00:00"))
+    assert kinds(lift) == [("lift", "block")] and lift[0].reason == "spend aged out of the rolling window"
+    key = "hourly|tenant=acme"
+    assert total(run.table[key], b, at("2026-05-01T13:00:00")) == 500
+    assert len(run.table[key]["b"]) == 1  # the expired bucket is gone (memory bounded)
+    assert total(run.table[key], b, at("2026-05-01T13:21:00")) == 0
+
+
+def test_rolling_spend_that_keeps_coming_extends_the_decision_without_a_lift() -> None:
+    b = Budget.from_cli("minute", scope="tenant=acme", period="rolling-1m", limit_tokens=100)
+    run = Run(b)
+    t = at("2026-05-01T12:00:00")
+    run.batch(t, ev(t, tokens=100))
+    out = run.batch(t + 30_000, ev(t + 30_000, tokens=100))
+    assert kinds(out) == [("decision", "block")] and out[0].until_ms == t + 90_000
+    assert all(d.type != "lift" for d in run.log)
+
+
+def test_late_events_of_a_closed_window_do_not_count_in_the_current_one() -> None:
+    b = Budget.from_cli("d", scope="tenant=acme", limit_usd="1")
+    run = Run(b)
+    now = at("2026-05-02T00:10:00")
+    assert kinds(run.batch(now, ev(at("2026-05-01T23:59:00"), 5 * USD))) == []
+    assert total(run.table["d|tenant=acme"], b, now) == 0
+
+
+def test_month_window_in_a_timezone_and_state_is_plain_json() -> None:
+    b = Budget.from_cli("m", scope="tenant=acme", period="month", tz="America/New_York", limit_usd="100")
+    run = Run(b)
+    t = at("2026-01-31T23:30:00", "America/New_York")
+    run.batch(t, ev(t, 40 * USD))
+    feb = at("2026-02-01T00:30:00", "America/New_York")
+    run.batch(feb, ev(feb, 70 * USD))
+    state = run.table["m|tenant=acme"]
+    assert total(state, b, feb) == 70 * USD and list(state) == ["b", "soft", "d"]
+    assert json.loads(json.dumps(state)) == state
+
+
+def test_plan_preset_budgets_decide_per_user_and_plan() -> None:
+    from costplane.budgets import per_user_token_budgets_by_plan
+
+    run = Run(*per_user_token_budgets_by_plan("acme", {"free": 100, "pro": 1000}))
+    t = at("2026-05-01T12:00:00")
+    out = run.batch(t, ev(t, tokens=150, user="f1"))  # every test event is on the free plan
+    assert [(d.budget_id, d.member) for d in out] == [("acme-user-tokens-free", "tenant=acme,user=f1,plan=free")]
