@@ -165,15 +165,16 @@ def _until(budget: Budget, state: State, now_ms: int, spent: int) -> int:
     """When the spend stops reaching the limit if nothing more is spent (window end for calendar periods)."""
     w = window_for(budget.period, budget.tz, now_ms)
     if budget.period not in ROLLING:
-        return w.end_ms
+        return int(w.end_ms)
     idx = 0 if budget.unit == "tokens" else 1
-    size = ROLLING[budget.period][0]
+    size: int = ROLLING[budget.period][0]
+    count: int = ROLLING[budget.period][1]
     remaining = spent
     for bucket in buckets_in_window(budget.period, budget.tz, now_ms):
         remaining -= int(state["b"].get(str(bucket.start_ms), [0, 0])[idx])
         if remaining < budget.limit:
-            return bucket.end_ms + size * ROLLING[budget.period][1] - size  # when this bucket leaves the window
-    return w.end_ms + w.end_ms - w.start_ms  # a zero limit: holds a whole window more
+            return int(bucket.end_ms) + size * count - size  # when it leaves the window
+    return int(w.end_ms + w.end_ms - w.start_ms)  # a zero limit: holds a whole window more
 
 
 # -- decisions ----------------------------------------------------------------------------------------------------

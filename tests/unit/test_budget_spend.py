@@ -44,8 +44,10 @@ class Run:
 
     def batch(self, now: int, *events: PricedEvent) -> list[Decision]:
         keys = aggregate(events, self.budgets)
+        out: list[Decision]
         states, out = apply_batch(events, self.budgets, {k: self.table.get(k) for k in keys}, now)
-        self.table.update(json.loads(json.dumps(states)))  # the table value survives a JSON round trip
+        restored: dict[str, State] = json.loads(json.dumps(states))  # the table value survives a JSON round trip
+        self.table.update(restored)
         self.log += out
         return out
 
