@@ -165,7 +165,7 @@ class PlanCache:
     """Plans per scope, rebuilt only when a bucket rolls over or the tenant's budget list is reloaded.
 
     Matching budgets, building keys and timezone-aware windows cost far more than the reservation itself; for one
-    scope they do not change within a bucket (5 s to a month). Bounded: the oldest entries go first.
+    scope they do not change within a bucket (5 s to a month). Bounded: past ``max_entries`` it starts over.
     """
 
     def __init__(self, keys: KeyLayout, max_entries: int = 10_000) -> None:
@@ -180,7 +180,7 @@ class PlanCache:
             return hit[1]
         made = build_plan(self.keys, tenant, matching(budgets, scope), now_ms)
         if hit is None and len(self._entries) >= self.max_entries:
-            self._entries.pop(next(iter(self._entries)))
+            self._entries.clear()  # safe under concurrent threads (no iteration); rebuilt on the next calls
         self._entries[scope_key] = (budgets, made)
         return made
 

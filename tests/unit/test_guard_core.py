@@ -234,3 +234,16 @@ def test_settle_builds_a_usage_event_for_an_emit_only_publisher() -> None:
     assert (event.tenant, event.user_id, event.model, event.input_tokens, event.output_tokens) == \
         ("acme", "u1", "gpt-4o-mini", 70, 9)
     assert event.occurred_at == int(T0 * 1000) and event.request_id == event.event_id and event.attempt == 1
+
+
+def test_plan_cache_stays_bounded() -> None:
+    from costplane.enforcers.plan import PlanCache
+
+    keys = KeyLayout("t")
+    cache = PlanCache(keys, max_entries=8)
+    budgets = [Budget.from_cli("u", scope="tenant=acme,user=*", limit_tokens=10)]
+    for i in range(50):
+        scope = {"tenant": "acme", "user": f"u{i}"}
+        plan = cache.plan((("tenant", "acme"), ("user", f"u{i}")), "acme", scope, budgets, int(T0 * 1000))
+        assert plan.slots[0].member == f"tenant=acme,user=u{i}"
+        assert len(cache._entries) <= 8
