@@ -1,6 +1,7 @@
 """The guard's done-when: tight under concurrency, explicit when Redis dies, and no budget held by a dead process.
 
-Each test runs a private redis-server on a free port so it can stop and start it without disturbing others.
+The concurrency test runs on the dev stack's Redis (its own key prefix); the outage and SIGKILL tests run a private
+redis-server on a free port so they can stop and start it without disturbing others.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import pytest
 import redis
 
 from costplane.budgets import Budget
+from costplane.config import RedisSettings
 from costplane.enforcers import BudgetGuard, CircuitBreaker, FailurePolicy, RedisBudgetStore
 
 pytestmark = [pytest.mark.redis, pytest.mark.chaos, pytest.mark.slow]
@@ -71,9 +73,9 @@ def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
     server.stop()
 
 
-def _worker(url: str, threads: int, seed: int, out: Any) -> None:
+def _worker(url: str, prefix: str, threads: int, seed: int, out: Any) -> None:
     """One process: ``threads`` threads reserve random costs and settle the full amount; report admissions."""
-    store = RedisBudgetStore.from_url(url, prefix="cc", timeout_s=2.0)
+    store = RedisBudgetStore.from_url(url, prefix=prefix, timeout_s=2.0)
     guard = BudgetGuard(store, decision_cache_s=0.0, budget_cache_s=60.0)
     results: list[tuple[str, int, int]] = []  # (kind, worst case, held by the budget when refused)
     lock = threading.Lock()
@@ -99,17 +101,22 @@ def _worker(url: str, threads: int, seed: int, out: Any) -> None:
     out.put(results)
 
 
-def test_64_threads_in_4_processes_never_overspend(private_redis: PrivateRedis) -> None:
-    store = RedisBudgetStore.from_url(private_redis.url, prefix="cc", timeout_s=2.0)
+def test_64_threads_in_4_processes_never_overspend(redis_settings: RedisSettings) -> None:
+    url, prefix = redis_settings.url.get_secret_value(), redis_settings.key_prefix
+    store = RedisBudgetStore.from_url(url, prefix=prefix, timeout_s=2.0)
     store.publish_budgets("acme", [Budget(id="ten", scope={"tenant": "acme"}, limit=LIMIT_NANOS)])
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    procs = [ctx.Process(target=_worker, args=(private_redis.url, 16, seed, queue)) for seed in range(4)]
+    procs = [ctx.Process(target=_worker, args=(url, prefix, 16, seed, queue)) for seed in range(4)]
     for p in procs:
         p.start()
-    results = [row for _ in procs for row in queue.get(timeout=240)]
-    for p in procs:
-        p.join(30)
+    try:
+        results = [row for _ in procs for row in queue.get(timeout=240)]
+    finally:
+        for p in procs:
+            p.join(30)
+        for key in store.client.scan_iter(f"{prefix}:*"):
+            store.client.delete(key)
     admitted = [worst for kind, worst, _h in results if kind == "allow"]
     held_at_refusal = [held for kind, _w, held in results if kind == "block"]
     assert len(results) == 64 * 40 and admitted and held_at_refusal
