@@ -208,7 +208,7 @@ def test_decoding_costs_little_more_than_fastavro_itself() -> None:
     from costplane.publisher.codec import _schemas
 
     codec = UsageCodec.schemaless()
-    events = [e for e in generate(3000, seed=8) if e.tenant == "acme"]
+    events = [e for e in generate(1800, seed=8) if e.tenant == "acme"]
     messages = [codec.encode_batch("acme", events[i:i + 50]) for i in range(0, len(events), 50)]
     schema = _schemas().batch_fast
 
@@ -220,14 +220,18 @@ def test_decoding_costs_little_more_than_fastavro_itself() -> None:
         for value, headers in messages:
             codec.decode(value, headers)
 
-    def best(fn: Any) -> float:
-        times = []
-        for _ in range(7):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-        return min(times)
+    def best_of_interleaved(runs: int = 11) -> tuple[float, float]:
+        """Alternate the two so a neighbour's burst of load hits both alike; keep each one's best."""
+        floor_times: list[float] = []
+        our_times: list[float] = []
+        for _ in range(runs):
+            for fn, times in ((floor, floor_times), (ours, our_times)):
+                start = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - start)
+        return min(floor_times), min(our_times)
 
     assert sum(len(codec.decode(v, h).events) for v, h in messages) == len(events)
-    ratio = best(ours) / best(floor)
+    floor_s, ours_s = best_of_interleaved()
+    ratio = ours_s / floor_s
     assert ratio < 1.7, f"decode + validate is {ratio:.2f}x a bare fastavro read"
