@@ -12,7 +12,7 @@ from costplane.budgets.model import (
     parse_scope,
     per_user_token_budgets_by_plan,
 )
-from costplane.budgets.windows import Window, bucket_for, window_for
+from costplane.budgets.windows import Window, WindowCache, bucket_for, window_for
 
-__all__ = ["Budget", "BudgetError", "Unit", "Window", "bucket_for", "budgets_from_yaml", "parse_scope",
+__all__ = ["Budget", "BudgetError", "Unit", "Window", "WindowCache", "bucket_for", "budgets_from_yaml", "parse_scope",
            "per_user_token_budgets_by_plan", "window_for"]

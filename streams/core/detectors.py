@@ -28,7 +28,8 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
-from costplane.budgets import Budget, window_for
+from costplane.budgets import Budget, WindowCache, window_for
+from costplane.budgets.model import event_attrs
 from costplane.streams.core.findings import Contributor, Finding, Severity
 from costplane.streams.core.priced import PricedEvent
 
@@ -229,6 +230,7 @@ class _UserDay:
     window_start: int
     window_end: int
     budget: Budget
+    threshold: Fraction  # the spend above which a user is reported
     users: dict[str, list[int]] = field(default_factory=dict)  # user -> [nanos, tokens]
     over: set[str] = field(default_factory=set)
 
@@ -260,11 +262,21 @@ class Detectors:
         self._recent: dict[str, tuple[Finding, int]] = {}  # dedup key -> (last active finding, its minute)
         self._cleared: set[str] = set()  # recent keys already reported inactive at least once
         self._budgets: list[Budget] = []
+        self._windows = WindowCache()
+        self._dims: dict[str, tuple[tuple[str, ...], list[str]]] = {}  # tenant -> (event fields, contributor dims)
         self.set_budgets(budgets)
 
     # -- configuration ---------------------------------------------------------------------------------------
     def config_for(self, tenant: str) -> DetectorConfig:
         return self._configs.get(tenant, self._default)
+
+    def set_config(self, tenant: str, config: DetectorConfig | None) -> None:
+        """Set (or with None, reset to the default) one tenant's thresholds; applies from the next minute."""
+        if config is None:
+            self._configs.pop(tenant, None)
+        else:
+            self._configs[tenant] = config
+        self._dims.pop(tenant, None)
 
     def set_budgets(self, budgets: Iterable[Budget]) -> None:
         """Replace the budgets (the worker calls this on every budgets-topic change)."""
@@ -303,11 +315,16 @@ class Detectors:
         for p in events:
             e = p.event
             cfg = self.config_for(e.tenant)
-            self._watermark = max(self._watermark, e.occurred_at)
+            if e.occurred_at > self._watermark:
+                self._watermark = e.occurred_at
             self._observed = True
             minute = max(e.occurred_at // MINUTE_MS * MINUTE_MS, self._closed_until)
-            subject = (e.tenant, *(str(getattr(e, _ATTR.get(d, d), None) or "-") for d in cfg.dimensions))
-            contrib_dims = [d for d in ("user", "feature", "model") if d not in cfg.dimensions]
+            dims = self._dims.get(e.tenant)
+            if dims is None:
+                dims = self._dims[e.tenant] = (tuple(_ATTR.get(d, d) for d in cfg.dimensions),
+                                               [d for d in ("user", "feature", "model") if d not in cfg.dimensions])
+            fields, contrib_dims = dims
+            subject = (e.tenant, *(str(getattr(e, f, None) or "-") for f in fields))
             self._open.setdefault(minute, {}).setdefault(subject, _Minute()).add(p, contrib_dims)
             cell = self._open_models.setdefault(minute, {}).setdefault((e.tenant, e.model), [0, 0])
             cell[0] += _tokens(p)
@@ -364,28 +381,25 @@ class Detectors:
         e = p.event
         assert e.user_id is not None
         day = self._user_days.get(e.tenant)
-        if day is None or not day.window_start <= e.occurred_at < day.window_end or day.budget != budget:
-            w = window_for("day", budget.tz, e.occurred_at)
+        if day is None or not day.window_start <= e.occurred_at < day.window_end or day.budget is not budget:
+            w = self._windows.window("day", budget.tz, e.occurred_at)
             if day is not None and w.start_ms < day.window_start:
                 return  # a late event of a day already over: that day's shares are no longer reported
-            day = _UserDay(w.start_ms, w.end_ms, budget)
+            day = _UserDay(w.start_ms, w.end_ms, budget, Fraction(cfg.user_share) * budget.limit)
             self._user_days[e.tenant] = day
         cell = day.users.setdefault(e.user_id, [0, 0])
         cell[0] += p.cost_nanos
         cell[1] += _tokens(p)
-        spent = cell[0] if budget.unit == "usd" else cell[1]
-        if Fraction(spent) > Fraction(cfg.user_share) * budget.limit:
+        if (cell[0] if budget.unit == "usd" else cell[1]) > day.threshold:
             day.over.add(e.user_id)
 
     def _observe_month(self, p: PricedEvent, budgets: Sequence[Budget]) -> None:
-        from costplane.budgets.model import event_attrs
-
         attrs = event_attrs(p.event)
         for b in budgets:
             member = b.member_of(attrs)
             if member is None:
                 continue
-            start = window_for("month", b.tz, p.event.occurred_at).start_ms
+            start = self._windows.window("month", b.tz, p.event.occurred_at).start_ms
             cell = self._month.setdefault((b.id, member), [start, 0])
             if start > cell[0]:
                 cell[0], cell[1] = start, 0

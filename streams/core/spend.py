@@ -24,9 +24,9 @@ from dataclasses import asdict, dataclass
 from fractions import Fraction
 from typing import Any, Literal
 
-from costplane.budgets import Budget, bucket_for, window_for
+from costplane.budgets import Budget, Window
 from costplane.budgets.model import event_attrs
-from costplane.budgets.windows import ROLLING, buckets_in_window
+from costplane.budgets.windows import ROLLING, WindowCache, buckets_in_window
 from costplane.streams.core.priced import PricedEvent
 
 State = dict[str, Any]
@@ -107,10 +107,12 @@ def event_tokens(p: PricedEvent) -> int:
 
 
 # -- spend windows ------------------------------------------------------------------------------------------------
-def aggregate(events: Iterable[PricedEvent], budgets: Iterable[Budget]) -> dict[str, dict[int, list[int]]]:
+def aggregate(events: Iterable[PricedEvent], budgets: Iterable[Budget],
+              windows: WindowCache | None = None) -> dict[str, dict[int, list[int]]]:
     """Sum a batch per table key and bucket first (``{key: {bucket_start: [tokens, nanos]}}``), so each key is
     read and written once per batch however many of its events the batch holds."""
     budget_list = list(budgets)
+    windows = windows or WindowCache()
     out: dict[str, dict[int, list[int]]] = {}
     for p in events:
         attrs = event_attrs(p.event)
@@ -119,14 +121,15 @@ def aggregate(events: Iterable[PricedEvent], budgets: Iterable[Budget]) -> dict[
             member = b.member_of(attrs)
             if member is None:
                 continue
-            bucket = bucket_for(b.period, b.tz, p.event.occurred_at).start_ms
+            bucket = windows.bucket(b.period, b.tz, p.event.occurred_at).start_ms
             cell = out.setdefault(state_key(b.id, member), {}).setdefault(bucket, [0, 0])
             cell[0] += tokens
             cell[1] += p.cost_nanos
     return out
 
 
-def add(state: State | None, budget: Budget, increments: Mapping[int, Iterable[int]], now_ms: int) -> State:
+def add(state: State | None, budget: Budget, increments: Mapping[int, Iterable[int]], now_ms: int,
+        windows: WindowCache | None = None) -> State:
     """A new state: ``state`` plus one key's batch increments, with buckets older than the window dropped."""
     new = copy_state(state)
     buckets: dict[str, list[int]] = new["b"]
@@ -134,23 +137,23 @@ def add(state: State | None, budget: Budget, increments: Mapping[int, Iterable[i
         cell = buckets.setdefault(str(start), [0, 0])
         cell[0] += int(tokens)
         cell[1] += int(nanos)
-    prune(new, budget, now_ms)
+    prune(new, budget, now_ms, windows)
     return new
 
 
-def prune(state: State, budget: Budget, now_ms: int) -> None:
+def prune(state: State, budget: Budget, now_ms: int, windows: WindowCache | None = None) -> None:
     """Drop buckets that ended before the window containing ``now_ms`` starts (memory stays bounded)."""
-    first = window_for(budget.period, budget.tz, now_ms).start_ms
+    first = (windows or WindowCache()).window(budget.period, budget.tz, now_ms).start_ms
     for start in [s for s in state["b"] if int(s) < first]:
         del state["b"][start]
 
 
-def total(state: State | None, budget: Budget, now_ms: int) -> int:
+def total(state: State | None, budget: Budget, now_ms: int, windows: WindowCache | None = None) -> int:
     """The member's spend in the window containing ``now_ms``, in the budget's unit (tokens or nano-USD)."""
     if not state:
         return 0
     idx = 0 if budget.unit == "tokens" else 1
-    w = window_for(budget.period, budget.tz, now_ms)
+    w = (windows or WindowCache()).window(budget.period, budget.tz, now_ms)
     return sum(int(v[idx]) for s, v in state["b"].items() if w.start_ms <= int(s) < w.end_ms)
 
 
@@ -161,9 +164,8 @@ def copy_state(state: State | None) -> State:
             "d": dict(state["d"]) if state.get("d") else None}
 
 
-def _until(budget: Budget, state: State, now_ms: int, spent: int) -> int:
+def _until(budget: Budget, state: State, now_ms: int, spent: int, w: Window) -> int:
     """When the spend stops reaching the limit if nothing more is spent (window end for calendar periods)."""
-    w = window_for(budget.period, budget.tz, now_ms)
     if budget.period not in ROLLING:
         return int(w.end_ms)
     idx = 0 if budget.unit == "tokens" else 1
@@ -179,7 +181,7 @@ def _until(budget: Budget, state: State, now_ms: int, spent: int) -> int:
 
 # -- decisions ----------------------------------------------------------------------------------------------------
 def evaluate(budget: Budget | None, key: str, state: State | None, now_ms: int,
-             budget_id: str | None = None) -> tuple[State, list[Decision]]:
+             budget_id: str | None = None, windows: WindowCache | None = None) -> tuple[State, list[Decision]]:
     """Re-check one member: after a batch, after a budget change, or on a timer (lifts at rollover).
 
     Returns the new state (write it back when it differs) and the decisions to apply, in order. ``budget`` None
@@ -195,12 +197,13 @@ def evaluate(budget: Budget | None, key: str, state: State | None, now_ms: int,
                                int(standing.get("limit", 0)), str(standing.get("unit", "")), 0,
                                int(standing["window_end_ms"]), now_ms, int(standing.get("version", 0)), now_ms))
         return {**new, "d": None, "soft": []}, out
-    prune(new, budget, now_ms)
-    w = window_for(budget.period, budget.tz, now_ms)
-    spent = total(new, budget, now_ms)
+    windows = windows or WindowCache()
+    prune(new, budget, now_ms, windows)
+    w = windows.window(budget.period, budget.tz, now_ms)
+    spent = total(new, budget, now_ms, windows)
     over = spent >= budget.limit
     action = "degrade" if budget.degrade_model else budget.action
-    until = _until(budget, new, now_ms, spent) if over else w.end_ms
+    until = _until(budget, new, now_ms, spent, w) if over else w.end_ms
 
     def record(kind: DecisionType, act: str, reason: str, threshold: float | None = None) -> Decision:
         return _record(kind, act, budget.id, member, reason, spent, budget.limit, budget.unit, w.start_ms, w.end_ms,
@@ -250,13 +253,14 @@ def apply_batch(events: Iterable[PricedEvent], budgets: Iterable[Budget], states
     keys). Returns the new values of the touched keys and the decisions, in order.
     """
     by_id = {b.id: b for b in budgets}
-    increments = aggregate(events, by_id.values())
+    windows = WindowCache()
+    increments = aggregate(events, by_id.values(), windows)
     new_states: dict[str, State] = {}
     decisions: list[Decision] = []
     for key, inc in increments.items():
         budget = by_id[split_key(key)[0]]
-        state = add(states.get(key), budget, inc, now_ms)
-        state, out = evaluate(budget, key, state, now_ms)
+        state = add(states.get(key), budget, inc, now_ms, windows)
+        state, out = evaluate(budget, key, state, now_ms, windows=windows)
         new_states[key] = state
         decisions.extend(out)
     return new_states, decisions
