@@ -19,7 +19,7 @@ import copy
 import io
 import json
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -113,9 +113,13 @@ def _to_event(record: dict[str, Any], ordered: bool) -> UsageEvent:
     return UsageEvent(**record)
 
 
-def _header(headers: Headers | None, key: str) -> bytes | None:
-    for k, v in headers or ():
-        if k == key:
+def _header(headers: Headers | Mapping[str, bytes] | None, key: str) -> bytes | None:
+    """A header's value as bytes; list-of-pairs (Kafka clients) or a mapping (some frameworks), str or bytes."""
+    if not headers:
+        return None
+    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    for k, v in pairs:
+        if k == key or (isinstance(k, bytes) and k.decode(errors="replace") == key):
             return v.encode() if isinstance(v, str) else v
     return None
 
@@ -213,7 +217,7 @@ class UsageCodec:
     def decode(
         self,
         value: bytes | None,
-        headers: Headers | None = None,
+        headers: Headers | Mapping[str, bytes] | None = None,
         *,
         now_ms: int | None = None,
         max_clock_skew_ms: int | None = None,
@@ -272,7 +276,7 @@ class UsageCodec:
             events.append(event)
         return result
 
-    def _read(self, value: bytes, headers: Headers | None) -> tuple[str, dict[str, Any], bool]:
+    def _read(self, value: bytes, headers: Headers | Mapping[str, bytes] | None) -> tuple[str, dict[str, Any], bool]:
         """Name, record, and whether the record's fields are in our schema's order (read without resolution)."""
         declared = _header(headers, SCHEMA_HEADER)
         if declared is None:

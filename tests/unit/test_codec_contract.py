@@ -235,3 +235,22 @@ def test_decoding_costs_little_more_than_fastavro_itself() -> None:
     floor_s, ours_s = best_of_interleaved()
     ratio = ours_s / floor_s
     assert ratio < 1.7, f"decode + validate is {ratio:.2f}x a bare fastavro read"
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        lambda h: h,
+        lambda h: dict(h),
+        lambda h: [(k, v.decode()) for k, v in h],
+        lambda h: [(k.encode(), v) for k, v in h],
+        lambda h: [("other", b"x"), *h],
+        lambda h: [("costplane-schema", b"dev.costplane.v1.UsageBatch")],
+    ],
+    ids=["pairs", "mapping", "str-values", "bytes-keys", "extra-headers", "full-name-no-version"],
+)
+def test_header_shapes_other_clients_use(shape: Any) -> None:
+    codec = UsageCodec.schemaless()
+    events = [e for e in generate(20, seed=6) if e.tenant == "acme"]
+    value, headers = codec.encode_batch("acme", events)
+    assert codec.decode(value, shape(headers)).events == events
