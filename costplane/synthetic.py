@@ -17,8 +17,8 @@ MODELS: tuple[tuple[str, str, int], ...] = (
     # provider, model, weight
     ("openai", "gpt-4o-mini", 50),
     ("openai", "gpt-4o", 15),
-    ("anthropic", "claude-3-5-haiku-20241022", 20),
-    ("anthropic", "claude-3-5-sonnet-20241022", 10),
+    ("anthropic", "claude-haiku-4-5", 20),
+    ("anthropic", "claude-sonnet-4-5", 10),
     ("openai", "text-embedding-3-small", 5),
 )
 FEATURES = ("chat", "search-summary", "support-agent", "doc-embed", "classify")

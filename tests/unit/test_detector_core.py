@@ -17,8 +17,8 @@ from costplane.synthetic import Incident, TrafficShape, generate
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 _ids = itertools.count()
-NANOS_PER_TOKEN = {"gpt-4o-mini": 150, "gpt-4o": 2_500, "claude-3-5-haiku-20241022": 800,
-                   "claude-3-5-sonnet-20241022": 3_000, "text-embedding-3-small": 20}
+NANOS_PER_TOKEN = {"gpt-4o-mini": 150, "gpt-4o": 2_500, "claude-haiku-4-5": 800,
+                   "claude-sonnet-4-5": 3_000, "text-embedding-3-small": 20}
 
 
 def ev(at: int, *, tenant: str = "acme", feature: str = "chat", model: str = "gpt-4o", attempt: int = 1,
@@ -280,3 +280,14 @@ def test_a_cleared_condition_is_reported_inactive_for_a_while_then_forgotten() -
     reported = {m: [f.active for f in by_minute[m] if f.kind == "retry_storm"] for m in range(8)}
     assert reported == {0: [True], 1: [False], 2: [False], 3: [False], 4: [], 5: [], 6: [], 7: []}
     assert det.tracked()["recent"] == 0
+
+
+def test_per_tenant_thresholds_apply_to_that_tenant_only() -> None:
+    det = Detectors()
+    det.set_config("globex", DetectorConfig(retry_ratio=Decimal("0.5")))
+    storm = minute_traffic(0, 100, retries=30) + minute_traffic(0, 100, retries=30, tenant="globex")
+    findings = run(det, [(0, storm)])[0]
+    assert [f.tenant for f in active(findings, "retry_storm")] == ["acme"]
+    det.set_config("globex", None)
+    findings = run(det, [(1, minute_traffic(1, 100, retries=30, tenant="globex"))])[1]
+    assert [f.tenant for f in active(findings, "retry_storm")] == ["globex"]

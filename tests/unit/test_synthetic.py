@@ -33,3 +33,11 @@ def test_retry_storm_raises_the_retry_share_only_inside_its_window() -> None:
         return sum(e.attempt > 1 for e in sel) / len(sel)
 
     assert retry_share(True) > 0.3 > 0.05 > retry_share(False)
+
+
+def test_every_synthetic_model_is_priced_by_the_shipped_catalog() -> None:
+    from costplane.pricing.catalog import default_catalog
+    from costplane.synthetic import MODELS
+
+    catalog = default_catalog()
+    assert [m for p, m, _w in MODELS if not catalog.is_priced(p, m)] == []
