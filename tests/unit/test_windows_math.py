@@ -92,3 +92,17 @@ def test_rolling_24h_is_96_quarter_hours_and_ignores_the_timezone() -> None:
 def test_unknown_period_is_a_readable_error() -> None:
     with pytest.raises(ValueError, match="unknown period"):
         window_for("fortnight", "UTC", 0)
+
+
+def test_window_cache_answers_exactly_like_window_for() -> None:
+    from costplane.budgets import WindowCache
+
+    cache = WindowCache()
+    start = local_ms("2026-03-28T20:00:00", "Europe/Paris")
+    for step in range(0, 60 * 3_600_000, 599_999):  # across the spring-forward night, odd steps
+        for period in ("day", "month", "rolling-1m", "rolling-1h", "rolling-24h"):
+            for tz in ("Europe/Paris", "America/Santiago"):
+                assert cache.window(period, tz, start + step) == window_for(period, tz, start + step)
+                assert cache.bucket(period, tz, start + step) == bucket_for(period, tz, start + step)
+    # Going back in time (a late event) is answered right too.
+    assert cache.window("day", "Europe/Paris", start) == window_for("day", "Europe/Paris", start)
