@@ -84,6 +84,16 @@ def build_producer(kafka: KafkaSettings, settings: PublisherSettings,
     return Producer(conf)  # type: ignore[return-value]
 
 
+def _purge_into_reports(producer: ProducerLike) -> None:
+    """Fail everything the client still holds and serve every resulting delivery report (each spools its batch).
+
+    ``flush`` rather than a few ``poll(0)`` calls: reports of purged in-flight messages can arrive a moment later,
+    and a report never served would be a batch neither delivered nor spooled.
+    """
+    producer.purge(True, True, True)
+    producer.flush(5.0)
+
+
 def _close_at_exit(ref: weakref.ref[UsagePublisher]) -> None:
     publisher = ref()
     if publisher is not None:
@@ -295,10 +305,7 @@ class UsagePublisher:
                 self._producer.flush(wait)
                 self._maybe_replay(deadline=started + wait)  # deliver what was spooled too, within the same budget
             # Whatever is still queued or in flight goes to the spool through its failed delivery report.
-            self._producer.purge(True, True, True)
-            for _ in range(1000):
-                if not self._producer.poll(0):
-                    break
+            _purge_into_reports(self._producer)
         except Exception as exc:
             if self.strict:
                 raise
@@ -388,11 +395,7 @@ class UsagePublisher:
         """Swap a fatally failed client for a new one; its queued batches are failed into the spool first."""
         self._producer_fatal = False
         self.metrics.errors.labels("client_fatal").inc()
-        old = self._producer
-        old.purge(True, True, True)
-        for _ in range(1000):
-            if not old.poll(0):
-                break
+        _purge_into_reports(self._producer)
         if self._own_producer:
             self._producer = build_producer(self.kafka, self.settings, _client_error_handler(weakref.ref(self)))
         self._broker_up = False  # probe the new client before replaying through it
