@@ -203,3 +203,43 @@ def test_plan_preset_budgets_decide_per_user_and_plan() -> None:
     t = at("2026-05-01T12:00:00")
     out = run.batch(t, ev(t, tokens=150, user="f1"))  # every test event is on the free plan
     assert [(d.budget_id, d.member) for d in out] == [("acme-user-tokens-free", "tenant=acme,user=f1,plan=free")]
+
+
+def test_random_traffic_and_raises_keep_the_decision_invariants() -> None:
+    """Seeded random spend over three days with random raises: a standing block exists exactly when the window's
+    spend reaches the limit, lifts only follow decisions, a decision is repeated only for a changed budget, and a
+    threshold fires again in a day window only after a raise re-armed it."""
+    import random
+
+    rng = random.Random(42)
+    b = Budget.from_cli("d", scope="tenant=acme", limit_usd="50", soft="0.5,0.8", tz="Europe/Paris")
+    run = Run(b)
+    key = "d|tenant=acme"
+    now = at("2026-03-28T00:00:00", "Europe/Paris")
+    end = now + 3 * 86_400_000
+    blocked = False
+    blocked_version = -1
+    fired: dict[tuple[int, float], int] = {}  # (window, threshold) -> budget version when it fired
+    while now < end:
+        now += rng.randrange(60_000, 1_800_000)
+        if rng.random() < 0.05:
+            b = b.model_copy(update={"limit": b.limit + rng.randrange(1, 20) * USD, "version": b.version + 1})
+            out = run.tick(now, b)
+        elif rng.random() < 0.1:
+            out = run.tick(now)
+        else:
+            out = run.batch(now, ev(now, rng.randrange(0, 5 * USD)))
+        for d in out:
+            if d.type == "decision":
+                assert not blocked or d.version != blocked_version  # re-issued only for a changed budget
+                blocked, blocked_version = True, d.version
+            elif d.type == "lift":
+                assert blocked
+                blocked = False
+            elif d.type == "threshold":
+                assert d.threshold is not None
+                assert fired.get((d.window_start_ms, d.threshold), -1) < d.version  # again only after a raise
+                fired[(d.window_start_ms, d.threshold)] = d.version
+        spent = total(run.table[key], b, now) if key in run.table else 0
+        assert blocked == (spent >= b.limit), (now, spent, b.limit)
+    assert any(d.type == "lift" for d in run.log) and any(d.type == "decision" for d in run.log)
