@@ -254,3 +254,46 @@ def test_header_shapes_other_clients_use(shape: Any) -> None:
     events = [e for e in generate(20, seed=6) if e.tenant == "acme"]
     value, headers = codec.encode_batch("acme", events)
     assert codec.decode(value, shape(headers)).events == events
+
+
+def _fastavro_bytes(schema: Any, record: dict[str, Any]) -> bytes:
+    import io
+
+    import fastavro
+
+    out = io.BytesIO()
+    fastavro.schemaless_writer(out, schema, record)
+    return out.getvalue()
+
+
+def test_the_specialised_encoder_writes_exactly_what_fastavro_writes() -> None:
+    from costplane.publisher.codec import _schemas, _to_record
+
+    schemas = _schemas()
+    codec = UsageCodec.schemaless()
+    events = [event_from_json_dict(_load(p)) for p in VALID] + list(generate(600, seed=12))
+    edge = event_from_json_dict(_load(VALID[0]))
+    edge.input_tokens, edge.output_tokens, edge.attempt = 63, 64, 2**31 - 1
+    edge.billed_cost_nanos, edge.latency_ms, edge.turn = 2**63 - 1, 0, 0
+    edge.attributes = {f"k{i}": "é" * i for i in range(70)}
+    edge.user_id, edge.tokens_estimated, edge.result_cache_hit = "", True, False
+    events.append(edge)
+    for event in events:
+        assert codec.encode_event(event)[0] == _fastavro_bytes(schemas.event_fast, _to_record(event))
+    for tenant in ("acme", "globex", "ünï"):
+        batch = [e for e in events if e.tenant == tenant]
+        expected = _fastavro_bytes(schemas.batch_fast, {"tenant": tenant, "events": [_to_record(e) for e in batch]})
+        assert codec.encode_batch(tenant, batch)[0] == expected
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"attempt": 2**31}, {"input_tokens": 2**63}, {"status": "exploded"}, {"tenant": None},
+     {"attributes": {"a": None}}],
+)
+def test_the_encoder_refuses_what_the_schema_cannot_hold(change: dict[str, Any]) -> None:
+    event = next(generate(1))
+    for key, value in change.items():
+        setattr(event, key, value)
+    with pytest.raises(ValueError):
+        UsageCodec.schemaless().encode_event(event)
