@@ -211,9 +211,9 @@ def test_in_memory_publisher_is_lenient_by_default() -> None:
 def test_a_forked_child_gets_its_own_thread_and_spool_slot(tmp_path: Path) -> None:
     import os
 
-    settings = load_settings(PublisherSettings, spool_dir=tmp_path / "spool")
+    settings = load_settings(PublisherSettings, spool_dir=tmp_path / "spool", linger_ms=60_000)
     pub = UsagePublisher(load_settings(KafkaSettings), settings, producer=FakeProducer(), start=True)
-    pub.emit(next(generate(1)))  # the parent's buffered event stays the parent's
+    pub.emit(next(generate(1)))  # the parent's buffered event stays the parent's (no linger flush meanwhile)
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # child: report what it sees, then leave without running the parent's cleanup
