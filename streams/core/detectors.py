@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from fractions import Fraction
@@ -718,11 +718,37 @@ class Detectors:
                        subject={"tenant": tenant, **labels}, numbers=numbers, contributors=contributors,
                        suggested_action=action, runbook=f"docs/runbook.md#{kind.replace('_', '-')}")
 
+    def forget_tenant(self, tenant: str) -> None:
+        """Drop everything learnt about a tenant (its partition moved to another worker after a rebalance)."""
+        for minute in list(self._open):
+            self._open[minute] = {k: v for k, v in self._open[minute].items() if k[0] != tenant}
+        for minute in list(self._open_models):
+            self._open_models[minute] = {k: v for k, v in self._open_models[minute].items() if k[0] != tenant}
+        for minute in list(self._open_unpriced):
+            self._open_unpriced[minute] = {k: v for k, v in self._open_unpriced[minute].items() if k[0] != tenant}
+        _drop_tenant(self._subjects, tenant)
+        _drop_tenant(self._cache, tenant)
+        _drop_tenant(self._models, tenant)
+        _drop_tenant(self._requests, tenant)
+        _drop_tenant(self._sessions, tenant)
+        self._user_days.pop(tenant, None)
+        for dedup_key in [k for k, (f, _) in self._recent.items() if f.tenant == tenant]:
+            del self._recent[dedup_key]
+            self._cleared.discard(dedup_key)
+        for mkey in [k for k in self._month if k[1] == f"tenant={tenant}" or k[1].startswith(f"tenant={tenant},")]:
+            del self._month[mkey]
+
     def tracked(self) -> dict[str, int]:
         """Sizes of the internal tables (for metrics and the memory-bound tests)."""
         return {"subjects": len(self._subjects), "models": len(self._models), "requests": len(self._requests),
                 "sessions": len(self._sessions), "open_minutes": len(self._open), "recent": len(self._recent),
                 "user_days": sum(len(d.users) for d in self._user_days.values()), "months": len(self._month)}
+
+
+def _drop_tenant(table: MutableMapping[Any, Any], tenant: str) -> None:
+    """Delete the keys of a table keyed by tuples starting with the tenant."""
+    for key in [k for k in table if k[0] == tenant]:
+        del table[key]
 
 
 def _dedup_key(kind: str, tenant: str, labels: Mapping[str, str]) -> str:

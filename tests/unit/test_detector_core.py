@@ -291,3 +291,16 @@ def test_per_tenant_thresholds_apply_to_that_tenant_only() -> None:
     det.set_config("globex", None)
     findings = run(det, [(1, minute_traffic(1, 100, retries=30, tenant="globex"))])[1]
     assert [f.tenant for f in active(findings, "retry_storm")] == ["globex"]
+
+
+def test_forgetting_a_tenant_after_a_rebalance_drops_only_its_state() -> None:
+    det = Detectors(budgets=[Budget.from_cli("g-day", scope="tenant=globex", limit_usd="1")])
+    run(det, [(0, minute_traffic(0, 100, retries=30) + minute_traffic(0, 30, retries=30, tenant="globex") +
+               [ev(T0, tenant="globex", user="whale", cost=10**9)])])
+    assert det.tracked()["requests"] == 60 and det.tracked()["user_days"] == 2  # globex: u1 and whale
+    det.observe(minute_traffic(1, 5, tenant="globex"))
+    det.forget_tenant("globex")
+    sizes = det.tracked()
+    assert sizes["subjects"] == 1 and sizes["models"] == 1 and sizes["requests"] == 0 and sizes["user_days"] == 0
+    findings = det.evaluate(T0 + 2 * MINUTE_MS + 6_000)
+    assert {f.tenant for f in findings} == {"acme"}  # acme's storm reports clearing; globex is silent
