@@ -718,6 +718,28 @@ class Detectors:
                        subject={"tenant": tenant, **labels}, numbers=numbers, contributors=contributors,
                        suggested_action=action, runbook=f"docs/runbook.md#{kind.replace('_', '-')}")
 
+    def baselines(self) -> dict[str, Any]:
+        """The learnt baselines as plain JSON (the worker may checkpoint them so a restart skips the warm-up).
+
+        Only what takes minutes to learn is kept: spend and token levels with their variance, and cache-hit rates.
+        Open minutes, retried requests and sessions are short-lived and rebuilt from traffic.
+        """
+        return {
+            "subjects": [[list(k), b.level, b.var, b.minutes, b.last_seen] for k, b in self._subjects.items()],
+            "models": [[list(k), b.level, b.var, b.minutes, b.last_seen] for k, b in self._models.items()],
+            "cache": [[list(k), c.rate.numerator, c.rate.denominator, c.minutes] for k, c in self._cache.items()],
+        }
+
+    def load_baselines(self, data: Mapping[str, Any]) -> None:
+        """Restore :meth:`baselines` output (entries already learnt here are kept)."""
+        for key, level, var, minutes, last_seen in data.get("subjects", []):
+            self._subjects.setdefault(tuple(key), _Baseline(int(level), int(var), int(minutes), int(last_seen)))
+        for key, level, var, minutes, last_seen in data.get("models", []):
+            tenant, model = key
+            self._models.setdefault((tenant, model), _Baseline(int(level), int(var), int(minutes), int(last_seen)))
+        for key, num, den, minutes in data.get("cache", []):
+            self._cache.setdefault(tuple(key), _CacheBaseline(Fraction(int(num), int(den)), int(minutes)))
+
     def forget_tenant(self, tenant: str) -> None:
         """Drop everything learnt about a tenant (its partition moved to another worker after a rebalance)."""
         for minute in list(self._open):

@@ -304,3 +304,18 @@ def test_forgetting_a_tenant_after_a_rebalance_drops_only_its_state() -> None:
     assert sizes["subjects"] == 1 and sizes["models"] == 1 and sizes["requests"] == 30 and sizes["user_days"] == 0
     findings = det.evaluate(T0 + 2 * MINUTE_MS + 6_000)
     assert {f.tenant for f in findings} == {"acme"}  # acme's storm reports clearing; globex is silent
+
+
+def test_baselines_survive_a_restart_as_json() -> None:
+    import json
+
+    plan = [(m, minute_traffic(m, 40)) for m in range(12)]
+    det = Detectors()
+    run(det, plan)
+    saved = json.loads(json.dumps(det.baselines()))
+    restarted = Detectors()
+    restarted.load_baselines(saved)
+    assert restarted.baselines() == det.baselines()
+    spike = [(12, minute_traffic(12, 40, input_tokens=5000))]
+    assert active(run(restarted, spike)[12], "cost_spike")  # no warm-up needed after the restart
+    assert not active(run(Detectors(), spike)[12], "cost_spike")  # a cold worker is still learning
