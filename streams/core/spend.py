@@ -247,23 +247,67 @@ def evaluate(budget: Budget | None, key: str, state: State | None, now_ms: int,
 
 def apply_batch(events: Iterable[PricedEvent], budgets: Iterable[Budget], states: Mapping[str, State | None],
                 now_ms: int) -> tuple[dict[str, State], list[Decision]]:
-    """Count a batch and evaluate each touched key once: the worker's call per ``stream.take`` batch.
-
-    ``states`` holds the current table value (or None) of every key the batch touches (see :func:`aggregate`'s
-    keys). Returns the new values of the touched keys and the decisions, in order.
-    """
-    by_id = {b.id: b for b in budgets}
+    """Count a batch and evaluate each touched key once (aggregates the batch itself; see :class:`SpendWindows`
+    to aggregate once, read the touched keys, then apply)."""
+    budget_list = list(budgets)
     windows = WindowCache()
-    increments = aggregate(events, by_id.values(), windows)
+    return apply_increments(aggregate(events, budget_list, windows), budget_list, states, now_ms, windows)
+
+
+def apply_increments(increments: Mapping[str, Mapping[int, Iterable[int]]], budgets: Iterable[Budget],
+                     states: Mapping[str, State | None], now_ms: int,
+                     windows: WindowCache | None = None) -> tuple[dict[str, State], list[Decision]]:
+    """Add :func:`aggregate`'s per-key increments to their states and evaluate each key once.
+
+    ``states`` holds the current table value (or None) of every key in ``increments``. Returns the new values of
+    those keys (write each back once) and the decisions, in order. Keys of unknown budgets are skipped.
+    """
+    windows = windows or WindowCache()
+    by_id = {b.id: b for b in budgets}
     new_states: dict[str, State] = {}
     decisions: list[Decision] = []
     for key, inc in increments.items():
-        budget = by_id[split_key(key)[0]]
+        budget = by_id.get(split_key(key)[0])
+        if budget is None:
+            continue
         state = add(states.get(key), budget, inc, now_ms, windows)
         state, out = evaluate(budget, key, state, now_ms, windows=windows)
         new_states[key] = state
         decisions.extend(out)
     return new_states, decisions
+
+
+class SpendWindows:
+    """The worker's entry point: the functions above with one :class:`WindowCache` kept across batches.
+
+    Per ``stream.take`` batch::
+
+        inc = windows.aggregate(events, budgets)                  # one pass, summed per key and bucket
+        states = {k: table.get(k) for k in inc}                   # read each touched key once
+        new, decisions = windows.apply(inc, budgets, states, now_ms)
+        table.update(new)                                         # write each touched key once
+
+    On a budget change or a timer: ``windows.evaluate(budget, key, table[key], now_ms)`` for that budget's keys.
+    """
+
+    __slots__ = ("cache",)
+
+    def __init__(self) -> None:
+        self.cache = WindowCache()
+
+    def aggregate(self, events: Iterable[PricedEvent], budgets: Iterable[Budget]) -> dict[str, dict[int, list[int]]]:
+        return aggregate(events, budgets, self.cache)
+
+    def apply(self, increments: Mapping[str, Mapping[int, Iterable[int]]], budgets: Iterable[Budget],
+              states: Mapping[str, State | None], now_ms: int) -> tuple[dict[str, State], list[Decision]]:
+        return apply_increments(increments, budgets, states, now_ms, self.cache)
+
+    def evaluate(self, budget: Budget | None, key: str, state: State | None,
+                 now_ms: int) -> tuple[State, list[Decision]]:
+        return evaluate(budget, key, state, now_ms, windows=self.cache)
+
+    def total(self, state: State | None, budget: Budget, now_ms: int) -> int:
+        return total(state, budget, now_ms, self.cache)
 
 
 def _standing(action: str, window_end_ms: int, until_ms: int, budget: Budget) -> dict[str, Any]:

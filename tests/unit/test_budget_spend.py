@@ -243,3 +243,32 @@ def test_random_traffic_and_raises_keep_the_decision_invariants() -> None:
         spent = total(run.table[key], b, now) if key in run.table else 0
         assert blocked == (spent >= b.limit), (now, spent, b.limit)
     assert any(d.type == "lift" for d in run.log) and any(d.type == "decision" for d in run.log)
+
+
+def test_spend_windows_facade_reads_and_writes_each_key_once_per_batch() -> None:
+    from costplane.streams.core.spend import SpendWindows
+
+    users = Budget.from_cli("per-user", scope="tenant=acme,user=*", limit_tokens=100, soft="0.5")
+    windows = SpendWindows()
+    table: dict[str, State] = {}
+    t = at("2026-05-01T12:00:00")
+    batch = [ev(t + i, tokens=30, user=f"u{i % 2}") for i in range(6)]  # 90 tokens each for u0 and u1
+    inc = windows.aggregate(batch, [users])
+    assert {k: {b: list(v) for b, v in buckets.items()} for k, buckets in inc.items()} == {
+        "per-user|tenant=acme,user=u0": {window_start(users, t): [90, 0]},
+        "per-user|tenant=acme,user=u1": {window_start(users, t): [90, 0]}}
+    new, out = windows.apply(inc, [users], {k: table.get(k) for k in inc}, t)
+    table.update(new)
+    assert sorted((d.type, d.member) for d in out) == [("threshold", "tenant=acme,user=u0"),
+                                                      ("threshold", "tenant=acme,user=u1")]
+    new, out = windows.apply(windows.aggregate([ev(t, tokens=10, user="u0")], [users]), [users], table, t + 1)
+    assert [(d.type, d.member, d.spent) for d in out] == [("decision", "tenant=acme,user=u0", 100)]
+    assert windows.total(new["per-user|tenant=acme,user=u0"], users, t) == 100
+    # Increments of a budget deleted in between are skipped, not an error.
+    assert windows.apply(inc, [], {}, t) == ({}, [])
+
+
+def window_start(budget: Budget, when: int) -> int:
+    from costplane.budgets import window_for
+
+    return int(window_for(budget.period, budget.tz, when).start_ms)
