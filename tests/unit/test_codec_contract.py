@@ -195,10 +195,10 @@ def test_synthetic_events_are_valid() -> None:
         validate_event(event)
 
 
-def test_decoding_costs_little_more_than_fastavro_itself() -> None:
-    """The codec's own work per event (construction, validation) stays small next to the Avro read (same run).
+def test_decoding_costs_less_than_a_bare_fastavro_read() -> None:
+    """Decode *and* validate with the specialised decoder against fastavro's read alone, in the same run.
 
-    Measured about 1.3x here; building events by keyword instead of position alone pushes it past 1.6x.
+    Measured about 0.8x here; falling back to fastavro plus event construction would be about 1.3x.
     """
     import io
     import time
@@ -234,7 +234,7 @@ def test_decoding_costs_little_more_than_fastavro_itself() -> None:
     assert sum(len(codec.decode(v, h).events) for v, h in messages) == len(events)
     floor_s, ours_s = best_of_interleaved()
     ratio = ours_s / floor_s
-    assert ratio < 1.7, f"decode + validate is {ratio:.2f}x a bare fastavro read"
+    assert ratio < 1.15, f"decode + validate is {ratio:.2f}x a bare fastavro read"
 
 
 @pytest.mark.parametrize(
