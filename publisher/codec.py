@@ -140,6 +140,7 @@ class UsageCodec:
         self._schemas = _schemas()
         self._registry = registry
         self._registry_ids: dict[str, int] = {}
+        self._frames: dict[str, bytes] = {}
         self._writer_by_id: dict[int, tuple[str, Any | None]] = {}
         self._readers = {BATCH: self._schemas.batch_fast, EVENT: self._schemas.event_fast}
         self._fast = SpecialisedCodec(_plain(self._schemas.event_wire))
@@ -183,7 +184,10 @@ class UsageCodec:
             return b""
         # Registry mode: magic byte and schema id, and no costplane headers: the id is the single source of truth,
         # exactly what Confluent deserializers in any language expect.
-        return b"\x00" + struct.pack(">I", self._schema_id(name))
+        frame = self._frames.get(name)
+        if frame is None:
+            frame = self._frames[name] = b"\x00" + struct.pack(">I", self._schema_id(name))
+        return frame
 
     def _headers(self, name: str) -> Headers:
         if self._registry is None:
