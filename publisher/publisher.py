@@ -299,11 +299,11 @@ class UsagePublisher:
             if self._thread is not None and self._thread is not threading.current_thread():
                 self._thread.join(timeout=5.0)
             wait = self.settings.close_timeout_s if timeout is None else timeout
+            deadline = time.monotonic() + wait  # real time, whatever clock the batching uses
             self._drain_buffers(force=True)
-            if self._broker_up:
-                started = self._clock()
+            if self._broker_up or self._probe(force=True):
                 self._producer.flush(wait)
-                self._maybe_replay(deadline=started + wait)  # deliver what was spooled too, within the same budget
+                self._drain_spool_until(deadline)
             # Whatever is still queued or in flight goes to the spool through its failed delivery report.
             _purge_into_reports(self._producer)
         except Exception as exc:
@@ -447,12 +447,23 @@ class UsagePublisher:
             self.metrics.lost.labels("spool_io").inc()
             self._log.warning("spool_io", "spool write failed", error=repr(exc))
 
-    def _probe(self) -> bool:
+    def _drain_spool_until(self, deadline: float) -> None:
+        """At close, with the broker answering: deliver the spool, riding out short blips (a restarted broker can
+        drop its connections once more while it settles) by probing again until ``deadline``."""
+        while not self._spool.is_empty():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            if (self._broker_up or self._probe(force=True)) and self._replay_segment(self._spool):
+                continue
+            time.sleep(min(self.settings.probe_interval_s, remaining))
+
+    def _probe(self, *, force: bool = False) -> bool:
         """Is a broker believed down answering again? A cheap metadata request, at most once per
-        ``probe_interval_s``. Probed whether or not the spool holds anything: a spool that could not be written
-        (disk full) must not leave the publisher believing the broker down forever."""
+        ``probe_interval_s`` (unless ``force``). Probed whether or not the spool holds anything: a spool that could
+        not be written (disk full) must not leave the publisher believing the broker down forever."""
         now = self._clock()
-        if now < self._next_probe:
+        if now < self._next_probe and not force:
             return False
         self._next_probe = now + self.settings.probe_interval_s
         if len(self._producer) > 0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -162,7 +163,7 @@ def test_close_spools_what_was_not_acknowledged_and_a_new_publisher_replays_it(t
     for e in events:
         pub.emit(e)
     pub._broker_up = False
-    pub.close()
+    pub.close(timeout=0.3)  # reachable, but every delivery fails: close retries for its budget, then spools
     leftover = DiskSpool(tmp_path / "spool")
     assert stuck.sent == [] and not leftover.is_empty()
     leftover.close()
@@ -359,3 +360,19 @@ def test_a_fatally_failed_client_is_replaced_and_its_batches_spooled(tmp_path: P
     assert pub.metrics.spooled._value.get() == 1 and not pub._broker_up  # purged into the spool, probe next
     pub._maybe_replay()
     assert len(_decoded(producer)) == 1 and pub._spool.is_empty()
+
+
+def test_close_rides_out_a_blip_and_delivers_the_spool(tmp_path: Path) -> None:
+    producer = FakeProducer()
+    pub = _publisher(tmp_path, producer)
+    events = [e for e in generate(300, seed=13) if e.tenant == "acme"][:30]
+    pub._broker_up = False
+    for e in events:
+        pub.emit(e)
+    pub._drain_buffers(force=True)  # spooled while the broker was believed down
+    pub._broker_up = True  # it answered again, but deliveries still fail for a moment (a settling broker)
+    producer.fail_with = "not yet"
+    threading.Timer(0.1, lambda: setattr(producer, "fail_with", None)).start()
+    pub.close(timeout=5)
+    assert sorted(e.event_id for e in _decoded(producer)) == sorted(e.event_id for e in events)
+    assert DiskSpool(tmp_path / "spool").is_empty()
