@@ -129,10 +129,11 @@ def validate_event(
         if value is not None and (type(value) is not str or len(value) > max_string_len or not value.isascii()):
             _text_problem(name, value, max_string_len, required=False)
     _check_optional_counts(ev, max_tokens_per_bucket)
-    for name in ("tokens_estimated", "result_cache_hit"):
-        value = getattr(ev, name)
-        if value is not None and type(value) is not bool:
-            raise InvalidEvent("bad_type", name, f"{name} must be a boolean")
+    estimated, cache_hit = ev.tokens_estimated, ev.result_cache_hit
+    if estimated is not None and type(estimated) is not bool:
+        raise InvalidEvent("bad_type", "tokens_estimated", "tokens_estimated must be a boolean")
+    if cache_hit is not None and type(cache_hit) is not bool:
+        raise InvalidEvent("bad_type", "result_cache_hit", "result_cache_hit must be a boolean")
     attributes = ev.attributes
     if type(attributes) is not dict or len(attributes) > MAX_ATTRIBUTES:
         raise InvalidEvent("bad_attributes", "attributes",
@@ -150,14 +151,15 @@ def validate_event(
 
 def _check_optional_counts(ev: UsageEvent, max_tokens: int) -> None:
     """Optional integers: absent, or within the Avro type (and the sanity bound for token counts)."""
-    turn = ev.turn
+    turn, system, cap, latency, billed = ev.turn, ev.system_prompt_tokens, ev.max_tokens, ev.latency_ms, \
+        ev.billed_cost_nanos
     if turn is not None and (type(turn) is not int or not 0 <= turn <= _INT_MAX):
         _count_problem("turn", turn, _INT_MAX, limit_is_sanity=False)
-    for name in ("system_prompt_tokens", "max_tokens"):
-        value = getattr(ev, name)
-        if value is not None and (type(value) is not int or not 0 <= value <= max_tokens):
-            _count_problem(name, value, max_tokens, limit_is_sanity=True)
-    for name in ("latency_ms", "billed_cost_nanos"):
-        value = getattr(ev, name)
-        if value is not None and (type(value) is not int or not 0 <= value <= _LONG_MAX):
-            _count_problem(name, value, _LONG_MAX, limit_is_sanity=False)
+    if system is not None and (type(system) is not int or not 0 <= system <= max_tokens):
+        _count_problem("system_prompt_tokens", system, max_tokens, limit_is_sanity=True)
+    if cap is not None and (type(cap) is not int or not 0 <= cap <= max_tokens):
+        _count_problem("max_tokens", cap, max_tokens, limit_is_sanity=True)
+    if latency is not None and (type(latency) is not int or not 0 <= latency <= _LONG_MAX):
+        _count_problem("latency_ms", latency, _LONG_MAX, limit_is_sanity=False)
+    if billed is not None and (type(billed) is not int or not 0 <= billed <= _LONG_MAX):
+        _count_problem("billed_cost_nanos", billed, _LONG_MAX, limit_is_sanity=False)
