@@ -357,3 +357,27 @@ def test_the_specialised_decoder_agrees_with_fastavro_on_mutations() -> None:
         accepted += 1
         assert ours == _fastavro_events(bytes(data), batch)
     assert accepted > 50  # most mutations inside strings and counts still decode: the comparison was exercised
+
+
+def test_whatever_passes_validation_can_be_encoded() -> None:
+    """The publisher validates on emit and encodes at flush: a validated event must never fail a whole batch."""
+    import dataclasses
+
+    rng = random.Random(31)
+    pool: list[Any] = [None, "", "x", "é", "\udc80", "y" * 513, 0, 1, -1, 2**31, 2**63, 10**7 + 1, True, 1.5,
+                       b"bytes", ["ok"], {"k": "v"}, {"k": None}, {1: "v"}, "ok", "chat", "batch"]
+    names = [f.name for f in dataclasses.fields(UsageEvent)]
+    codec = UsageCodec.schemaless()
+    passed = 0
+    for base in generate(300, seed=13):
+        event = base
+        for _ in range(rng.randint(1, 3)):
+            setattr(event, rng.choice(names), rng.choice(pool))
+        try:
+            validate_event(event)
+        except InvalidEvent:
+            continue
+        passed += 1
+        value, headers = codec.encode_batch(event.tenant, [event])
+        assert codec.decode(value, headers).events == [event]
+    assert passed > 10
