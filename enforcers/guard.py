@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, cast
+from typing import Any, Self, cast
 
 import redis
 from prometheus_client import CollectorRegistry, Counter
@@ -353,25 +353,36 @@ class Reservation:
             await self._guard.run(settle_steps(self._guard.core, self, {}))
 
 
-class BudgetGuard:
-    """The synchronous guard. Never raises for its own I/O; see the module docstring."""
+class _GuardShell:
+    """What the sync and async guards share: a store, the core, construction from ``COSTPLANE_REDIS_*``."""
+
+    @staticmethod
+    def _store_from_url(url: str, prefix: str, timeout_s: float) -> Any:
+        raise NotImplementedError
 
     def __init__(self, store: Any, **core: Any) -> None:
         self.store = store
         self.core = GuardCore(**core)
 
     @classmethod
-    def from_settings(cls, **core: Any) -> BudgetGuard:
+    def from_settings(cls, **core: Any) -> Self:
         from costplane.config import RedisSettings, load_settings
 
         settings = load_settings(RedisSettings)
-        store = RedisBudgetStore.from_url(settings.url.get_secret_value(), prefix=settings.key_prefix,
-                                          timeout_s=settings.timeout_ms / 1000)
+        store = cls._store_from_url(settings.url.get_secret_value(), settings.key_prefix, settings.timeout_ms / 1000)
         return cls(store, **core)
 
     @property
     def metrics(self) -> GuardMetrics:
         return self.core.metrics
+
+
+class BudgetGuard(_GuardShell):
+    """The synchronous guard. Never raises for its own I/O; see the module docstring."""
+
+    @staticmethod
+    def _store_from_url(url: str, prefix: str, timeout_s: float) -> Any:
+        return RedisBudgetStore.from_url(url, prefix=prefix, timeout_s=timeout_s)
 
     def run(self, steps: Steps) -> Any:
         """Drive a step generator against the store, feeding results and errors back into it."""
@@ -405,26 +416,14 @@ class BudgetGuard:
         return Reservation(self, scope, answer, request, resolved, model)
 
 
-class AsyncBudgetGuard:
+class AsyncBudgetGuard(_GuardShell):
     """The asyncio guard: same answers, same policy, awaiting an :class:`AsyncRedisBudgetStore`."""
 
-    def __init__(self, store: Any, **core: Any) -> None:
-        self.store = store
-        self.core = GuardCore(**core)
-
-    @classmethod
-    def from_settings(cls, **core: Any) -> AsyncBudgetGuard:
-        from costplane.config import RedisSettings, load_settings
+    @staticmethod
+    def _store_from_url(url: str, prefix: str, timeout_s: float) -> Any:
         from costplane.enforcers.store import AsyncRedisBudgetStore
 
-        settings = load_settings(RedisSettings)
-        store = AsyncRedisBudgetStore.from_url(settings.url.get_secret_value(), prefix=settings.key_prefix,
-                                               timeout_s=settings.timeout_ms / 1000)
-        return cls(store, **core)
-
-    @property
-    def metrics(self) -> GuardMetrics:
-        return self.core.metrics
+        return AsyncRedisBudgetStore.from_url(url, prefix=prefix, timeout_s=timeout_s)
 
     async def run(self, steps: Steps) -> Any:
         try:
