@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from typing import cast
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -33,7 +34,7 @@ def demo(
     from costplane.devstack.prereqs import MissingPrerequisite
     from costplane.devstack.stack import DevStack
     from costplane.pricing.catalog import default_catalog
-    from costplane.publisher import UsageCodec, UsagePublisher
+    from costplane.publisher import UsageCodec, UsageEvent, UsagePublisher
     from costplane.synthetic import Incident, TrafficShape, generate
 
     err = console(stderr=True)
@@ -68,7 +69,8 @@ def demo(
         consumer = Consumer({**kafka.confluent_config(), "group.id": f"demo-{uuid.uuid4().hex}",
                              "enable.auto.commit": False})
         read = progress.add_task("reading back", total=len(traffic))
-        priced, rejects = [], 0
+        priced: list[tuple[UsageEvent, int, bool]] = []
+        rejects = 0
         try:
             partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
             consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
@@ -77,7 +79,7 @@ def demo(
                 for msg in consumer.consume(200, timeout=0.5):
                     if msg.error() is not None:
                         continue
-                    decoded = codec.decode(msg.value(), msg.headers())
+                    decoded = codec.decode(msg.value(), cast(list[tuple[str, bytes]], msg.headers()))
                     rejects += len(decoded.rejects)
                     for ev in decoded.events:
                         cost = catalog.price_event(ev)
