@@ -298,7 +298,7 @@ class WorkerSettings(BaseSettings):
     usage_partitions: int = Field(6, ge=1, description="Partitions of the usage topic when the worker creates it.")
     replication_factor: int = Field(1, ge=1, description="Replication factor of topics the worker creates.")
     dlq_retention_ms: int = Field(14 * 24 * 3600 * 1000, ge=60_000, description="Retention of the dead-letter topic.")
-    batch_max_messages: int = Field(500, ge=1, description="Messages taken per stream batch (stream.take).")
+    batch_max_messages: int = Field(100, ge=1, description="Messages taken per stream batch (stream.take).")
     batch_within_s: float = Field(0.05, gt=0, description="Longest wait to fill a stream batch.")
     max_clock_skew_ms: int = Field(24 * 3600 * 1000, ge=0, description="Events further in the future are rejected.")
     invalid_ratio_limit: float = Field(0.5, gt=0, le=1, description="Stop when invalid/total passes this ratio.")

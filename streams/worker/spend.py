@@ -16,11 +16,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
+from functools import lru_cache
 from typing import Any
 
 from costplane.budgets import Budget
 from costplane.budgets.model import event_attrs
-from costplane.budgets.windows import ROLLING, bucket_for, buckets_in_window, window_for
+from costplane.budgets.windows import ROLLING, Window, bucket_for, buckets_in_window, window_for
 from costplane.streams.core.priced import PricedEvent
 from costplane.streams.worker.pricing import event_tokens
 
@@ -61,6 +62,26 @@ class Outcome:
     skipped_redelivered: int = 0
 
 
+@lru_cache(maxsize=4096)
+def _calendar_window(period: str, tz: str, quarter_hour: int) -> Window:
+    # Every timezone offset is a multiple of 15 minutes, so day and month boundaries are too: one answer per block.
+    return window_for(period, tz, quarter_hour * 900_000)
+
+
+def current_window(period: str, tz: str, at_ms: int) -> Window:
+    """:func:`window_for`, memoised for calendar periods (the datetime work dominated the worker's profile)."""
+    if period in ROLLING:
+        return window_for(period, tz, at_ms)
+    return _calendar_window(period, tz, at_ms // 900_000)
+
+
+def _buckets(period: str, tz: str, at_ms: int) -> list[Window]:
+    if period in ROLLING:
+        rolling: list[Window] = buckets_in_window(period, tz, at_ms)
+        return rolling
+    return [current_window(period, tz, at_ms)]
+
+
 def state_key(budget_id: str, member: str) -> str:
     return f"{budget_id}|{member}"
 
@@ -86,12 +107,12 @@ def window_spent(budget: Budget, state: State, now_ms: int) -> int:
     """The member's total in the window containing ``now_ms``, in the budget's unit (tokens or nano-USD)."""
     idx = 0 if budget.unit == "tokens" else 1
     buckets = state["b"]
-    return sum(int(buckets[str(w.start_ms)][idx]) for w in buckets_in_window(budget.period, budget.tz, now_ms)
+    return sum(int(buckets[str(w.start_ms)][idx]) for w in _buckets(budget.period, budget.tz, now_ms)
                if str(w.start_ms) in buckets)
 
 
 def _prune(budget: Budget, state: State, now_ms: int) -> None:
-    first = buckets_in_window(budget.period, budget.tz, now_ms)[0].start_ms
+    first = _buckets(budget.period, budget.tz, now_ms)[0].start_ms
     for start in [s for s in state["b"] if int(s) < first]:
         del state["b"][start]
 
@@ -106,6 +127,7 @@ def apply_batch(items: Sequence[Located], budgets: Iterable[Budget], states: Map
     budget_list = list(budgets)
     touched: dict[str, Budget] = {}
     changed_buckets: dict[str, set[str]] = {}
+    advanced: dict[str, dict[str, int]] = {}
     for item in items:
         ev = item.priced.event
         attrs = event_attrs(ev)
@@ -125,29 +147,32 @@ def apply_batch(items: Sequence[Located], budgets: Iterable[Budget], states: Map
             if item.offset <= int(state["o"].get(part, -1)):
                 out.skipped_redelivered += 1
                 continue
-            bucket = str(bucket_for(budget.period, budget.tz, ev.occurred_at).start_ms)
+            bucket = str((bucket_for(budget.period, budget.tz, ev.occurred_at) if budget.period in ROLLING
+                          else current_window(budget.period, budget.tz, ev.occurred_at)).start_ms)
             cell = state["b"].setdefault(bucket, [0, 0])
             cell[0] += tokens
             cell[1] += item.priced.cost_nanos
             touched[key] = budget
             changed_buckets.setdefault(key, set()).add(bucket)
+            marks = advanced.setdefault(key, {})
+            if item.offset > marks.get(part, -1):
+                marks[part] = item.offset
             counted_once = True
         if counted_once:
             out.counted += 1
-    # Offsets advance after the whole batch, so one event matching a budget twice is still counted once.
-    for item in items:
-        for key in touched:
-            st = out.states[key]
-            part = str(item.partition)
-            if item.offset > int(st["o"].get(part, -1)):
-                st["o"][part] = item.offset
+    # Offsets advance after the whole batch (a message holds many events at one offset), for every key it touched.
+    for key, marks in advanced.items():
+        offsets = out.states[key]["o"]
+        for part, offset in marks.items():
+            if offset > int(offsets.get(part, -1)):
+                offsets[part] = offset
     for key, budget in touched.items():
         _, member = split_key(key)
         state = out.states[key]
         _prune(budget, state, now_ms)
         _evaluate(budget, member, state, now_ms, out)
         amount_idx = 0 if budget.unit == "tokens" else 1
-        window = window_for(budget.period, budget.tz, now_ms)
+        window = current_window(budget.period, budget.tz, now_ms)
         for bucket in changed_buckets[key]:
             if bucket in state["b"]:
                 size = ROLLING[budget.period][0] if budget.period in ROLLING else window.end_ms - window.start_ms
@@ -178,7 +203,7 @@ def _copy(state: State) -> State:
 
 
 def _evaluate(budget: Budget, member: str, state: State, now_ms: int, out: Outcome) -> None:
-    window = window_for(budget.period, budget.tz, now_ms)
+    window = current_window(budget.period, budget.tz, now_ms)
     spent = window_spent(budget, state, now_ms)
     standing = state.get("d")
     over = spent >= budget.limit

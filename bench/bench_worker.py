@@ -1,0 +1,240 @@
+"""Worker benchmark: throughput of one worker process (all roles) beside a same-run floor, and decision latency.
+
+* Floor: a bare aiokafka consumer reading the same batched messages and decoding them with the same codec,
+  nothing else (no Faust, no pricing, no windows, no Redis, no ClickHouse).
+* Worker: ``costplane worker --role all`` (real pricing, a per-user budget on every event so every event updates a
+  window, Redis effects, the ClickHouse sink on embedded chDB) consuming the same messages from a fresh group;
+  throughput = events / (time the stream role counted the last one − time it counted the first).
+* Decision latency: paced traffic at a target rate where some events are the first of a user with a 1-token budget
+  (so each such event must yield a Redis decision); latency = the decision key's appearance − the produce time.
+
+Run with the dev stack up: ``python -m bench.bench_worker [--events N] [--rate R] [--seconds S]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import redis
+from confluent_kafka import Producer
+
+from bench.common import percentile, write_section
+from costplane.budgets import Budget
+from costplane.config import ClickHouseSettings, KafkaSettings, RedisSettings, WorkerSettings, load_settings
+from costplane.publisher.codec import UsageCodec
+from costplane.publisher.event import UsageEvent
+from costplane.streams.topics import create_topics
+from costplane.streams.worker.testing import WorkerProcess, worker_env
+
+BATCH = 50
+
+
+def event(tenant: str, user: str, now_ms: int, i: int) -> UsageEvent:
+    return UsageEvent(event_id=str(uuid.uuid4()), occurred_at=now_ms, tenant=tenant, provider="openai",
+                      model="gpt-4o-mini", request_id=f"r{i}", attempt=1, status="ok", input_tokens=1200,
+                      cached_input_tokens=300, output_tokens=250, feature="chat", user_id=user, env="prod")
+
+
+def produce_batches(kafka: KafkaSettings, n: int, users: int) -> None:
+    codec = UsageCodec.schemaless()
+    producer = Producer({**kafka.confluent_config(), "linger.ms": 20, "compression.type": "lz4"})
+    rng = random.Random(1)
+    now = int(time.time() * 1000)
+    tenants = [f"t{i}" for i in range(12)]
+    for start in range(0, n, BATCH):
+        tenant = tenants[(start // BATCH) % len(tenants)]
+        evs = [event(tenant, f"u{rng.randrange(users)}", now, start + j) for j in range(BATCH)]
+        value, headers = codec.encode_batch(tenant, evs)
+        producer.produce(kafka.topic("usage"), key=tenant.encode(), value=value, headers=headers)
+        producer.poll(0)
+    producer.flush(60)
+
+
+async def floor(kafka: KafkaSettings, n: int) -> float:
+    """Bare aiokafka consume + decode of the same messages: events/s."""
+    from aiokafka import AIOKafkaConsumer
+
+    codec = UsageCodec.schemaless()
+    consumer = AIOKafkaConsumer(kafka.topic("usage"), bootstrap_servers=kafka.bootstrap_servers,
+                                group_id=f"floor-{uuid.uuid4().hex}", auto_offset_reset="earliest",
+                                enable_auto_commit=False)
+    await consumer.start()
+    seen = 0
+    started: float | None = None
+    try:
+        while seen < n:
+            batch = await consumer.getmany(timeout_ms=500, max_records=2000)
+            for records in batch.values():
+                for rec in records:
+                    if started is None:
+                        started = time.perf_counter()
+                    seen += len(codec.decode(rec.value, list(rec.headers)).events)
+    finally:
+        await consumer.stop()
+    assert started is not None
+    return n / (time.perf_counter() - started)
+
+
+def metric(worker: WorkerProcess, name: str) -> float:
+    try:
+        _, body = worker.get("/metrics", 30)
+    except OSError:
+        return -1.0  # busy beyond 30 s: the caller polls again
+    for line in str(body).splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            if line.startswith(name + '{role="stream"}') or line.startswith(name + " "):
+                return float(line.split()[-1])
+    return 0.0
+
+
+def worker_throughput(worker: WorkerProcess, sink: WorkerProcess, n: int) -> tuple[float, float]:
+    """(stream events/s, seconds until the sink had written everything)."""
+    first_at: float | None = None
+    count = 0.0
+    deadline = time.monotonic() + 600
+    while count < n and time.monotonic() < deadline:
+        count = max(count, metric(worker, "costplane_worker_events_total"))
+        if count > 0 and first_at is None:
+            first_at = time.monotonic()
+        time.sleep(0.05)
+    done_at = time.monotonic()
+    assert first_at is not None and count >= n, f"worker counted {count} of {n}"
+    while metric(sink, "costplane_worker_sink_rows_total") < n and time.monotonic() < deadline:
+        time.sleep(0.2)
+    # The first poll that sees events is up to 50 ms late: count the events seen then as not yet timed.
+    return n / max(done_at - first_at, 1e-6), time.monotonic() - first_at
+
+
+def decision_latency(kafka: KafkaSettings, redis_settings: RedisSettings, rate: int, seconds: float) -> list[float]:
+    """Paced traffic at ``rate`` events/s; every 20th message opens a new user whose first event crosses."""
+    codec = UsageCodec.schemaless()
+    producer = Producer({**kafka.confluent_config(), "linger.ms": 5, "compression.type": "lz4"})
+    r = redis.Redis.from_url(redis_settings.url.get_secret_value())
+    pending: dict[str, float] = {}
+    latencies: list[float] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set() or pending:
+            with lock:
+                keys = list(pending)
+            if keys:
+                values = r.mget(keys)
+                now = time.perf_counter()
+                with lock:
+                    for key, value in zip(keys, values, strict=True):
+                        if value is not None:
+                            latencies.append(now - pending.pop(key))
+            time.sleep(0.002)
+            if stop.is_set() and time.perf_counter() - stop_at[0] > 10:
+                break
+
+    stop_at = [0.0]
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    interval = BATCH / rate
+    start = time.perf_counter()
+    i = 0
+    while time.perf_counter() - start < seconds:
+        tenant = f"lat{i % 6}"
+        now_ms = int(time.time() * 1000)
+        evs = [event(tenant, f"steady{j % 40}", now_ms, i * BATCH + j) for j in range(BATCH - 1)]
+        probe = None
+        if i % 20 == 0:
+            probe = f"probe{i}"
+            evs.append(event(tenant, probe, now_ms, i * BATCH + BATCH))
+        else:
+            evs.append(event(tenant, "steady0", now_ms, i * BATCH + BATCH))
+        value, headers = codec.encode_batch(tenant, evs)
+        producer.produce(kafka.topic("usage"), key=tenant.encode(), value=value, headers=headers)
+        producer.poll(0)
+        if probe is not None:
+            key = f"{redis_settings.key_prefix}:{{{tenant}}}:decision:probe-tokens:tenant={tenant},user={probe}"
+            with lock:
+                pending[key] = time.perf_counter()
+        i += 1
+        next_at = start + i * interval
+        time.sleep(max(0.0, next_at - time.perf_counter()))
+    producer.flush(10)
+    stop_at[0] = time.perf_counter()
+    stop.set()
+    watcher.join(15)
+    missing = len(pending)
+    assert missing == 0, f"{missing} probes got no decision"
+    return sorted(latencies)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--users", type=int, default=10_000)
+    parser.add_argument("--rate", type=int, default=10_000)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--split", action="store_true",
+                        help="stream role and sink role in two processes (throughput is the stream process's)")
+    args = parser.parse_args()
+
+    kafka = load_settings(KafkaSettings, topic_prefix=f"bench{uuid.uuid4().hex[:6]}")
+    redis_settings = load_settings(RedisSettings, key_prefix=f"bench{uuid.uuid4().hex[:6]}")
+    create_topics(kafka, load_settings(WorkerSettings))
+    budgets = [Budget(id="user-day", scope={"tenant": "*", "user": "*"}, unit="tokens", limit=10**12, version=1),
+               Budget(id="probe-tokens", scope={"tenant": "*", "user": "*"}, unit="tokens", limit=1, version=1,
+                      action="block")]
+    producer = Producer(kafka.confluent_config())
+    for b in budgets[:1]:
+        producer.produce(kafka.topic("budgets"), key=b.id.encode(), value=b.to_json().encode())
+    producer.flush(10)
+    produce_batches(kafka, args.events, args.users)
+    floor_rate = asyncio.run(floor(kafka, args.events))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ch = load_settings(ClickHouseSettings, chdb_path=Path(tmp) / "chdb", database="bench")
+        env = worker_env(kafka, redis_settings, ch)
+        log = Path(os.environ.get("BENCH_WORKER_LOG", Path(tmp) / "worker.log"))
+        worker = WorkerProcess(env, log, role="stream" if args.split else "all").start()
+        sink = WorkerProcess(env, log.with_suffix(".sink"), role="sink").start() if args.split else worker
+        try:
+            worker.wait_ready(120)
+            sink.wait_ready(120)
+            rate, sink_s = worker_throughput(worker, sink, args.events)
+            # Latency phase: the probe budget blocks each probe user at its first event.
+            producer.produce(kafka.topic("budgets"), key=b"probe-tokens", value=budgets[1].to_json().encode())
+            producer.flush(10)
+            time.sleep(2)
+            latencies = decision_latency(kafka, redis_settings, args.rate, args.seconds)
+        finally:
+            worker.stop()
+            sink.stop()
+
+    split_flag = " --split" if args.split else ""
+    layout = ("A stream-role process beside a separate sink process (`--role stream` + `--role sink`)" if args.split
+              else "One worker process, `--role all`")
+    p50, p99 = percentile(latencies, 50) * 1000, percentile(latencies, 99) * 1000
+    body = f"""
+Command: `python -m bench.bench_worker --events {args.events} --rate {args.rate} --seconds {args.seconds:g}{split_flag}`
+(dev stack running). {layout}: real pricing, a per-user budget on every event, Redis effects per batch, the
+ClickHouse sink on embedded chDB; {BATCH} events per message, {args.users} users.
+
+| figure | worker | floor (same run) | ratio | target |
+|---|---|---|---|---|
+| throughput, one process | {rate:,.0f} events/s | {floor_rate:,.0f} events/s (bare consume + decode) \
+| {rate / floor_rate:.2f}× | ≥ 0.30× and ≥ 50 000 events/s |
+| sink caught up | {sink_s:.1f} s after the first event | — | — | — |
+| event → Redis decision p50 | {p50:.0f} ms at {args.rate:,} events/s | — | — | — |
+| event → Redis decision p99 | {p99:.0f} ms ({len(latencies)} probes) | — | — | ≤ 1 000 ms |
+"""
+    print(body)
+    write_section("Worker" + (" (stream and sink split)" if args.split else ""), body)
+
+
+if __name__ == "__main__":
+    main()
