@@ -100,6 +100,7 @@ class SinkLoop:
 
         consumer.subscribe([topic], on_revoke=on_revoke)
         self.ready = True
+        next_lag_at = 0.0
         try:
             while not self.stop_event.is_set():
                 msgs = consumer.consume(num_messages=1000, timeout=0.2)
@@ -114,9 +115,22 @@ class SinkLoop:
                     self.metrics.events.labels("sink").inc(len(decoded.events))
                 if sink.should_flush():
                     flush()
+                if time.monotonic() >= next_lag_at:
+                    next_lag_at = time.monotonic() + 5.0
+                    self.metrics.lag.labels("sink").set(self._lag(consumer))
             flush()
         finally:
             consumer.close()
+
+    @staticmethod
+    def _lag(consumer: Any) -> int:
+        """Messages between this consumer's positions and the log ends (librdkafka's cached watermarks)."""
+        lag = 0
+        for tp in consumer.position(consumer.assignment()):
+            _low, high = consumer.get_watermark_offsets(tp, cached=True)
+            if tp.offset >= 0 and high >= 0:
+                lag += max(high - tp.offset, 0)
+        return lag
 
     def _sleep(self, seconds: float) -> None:
         self.metrics.sink_retries.inc()
