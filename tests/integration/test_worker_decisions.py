@@ -63,7 +63,7 @@ class DecisionsReader:
     def poll(self) -> list[dict[str, Any]]:
         for msg in self.consumer.consume(100, timeout=0.5):
             if not msg.error():
-                self.records.append(json.loads(msg.value()))
+                self.records.append(json.loads(msg.value() or b"null"))
         return self.records
 
 

@@ -62,7 +62,7 @@ def test_bad_input_is_dead_lettered_and_a_flood_stops_the_worker(kafka_settings:
     topic = kafka_settings.topic("usage")
 
     def send(value: bytes, headers: list[tuple[str, bytes]], key: bytes = b"acme") -> None:
-        producer.produce(topic, key=key, value=value, headers=headers)
+        producer.produce(topic, key=key, value=value, headers=list(headers))  # type: ignore[arg-type]
 
     try:
         worker.wait_ready(90)
