@@ -112,6 +112,13 @@ def test_bad_input_is_dead_lettered_and_a_flood_stops_the_worker(kafka_settings:
         assert code == EXIT_INVALID_RATIO
         log = worker.log_tail()
         assert "COSTPLANE_WORKER_INVALID_RATIO_LIMIT=0.5" in log and "were invalid" in log
+
+        # Replay after a fix: with a wider clock-skew bound the future-dated event is valid now, the rest is not.
+        fixed = {**env, "COSTPLANE_WORKER_MAX_CLOCK_SKEW_MS": str(2 * 3_600_000)}
+        done = subprocess.run([sys.executable, "-m", "costplane.cli", "dlq", "replay", "--reason", "clock_skew",
+                               "--json"], env=fixed, capture_output=True, text=True, timeout=120, check=False)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout) == {"replayed": 1, "still_invalid": 0, "dry_run": False}
     finally:
         worker.stop()
         redis.Redis.from_url(redis_settings.url.get_secret_value()).close()
