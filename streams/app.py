@@ -23,11 +23,12 @@ from costplane.budgets import Budget
 from costplane.config import ClickHouseSettings, KafkaSettings, RedisSettings, WorkerSettings
 from costplane.logging import get_logger
 from costplane.publisher.codec import UsageCodec
+from costplane.streams.core.spend import split_key
 from costplane.streams.dlq import InvalidRatioExceeded, InvalidRatioGuard, dead_letters
 from costplane.streams.worker.dedup import RecentIds
 from costplane.streams.worker.metrics import WorkerMetrics
 from costplane.streams.worker.pricing import price_events
-from costplane.streams.worker.spend import Located, Outcome, apply_batch, reevaluate, split_key, touched_keys
+from costplane.streams.worker.spend import Located, Outcome, apply_batch, reevaluate, touched_keys
 
 log = get_logger(__name__)
 

@@ -23,6 +23,7 @@ from costplane.budgets import Budget
 from costplane.budgets.model import event_attrs
 from costplane.budgets.windows import ROLLING, Window, bucket_for, buckets_in_window, window_for
 from costplane.streams.core.priced import PricedEvent
+from costplane.streams.core.spend import split_key, state_key, tenant_of
 from costplane.streams.worker.pricing import event_tokens
 
 State = dict[str, Any]
@@ -80,23 +81,6 @@ def _buckets(period: str, tz: str, at_ms: int) -> list[Window]:
         rolling: list[Window] = buckets_in_window(period, tz, at_ms)
         return rolling
     return [current_window(period, tz, at_ms)]
-
-
-def state_key(budget_id: str, member: str) -> str:
-    return f"{budget_id}|{member}"
-
-
-def split_key(key: str) -> tuple[str, str]:
-    budget_id, _, member = key.partition("|")
-    return budget_id, member
-
-
-def tenant_of(member: str) -> str:
-    for part in member.split(","):
-        name, _, value = part.partition("=")
-        if name == "tenant":
-            return value
-    return ""
 
 
 def empty_state() -> State:

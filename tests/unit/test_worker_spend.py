@@ -8,7 +8,8 @@ import uuid
 from costplane.budgets import Budget
 from costplane.publisher.event import UsageEvent
 from costplane.streams.core.priced import PricedEvent
-from costplane.streams.worker.spend import Located, Outcome, State, apply_batch, reevaluate, state_key, touched_keys
+from costplane.streams.core.spend import state_key
+from costplane.streams.worker.spend import Located, Outcome, State, apply_batch, reevaluate, touched_keys
 
 DAY0 = 1_795_392_000_000  # a UTC midnight
 NOW = DAY0 + 3_600_000
