@@ -66,10 +66,11 @@ def read_budgets(timeout_s: float = 20.0) -> dict[str, Any]:
                     continue
                 pos[int(msg.partition() or 0)] = int(msg.offset() or 0) + 1
                 key = (msg.key() or b"").decode()
-                if msg.value() is None:
+                value = msg.value()
+                if value is None:
                     budgets.pop(key, None)
                 else:
-                    budgets[key] = Budget.from_json(msg.value())
+                    budgets[key] = Budget.from_json(value)
     finally:
         consumer.close()
     return budgets

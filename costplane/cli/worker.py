@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import typer
 
@@ -169,7 +169,8 @@ def dlq_replay(
             replayed += 1
             if not dry_run:
                 body, hdrs = codec.encode_batch(ev.tenant, [ev])
-                producer.produce(kafka.topic("usage"), key=ev.tenant.encode(), value=body, headers=hdrs)
+                producer.produce(kafka.topic("usage"), key=ev.tenant.encode(), value=body,
+                                 headers=cast(list[tuple[str, str | bytes | None]], hdrs))
                 producer.poll(0)
     if not dry_run:
         producer.flush(30)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any
+from typing import Any, cast
 
 from costplane.config import ClickHouseSettings, KafkaSettings, WorkerSettings
 from costplane.logging import get_logger
@@ -108,7 +108,8 @@ class SinkLoop:
                     if msg.error():
                         log.warning("sink_consume_error", error=str(msg.error()))
                         continue
-                    decoded = codec.decode(msg.value(), list(msg.headers() or []), now_ms=int(time.time() * 1000),
+                    headers = cast(list[tuple[str, bytes]], msg.headers() or [])
+                    decoded = codec.decode(msg.value(), headers, now_ms=int(time.time() * 1000),
                                            max_clock_skew_ms=self.worker.max_clock_skew_ms)
                     for priced in price_events(catalog, decoded.events):
                         sink.add(priced, msg.partition(), msg.offset())
