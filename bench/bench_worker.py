@@ -168,7 +168,7 @@ def decision_latency(kafka: KafkaSettings, redis_settings: RedisSettings, rate: 
     stop.set()
     watcher.join(15)
     missing = len(pending)
-    assert missing == 0, f"{missing} probes got no decision"
+    assert missing == 0, f"{missing} of {missing + len(latencies)} probes got no decision: {sorted(pending)[:3]}"
     return sorted(latencies)
 
 
@@ -205,6 +205,8 @@ def main() -> None:
             worker.wait_ready(120)
             sink.wait_ready(120)
             rate, sink_s = worker_throughput(worker, sink, args.events)
+            print(f"throughput: {rate:,.0f} events/s (floor {floor_rate:,.0f}); sink caught up after {sink_s:.1f} s",
+                  flush=True)
             # Latency phase: the probe budget blocks each probe user at its first event.
             producer.produce(kafka.topic("budgets"), key=b"probe-tokens", value=budgets[1].to_json().encode())
             producer.flush(10)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -171,6 +171,23 @@ class Budget(BaseModel):
             parts.append(f"{dim}={value}")
         return ",".join(parts)
 
+    def event_member(self) -> Callable[[Any], str | None]:
+        """:meth:`member_of` for UsageEvent-shaped objects, compiled once: reads the few scoped attributes
+        straight off the event instead of building an attribute dict per event (the worker's hot loop)."""
+        wanted = [(dim, EVENT_FIELDS[dim], value) for dim in DIMENSIONS
+                  if (value := self.scope.get(dim)) is not None]
+
+        def member(event: Any) -> str | None:
+            parts = []
+            for dim, name, want in wanted:
+                value = getattr(event, name)
+                if value is None or value == "" or (want != "*" and value != want):
+                    return None
+                parts.append(f"{dim}={value}")
+            return ",".join(parts)
+
+        return member
+
     def limit_display(self) -> str:
         if self.unit == "usd":
             return f"${(Decimal(self.limit) / NANOS_PER_USD).normalize()}"
@@ -215,6 +232,11 @@ def budgets_from_yaml(text: str) -> list[Budget]:
         seen.add(budget.id)
         out.append(budget)
     return out
+
+
+#: Scope dimension → UsageEvent attribute.
+EVENT_FIELDS = {"tenant": "tenant", "team": "team", "feature": "feature", "user": "user_id", "env": "env",
+                "model": "model", "provider": "provider", "plan": "plan"}
 
 
 def event_attrs(event: Any) -> dict[str, str | None]:

@@ -306,6 +306,8 @@ class WorkerSettings(BaseSettings):
     invalid_min_events: int = Field(1000, ge=1, description="Events needed in the window before the ratio counts.")
     recent_ids_per_partition: int = Field(200_000, ge=1000, description="Recent event ids kept per partition for "
                                           "window dedup.")
+    window_cache_keys: int = Field(200_000, ge=1000, description="Budget window states the stream role caches in "
+                                   "memory (Redis holds them all).")
     sink_max_events: int = Field(10_000, ge=1, description="Sink flush at this many buffered events.")
     sink_max_age_s: float = Field(1.0, gt=0, description="Sink flush when the oldest buffered event waited this long.")
     session_timeout_s: float = Field(

@@ -1,16 +1,15 @@
 """The Faust application of the stream role: decode → price → windows → decisions, with dead letters.
 
-Agents stay short: the codec decodes (the one place), :mod:`costplane.streams.worker.spend` computes, and this
-module only moves bytes and effects. Messages are taken in batches (``take_events``) and each window key is read
-and written once per batch. Spend windows live in the ``spend`` table (changelog-backed); budgets are read from
-the compacted budgets topic by every worker in full (a replicated in-memory table), because every partition
-needs every budget.
+Agents stay short: the codec decodes (the one place), :mod:`costplane.streams.worker.windows` computes over the
+pure core, and this module only moves bytes and effects. Messages are taken in batches (``take_events``) and each
+window key is read and written once per batch. Spend windows live in Redis beside the guard's counters, fenced
+by source offsets (:mod:`costplane.streams.worker.windowstore`); budgets are read from the compacted budgets topic
+by every worker in full, because every partition needs every budget.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import sys
 import time
@@ -18,17 +17,18 @@ from collections.abc import Callable
 from typing import Any
 
 import faust
+from redis.exceptions import RedisError
 
 from costplane.budgets import Budget
 from costplane.config import ClickHouseSettings, KafkaSettings, RedisSettings, WorkerSettings
 from costplane.logging import get_logger
 from costplane.publisher.codec import UsageCodec
-from costplane.streams.core.spend import split_key
 from costplane.streams.dlq import InvalidRatioExceeded, InvalidRatioGuard, dead_letters
 from costplane.streams.worker.dedup import RecentIds
 from costplane.streams.worker.metrics import WorkerMetrics
 from costplane.streams.worker.pricing import price_events
-from costplane.streams.worker.spend import Located, Outcome, apply_batch, reevaluate, touched_keys
+from costplane.streams.worker.windows import Located, Pending, WorkerWindows
+from costplane.streams.worker.windowstore import RedisWindowBackend, WindowKeys
 
 log = get_logger(__name__)
 
@@ -36,7 +36,7 @@ EXIT_INVALID_RATIO = 3
 
 
 class Runtime:
-    """Everything the agents share: codec, catalog, budgets, Redis store, metrics. One per process."""
+    """Everything the agents share: codec, catalog, budgets, windows, metrics. One per process."""
 
     def __init__(self, kafka: KafkaSettings, redis_settings: RedisSettings, worker: WorkerSettings,
                  metrics: WorkerMetrics, clock: Callable[[], float] = time.time) -> None:
@@ -49,6 +49,10 @@ class Runtime:
         self.catalog = default_catalog()
         self.store = RedisBudgetStore.from_url(redis_settings.url.get_secret_value(), prefix=redis_settings.key_prefix,
                                                timeout_s=2.0)
+        self.windows = WorkerWindows(RedisWindowBackend(self.store.client,
+                                                        WindowKeys(redis_settings.key_prefix, group_id(kafka, worker))),
+                                     WindowKeys(redis_settings.key_prefix, group_id(kafka, worker)), self.store.keys,
+                                     cache_limit=worker.window_cache_keys)
         self.budgets: dict[str, Budget] = {}
         self.budgets_loaded = asyncio.Event()
         self.recent = RecentIds(worker.recent_ids_per_partition)
@@ -59,29 +63,6 @@ class Runtime:
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
-
-    def apply_effects(self, out: Outcome) -> None:
-        """Redis first (what the in-app guard reads), in one pipeline round trip per batch."""
-        from costplane.enforcers.store import RedisBudgetStore
-
-        if not (out.decisions or out.lifts or out.counters):
-            return
-        pipe = self.store.client.pipeline(transaction=False)
-        store = RedisBudgetStore(pipe, self.store.keys)
-        for lift in out.lifts:  # lifts first: a changed budget may lift and re-decide the same key in one outcome
-            store.clear_decision(lift["tenant"], lift["budget_id"], lift["member"])
-        for d in out.decisions:
-            if d["action"] in ("block", "degrade"):
-                store.write_decision(d["tenant"], d["budget_id"], d["member"], json.dumps(d), d["window_end_ms"])
-        for c in out.counters:  # what RedisBudgetStore.reconcile does, inside this batch's one pipeline
-            key = self.store.keys.spent(c.tenant, c.budget_id, c.member)
-            pipe.hset(key, str(c.bucket_start_ms), c.amount)
-            pipe.pexpire(key, c.ttl_ms)
-        try:
-            pipe.execute()
-        except Exception as exc:  # noqa: BLE001 - Redis down must not stop counting; the guard's policy decides
-            self.metrics.fail_opens.inc()
-            log.warning("redis_effects_failed", error=str(exc), decisions=len(out.decisions))
 
 
 def group_id(kafka: KafkaSettings, worker: WorkerSettings) -> str:
@@ -154,41 +135,34 @@ def _stream_role(app: faust.App, kafka: KafkaSettings, worker: WorkerSettings, r
                       partitions=worker.usage_partitions)
     dlq = app.topic(kafka.topic("usage.dlq"), value_serializer="raw", key_serializer="raw")
     decisions = app.topic(kafka.topic("decisions"), value_serializer="raw", key_serializer="raw")
-    spend = app.Table("spend", default=None, partitions=worker.usage_partitions,
-                      schema=faust.Schema(key_serializer="json", value_serializer="json"))
     m = rt.metrics
 
-    async def put_all(states: dict[str, dict[str, Any]]) -> None:
-        """Write table keys, each to its own changelog partition (the source partition its tenant lives on).
+    async def write(pending: Pending) -> None:
+        """Decision records first (flushed: at least once), then the windows' atomic commit (exactly once).
 
-        The changelog records go straight to the producer (which batches them) instead of Faust's one-at-a-time
-        buffer, and the producer is flushed before the batch's offsets can be acknowledged: a committed offset
-        therefore always has its window counts in the changelog, and a restart resumes exactly (the caller
-        flushes, after the Redis effects, so the decision reaches Redis without waiting for the broker).
+        A crash between the two republishes the records on redelivery under the same ``dedup_key``; the windows
+        count once either way, because the commit carries the fence. Redis down pauses the stream here, with
+        backoff, instead of counting anything twice or not at all.
         """
-        if not states:
-            return
-        topic = spend.changelog_topic.get_topic_name()
-        for key, value in states.items():
-            partitions = value.get("o") or {}
-            partition = max((int(p) for p in partitions), default=0)
-            spend.data[key] = value
-            await app.producer.send(topic, json.dumps(key).encode(), json.dumps(value).encode(), partition,
-                                    None, None)
-
-    async def publish(out: Outcome) -> None:
-        """Decision records straight to the (batching) producer; flushed with the changelog by the caller."""
-        topic = decisions.get_topic_name()
-        for record in (*out.decisions, *out.lifts, *out.notifications):
-            await app.producer.send(topic, str(record["tenant"]).encode(),
-                                    json.dumps(record, sort_keys=True).encode(), None, None, None)
-            m.decisions.labels(record["type"]).inc()
-
-    async def commit_outcome(out: Outcome) -> None:
-        await put_all(out.states)
-        rt.apply_effects(out)
-        await publish(out)
-        await app.producer.flush()
+        if pending.decisions:
+            topic = decisions.get_topic_name()
+            for d in pending.decisions:
+                await app.producer.send(topic, d.tenant.encode(), d.to_json().encode(), None, None, None)
+                m.decisions.labels(d.type).inc()
+            await app.producer.flush()
+        delay = 0.05
+        while True:
+            try:
+                report = rt.windows.commit(pending)
+                break
+            except RedisError as exc:
+                m.window_retries.inc()
+                log.warning("window_commit_failed", error=str(exc), retry_in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        if report.fenced:
+            m.fenced.inc(len(report.fenced))
+            log.warning("window_commit_fenced", tenants=report.fenced)
 
     @app.agent(usage)
     async def process(stream: Any) -> None:
@@ -220,11 +194,9 @@ def _stream_role(app: faust.App, kafka: KafkaSettings, worker: WorkerSettings, r
                     located.append(Located(priced, msg.partition, msg.offset))
             m.events.labels("stream").inc(valid)
             if located:
-                budgets = list(rt.budgets.values())
-                keys = touched_keys(located, budgets)
-                out = apply_batch(located, budgets, {k: spend.data.get(k) for k in keys}, now_ms)
-                m.duplicates.inc(out.skipped_redelivered)
-                await commit_outcome(out)
+                pending = rt.windows.count(located, list(rt.budgets.values()), now_ms)
+                m.duplicates.inc(pending.redelivered)
+                await write(pending)
             try:
                 rt.invalid.observe(valid, invalid, rt.clock())
             except InvalidRatioExceeded as exc:
@@ -237,19 +209,14 @@ def _stream_role(app: faust.App, kafka: KafkaSettings, worker: WorkerSettings, r
             m.invalid_ratio.set(rt.invalid.ratio)
 
     async def reevaluate_all(budget_ids: set[str] | None) -> None:
-        now_ms = rt.now_ms()
-        out = Outcome()
-        for key, state in list(spend.data.items()):
-            if not isinstance(state, dict):
-                continue
-            budget_id, _ = split_key(key)
-            standing = state.get("d")
-            if budget_ids is None and (not standing or int(standing["window_end_ms"]) > now_ms):
-                continue  # the timer only looks at decisions whose window has ended
-            if budget_ids is not None and budget_id not in budget_ids:
-                continue
-            reevaluate(rt.budgets.get(budget_id), key, dict(state), now_ms, out)
-        await commit_outcome(out)
+        await write(rt.windows.reevaluate(rt.budgets, budget_ids, rt.now_ms()))
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    async def on_revoked(app: faust.App, revoked: set[Any], **kwargs: Any) -> None:
+        """Partitions may move: fences and cached windows are read from Redis again on next use."""
+        rt.windows.forget_all()
+        for tp in revoked:
+            rt.recent.forget(tp.partition)
 
     @app.timer(interval=1.0)  # type: ignore[untyped-decorator]
     async def rollover() -> None:

@@ -25,7 +25,6 @@ from fractions import Fraction
 from typing import Any, Literal
 
 from costplane.budgets import Budget, Window
-from costplane.budgets.model import event_attrs
 from costplane.budgets.windows import ROLLING, WindowCache, buckets_in_window
 from costplane.streams.core.priced import PricedEvent
 
@@ -111,18 +110,18 @@ def aggregate(events: Iterable[PricedEvent], budgets: Iterable[Budget],
               windows: WindowCache | None = None) -> dict[str, dict[int, list[int]]]:
     """Sum a batch per table key and bucket first (``{key: {bucket_start: [tokens, nanos]}}``), so each key is
     read and written once per batch however many of its events the batch holds."""
-    budget_list = list(budgets)
+    matchers = [(b.id, b.period, b.tz, b.event_member()) for b in budgets]
     windows = windows or WindowCache()
     out: dict[str, dict[int, list[int]]] = {}
     for p in events:
-        attrs = event_attrs(p.event)
+        ev = p.event
         tokens = event_tokens(p)
-        for b in budget_list:
-            member = b.member_of(attrs)
+        for budget_id, period, tz, member_of in matchers:
+            member = member_of(ev)
             if member is None:
                 continue
-            bucket = windows.bucket(b.period, b.tz, p.event.occurred_at).start_ms
-            cell = out.setdefault(state_key(b.id, member), {}).setdefault(bucket, [0, 0])
+            bucket = windows.bucket(period, tz, ev.occurred_at).start_ms
+            cell = out.setdefault(f"{budget_id}|{member}", {}).setdefault(bucket, [0, 0])
             cell[0] += tokens
             cell[1] += p.cost_nanos
     return out
@@ -181,14 +180,16 @@ def _until(budget: Budget, state: State, now_ms: int, spent: int, w: Window) -> 
 
 # -- decisions ----------------------------------------------------------------------------------------------------
 def evaluate(budget: Budget | None, key: str, state: State | None, now_ms: int,
-             budget_id: str | None = None, windows: WindowCache | None = None) -> tuple[State, list[Decision]]:
+             budget_id: str | None = None, windows: WindowCache | None = None,
+             *, in_place: bool = False) -> tuple[State, list[Decision]]:
     """Re-check one member: after a batch, after a budget change, or on a timer (lifts at rollover).
 
     Returns the new state (write it back when it differs) and the decisions to apply, in order. ``budget`` None
-    means the budget was deleted: any standing decision is lifted.
+    means the budget was deleted: any standing decision is lifted. ``in_place`` updates ``state`` itself instead
+    of a copy (for a state the caller has just made, as :func:`apply_increments` does).
     """
     bid, member = split_key(key)
-    new = copy_state(state)
+    new = state if in_place and state is not None else copy_state(state)
     out: list[Decision] = []
     standing: dict[str, Any] | None = new.get("d")
     if budget is None:
@@ -271,7 +272,7 @@ def apply_increments(increments: Mapping[str, Mapping[int, Iterable[int]]], budg
         if budget is None:
             continue
         state = add(states.get(key), budget, inc, now_ms, windows)
-        state, out = evaluate(budget, key, state, now_ms, windows=windows)
+        state, out = evaluate(budget, key, state, now_ms, windows=windows, in_place=True)
         new_states[key] = state
         decisions.extend(out)
     return new_states, decisions

@@ -26,6 +26,10 @@ class WorkerMetrics:
         self.sink_retries = Counter("costplane_worker_sink_retries", "ClickHouse flushes retried", registry=r)
         self.fail_opens = Counter("costplane_worker_fail_opens", "Effects skipped because Redis failed (fail-open)",
                                   registry=r)
+        self.window_retries = Counter("costplane_worker_window_retries",
+                                      "Window commits retried because Redis failed (the stream waits)", registry=r)
+        self.fenced = Counter("costplane_worker_fenced_commits",
+                              "Tenant commits refused because another worker advanced the fence", registry=r)
         self.lag = Gauge("costplane_worker_consumer_lag", "Messages behind the log end", ["role"], registry=r)
         self.invalid_ratio = Gauge("costplane_worker_invalid_ratio", "Invalid share in the current window",
                                    registry=r)

@@ -1,0 +1,233 @@
+"""The stream role's spend windows: the pure core (:mod:`costplane.streams.core.spend`) over a fenced store.
+
+Per batch: skip what the tenant's fence says is already counted, aggregate the rest once per key and bucket,
+read the keys the cache does not hold (one round trip, only on a miss), apply and evaluate with the core, then
+:meth:`WorkerWindows.commit` writes each tenant's windows, guard counters, decisions and fence in one atomic
+script call (all tenants in one pipeline). The in-process cache is a read cache of what Redis holds: it is updated
+only after a commit succeeded, bounded, and dropped on a rebalance, so it never has to be flushed anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from costplane.budgets import Budget
+from costplane.budgets.windows import ROLLING
+from costplane.enforcers.keys import KeyLayout
+from costplane.streams.core.priced import PricedEvent
+from costplane.streams.core.spend import Decision, SpendWindows, State, split_key, tenant_of
+from costplane.streams.worker.windowstore import TenantCommit, TenantMeta, WindowBackend, WindowKeys
+
+#: One encoder for every state: ``json.dumps`` with ``separators`` builds a new encoder on each call.
+_compact_json = json.JSONEncoder(separators=(",", ":")).encode
+
+
+@dataclass(frozen=True, slots=True)
+class Located:
+    """A priced event and where it was read: the fence compares the offset."""
+
+    priced: PricedEvent
+    partition: int
+    offset: int
+
+
+@dataclass(slots=True)
+class Pending:
+    """A computed batch, not yet written: the decision records to publish, then the commits to run."""
+
+    commits: list[TenantCommit] = field(default_factory=list)
+    decisions: list[Decision] = field(default_factory=list)
+    counted: int = 0
+    redelivered: int = 0
+
+    @property
+    def empty(self) -> bool:
+        return not self.commits and not self.decisions
+
+
+@dataclass(slots=True)
+class CommitReport:
+    """What a commit did: tenants fenced off (another worker owns their partition now)."""
+
+    fenced: list[str] = field(default_factory=list)
+
+
+class WorkerWindows:
+    """Windows, guard counters and decisions of the budgets this worker's partitions carry."""
+
+    def __init__(self, backend: WindowBackend, keys: WindowKeys, guard_keys: KeyLayout,
+                 cache_limit: int = 200_000) -> None:
+        self.backend = backend
+        self.keys = keys
+        self.guard_keys = guard_keys
+        self.cache_limit = cache_limit
+        self.spend = SpendWindows()
+        self.cache: dict[str, State] = {}
+        self.tenants: dict[str, TenantMeta] = {}
+
+    # -- the batch path -----------------------------------------------------------------------------------------
+    def count(self, items: Sequence[Located], budgets: Sequence[Budget], now_ms: int) -> Pending:
+        """Compute a batch's writes (reads Redis only for tenants and keys this process has not seen yet)."""
+        self._ensure_tenants({it.priced.event.tenant for it in items})
+        fresh: list[PricedEvent] = []
+        fences: dict[tuple[str, int], int] = {}
+        redelivered = 0
+        for it in items:
+            tenant = it.priced.event.tenant
+            if it.offset <= self.tenants[tenant].fences.get(it.partition, -1):
+                redelivered += 1
+                continue
+            fresh.append(it.priced)
+            slot = (tenant, it.partition)
+            if it.offset > fences.get(slot, -1):
+                fences[slot] = it.offset
+        increments = self.spend.aggregate(fresh, budgets)
+        states = self._states(increments)
+        new_states, decisions = self.spend.apply(increments, budgets, states, now_ms)
+        pending = Pending(decisions=decisions, counted=len(fresh), redelivered=redelivered)
+        commits: dict[str, TenantCommit] = {}
+        for (tenant, partition), offset in fences.items():
+            commit = self._commit_for(commits, tenant)
+            if commit.fence is not None:  # a tenant's events come from one partition; a second one is a new commit
+                commit = commits[f"{tenant}\0{partition}"] = TenantCommit(tenant, self.keys.meta(tenant))
+            commit.fence = (partition, self.tenants[tenant].fences.get(partition, -1), offset)
+        by_id = {b.id: b for b in budgets}
+        for key, state in new_states.items():
+            self._write_state(self._commit_for(commits, tenant_of(split_key(key)[1])), key, states.get(key), state,
+                              by_id[split_key(key)[0]], increments[key], now_ms)
+        self._write_decisions(commits, decisions, now_ms)
+        pending.commits = list(commits.values())
+        return pending
+
+    def commit(self, pending: Pending) -> CommitReport:
+        """Run the commits (raises on a Redis error: nothing is cached then, and the same pending can be retried)."""
+        report = CommitReport()
+        results = self.backend.commit(pending.commits)
+        for commit, fenced in zip(pending.commits, results, strict=True):
+            if fenced is not None:
+                report.fenced.append(commit.tenant)
+                self.forget_tenant(commit.tenant)
+                continue
+            meta = self.tenants.setdefault(commit.tenant, TenantMeta())
+            if commit.fence is not None:
+                partition, _, new = commit.fence
+                meta.fences[partition] = max(new, meta.fences.get(partition, -1))
+            for key, until in commit.standing.items():
+                if until is None:
+                    meta.standing.pop(key, None)
+                else:
+                    meta.standing[key] = until
+            if len(self.cache) + len(commit.states) > self.cache_limit:
+                self.cache.clear()  # bounded memory: the hot keys come back with one read each
+            self.cache.update(commit.states)
+        return report
+
+    # -- re-evaluation (budget changes, rollover) ----------------------------------------------------------------
+    def reevaluate(self, budgets: Mapping[str, Budget], budget_ids: set[str] | None, now_ms: int) -> Pending:
+        """Re-check members of ``budget_ids`` (None: only standing decisions that are due) at ``now_ms``.
+
+        A changed budget applies at once to every member this process holds (cached or with a standing decision);
+        a member seen neither way is evaluated at its next event, and the guard already reserves against the new
+        limit meanwhile.
+        """
+        if budget_ids is None:
+            keys = {k for meta in self.tenants.values() for k, until in meta.standing.items() if until <= now_ms}
+        else:
+            keys = {k for k in self.cache if split_key(k)[0] in budget_ids}
+            keys |= {k for meta in self.tenants.values() for k in meta.standing if split_key(k)[0] in budget_ids}
+        if not keys:
+            return Pending()
+        states = self._states(keys)
+        pending = Pending()
+        commits: dict[str, TenantCommit] = {}
+        for key in sorted(keys):
+            budget_id = split_key(key)[0]
+            budget = budgets.get(budget_id)
+            before = states.get(key)
+            state, decisions = self.spend.evaluate(budget, key, before, now_ms)
+            commit = self._commit_for(commits, tenant_of(split_key(key)[1]))
+            if budget is None:
+                commit.delete(self.keys.window(key))
+                self._standing(commit, key, before, None)
+            elif state != before:
+                self._write_state(commit, key, before, state, budget, {}, now_ms)
+            pending.decisions.extend(decisions)
+        self._write_decisions(commits, pending.decisions, now_ms)
+        pending.commits = [c for c in commits.values() if c.ops]
+        return pending
+
+    def forget_tenant(self, tenant: str) -> None:
+        """Drop what this process knows of a tenant (fenced, or its partition moved): read again on next use."""
+        self.tenants.pop(tenant, None)
+        for key in [k for k in self.cache if tenant_of(split_key(k)[1]) == tenant]:
+            del self.cache[key]
+
+    def forget_all(self) -> None:
+        """A rebalance: partitions may have moved, so fences and cached windows are read again."""
+        self.tenants.clear()
+        self.cache.clear()
+
+    # -- helpers -------------------------------------------------------------------------------------------------
+    def _ensure_tenants(self, tenants: Iterable[str]) -> None:
+        unknown = [t for t in tenants if t not in self.tenants]
+        if unknown:
+            self.tenants.update(self.backend.load_meta(unknown))
+
+    def _states(self, keys: Iterable[str]) -> dict[str, State | None]:
+        wanted = list(keys)
+        missing = [k for k in wanted if k not in self.cache]
+        loaded = self.backend.load_states(missing) if missing else {}
+        self._ensure_tenants({tenant_of(split_key(k)[1]) for k in wanted})
+        return {k: self.cache[k] if k in self.cache else loaded.get(k) for k in wanted}
+
+    def _commit_for(self, commits: dict[str, TenantCommit], tenant: str) -> TenantCommit:
+        commit = commits.get(tenant)
+        if commit is None:
+            commit = commits[tenant] = TenantCommit(tenant, self.keys.meta(tenant))
+        return commit
+
+    def _write_state(self, commit: TenantCommit, key: str, before: State | None, state: State, budget: Budget,
+                     increments: Mapping[int, Sequence[int]], now_ms: int) -> None:
+        window = self.spend.cache.window(budget.period, budget.tz, now_ms)
+        length = window.end_ms - window.start_ms
+        budget_id, member = split_key(key)
+        commit.set(f"{self.keys.prefix}:{{{commit.tenant}}}:win:{self.keys.group}:{key}", _compact_json(state),
+                   max(window.end_ms - now_ms, 0) + length)
+        commit.states[key] = state
+        # The guard reserves against these counters: each changed bucket is set to the exact total.
+        spent_key = self.guard_keys.spent(commit.tenant, budget_id, member)
+        idx = 0 if budget.unit == "tokens" else 1
+        size = ROLLING[budget.period][0] if budget.period in ROLLING else length
+        buckets = state["b"]
+        for start in increments:
+            cell = buckets.get(str(start))
+            if cell is not None:
+                commit.hset(spent_key, str(start), int(cell[idx]), max(start + size - now_ms, 0) + length)
+        if before is not None or state.get("d") is not None:
+            self._standing(commit, key, before, state)
+
+    def _standing(self, commit: TenantCommit, key: str, before: State | None, state: State | None) -> None:
+        old = (before or {}).get("d")
+        new = (state or {}).get("d")
+        old_until = int(old["until_ms"]) if old else None
+        new_until = int(new["until_ms"]) if new else None
+        if new_until == old_until:
+            return
+        if new_until is None:
+            commit.hdel(commit.meta_key, f"s:{key}")
+        else:
+            commit.hset(commit.meta_key, f"s:{key}", new_until, None)
+        commit.standing[key] = new_until
+
+    def _write_decisions(self, commits: dict[str, TenantCommit], decisions: Sequence[Decision], now_ms: int) -> None:
+        for d in decisions:
+            if d.type not in ("decision", "lift"):
+                continue  # notify and threshold records go to the decisions topic only
+            commit = self._commit_for(commits, d.tenant)
+            key = self.guard_keys.decision(d.tenant, d.budget_id, d.member)
+            if d.type == "decision":
+                commit.set(key, d.to_json(), d.ttl_ms(now_ms))
+            else:
+                commit.delete(key)

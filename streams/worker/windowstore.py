@@ -1,0 +1,274 @@
+"""Where the stream role keeps its spend windows: Redis, fenced by source offsets, one round trip per batch.
+
+Why Redis and not a changelog-backed Faust table: with per-user budgets nearly every event touches its own window
+key, and a changelog record per key per batch (encoded, produced, flushed before the offsets may be committed) was
+most of the worker's time. The guard's counters already live in Redis and had to be written for every touched key
+anyway; putting the worker's authoritative windows beside them makes that the *only* write, done by one Lua script
+per tenant (all of a tenant's keys share one hash slot, so it also runs on Redis Cluster).
+
+Exactness comes from a **fence**: each tenant's meta hash holds, per source partition, the last offset whose
+events are in the windows (``o:<partition>``). The script advances it in the same atomic step that writes the
+counts, and refuses to write when the fence is not the one the worker read (another worker took the partition
+over and moved on). So a redelivered message (at or below the fence) is skipped, a crash between the write and
+the Kafka offset commit changes nothing, and a zombie worker after a rebalance cannot double-count. The meta hash
+also indexes the member keys holding a standing decision (``s:<state key>`` → until), so rollover lifts survive a
+restart without a scan.
+
+Layout (prefix configurable, tenant always in the key)::
+
+    {prefix}:{tenant}:worker:{group}                   hash  o:<partition> → offset, s:<budget>|<member> → until_ms
+    {prefix}:{tenant}:win:{group}:<budget>|<member>    string  JSON window state (see streams.core.spend), PX ttl
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any, Protocol
+
+import redis
+
+from costplane.streams.core.spend import State, split_key, tenant_of
+
+
+def _lua(name: str) -> str:
+    return resources.files("costplane.streams.worker").joinpath(f"lua/{name}.lua").read_text()
+
+
+@dataclass(frozen=True, slots=True)
+class WindowKeys:
+    """Key names of the worker's windows, per consumer group (two deployments on one Redis never mix)."""
+
+    prefix: str
+    group: str
+
+    def meta(self, tenant: str) -> str:
+        return f"{self.prefix}:{{{tenant}}}:worker:{self.group}"
+
+    def window(self, state_key: str) -> str:
+        return f"{self.prefix}:{{{tenant_of(split_key(state_key)[1])}}}:win:{self.group}:{state_key}"
+
+
+@dataclass(slots=True)
+class TenantMeta:
+    """What the worker knows of one tenant: its fences per partition and its keys with a standing decision."""
+
+    fences: dict[int, int] = field(default_factory=dict)
+    standing: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def from_hash(cls, raw: Mapping[Any, Any]) -> TenantMeta:
+        meta = cls()
+        for k, v in raw.items():
+            name = k.decode() if isinstance(k, bytes) else str(k)
+            value = int(v)
+            if name.startswith("o:"):
+                meta.fences[int(name[2:])] = value
+            elif name.startswith("s:"):
+                meta.standing[name[2:]] = value
+        return meta
+
+
+@dataclass(slots=True)
+class TenantCommit:
+    """One tenant's writes for a batch, as the commit script's keys and arguments.
+
+    ``fence`` is ``(partition, expected, new)`` — expected -1 when no fence exists yet — or None for a write that
+    only needs the tenant's keys (a timer re-evaluation). The op helpers name keys by index into ``keys``.
+    """
+
+    tenant: str
+    meta_key: str
+    fence: tuple[int, int, int] | None = None
+    keys: list[str] = field(default_factory=list)
+    ops: list[str | int] = field(default_factory=list)
+    states: dict[str, State] = field(default_factory=dict)  # what the cache holds once committed
+    standing: dict[str, int | None] = field(default_factory=dict)  # None = no longer standing
+    _index: dict[str, int] = field(default_factory=dict)
+
+    def _key(self, key: str) -> int:
+        idx = self._index.get(key)
+        if idx is None:
+            self.keys.append(key)
+            idx = self._index[key] = len(self.keys) + 1  # KEYS[1] is the meta hash
+        return idx
+
+    def set(self, key: str, value: str, ttl_ms: int) -> None:
+        self.ops += ["S", self._key(key), value, max(int(ttl_ms), 1)]
+
+    def hset(self, key: str, field_name: str, value: str | int, ttl_ms: int | None) -> None:
+        self.ops += ["H", self._key(key), field_name, value, "" if ttl_ms is None else max(int(ttl_ms), 1)]
+
+    def delete(self, key: str) -> None:
+        self.ops += ["D", self._key(key)]
+
+    def hdel(self, key: str, field_name: str) -> None:
+        self.ops += ["X", self._key(key), field_name]
+
+    def script_args(self) -> tuple[list[str], list[str | int]]:
+        """KEYS and ARGV of ``lua/commit.lua``."""
+        if self.fence is None:
+            head: list[str | int] = ["", "", ""]
+        else:
+            partition, expected, new = self.fence
+            head = [f"o:{partition}", "" if expected < 0 else expected, "" if new <= expected else new]
+        return [self.meta_key, *self.keys], [*head, *self.ops]
+
+
+class WindowBackend(Protocol):
+    """The storage the worker's windows need: load tenants and states, commit per tenant atomically."""
+
+    def load_meta(self, tenants: Sequence[str]) -> dict[str, TenantMeta]: ...
+
+    def load_states(self, keys: Sequence[str]) -> dict[str, State | None]: ...
+
+    def commit(self, commits: Sequence[TenantCommit]) -> list[int | None]:
+        """Per commit: None when written, or the fence found instead of the expected one (nothing written)."""
+        ...
+
+
+def _decode_state(raw: Any) -> State | None:
+    if raw is None:
+        return None
+    value: State = json.loads(raw)
+    return value
+
+
+def _fence_value(raw: Any) -> int:
+    text = raw.decode() if isinstance(raw, bytes) else str(raw)
+    return int(text) if text else -1
+
+
+def _packed_eval(sha: bytes, keys: Sequence[str], args: Sequence[str | int]) -> bytes:
+    """``EVALSHA sha numkeys keys... args...`` in RESP2, encoded in one pass (redis-py's generic packer cost more
+    than the script itself: a batch carries thousands of small arguments)."""
+    parts = [b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%s\r\n" % (len(keys) + len(args) + 3, sha)]
+    numkeys = b"%d" % len(keys)
+    parts.append(b"$%d\r\n%s\r\n" % (len(numkeys), numkeys))
+    for value in (*keys, *args):
+        raw = value.encode() if isinstance(value, str) else b"%d" % value
+        parts.append(b"$%d\r\n%s\r\n" % (len(raw), raw))
+    return b"".join(parts)
+
+
+class RedisWindowBackend:
+    """:class:`WindowBackend` on Redis: one pipeline per load and per commit, one script call per tenant."""
+
+    def __init__(self, client: redis.Redis, keys: WindowKeys) -> None:
+        self.client = client
+        self.keys = keys
+        self._source = _lua("commit")
+        self._sha = hashlib.sha1(self._source.encode()).hexdigest().encode()
+        self._loaded = False
+
+    def load_meta(self, tenants: Sequence[str]) -> dict[str, TenantMeta]:
+        pipe = self.client.pipeline(transaction=False)
+        for tenant in tenants:
+            pipe.hgetall(self.keys.meta(tenant))
+        return {t: TenantMeta.from_hash(raw) for t, raw in zip(tenants, pipe.execute(), strict=True)}
+
+    def load_states(self, keys: Sequence[str]) -> dict[str, State | None]:
+        by_tenant: dict[str, list[str]] = {}
+        for key in keys:
+            by_tenant.setdefault(tenant_of(split_key(key)[1]), []).append(key)
+        pipe = self.client.pipeline(transaction=False)
+        groups = list(by_tenant.values())
+        for group in groups:  # one MGET per tenant: a tenant's keys share a hash slot
+            pipe.mget([self.keys.window(k) for k in group])
+        out: dict[str, State | None] = {}
+        for group, values in zip(groups, pipe.execute(), strict=True):
+            for key, raw in zip(group, values, strict=True):
+                out[key] = _decode_state(raw)
+        return out
+
+    def commit(self, commits: Sequence[TenantCommit]) -> list[int | None]:
+        """All tenants' script calls written at once on one pooled connection, then every reply read.
+
+        Any error disconnects (no reply can be read as a later call's) and raises: the caller retries the same
+        commits, and a commit that had gone through answers with its own new fence, which counts as written.
+        """
+        if not commits:
+            return []
+        if not self._loaded:
+            self.client.script_load(self._source)
+            self._loaded = True
+        packed = [_packed_eval(self._sha, *c.script_args()) for c in commits]
+        pool = self.client.connection_pool
+        conn: Any = pool.get_connection()
+        try:
+            conn.send_packed_command(packed, check_health=False)
+            replies = [conn.read_response() for _ in packed]
+        except BaseException:
+            conn.disconnect()
+            self._loaded = False  # a NOSCRIPT (Redis restarted or flushed) loads the script again on retry
+            raise
+        finally:
+            pool.release(conn)
+        results: list[int | None] = []
+        for c, reply in zip(commits, replies, strict=True):
+            status = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
+            current = None if status == "ok" else _fence_value(reply[1])
+            if current is not None and c.fence is not None and current == c.fence[2] and c.fence[2] > c.fence[1]:
+                current = None  # a retried commit whose first attempt went through: its own fence
+            results.append(current)
+        return results
+
+
+class MemoryWindowBackend:
+    """The same behaviour in a dict, for unit tests of the worker's window logic (no network)."""
+
+    def __init__(self) -> None:
+        self.strings: dict[str, str] = {}
+        self.ttls: dict[str, int] = {}
+        self.hashes: dict[str, dict[str, str]] = {}
+        self.keys = WindowKeys("mem", "g")
+
+    def load_meta(self, tenants: Sequence[str]) -> dict[str, TenantMeta]:
+        return {t: TenantMeta.from_hash(self.hashes.get(self.keys.meta(t), {})) for t in tenants}
+
+    def load_states(self, keys: Sequence[str]) -> dict[str, State | None]:
+        return {k: _decode_state(self.strings.get(self.keys.window(k))) for k in keys}
+
+    def commit(self, commits: Sequence[TenantCommit]) -> list[int | None]:
+        return [self._commit_one(c) for c in commits]
+
+    def _commit_one(self, c: TenantCommit) -> int | None:
+        keys, args = c.script_args()
+        meta = self.hashes.setdefault(keys[0], {})
+        fence_field, expected, new = (str(a) for a in args[:3])
+        if fence_field:
+            current = meta.get(fence_field, "")
+            if current != expected:
+                return _fence_value(current)
+            if new:
+                meta[fence_field] = new
+        for op, operands in _ops(args[3:]):
+            key = keys[int(operands[0]) - 1]  # KEYS is 1-based in the script
+            if op == "S":
+                self.strings[key] = str(operands[1])
+                self.ttls[key] = int(operands[2])
+            elif op == "H":
+                self.hashes.setdefault(key, {})[str(operands[1])] = str(operands[2])
+                if operands[3] != "":
+                    self.ttls[key] = int(operands[3])
+            elif op == "D":
+                self.strings.pop(key, None)
+                self.hashes.pop(key, None)
+            elif op == "X":
+                self.hashes.get(key, {}).pop(str(operands[1]), None)
+        return None
+
+
+_ARITY = {"S": 3, "H": 4, "D": 1, "X": 2}
+
+
+def _ops(args: Sequence[str | int]) -> Iterable[tuple[str, Sequence[str | int]]]:
+    i = 0
+    while i < len(args):
+        op = str(args[i])
+        n = _ARITY[op]
+        yield op, args[i + 1:i + 1 + n]
+        i += 1 + n

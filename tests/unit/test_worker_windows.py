@@ -1,0 +1,175 @@
+"""The stream role's windows over a fenced store: exact counts, redelivery and zombie safe, edge-triggered
+decisions, lifts on raise / rollover / deletion that survive a restart, bounded cache (in-memory backend)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+from costplane.budgets import Budget
+from costplane.enforcers.keys import KeyLayout
+from costplane.publisher.event import UsageEvent
+from costplane.streams.core.priced import PricedEvent
+from costplane.streams.core.spend import Decision
+from costplane.streams.worker.windows import Located, WorkerWindows
+from costplane.streams.worker.windowstore import MemoryWindowBackend
+
+DAY0 = 1_795_392_000_000  # a UTC midnight
+NOW = DAY0 + 3_600_000
+MEMBER = "tenant=acme,user=u1"
+
+
+def located(user: str, tokens: int, offset: int, *, nanos: int = 1000, partition: int = 0, at: int = NOW,
+            tenant: str = "acme") -> Located:
+    ev = UsageEvent(event_id=str(uuid.uuid4()), occurred_at=at, tenant=tenant, provider="openai", model="m",
+                    request_id=str(uuid.uuid4()), attempt=1, status="ok", input_tokens=tokens, user_id=user)
+    return Located(PricedEvent(ev, nanos, "v1"), partition, offset)
+
+
+def budget(limit: int = 1000, **kw: object) -> Budget:
+    fields: dict[str, object] = {"id": "b", "scope": {"tenant": "acme", "user": "*"}, "unit": "tokens",
+                                 "limit": limit, "soft": (0.5,), "version": 1}
+    fields.update(kw)
+    return Budget(**fields)  # type: ignore[arg-type]
+
+
+def windows(backend: MemoryWindowBackend, cache_limit: int = 200_000) -> WorkerWindows:
+    return WorkerWindows(backend, backend.keys, KeyLayout("mem"), cache_limit=cache_limit)
+
+
+def run(w: WorkerWindows, items: list[Located], budgets: list[Budget], now: int = NOW) -> list[Decision]:
+    pending = w.count(items, budgets, now)
+    assert w.commit(pending).fenced == []
+    return pending.decisions
+
+
+def spent_counter(backend: MemoryWindowBackend, member: str = MEMBER, budget_id: str = "b") -> dict[str, str]:
+    return backend.hashes.get(KeyLayout("mem").spent("acme", budget_id, member), {})
+
+
+def decision_key(member: str = MEMBER) -> str:
+    return KeyLayout("mem").decision("acme", "b", member)
+
+
+def test_counts_per_member_crosses_once_and_sets_the_guard_counter() -> None:
+    backend = MemoryWindowBackend()
+    w, b = windows(backend), budget()
+    out = run(w, [located("u1", 300, 0), located("u1", 300, 1), located("u2", 100, 2)], [b])
+    assert [(d.type, d.member, d.threshold) for d in out] == [("threshold", MEMBER, 0.5)]  # 600 ≥ 0.5 × 1000
+    out = run(w, [located("u1", 500, 3)], [b])
+    assert [(d.type, d.action, d.spent) for d in out] == [("decision", "block", 1100)]
+    assert out[0].window_end_ms == DAY0 + 86_400_000
+    assert json.loads(backend.strings[decision_key()])["spent"] == 1100
+    assert spent_counter(backend) == {str(DAY0): "1100"}  # reconciled to the exact total
+    assert run(w, [located("u1", 1, 4)], [b]) == []  # still over: no second decision, no second threshold
+
+
+def test_redelivered_messages_at_or_below_the_fence_count_nothing() -> None:
+    backend = MemoryWindowBackend()
+    w, b = windows(backend), budget(limit=10_000)
+    batch = [located("u1", 100, 10), located("u1", 200, 11)]
+    run(w, batch, [b])
+    pending = w.count(batch + [located("u1", 50, 12)], [b], NOW)  # redelivery after a crash before the commit
+    assert pending.redelivered == 2 and pending.counted == 1
+    w.commit(pending)
+    assert spent_counter(backend) == {str(DAY0): "350"}
+
+
+def test_a_restarted_worker_resumes_from_the_store_exactly() -> None:
+    backend = MemoryWindowBackend()
+    b = budget(limit=10_000)
+    run(windows(backend), [located("u1", 100, 10), located("u1", 200, 11)], [b])
+    again = windows(backend)  # a new process: nothing cached, fences and windows read back
+    pending = again.count([located("u1", 200, 11), located("u1", 5, 12)], [b], NOW)
+    assert (pending.redelivered, pending.counted) == (1, 1)
+    again.commit(pending)
+    assert spent_counter(backend) == {str(DAY0): "305"}
+
+
+def test_a_zombie_commit_is_fenced_off_and_writes_nothing() -> None:
+    backend = MemoryWindowBackend()
+    b = budget(limit=10_000)
+    zombie, owner = windows(backend), windows(backend)
+    run(zombie, [located("u1", 100, 1)], [b])
+    stale = zombie.count([located("u1", 7, 2)], [b], NOW)  # computed, then the partition moved
+    run(owner, [located("u1", 40, 2), located("u1", 2, 3)], [b])  # the new owner counts offsets 2-3
+    report = zombie.commit(stale)
+    assert report.fenced == ["acme"]
+    assert spent_counter(backend) == {str(DAY0): "142"}
+    assert "acme" not in zombie.tenants and zombie.cache == {}  # it reads again before counting anything more
+
+
+def test_usd_budget_sums_integer_nanos() -> None:
+    backend = MemoryWindowBackend()
+    w, b = windows(backend), budget(limit=5_000, unit="usd", soft=())
+    out = run(w, [located("u1", 1, i, nanos=1_250) for i in range(4)], [b])
+    assert [(d.type, d.spent, d.unit) for d in out] == [("decision", 5_000, "usd")]
+
+
+def test_raising_the_budget_lifts_and_lowering_decides_again() -> None:
+    backend = MemoryWindowBackend()
+    w, b = windows(backend), budget(limit=1000, soft=())
+    run(w, [located("u1", 1100, 0)], [b])
+    assert decision_key() in backend.strings
+    raised = budget(limit=5000, soft=(), version=2)
+    pending = w.reevaluate({"b": raised}, {"b"}, NOW + 1)
+    w.commit(pending)
+    assert [(d.type, d.reason) for d in pending.decisions] == [("lift", "budget raised")]
+    assert decision_key() not in backend.strings
+    lowered = budget(limit=100, soft=(), version=3)
+    pending = w.reevaluate({"b": lowered}, {"b"}, NOW + 2)
+    w.commit(pending)
+    assert [(d.type, d.limit) for d in pending.decisions] == [("decision", 100)]
+
+
+def test_rollover_lift_is_found_after_a_restart_from_the_standing_index() -> None:
+    backend = MemoryWindowBackend()
+    b = budget(limit=1000)
+    run(windows(backend), [located("u1", 1100, 0)], [b])
+    restarted = windows(backend)
+    restarted.count([located("u9", 1, 1)], [b], NOW)  # any event of the tenant loads its meta
+    assert restarted.reevaluate({"b": b}, None, NOW + 60_000).decisions == []  # not due yet
+    next_day = DAY0 + 86_400_000 + 1
+    pending = restarted.reevaluate({"b": b}, None, next_day)
+    restarted.commit(pending)
+    assert [(d.type, d.reason) for d in pending.decisions] == [("lift", "window rolled over")]
+    assert decision_key() not in backend.strings
+    assert restarted.reevaluate({"b": b}, None, next_day + 1000).decisions == []  # lifted once
+
+
+def test_deleted_budget_lifts_and_drops_the_window() -> None:
+    backend = MemoryWindowBackend()
+    w, b = windows(backend), budget(limit=1000)
+    run(w, [located("u1", 1100, 0)], [b])
+    pending = w.reevaluate({}, {"b"}, NOW + 1)
+    w.commit(pending)
+    assert [(d.type, d.reason) for d in pending.decisions] == [("lift", "budget deleted")]
+    assert decision_key() not in backend.strings
+    assert backend.keys.window(f"b|{MEMBER}") not in backend.strings
+
+
+def test_rolling_hour_counts_buckets_inside_the_window_only() -> None:
+    backend = MemoryWindowBackend()
+    w, b = windows(backend), budget(limit=1000, period="rolling-1h", soft=())
+    run(w, [located("u1", 600, 0, at=NOW - 2 * 3_600_000)], [b])  # two hours ago: outside the window
+    assert run(w, [located("u1", 600, 1)], [b]) == []
+    out = run(w, [located("u1", 500, 2)], [b])
+    assert [(d.type, d.spent) for d in out] == [("decision", 1100)]
+
+
+def test_events_outside_every_scope_touch_nothing_but_the_fence() -> None:
+    backend = MemoryWindowBackend()
+    w = windows(backend)
+    assert run(w, [located("u1", 100, 0, tenant="other")], [budget()]) == []
+    assert [k for k in backend.strings] == []
+    assert backend.hashes[backend.keys.meta("other")] == {"o:0": "0"}
+
+
+def test_the_cache_stays_bounded_and_reads_back_what_it_dropped() -> None:
+    backend = MemoryWindowBackend()
+    w, b = windows(backend, cache_limit=1000), budget(limit=10**9, soft=())
+    for start in range(0, 3000, 500):
+        run(w, [located(f"u{start + i}", 1, start + i) for i in range(500)], [b])
+        assert len(w.cache) <= 1000
+    run(w, [located("u0", 4, 5000)], [b])  # evicted long ago: read back, not restarted from zero
+    assert spent_counter(backend, "tenant=acme,user=u0") == {str(DAY0): "5"}
