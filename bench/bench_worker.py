@@ -233,12 +233,12 @@ ClickHouse sink on embedded chDB; {BATCH} events per message, {args.users} users
 | event → Redis decision p50 | {p50:.0f} ms at {args.rate:,} events/s | — | — | — |
 | event → Redis decision p99 | {p99:.0f} ms ({len(latencies)} probes) | — | — | ≤ 1 000 ms |
 
-Targets are checked against the table above, not assumed. Where the stream role spends its time (cProfile of the
-same workload): with {args.users} users nearly every event touches its own window key, so each batch writes about
-one changelog record per event (JSON, through the producer, flushed before the batch's offsets may be committed)
-plus one Redis hash field per key; pricing and decoding are a small share and the process is mostly waiting
-on those round trips. The decision latency at {args.rate:,} events/s is queueing behind that throughput: when the
-worker keeps up, a decision is one batch (≤ `COSTPLANE_WORKER_BATCH_WITHIN_S`) plus one Redis pipeline away.
+Targets are checked against the table above, not assumed. What one event costs the stream role: decoding and
+validation, pricing, matching the budgets, and — with {args.users:,} users nearly every event its own window
+key — one window state (JSON) and one guard counter field, written with the tenant's other keys in one Lua
+script call per batch (py-spy of this workload: the process is CPU-bound, not waiting on Redis). A decision is
+one batch (≤ `COSTPLANE_WORKER_BATCH_WITHIN_S`) plus that one pipeline away once the worker keeps up; above its
+throughput the latency is queueing.
 """
     print(body)
     write_section("Worker" + (" (stream and sink split)" if args.split else ""), body)

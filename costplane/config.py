@@ -304,8 +304,8 @@ class WorkerSettings(BaseSettings):
     invalid_ratio_limit: float = Field(0.5, gt=0, le=1, description="Stop when invalid/total passes this ratio.")
     invalid_window_s: float = Field(60.0, gt=0, description="Window over which the invalid ratio is measured.")
     invalid_min_events: int = Field(1000, ge=1, description="Events needed in the window before the ratio counts.")
-    recent_ids_per_partition: int = Field(200_000, ge=1000, description="Recent event ids kept per partition for "
-                                          "window dedup.")
+    recent_ids_per_partition: int = Field(100_000, ge=1000, description="Recent event ids kept per partition for "
+                                          "window dedup (at least this many, at most twice).")
     window_cache_keys: int = Field(200_000, ge=1000, description="Budget window states the stream role caches in "
                                    "memory (Redis holds them all).")
     sink_max_events: int = Field(10_000, ge=1, description="Sink flush at this many buffered events.")

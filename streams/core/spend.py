@@ -1,7 +1,7 @@
 """Spend windows per (budget, member) and the decisions they imply: pure, one update per key per batch.
 
-State of one key is a small JSON-compatible dict, the value of a changelog-backed table key
-``"{budget_id}|{member}"``::
+State of one key is a small JSON-compatible dict, stored by the worker under the key ``"{budget_id}|{member}"``
+(see :mod:`costplane.streams.worker.windowstore`)::
 
     {"b": {"<bucket start ms>": [tokens, nanos], ...},   # only buckets of the current window (and the future)
      "soft": [0.5, ...],                                  # soft thresholds already notified (armed again below)
@@ -142,18 +142,31 @@ def add(state: State | None, budget: Budget, increments: Mapping[int, Iterable[i
 
 def prune(state: State, budget: Budget, now_ms: int, windows: WindowCache | None = None) -> None:
     """Drop buckets that ended before the window containing ``now_ms`` starts (memory stays bounded)."""
-    first = (windows or WindowCache()).window(budget.period, budget.tz, now_ms).start_ms
-    for start in [s for s in state["b"] if int(s) < first]:
-        del state["b"][start]
+    _prune(state, (windows or WindowCache()).window(budget.period, budget.tz, now_ms).start_ms)
+
+
+def _prune(state: State, first: int) -> None:
+    buckets = state["b"]
+    old = [s for s in buckets if int(s) < first]
+    for start in old:
+        del buckets[start]
 
 
 def total(state: State | None, budget: Budget, now_ms: int, windows: WindowCache | None = None) -> int:
     """The member's spend in the window containing ``now_ms``, in the budget's unit (tokens or nano-USD)."""
     if not state:
         return 0
-    idx = 0 if budget.unit == "tokens" else 1
-    w = (windows or WindowCache()).window(budget.period, budget.tz, now_ms)
-    return sum(int(v[idx]) for s, v in state["b"].items() if w.start_ms <= int(s) < w.end_ms)
+    return _total(state, 0 if budget.unit == "tokens" else 1,
+                  (windows or WindowCache()).window(budget.period, budget.tz, now_ms))
+
+
+def _total(state: State, idx: int, w: Window) -> int:
+    spent = 0
+    start, end = w.start_ms, w.end_ms
+    for s, v in state["b"].items():
+        if start <= int(s) < end:
+            spent += int(v[idx])
+    return spent
 
 
 def copy_state(state: State | None) -> State:
@@ -199,9 +212,9 @@ def evaluate(budget: Budget | None, key: str, state: State | None, now_ms: int,
                                int(standing["window_end_ms"]), now_ms, int(standing.get("version", 0)), now_ms))
         return {**new, "d": None, "soft": []}, out
     windows = windows or WindowCache()
-    prune(new, budget, now_ms, windows)
     w = windows.window(budget.period, budget.tz, now_ms)
-    spent = total(new, budget, now_ms, windows)
+    _prune(new, w.start_ms)
+    spent = _total(new, 0 if budget.unit == "tokens" else 1, w)
     over = spent >= budget.limit
     action = "degrade" if budget.degrade_model else budget.action
     until = _until(budget, new, now_ms, spent, w) if over else w.end_ms
@@ -236,6 +249,8 @@ def evaluate(budget: Budget | None, key: str, state: State | None, now_ms: int,
         standing = _standing(action, w.end_ms, until, budget)
     new["d"] = standing
     # Soft thresholds: armed again below their level (new window, raised limit, rolling spend ageing out).
+    if not budget.soft and not new["soft"]:
+        return new, out
     notified = [t for t in new["soft"] if Fraction(spent) >= Fraction(str(t)) * budget.limit]
     for threshold in budget.soft:
         if threshold not in notified and Fraction(spent) >= Fraction(str(threshold)) * budget.limit:
@@ -271,7 +286,15 @@ def apply_increments(increments: Mapping[str, Mapping[int, Iterable[int]]], budg
         budget = by_id.get(split_key(key)[0])
         if budget is None:
             continue
-        state = add(states.get(key), budget, inc, now_ms, windows)
+        state = copy_state(states.get(key))  # evaluate prunes it once the increments are in
+        buckets: dict[str, list[int]] = state["b"]
+        for start, (tokens, nanos) in inc.items():
+            cell = buckets.get(str(start))
+            if cell is None:
+                buckets[str(start)] = [int(tokens), int(nanos)]
+            else:
+                cell[0] += int(tokens)
+                cell[1] += int(nanos)
         state, out = evaluate(budget, key, state, now_ms, windows=windows, in_place=True)
         new_states[key] = state
         decisions.extend(out)

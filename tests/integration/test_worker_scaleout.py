@@ -1,6 +1,6 @@
 """Two stream workers share 6 partitions (plus a separate sink process); one is SIGKILLed mid-stream. The survivor
-takes its partitions over from the changelog: budget windows (the guard's reconciled counters), decisions and the
-ClickHouse totals are still exact."""
+takes its partitions over from the windows in Redis (fenced by offsets): budget windows (the guard's reconciled
+counters), decisions and the ClickHouse totals are still exact."""
 
 from __future__ import annotations
 

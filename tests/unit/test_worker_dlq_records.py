@@ -50,10 +50,15 @@ def test_ratio_guard_forgets_old_seconds() -> None:
     assert guard.ratio == pytest.approx(20 / 120)
 
 
-def test_recent_ids_bounded_per_partition() -> None:
-    recent = RecentIds(per_partition=2)
+def test_recent_ids_remember_at_least_the_last_n_and_at_most_2n_per_partition() -> None:
+    recent = RecentIds(per_partition=3)
     assert recent.first_time(0, "a") and not recent.first_time(0, "a")
     assert recent.first_time(1, "a")  # another partition
-    recent.first_time(0, "b")
-    recent.first_time(0, "c")  # evicts "a"
-    assert recent.first_time(0, "a")
+    for event_id in ("b", "c", "d", "e"):
+        assert recent.first_time(0, event_id)
+    assert not any(recent.first_time(0, x) for x in ("c", "d", "e"))  # the last 3 are always remembered
+    for event_id in ("f", "g", "h"):
+        assert recent.first_time(0, event_id)
+    assert recent.first_time(0, "a")  # more than 2 × 3 ids ago: forgotten, memory stays bounded
+    recent.forget(0)
+    assert recent.first_time(0, "h") and not recent.first_time(1, "a")

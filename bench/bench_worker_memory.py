@@ -1,0 +1,154 @@
+"""Worker memory benchmark: RSS of one worker process over a long run with a million distinct users.
+
+Every event belongs to a new user until all ``--users`` have been seen (then the cycle starts again), under a
+per-user daily budget, so every event creates window state. What must stay bounded is the process: windows live
+in Redis, the process keeps a bounded read cache of them and a bounded set of recent event ids per partition.
+RSS is sampled from ``/proc/<pid>/status`` every few seconds; the floor is the RSS the same process had once
+warmed up (after the first minute), and the figure is the growth over the second half of the run.
+
+Run with the dev stack up: ``python -m bench.bench_worker_memory [--minutes 10] [--rate 3000] [--users 1000000]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from confluent_kafka import Producer
+
+from bench.common import write_section
+from costplane.budgets import Budget
+from costplane.config import ClickHouseSettings, KafkaSettings, RedisSettings, WorkerSettings, load_settings
+from costplane.publisher.codec import UsageCodec
+from costplane.publisher.event import UsageEvent
+from costplane.streams.topics import create_topics
+from costplane.streams.worker.testing import WorkerProcess, worker_env
+
+BATCH = 50
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def produce(kafka: KafkaSettings, rate: int, seconds: float, users: int, stop: threading.Event) -> int:
+    """Paced batches of fresh users; returns how many events were produced."""
+    codec = UsageCodec.schemaless()
+    producer = Producer({**kafka.confluent_config(), "linger.ms": 20, "compression.type": "lz4"})
+    interval = BATCH / rate
+    start = time.perf_counter()
+    sent = 0
+    while time.perf_counter() - start < seconds and not stop.is_set():
+        tenant = f"m{(sent // BATCH) % 12}"
+        now_ms = int(time.time() * 1000)
+        evs = [UsageEvent(event_id=str(uuid.uuid4()), occurred_at=now_ms, tenant=tenant, provider="openai",
+                          model="gpt-4o-mini", request_id=f"r{sent + j}", attempt=1, status="ok", input_tokens=900,
+                          output_tokens=120, feature="chat", user_id=f"user{(sent + j) % users}")
+               for j in range(BATCH)]
+        value, headers = codec.encode_batch(tenant, evs)
+        producer.produce(kafka.topic("usage"), key=tenant.encode(), value=value, headers=headers)
+        producer.poll(0)
+        sent += BATCH
+        time.sleep(max(0.0, start + sent / BATCH * interval - time.perf_counter()))
+    producer.flush(30)
+    return sent
+
+
+def counted(worker: WorkerProcess) -> float:
+    try:
+        _, body = worker.get("/metrics", 30)
+    except OSError:
+        return -1.0
+    for line in str(body).splitlines():
+        if line.startswith('costplane_worker_events_total{role="stream"}'):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--rate", type=int, default=3000)
+    parser.add_argument("--users", type=int, default=1_000_000)
+    parser.add_argument("--role", default="stream", choices=("stream", "all"))
+    args = parser.parse_args()
+
+    kafka = load_settings(KafkaSettings, topic_prefix=f"mem{uuid.uuid4().hex[:6]}")
+    redis_settings = load_settings(RedisSettings, key_prefix=f"mem{uuid.uuid4().hex[:6]}")
+    create_topics(kafka, load_settings(WorkerSettings))
+    budget = Budget(id="user-day", scope={"tenant": "*", "user": "*"}, unit="tokens", limit=10**12, version=1)
+    producer = Producer(kafka.confluent_config())
+    producer.produce(kafka.topic("budgets"), key=budget.id.encode(), value=budget.to_json().encode())
+    producer.flush(10)
+    seconds = args.minutes * 60
+    samples: list[tuple[float, float, float]] = []  # (seconds since start, RSS MiB, events counted)
+    with tempfile.TemporaryDirectory() as tmp:
+        ch = load_settings(ClickHouseSettings, chdb_path=Path(tmp) / "chdb", database="bench")
+        env = worker_env(kafka, redis_settings, ch if args.role == "all" else None)
+        worker = WorkerProcess(env, Path(tmp) / "worker.log", role=args.role).start()
+        stop = threading.Event()
+        try:
+            worker.wait_ready(120)
+            assert worker.proc is not None
+            result: list[int] = []
+            feeder = threading.Thread(target=lambda: result.append(produce(kafka, args.rate, seconds, args.users,
+                                                                             stop)), daemon=True)
+            start = time.monotonic()
+            feeder.start()
+            while feeder.is_alive():
+                samples.append((time.monotonic() - start, rss_mib(worker.proc.pid), counted(worker)))
+                print(f"{samples[-1][0]:6.0f} s  RSS {samples[-1][1]:7.1f} MiB  counted {samples[-1][2]:,.0f}",
+                      flush=True)
+                time.sleep(5)
+            produced = result[0]
+            deadline = time.monotonic() + 300
+            while counted(worker) < produced and time.monotonic() < deadline:
+                time.sleep(1)
+            samples.append((time.monotonic() - start, rss_mib(worker.proc.pid), counted(worker)))
+        finally:
+            stop.set()
+            worker.stop()
+
+    warm = [s for s in samples if s[0] >= 60] or samples
+    half = [s for s in samples if s[0] >= seconds / 2] or samples
+    floor = warm[0][1]
+    half_start, end = half[0][1], samples[-1][1]
+    peak = max(s[1] for s in samples)
+    distinct = min(int(samples[-1][2]), args.users)
+    growth = (end - half_start) / half_start
+    rows = "\n".join(f"| {s[0] / 60:.1f} min | {s[1]:.1f} MiB | {s[2]:,.0f} |"
+                     for s in samples[:: max(1, len(samples) // 10)])
+    body = f"""
+Command: `python -m bench.bench_worker_memory --minutes {args.minutes:g} --rate {args.rate} --users {args.users}
+--role {args.role}` (dev stack running). One `--role {args.role}` worker, a per-user daily token budget, every
+event a user not seen before until all {args.users:,} have been seen ({distinct:,} distinct users counted here).
+
+| figure | worker | floor (same run) | ratio | target |
+|---|---|---|---|---|
+| RSS at the end | {end:.1f} MiB | {floor:.1f} MiB (warmed up, after the first minute) | {end / floor:.2f}× | flat |
+| RSS growth over the second half | {growth * 100:+.1f} % ({half_start:.1f} → {end:.1f} MiB) | — | — | ≈ 0 |
+| peak RSS | {peak:.1f} MiB | — | — | — |
+| events counted | {samples[-1][2]:,.0f} | {samples[-1][2] / seconds:,.0f} events/s offered {args.rate:,} | — | — |
+
+| elapsed | RSS | events counted |
+|---|---|---|
+{rows}
+
+What bounds it: window states live in Redis (each with a TTL at its window's end); the process holds a read cache
+of at most `COSTPLANE_WORKER_WINDOW_CACHE_KEYS` states, dropped whole when full, and at most
+`COSTPLANE_WORKER_RECENT_IDS_PER_PARTITION` recent event ids per partition. Both fill during the first minutes;
+after that the RSS only moves with the allocator.
+"""
+    print(body)
+    write_section("Worker memory", body)
+
+
+if __name__ == "__main__":
+    main()
