@@ -163,6 +163,8 @@ def _stream_role(app: faust.App, kafka: KafkaSettings, worker: WorkerSettings, r
         if report.fenced:
             m.fenced.inc(len(report.fenced))
             log.warning("window_commit_fenced", tenants=report.fenced)
+            for partition in report.fenced_partitions:  # its events were not counted here: never "seen" either
+                rt.recent.forget(partition)
 
     @app.agent(usage)
     async def process(stream: Any) -> None:

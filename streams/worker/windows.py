@@ -49,9 +49,10 @@ class Pending:
 
 @dataclass(slots=True)
 class CommitReport:
-    """What a commit did: tenants fenced off (another worker owns their partition now)."""
+    """What a commit did: tenants fenced off (another worker owns their partition now), and those partitions."""
 
     fenced: list[str] = field(default_factory=list)
+    fenced_partitions: set[int] = field(default_factory=set)
 
 
 class WorkerWindows:
@@ -108,6 +109,8 @@ class WorkerWindows:
         for commit, fenced in zip(pending.commits, results, strict=True):
             if fenced is not None:
                 report.fenced.append(commit.tenant)
+                if commit.fence is not None:
+                    report.fenced_partitions.add(commit.fence[0])
                 self.forget_tenant(commit.tenant)
                 continue
             meta = self.tenants.setdefault(commit.tenant, TenantMeta())

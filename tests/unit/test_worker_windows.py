@@ -94,7 +94,7 @@ def test_a_zombie_commit_is_fenced_off_and_writes_nothing() -> None:
     stale = zombie.count([located("u1", 7, 2)], [b], NOW)  # computed, then the partition moved
     run(owner, [located("u1", 40, 2), located("u1", 2, 3)], [b])  # the new owner counts offsets 2-3
     report = zombie.commit(stale)
-    assert report.fenced == ["acme"]
+    assert report.fenced == ["acme"] and report.fenced_partitions == {0}
     assert spent_counter(backend) == {str(DAY0): "142"}
     assert "acme" not in zombie.tenants and zombie.cache == {}  # it reads again before counting anything more
 
