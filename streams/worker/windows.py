@@ -125,6 +125,8 @@ class WorkerWindows:
             if len(self.cache) + len(commit.states) > self.cache_limit:
                 self.cache.clear()  # bounded memory: the hot keys come back with one read each
             self.cache.update(commit.states)
+            for key in commit.dropped:
+                self.cache.pop(key, None)
         return report
 
     # -- re-evaluation (budget changes, rollover) ----------------------------------------------------------------
@@ -153,6 +155,7 @@ class WorkerWindows:
             commit = self._commit_for(commits, tenant_of(split_key(key)[1]))
             if budget is None:
                 commit.delete(self.keys.window(key))
+                commit.dropped.append(key)
                 self._standing(commit, key, before, None)
             elif state != before:
                 self._write_state(commit, key, before, state, budget, {}, now_ms)

@@ -86,6 +86,7 @@ class TenantCommit:
     keys: list[str] = field(default_factory=list)
     ops: list[str | int] = field(default_factory=list)
     states: dict[str, State] = field(default_factory=dict)  # what the cache holds once committed
+    dropped: list[str] = field(default_factory=list)  # state keys deleted: the cache forgets them once committed
     standing: dict[str, int | None] = field(default_factory=dict)  # None = no longer standing
     _index: dict[str, int] = field(default_factory=dict)
 

@@ -146,6 +146,8 @@ def test_deleted_budget_lifts_and_drops_the_window() -> None:
     assert [(d.type, d.reason) for d in pending.decisions] == [("lift", "budget deleted")]
     assert decision_key() not in backend.strings
     assert backend.keys.window(f"b|{MEMBER}") not in backend.strings
+    again = run(w, [located("u1", 10, 1)], [b])  # the same id defined anew starts from nothing
+    assert again == [] and spent_counter(backend) == {str(DAY0): "10"}
 
 
 def test_rolling_hour_counts_buckets_inside_the_window_only() -> None:
