@@ -116,6 +116,12 @@ def main() -> None:
             stop.set()
             worker.stop()
 
+    settings = load_settings(WorkerSettings)
+    # Recent ids: two generations per partition, so the sets stop growing after 2 × N events per partition.
+    ids_full_at = 2 * settings.recent_ids_per_partition * settings.usage_partitions
+    full = [s for s in samples if s[2] >= ids_full_at]
+    after_full = (f"{(full[-1][1] - full[0][1]) / full[0][1] * 100:+.1f} % ({full[0][1]:.1f} → {full[-1][1]:.1f} MiB"
+                  f" from {full[0][0] / 60:.1f} min on)") if len(full) > 1 else "not reached in this run"
     warm = [s for s in samples if s[0] >= 60] or samples
     half = [s for s in samples if s[0] >= seconds / 2] or samples
     floor = warm[0][1]
@@ -134,6 +140,7 @@ event a user not seen before until all {args.users:,} have been seen ({distinct:
 |---|---|---|---|---|
 | RSS at the end | {end:.1f} MiB | {floor:.1f} MiB (warmed up, after the first minute) | {end / floor:.2f}× | flat |
 | RSS growth over the second half | {growth * 100:+.1f} % ({half_start:.1f} → {end:.1f} MiB) | — | — | ≈ 0 |
+| RSS growth once the bounded sets are full ({ids_full_at:,} events) | {after_full} | — | — | ≈ 0 |
 | peak RSS | {peak:.1f} MiB | — | — | — |
 | events counted | {samples[-1][2]:,.0f} | {samples[-1][2] / seconds:,.0f} events/s offered {args.rate:,} | — | — |
 
@@ -142,9 +149,10 @@ event a user not seen before until all {args.users:,} have been seen ({distinct:
 {rows}
 
 What bounds it: window states live in Redis (each with a TTL at its window's end); the process holds a read cache
-of at most `COSTPLANE_WORKER_WINDOW_CACHE_KEYS` states, dropped whole when full, and at most
-`COSTPLANE_WORKER_RECENT_IDS_PER_PARTITION` recent event ids per partition. Both fill during the first minutes;
-after that the RSS only moves with the allocator.
+of at most `COSTPLANE_WORKER_WINDOW_CACHE_KEYS` states, dropped whole when full, and two generations of at most
+`COSTPLANE_WORKER_RECENT_IDS_PER_PARTITION` recent event ids per partition. The RSS rises while those fill (the id
+sets after {ids_full_at:,} events at the defaults), then only moves with the allocator; nothing in the process
+grows with the number of users.
 """
     print(body)
     write_section("Worker memory", body)
