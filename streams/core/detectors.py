@@ -409,7 +409,15 @@ class Detectors:
 
     # -- evaluating ------------------------------------------------------------------------------------------
     def evaluate(self, now_ms: int) -> list[Finding]:
-        """Judge every minute that is complete; return its findings (active, and clearing for recent keys).
+        """Judge every minute that is complete; return their findings (see :meth:`evaluate_minutes`)."""
+        return [f for _, findings in self.evaluate_minutes(now_ms) for f in findings]
+
+    def evaluate_minutes(self, now_ms: int) -> list[tuple[int, list[Finding]]]:
+        """Judge every minute that is complete; return ``(minute start, its findings)`` in minute order.
+
+        Per minute, so the caller can run the alert lifecycle on event time (the end of each judged minute): a
+        replayed backlog then resolves and cools down minute by minute, as it did live, and yields the same
+        alert ids. Findings are active ones, and clearing ones for recent keys.
 
         A minute is complete when it ended ``grace_ms`` before ``now_ms``. While the worker catches up on a
         backlog (events arrived since the last evaluation but their time is more than two minutes behind
@@ -428,11 +436,11 @@ class Detectors:
             return []
         due = sorted({m for m in self._open if m <= last} | set(range(max(first, last - 59 * MINUTE_MS), last + 1,
                                                                         MINUTE_MS)))
-        findings: list[Finding] = []
+        judged: list[tuple[int, list[Finding]]] = []
         for minute in due:
-            findings.extend(self._judge_minute(minute))
+            judged.append((minute, self._judge_minute(minute)))
             self._closed_until = max(self._closed_until, minute + MINUTE_MS)
-        return findings
+        return judged
 
     def _judge_minute(self, minute: int) -> list[Finding]:
         subjects = self._open.pop(minute, {})
