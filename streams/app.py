@@ -20,11 +20,19 @@ from typing import Any
 import faust
 
 from costplane.budgets import Budget
-from costplane.config import ClickHouseSettings, KafkaSettings, RedisSettings, WorkerSettings
+from costplane.config import (
+    AlertSettings,
+    ClickHouseSettings,
+    KafkaSettings,
+    RedisSettings,
+    WorkerSettings,
+    load_settings,
+)
 from costplane.logging import get_logger
 from costplane.publisher.codec import UsageCodec
 from costplane.streams.core.spend import split_key
 from costplane.streams.dlq import InvalidRatioExceeded, InvalidRatioGuard, dead_letters
+from costplane.streams.worker.alerts import RedisStateStore, WorkerAlerts
 from costplane.streams.worker.dedup import RecentIds
 from costplane.streams.worker.metrics import WorkerMetrics
 from costplane.streams.worker.pricing import price_events
@@ -60,12 +68,15 @@ class Runtime:
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
 
-    def apply_effects(self, out: Outcome) -> None:
-        """Redis first (what the in-app guard reads), in one pipeline round trip per batch."""
+    def apply_effects(self, out: Outcome) -> bool | None:
+        """Redis first (what the in-app guard reads), in one pipeline round trip per batch.
+
+        Returns None when there was nothing to write, False when the write failed (a fail-open), else True.
+        """
         from costplane.enforcers.store import RedisBudgetStore
 
         if not (out.decisions or out.lifts or out.counters):
-            return
+            return None
         pipe = self.store.client.pipeline(transaction=False)
         store = RedisBudgetStore(pipe, self.store.keys)
         for lift in out.lifts:  # lifts first: a changed budget may lift and re-decide the same key in one outcome
@@ -82,6 +93,8 @@ class Runtime:
         except Exception as exc:  # noqa: BLE001 - Redis down must not stop counting; the guard's policy decides
             self.metrics.fail_opens.inc()
             log.warning("redis_effects_failed", error=str(exc), decisions=len(out.decisions))
+            return False
+        return True
 
 
 def group_id(kafka: KafkaSettings, worker: WorkerSettings) -> str:
@@ -91,7 +104,7 @@ def group_id(kafka: KafkaSettings, worker: WorkerSettings) -> str:
 def create_app(kafka: KafkaSettings, redis_settings: RedisSettings, worker: WorkerSettings,
                clickhouse: ClickHouseSettings | None, metrics: WorkerMetrics,
                report: Callable[[str], list[dict[str, Any]]] | None = None,
-               sink_ready: Callable[[], bool] | None = None) -> faust.App:
+               sink_ready: Callable[[], bool] | None = None, alerts: AlertSettings | None = None) -> faust.App:
     """The Faust app with its agents, timers and web pages (``report`` serves ``/api/report`` when given)."""
     stream_role = worker.role in ("stream", "all")
     app = faust.App(
@@ -118,7 +131,7 @@ def create_app(kafka: KafkaSettings, redis_settings: RedisSettings, worker: Work
     rt = Runtime(kafka, redis_settings, worker, metrics) if stream_role else None
 
     if rt is not None:
-        _stream_role(app, kafka, worker, rt)
+        _stream_role(app, kafka, worker, rt, alerts or load_settings(AlertSettings))
 
     @app.page("/healthz")
     async def healthz(self: Any, request: Any) -> Any:
@@ -148,7 +161,8 @@ def create_app(kafka: KafkaSettings, redis_settings: RedisSettings, worker: Work
     return app
 
 
-def _stream_role(app: faust.App, kafka: KafkaSettings, worker: WorkerSettings, rt: Runtime) -> None:
+def _stream_role(app: faust.App, kafka: KafkaSettings, worker: WorkerSettings, rt: Runtime,
+                 alert_settings: AlertSettings) -> None:
     usage_name = kafka.topic("usage")
     usage = app.topic(usage_name, value_serializer="raw", key_serializer="raw",
                       partitions=worker.usage_partitions)
@@ -157,6 +171,10 @@ def _stream_role(app: faust.App, kafka: KafkaSettings, worker: WorkerSettings, r
     spend = app.Table("spend", default=None, partitions=worker.usage_partitions,
                       schema=faust.Schema(key_serializer="json", value_serializer="json"))
     m = rt.metrics
+    alerts = WorkerAlerts.for_app(app, kafka.topic("alerts"), kafka.topic("alerts.dlq"), alert_settings,
+                                  clock=rt.clock, store=RedisStateStore(rt.store.client, rt.store.keys.prefix),
+                                  metrics=m)
+    alerts.attach(app, usage_name)
 
     async def put_all(states: dict[str, dict[str, Any]]) -> None:
         """Write table keys, each to its own changelog partition (the source partition its tenant lives on).
@@ -186,9 +204,10 @@ def _stream_role(app: faust.App, kafka: KafkaSettings, worker: WorkerSettings, r
 
     async def commit_outcome(out: Outcome) -> None:
         await put_all(out.states)
-        rt.apply_effects(out)
+        effects = rt.apply_effects(out)
         await publish(out)
         await app.producer.flush()
+        alerts.outcome(out, effects, rt.now_ms())
 
     @app.agent(usage)
     async def process(stream: Any) -> None:
@@ -211,6 +230,7 @@ def _stream_role(app: faust.App, kafka: KafkaSettings, worker: WorkerSettings, r
                         await dlq.send(key=dl.key, value=dl.value, headers=dl.headers)
                     for rej in decoded.rejects:
                         m.dead_letters.labels(rej.reason).inc()
+                    alerts.dead_lettered(decoded.rejects, msg.key, msg.partition, now_ms)
                 fresh = [ev for ev in decoded.events if rt.recent.first_time(msg.partition, ev.event_id)]
                 m.duplicates.inc(len(decoded.events) - len(fresh))
                 valid += len(decoded.events)
@@ -225,6 +245,7 @@ def _stream_role(app: faust.App, kafka: KafkaSettings, worker: WorkerSettings, r
                 out = apply_batch(located, budgets, {k: spend.data.get(k) for k in keys}, now_ms)
                 m.duplicates.inc(out.skipped_redelivered)
                 await commit_outcome(out)
+                alerts.observe(located, now_ms)
             try:
                 rt.invalid.observe(valid, invalid, rt.clock())
             except InvalidRatioExceeded as exc:
@@ -293,6 +314,7 @@ def _stream_role(app: faust.App, kafka: KafkaSettings, worker: WorkerSettings, r
                         changed.add(budget_id)
                 if changed:
                     _publish_budgets_to_redis(rt)
+                    alerts.set_budgets(rt.budgets.values())
                 if not rt.budgets_loaded.is_set():
                     positions = {tp: await consumer.position(tp) for tp in tps}
                     if all(positions[tp] >= end[tp] for tp in tps):

@@ -26,6 +26,10 @@ class WorkerMetrics:
         self.sink_retries = Counter("costplane_worker_sink_retries", "ClickHouse flushes retried", registry=r)
         self.fail_opens = Counter("costplane_worker_fail_opens", "Effects skipped because Redis failed (fail-open)",
                                   registry=r)
+        self.alerts = Counter("costplane_worker_alerts", "Alert lifecycle events published", ["kind", "action"],
+                              registry=r)
+        self.alert_errors = Counter("costplane_worker_alert_errors", "Alert evaluations or state writes that failed",
+                                    ["stage"], registry=r)
         self.lag = Gauge("costplane_worker_consumer_lag", "Messages behind the log end", ["role"], registry=r)
         self.invalid_ratio = Gauge("costplane_worker_invalid_ratio", "Invalid share in the current window",
                                    registry=r)
