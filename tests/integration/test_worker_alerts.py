@@ -1,0 +1,240 @@
+"""The real stream worker raises alerts: publisher → Kafka → worker (detectors, budgets) → a local HTTP receiver.
+
+* A synthetic retry storm and a spend spike, published through the real publisher with event times an hour back
+  (so the worker judges the backlog minute by minute as it arrives), reach the receiver as exactly one trigger and
+  one resolve per incident in Slack, PagerDuty (Events v2 rules checked) and webhook format — with the alert ids
+  the pure detectors and lifecycle give for the same events, so the worker adds nothing and loses nothing.
+* A budget crossing its soft threshold and then its limit gives one budget_threshold and one budget_blocked
+  trigger; raising the limit lifts the block and resolves budget_blocked.
+* Undecodable messages over the dead-letter rate give one dead_letter_flood trigger, and a resolve once they stop.
+"""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_alert_delivery_http import KEY, Receiver, receiver  # noqa: F401 - the fixture is used by name
+
+from costplane.config import KafkaSettings, PublisherSettings, RedisSettings, WorkerSettings, load_settings
+from costplane.pricing.catalog import default_catalog
+from costplane.publisher.event import UsageEvent
+from costplane.publisher.publisher import UsagePublisher
+from costplane.streams.alerting.lifecycle import AlertLifecycle, LifecycleConfig
+from costplane.streams.alerting.model import AlertEvent
+from costplane.streams.alerting.pagerduty import validate_pagerduty_event
+from costplane.streams.core.detectors import MINUTE_MS, Detectors
+from costplane.streams.core.priced import PricedEvent
+from costplane.streams.topics import create_topics
+from costplane.streams.worker.testing import WorkerProcess, worker_env
+from costplane.synthetic import Incident, TrafficShape, generate
+
+pytestmark = [pytest.mark.kafka, pytest.mark.redis, pytest.mark.http]
+
+MINUTES = 45
+RATE = 20.0  # events per second of event time, one tenant
+
+StartWorker = Callable[..., tuple[WorkerProcess, dict[str, str]]]
+
+
+@pytest.fixture
+def start_worker(kafka_settings: KafkaSettings, redis_settings: RedisSettings, tmp_path: Path,
+                 receiver: Receiver) -> Iterator[StartWorker]:  # noqa: F811
+    started: list[WorkerProcess] = []
+    create_topics(kafka_settings, load_settings(WorkerSettings, usage_partitions=2))
+
+    def start(**alerts: Any) -> tuple[WorkerProcess, dict[str, str]]:
+        env = worker_env(kafka_settings, redis_settings, None, usage_partitions=2)
+        env.update({
+            "COSTPLANE_ALERTS_SLACK_WEBHOOK_URL": receiver.base + "/slack",
+            "COSTPLANE_ALERTS_PAGERDUTY_ROUTING_KEY": KEY,
+            "COSTPLANE_ALERTS_PAGERDUTY_URL": receiver.base + "/pd",
+            "COSTPLANE_ALERTS_PAGERDUTY_MIN_SEVERITY": "info",
+            "COSTPLANE_ALERTS_WEBHOOK_URLS": receiver.base + "/hook",
+            "COSTPLANE_ALERTS_BACKOFF_BASE_S": "0.05",
+        })
+        env.update({f"COSTPLANE_ALERTS_{k.upper()}": str(v) for k, v in alerts.items()})
+        worker = WorkerProcess(env, tmp_path / f"worker{len(started)}.log", role="stream").start()
+        started.append(worker)
+        worker.wait_ready(90)
+        return worker, env
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+def publish(kafka: KafkaSettings, spool: Path, events: list[UsageEvent]) -> None:
+    """Emit in event-time order and keep that order on the partition: the backlog is judged minute by minute.
+
+    ``flush()`` while the publisher's own thread is still shipping taken batches ships the rest beside them, so
+    batches of one tenant can reach the broker out of order; waiting for the thread to take everything first
+    keeps a single shipper for all but the last (open) batch.
+    """
+    publisher = UsagePublisher(kafka, load_settings(PublisherSettings, spool_dir=spool))
+    try:
+        assert all(publisher.emit(e) for e in events)
+        deadline = time.monotonic() + 60
+        while publisher.stats()["buffered"] > 100 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        assert publisher.flush(30) == 0
+    finally:
+        publisher.close()
+
+
+def wait_for(predicate: Callable[[], Any], timeout_s: float, what: str, worker: WorkerProcess) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.25)
+    raise AssertionError(f"timed out waiting for {what}\n{worker.log_tail()}")
+
+
+def expected_alerts(events: list[UsageEvent], now_ms: int) -> list[AlertEvent]:
+    """The pure pipeline on the same events: detectors judged per minute, the lifecycle on event time."""
+    catalog = default_catalog()
+    detectors = Detectors()
+    lifecycle = AlertLifecycle(LifecycleConfig())  # the worker runs with the default timing too
+    out: list[AlertEvent] = []
+    for _, batch in itertools.groupby(events, key=lambda e: e.occurred_at // MINUTE_MS):
+        priced = []
+        for e in batch:
+            cost = catalog.price_event(e)
+            priced.append(PricedEvent(e, cost.cost_nanos, cost.price_version, unpriced=cost.unpriced))
+        detectors.observe(priced)
+        for minute, findings in detectors.evaluate_minutes(now_ms):
+            out += lifecycle.observe(findings, minute + MINUTE_MS)
+    return out
+
+
+def actions_by_key(alerts: list[dict[str, Any]]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for a in alerts:
+        if not a["escalated"]:
+            out.setdefault(a["dedup_key"], []).append(a["action"])
+    return out
+
+
+def test_storm_and_spike_through_the_real_worker_page_once_and_resolve_once(
+        start_worker: StartWorker, kafka_settings: KafkaSettings, receiver: Receiver,  # noqa: F811
+        tmp_path: Path) -> None:
+    worker, _ = start_worker()
+    start = (int(time.time() * 1000) // MINUTE_MS - MINUTES - 6) * MINUTE_MS  # a backlog ending 6 minutes ago
+    shape = TrafficShape(tenants=("acme",), incidents=[
+        Incident("retry_storm", "acme", start + 15 * MINUTE_MS, start + 20 * MINUTE_MS, feature="chat",
+                 intensity=0.5),
+        Incident("spike", "acme", start + 25 * MINUTE_MS, start + 29 * MINUTE_MS, feature="support-agent",
+                 intensity=0.5),
+    ])
+    events = list(generate(int(MINUTES * 60 * RATE), seed=11, start_ms=start, rate_per_s=RATE, shape=shape))
+    expected = expected_alerts(events, int(time.time() * 1000))
+    storm = sorted({a.dedup_key for a in expected if a.kind == "retry_storm" and a.subject.get("feature") == "chat"})
+    spike = sorted({a.dedup_key for a in expected
+                    if a.kind == "cost_spike" and a.subject.get("feature") == "support-agent"})
+    assert storm and spike, sorted({a.dedup_key for a in expected})
+    keys = storm + spike
+    want = [(a.dedup_key, a.action, a.alert_id) for a in expected if a.dedup_key in keys]
+
+    publish(kafka_settings, tmp_path / "spool", events)
+
+    def received() -> list[dict[str, Any]]:
+        return [b["alert"] for b in receiver.bodies("/hook") if b["alert"]["dedup_key"] in keys]
+
+    wait_for(lambda: len(received()) >= len(want), 180, f"{len(want)} alerts at the webhook", worker)
+    time.sleep(3)  # anything extra would arrive now
+    hook = received()
+    got = [(a["dedup_key"], a["action"], a["alert_id"]) for a in hook]
+    # Per key in order (keys of one minute come in set order, which differs between processes).
+    assert sorted(got, key=lambda x: x[0]) == sorted(want, key=lambda x: x[0]), (got, want)
+    for key in keys:
+        assert actions_by_key(hook)[key] == ["trigger", "resolve"], key
+    assert all(a["occurred_at"] < start + MINUTES * MINUTE_MS for a in hook)  # event time, not the worker's clock
+
+    wait_for(lambda: len([b for b in receiver.bodies("/slack") if any(f"`{k}`" in str(b["blocks"]) for k in keys)])
+             >= len(want), 30, "the Slack messages", worker)
+    for key in keys:
+        slack = [b["text"] for b in receiver.bodies("/slack") if f"`{key}`" in str(b["blocks"])]
+        assert [t.split("[")[1].split("]")[0] for t in slack if "[ESCALATED]" not in t] == ["TRIGGERED", "RESOLVED"]
+    pd = receiver.bodies("/pd")
+    assert pd and all(validate_pagerduty_event(b) == [] for b in pd)
+    for key in keys:
+        assert [b["event_action"] for b in pd if b["dedup_key"] == key and not b.get("payload", {}).get(
+            "custom_details", {}).get("escalated")] == ["trigger", "resolve"]
+
+
+def make_event(tokens: int) -> UsageEvent:
+    return UsageEvent(event_id=str(uuid.uuid4()), occurred_at=int(time.time() * 1000), tenant="acme",
+                      provider="openai", model="gpt-4o-mini", request_id=str(uuid.uuid4()), attempt=1, status="ok",
+                      input_tokens=tokens, output_tokens=0, user_id="u1", feature="chat")
+
+
+def cli(env: dict[str, str], *args: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "costplane.cli", *args], env=env, capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+
+
+def test_budget_crossing_blocks_with_one_trigger_and_raising_it_resolves(
+        start_worker: StartWorker, kafka_settings: KafkaSettings, receiver: Receiver,  # noqa: F811
+        tmp_path: Path) -> None:
+    worker, env = start_worker(resolve_after_s=1)
+    budget = ["budget", "set", "acme-user-day", "--scope", "tenant=acme,user=*", "--period", "day", "--soft", "0.5"]
+    cli(env, *budget, "--limit-tokens", "1000", "--action", "block")
+
+    def kinds(path: str) -> list[tuple[str, str]]:
+        if path == "/pd":
+            return [(b["dedup_key"].split("|")[0], b["event_action"]) for b in receiver.bodies(path)]
+        return [(b["alert"]["kind"], b["alert"]["action"]) for b in receiver.bodies(path)]
+
+    publish(kafka_settings, tmp_path / "spool1", [make_event(300), make_event(300)])  # 600 of 1000: soft 0.5
+    wait_for(lambda: ("budget_threshold", "trigger") in kinds("/hook"), 30, "the threshold alert", worker)
+    publish(kafka_settings, tmp_path / "spool2", [make_event(500)])  # 1100: blocked
+    wait_for(lambda: ("budget_blocked", "trigger") in kinds("/hook"), 30, "the block alert", worker)
+    blocked = next(b["alert"] for b in receiver.bodies("/hook") if b["alert"]["kind"] == "budget_blocked")
+    assert blocked["severity"] == "critical" and blocked["subject"]["member"] == "tenant=acme,user=u1"
+    assert blocked["numbers"]["spent"] == "1100" and blocked["numbers"]["limit"] == "1000"
+
+    cli(env, *budget, "--limit-tokens", "5000")  # raised: the worker lifts the block
+    wait_for(lambda: ("budget_blocked", "resolve") in kinds("/hook"), 30, "the block to resolve", worker)
+    time.sleep(3)  # anything extra would arrive now
+    for path in ("/hook", "/pd"):
+        assert kinds(path) == [("budget_threshold", "trigger"), ("budget_blocked", "trigger"),
+                               ("budget_blocked", "resolve")], path
+    assert all(validate_pagerduty_event(b) == [] for b in receiver.bodies("/pd"))
+    slack = [b["text"] for b in receiver.bodies("/slack")]
+    assert [t.split("]")[0] + "] " + t.split()[3] for t in slack] == [
+        ":warning: [TRIGGERED] budget_threshold", ":rotating_light: [TRIGGERED] budget_blocked",
+        ":white_check_mark: [RESOLVED] budget_blocked"]
+
+
+def test_a_flood_of_dead_letters_triggers_once_and_resolves_when_it_stops(
+        start_worker: StartWorker, kafka_settings: KafkaSettings, receiver: Receiver) -> None:  # noqa: F811
+    from confluent_kafka import Producer
+
+    worker, _ = start_worker(resolve_after_s=1, dead_letters_per_minute=60, dead_letter_window_s=5)
+    producer = Producer(kafka_settings.confluent_config())
+    for i in range(20):  # 20 in 5 s = 240 per minute, over the 60 (and not ten times over: a warning)
+        producer.produce(kafka_settings.topic("usage"), key=b"acme", value=b"\x00not avro %d" % i)
+    assert producer.flush(10) == 0
+
+    def floods() -> list[dict[str, Any]]:
+        return [b["alert"] for b in receiver.bodies("/hook") if b["alert"]["kind"] == "dead_letter_flood"]
+
+    wait_for(lambda: [a for a in floods() if a["action"] == "resolve"], 60, "the flood to resolve", worker)
+    time.sleep(2)
+    got = floods()
+    assert [(a["action"], a["tenant"], a["severity"]) for a in got] == [("trigger", "acme", "warning"),
+                                                                         ("resolve", "acme", "warning")]
+    dead = int(got[0]["numbers"]["dead_letters"])  # as many as the worker had read at that evaluation
+    assert 5 <= dead <= 20 and got[0]["numbers"]["per_minute"] == str(dead * 12)
+    assert [c["value"] for c in got[0]["contributors"]] == ["unknown_schema"]  # no schema headers at all
