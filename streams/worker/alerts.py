@@ -125,7 +125,8 @@ class WorkerAlerts:
         self.conditions = WorkerConditions(conditions_config(settings))
         self.service = AlertService(settings, publish, publish_dead_letter, targets=targets, client=client)
         self.own = AlertLifecycle(LifecycleConfig.from_settings(settings))
-        self._partition_of: dict[str, int] = {}
+        self._partition_of: dict[str, int] = {}  # tenants seen in traffic, and where
+        self._known: set[str] = set()  # tenants whose saved state was loaded (or is about to be)
         self._to_load: set[str] = set()
         self._store_retry_at = 0
         self._next_checkpoint = 0
@@ -157,7 +158,16 @@ class WorkerAlerts:
         self.conditions.dead_lettered(tenant, (r.reason for r in rejects), now_ms)
 
     def outcome(self, out: Outcome, effects_written: bool | None, now_ms: int) -> None:
-        """A committed outcome; ``effects_written`` is None when it had no Redis effects, False on a fail-open."""
+        """A committed outcome; ``effects_written`` is None when it had no Redis effects, False on a fail-open.
+
+        A tenant not seen before (a lift after a restart, before any of its traffic) has its saved state loaded
+        first, so the lift finds the block the previous process held and resolves it.
+        """
+        fresh = {str(r["tenant"]) for r in (*out.lifts, *out.decisions, *out.notifications)} - self._known
+        if fresh:
+            for tenant in fresh:
+                self._know(tenant)
+            self._load_pending(now_ms)
         for lift in out.lifts:  # lifts first, as Redis applies them: a changed budget may lift and re-decide a key
             self.conditions.lifted(lift, now_ms)
         for decision in out.decisions:
@@ -208,9 +218,9 @@ class WorkerAlerts:
 
     # -- rebalances and state ----------------------------------------------------------------------------------
     def partitions_revoked(self, partitions: set[int]) -> None:
-        """Save the state of the tenants on these partitions, so whichever worker gets them continues it."""
-        tenants = [t for t, p in self._partition_of.items() if p in partitions]
-        self._save(tenants, self.now_ms(), force=True)
+        """Save the tenants' state, so whichever worker gets their partitions continues it (all known tenants:
+        one pipeline, and a tenant known only from its budget outcomes has no partition on record)."""
+        self._save(sorted(self._known), self.now_ms(), force=True)
 
     def partitions_assigned(self, partitions: set[int]) -> None:
         """Forget the tenants whose partition is no longer ours (a rebalance that gives it back keeps them)."""
@@ -223,6 +233,7 @@ class WorkerAlerts:
         self.service.lifecycle.forget_tenant(tenant)
         self.own.forget_tenant(tenant)
         self._partition_of.pop(tenant, None)
+        self._known.discard(tenant)
         self._to_load.discard(tenant)
 
     def tenant_states(self, tenants: Iterable[str]) -> dict[str, dict[str, Any]]:
@@ -252,11 +263,15 @@ class WorkerAlerts:
 
     def checkpoint(self, now_ms: int, force: bool = False) -> None:
         self._next_checkpoint = now_ms + CHECKPOINT_MS
-        self._save(list(self._partition_of), now_ms, force=force)
+        self._save(sorted(self._known), now_ms, force=force)
 
     def _seen(self, tenant: str, partition: int) -> None:
         self._partition_of[tenant] = partition
-        if tenant != ALL_TENANTS:
+        self._know(tenant)
+
+    def _know(self, tenant: str) -> None:
+        if tenant not in self._known and tenant != ALL_TENANTS:
+            self._known.add(tenant)
             self._to_load.add(tenant)
 
     def _load_pending(self, now_ms: int) -> None:

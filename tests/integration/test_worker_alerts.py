@@ -5,13 +5,15 @@
   one resolve per incident in Slack, PagerDuty (Events v2 rules checked) and webhook format — with the alert ids
   the pure detectors and lifecycle give for the same events, so the worker adds nothing and loses nothing.
 * A budget crossing its soft threshold and then its limit gives one budget_threshold and one budget_blocked
-  trigger; raising the limit lifts the block and resolves budget_blocked.
+  trigger; raising the limit after a restart of the worker lifts the block, and the new worker resolves
+  budget_blocked from the alert state the old one saved in Redis.
 * Undecodable messages over the dead-letter rate give one dead_letter_flood trigger, and a resolve once they stop.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import subprocess
 import sys
 import time
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from test_alert_delivery_http import KEY, Receiver, receiver  # noqa: F401 - the fixture is used by name
 
 from costplane.config import KafkaSettings, PublisherSettings, RedisSettings, WorkerSettings, load_settings
@@ -184,9 +187,9 @@ def cli(env: dict[str, str], *args: str) -> None:
     assert done.returncode == 0, done.stderr
 
 
-def test_budget_crossing_blocks_with_one_trigger_and_raising_it_resolves(
-        start_worker: StartWorker, kafka_settings: KafkaSettings, receiver: Receiver,  # noqa: F811
-        tmp_path: Path) -> None:
+def test_budget_crossing_blocks_with_one_trigger_and_raising_it_resolves_after_a_restart(
+        start_worker: StartWorker, kafka_settings: KafkaSettings, redis_settings: RedisSettings,
+        receiver: Receiver, tmp_path: Path) -> None:  # noqa: F811
     worker, env = start_worker(resolve_after_s=1)
     budget = ["budget", "set", "acme-user-day", "--scope", "tenant=acme,user=*", "--period", "day", "--soft", "0.5"]
     cli(env, *budget, "--limit-tokens", "1000", "--action", "block")
@@ -204,8 +207,15 @@ def test_budget_crossing_blocks_with_one_trigger_and_raising_it_resolves(
     assert blocked["severity"] == "critical" and blocked["subject"]["member"] == "tenant=acme,user=u1"
     assert blocked["numbers"]["spent"] == "1100" and blocked["numbers"]["limit"] == "1000"
 
-    cli(env, *budget, "--limit-tokens", "5000")  # raised: the worker lifts the block
-    wait_for(lambda: ("budget_blocked", "resolve") in kinds("/hook"), 30, "the block to resolve", worker)
+    # A restart while blocked: the stopping worker saves the tenant's alert state, the next one continues it.
+    assert worker.stop() == 0
+    state = json.loads(redis.Redis.from_url(redis_settings.url.get_secret_value()).get(
+        f"{redis_settings.key_prefix}:{{acme}}:alerts:state") or b"{}")
+    assert [v["status"] for k, v in state["own"].items() if k.startswith("budget_blocked|")] == ["open"]
+    worker, env = start_worker(resolve_after_s=1)
+
+    cli(env, *budget, "--limit-tokens", "5000")  # raised: the new worker lifts the block and resolves the alert
+    wait_for(lambda: ("budget_blocked", "resolve") in kinds("/hook"), 60, "the block to resolve", worker)
     time.sleep(3)  # anything extra would arrive now
     for path in ("/hook", "/pd"):
         assert kinds(path) == [("budget_threshold", "trigger"), ("budget_blocked", "trigger"),

@@ -348,3 +348,40 @@ def test_a_pause_in_a_backlog_does_not_close_its_half_filled_minute() -> None:
     assert [(f.active, f.numbers["attempts"]) for f in storm] == [(True, "40")]
     assert d.evaluate_minutes(now + 50 * S) == []  # within the pause limit again
     assert len(d.evaluate_minutes(now + 60 * S)) > 1  # the backlog is over: the clock judges what is left
+
+
+def test_after_a_restart_a_lift_before_any_traffic_resolves_the_block_the_last_process_held() -> None:
+    clock = Clock(T0)
+    store = DictStore()
+
+    async def go() -> tuple[list[AlertEvent], list[AlertEvent]]:
+        old = make(clock, store=store)
+        old.observe([located(event())], clock.ms)
+        old.outcome(Outcome(decisions=[decision()]), True, clock.ms)
+        first = await old.tick()
+        await old.stop()  # saves the state
+        clock.ms += 10 * S
+        new = make(clock, store=store)
+        new.outcome(Outcome(lifts=[lift()]), True, clock.ms)  # the budget was raised while nothing else happened
+        clock.ms += S
+        second = await new.tick()
+        await new.stop()
+        return first, second
+
+    first, second = asyncio.run(go())
+    assert actions(first) == ["trigger"]
+    assert actions(second) == ["resolve"]
+    assert second[0].alert_id != first[0].alert_id and second[0].dedup_key == first[0].dedup_key
+
+
+def test_without_saved_state_a_restarted_worker_ignores_a_lift_it_never_saw_blocked() -> None:
+    clock = Clock(T0)
+
+    async def go() -> list[AlertEvent]:
+        new = make(clock, store=DictStore())
+        new.outcome(Outcome(lifts=[lift()]), True, clock.ms)
+        events = await new.tick()
+        await new.stop()
+        return events
+
+    assert asyncio.run(go()) == []
