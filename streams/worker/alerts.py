@@ -8,7 +8,7 @@ Hooks, none of which waits on the network:
 * :meth:`WorkerAlerts.outcome` — every committed budget outcome (thresholds, decisions, lifts) and whether its Redis
   effects were written (a failure is a fail-open);
 * :meth:`WorkerAlerts.set_budgets` — every budgets-topic change;
-* :meth:`WorkerAlerts.attach` — registers the evaluation timer, the rebalance handlers and the shutdown drain.
+* :meth:`WorkerAlerts.attach` — registers the evaluation loop, the rebalance handlers and the shutdown drain.
 
 Two lifecycles, two clocks. Detector findings run through the alert service's lifecycle on **event time**: the
 end of each judged minute. A replayed backlog is then judged, resolved and cooled down minute by minute as live
@@ -24,6 +24,8 @@ detectors' warm-up; a tenant whose partition went elsewhere is forgotten here.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import time
 from collections import Counter
@@ -48,6 +50,7 @@ from costplane.streams.worker.spend import Located, Outcome
 log = get_logger(__name__)
 
 CHECKPOINT_MS = 30_000
+MIN_TICK_GAP_S = 0.1  # evaluations woken by outcomes are at least this far apart (a burst of decisions is one)
 STORE_RETRY_MS = 30_000  # after a failed state read or write, leave Redis alone this long
 STATE_VERSION = 1
 
@@ -131,6 +134,7 @@ class WorkerAlerts:
         self._store_retry_at = 0
         self._next_checkpoint = 0
         self._started = False
+        self._wake = asyncio.Event()  # an outcome worth alerting on: evaluate now rather than at the next interval
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
@@ -177,6 +181,8 @@ class WorkerAlerts:
         if effects_written is not None:
             self.conditions.effects_written(effects_written, now_ms, decisions=len(out.decisions) + len(out.lifts),
                                             counters=len(out.counters))
+        if out.decisions or out.lifts or out.notifications or effects_written is False:
+            self._wake.set()
 
     def set_budgets(self, budgets: Iterable[Budget]) -> None:
         self.detectors.set_budgets(budgets)
@@ -208,6 +214,20 @@ class WorkerAlerts:
             if self.metrics is not None:
                 self.metrics.alert_errors.labels("evaluate").inc()
             log.exception("alerts_evaluate_failed", error=f"{type(exc).__name__}: {exc}")
+
+    async def run(self) -> None:
+        """Evaluate every ``evaluate_interval_s``, and soon after an outcome that may start or end an incident
+        (a decision, a lift, a threshold, a failed Redis write): those alerts then wait for no timer."""
+        last = float("-inf")
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.settings.evaluate_interval_s)
+            self._wake.clear()
+            gap = MIN_TICK_GAP_S - (time.monotonic() - last)
+            if gap > 0:
+                await asyncio.sleep(gap)
+            last = time.monotonic()
+            await self.safe_tick()
 
     async def stop(self) -> None:
         """Save state, then drain delivery (what is left after the drain becomes dead letters)."""
@@ -306,12 +326,12 @@ class WorkerAlerts:
 
     # -- Faust -------------------------------------------------------------------------------------------------
     def attach(self, app: Any, usage_topic: str) -> None:
-        """Register the evaluation timer, the rebalance handlers and the shutdown drain on a Faust app."""
+        """Register the evaluation loop, the rebalance handlers and the shutdown drain on a Faust app."""
 
         async def alerts_evaluate() -> None:
-            await self.safe_tick()
+            await self.run()
 
-        app.timer(interval=self.settings.evaluate_interval_s)(alerts_evaluate)
+        app.task(alerts_evaluate)
 
         async def revoked(sender: Any, revoked: set[Any], **_: Any) -> None:
             self.partitions_revoked({tp.partition for tp in revoked if tp.topic == usage_topic})

@@ -6,6 +6,7 @@ No broker and no network: the topic is a list, HTTP goes through ``httpx.MockTra
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 from collections.abc import Callable, Iterator
@@ -385,3 +386,29 @@ def test_without_saved_state_a_restarted_worker_ignores_a_lift_it_never_saw_bloc
         return events
 
     assert asyncio.run(go()) == []
+
+
+def test_an_outcome_worth_alerting_on_wakes_the_evaluation_before_its_interval() -> None:
+    clock = Clock(T0)
+    topic: list[tuple[bytes, bytes, Headers]] = []
+
+    async def go() -> int:
+        alerts = make(clock, topic, evaluate_interval_s=600)  # the interval alone would not evaluate in this test
+        loop = asyncio.create_task(alerts.run())
+        await asyncio.sleep(0.2)  # the loop is waiting
+        alerts.outcome(Outcome(counters=[]), None, clock.ms)  # nothing to alert on: no wake
+        await asyncio.sleep(0.3)
+        before = len(topic)
+        alerts.outcome(Outcome(decisions=[decision()]), True, clock.ms)
+        for _ in range(100):
+            if topic:
+                break
+            await asyncio.sleep(0.05)
+        loop.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loop
+        await alerts.stop()
+        return before
+
+    assert asyncio.run(go()) == 0
+    assert [decode_alert(v, h).kind for _, v, h in topic] == ["budget_blocked"]
