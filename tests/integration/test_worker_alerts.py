@@ -8,19 +8,25 @@
   trigger; raising the limit after a restart of the worker lifts the block, and the new worker resolves
   budget_blocked from the alert state the old one saved in Redis.
 * Undecodable messages over the dead-letter rate give one dead_letter_flood trigger, and a resolve once they stop.
+* Redis cut off from the worker (a proxy in between drops it) gives one fail_open trigger, and a resolve once the
+  worker writes to it again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
+import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import redis
@@ -53,8 +59,8 @@ def start_worker(kafka_settings: KafkaSettings, redis_settings: RedisSettings, t
     started: list[WorkerProcess] = []
     create_topics(kafka_settings, load_settings(WorkerSettings, usage_partitions=2))
 
-    def start(**alerts: Any) -> tuple[WorkerProcess, dict[str, str]]:
-        env = worker_env(kafka_settings, redis_settings, None, usage_partitions=2)
+    def start(redis_via: RedisSettings | None = None, **alerts: Any) -> tuple[WorkerProcess, dict[str, str]]:
+        env = worker_env(kafka_settings, redis_via or redis_settings, None, usage_partitions=2)
         env.update({
             "COSTPLANE_ALERTS_SLACK_WEBHOOK_URL": receiver.base + "/slack",
             "COSTPLANE_ALERTS_PAGERDUTY_ROUTING_KEY": KEY,
@@ -248,3 +254,91 @@ def test_a_flood_of_dead_letters_triggers_once_and_resolves_when_it_stops(
     dead = int(got[0]["numbers"]["dead_letters"])  # as many as the worker had read at that evaluation
     assert 5 <= dead <= 20 and got[0]["numbers"]["per_minute"] == str(dead * 12)
     assert [c["value"] for c in got[0]["contributors"]] == ["unknown_schema"]  # no schema headers at all
+
+
+class CuttableProxy:
+    """A TCP proxy to Redis on 127.0.0.1 that can drop every connection and refuse new ones, then come back."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.listener.getsockname()[1])
+        self.up = True
+        self.lock = threading.Lock()
+        self.live: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if not self.up:
+                client.close()
+                continue
+            upstream = socket.create_connection(self.target)
+            with self.lock:
+                self.live += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass  # the other side (or cut()) closed it: the pump ends, which is the point
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        self.up = False
+        with self.lock:
+            live, self.live = self.live, []
+        for s in live:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+
+    def restore(self) -> None:
+        self.up = True
+
+    def close(self) -> None:
+        self.cut()
+        self.listener.close()
+
+
+def test_redis_cut_off_from_the_worker_is_one_fail_open_trigger_and_one_resolve(
+        start_worker: StartWorker, redis_settings: RedisSettings, receiver: Receiver,  # noqa: F811
+        kafka_settings: KafkaSettings, tmp_path: Path) -> None:
+    url = urlsplit(redis_settings.url.get_secret_value())
+    proxy = CuttableProxy(url.hostname or "127.0.0.1", url.port or 6379)
+    try:
+        via_proxy = load_settings(RedisSettings, url=f"redis://127.0.0.1:{proxy.port}{url.path}",
+                                  key_prefix=redis_settings.key_prefix)
+        worker, env = start_worker(redis_via=via_proxy, resolve_after_s=1)
+        cli(env, "budget", "set", "acme-user-day", "--scope", "tenant=acme,user=*", "--period", "day",
+            "--limit-tokens", "1000000", "--action", "block")
+        publish(kafka_settings, tmp_path / "s1", [make_event(10)])  # a counter write that succeeds
+        time.sleep(3)
+        proxy.cut()
+        publish(kafka_settings, tmp_path / "s2", [make_event(10)])  # its counter write fails: a fail-open
+
+        def fail_opens() -> list[tuple[str, str, str]]:
+            return [(b["alert"]["action"], b["alert"]["tenant"], b["alert"]["severity"])
+                    for b in receiver.bodies("/hook") if b["alert"]["kind"] == "fail_open"]
+
+        wait_for(lambda: fail_opens(), 30, "the fail_open trigger", worker)
+        proxy.restore()
+        publish(kafka_settings, tmp_path / "s3", [make_event(10)])  # Redis answers again
+        wait_for(lambda: ("resolve", "*", "warning") in fail_opens(), 30, "the fail_open resolve", worker)
+        time.sleep(2)
+        assert fail_opens() == [("trigger", "*", "warning"), ("resolve", "*", "warning")]
+        trigger = next(b["alert"] for b in receiver.bodies("/hook") if b["alert"]["kind"] == "fail_open")
+        assert int(trigger["numbers"]["failed_writes"]) >= 1 and int(trigger["numbers"]["skipped_counter_updates"]) >= 1
+    finally:
+        proxy.close()
