@@ -9,6 +9,8 @@
   this process and POSTed to the same receiver — at the same pace, before the worker runs.
 * Detector path: a retry storm on one tenant for the whole run; its trigger is timed from the end of the minute
   it was found in (a minute is judged ``grace_ms`` = 5 s after it ends, by design), one sample per run.
+* Hot-path cost: what the alert hooks (the detectors' ``observe``) add per event, beside pricing the same
+  synthetic events, in this process (no worker, no broker).
 
 Run with the dev stack up: ``python -m bench.bench_alerts [--rate R] [--seconds S]`` (S ≥ 70 to see the storm).
 """
@@ -222,6 +224,31 @@ def worker_latency(kafka: KafkaSettings, redis_settings: RedisSettings, receiver
     return alerts, decisions, own, sorted(storm), i * BATCH
 
 
+def hook_cost(n: int = 60_000) -> tuple[float, float]:
+    """(µs per event of the alert hooks in the hot path, µs per event of pricing the same events), in-process."""
+    from costplane.config import AlertSettings
+    from costplane.pricing.catalog import default_catalog
+    from costplane.streams.worker.alerts import WorkerAlerts
+    from costplane.streams.worker.pricing import price_events
+    from costplane.streams.worker.spend import Located
+    from costplane.synthetic import generate
+
+    catalog = default_catalog()
+    events = list(generate(n, seed=3, start_ms=int(time.time() * 1000) - 3_600_000, rate_per_s=200.0))
+    batches = [events[i:i + BATCH] for i in range(0, n, BATCH)]
+    t0 = time.perf_counter()
+    priced = [price_events(catalog, b) for b in batches]
+    pricing = (time.perf_counter() - t0) / n * 1e6
+    alerts = WorkerAlerts(AlertSettings(), lambda *r: None, lambda *r: None, targets=[])
+    located = [[Located(p, 0, i) for p in batch] for i, batch in enumerate(priced)]
+    now = int(time.time() * 1000)
+    t0 = time.perf_counter()
+    for batch in located:
+        alerts.observe(batch, now)
+    hooks = (time.perf_counter() - t0) / n * 1e6
+    return hooks, pricing
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rate", type=int, default=2000, help="events per second of the paced traffic")
@@ -237,6 +264,7 @@ def main() -> None:
     producer = Producer(kafka.confluent_config())
     producer.produce(kafka.topic("budgets"), key=budget.id.encode(), value=budget.to_json().encode())
     producer.flush(10)
+    hooks_us, pricing_us = hook_cost()
 
     with receiving() as receiver, tempfile.TemporaryDirectory() as tmp:
         floor = floor_latency(kafka, receiver, args.rate, min(args.seconds, 30.0))
@@ -280,6 +308,8 @@ first event crosses a 1-token block budget and must arrive as a `budget_blocked`
 | of which event → Redis decision p50 / p99 | {d50:.0f} / {d99:.0f} ms | — | — | — |
 | of which decision → alert at the receiver p50 / p99 | {o50:.0f} / {o99:.0f} ms | — | — | — |
 | retry storm: minute end → trigger at the receiver | {storm_row} | — | — | grace 5 s + one evaluation |
+| alert hooks in the hot path (detectors) | {hooks_us:.1f} µs/event | {pricing_us:.1f} µs/event (pricing the same \
+events) | {hooks_us / pricing_us:.2f}× | — |
 
 Reading it: the floor is what any Kafka → HTTP path costs here; the worker adds its batching, pricing and budget
 windows (the decision row, which is most of the latency and grows with the load on the machine), then the
