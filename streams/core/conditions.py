@@ -37,6 +37,7 @@ from typing import Any
 from costplane.streams.core.findings import Contributor, Finding, Severity
 
 ALL_TENANTS = "*"
+UNKNOWN_TENANT = "unknown"
 _SECOND_MS = 1000
 
 
@@ -49,6 +50,7 @@ class ConditionConfig:
     fail_open_critical_ms: int = 60_000
     clear_report_ms: int = 600_000
     block_grace_ms: int = 60_000  # a decision whose window ended this long ago with no lift has ended
+    max_flood_tenants: int = 10_000
 
     def __post_init__(self) -> None:
         if self.dead_letters_per_minute < 1 or self.dead_letter_window_ms < _SECOND_MS:
@@ -188,7 +190,13 @@ class WorkerConditions:
             held.finding = _with_numbers(held.finding, lift_reason=str(lift.get("reason", "")))
 
     def dead_lettered(self, tenant: str, reasons: Iterable[str], now_ms: int) -> None:
-        """Dead letters of one message (one reason per dead letter)."""
+        """Dead letters of one message (one reason per dead letter).
+
+        At most ``max_flood_tenants`` tenants are counted at a time (the key of garbage can be anything); dead
+        letters of any further one count as tenant ``unknown``.
+        """
+        if tenant not in self._floods and len(self._floods) >= self.config.max_flood_tenants:
+            tenant = UNKNOWN_TENANT
         second = now_ms // _SECOND_MS
         cell = self._floods.setdefault(tenant, _Flood()).dead.setdefault(second, {})
         for reason in reasons:

@@ -42,7 +42,7 @@ from costplane.streams.alerting.delivery import Target
 from costplane.streams.alerting.lifecycle import AlertLifecycle, LifecycleConfig
 from costplane.streams.alerting.model import AlertEvent
 from costplane.streams.alerting.service import AlertService, Publish
-from costplane.streams.core.conditions import ALL_TENANTS, ConditionConfig, WorkerConditions
+from costplane.streams.core.conditions import ALL_TENANTS, UNKNOWN_TENANT, ConditionConfig, WorkerConditions
 from costplane.streams.core.detectors import MINUTE_MS, Detectors
 from costplane.streams.worker.metrics import WorkerMetrics
 from costplane.streams.worker.spend import Located, Outcome
@@ -113,7 +113,7 @@ def reject_tenant(rejects: Sequence[Reject], key: bytes | None) -> str:
             return tenant[:200]
     if key:
         return key.decode("utf-8", errors="replace")[:200]
-    return "unknown"
+    return UNKNOWN_TENANT
 
 
 class WorkerAlerts:
@@ -156,10 +156,8 @@ class WorkerAlerts:
         """The rejects of one message (each became a dead letter)."""
         if not rejects:
             return
-        tenant = reject_tenant(rejects, key)
-        if tenant not in self._partition_of:
-            self._seen(tenant, partition)
-        self.conditions.dead_lettered(tenant, (r.reason for r in rejects), now_ms)
+        # Not a tenant to keep state for: the key of an undecodable message may be anything (bounded in conditions).
+        self.conditions.dead_lettered(reject_tenant(rejects, key), (r.reason for r in rejects), now_ms)
 
     def outcome(self, out: Outcome, effects_written: bool | None, now_ms: int) -> None:
         """A committed outcome; ``effects_written`` is None when it had no Redis effects, False on a fail-open.

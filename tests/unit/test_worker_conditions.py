@@ -186,3 +186,11 @@ def test_forget_tenant_and_state_round_trip() -> None:
 def test_bad_config_is_refused() -> None:
     with pytest.raises(ValueError, match="dead_letters_per_minute"):
         ConditionConfig(dead_letters_per_minute=0)
+
+
+def test_dead_letters_of_ever_new_keys_are_counted_for_a_bounded_number_of_tenants() -> None:
+    c = WorkerConditions(ConditionConfig(dead_letters_per_minute=30, dead_letter_window_ms=10 * S, max_flood_tenants=3))
+    for i in range(10):  # garbage with a fresh key each time
+        c.dead_lettered(f"junk-{i}", ["undecodable"], T0)
+    assert c.tracked()["flood_tenants"] == 4  # three named, the rest as "unknown"
+    assert [(f.tenant, f.numbers["dead_letters"]) for f in c.findings(T0) if f.active] == [("unknown", "7")]
