@@ -315,7 +315,7 @@ Reading it: the floor is what any Kafka → HTTP path costs here; the worker add
 windows (the decision row, which is most of the latency and grows with the load on the machine), then the
 decision wakes the alert evaluation (at most every 100 ms; otherwise it runs every {interval:g} s,
 `COSTPLANE_ALERTS_EVALUATE_INTERVAL_S`), the lifecycle publishes the alert and the delivery queue POSTs it: the
-difference between the alert and decision rows is the alerting path's own cost.
+decision → alert row is the alerting path's own cost. The hot-path row is what every event pays for the detectors.
 A detector alert cannot come sooner than its minute is complete: minutes are judged 5 s (`grace_ms`) after they
 end, so late events of the minute still count.
 """
