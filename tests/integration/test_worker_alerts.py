@@ -30,12 +30,14 @@ from urllib.parse import urlsplit
 
 import pytest
 import redis
+from confluent_kafka import Consumer
 from test_alert_delivery_http import KEY, Receiver, receiver  # noqa: F401 - the fixture is used by name
 
 from costplane.config import KafkaSettings, PublisherSettings, RedisSettings, WorkerSettings, load_settings
 from costplane.pricing.catalog import default_catalog
 from costplane.publisher.event import UsageEvent
 from costplane.publisher.publisher import UsagePublisher
+from costplane.streams.alerting.codec import decode_alert
 from costplane.streams.alerting.lifecycle import AlertLifecycle, LifecycleConfig
 from costplane.streams.alerting.model import AlertEvent
 from costplane.streams.alerting.pagerduty import validate_pagerduty_event
@@ -231,6 +233,21 @@ def test_budget_crossing_blocks_with_one_trigger_and_raising_it_resolves_after_a
     assert [t.split("]")[0] + "] " + t.split()[3] for t in slack] == [
         ":warning: [TRIGGERED] budget_threshold", ":rotating_light: [TRIGGERED] budget_blocked",
         ":white_check_mark: [RESOLVED] budget_blocked"]
+    # The alerts topic is the record of truth: the same three events, written before delivery, keyed by tenant.
+    consumer = Consumer({**kafka_settings.confluent_config(), "group.id": f"t-{uuid.uuid4().hex}",
+                         "auto.offset.reset": "earliest"})
+    consumer.subscribe([kafka_settings.topic("alerts")])
+    records: list[tuple[bytes | None, AlertEvent]] = []
+    deadline = time.monotonic() + 30
+    while len(records) < 3 and time.monotonic() < deadline:
+        for msg in consumer.consume(10, timeout=0.5):
+            if not msg.error():
+                records.append((msg.key(), decode_alert(msg.value(), msg.headers())))
+    consumer.close()
+    assert [(k, a.kind, a.action) for k, a in records] == [
+        (b"acme", "budget_threshold", "trigger"), (b"acme", "budget_blocked", "trigger"),
+        (b"acme", "budget_blocked", "resolve")]
+    assert [a.alert_id for _, a in records] == [b["alert"]["alert_id"] for b in receiver.bodies("/hook")]
 
 
 def test_a_flood_of_dead_letters_triggers_once_and_resolves_when_it_stops(
