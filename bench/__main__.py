@@ -5,7 +5,7 @@ from __future__ import annotations
 import runpy
 import sys
 
-BENCHES = ("bench.bench_publisher", "bench.bench_guard", "bench.bench_worker")
+BENCHES = ("bench.bench_publisher", "bench.bench_guard", "bench.bench_worker", "bench.bench_alerts")
 
 for name in BENCHES:
     sys.argv = [name]

@@ -271,6 +271,16 @@ class AlertSettings(BaseSettings):
     max_retry_after_s: float = Field(120.0, ge=0, description="Cap on a receiver's Retry-After.")
     timeout_s: float = Field(5.0, gt=0, description="HTTP timeout of one delivery attempt.")
     queue_size: int = Field(1000, ge=1, description="Alerts queued per target before new ones are dead letters.")
+    evaluate_interval_s: float = Field(1.0, gt=0, description="How often the stream worker evaluates detectors "
+                                       "and its own conditions.")
+    dead_letters_per_minute: int = Field(100, ge=1, description="A tenant's dead letters per minute that make a "
+                                         "dead_letter_flood alert.")
+    dead_letter_window_s: float = Field(60.0, ge=1, description="Window over which dead letters per minute are "
+                                        "measured (processing time).")
+    fail_open_critical_s: float = Field(60.0, ge=0, description="A fail_open alert escalates from warning to "
+                                        "critical after this long.")
+    state_ttl_s: float = Field(86_400.0, gt=0, description="Expiry of the per-tenant alert state (baselines, open "
+                               "incidents) the stream worker keeps in Redis.")
 
     @field_validator("webhook_urls", mode="before")
     @classmethod

@@ -20,10 +20,18 @@ import faust
 from redis.exceptions import RedisError
 
 from costplane.budgets import Budget
-from costplane.config import ClickHouseSettings, KafkaSettings, RedisSettings, WorkerSettings
+from costplane.config import (
+    AlertSettings,
+    ClickHouseSettings,
+    KafkaSettings,
+    RedisSettings,
+    WorkerSettings,
+    load_settings,
+)
 from costplane.logging import get_logger
 from costplane.publisher.codec import UsageCodec
 from costplane.streams.dlq import InvalidRatioExceeded, InvalidRatioGuard, dead_letters
+from costplane.streams.worker.alerts import RedisStateStore, WorkerAlerts
 from costplane.streams.worker.dedup import RecentIds
 from costplane.streams.worker.metrics import WorkerMetrics
 from costplane.streams.worker.pricing import price_events
@@ -72,7 +80,7 @@ def group_id(kafka: KafkaSettings, worker: WorkerSettings) -> str:
 def create_app(kafka: KafkaSettings, redis_settings: RedisSettings, worker: WorkerSettings,
                clickhouse: ClickHouseSettings | None, metrics: WorkerMetrics,
                report: Callable[[str], list[dict[str, Any]]] | None = None,
-               sink_ready: Callable[[], bool] | None = None) -> faust.App:
+               sink_ready: Callable[[], bool] | None = None, alerts: AlertSettings | None = None) -> faust.App:
     """The Faust app with its agents, timers and web pages (``report`` serves ``/api/report`` when given)."""
     stream_role = worker.role in ("stream", "all")
     app = faust.App(
@@ -99,7 +107,7 @@ def create_app(kafka: KafkaSettings, redis_settings: RedisSettings, worker: Work
     rt = Runtime(kafka, redis_settings, worker, metrics) if stream_role else None
 
     if rt is not None:
-        _stream_role(app, kafka, worker, rt)
+        _stream_role(app, kafka, worker, rt, alerts or load_settings(AlertSettings))
 
     @app.page("/healthz")
     async def healthz(self: Any, request: Any) -> Any:
@@ -129,13 +137,18 @@ def create_app(kafka: KafkaSettings, redis_settings: RedisSettings, worker: Work
     return app
 
 
-def _stream_role(app: faust.App, kafka: KafkaSettings, worker: WorkerSettings, rt: Runtime) -> None:
+def _stream_role(app: faust.App, kafka: KafkaSettings, worker: WorkerSettings, rt: Runtime,
+                 alert_settings: AlertSettings) -> None:
     usage_name = kafka.topic("usage")
     usage = app.topic(usage_name, value_serializer="raw", key_serializer="raw",
                       partitions=worker.usage_partitions)
     dlq = app.topic(kafka.topic("usage.dlq"), value_serializer="raw", key_serializer="raw")
     decisions = app.topic(kafka.topic("decisions"), value_serializer="raw", key_serializer="raw")
     m = rt.metrics
+    alerts = WorkerAlerts.for_app(app, kafka.topic("alerts"), kafka.topic("alerts.dlq"), alert_settings,
+                                  clock=rt.clock, store=RedisStateStore(rt.store.client, rt.store.keys.prefix),
+                                  metrics=m)
+    alerts.attach(app, usage_name)
 
     async def write(pending: Pending) -> None:
         """Decision records first (flushed: at least once), then the windows' atomic commit (exactly once).
@@ -157,9 +170,11 @@ def _stream_role(app: faust.App, kafka: KafkaSettings, worker: WorkerSettings, r
                 break
             except RedisError as exc:
                 m.window_retries.inc()
+                alerts.windows_failed(rt.now_ms(), decisions=len(pending.decisions), commits=len(pending.commits))
                 log.warning("window_commit_failed", error=str(exc), retry_in_s=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+        alerts.outcome(pending.decisions, True if pending.commits else None, rt.now_ms(), commits=len(pending.commits))
         if report.fenced:
             m.fenced.inc(len(report.fenced))
             log.warning("window_commit_fenced", tenants=report.fenced)
@@ -187,6 +202,7 @@ def _stream_role(app: faust.App, kafka: KafkaSettings, worker: WorkerSettings, r
                         await dlq.send(key=dl.key, value=dl.value, headers=dl.headers)
                     for rej in decoded.rejects:
                         m.dead_letters.labels(rej.reason).inc()
+                    alerts.dead_lettered(decoded.rejects, msg.key, msg.partition, now_ms)
                 fresh = [ev for ev in decoded.events if rt.recent.first_time(msg.partition, ev.event_id)]
                 m.duplicates.inc(len(decoded.events) - len(fresh))
                 valid += len(decoded.events)
@@ -199,6 +215,7 @@ def _stream_role(app: faust.App, kafka: KafkaSettings, worker: WorkerSettings, r
                 pending = rt.windows.count(located, list(rt.budgets.values()), now_ms)
                 m.duplicates.inc(pending.redelivered)
                 await write(pending)
+                alerts.observe(located, now_ms)
             try:
                 rt.invalid.observe(valid, invalid, rt.clock())
             except InvalidRatioExceeded as exc:
@@ -219,6 +236,19 @@ def _stream_role(app: faust.App, kafka: KafkaSettings, worker: WorkerSettings, r
         rt.windows.forget_all()
         for tp in revoked:
             rt.recent.forget(tp.partition)
+
+    async def take_over() -> None:
+        """Load the metas of the tenants on this worker's partitions, then re-check their standing decisions
+        against the budgets in force (a budget changed while no worker held them is applied now)."""
+        assigned = {tp.partition for tp in app.consumer.assignment() if tp.topic == usage_name}
+        loaded = rt.windows.take_over(assigned)
+        log.info("windows_taken_over", partitions=sorted(assigned), tenants=loaded)
+        if rt.budgets_loaded.is_set():
+            await reevaluate_all(set(rt.budgets) | rt.windows.standing_budgets())
+
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+    async def on_assigned(app: faust.App, assigned: set[Any], **kwargs: Any) -> None:
+        await take_over()
 
     @app.timer(interval=1.0)  # type: ignore[untyped-decorator]
     async def rollover() -> None:
@@ -262,12 +292,14 @@ def _stream_role(app: faust.App, kafka: KafkaSettings, worker: WorkerSettings, r
                         changed.add(budget_id)
                 if changed:
                     _publish_budgets_to_redis(rt)
+                    alerts.set_budgets(rt.budgets.values())
                 if not rt.budgets_loaded.is_set():
                     positions = {tp: await consumer.position(tp) for tp in tps}
                     if all(positions[tp] >= end[tp] for tp in tps):
                         rt.budgets_loaded.set()
                         rt.ready = True
                         log.info("budgets_loaded", count=len(rt.budgets))
+                        await reevaluate_all(set(rt.budgets) | rt.windows.standing_budgets())
                 elif changed:
                     await reevaluate_all(changed)
         finally:

@@ -33,6 +33,8 @@ def topic_specs(kafka: KafkaSettings, worker: WorkerSettings) -> list[TopicSpec]
         TopicSpec(kafka.topic("budgets"), 1, rf, {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"}),
         TopicSpec(kafka.topic("decisions"), parts, rf),
         TopicSpec(kafka.topic("alerts"), 1, rf),
+        TopicSpec(kafka.topic("alerts.dlq"), 1, rf,
+                  {"retention.ms": str(worker.dlq_retention_ms), "cleanup.policy": "delete"}),
     ]
 
 

@@ -230,12 +230,14 @@ class AlertDispatcher:
         self._sleep, self._rng, self._clock_ms = sleep, rng or random.Random(), clock_ms
         self._queues: dict[str, asyncio.Queue[AlertEvent]] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._started = False  # not "tasks exist": with no target configured there are none, and that is fine
         self.delivered = 0
         self.dead_lettered = 0
 
     async def start(self) -> None:
-        if self._tasks:
+        if self._started:
             return
+        self._started = True
         if self._client is None:
             self._client = httpx.AsyncClient(follow_redirects=False)
         for target in self.targets:
@@ -245,7 +247,7 @@ class AlertDispatcher:
 
     def submit(self, event: AlertEvent) -> int:
         """Queue ``event`` for every target that wants it; returns how many queued. Never blocks, never raises."""
-        if not self._tasks:
+        if not self._started:
             raise RuntimeError("AlertDispatcher.start() was not awaited")
         queued = 0
         for target in self.targets:
@@ -278,6 +280,7 @@ class AlertDispatcher:
                 self._dead(DeadLetter(name, event, "stopped", "dispatcher stopped before delivery", 0, None,
                                       self._clock_ms()))
         self._tasks.clear()
+        self._started = False
         if self._owns_client and self._client is not None:
             await self._client.aclose()
             self._client = None

@@ -137,6 +137,20 @@ class AlertLifecycle:
     def __len__(self) -> int:
         return len(self._states)
 
+    def forget_tenant(self, tenant: str) -> dict[str, dict[str, Any]]:
+        """Stop tracking a tenant's keys (its partition moved to another worker); returns their state.
+
+        Nothing is emitted: the tenant's new owner continues its incidents (from the returned state, when the
+        caller hands it over) and resolves them there.
+        """
+        keys = [k for k, st in self._states.items() if st.finding.tenant == tenant]
+        return {k: self._states.pop(k).to_dict() for k in keys}
+
+    def load(self, state: dict[str, dict[str, Any]]) -> None:
+        """Track keys from another lifecycle's :meth:`state` (keys already tracked here are kept)."""
+        for key, d in state.items():
+            self._states.setdefault(key, IncidentState.from_dict(d))
+
     # -- the state machine ---------------------------------------------------------------------------------------
     def observe(self, findings: Iterable[Finding], now_ms: int) -> list[AlertEvent]:
         """Feed one evaluation's findings; returns the trigger/resolve events to publish, in order."""

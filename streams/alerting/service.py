@@ -68,7 +68,10 @@ class AlertService:
 
     def observe(self, findings: Iterable[Finding], now_ms: int) -> list[AlertEvent]:
         """Run the lifecycle, publish every event to the alerts topic, queue it for delivery; never blocks."""
-        events = self.lifecycle.observe(findings, now_ms)
+        return self.emit(self.lifecycle.observe(findings, now_ms))
+
+    def emit(self, events: list[AlertEvent]) -> list[AlertEvent]:
+        """Publish lifecycle events to the alerts topic and queue them for delivery, in order (any lifecycle's)."""
         for event in events:
             value, headers = encode_alert(event)
             self._publish(event.tenant.encode(), value, headers)

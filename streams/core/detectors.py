@@ -34,6 +34,7 @@ from costplane.streams.core.findings import Contributor, Finding, Severity
 from costplane.streams.core.priced import PricedEvent
 
 MINUTE_MS = 60_000
+BACKLOG_PAUSE_MS = 30_000  # a backlog that pauses this long is over: the clock judges the minutes left
 _ATTR = {"user": "user_id"}  # scope/dimension names that differ from the event's field names
 
 
@@ -252,6 +253,7 @@ class Detectors:
         self._closed_until = 0  # start of the first minute not yet judged
         self._watermark = 0  # the latest event time observed
         self._observed = False  # events arrived since the last evaluation
+        self._traffic_at = -BACKLOG_PAUSE_MS - 1  # the clock of the last evaluation that found new events
         self._subjects: dict[tuple[str, ...], _Baseline] = {}
         self._cache: dict[tuple[str, ...], _CacheBaseline] = {}
         self._models: dict[tuple[str, str], _Baseline] = {}
@@ -409,30 +411,42 @@ class Detectors:
 
     # -- evaluating ------------------------------------------------------------------------------------------
     def evaluate(self, now_ms: int) -> list[Finding]:
-        """Judge every minute that is complete; return its findings (active, and clearing for recent keys).
+        """Judge every minute that is complete; return their findings (see :meth:`evaluate_minutes`)."""
+        return [f for _, findings in self.evaluate_minutes(now_ms) for f in findings]
+
+    def evaluate_minutes(self, now_ms: int) -> list[tuple[int, list[Finding]]]:
+        """Judge every minute that is complete; return ``(minute start, its findings)`` in minute order.
+
+        Per minute, so the caller can run the alert lifecycle on event time (the end of each judged minute): a
+        replayed backlog then resolves and cools down minute by minute, as it did live, and yields the same
+        alert ids. Findings are active ones, and clearing ones for recent keys.
 
         A minute is complete when it ended ``grace_ms`` before ``now_ms``. While the worker catches up on a
-        backlog (events arrived since the last evaluation but their time is more than two minutes behind
-        ``now_ms``) the event time decides instead, so a replay is judged minute by minute as it advances. Minutes
+        backlog (events arrived within the last ``BACKLOG_PAUSE_MS`` but their time is more than two minutes
+        behind ``now_ms``) the event time decides instead, so a replay is judged minute by minute as it advances.
+        A short pause in the backlog (a rebalance, a slow batch, an evaluation between two batches) is not the end
+        of it: judging by the clock then would close every open minute at once, half-filled ones included. Minutes
         without any traffic are judged too (as zero, up to the last hour of them), so conditions clear and
         baselines decay when traffic stops.
         """
         grace = self._default.grace_ms
         horizon = now_ms - grace
-        if self._observed and now_ms - self._watermark > 2 * MINUTE_MS:
+        if self._observed:
+            self._traffic_at = now_ms
+            self._observed = False
+        if now_ms - self._watermark > 2 * MINUTE_MS and now_ms - self._traffic_at <= BACKLOG_PAUSE_MS:
             horizon = self._watermark
-        self._observed = False
         last = horizon // MINUTE_MS * MINUTE_MS - MINUTE_MS  # start of the last complete minute
         first = self._closed_until or min(self._open, default=None)
         if first is None or last < first:
             return []
         due = sorted({m for m in self._open if m <= last} | set(range(max(first, last - 59 * MINUTE_MS), last + 1,
                                                                         MINUTE_MS)))
-        findings: list[Finding] = []
+        judged: list[tuple[int, list[Finding]]] = []
         for minute in due:
-            findings.extend(self._judge_minute(minute))
+            judged.append((minute, self._judge_minute(minute)))
             self._closed_until = max(self._closed_until, minute + MINUTE_MS)
-        return findings
+        return judged
 
     def _judge_minute(self, minute: int) -> list[Finding]:
         subjects = self._open.pop(minute, {})

@@ -30,6 +30,10 @@ class WorkerMetrics:
                                       "Window commits retried because Redis failed (the stream waits)", registry=r)
         self.fenced = Counter("costplane_worker_fenced_commits",
                               "Tenant commits refused because another worker advanced the fence", registry=r)
+        self.alerts = Counter("costplane_worker_alerts", "Alert lifecycle events published", ["kind", "action"],
+                              registry=r)
+        self.alert_errors = Counter("costplane_worker_alert_errors", "Alert evaluations or state writes that failed",
+                                    ["stage"], registry=r)
         self.lag = Gauge("costplane_worker_consumer_lag", "Messages behind the log end", ["role"], registry=r)
         self.invalid_ratio = Gauge("costplane_worker_invalid_ratio", "Invalid share in the current window",
                                    registry=r)

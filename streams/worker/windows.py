@@ -67,6 +67,7 @@ class WorkerWindows:
         self.spend = SpendWindows()
         self.cache: dict[str, State] = {}
         self.tenants: dict[str, TenantMeta] = {}
+        self.registered: set[str] = set()
 
     # -- the batch path -----------------------------------------------------------------------------------------
     def count(self, items: Sequence[Located], budgets: Sequence[Budget], now_ms: int) -> Pending:
@@ -105,6 +106,10 @@ class WorkerWindows:
     def commit(self, pending: Pending) -> CommitReport:
         """Run the commits (raises on a Redis error: nothing is cached then, and the same pending can be retried)."""
         report = CommitReport()
+        unregistered = sorted({c.tenant for c in pending.commits} - self.registered)
+        if unregistered:  # before the commit: a tenant with windows is always findable by the next owner
+            self.backend.register_tenants(unregistered)
+            self.registered.update(unregistered)
         results = self.backend.commit(pending.commits)
         for commit, fenced in zip(pending.commits, results, strict=True):
             if fenced is not None:
@@ -163,6 +168,20 @@ class WorkerWindows:
         self._write_decisions(commits, pending.decisions, now_ms)
         pending.commits = [c for c in commits.values() if c.ops]
         return pending
+
+    def take_over(self, partitions: set[int]) -> int:
+        """Read the metas of every registered tenant on ``partitions`` (after an assignment), so standing decisions
+        are lifted at rollover and re-checked on budget changes even before the tenant's next event. Returns how
+        many tenants were loaded."""
+        metas = self.backend.load_meta(self.backend.registered_tenants())
+        mine = {t: m for t, m in metas.items() if partitions & set(m.fences)}
+        self.tenants.update(mine)
+        self.registered.update(metas)
+        return len(mine)
+
+    def standing_budgets(self) -> set[str]:
+        """Budget ids with a standing decision this process holds (a deleted budget's too: it must be lifted)."""
+        return {split_key(k)[0] for meta in self.tenants.values() for k in meta.standing}
 
     def forget_tenant(self, tenant: str) -> None:
         """Drop what this process knows of a tenant (fenced, or its partition moved): read again on next use."""

@@ -18,6 +18,7 @@ Layout (prefix configurable, tenant always in the key)::
 
     {prefix}:{tenant}:worker:{group}                   hash  o:<partition> → offset, s:<budget>|<member> → until_ms
     {prefix}:{tenant}:win:{group}:<budget>|<member>    string  JSON window state (see streams.core.spend), PX ttl
+    {prefix}:worker:{group}:tenants                    set     tenants with a meta hash (read on partition take-over)
 """
 
 from __future__ import annotations
@@ -50,6 +51,10 @@ class WindowKeys:
 
     def window(self, state_key: str) -> str:
         return f"{self.prefix}:{{{tenant_of(split_key(state_key)[1])}}}:win:{self.group}:{state_key}"
+
+    def tenants(self) -> str:
+        """The group's registry of tenants with windows: a worker taking partitions over reads their metas."""
+        return f"{self.prefix}:worker:{self.group}:tenants"
 
 
 @dataclass(slots=True)
@@ -124,6 +129,10 @@ class WindowBackend(Protocol):
 
     def load_meta(self, tenants: Sequence[str]) -> dict[str, TenantMeta]: ...
 
+    def register_tenants(self, tenants: Sequence[str]) -> None: ...
+
+    def registered_tenants(self) -> list[str]: ...
+
     def load_states(self, keys: Sequence[str]) -> dict[str, State | None]: ...
 
     def commit(self, commits: Sequence[TenantCommit]) -> list[int | None]:
@@ -170,6 +179,12 @@ class RedisWindowBackend:
         for tenant in tenants:
             pipe.hgetall(self.keys.meta(tenant))
         return {t: TenantMeta.from_hash(raw) for t, raw in zip(tenants, pipe.execute(), strict=True)}
+
+    def register_tenants(self, tenants: Sequence[str]) -> None:
+        self.client.sadd(self.keys.tenants(), *tenants)
+
+    def registered_tenants(self) -> list[str]:
+        return sorted(t.decode() if isinstance(t, bytes) else str(t) for t in self.client.smembers(self.keys.tenants()))
 
     def load_states(self, keys: Sequence[str]) -> dict[str, State | None]:
         by_tenant: dict[str, list[str]] = {}
@@ -225,10 +240,17 @@ class MemoryWindowBackend:
         self.strings: dict[str, str] = {}
         self.ttls: dict[str, int] = {}
         self.hashes: dict[str, dict[str, str]] = {}
+        self.registry: set[str] = set()
         self.keys = WindowKeys("mem", "g")
 
     def load_meta(self, tenants: Sequence[str]) -> dict[str, TenantMeta]:
         return {t: TenantMeta.from_hash(self.hashes.get(self.keys.meta(t), {})) for t in tenants}
+
+    def register_tenants(self, tenants: Sequence[str]) -> None:
+        self.registry.update(tenants)
+
+    def registered_tenants(self) -> list[str]:
+        return sorted(self.registry)
 
     def load_states(self, keys: Sequence[str]) -> dict[str, State | None]:
         return {k: _decode_state(self.strings.get(self.keys.window(k))) for k in keys}

@@ -175,3 +175,18 @@ def test_the_cache_stays_bounded_and_reads_back_what_it_dropped() -> None:
         assert len(w.cache) <= 1000
     run(w, [located("u0", 4, 5000)], [b])  # evicted long ago: read back, not restarted from zero
     assert spent_counter(backend, "tenant=acme,user=u0") == {str(DAY0): "5"}
+
+
+def test_taking_partitions_over_loads_their_tenants_so_a_raise_lifts_without_new_traffic() -> None:
+    backend = MemoryWindowBackend()
+    b = budget(limit=1000, soft=())
+    run(windows(backend), [located("u1", 1100, 0, partition=1)], [b])
+    run(windows(backend), [located("x", 5, 0, partition=2, tenant="other")], [b])
+    successor = windows(backend)
+    assert successor.take_over({1}) == 1 and set(successor.tenants) == {"acme"}  # "other" is on partition 2
+    assert successor.standing_budgets() == {"b"}
+    raised = budget(limit=5000, soft=(), version=2)
+    pending = successor.reevaluate({"b": raised}, {"b"}, NOW + 1)
+    successor.commit(pending)
+    assert [(d.type, d.reason) for d in pending.decisions] == [("lift", "budget raised")]
+    assert decision_key() not in backend.strings
