@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from costplane.publisher.event import UsageEvent
 
@@ -43,11 +44,15 @@ def estimate_size(event: UsageEvent) -> int:
 
 @dataclass(slots=True)
 class Batch:
-    """Events of one tenant that travel in one Kafka message."""
+    """Events of one tenant that travel in one Kafka message.
+
+    ``events`` holds what was added: UsageEvents (:meth:`TenantBatcher.add`), or, from the publisher, each event's
+    encoded Avro body (:meth:`TenantBatcher.add_encoded`), so that a flush only joins bytes.
+    """
 
     tenant: str
-    events: list[UsageEvent] = field(default_factory=list)
-    size: int = 0  # estimated encoded bytes
+    events: list[Any] = field(default_factory=list)
+    size: int = 0  # encoded bytes (estimated for UsageEvents, exact for bodies)
     opened_at: float = 0.0
 
 
@@ -74,15 +79,18 @@ class TenantBatcher:
 
     def add(self, event: UsageEvent) -> bool:
         """Append ``event`` to its tenant's batch; True when a batch closed (the sender should be woken)."""
-        size = estimate_size(event)
-        batch = self._open.get(event.tenant)
+        return self.add_encoded(event.tenant, event, estimate_size(event))
+
+    def add_encoded(self, tenant: str, item: Any, size: int) -> bool:
+        """Append ``item`` (an event's encoded body, ``size`` bytes) to ``tenant``'s batch; True when one closed."""
+        batch = self._open.get(tenant)
         if batch is None:
-            batch = self._open[event.tenant] = Batch(event.tenant, opened_at=self._clock())
+            batch = self._open[tenant] = Batch(tenant, opened_at=self._clock())
         elif batch.size + size > self.limits.max_bytes:
             # Adding this event would pass the byte limit: close what is there, start afresh.
             self._close(batch)
-            batch = self._open[event.tenant] = Batch(event.tenant, opened_at=self._clock())
-        batch.events.append(event)
+            batch = self._open[tenant] = Batch(tenant, opened_at=self._clock())
+        batch.events.append(item)
         batch.size += size
         self.accepted += 1
         self.buffered_events += 1

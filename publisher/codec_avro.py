@@ -23,10 +23,11 @@ treats the same way) — never a wrong event.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from costplane.publisher.event import UsageEvent
+from costplane.publisher.validation import EVENT_ID_PATTERN, RULES, FieldRule
 
 
 class AvroDecodeError(ValueError):
@@ -48,6 +49,11 @@ class SpecialisedCodec:
         self._cache: dict[str, bytes] = {}  # tenants and attribute keys/values
         self._write_events = _generate_writer(event_schema["fields"], self._string_cached, self._CACHE_MAX,
                                               self._UNCACHED)
+        #: ``encode_valid_event(ev)``: ``ev``'s encoding when it keeps the field rules of
+        #: :data:`validation.RULES`, checked on the way. None means "not decided here": the event breaks a rule,
+        #: is not a UsageEvent, or holds an unusual value (non-ASCII text, say) that the fast path leaves to
+        #: :func:`validate_event` and :meth:`encode_event`. The generated function itself, no wrapper around it.
+        self.encode_valid_event = _generate_checked_writer(event_schema["fields"], RULES, self._CACHE_MAX)
         self._read_event = _generate_reader([f["type"] for f in event_schema["fields"]])
 
     # -- encoding --------------------------------------------------------------------------------------------
@@ -63,6 +69,14 @@ class SpecialisedCodec:
             self._encode(parts, events)
         parts.append(b"\x00")
         return b"".join(parts)
+
+    def batch_from_bodies(self, tenant: str, bodies: Sequence[bytes]) -> bytes:
+        """A UsageBatch body from events already encoded one by one (``encode_event``/``encode_valid_event``)."""
+        if not isinstance(tenant, str):
+            raise ValueError(f"tenant {tenant!r} is not a string")
+        if not bodies:
+            return self._string_cached(tenant) + b"\x00"
+        return b"".join([self._string_cached(tenant), _long(len(bodies)), *bodies, b"\x00"])
 
     def _encode(self, parts: list[bytes], events: Sequence[UsageEvent]) -> bytes:
         """Append the events' encodings to ``parts`` (one generated loop, no call per field) and join them."""
@@ -379,4 +393,140 @@ def _generate_writer(fields: list[dict[str, Any]], string_cached: Callable[[str]
     source = "\n".join(lines)
     exec(compile(source, "<costplane usage_event writer>", "exec"), namespace)  # noqa: S102 - from our schema
     writer: Callable[[Sequence[UsageEvent], list[bytes]], None] = namespace["write_events"]
+    return writer
+
+
+# -- the checked writer --------------------------------------------------------------------------------------
+# The same inline expressions, narrowed to what validation accepts (``validation.RULES``): a value outside its
+# rule raises _NotFast instead of reaching a general writer, and the caller falls back to validate_event and the
+# plain writer. Used by the publisher's emit, where validating and encoding in one pass reads every field once.
+
+class _NotFast(Exception):
+    """The checked writer leaves this event to the full validation (it may be invalid, or only unusual)."""
+
+
+def _not_fast(_value: object = None) -> bytes:
+    raise _NotFast
+
+
+def _checked_text_miss(cache: dict[Any, bytes], limit: int, rule: FieldRule) -> Callable[[Any], bytes]:
+    tag = b"\x02" if rule.optional else b""
+    low = 1 if rule.non_empty else 0
+
+    def miss(value: Any) -> bytes:
+        if type(value) is not str or not low <= len(value) <= rule.max_len or not value.isascii():
+            raise _NotFast
+        encoded = tag + _string(value)
+        if len(cache) >= limit:
+            cache.clear()
+        cache[value] = encoded
+        return encoded
+
+    return miss
+
+
+def _checked_labels(rule: FieldRule, cache: dict[Any, bytes], limit: int) -> Callable[[Any], bytes]:
+    encode = _miss(cache, limit, _string)
+
+    def write_labels(value: Any) -> bytes:
+        if type(value) is not dict or len(value) > rule.max_items:
+            raise _NotFast
+        parts = [_long(len(value))]
+        for k, v in value.items():
+            if (type(k) is not str or type(v) is not str or not 0 < len(k) <= rule.max_len
+                    or len(v) > rule.max_len or not (k + v).isascii()):
+                raise _NotFast
+            parts.append(cache.get(k) or encode(k))
+            parts.append(cache.get(v) or encode(v))
+        parts.append(b"\x00")
+        return b"".join(parts)
+
+    return write_labels
+
+
+def _checked_expr(name: str, schema: Any, rule: FieldRule, *, slot: int, consts: dict[str, Any],
+                  cache_max: int) -> list[str]:
+    """Tuple elements encoding field ``name`` when its value keeps ``rule``; anything else raises _NotFast."""
+    optional = isinstance(schema, list) and len(schema) == 2 and schema[0] == "null"
+    inner = schema[1] if optional else schema
+    kind = inner.get("type") if isinstance(inner, dict) else inner
+    if optional != rule.optional:
+        raise ValueError(f"{name}: the rule and the schema disagree on null")
+
+    def const(prefix: str, value: Any) -> str:
+        key = f"{prefix}_{slot}"
+        consts[key] = value
+        return key
+
+    v = f"v{slot}"
+    get = f"({v} := ev.{name})"
+
+    def tag(expr: str) -> str:
+        return f"(NULL if {get} is None else {expr})" if optional else f"({expr})"
+
+    value = v if optional else get
+    if rule.kind == "uuid" and kind == "string" and not optional:
+        return [f"(SMALL[36] if type({get}) is str and MATCH_UUID({v}) else REJECT())", f"{v}.encode()"]
+    if rule.kind == "count" and kind in ("long", "int"):
+        end = 2**63 - 1 if kind == "long" else 2**31 - 1
+        if not 0 <= rule.low < _SMALL_MAX <= rule.high <= end:
+            raise ValueError(f"{name}: no inline check for the range {rule.low}..{rule.high}")
+        high_cache: dict[Any, bytes] = {}
+        highs = const("highs", high_cache)
+        high = const("high", _miss(high_cache, cache_max, _varint_bytes))
+        small, first = ("SMALL_TAGGED", "FIRST_TAGGED") if optional else ("SMALL", "FIRST")
+        return [tag(f"{small}[{v}] if type({value}) is int and {rule.low} <= {v} < SMALL_MAX "
+                    f"else {first}[{v} & 63] + ({highs}.get(h := {v} >> 6) or {high}(h)) "
+                    f"if type({v}) is int and SMALL_MAX <= {v} <= {rule.high} else REJECT()")]
+    if rule.kind == "text" and kind == "string":
+        if rule.max_len >= _SMALL_MAX:
+            raise ValueError(f"{name}: no inline check for strings of {rule.max_len} characters")
+        if name not in SpecialisedCodec._UNCACHED:
+            cache: dict[Any, bytes] = {}
+            lookup = const("cache", cache)
+            miss = const("miss", _checked_text_miss(cache, cache_max, rule))
+            return [tag(f"{lookup}.get({value}) or {miss}({v})")]
+        low = 1 if rule.non_empty else 0
+        check = f"type({value}) is str and {low} <= (n := len({v})) <= {rule.max_len} and {v}.isascii()"
+        if optional:
+            return [tag(f"SMALL_TAGGED[n] + {v}.encode() if {check} else REJECT()")]
+        return [tag(f"SMALL[n] if {check} else REJECT()"), f"{v}.encode()"]
+    if rule.kind == "choice" and kind == "enum":
+        symbols = {s: (b"\x02" if optional else b"") + _long(i) for i, s in enumerate(inner["symbols"])
+                   if s in rule.choices}
+        table = const("choice", symbols)
+        return [tag(f"{table}.get({value}) or REJECT()")]
+    if rule.kind == "flag" and kind == "boolean":
+        true, false = ("TRUE_TAGGED", "FALSE_TAGGED") if optional else ("b'\\x01'", "b'\\x00'")
+        return [tag(f"{true} if {value} is True else {false} if {v} is False else REJECT()")]
+    if rule.kind == "labels" and kind == "map" and not optional and inner["values"] == "string":
+        labels = const("labels", _checked_labels(rule, {}, 4 * cache_max))
+        return [f"(b'\\x00' if type({get}) is dict and not {v} else {labels}({v}))"]
+    raise ValueError(f"{name}: no checked writer for rule {rule.kind} on {schema!r}")
+
+
+def _generate_checked_writer(fields: list[dict[str, Any]], rules: Mapping[str, FieldRule],
+                             cache_max: int) -> Callable[[UsageEvent], bytes | None]:
+    """``write(ev)``: the encoding of one event whose every field keeps its rule; otherwise None."""
+    if [f["name"] for f in fields] != list(rules):
+        raise ValueError("the validation rules do not cover the schema's fields in order")
+    consts: dict[str, Any] = {}
+    elements: list[str] = []
+    for slot, f in enumerate(fields):
+        elements += _checked_expr(f["name"], f["type"], rules[f["name"]], slot=slot, consts=consts,
+                                  cache_max=cache_max)
+    lines = ["def write_checked(ev):",
+             "    try:",
+             "        return b''.join((",
+             *[f"            {e}," for e in elements],
+             "        ))",
+             "    except HAND_ON:",  # broken rules, unusual values, not an event at all: validate_event decides
+             "        return None"]
+    namespace: dict[str, Any] = {"SMALL": _SMALL, "SMALL_TAGGED": _SMALL_TAGGED, "SMALL_MAX": _SMALL_MAX,
+                                 "FIRST": _FIRST, "FIRST_TAGGED": _FIRST_TAGGED, "NULL": b"\x00",
+                                 "TRUE_TAGGED": b"\x02\x01", "FALSE_TAGGED": b"\x02\x00",
+                                 "REJECT": _not_fast, "MATCH_UUID": EVENT_ID_PATTERN,
+                                 "HAND_ON": (_NotFast, AttributeError, TypeError, ValueError), **consts}
+    exec(compile("\n".join(lines), "<costplane usage_event checked writer>", "exec"), namespace)  # noqa: S102
+    writer: Callable[[UsageEvent], bytes | None] = namespace["write_checked"]
     return writer

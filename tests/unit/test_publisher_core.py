@@ -306,8 +306,18 @@ def test_an_unusable_spool_directory_degrades_instead_of_crashing_the_app(tmp_pa
 
 def test_nothing_raises_into_the_app_in_lenient_mode(tmp_path: Path) -> None:
     class BrokenCodec(UsageCodec):
-        def encode_batch(self, tenant: str, events: Any) -> tuple[bytes, list[tuple[str, bytes]]]:
+        def encode_batch_bodies(self, tenant: str, bodies: Any) -> tuple[bytes, list[tuple[str, bytes]]]:
             raise RuntimeError("encoder bug")
+
+    class BrokenEventCodec(UsageCodec):
+        def encode_valid_event(self, event: Any) -> bytes | None:
+            raise RuntimeError("encoder bug")
+
+    broken_emit = UsagePublisher(load_settings(KafkaSettings), load_settings(
+        PublisherSettings, spool_dir=tmp_path / "s3"), producer=FakeProducer(), codec=BrokenEventCodec(), start=False)
+    assert broken_emit.emit(next(generate(1))) is False  # emit encodes: its failure is counted, not raised
+    assert broken_emit.metrics.errors.labels("emit")._value.get() == 1
+    broken_emit.close()
 
     settings = load_settings(PublisherSettings, spool_dir=tmp_path / "spool")
     pub = UsagePublisher(load_settings(KafkaSettings), settings, producer=FakeProducer(), codec=BrokenCodec(),
