@@ -184,6 +184,11 @@ class UsageCodec:
         """
         return self._fast.encode_valid_event(event)
 
+    def valid_event_encoder(self) -> Callable[[UsageEvent], bytes | None]:
+        """:meth:`encode_valid_event` as the bare generated function, for a caller on the hot path (one call less
+        per event than through the method)."""
+        return self._fast.encode_valid_event
+
     def encode_event_body(self, event: UsageEvent) -> bytes:
         """The Avro body of one event alone, without framing: a part for :meth:`encode_batch_bodies`."""
         return self._fast.encode_event(event)

@@ -142,7 +142,7 @@ class UsagePublisher:
         self.metrics = PublisherMetrics(registry)
         self._codec = codec or (UsageCodec.with_registry(self.kafka.schema_registry_url)
                                 if self.kafka.schema_registry_url else UsageCodec.schemaless())
-        self._encode_valid = self._codec.encode_valid_event
+        self._encode_valid = self._codec.valid_event_encoder()
         self._own_producer = producer is None
         self._producer = producer if producer is not None else \
             build_producer(self.kafka, self.settings, _client_error_handler(weakref.ref(self)))
@@ -230,10 +230,10 @@ class UsagePublisher:
                 return self._refuse_after_close()
             with self._lock:
                 batcher = self._batcher
-                closed = batcher.add_encoded(event.tenant, body, len(body))
+                if not batcher.add_encoded(event.tenant, body, len(body)):
+                    return True  # the common case: appended, nothing closed, memory within bounds
                 spill = batcher.take_oldest() if batcher.over_limit else None
-            if closed:
-                self._wake.set()
+            self._wake.set()  # a batch closed (or memory is full): the sender has work
             if spill:
                 self._spill(spill)
             return True

@@ -310,8 +310,11 @@ def test_nothing_raises_into_the_app_in_lenient_mode(tmp_path: Path) -> None:
             raise RuntimeError("encoder bug")
 
     class BrokenEventCodec(UsageCodec):
-        def encode_valid_event(self, event: Any) -> bytes | None:
-            raise RuntimeError("encoder bug")
+        def valid_event_encoder(self) -> Any:
+            def broken(event: Any) -> bytes | None:
+                raise RuntimeError("encoder bug")
+
+            return broken
 
     broken_emit = UsagePublisher(load_settings(KafkaSettings), load_settings(
         PublisherSettings, spool_dir=tmp_path / "s3"), producer=FakeProducer(), codec=BrokenEventCodec(), start=False)
