@@ -6,11 +6,11 @@ process near 13 k events/s while 50+ events per message reach ~96 k/s. A Kafka m
 happens:
 
 * it holds ``max_events`` events;
-* its estimated encoded size reaches ``max_bytes``;
+* its encoded size reaches ``max_bytes`` (exact for encoded bodies, estimated for UsageEvents);
 * ``linger_s`` has passed since its first event (a quiet tenant's events still leave within the linger).
 
 Closed batches wait in a FIFO until the sender takes them. The batcher also keeps the memory bound: it reports when
-the events or estimated bytes held (open + closed) pass ``max_buffered_events`` / ``max_buffered_bytes``, and hands
+the events or bytes held (open + closed) pass ``max_buffered_events`` / ``max_buffered_bytes``, and hands
 out the oldest batches so the caller can move them out of RAM (to the broker or the spool).
 
 Not thread-safe by itself: the publisher calls it under its own lock.

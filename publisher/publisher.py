@@ -1,10 +1,11 @@
 """``UsagePublisher``: the two lines a service adds to make every model-call attempt visible.
 
-Contract with the app: ``emit``/``record`` never block and never raise (lenient mode, the default) — they validate,
-append to a per-tenant batch and return. A background thread encodes batches (amortised: one Avro encode and one
-Kafka message per batch), hands them to an idempotent confluent-kafka producer, and moves anything the broker cannot
-take to a durable local spool, which it replays in order once the broker answers again. ``strict=True`` turns bad
-input into a ``ValueError`` (``InvalidEvent``) for apps that prefer to fail loudly in tests.
+Contract with the app: ``emit``/``record`` never block and never raise (lenient mode, the default) — they validate
+and encode the event in one pass, append its bytes to a per-tenant batch and return. A background thread frames
+each closed batch (a join: one Kafka message per batch), hands it to an idempotent confluent-kafka producer, and
+moves anything the broker cannot take to a durable local spool, which it replays in order once the broker answers
+again. ``strict=True`` turns bad input into a ``ValueError`` (``InvalidEvent``) for apps that prefer to fail loudly
+in tests.
 """
 
 from __future__ import annotations
