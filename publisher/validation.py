@@ -195,7 +195,8 @@ def _count(high: int, *, low: int = 0, optional: bool = False) -> FieldRule:
 _TEXT = FieldRule("text", non_empty=True)
 _OPTIONAL_TEXT = FieldRule("text", optional=True)
 
-#: Every UsageEvent field's rule, in schema order.
+#: Every UsageEvent field's rule, in schema order. A new schema field needs its rule here: the codec refuses to
+#: build its checked writer without one, rather than let an unchecked field through the fast path.
 RULES: dict[str, FieldRule] = {
     "event_id": FieldRule("uuid"),
     "occurred_at": _count(MAX_OCCURRED_AT_MS, low=1),
