@@ -6,11 +6,11 @@ process near 13 k events/s while 50+ events per message reach ~96 k/s. A Kafka m
 happens:
 
 * it holds ``max_events`` events;
-* its estimated encoded size reaches ``max_bytes``;
+* its encoded size reaches ``max_bytes`` (exact for encoded bodies, estimated for UsageEvents);
 * ``linger_s`` has passed since its first event (a quiet tenant's events still leave within the linger).
 
 Closed batches wait in a FIFO until the sender takes them. The batcher also keeps the memory bound: it reports when
-the events or estimated bytes held (open + closed) pass ``max_buffered_events`` / ``max_buffered_bytes``, and hands
+the events or bytes held (open + closed) pass ``max_buffered_events`` / ``max_buffered_bytes``, and hands
 out the oldest batches so the caller can move them out of RAM (to the broker or the spool).
 
 Not thread-safe by itself: the publisher calls it under its own lock.
@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from costplane.publisher.event import UsageEvent
 
@@ -43,11 +44,15 @@ def estimate_size(event: UsageEvent) -> int:
 
 @dataclass(slots=True)
 class Batch:
-    """Events of one tenant that travel in one Kafka message."""
+    """Events of one tenant that travel in one Kafka message.
+
+    ``events`` holds what was added: UsageEvents (:meth:`TenantBatcher.add`), or, from the publisher, each event's
+    encoded Avro body (:meth:`TenantBatcher.add_encoded`), so that a flush only joins bytes.
+    """
 
     tenant: str
-    events: list[UsageEvent] = field(default_factory=list)
-    size: int = 0  # estimated encoded bytes
+    events: list[Any] = field(default_factory=list)
+    size: int = 0  # encoded bytes (estimated for UsageEvents, exact for bodies)
     opened_at: float = 0.0
 
 
@@ -66,31 +71,43 @@ class TenantBatcher:
     def __init__(self, limits: BatchLimits, clock: Callable[[], float]) -> None:
         self.limits = limits
         self._clock = clock
+        # Open batches in the order they opened (dict order: a closed tenant's next batch goes to the end), so
+        # the sender finds the due ones, and the next deadline, at the front instead of scanning every tenant.
         self._open: dict[str, Batch] = {}
         self._closed: deque[Batch] = deque()
+        self._max_events, self._max_bytes = limits.max_events, limits.max_bytes
+        self._max_held, self._max_held_bytes = limits.max_buffered_events, limits.max_buffered_bytes
         self.buffered_events = 0
         self.buffered_bytes = 0
         self.accepted = 0  # events ever added (a plain int: the hot path skips the metrics library's lock)
 
     def add(self, event: UsageEvent) -> bool:
-        """Append ``event`` to its tenant's batch; True when a batch closed (the sender should be woken)."""
-        size = estimate_size(event)
-        batch = self._open.get(event.tenant)
+        """Append ``event`` to its tenant's batch; see :meth:`add_encoded` for what True means."""
+        return self.add_encoded(event.tenant, event, estimate_size(event))
+
+    def add_encoded(self, tenant: str, item: Any, size: int) -> bool:
+        """Append ``item`` (an event's encoded body, ``size`` bytes) to ``tenant``'s batch.
+
+        True when the caller has something to do: a batch closed (wake the sender) or memory is past the bound
+        (:attr:`over_limit`, move the oldest batch out). One answer keeps the common case to a single test.
+        """
+        batch = self._open.get(tenant)
         if batch is None:
-            batch = self._open[event.tenant] = Batch(event.tenant, opened_at=self._clock())
-        elif batch.size + size > self.limits.max_bytes:
+            batch = self._open[tenant] = Batch(tenant, opened_at=self._clock())
+        elif batch.size + size > self._max_bytes:
             # Adding this event would pass the byte limit: close what is there, start afresh.
             self._close(batch)
-            batch = self._open[event.tenant] = Batch(event.tenant, opened_at=self._clock())
-        batch.events.append(event)
-        batch.size += size
+            batch = self._open[tenant] = Batch(tenant, opened_at=self._clock())
+        events = batch.events
+        events.append(item)
+        batch.size = total = batch.size + size
         self.accepted += 1
-        self.buffered_events += 1
-        self.buffered_bytes += size
-        if len(batch.events) >= self.limits.max_events or batch.size >= self.limits.max_bytes:
+        self.buffered_events = held = self.buffered_events + 1
+        self.buffered_bytes = held_bytes = self.buffered_bytes + size
+        if len(events) >= self._max_events or total >= self._max_bytes:
             self._close(batch)
             return True
-        return False
+        return held >= self._max_held or held_bytes >= self._max_held_bytes  # over_limit, inline
 
     def _close(self, batch: Batch) -> None:
         del self._open[batch.tenant]
@@ -104,16 +121,25 @@ class TenantBatcher:
 
     def next_deadline(self) -> float | None:
         """When the oldest open batch lingers out (None when nothing is open)."""
-        if not self._open:
-            return None
-        return min(b.opened_at for b in self._open.values()) + self.limits.linger_s
+        for batch in self._open.values():  # the first is the oldest
+            return batch.opened_at + self.limits.linger_s
+        return None
 
     def take_due(self, *, force: bool = False) -> list[Batch]:
-        """Closed batches, oldest first, then open batches whose linger passed (all open ones when ``force``)."""
+        """Closed batches, oldest first, then open batches whose linger passed (all open ones when ``force``).
+
+        Open batches are visited oldest first and the walk stops at the first one not yet due, so a sender that
+        wakes often costs nothing per idle tenant. (A clock stepped backwards can only delay a batch by the step.)
+        """
         now = self._clock()
-        for batch in list(self._open.values()):
-            if force or now - batch.opened_at >= self.limits.linger_s:
-                self._close(batch)
+        linger = self.limits.linger_s
+        due = []
+        for batch in self._open.values():
+            if not force and now - batch.opened_at < linger:
+                break
+            due.append(batch)
+        for batch in due:
+            self._close(batch)
         return self._pop(len(self._closed))
 
     def take_oldest(self) -> list[Batch]:

@@ -1,10 +1,11 @@
 """``UsagePublisher``: the two lines a service adds to make every model-call attempt visible.
 
-Contract with the app: ``emit``/``record`` never block and never raise (lenient mode, the default) — they validate,
-append to a per-tenant batch and return. A background thread encodes batches (amortised: one Avro encode and one
-Kafka message per batch), hands them to an idempotent confluent-kafka producer, and moves anything the broker cannot
-take to a durable local spool, which it replays in order once the broker answers again. ``strict=True`` turns bad
-input into a ``ValueError`` (``InvalidEvent``) for apps that prefer to fail loudly in tests.
+Contract with the app: ``emit``/``record`` never block and never raise (lenient mode, the default) — they validate
+and encode the event in one pass, append its bytes to a per-tenant batch and return. A background thread frames
+each closed batch (a join: one Kafka message per batch), hands it to an idempotent confluent-kafka producer, and
+moves anything the broker cannot take to a durable local spool, which it replays in order once the broker answers
+again. ``strict=True`` turns bad input into a ``ValueError`` (``InvalidEvent``) for apps that prefer to fail loudly
+in tests.
 """
 
 from __future__ import annotations
@@ -65,7 +66,15 @@ def build_producer(kafka: KafkaSettings, settings: PublisherSettings,
     """
     from confluent_kafka import Producer
 
-    conf = {
+    conf = build_producer_config(kafka, settings)
+    if on_error is not None:
+        conf["error_cb"] = on_error
+    return Producer(conf)  # type: ignore[return-value]
+
+
+def build_producer_config(kafka: KafkaSettings, settings: PublisherSettings) -> dict[str, Any]:
+    """The confluent-kafka configuration of the publisher's producer (the benchmark's bare floors use it too)."""
+    return {
         **kafka.confluent_config(),
         "enable.idempotence": True,
         "acks": "all",
@@ -79,9 +88,6 @@ def build_producer(kafka: KafkaSettings, settings: PublisherSettings,
         "log_level": 4,
         "logger": ClientLogger(),  # rate-limited into the app's structured log instead of raw stderr lines
     }
-    if on_error is not None:
-        conf["error_cb"] = on_error
-    return Producer(conf)  # type: ignore[return-value]
 
 
 def _purge_into_reports(producer: ProducerLike) -> None:
@@ -137,6 +143,7 @@ class UsagePublisher:
         self.metrics = PublisherMetrics(registry)
         self._codec = codec or (UsageCodec.with_registry(self.kafka.schema_registry_url)
                                 if self.kafka.schema_registry_url else UsageCodec.schemaless())
+        self._encode_valid = self._codec.valid_event_encoder()
         self._own_producer = producer is None
         self._producer = producer if producer is not None else \
             build_producer(self.kafka, self.settings, _client_error_handler(weakref.ref(self)))
@@ -212,7 +219,25 @@ class UsagePublisher:
         raises into the caller. Strict: bad input raises ``InvalidEvent`` (a ``ValueError``).
         """
         try:
-            return self._emit(event)
+            # Validate and encode in one pass: the codec's checked writer reads each field once, checks it against
+            # the validation rules and encodes it. What it does not decide (a broken rule, or only unusual input
+            # such as non-ASCII text) goes the long way: validate_event, which names the reason, and the encoder.
+            body = self._encode_valid(event)
+            if body is None:
+                body = self._validate_and_encode(event)
+                if body is None:
+                    return False
+            if self._closed.is_set():
+                return self._refuse_after_close()
+            with self._lock:
+                batcher = self._batcher
+                if not batcher.add_encoded(event.tenant, body, len(body)):
+                    return True  # the common case: appended, nothing closed, memory within bounds
+                spill = batcher.take_oldest() if batcher.over_limit else None
+            self._wake.set()  # a batch closed (or memory is full): the sender has work
+            if spill:
+                self._spill(spill)
+            return True
         except InvalidEvent:
             raise  # only reaches here in strict mode
         except Exception as exc:
@@ -222,7 +247,8 @@ class UsagePublisher:
             self._log.warning("emit", "usage event dropped by an internal error", error=repr(exc))
             return False
 
-    def _emit(self, event: UsageEvent) -> bool:
+    def _validate_and_encode(self, event: UsageEvent) -> bytes | None:
+        """The long way for what the fast path handed on: the body, or None when the event is refused (counted)."""
         try:
             validate_event(event)
         except InvalidEvent as exc:
@@ -230,30 +256,28 @@ class UsagePublisher:
             if self.strict:
                 raise
             self._log.warning(f"invalid:{exc.reason}", "usage event refused", reason=exc.reason, field=exc.field)
-            return False
+            return None
         except (AttributeError, TypeError) as exc:  # not a UsageEvent at all
             self.metrics.invalid.labels("bad_shape").inc()
             if self.strict:
                 raise InvalidEvent("bad_shape", None, f"not a usage event: {exc}") from None
             self._log.warning("invalid:bad_shape", "usage event refused", reason="bad_shape", error=str(exc))
-            return False
-        if self._closed.is_set():
-            self.metrics.errors.labels("emit_after_close").inc()
-            if self.strict:
-                raise RuntimeError("emit() after close()")
-            self._log.warning("emit_after_close", "usage event emitted after close(); dropped")
-            return False
-        with self._lock:
-            closed = self._batcher.add(event)
-            spill = self._batcher.take_oldest() if self._batcher.over_limit else []
-        if closed:
-            self._wake.set()
+            return None
+        return self._codec.encode_event_body(event)
+
+    def _refuse_after_close(self) -> bool:
+        self.metrics.errors.labels("emit_after_close").inc()
+        if self.strict:
+            raise RuntimeError("emit() after close()")
+        self._log.warning("emit_after_close", "usage event emitted after close(); dropped")
+        return False
+
+    def _spill(self, spill: list[Batch]) -> None:
         for batch in spill:
             # Memory bound reached (the sender is behind or the broker is away): the caller moves the oldest batch
             # out of RAM itself — to the client, or to the spool when the broker is down or the client queue full.
             self.metrics.overflow.inc()
             self._ship(batch)
-        return True
 
     def record(self, **fields: Any) -> bool:
         """Build and emit an event from keyword fields (schema names).
@@ -364,9 +388,9 @@ class UsagePublisher:
         self.metrics.buffered.set(buffered)
 
     def _ship(self, batch: Batch) -> None:
-        """Encode one batch (the only encode per batch) and send it, or spool it when it cannot be sent."""
+        """Frame one batch of encoded events (a join) and send it, or spool it when it cannot be sent."""
         try:
-            value, headers = self._codec.encode_batch(batch.tenant, batch.events)
+            value, headers = self._codec.encode_batch_bodies(batch.tenant, batch.events)
         except Exception as exc:  # noqa: BLE001 - validated events should always encode; never raise into the app
             self.metrics.lost.labels("encode").inc()
             self._log.warning("encode", "batch could not be encoded; dropped", error=repr(exc),

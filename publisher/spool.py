@@ -119,6 +119,9 @@ class DiskSpool:
         self._open: Path | None = None
         self._fh: object | None = None
         self._open_size = 0
+        # Only this process writes here (the flock), so once a scan found no records none appear until append():
+        # the publisher's background loop asks is_empty() on every pass, and a directory scan costs ~60 µs.
+        self._known_empty = False
 
     # -- inspection ------------------------------------------------------------------------------------------
     def _segments(self) -> list[Path]:
@@ -129,12 +132,15 @@ class DiskSpool:
 
     def is_empty(self) -> bool:
         with self._lock:
-            return not any(p.stat().st_size for p in self._segments() if p.exists())
+            if not self._known_empty:
+                self._known_empty = not any(p.stat().st_size for p in self._segments() if p.exists())
+            return self._known_empty
 
     # -- writing ---------------------------------------------------------------------------------------------
     def append(self, msg: SpooledMessage) -> None:
         record = encode_record(msg)
         with self._lock:
+            self._known_empty = False
             self._make_room(len(record))
             fh = self._writer()
             fh.write(record)  # type: ignore[attr-defined]

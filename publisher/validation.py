@@ -13,7 +13,8 @@ an event that passes must never make a whole batch fail to encode.
 from __future__ import annotations
 
 import re
-from typing import NoReturn
+from dataclasses import dataclass
+from typing import Literal, NoReturn
 
 from costplane.publisher.event import OPERATIONS, SERVICE_TIERS, STATUSES, TOKEN_BUCKETS, UsageEvent
 
@@ -26,6 +27,8 @@ MAX_ATTRIBUTES = 64
 #: 9999-12-31T23:59:59.999Z, the largest instant a datetime can hold; larger values are usually microseconds or
 #: nanoseconds passed where milliseconds belong.
 MAX_OCCURRED_AT_MS = 253_402_300_799_999
+DEFAULT_MAX_TOKENS = 10_000_000  # per bucket: more is a unit mistake, not a real call
+DEFAULT_MAX_STRING_LEN = 512
 
 
 class InvalidEvent(ValueError):
@@ -72,8 +75,8 @@ def validate_event(
     *,
     now_ms: int | None = None,
     max_clock_skew_ms: int | None = None,
-    max_tokens_per_bucket: int = 10_000_000,
-    max_string_len: int = 512,
+    max_tokens_per_bucket: int = DEFAULT_MAX_TOKENS,
+    max_string_len: int = DEFAULT_MAX_STRING_LEN,
 ) -> None:
     """Raise :class:`InvalidEvent` for the first rule ``ev`` breaks; return None when it may be counted.
 
@@ -163,3 +166,59 @@ def _check_optional_counts(ev: UsageEvent, max_tokens: int) -> None:
         _count_problem("latency_ms", latency, _LONG_MAX, limit_is_sanity=False)
     if billed is not None and (type(billed) is not int or not 0 <= billed <= _LONG_MAX):
         _count_problem("billed_cost_nanos", billed, _LONG_MAX, limit_is_sanity=False)
+
+
+@dataclass(frozen=True, slots=True)
+class FieldRule:
+    """What :func:`validate_event` accepts in one field at its default limits, stated as data.
+
+    For code that checks a field inline while doing something else with it: the publisher's emit encodes and
+    validates in one pass (``codec_avro``), accepting on its fast path only what these rules allow and handing
+    anything else to ``validate_event`` itself. A rule may be narrower than ``validate_event`` (that only costs
+    the fast path), never wider; a differential test holds the two together.
+    """
+
+    kind: Literal["uuid", "text", "count", "choice", "flag", "labels"]
+    optional: bool = False  # None is accepted
+    low: int = 0  # count: smallest value
+    high: int = 0  # count: largest value
+    non_empty: bool = False  # text: "" is refused
+    max_len: int = DEFAULT_MAX_STRING_LEN  # text, and the labels' keys and values
+    choices: frozenset[str] = frozenset()  # choice
+    max_items: int = MAX_ATTRIBUTES  # labels
+
+
+def _count(high: int, *, low: int = 0, optional: bool = False) -> FieldRule:
+    return FieldRule("count", optional=optional, low=low, high=high)
+
+
+_TEXT = FieldRule("text", non_empty=True)
+_OPTIONAL_TEXT = FieldRule("text", optional=True)
+
+#: Every UsageEvent field's rule, in schema order. A new schema field needs its rule here: the codec refuses to
+#: build its checked writer without one, rather than let an unchecked field through the fast path.
+RULES: dict[str, FieldRule] = {
+    "event_id": FieldRule("uuid"),
+    "occurred_at": _count(MAX_OCCURRED_AT_MS, low=1),
+    "tenant": _TEXT, "provider": _TEXT, "model": _TEXT, "request_id": _TEXT,
+    "attempt": _count(_INT_MAX, low=1),
+    "status": FieldRule("choice", choices=STATUSES),
+    **{name: _count(DEFAULT_MAX_TOKENS) for name in TOKEN_BUCKETS},
+    "operation": FieldRule("choice", optional=True, choices=OPERATIONS),
+    "service_tier": FieldRule("choice", optional=True, choices=SERVICE_TIERS),
+    "user_id": _OPTIONAL_TEXT, "team": _OPTIONAL_TEXT, "feature": _OPTIONAL_TEXT, "env": _OPTIONAL_TEXT,
+    "session_id": _OPTIONAL_TEXT,
+    "turn": _count(_INT_MAX, optional=True),
+    "plan": _OPTIONAL_TEXT,
+    "system_prompt_tokens": _count(DEFAULT_MAX_TOKENS, optional=True),
+    "max_tokens": _count(DEFAULT_MAX_TOKENS, optional=True),
+    "latency_ms": _count(_LONG_MAX, optional=True),
+    "tokens_estimated": FieldRule("flag", optional=True),
+    "result_cache_hit": FieldRule("flag", optional=True),
+    "content_hash": _OPTIONAL_TEXT,
+    "billed_cost_nanos": _count(_LONG_MAX, optional=True),
+    "attributes": FieldRule("labels"),
+}
+
+#: The pattern an ``event_id`` must match (fully).
+EVENT_ID_PATTERN = _UUID

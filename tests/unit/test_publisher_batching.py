@@ -88,3 +88,19 @@ def test_attributes_count_towards_the_size_estimate() -> None:
     plain = estimate_size(event)
     event.attributes = {"trace": "x" * 1000}
     assert estimate_size(event) >= plain + 1000
+
+
+def test_many_open_tenants_are_released_oldest_first_and_only_when_due() -> None:
+    clock = Clock()
+    batcher = TenantBatcher(BatchLimits(max_events=100, linger_s=1.0), clock)
+    (event,) = _events("acme", 1)
+    for i in range(500):  # one small open batch per tenant, opened 10 ms apart
+        batcher.add_encoded(f"t{i}", event, 100)
+        clock.now += 0.010
+    assert batcher.next_deadline() == 1001.0
+    clock.now = 1000.0 + 1.0 + 0.0995  # t0 … t9 have lingered for a second, t10 not quite
+    due = batcher.take_due()
+    assert [b.tenant for b in due] == [f"t{i}" for i in range(10)] and batcher.buffered_events == 490
+    batcher.add_encoded("t0", event, 100)  # t0's next batch opens now: it is the youngest
+    assert [b.tenant for b in batcher.take_due(force=True)][-2:] == ["t499", "t0"]
+    assert batcher.next_deadline() is None and batcher.buffered_bytes == 0

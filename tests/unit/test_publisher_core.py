@@ -306,8 +306,21 @@ def test_an_unusable_spool_directory_degrades_instead_of_crashing_the_app(tmp_pa
 
 def test_nothing_raises_into_the_app_in_lenient_mode(tmp_path: Path) -> None:
     class BrokenCodec(UsageCodec):
-        def encode_batch(self, tenant: str, events: Any) -> tuple[bytes, list[tuple[str, bytes]]]:
+        def encode_batch_bodies(self, tenant: str, bodies: Any) -> tuple[bytes, list[tuple[str, bytes]]]:
             raise RuntimeError("encoder bug")
+
+    class BrokenEventCodec(UsageCodec):
+        def valid_event_encoder(self) -> Any:
+            def broken(event: Any) -> bytes | None:
+                raise RuntimeError("encoder bug")
+
+            return broken
+
+    broken_emit = UsagePublisher(load_settings(KafkaSettings), load_settings(
+        PublisherSettings, spool_dir=tmp_path / "s3"), producer=FakeProducer(), codec=BrokenEventCodec(), start=False)
+    assert broken_emit.emit(next(generate(1))) is False  # emit encodes: its failure is counted, not raised
+    assert broken_emit.metrics.errors.labels("emit")._value.get() == 1
+    broken_emit.close()
 
     settings = load_settings(PublisherSettings, spool_dir=tmp_path / "spool")
     pub = UsagePublisher(load_settings(KafkaSettings), settings, producer=FakeProducer(), codec=BrokenCodec(),
@@ -381,3 +394,24 @@ def test_close_rides_out_a_blip_and_delivers_the_spool(tmp_path: Path) -> None:
     pub.close(timeout=5)
     assert sorted(e.event_id for e in _decoded(producer)) == sorted(e.event_id for e in events)
     assert DiskSpool(tmp_path / "spool").is_empty()
+
+
+def test_unusual_but_valid_events_take_the_long_way_and_arrive_intact(tmp_path: Path) -> None:
+    producer = FakeProducer()
+    pub = _publisher(tmp_path, producer, linger_ms=60_000)
+    codec = UsageCodec.schemaless()
+    events = [e for e in generate(40, seed=8) if e.tenant == "acme"][:6]
+    events[0].feature = "résumé"  # non-ASCII text: valid, not on the fast path
+    events[1].attributes = {"région": "île"}
+    events[2].input_tokens = 9_999_999  # large but within the sanity bound: fast path, high bytes
+    events[3].latency_ms = 2**40
+    assert codec.encode_valid_event(events[0]) is None and codec.encode_valid_event(events[1]) is None
+    assert codec.encode_valid_event(events[2]) is not None
+    for e in events:
+        assert pub.emit(e)
+    pub.flush()
+    assert _decoded(producer) == events
+    assert pub.metrics.invalid.labels("negative_tokens")._value.get() == 0
+    bad = next(generate(1, seed=9))
+    bad.input_tokens = -1
+    assert not pub.emit(bad) and pub.metrics.invalid.labels("negative_tokens")._value.get() == 1

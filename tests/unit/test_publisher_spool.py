@@ -123,3 +123,20 @@ def test_one_process_per_directory_and_slots_for_the_others(tmp_path: Path) -> N
     again = open_spool(tmp_path)  # a restarted process gets the free slot 0 back, with its records
     assert again.directory == tmp_path and _drain(again) == _msgs(1)
     second.close()
+
+
+def test_is_empty_follows_appends_and_acknowledgements_without_rescanning(tmp_path: Path) -> None:
+    spool = DiskSpool(tmp_path / "s", segment_bytes=200)
+    assert spool.is_empty()
+    spool.append(SpooledMessage(b"k", b"v" * 300, []))  # rolls: a closed segment
+    assert not spool.is_empty()
+    oldest = spool.oldest_segment()
+    assert oldest is not None
+    spool.acknowledge(oldest[0], len(oldest[1]))
+    assert spool.is_empty()
+    spool.append(SpooledMessage(b"k", b"v", []))  # into a fresh open segment
+    assert not spool.is_empty() and spool.size_bytes() > 0
+    spool.close()
+    reopened = DiskSpool(tmp_path / "s")
+    assert not reopened.is_empty()  # what the last process left is found by the first scan
+    reopened.close()
