@@ -152,6 +152,7 @@ class UsagePublisher:
         s = self.settings
         self._clock = clock
         self._lock = threading.Lock()
+        self._ship_lock = threading.Lock()
         self._batcher = TenantBatcher(
             BatchLimits(max_events=s.max_batch_events, max_bytes=s.max_batch_bytes, linger_s=s.linger_ms / 1000,
                         max_buffered_events=s.max_buffered_events, max_buffered_bytes=s.max_buffered_bytes),
@@ -198,6 +199,7 @@ class UsagePublisher:
         buffered events and spool slot. Start clean: an empty batcher, a new client, a spool slot of our own."""
         s = self.settings
         self._lock = threading.Lock()
+        self._ship_lock = threading.Lock()
         self._wake = threading.Event()
         self._batcher = TenantBatcher(self._batcher.limits, self._clock)
         self._counter_lock = threading.Lock()
@@ -372,12 +374,16 @@ class UsagePublisher:
                 self._log.warning("background", "publisher background error", error=repr(exc))
 
     def _drain_buffers(self, force: bool) -> None:
-        with self._lock:
-            due = self._batcher.take_due(force=force)
-            buffered, accepted = self._batcher.buffered_events, self._batcher.accepted
-        self._sync_counters(buffered, accepted)
-        for batch in due:
-            self._ship(batch)
+        # Taking and shipping under one lock: a flush() racing the background thread would otherwise produce a
+        # tenant's later batches before the earlier ones the thread had taken, and the partition would hold them
+        # out of order (event-time consumers judge minutes in that order). emit only needs ``_lock``.
+        with self._ship_lock:
+            with self._lock:
+                due = self._batcher.take_due(force=force)
+                buffered, accepted = self._batcher.buffered_events, self._batcher.accepted
+            self._sync_counters(buffered, accepted)
+            for batch in due:
+                self._ship(batch)
 
     def _sync_counters(self, buffered: int, accepted: int) -> None:
         """Publish emit's plain counts to Prometheus off the hot path (every background loop, flush and stats)."""

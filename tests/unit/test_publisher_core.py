@@ -415,3 +415,39 @@ def test_unusual_but_valid_events_take_the_long_way_and_arrive_intact(tmp_path: 
     bad = next(generate(1, seed=9))
     bad.input_tokens = -1
     assert not pub.emit(bad) and pub.metrics.invalid.labels("negative_tokens")._value.get() == 1
+
+
+class FirstProduceWaits(FakeProducer):
+    """The first produce() blocks until released, like a background ship caught mid-way by an app's flush()."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered, self.release = threading.Event(), threading.Event()
+
+    def produce(self, topic: str, value: bytes, key: bytes, headers: list[tuple[str, bytes]],
+                on_delivery: Any) -> None:
+        if not self.entered.is_set():
+            self.entered.set()
+            assert self.release.wait(10)
+        super().produce(topic, value, key, headers, on_delivery)
+
+
+def test_a_flush_racing_the_background_ship_keeps_a_tenants_batches_in_order(tmp_path: Path) -> None:
+    producer = FirstProduceWaits()
+    pub = _publisher(tmp_path, producer, max_batch_events=10, linger_ms=60_000)
+    events = [e for e in generate(400, seed=3) if e.tenant == "acme"][:15]
+    for e in events[:10]:
+        assert pub.emit(e)
+    background = threading.Thread(target=pub._drain_buffers, args=(False,))  # takes the full batch, then waits
+    background.start()
+    assert producer.entered.wait(10)
+    for e in events[10:]:
+        assert pub.emit(e)
+    flusher = threading.Thread(target=pub.flush, args=(5.0,))
+    flusher.start()
+    flusher.join(0.3)  # the flush must wait for the batch already taken instead of overtaking it
+    producer.release.set()
+    background.join(10)
+    flusher.join(10)
+    producer.poll()
+    assert [e.event_id for e in _decoded(producer)] == [e.event_id for e in events]
