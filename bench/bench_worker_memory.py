@@ -20,7 +20,7 @@ from pathlib import Path
 
 from confluent_kafka import Producer
 
-from bench.common import write_section
+from bench.common import drop_redis_prefix, write_section
 from costplane.budgets import Budget
 from costplane.config import ClickHouseSettings, KafkaSettings, RedisSettings, WorkerSettings, load_settings
 from costplane.publisher.codec import UsageCodec
@@ -115,6 +115,7 @@ def main() -> None:
         finally:
             stop.set()
             worker.stop()
+            drop_redis_prefix(redis_settings.url.get_secret_value(), redis_settings.key_prefix)
 
     settings = load_settings(WorkerSettings)
     # Recent ids: two generations per partition, so the sets stop growing after 2 × N events per partition.

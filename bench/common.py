@@ -31,3 +31,20 @@ def write_section(name: str, body: str) -> None:
     pattern = re.compile(rf"^## {re.escape(name)}\n.*?(?=^## |\Z)", re.S | re.M)
     text = pattern.sub(lambda _m: section + "\n", text) if pattern.search(text) else text.rstrip() + "\n\n" + section
     DOC.write_text(text.rstrip() + "\n")
+
+
+def drop_redis_prefix(url: str, prefix: str) -> int:
+    """Delete every key a benchmark wrote under its own prefix (a million-user run leaves millions otherwise)."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    dropped = 0
+    batch: list[bytes] = []
+    for key in client.scan_iter(match=f"{prefix}:*", count=10_000):
+        batch.append(key)
+        if len(batch) >= 10_000:
+            dropped += int(client.unlink(*batch))
+            batch.clear()
+    if batch:
+        dropped += int(client.unlink(*batch))
+    return dropped
