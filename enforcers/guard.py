@@ -259,7 +259,7 @@ def settle_steps(core: GuardCore, reservation: Reservation, usage: Mapping[str, 
     if not core.breaker.allow():
         return None
     try:
-        yield ("settle", request.tenant, request.reservation_id, request.slots, amounts)
+        yield ("settle", request, amounts, core.now_ms())
     except STORE_ERRORS as exc:
         core.breaker.failure()
         log.warning("settle failed; the reservation will expire", error=repr(exc))

@@ -50,9 +50,7 @@ class Slot:
 
     budget: Budget
     member: str
-    reservations_key: str
-    amounts_key: str
-    counter_key: str
+    counter_key: str  # one hash per budget member: buckets, open reservations and the script's running state
     window_start_ms: int
     bucket_start_ms: int
     bucket_end_ms: int
@@ -75,7 +73,7 @@ class ReservePlan:
     decision_keys: tuple[str, ...]
     slots: tuple[Slot, ...]
     valid_until_ms: int
-    wire_keys: bytes = b""  # decision keys then each slot's three keys, RESP-encoded
+    wire_keys: bytes = b""  # decision keys then each slot's counter key, RESP-encoded
 
     @property
     def usd(self) -> tuple[bool, ...]:
@@ -95,6 +93,11 @@ class ReserveRequest:
     @property
     def tenant(self) -> str:
         return self.plan.tenant
+
+    @property
+    def field(self) -> str:
+        """The reservation's record in each budget's counter hash; its expiry in the name serves the purge."""
+        return f"r{self.expiry_ms}:{self.reservation_id}"
 
     @property
     def decision_keys(self) -> tuple[str, ...]:
@@ -141,13 +144,12 @@ def decision_keys(keys: KeyLayout, tenant: str, matched: Sequence[tuple[Budget, 
 def make_slot(keys: KeyLayout, tenant: str, budget: Budget, member: str, now_ms: int) -> Slot:
     bucket = bucket_for(budget.period, budget.tz, now_ms)
     window = window_for(budget.period, budget.tz, now_ms)
-    rkey, akey = keys.reservations(tenant, budget.id, member), keys.reservation_amounts(tenant, budget.id, member)
     ckey = keys.spent(tenant, budget.id, member)
     mode = DEGRADE if budget.degrade_model else BLOCK
     ttl = max(window.end_ms - now_ms, 0) + (window.end_ms - window.start_ms) + 60_000
-    return Slot(budget=budget, member=member, reservations_key=rkey, amounts_key=akey, counter_key=ckey,
+    return Slot(budget=budget, member=member, counter_key=ckey,
                 window_start_ms=window.start_ms, bucket_start_ms=bucket.start_ms, bucket_end_ms=bucket.end_ms,
-                window_end_ms=window.end_ms, counter_ttl_ms=ttl, wire_keys=bulks((rkey, akey, ckey)),
+                window_end_ms=window.end_ms, counter_ttl_ms=ttl, wire_keys=bulks((ckey,)),
                 wire_reserve=bulks((budget.limit, mode, window.start_ms)),
                 wire_settle=bulks((ttl, bucket.start_ms)))
 

@@ -6,6 +6,7 @@ authoritative totals; the guard side reserves and settles. Both reserve and sett
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Sequence
 from importlib import resources
@@ -20,19 +21,19 @@ from redis.retry import Retry
 
 from costplane.budgets.model import Budget
 from costplane.enforcers.keys import KeyLayout
-from costplane.enforcers.plan import ReserveRequest, ReserveResult, Slot
+from costplane.enforcers.plan import ReserveRequest, ReserveResult
 from costplane.enforcers.resp import bulk, bulks, evalsha
 from costplane.logging import get_logger
 
 log = get_logger("costplane.guard")
 
-SETTLED_MARKER_TTL_MS = 24 * 3_600_000
 #: The guard's client gives up at once: the failure policy and the circuit breaker decide what happens next,
 #: and redis-py's default (3 retries with backoff) would turn one dead Redis into seconds per call.
 NO_RETRY = Retry(NoBackoff(), 0)
 SCRIPT_LOAD = b"*3\r\n$6\r\nSCRIPT\r\n$4\r\nLOAD\r\n"
 
 
+@functools.cache
 def _lua(name: str) -> str:
     return resources.files("costplane.enforcers").joinpath(f"lua/{name}.lua").read_text()
 
@@ -47,9 +48,9 @@ def _sha(source: str) -> bytes:
 
 def reserve_args(req: ReserveRequest) -> tuple[list[str], list[Any]]:
     keys: list[str] = list(req.decision_keys)
-    args: list[Any] = [req.now_ms, req.reservation_id, req.expiry_ms, len(req.slots), len(req.decision_keys)]
+    args: list[Any] = [req.now_ms, req.field, req.expiry_ms, len(req.slots), len(req.decision_keys)]
     for slot, amount in zip(req.slots, req.amounts, strict=True):
-        keys += [slot.reservations_key, slot.amounts_key, slot.counter_key]
+        keys.append(slot.counter_key)
         args += [amount, slot.budget.limit, slot.mode, slot.window_start_ms]
     return keys, args
 
@@ -58,31 +59,28 @@ def reserve_wire(req: ReserveRequest) -> tuple[int, int, bytes]:
     """(numkeys, parts, encoded keys and arguments) of the reserve script: :func:`reserve_args`, pre-encoded."""
     plan = req.plan
     nb, nd = len(plan.slots), len(plan.decision_keys)
-    numkeys = nd + 3 * nb
-    body = b"".join((plan.wire_keys, bulks((req.now_ms, req.reservation_id, req.expiry_ms, nb, nd)),
+    numkeys = nd + nb
+    body = b"".join((plan.wire_keys, bulks((req.now_ms, req.field, req.expiry_ms, nb, nd)),
                      *(bulk(amount) + slot.wire_reserve for slot, amount in zip(plan.slots, req.amounts,
                                                                                  strict=True))))
     return numkeys, numkeys + 5 + 4 * nb, body
 
 
-def settle_args(keys_layout: KeyLayout, tenant: str, reservation_id: str, slots: Sequence[Slot],
-                amounts: Sequence[int]) -> tuple[list[str], list[Any]]:
-    keys: list[str] = [keys_layout.settled(tenant, reservation_id)]
-    args: list[Any] = [reservation_id, SETTLED_MARKER_TTL_MS, len(slots)]
-    for slot, amount in zip(slots, amounts, strict=True):
-        keys += [slot.reservations_key, slot.amounts_key, slot.counter_key]
+def settle_args(req: ReserveRequest, amounts: Sequence[int], now_ms: int) -> tuple[list[str], list[Any]]:
+    keys: list[str] = [slot.counter_key for slot in req.slots]
+    args: list[Any] = [req.field, now_ms, len(req.slots)]
+    for slot, amount in zip(req.slots, amounts, strict=True):
         args += [amount, slot.counter_ttl_ms, slot.bucket_start_ms]
     return keys, args
 
 
-def settle_wire(keys_layout: KeyLayout, tenant: str, reservation_id: str, slots: Sequence[Slot],
-                amounts: Sequence[int]) -> tuple[int, int, bytes]:
+def settle_wire(req: ReserveRequest, amounts: Sequence[int], now_ms: int) -> tuple[int, int, bytes]:
     """(numkeys, parts, encoded keys and arguments) of the settle script: :func:`settle_args`, pre-encoded."""
+    slots = req.slots
     nb = len(slots)
-    body = b"".join((bulk(keys_layout.settled(tenant, reservation_id)), *(s.wire_keys for s in slots),
-                     bulks((reservation_id, SETTLED_MARKER_TTL_MS, nb)),
+    body = b"".join((*(s.wire_keys for s in slots), bulks((req.field, now_ms, nb)),
                      *(bulk(amount) + s.wire_settle for s, amount in zip(slots, amounts, strict=True))))
-    return 1 + 3 * nb, 1 + 3 * nb + 3 + 3 * nb, body
+    return nb, nb + 3 + 3 * nb, body
 
 
 def parse_budgets(tenant: str, raw: dict[Any, Any]) -> list[Budget]:
@@ -157,8 +155,8 @@ class RedisBudgetStore:
     def reserve(self, req: ReserveRequest) -> ReserveResult:
         return parse_reserve(self._eval("reserve", reserve_wire(req)))
 
-    def settle(self, tenant: str, reservation_id: str, slots: Sequence[Slot], amounts: Sequence[int]) -> bool:
-        return bool(self._eval("settle", settle_wire(self.keys, tenant, reservation_id, slots, amounts)))
+    def settle(self, req: ReserveRequest, amounts: Sequence[int], now_ms: int) -> bool:
+        return bool(self._eval("settle", settle_wire(req, amounts, now_ms)))
 
     # worker side
     def publish_budgets(self, tenant: str, budgets: Sequence[Budget]) -> None:
@@ -178,12 +176,14 @@ class RedisBudgetStore:
 
     def reconcile(self, tenant: str, budget_id: str, member: str, bucket_start_ms: int, authoritative: int,
                   ttl_ms: int) -> None:
-        """Set a counter bucket to the worker's exact total (open reservations are untouched)."""
-        key = self.keys.spent(tenant, budget_id, member)
-        pipe = self.client.pipeline(transaction=True)
-        pipe.hset(key, str(bucket_start_ms), authoritative)
-        pipe.pexpire(key, ttl_ms)
-        pipe.execute()
+        """Set a counter bucket to the worker's exact total (open reservations are untouched).
+
+        One script, so the guard's running spent total moves with the bucket. Sent as ``EVAL`` with its source:
+        on a pipeline store (the worker's batch) it is queued with the other commands, and a server that lost
+        its script cache (restart, ``SCRIPT FLUSH``) can never fail the batch with ``NOSCRIPT``.
+        """
+        self.client.eval(_lua("reconcile"), 1, self.keys.spent(tenant, budget_id, member), bucket_start_ms,
+                         authoritative, ttl_ms)
 
     def ping(self) -> bool:
         return bool(self.client.ping())
@@ -216,6 +216,6 @@ class AsyncRedisBudgetStore:
         keys, args = reserve_args(req)
         return parse_reserve(await self._reserve(keys=keys, args=args))
 
-    async def settle(self, tenant: str, reservation_id: str, slots: Sequence[Slot], amounts: Sequence[int]) -> bool:
-        keys, args = settle_args(self.keys, tenant, reservation_id, slots, amounts)
+    async def settle(self, req: ReserveRequest, amounts: Sequence[int], now_ms: int) -> bool:
+        keys, args = settle_args(req, amounts, now_ms)
         return bool(await self._settle(keys=keys, args=args))

@@ -73,10 +73,8 @@ class Runtime:
         for d in out.decisions:
             if d["action"] in ("block", "degrade"):
                 store.write_decision(d["tenant"], d["budget_id"], d["member"], json.dumps(d), d["window_end_ms"])
-        for c in out.counters:  # what RedisBudgetStore.reconcile does, inside this batch's one pipeline
-            key = self.store.keys.spent(c.tenant, c.budget_id, c.member)
-            pipe.hset(key, str(c.bucket_start_ms), c.amount)
-            pipe.pexpire(key, c.ttl_ms)
+        for c in out.counters:  # queued in this batch's one pipeline
+            store.reconcile(c.tenant, c.budget_id, c.member, c.bucket_start_ms, c.amount, c.ttl_ms)
         try:
             pipe.execute()
         except Exception as exc:  # noqa: BLE001 - Redis down must not stop counting; the guard's policy decides

@@ -205,8 +205,8 @@ def test_pre_encoded_scripts_match_the_generic_encoding() -> None:
 
     k, a = reserve_args(req)
     assert evalsha(b"abc", *reserve_wire(req)) == b"*%d\r\n" % (3 + len(k) + len(a)) + generic(b"abc", k, a)
-    k, a = settle_args(keys, "acme", "rid1", plan.slots, [10, 20])
-    assert evalsha(b"abc", *settle_wire(keys, "acme", "rid1", plan.slots, [10, 20])) == \
+    k, a = settle_args(req, [10, 20], int(T0 * 1000))
+    assert evalsha(b"abc", *settle_wire(req, [10, 20], int(T0 * 1000))) == \
         b"*%d\r\n" % (3 + len(k) + len(a)) + generic(b"abc", k, a)
 
 

@@ -1,0 +1,21 @@
+-- Set one counter bucket to the worker's authoritative total, keeping the guard's running spent total in step.
+-- Open reservations are untouched; the key's TTL is only ever extended (the guard relies on the expiry it set).
+--
+-- KEYS: the counter hash (layout: reserve.lua).  ARGV: bucket_start_ms, authoritative, ttl_ms.
+local key, bucket = KEYS[1], ARGV[1]
+local got = redis.call('HMGET', key, '_w', '_s', bucket)
+local w = tonumber(got[1])
+if w == nil then
+  redis.call('HSET', key, bucket, ARGV[2])
+elseif tonumber(bucket) < w then
+  -- The window has left this bucket: it no longer counts, so it is not kept.
+  if got[3] then redis.call('HDEL', key, bucket) end
+else
+  local s = tonumber(got[2]) + tonumber(ARGV[2]) - (tonumber(got[3]) or 0)
+  if s < 0 then s = 0 end
+  redis.call('HSET', key, bucket, ARGV[2], '_s', s)
+end
+local ttl = tonumber(ARGV[3])
+local left = redis.call('PTTL', key)
+if left >= -1 and left < ttl then redis.call('PEXPIRE', key, ttl) end
+return 1
