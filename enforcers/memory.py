@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 
 from costplane.budgets.model import Budget
 from costplane.enforcers.keys import KeyLayout
-from costplane.enforcers.plan import BLOCK, ReserveRequest, ReserveResult
+from costplane.enforcers.plan import BLOCK, USD, ReserveRequest, ReserveResult
 
 DAY_MS = 86_400_000  # how long the record of an expired reservation waits for a late settle
 
@@ -79,11 +79,12 @@ class InMemoryBudgetStore:
                 self._reservations[slot.counter_key][req.reservation_id] = (req.expiry_ms, amount)
             return ReserveResult(degraded=degraded)
 
-    def settle(self, req: ReserveRequest, amounts: Sequence[int], now_ms: int | None = None) -> bool:
+    def settle(self, req: ReserveRequest, nanos: int, tokens: int, now_ms: int | None = None) -> bool:
         """Charge each budget that holds the reservation's record, once (``now_ms``: the Redis store's clock)."""
         with self._lock:
             settled = False
-            for slot, amount in zip(req.slots, amounts, strict=True):
+            for slot in req.slots:
+                amount = nanos if slot.unit == USD else tokens
                 if self._reservations.get(slot.counter_key, {}).pop(req.reservation_id, None) is None:
                     continue
                 settled = True

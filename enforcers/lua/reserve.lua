@@ -9,14 +9,16 @@
 -- The whole hash is walked only when the window has moved past a bucket or an open reservation may have expired.
 --
 -- KEYS: nd decision keys, then one counter hash per budget.
--- ARGV: now_ms, reservation field, expiry_ms, nb, nd, then per budget: amount, limit, mode (1 block, 2 degrade),
---       window_start_ms (counter buckets that start earlier are outside the window and pruned).
+-- ARGV: now_ms, reservation field, expiry_ms, worst case in nano-USD, worst case in tokens, nb, nd, then per
+--       budget: unit (1 nano-USD, 2 tokens), limit, mode (1 block, 2 degrade), window_start_ms (counter buckets
+--       that start earlier are outside the window and pruned). The call's values come first, so the client sends
+--       everything after them as one pre-encoded block.
 -- Returns {'decisions', json...} | {'exhausted', budget_index, spent, open, limit} | {'ok', 'degraded,indexes'}.
 local now = tonumber(ARGV[1])
 local field = ARGV[2]
 local expiry = tonumber(ARGV[3])
-local nb = tonumber(ARGV[4])
-local nd = tonumber(ARGV[5])
+local nb = tonumber(ARGV[6])
+local nd = tonumber(ARGV[7])
 local DAY = 86400000
 local SLACK = 300000  -- a key's TTL is pushed this far past what it needs, so most calls never touch it
 
@@ -68,7 +70,7 @@ end
 
 local opens, nexts, xs, amounts = {}, {}, {}, {}
 local degraded = {}
-local a = 6
+local a = 8
 for b = 1, nb do
   local key = KEYS[nd + b]
   local st = redis.call('HMGET', key, '_s', '_w', '_o', '_n', '_x')
@@ -79,7 +81,7 @@ for b = 1, nb do
     if window_start > w then w = window_start end
     s, o, n = rescan(key, w)
   end
-  local amount = ARGV[a]
+  local amount = ARGV[a] == '1' and ARGV[4] or ARGV[5]
   if s + o + tonumber(amount) > tonumber(ARGV[a + 1]) then
     if ARGV[a + 2] == '1' then
       return {'exhausted', b, s, o, ARGV[a + 1]}

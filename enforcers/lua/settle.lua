@@ -3,16 +3,17 @@
 -- unsettled reservation, so a second settle of the same reservation finds none and changes nothing.
 --
 -- KEYS: one counter hash per budget (layout: reserve.lua).
--- ARGV: reservation field, now_ms, nb, then per budget: actual_amount, counter_ttl_ms, bucket_start_ms.
+-- ARGV: reservation field, now_ms, actual nano-USD, actual tokens, nb, then per budget: unit (1 nano-USD,
+--       2 tokens), counter_ttl_ms, bucket_start_ms.
 -- Returns 1 when settled now, 0 when there was nothing to settle (settled before, or its key expired).
 local field = ARGV[1]
 local now = tonumber(ARGV[2])
-local nb = tonumber(ARGV[3])
+local nb = tonumber(ARGV[5])
 local SLACK = 300000
 local settled = 0
-local a = 4
+local a = 6
 for b = 1, nb do
-  local key, amount, bucket = KEYS[b], ARGV[a], ARGV[a + 2]
+  local key, amount, bucket = KEYS[b], ARGV[a] == '1' and ARGV[3] or ARGV[4], ARGV[a + 2]
   local got = redis.call('HMGET', key, field, '_o', '_s', '_w', '_x', bucket)
   if got[1] then
     settled = 1
