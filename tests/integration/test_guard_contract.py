@@ -36,7 +36,7 @@ def store_and_clock(request: pytest.FixtureRequest) -> Iterator[tuple[Any, Clock
     settings: RedisSettings = request.getfixturevalue("redis_settings")
     client = redis.Redis.from_url(settings.url.get_secret_value())
     yield RedisBudgetStore(client, KeyLayout(settings.key_prefix)), clock
-    for key in client.scan_iter(f"{settings.key_prefix}:*"):
+    for key in client.scan_iter(f"{settings.key_prefix}:*", count=10_000):
         client.delete(key)
     client.close()
 

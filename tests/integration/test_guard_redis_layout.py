@@ -21,13 +21,13 @@ GPT = {"provider": "openai", "model": "gpt-4o-mini"}
 def store(redis_settings: RedisSettings) -> Iterator[RedisBudgetStore]:
     client = redis.Redis.from_url(redis_settings.url.get_secret_value())
     yield RedisBudgetStore(client, KeyLayout(redis_settings.key_prefix))
-    for key in client.scan_iter(f"{redis_settings.key_prefix}:*"):
+    for key in client.scan_iter(f"{redis_settings.key_prefix}:*", count=10_000):
         client.delete(key)
     client.close()
 
 
 def _keys(store: RedisBudgetStore) -> list[str]:
-    return sorted(k.decode() for k in store.client.scan_iter(f"{store.keys.prefix}:*"))
+    return sorted(k.decode() for k in store.client.scan_iter(f"{store.keys.prefix}:*", count=10_000))
 
 
 def test_reserve_and_settle_leave_only_expiring_counters(store: RedisBudgetStore) -> None:
