@@ -34,7 +34,6 @@ from costplane.enforcers.plan import (
     Answer,
     PlanCache,
     ReserveRequest,
-    Slot,
     answer_from_decisions,
     answer_from_reserve,
     scope_attrs,
@@ -173,14 +172,14 @@ class GuardCore:
         nanos = int(self.catalog.worst_case_nanos(provider, model, prompt_tokens, max_tokens))
         return nanos, prompt_tokens + max_tokens
 
-    def actual(self, slots: tuple[Slot, ...], provider: str, model: str, usage: Mapping[str, int]) -> list[int]:
+    def actual(self, provider: str, model: str, usage: Mapping[str, int]) -> tuple[int, int]:
+        """(nano-USD, tokens) a call really used."""
         from costplane.pricing.cost import TokenUsage
 
         buckets = {k: int(usage.get(k, 0)) for k in ("input_tokens", "cached_input_tokens", "cache_write_tokens",
                                                       "output_tokens", "reasoning_tokens")}
         nanos = int(self.catalog.price(provider, model, TokenUsage(**buckets)).cost_nanos)
-        tokens = sum(buckets.values())
-        return [nanos if s.budget.unit == "usd" else tokens for s in slots]
+        return nanos, sum(buckets.values())
 
 
 Op = tuple[Any, ...]  # (store method name, *args): one I/O step the driver performs
@@ -225,14 +224,13 @@ def reserve_steps(core: GuardCore, keys: Any, scope: Mapping[str, str | None], *
     nanos, tokens = core.amounts(provider=resolved, model=model, prompt=prompt, messages=messages,
                                  prompt_tokens=prompt_tokens, max_tokens=max_tokens)
     try:
-        tenant = str(scope_attrs(scope)["tenant"])
+        tenant = str(scope["tenant"])  # never renamed by scope_attrs
         budgets = core.cached_budgets(tenant, now)
         if budgets is None:
             budgets = yield ("load_budgets", tenant)
             core.remember_budgets(tenant, budgets, now)
         plan = core.plans(keys).plan(skey, tenant, scope, budgets, now)
-        request = ReserveRequest(core.reservation_id(), now, now + core.reservation_ttl_ms, plan,
-                                 tuple(nanos if usd else tokens for usd in plan.usd))
+        request = ReserveRequest(core.reservation_id(), now, now + core.reservation_ttl_ms, plan, nanos, tokens)
         result = (yield ("reserve", request)) if plan.slots or plan.decision_keys else None
     except STORE_ERRORS as exc:
         return core.on_failure(scope, exc), None, resolved
@@ -254,12 +252,11 @@ def settle_steps(core: GuardCore, reservation: Reservation, usage: Mapping[str, 
     request = reservation.request
     if request is None:
         return None
-    amounts = core.actual(request.slots, reservation.provider, reservation.model, usage) if usage \
-        else [0] * len(request.slots)
+    nanos, tokens = core.actual(reservation.provider, reservation.model, usage) if usage else (0, 0)
     if not core.breaker.allow():
         return None
     try:
-        yield ("settle", request.tenant, request.reservation_id, request.slots, amounts)
+        yield ("settle", request, nanos, tokens, core.now_ms())
     except STORE_ERRORS as exc:
         core.breaker.failure()
         log.warning("settle failed; the reservation will expire", error=repr(exc))

@@ -5,10 +5,12 @@ cluster slot and a Lua script may touch all of them.
 |---|---|---|
 | ``{p}:{t}:budgets`` | hash | budget id → budget JSON (published by the worker or ``costplane budget``) |
 | ``{p}:{t}:decision:{budget}:{member}`` | string | the stream's decision JSON, expiring at the window end |
-| ``{p}:{t}:spent:{budget}:{member}`` | hash | bucket start (ms) → settled spend; buckets before the window are pruned |
-| ``{p}:{t}:rsv:{budget}:{member}`` | zset | open reservation ids scored by expiry (ms) |
-| ``{p}:{t}:rsvamt:{budget}:{member}`` | hash | open reservation id → amount |
-| ``{p}:{t}:settled:{reservation}`` | string | idempotency marker of a settled reservation |
+| ``{p}:{t}:spent:{budget}:{member}`` | hash | the budget counter: bucket start (ms) → settled spend (buckets before
+  the window are pruned), ``r<id>`` → ``amount:expiry_ms`` per open reservation, ``_`` → the guard's running state
+  (``spent:window_start:open:next_expiry:key_expiry``) |
+
+One key per budget member keeps a reservation at one read and one write per budget inside the script; see
+docs/enforcement.md.
 """
 
 from __future__ import annotations
@@ -31,12 +33,3 @@ class KeyLayout:
 
     def spent(self, tenant: str, budget_id: str, member: str) -> str:
         return f"{self._t(tenant)}:spent:{budget_id}:{member}"
-
-    def reservations(self, tenant: str, budget_id: str, member: str) -> str:
-        return f"{self._t(tenant)}:rsv:{budget_id}:{member}"
-
-    def reservation_amounts(self, tenant: str, budget_id: str, member: str) -> str:
-        return f"{self._t(tenant)}:rsvamt:{budget_id}:{member}"
-
-    def settled(self, tenant: str, reservation_id: str) -> str:
-        return f"{self._t(tenant)}:settled:{reservation_id}"

@@ -1,7 +1,8 @@
 """``InMemoryBudgetStore``: the Redis store's behaviour in process memory, for apps' unit tests.
 
 Same planning, same all-or-nothing reservation, same expiry and idempotent settle — checked by the shared contract
-suite that runs against both stores.
+suite that runs against both stores. Like the Redis scripts, a reservation's record is what makes its settle
+count once: an expired one stops counting but keeps its record for a day, so a late settle still charges.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from collections.abc import Callable, Sequence
 
 from costplane.budgets.model import Budget
 from costplane.enforcers.keys import KeyLayout
-from costplane.enforcers.plan import BLOCK, ReserveRequest, ReserveResult, Slot
+from costplane.enforcers.plan import BLOCK, USD, ReserveRequest, ReserveResult
+
+DAY_MS = 86_400_000  # how long the record of an expired reservation waits for a late settle
 
 
 class InMemoryBudgetStore:
@@ -24,7 +27,7 @@ class InMemoryBudgetStore:
         self._clock = clock or (lambda: int(time.time() * 1000))
         self._lock = threading.Lock()
         self._values: dict[str, tuple[str, int | None]] = {}  # key -> (value, expire_at_ms)
-        self._reservations: dict[str, dict[str, tuple[int, int]]] = {}  # zkey -> id -> (expiry, amount)
+        self._reservations: dict[str, dict[str, tuple[int, int]]] = {}  # counter key -> id -> (expiry, amount)
         self._budgets: dict[str, dict[str, Budget]] = {}
         self._counters: dict[str, dict[int, int]] = {}  # counter key -> bucket start -> spent
 
@@ -55,12 +58,13 @@ class InMemoryBudgetStore:
             decisions = [v for v in (self._get(k) for k in req.decision_keys) if v is not None]
             if decisions:
                 return ReserveResult(decisions=decisions)
-            grants, degraded = [], []
+            grants = []
+            degraded = []
             for index, (slot, amount) in enumerate(zip(req.slots, req.amounts, strict=True)):
-                open_rsv = self._reservations.setdefault(slot.reservations_key, {})
-                for rid in [r for r, (exp, _a) in open_rsv.items() if exp <= req.now_ms]:
-                    del open_rsv[rid]
-                held = sum(a for _e, a in open_rsv.values())
+                records = self._reservations.setdefault(slot.counter_key, {})
+                for rid in [r for r, (exp, _a) in records.items() if exp + DAY_MS <= req.now_ms]:
+                    del records[rid]
+                held = sum(a for e, a in records.values() if e > req.now_ms)
                 buckets = self._counters.setdefault(slot.counter_key, {})
                 for start in [s for s in buckets if s < slot.window_start_ms]:
                     del buckets[start]
@@ -69,24 +73,25 @@ class InMemoryBudgetStore:
                     if slot.mode == BLOCK:
                         return ReserveResult(exhausted=index, held=spent + held)
                     degraded.append(index)
-                else:
-                    grants.append((slot, amount))
+                    amount = 0  # holds nothing, but its record makes the settle charge this budget too
+                grants.append((slot, amount))
             for slot, amount in grants:
-                self._reservations[slot.reservations_key][req.reservation_id] = (req.expiry_ms, amount)
+                self._reservations[slot.counter_key][req.reservation_id] = (req.expiry_ms, amount)
             return ReserveResult(degraded=degraded)
 
-    def settle(self, tenant: str, reservation_id: str, slots: Sequence[Slot], amounts: Sequence[int]) -> bool:
+    def settle(self, req: ReserveRequest, nanos: int, tokens: int, now_ms: int | None = None) -> bool:
+        """Charge each budget that holds the reservation's record, once (``now_ms``: the Redis store's clock)."""
         with self._lock:
-            marker = self.keys.settled(tenant, reservation_id)
-            if self._get(marker) is not None:
-                return False
-            self._values[marker] = ("1", self._clock() + 24 * 3_600_000)
-            for slot, amount in zip(slots, amounts, strict=True):
-                self._reservations.get(slot.reservations_key, {}).pop(reservation_id, None)
+            settled = False
+            for slot in req.slots:
+                amount = nanos if slot.unit == USD else tokens
+                if self._reservations.get(slot.counter_key, {}).pop(req.reservation_id, None) is None:
+                    continue
+                settled = True
                 if amount > 0:
                     buckets = self._counters.setdefault(slot.counter_key, {})
                     buckets[slot.bucket_start_ms] = buckets.get(slot.bucket_start_ms, 0) + amount
-            return True
+            return settled
 
     def write_decision(self, tenant: str, budget_id: str, member: str, decision_json: str, expire_at_ms: int) -> None:
         with self._lock:

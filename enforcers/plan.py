@@ -13,10 +13,12 @@ from typing import Literal
 from costplane.budgets.model import Budget
 from costplane.budgets.windows import bucket_for, window_for
 from costplane.enforcers.keys import KeyLayout
-from costplane.enforcers.resp import bulks
+from costplane.enforcers.resp import bulk, bulks
+from costplane.enforcers.scripts import SHAS
 
 Kind = Literal["allow", "block", "degrade"]
 BLOCK, DEGRADE = 1, 2
+USD, TOKENS = 1, 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,14 +47,12 @@ class Slot:
     """One budget × member a call counts against, for the current counter bucket: its keys and window bounds.
 
     Stable until the bucket rolls over, so it is built once per plan, with its keys and fixed script arguments
-    already encoded for the wire (``wire_*``); the amount of each call travels beside it.
+    already encoded for the wire (``wire_*``); a call's amounts travel once, in front of them.
     """
 
     budget: Budget
     member: str
-    reservations_key: str
-    amounts_key: str
-    counter_key: str
+    counter_key: str  # one hash per budget member: buckets, open reservations and the script's running state
     window_start_ms: int
     bucket_start_ms: int
     bucket_end_ms: int
@@ -66,16 +66,28 @@ class Slot:
     def mode(self) -> int:
         return DEGRADE if self.budget.degrade_model else BLOCK
 
+    @property
+    def unit(self) -> int:
+        """1: the slot counts nano-USD, 2: tokens (which of a call's two amounts the scripts take)."""
+        return USD if self.budget.unit == "usd" else TOKENS
+
 
 @dataclass(frozen=True, slots=True)
 class ReservePlan:
-    """What a scope's calls touch until the first of its counter buckets rolls over (or the budgets change)."""
+    """What a scope's calls touch until the first of its counter buckets rolls over (or the budgets change).
+
+    Carries both scripts' ``EVALSHA`` commands encoded around the few arguments that change per call: a call
+    writes ``wire_*_head``, its id, clock and two amounts, then ``wire_*_tail``.
+    """
 
     tenant: str
     decision_keys: tuple[str, ...]
     slots: tuple[Slot, ...]
     valid_until_ms: int
-    wire_keys: bytes = b""  # decision keys then each slot's three keys, RESP-encoded
+    wire_reserve_head: bytes = b""
+    wire_reserve_tail: bytes = b""
+    wire_settle_head: bytes = b""
+    wire_settle_tail: bytes = b""
 
     @property
     def usd(self) -> tuple[bool, ...]:
@@ -84,17 +96,28 @@ class ReservePlan:
 
 @dataclass(frozen=True, slots=True)
 class ReserveRequest:
-    """One call's reservation: a plan plus this call's id, clock, expiry and amount per slot."""
+    """One call's reservation: a plan plus this call's id, clock, expiry and worst case (nano-USD and tokens)."""
 
     reservation_id: str
     now_ms: int
     expiry_ms: int
     plan: ReservePlan
-    amounts: tuple[int, ...]
+    nanos: int
+    tokens: int
+
+    @property
+    def amounts(self) -> tuple[int, ...]:
+        """The amount reserved on each slot: the nano-USD or the token worst case, by the budget's unit."""
+        return tuple(self.nanos if s.unit == USD else self.tokens for s in self.plan.slots)
 
     @property
     def tenant(self) -> str:
         return self.plan.tenant
+
+    @property
+    def field(self) -> str:
+        """The reservation's record in each budget's counter hash; its expiry in the name serves the purge."""
+        return f"r{self.expiry_ms}:{self.reservation_id}"
 
     @property
     def decision_keys(self) -> tuple[str, ...]:
@@ -141,15 +164,20 @@ def decision_keys(keys: KeyLayout, tenant: str, matched: Sequence[tuple[Budget, 
 def make_slot(keys: KeyLayout, tenant: str, budget: Budget, member: str, now_ms: int) -> Slot:
     bucket = bucket_for(budget.period, budget.tz, now_ms)
     window = window_for(budget.period, budget.tz, now_ms)
-    rkey, akey = keys.reservations(tenant, budget.id, member), keys.reservation_amounts(tenant, budget.id, member)
     ckey = keys.spent(tenant, budget.id, member)
     mode = DEGRADE if budget.degrade_model else BLOCK
+    unit = USD if budget.unit == "usd" else TOKENS
     ttl = max(window.end_ms - now_ms, 0) + (window.end_ms - window.start_ms) + 60_000
-    return Slot(budget=budget, member=member, reservations_key=rkey, amounts_key=akey, counter_key=ckey,
+    return Slot(budget=budget, member=member, counter_key=ckey,
                 window_start_ms=window.start_ms, bucket_start_ms=bucket.start_ms, bucket_end_ms=bucket.end_ms,
-                window_end_ms=window.end_ms, counter_ttl_ms=ttl, wire_keys=bulks((rkey, akey, ckey)),
-                wire_reserve=bulks((budget.limit, mode, window.start_ms)),
-                wire_settle=bulks((ttl, bucket.start_ms)))
+                window_end_ms=window.end_ms, counter_ttl_ms=ttl, wire_keys=bulks((ckey,)),
+                wire_reserve=bulks((unit, budget.limit, mode, window.start_ms)),
+                wire_settle=bulks((unit, ttl, bucket.start_ms)))
+
+
+def _evalsha_head(script: str, nargs: int, keys: bytes, nkeys: int) -> bytes:
+    """``*N EVALSHA sha numkeys keys…`` for a command of ``nkeys`` keys and ``nargs`` arguments in all."""
+    return b"*%d\r\n$7\r\nEVALSHA\r\n%s%s%s" % (3 + nkeys + nargs, bulk(SHAS[script]), bulk(nkeys), keys)
 
 
 def build_plan(keys: KeyLayout, tenant: str, matched: Sequence[tuple[Budget, str]], now_ms: int) -> ReservePlan:
@@ -157,8 +185,15 @@ def build_plan(keys: KeyLayout, tenant: str, matched: Sequence[tuple[Budget, str
     dkeys = decision_keys(keys, tenant, matched)
     slots = tuple(make_slot(keys, tenant, b, m, now_ms) for b, m in matched if b.action != "notify")
     valid_until = min((s.bucket_end_ms for s in slots), default=now_ms + 3_600_000)
-    return ReservePlan(tenant, dkeys, slots, valid_until,
-                       bulks(dkeys) + b"".join(s.wire_keys for s in slots))
+    nb, nd = len(slots), len(dkeys)
+    slot_keys = b"".join(s.wire_keys for s in slots)
+    # reserve ARGV: now, field, expiry, nanos, tokens | nb, nd, per slot (unit, limit, mode, window start)
+    reserve_head = _evalsha_head("reserve", 7 + 4 * nb, bulks(dkeys) + slot_keys, nd + nb)
+    reserve_tail = bulks((nb, nd)) + b"".join(s.wire_reserve for s in slots)
+    # settle ARGV: field, now, nanos, tokens | nb, per slot (unit, counter ttl, bucket start)
+    settle_head = _evalsha_head("settle", 5 + 3 * nb, slot_keys, nb)
+    settle_tail = bulk(nb) + b"".join(s.wire_settle for s in slots)
+    return ReservePlan(tenant, dkeys, slots, valid_until, reserve_head, reserve_tail, settle_head, settle_tail)
 
 
 class PlanCache:

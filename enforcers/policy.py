@@ -54,8 +54,9 @@ class CircuitBreaker:
             return False
 
     def success(self) -> None:
-        with self._lock:
-            self._failures = 0
+        if self._failures:  # the common case reads one int and takes no lock
+            with self._lock:
+                self._failures = 0
 
     def failure(self) -> None:
         with self._lock:

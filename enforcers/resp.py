@@ -19,7 +19,3 @@ def bulk(value: str | int | bytes) -> bytes:
 def bulks(values: Iterable[str | int | bytes]) -> bytes:
     return b"".join(bulk(v) for v in values)
 
-
-def evalsha(sha: bytes, numkeys: int, nparts: int, body: bytes) -> bytes:
-    """``EVALSHA sha numkeys <body>`` where ``body`` already holds ``nparts`` encoded keys and arguments."""
-    return b"*%d\r\n$7\r\nEVALSHA\r\n$%d\r\n%s\r\n%s%s" % (nparts + 3, len(sha), sha, bulk(numkeys), body)

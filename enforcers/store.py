@@ -6,9 +6,7 @@ authoritative totals; the guard side reserves and settles. Both reserve and sett
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
-from importlib import resources
 from typing import Any
 
 import redis
@@ -20,69 +18,66 @@ from redis.retry import Retry
 
 from costplane.budgets.model import Budget
 from costplane.enforcers.keys import KeyLayout
-from costplane.enforcers.plan import ReserveRequest, ReserveResult, Slot
-from costplane.enforcers.resp import bulk, bulks, evalsha
+from costplane.enforcers.plan import ReserveRequest, ReserveResult
+from costplane.enforcers.resp import bulk
+from costplane.enforcers.scripts import SOURCES
 from costplane.logging import get_logger
 
 log = get_logger("costplane.guard")
 
-SETTLED_MARKER_TTL_MS = 24 * 3_600_000
 #: The guard's client gives up at once: the failure policy and the circuit breaker decide what happens next,
 #: and redis-py's default (3 retries with backoff) would turn one dead Redis into seconds per call.
 NO_RETRY = Retry(NoBackoff(), 0)
 SCRIPT_LOAD = b"*3\r\n$6\r\nSCRIPT\r\n$4\r\nLOAD\r\n"
 
 
-def _lua(name: str) -> str:
-    return resources.files("costplane.enforcers").joinpath(f"lua/{name}.lua").read_text()
-
-
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _sha(source: str) -> bytes:
-    return hashlib.sha1(source.encode()).hexdigest().encode()
-
-
 def reserve_args(req: ReserveRequest) -> tuple[list[str], list[Any]]:
-    keys: list[str] = list(req.decision_keys)
-    args: list[Any] = [req.now_ms, req.reservation_id, req.expiry_ms, len(req.slots), len(req.decision_keys)]
-    for slot, amount in zip(req.slots, req.amounts, strict=True):
-        keys += [slot.reservations_key, slot.amounts_key, slot.counter_key]
-        args += [amount, slot.budget.limit, slot.mode, slot.window_start_ms]
+    """Keys and arguments of the reserve script (the layout ``reserve.lua`` documents)."""
+    keys: list[str] = [*req.decision_keys, *(slot.counter_key for slot in req.slots)]
+    args: list[Any] = [req.now_ms, req.field, req.expiry_ms, req.nanos, req.tokens, len(req.slots),
+                       len(req.decision_keys)]
+    for slot in req.slots:
+        args += [slot.unit, slot.budget.limit, slot.mode, slot.window_start_ms]
     return keys, args
 
 
-def reserve_wire(req: ReserveRequest) -> tuple[int, int, bytes]:
-    """(numkeys, parts, encoded keys and arguments) of the reserve script: :func:`reserve_args`, pre-encoded."""
+#: The five values a call adds to its plan's encoded command, in one formatting step.
+_FIVE = b"%s$%d\r\n%s\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n%s"
+
+
+_FOUR = b"%s$%d\r\n%s\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n%s"
+
+
+def _five(head: bytes, tail: bytes, a: bytes, b: bytes, c: bytes, d: bytes, e: bytes) -> bytes:
+    return _FIVE % (head, len(a), a, len(b), b, len(c), c, len(d), d, len(e), e, tail)
+
+
+def reserve_wire(req: ReserveRequest) -> bytes:
+    """The whole ``EVALSHA`` of :func:`reserve_args`: the plan's encoded head and tail around five values."""
     plan = req.plan
-    nb, nd = len(plan.slots), len(plan.decision_keys)
-    numkeys = nd + 3 * nb
-    body = b"".join((plan.wire_keys, bulks((req.now_ms, req.reservation_id, req.expiry_ms, nb, nd)),
-                     *(bulk(amount) + slot.wire_reserve for slot, amount in zip(plan.slots, req.amounts,
-                                                                                 strict=True))))
-    return numkeys, numkeys + 5 + 4 * nb, body
+    return _five(plan.wire_reserve_head, plan.wire_reserve_tail, b"%d" % req.now_ms, req.field.encode(),
+                 b"%d" % req.expiry_ms, b"%d" % req.nanos, b"%d" % req.tokens)
 
 
-def settle_args(keys_layout: KeyLayout, tenant: str, reservation_id: str, slots: Sequence[Slot],
-                amounts: Sequence[int]) -> tuple[list[str], list[Any]]:
-    keys: list[str] = [keys_layout.settled(tenant, reservation_id)]
-    args: list[Any] = [reservation_id, SETTLED_MARKER_TTL_MS, len(slots)]
-    for slot, amount in zip(slots, amounts, strict=True):
-        keys += [slot.reservations_key, slot.amounts_key, slot.counter_key]
-        args += [amount, slot.counter_ttl_ms, slot.bucket_start_ms]
+def settle_args(req: ReserveRequest, nanos: int, tokens: int, now_ms: int) -> tuple[list[str], list[Any]]:
+    """Keys and arguments of the settle script (the layout ``settle.lua`` documents)."""
+    keys: list[str] = [slot.counter_key for slot in req.slots]
+    args: list[Any] = [req.field, now_ms, nanos, tokens, len(req.slots)]
+    for slot in req.slots:
+        args += [slot.unit, slot.counter_ttl_ms, slot.bucket_start_ms]
     return keys, args
 
 
-def settle_wire(keys_layout: KeyLayout, tenant: str, reservation_id: str, slots: Sequence[Slot],
-                amounts: Sequence[int]) -> tuple[int, int, bytes]:
-    """(numkeys, parts, encoded keys and arguments) of the settle script: :func:`settle_args`, pre-encoded."""
-    nb = len(slots)
-    body = b"".join((bulk(keys_layout.settled(tenant, reservation_id)), *(s.wire_keys for s in slots),
-                     bulks((reservation_id, SETTLED_MARKER_TTL_MS, nb)),
-                     *(bulk(amount) + s.wire_settle for s, amount in zip(slots, amounts, strict=True))))
-    return 1 + 3 * nb, 1 + 3 * nb + 3 + 3 * nb, body
+def settle_wire(req: ReserveRequest, nanos: int, tokens: int, now_ms: int) -> bytes:
+    """The whole ``EVALSHA`` of :func:`settle_args`, pre-encoded like :func:`reserve_wire`."""
+    plan = req.plan
+    field, now, n, tk = req.field.encode(), b"%d" % now_ms, b"%d" % nanos, b"%d" % tokens
+    return _FOUR % (plan.wire_settle_head, len(field), field, len(now), now, len(n), n, len(tk), tk,
+                    plan.wire_settle_tail)
 
 
 def parse_budgets(tenant: str, raw: dict[Any, Any]) -> list[Budget]:
@@ -97,6 +92,8 @@ def parse_budgets(tenant: str, raw: dict[Any, Any]) -> list[Budget]:
 
 
 def parse_reserve(raw: Sequence[Any]) -> ReserveResult:
+    if raw[0] == b"ok" and raw[1] == b"":  # the common answer: reserved everywhere
+        return ReserveResult()
     head = raw[0].decode() if isinstance(raw[0], bytes) else str(raw[0])
     if head == "decisions":
         return ReserveResult(decisions=[r.decode() if isinstance(r, bytes) else str(r) for r in raw[1:]])
@@ -112,8 +109,6 @@ class RedisBudgetStore:
     def __init__(self, client: redis.Redis, keys: KeyLayout | None = None) -> None:
         self.client = client
         self.keys = keys or KeyLayout()
-        self._sources = {"reserve": _lua("reserve"), "settle": _lua("settle")}
-        self._shas = {name: _sha(src) for name, src in self._sources.items()}
         # A pipeline (the worker batches decisions through one) has no pool to borrow a connection from.
         self._pool = None if isinstance(client, redis.client.Pipeline) else client.connection_pool
 
@@ -123,20 +118,23 @@ class RedisBudgetStore:
                                       retry=NO_RETRY)
         return cls(client, KeyLayout(prefix))
 
-    def _eval(self, name: str, wire: tuple[int, int, bytes]) -> Any:
-        """EVALSHA as one pre-encoded write and one read on a pooled connection (loads the script on NOSCRIPT)."""
-        if self._pool is None:
-            raise TypeError("reserve/settle need a client, not a pipeline")
-        packed = evalsha(self._shas[name], *wire)
+    def roundtrip(self, packed: bytes) -> Any:
+        """One pre-encoded command and its reply on a pooled connection: the guard's whole transport.
+
+        ``NOSCRIPT`` (a restarted or flushed Redis) loads the guard's scripts and sends the command once more.
+        """
         pool = self._pool
+        if pool is None:
+            raise TypeError("reserve/settle need a client, not a pipeline")
         conn: Any = pool.get_connection()
         try:
             try:
                 conn.send_packed_command([packed], check_health=False)
                 return conn.read_response()
             except NoScriptError:
-                conn.send_packed_command([SCRIPT_LOAD + bulk(self._sources[name])], check_health=False)
-                conn.read_response()
+                for src in SOURCES.values():
+                    conn.send_packed_command([SCRIPT_LOAD + bulk(src)], check_health=False)
+                    conn.read_response()
                 conn.send_packed_command([packed], check_health=False)
                 return conn.read_response()
         except (redis.ConnectionError, redis.TimeoutError, OSError):
@@ -155,10 +153,10 @@ class RedisBudgetStore:
         return [_text(v) for v in self.client.mget(list(keys)) if v is not None]
 
     def reserve(self, req: ReserveRequest) -> ReserveResult:
-        return parse_reserve(self._eval("reserve", reserve_wire(req)))
+        return parse_reserve(self.roundtrip(reserve_wire(req)))
 
-    def settle(self, tenant: str, reservation_id: str, slots: Sequence[Slot], amounts: Sequence[int]) -> bool:
-        return bool(self._eval("settle", settle_wire(self.keys, tenant, reservation_id, slots, amounts)))
+    def settle(self, req: ReserveRequest, nanos: int, tokens: int, now_ms: int) -> bool:
+        return bool(self.roundtrip(settle_wire(req, nanos, tokens, now_ms)))
 
     # worker side
     def publish_budgets(self, tenant: str, budgets: Sequence[Budget]) -> None:
@@ -178,12 +176,14 @@ class RedisBudgetStore:
 
     def reconcile(self, tenant: str, budget_id: str, member: str, bucket_start_ms: int, authoritative: int,
                   ttl_ms: int) -> None:
-        """Set a counter bucket to the worker's exact total (open reservations are untouched)."""
-        key = self.keys.spent(tenant, budget_id, member)
-        pipe = self.client.pipeline(transaction=True)
-        pipe.hset(key, str(bucket_start_ms), authoritative)
-        pipe.pexpire(key, ttl_ms)
-        pipe.execute()
+        """Set a counter bucket to the worker's exact total (open reservations are untouched).
+
+        One script, so the guard's running spent total moves with the bucket. Sent as ``EVAL`` with its source:
+        on a pipeline store (the worker's batch) it is queued with the other commands, and a server that lost
+        its script cache (restart, ``SCRIPT FLUSH``) can never fail the batch with ``NOSCRIPT``.
+        """
+        self.client.eval(SOURCES["reconcile"], 1, self.keys.spent(tenant, budget_id, member), bucket_start_ms,
+                         authoritative, ttl_ms)
 
     def ping(self) -> bool:
         return bool(self.client.ping())
@@ -195,8 +195,8 @@ class AsyncRedisBudgetStore:
     def __init__(self, client: aredis.Redis, keys: KeyLayout | None = None) -> None:
         self.client = client
         self.keys = keys or KeyLayout()
-        self._reserve = client.register_script(_lua("reserve"))
-        self._settle = client.register_script(_lua("settle"))
+        self._reserve = client.register_script(SOURCES["reserve"])
+        self._settle = client.register_script(SOURCES["settle"])
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "cp", timeout_s: float = 0.05) -> AsyncRedisBudgetStore:
@@ -216,6 +216,6 @@ class AsyncRedisBudgetStore:
         keys, args = reserve_args(req)
         return parse_reserve(await self._reserve(keys=keys, args=args))
 
-    async def settle(self, tenant: str, reservation_id: str, slots: Sequence[Slot], amounts: Sequence[int]) -> bool:
-        keys, args = settle_args(self.keys, tenant, reservation_id, slots, amounts)
+    async def settle(self, req: ReserveRequest, nanos: int, tokens: int, now_ms: int) -> bool:
+        keys, args = settle_args(req, nanos, tokens, now_ms)
         return bool(await self._settle(keys=keys, args=args))

@@ -229,7 +229,7 @@ class WorkerWindows:
         for start in increments:
             cell = buckets.get(str(start))
             if cell is not None:
-                commit.hset(spent_key, str(start), int(cell[idx]), max(start + size - now_ms, 0) + length)
+                commit.counter(spent_key, start, int(cell[idx]), max(start + size - now_ms, 0) + length)
         if before is not None or state.get("d") is not None:
             self._standing(commit, key, before, state)
 

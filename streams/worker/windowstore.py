@@ -32,6 +32,7 @@ from typing import Any, Protocol
 
 import redis
 
+from costplane.enforcers.scripts import SET_COUNTER
 from costplane.streams.core.spend import State, split_key, tenant_of
 
 
@@ -114,6 +115,10 @@ class TenantCommit:
     def hdel(self, key: str, field_name: str) -> None:
         self.ops += ["X", self._key(key), field_name]
 
+    def counter(self, key: str, bucket: int, amount: int, ttl_ms: int) -> None:
+        """Set a guard counter bucket to the exact total (``set_counter``: keeps the guard's running total right)."""
+        self.ops += ["R", self._key(key), bucket, amount, max(int(ttl_ms), 1)]
+
     def script_args(self) -> tuple[list[str], list[str | int]]:
         """KEYS and ARGV of ``lua/commit.lua``."""
         if self.fence is None:
@@ -170,7 +175,7 @@ class RedisWindowBackend:
     def __init__(self, client: redis.Redis, keys: WindowKeys) -> None:
         self.client = client
         self.keys = keys
-        self._source = _lua("commit")
+        self._source = SET_COUNTER + _lua("commit")  # the guard's counter update, the same code as its reconcile
         self._sha = hashlib.sha1(self._source.encode()).hexdigest().encode()
         self._loaded = False
 
@@ -282,10 +287,13 @@ class MemoryWindowBackend:
                 self.hashes.pop(key, None)
             elif op == "X":
                 self.hashes.get(key, {}).pop(str(operands[1]), None)
+            elif op == "R":  # set_counter without a guard's running state (this backend has no guard)
+                self.hashes.setdefault(key, {})[str(operands[1])] = str(operands[2])
+                self.ttls[key] = max(self.ttls.get(key, 0), int(operands[3]))
         return None
 
 
-_ARITY = {"S": 3, "H": 4, "D": 1, "X": 2}
+_ARITY = {"S": 3, "H": 4, "D": 1, "X": 2, "R": 4}
 
 
 def _ops(args: Sequence[str | int]) -> Iterable[tuple[str, Sequence[str | int]]]:

@@ -115,7 +115,7 @@ def test_64_threads_in_4_processes_never_overspend(redis_settings: RedisSettings
     finally:
         for p in procs:
             p.join(30)
-        for key in store.client.scan_iter(f"{prefix}:*"):
+        for key in store.client.scan_iter(f"{prefix}:*", count=10_000):
             store.client.delete(key)
     admitted = [worst for kind, worst, _h in results if kind == "allow"]
     held_at_refusal = [held for kind, _w, held in results if kind == "block"]

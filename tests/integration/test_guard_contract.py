@@ -36,7 +36,7 @@ def store_and_clock(request: pytest.FixtureRequest) -> Iterator[tuple[Any, Clock
     settings: RedisSettings = request.getfixturevalue("redis_settings")
     client = redis.Redis.from_url(settings.url.get_secret_value())
     yield RedisBudgetStore(client, KeyLayout(settings.key_prefix)), clock
-    for key in client.scan_iter(f"{settings.key_prefix}:*"):
+    for key in client.scan_iter(f"{settings.key_prefix}:*", count=10_000):
         client.delete(key)
     client.close()
 
@@ -165,3 +165,43 @@ def test_no_budgets_means_allow(store_and_clock: tuple[Any, Clock]) -> None:
     guard = _guard(store, clock)
     assert guard.reserve({"tenant": "nobody"}, prompt="hello", **GPT).allowed
     assert guard.check({"tenant": "nobody"}).kind == "allow"
+
+
+def test_rolling_window_forgets_spend_once_its_bucket_leaves(store_and_clock: tuple[Any, Clock]) -> None:
+    store, clock = store_and_clock
+    store.publish_budgets("acme", [Budget.from_cli("m", scope="tenant=acme", period="rolling-1m",
+                                                   limit_tokens=3000)])
+    guard = _guard(store, clock)
+    guard.reserve({"tenant": "acme"}, prompt_tokens=1000, max_tokens=1000, **GPT).settle(
+        {"input_tokens": 1000, "output_tokens": 1000})
+    clock.t += 30
+    assert not guard.reserve({"tenant": "acme"}, prompt_tokens=1000, max_tokens=500, **GPT).allowed  # 2000 + 1500
+    clock.t += 31  # the first call's 5-second bucket is now older than the minute
+    assert guard.reserve({"tenant": "acme"}, prompt_tokens=1000, max_tokens=1500, **GPT).allowed
+
+
+def test_a_settle_after_expiry_still_charges_once(store_and_clock: tuple[Any, Clock]) -> None:
+    store, clock = store_and_clock
+    store.publish_budgets("acme", [Budget.from_cli("tok", scope="tenant=acme", limit_tokens=5000)])
+    guard = _guard(store, clock, reservation_ttl_s=30)
+    slow = guard.reserve({"tenant": "acme"}, prompt_tokens=1000, max_tokens=1000, **GPT)
+    clock.t += 31  # the call outlived its reservation; the next reserve purges it
+    assert guard.reserve({"tenant": "acme"}, prompt_tokens=2000, max_tokens=1000, **GPT).allowed  # 3000 held
+    slow.settle({"input_tokens": 1000, "output_tokens": 900})  # really spent: charged although it had expired
+    assert store.settle(slow.request, 0, 1900, int(clock() * 1000)) is False  # a second settle changes nothing
+    assert not guard.reserve({"tenant": "acme"}, prompt_tokens=100, max_tokens=50, **GPT).allowed  # 4900 + 150
+    assert guard.reserve({"tenant": "acme"}, prompt_tokens=50, max_tokens=50, **GPT).allowed  # 4900 + 100
+
+
+def test_a_degraded_call_is_charged_to_the_budget_that_degraded_it(store_and_clock: tuple[Any, Clock]) -> None:
+    store, clock = store_and_clock
+    store.publish_budgets("acme", [Budget.from_cli("soft", scope="tenant=acme", limit_tokens=1000,
+                                                   action="degrade:gpt-4o-mini"),
+                                   Budget.from_cli("hard", scope="tenant=acme", limit_tokens=100_000)])
+    guard = _guard(store, clock)
+    r = guard.reserve({"tenant": "acme"}, provider="openai", model="gpt-4o", prompt_tokens=900, max_tokens=500)
+    assert r.answer.kind == "degrade"
+    r.settle({"input_tokens": 900, "output_tokens": 50})
+    # 950 settled on the soft budget too: a call that fitted before (50 + 10) now degrades.
+    small = guard.reserve({"tenant": "acme"}, provider="openai", model="gpt-4o", prompt_tokens=50, max_tokens=10)
+    assert small.answer.kind == "degrade"

@@ -83,8 +83,8 @@ def _run(kafka: KafkaSettings, server: RedisServer, tmp_path: Path) -> None:
         def counters() -> dict[tuple[str, str], int]:
             out: dict[tuple[str, str], int] = {}
             for tenant, user in truth:
-                values = client.hvals(f"out:{{{tenant}}}:spent:user-day:tenant={tenant},user={user}")
-                out[(tenant, user)] = sum(int(v) for v in values)
+                counter = client.hgetall(f"out:{{{tenant}}}:spent:user-day:tenant={tenant},user={user}")
+                out[(tenant, user)] = sum(int(v) for k, v in counter.items() if k.isdigit())  # buckets only
             return out
 
         deadline = time.monotonic() + 90

@@ -14,7 +14,8 @@ from costplane.budgets import Budget
 from costplane.enforcers import AsyncBudgetGuard, BudgetGuard, CircuitBreaker, FailurePolicy, InMemoryBudgetStore
 from costplane.enforcers.keys import KeyLayout
 from costplane.enforcers.plan import ReserveRequest, build_plan, matching
-from costplane.enforcers.resp import bulks, evalsha
+from costplane.enforcers.resp import bulks
+from costplane.enforcers.scripts import SHAS
 from costplane.enforcers.store import reserve_args, reserve_wire, settle_args, settle_wire
 
 T0 = 1_790_000_000.0
@@ -197,17 +198,17 @@ def test_pre_encoded_scripts_match_the_generic_encoding() -> None:
     plan = build_plan(keys, "acme", matching(budgets, scope), int(T0 * 1000))
     assert [s.budget.id for s in plan.slots] == ["day", "hour"] and len(plan.decision_keys) == 3
     assert all("{acme}" in k for k in plan.decision_keys)
-    req = ReserveRequest("rid1", int(T0 * 1000), int(T0 * 1000) + 300_000, plan, (1234, 56))
+    req = ReserveRequest("rid1", int(T0 * 1000), int(T0 * 1000) + 300_000, plan, 1234, 56)
+    assert req.amounts == (1234, 56)  # the USD day budget takes the nano-USD, the token budget the tokens
 
-    def generic(sha: bytes, k: list[str], a: list[Any]) -> bytes:
-        out: bytes = bulks([b"EVALSHA", sha, len(k), *k, *a])
+    def generic(k: list[str], a: list[Any]) -> bytes:
+        out: bytes = b"*%d\r\n" % (3 + len(k) + len(a)) + bulks([b"EVALSHA", SHAS[script], len(k), *k, *a])
         return out
 
-    k, a = reserve_args(req)
-    assert evalsha(b"abc", *reserve_wire(req)) == b"*%d\r\n" % (3 + len(k) + len(a)) + generic(b"abc", k, a)
-    k, a = settle_args(keys, "acme", "rid1", plan.slots, [10, 20])
-    assert evalsha(b"abc", *settle_wire(keys, "acme", "rid1", plan.slots, [10, 20])) == \
-        b"*%d\r\n" % (3 + len(k) + len(a)) + generic(b"abc", k, a)
+    script = "reserve"
+    assert reserve_wire(req) == generic(*reserve_args(req))
+    script = "settle"
+    assert settle_wire(req, 10, 20, int(T0 * 1000) + 5) == generic(*settle_args(req, 10, 20, int(T0 * 1000) + 5))
 
 
 def test_an_unreadable_budget_is_skipped_not_raised() -> None:

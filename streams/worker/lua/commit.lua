@@ -9,6 +9,8 @@
 --   H ki field value ttl_ms  HSET key field value (and PEXPIRE when ttl_ms is not '')
 --   D ki                     DEL key
 --   X ki field               HDEL key field
+--   R ki bucket amount ttl   set_counter(key, bucket, amount, ttl): a guard counter bucket to the exact total
+-- (set_counter.lua of the guard is prepended to this source).
 -- Returns {'ok'} or {'fenced', current}: another worker advanced the fence; nothing was written.
 local meta = KEYS[1]
 if ARGV[1] ~= '' then
@@ -34,6 +36,9 @@ while i <= n do
   elseif op == 'X' then
     redis.call('HDEL', key, ARGV[i + 2])
     i = i + 3
+  elseif op == 'R' then
+    set_counter(key, ARGV[i + 2], ARGV[i + 3], tonumber(ARGV[i + 4]))
+    i = i + 5
   else
     return redis.error_reply('unknown op ' .. tostring(op))
   end

@@ -1,0 +1,68 @@
+"""What the guard leaves in Redis: one expiring counter hash per budget member, kept in step by the worker."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from costplane.budgets import Budget, bucket_for
+from costplane.config import RedisSettings
+from costplane.enforcers import BudgetGuard, RedisBudgetStore
+from costplane.enforcers.keys import KeyLayout
+
+pytestmark = pytest.mark.redis
+GPT = {"provider": "openai", "model": "gpt-4o-mini"}
+
+
+@pytest.fixture
+def store(redis_settings: RedisSettings) -> Iterator[RedisBudgetStore]:
+    client = redis.Redis.from_url(redis_settings.url.get_secret_value())
+    yield RedisBudgetStore(client, KeyLayout(redis_settings.key_prefix))
+    for key in client.scan_iter(f"{redis_settings.key_prefix}:*", count=10_000):
+        client.delete(key)
+    client.close()
+
+
+def _keys(store: RedisBudgetStore) -> list[str]:
+    return sorted(k.decode() for k in store.client.scan_iter(f"{store.keys.prefix}:*", count=10_000))
+
+
+def test_reserve_and_settle_leave_only_expiring_counters(store: RedisBudgetStore) -> None:
+    store.publish_budgets("acme", [Budget.from_cli("day", scope="tenant=acme", limit_tokens=10**6),
+                                   Budget.from_cli("hour", scope="tenant=acme,user=*", period="rolling-1h",
+                                                   limit_tokens=10**6)])
+    guard = BudgetGuard(store, decision_cache_s=0.0)
+    for i in range(50):
+        guard.reserve({"tenant": "acme", "user": f"u{i % 2}"}, prompt_tokens=10, max_tokens=10, **GPT).settle(
+            {"input_tokens": 10, "output_tokens": 5})
+    counters = [store.keys.spent("acme", "day", "tenant=acme"), store.keys.spent("acme", "hour", "tenant=acme,user=u0"),
+                store.keys.spent("acme", "hour", "tenant=acme,user=u1")]
+    # No key per reservation or per settle: a busy app does not grow Redis by one key per call.
+    assert _keys(store) == sorted([store.keys.budgets("acme"), *counters])
+    for key in counters:
+        assert store.client.pttl(key) > 3_600_000  # gone on its own once the window is over
+        fields = store.client.hgetall(key)
+        assert not [f for f in fields if f.startswith(b"r")]  # every reservation settled and removed
+        buckets = sum(int(v) for f, v in fields.items() if f.isdigit())
+        assert buckets == int(fields[b"_s"]) == (750 if "day" in key else 375)  # running total = its buckets
+
+
+def test_reconcile_through_the_workers_pipeline_moves_the_guards_total(store: RedisBudgetStore) -> None:
+    budget = Budget.from_cli("day", scope="tenant=acme", limit_tokens=10_000)
+    store.publish_budgets("acme", [budget])
+    guard = BudgetGuard(store, decision_cache_s=0.0)
+    guard.reserve({"tenant": "acme"}, prompt_tokens=100, max_tokens=100, **GPT).settle({"input_tokens": 150})
+    now_ms = int(time.time() * 1000)
+    bucket = bucket_for(budget.period, budget.tz, now_ms).start_ms
+    pipe = store.client.pipeline(transaction=False)
+    RedisBudgetStore(pipe, store.keys).reconcile("acme", "day", "tenant=acme", bucket, 9_900, 86_400_000)
+    pipe.execute()
+    assert not guard.reserve({"tenant": "acme"}, prompt_tokens=100, max_tokens=100, **GPT).allowed
+    # A bucket the window has left is not kept and does not count.
+    store.reconcile("acme", "day", "tenant=acme", bucket - 86_400_000, 5_000, 86_400_000)
+    assert store.client.hget(store.keys.spent("acme", "day", "tenant=acme"), str(bucket - 86_400_000)) is None
+    store.reconcile("acme", "day", "tenant=acme", bucket, 9_000, 86_400_000)
+    assert guard.reserve({"tenant": "acme"}, prompt_tokens=500, max_tokens=400, **GPT).allowed
