@@ -24,7 +24,7 @@ treats the same way) — never a wrong event.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from costplane.publisher.event import UsageEvent
 from costplane.publisher.validation import EVENT_ID_PATTERN, RULES, FieldRule
@@ -305,16 +305,15 @@ def _map_writer(key: Callable[[str], bytes]) -> Callable[[dict[str, str]], bytes
     return write_map
 
 
-def _field_expr(name: str, schema: Any, *, cached: bool, slot: int, consts: dict[str, Any],
-                cache_max: int, string_cached: Callable[[str], bytes]) -> list[str]:
-    """Tuple elements (Python expressions) that encode field ``name`` of ``ev``."""
-    optional = isinstance(schema, list) and len(schema) == 2 and schema[0] == "null"
-    inner = schema[1] if optional else schema
-    kind = inner.get("type") if isinstance(inner, dict) else inner
-    if isinstance(inner, dict) and "logicalType" in inner:
-        raise ValueError(f"logical type {inner['logicalType']} must be stripped first")
-    if isinstance(schema, list) and not optional:
-        raise ValueError(f"no specialised Avro writer for {schema!r}")
+class _SlotHelpers(NamedTuple):
+    const: Callable[[str, Any], str]  # register a constant for this field's slot, return its name
+    v: str  # the local holding the field's value
+    get: str  # the expression reading the field into ``v``
+    tag: Callable[[str], str]  # an expression with the union branch: NULL when the value is None
+
+
+def _slot_helpers(name: str, slot: int, optional: bool, consts: dict[str, Any]) -> _SlotHelpers:
+    """What both generated writers (plain and checked) need per field slot."""
 
     def const(prefix: str, value: Any) -> str:
         key = f"{prefix}_{slot}"
@@ -326,6 +325,22 @@ def _field_expr(name: str, schema: Any, *, cached: bool, slot: int, consts: dict
 
     def tag(expr: str) -> str:
         return f"(NULL if {get} is None else {expr})" if optional else f"({expr})"
+
+    return _SlotHelpers(const, v, get, tag)
+
+
+def _field_expr(name: str, schema: Any, *, cached: bool, slot: int, consts: dict[str, Any],
+                cache_max: int, string_cached: Callable[[str], bytes]) -> list[str]:
+    """Tuple elements (Python expressions) that encode field ``name`` of ``ev``."""
+    optional = isinstance(schema, list) and len(schema) == 2 and schema[0] == "null"
+    inner = schema[1] if optional else schema
+    kind = inner.get("type") if isinstance(inner, dict) else inner
+    if isinstance(inner, dict) and "logicalType" in inner:
+        raise ValueError(f"logical type {inner['logicalType']} must be stripped first")
+    if isinstance(schema, list) and not optional:
+        raise ValueError(f"no specialised Avro writer for {schema!r}")
+
+    const, v, get, tag = _slot_helpers(name, slot, optional, consts)
 
     if kind in ("long", "int"):
         # Small values from a table; larger non-negative ones as their first byte (from a table) and the varint of
@@ -453,16 +468,7 @@ def _checked_expr(name: str, schema: Any, rule: FieldRule, *, slot: int, consts:
     if optional != rule.optional:
         raise ValueError(f"{name}: the rule and the schema disagree on null")
 
-    def const(prefix: str, value: Any) -> str:
-        key = f"{prefix}_{slot}"
-        consts[key] = value
-        return key
-
-    v = f"v{slot}"
-    get = f"({v} := ev.{name})"
-
-    def tag(expr: str) -> str:
-        return f"(NULL if {get} is None else {expr})" if optional else f"({expr})"
+    const, v, get, tag = _slot_helpers(name, slot, optional, consts)
 
     value = v if optional else get
     if rule.kind == "uuid" and kind == "string" and not optional:
