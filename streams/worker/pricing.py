@@ -17,8 +17,3 @@ def price_events(catalog: Any, events: Iterable[UsageEvent]) -> list[PricedEvent
         nanos = 0 if ev.result_cache_hit else cost.cost_nanos
         out.append(PricedEvent(ev, nanos, cost.price_version, cost.unpriced))
     return out
-
-
-def event_tokens(ev: UsageEvent) -> int:
-    """Every token of an attempt (the buckets are disjoint, so the plain sum is exact)."""
-    return int(ev.total_tokens)
