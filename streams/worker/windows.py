@@ -204,7 +204,6 @@ class WorkerWindows:
         wanted = list(keys)
         missing = [k for k in wanted if k not in self.cache]
         loaded = self.backend.load_states(missing) if missing else {}
-        self._ensure_tenants({tenant_of(split_key(k)[1]) for k in wanted})
         return {k: self.cache[k] if k in self.cache else loaded.get(k) for k in wanted}
 
     def _commit_for(self, commits: dict[str, TenantCommit], tenant: str) -> TenantCommit:
