@@ -20,6 +20,7 @@ that day ends. Baselines are learnt in memory: after a restart a detector is sil
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, MutableMapping, Sequence
@@ -720,9 +721,11 @@ class Detectors:
 
     def _top(self, data: _Minute, metric: int, cfg: DetectorConfig) -> tuple[Contributor, ...]:
         """Top contributors by ``metric`` (0 cost, 1 tokens, 2 attempts, 3 retries), cost as tie-breaker."""
-        ranked = sorted(data.contrib.items(), key=lambda kv: (-kv[1][metric], -kv[1][0], kv[0]))
+        # nsmallest, not a full sort: a busy subject's minute has one contributor per user (thousands).
+        ranked = heapq.nsmallest(cfg.top_contributors, data.contrib.items(),
+                                 key=lambda kv: (-kv[1][metric], -kv[1][0], kv[0]))
         return tuple(Contributor("user_id" if dim == "user" else dim, value, v[0], v[1], v[2])
-                     for (dim, value), v in ranked[:cfg.top_contributors] if v[metric] > 0)
+                     for (dim, value), v in ranked if v[metric] > 0)
 
     def _finding(self, kind: str, tenant: str, labels: Mapping[str, str], active: bool, severity: Severity,
                  summary: str, start: int, end: int, numbers: dict[str, str], contributors: tuple[Contributor, ...],
