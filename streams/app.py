@@ -14,7 +14,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import faust
 from redis.exceptions import RedisError
@@ -41,6 +41,7 @@ from costplane.streams.worker.windowstore import RedisWindowBackend, WindowKeys
 log = get_logger(__name__)
 
 EXIT_INVALID_RATIO = 3
+T = TypeVar("T")
 
 
 class Runtime:
@@ -150,12 +151,35 @@ def _stream_role(app: faust.App, kafka: KafkaSettings, worker: WorkerSettings, r
                                   metrics=m)
     alerts.attach(app, usage_name)
 
+    # One batch or re-evaluation at a time between computing windows and committing them: a timer's re-check
+    # must not write a state computed before a batch whose commit is already on its way (and the other way round).
+    window_lock = asyncio.Lock()
+
+    async def until_redis_answers(step: Callable[[], T], decisions: int, commits: int) -> T:
+        """Run a window step that reads or writes Redis; Redis down pauses the stream here, with backoff, instead
+        of counting anything twice or not at all (and the outage is a fail-open alert)."""
+        delay = 0.05
+        while True:
+            try:
+                return step()
+            except RedisError as exc:
+                m.window_retries.inc()
+                alerts.windows_failed(rt.now_ms(), decisions=decisions, commits=commits)
+                log.warning("window_commit_failed", error=str(exc), retry_in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def count(located: list[Located]) -> Pending:
+        """The batch's window writes, computed against what Redis holds (tenant fences and states not cached yet
+        are read first); decision-free tenants' commits are already on their way to Redis."""
+        return await until_redis_answers(
+            lambda: rt.windows.count(located, list(rt.budgets.values()), rt.now_ms(), send_early=True), 0, 0)
+
     async def write(pending: Pending) -> None:
         """Decision records first (flushed: at least once), then the windows' atomic commit (exactly once).
 
         A crash between the two republishes the records on redelivery under the same ``dedup_key``; the windows
-        count once either way, because the commit carries the fence. Redis down pauses the stream here, with
-        backoff, instead of counting anything twice or not at all.
+        count once either way, because the commit carries the fence.
         """
         if pending.decisions:
             topic = decisions.get_topic_name()
@@ -163,17 +187,8 @@ def _stream_role(app: faust.App, kafka: KafkaSettings, worker: WorkerSettings, r
                 await app.producer.send(topic, d.tenant.encode(), d.to_json().encode(), None, None, None)
                 m.decisions.labels(d.type).inc()
             await app.producer.flush()
-        delay = 0.05
-        while True:
-            try:
-                report = rt.windows.commit(pending)
-                break
-            except RedisError as exc:
-                m.window_retries.inc()
-                alerts.windows_failed(rt.now_ms(), decisions=len(pending.decisions), commits=len(pending.commits))
-                log.warning("window_commit_failed", error=str(exc), retry_in_s=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        report = await until_redis_answers(lambda: rt.windows.commit(pending), len(pending.decisions),
+                                           len(pending.commits))
         alerts.outcome(pending.decisions, True if pending.commits else None, rt.now_ms(), commits=len(pending.commits))
         if report.fenced:
             m.fenced.inc(len(report.fenced))
@@ -212,9 +227,10 @@ def _stream_role(app: faust.App, kafka: KafkaSettings, worker: WorkerSettings, r
                     located.append(Located(priced, msg.partition, msg.offset))
             m.events.labels("stream").inc(valid)
             if located:
-                pending = rt.windows.count(located, list(rt.budgets.values()), now_ms)
-                m.duplicates.inc(pending.redelivered)
-                await write(pending)
+                async with window_lock:
+                    pending = await count(located)
+                    m.duplicates.inc(pending.redelivered)
+                    await write(pending)
                 alerts.observe(located, now_ms)
             try:
                 rt.invalid.observe(valid, invalid, rt.clock())
@@ -228,7 +244,10 @@ def _stream_role(app: faust.App, kafka: KafkaSettings, worker: WorkerSettings, r
             m.invalid_ratio.set(rt.invalid.ratio)
 
     async def reevaluate_all(budget_ids: set[str] | None) -> None:
-        await write(rt.windows.reevaluate(rt.budgets, budget_ids, rt.now_ms()))
+        async with window_lock:
+            pending = await until_redis_answers(lambda: rt.windows.reevaluate(rt.budgets, budget_ids, rt.now_ms()),
+                                                0, 0)
+            await write(pending)
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(app: faust.App, revoked: set[Any], **kwargs: Any) -> None:

@@ -18,7 +18,7 @@ from costplane.budgets.windows import ROLLING
 from costplane.enforcers.keys import KeyLayout
 from costplane.streams.core.priced import PricedEvent
 from costplane.streams.core.spend import Decision, SpendWindows, State, split_key, tenant_of
-from costplane.streams.worker.windowstore import TenantCommit, TenantMeta, WindowBackend, WindowKeys
+from costplane.streams.worker.windowstore import CommitStream, TenantCommit, TenantMeta, WindowBackend, WindowKeys
 
 #: One encoder for every state: ``json.dumps`` with ``separators`` builds a new encoder on each call.
 _compact_json = json.JSONEncoder(separators=(",", ":")).encode
@@ -41,10 +41,22 @@ class Pending:
     decisions: list[Decision] = field(default_factory=list)
     counted: int = 0
     redelivered: int = 0
+    sent: list[TenantCommit] = field(default_factory=list)  # already written to ``stream`` by count(send_early)
+    stream: CommitStream | None = None
 
     @property
     def empty(self) -> bool:
         return not self.commits and not self.decisions
+
+
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """What writing one budget's keys needs at a given moment, worked out once per batch and budget."""
+
+    unit_index: int  # 0 tokens, 1 nano-USD: the state's cell column the guard counter holds
+    bucket_ms: int
+    window_ms: int
+    state_ttl_ms: int  # the state lives a window past the current one's end
 
 
 @dataclass(slots=True)
@@ -70,11 +82,18 @@ class WorkerWindows:
         self.registered: set[str] = set()
 
     # -- the batch path -----------------------------------------------------------------------------------------
-    def count(self, items: Sequence[Located], budgets: Sequence[Budget], now_ms: int) -> Pending:
-        """Compute a batch's writes (reads Redis only for tenants and keys this process has not seen yet)."""
+    def count(self, items: Sequence[Located], budgets: Sequence[Budget], now_ms: int, *,
+              send_early: bool = False) -> Pending:
+        """Compute a batch's writes (reads Redis only for tenants and keys this process has not seen yet).
+
+        Tenant by tenant: each tenant's keys are applied and evaluated, then its commit is built. With
+        ``send_early`` the commit of a tenant whose part yields no decision record is written to Redis at once
+        (its script runs while the next tenant is computed) and :meth:`commit` only reads its reply; a tenant with
+        records waits for :meth:`commit`, after the caller has published them.
+        """
         self._ensure_tenants({it.priced.event.tenant for it in items})
         fresh: list[PricedEvent] = []
-        fences: dict[tuple[str, int], int] = {}
+        fences: dict[str, dict[int, int]] = {}
         redelivered = 0
         for it in items:
             tenant = it.priced.event.tenant
@@ -82,35 +101,80 @@ class WorkerWindows:
                 redelivered += 1
                 continue
             fresh.append(it.priced)
-            slot = (tenant, it.partition)
-            if it.offset > fences.get(slot, -1):
-                fences[slot] = it.offset
+            slots = fences.setdefault(tenant, {})
+            if it.offset > slots.get(it.partition, -1):
+                slots[it.partition] = it.offset
         increments = self.spend.aggregate(fresh, budgets)
         states = self._states(increments)
-        new_states, decisions = self.spend.apply(increments, budgets, states, now_ms)
-        pending = Pending(decisions=decisions, counted=len(fresh), redelivered=redelivered)
-        commits: dict[str, TenantCommit] = {}
-        for (tenant, partition), offset in fences.items():
-            commit = self._commit_for(commits, tenant)
-            if commit.fence is not None:  # a tenant's events come from one partition; a second one is a new commit
-                commit = commits[f"{tenant}\0{partition}"] = TenantCommit(tenant, self.keys.meta(tenant))
-            commit.fence = (partition, self.tenants[tenant].fences.get(partition, -1), offset)
-        by_id = {b.id: b for b in budgets}
-        for key, state in new_states.items():
-            self._write_state(self._commit_for(commits, tenant_of(split_key(key)[1])), key, states.get(key), state,
-                              by_id[split_key(key)[0]], increments[key], now_ms)
-        self._write_decisions(commits, decisions, now_ms)
-        pending.commits = list(commits.values())
+        by_tenant: dict[str, dict[str, dict[int, list[int]]]] = {tenant: {} for tenant in fences}
+        for key, inc in increments.items():
+            by_tenant[tenant_of(split_key(key)[1])][key] = inc
+        pending = Pending(counted=len(fresh), redelivered=redelivered)
+        stream = self.backend.open_stream() if send_early else None
+        try:
+            self._count_tenants(pending, by_tenant, fences, states, budgets, now_ms, stream)
+        except BaseException:
+            if stream is not None:
+                stream.abort()  # no reply of an early send is left unread on a pooled connection
+            raise
+        pending.stream = stream if pending.sent else None
         return pending
 
+    def _count_tenants(self, pending: Pending, by_tenant: Mapping[str, Mapping[str, Mapping[int, Sequence[int]]]],
+                       fences: Mapping[str, Mapping[int, int]], states: Mapping[str, State | None],
+                       budgets: Sequence[Budget], now_ms: int, stream: CommitStream | None) -> None:
+        by_id = {b.id: b for b in budgets}
+        shapes: dict[str, _Shape] = {}
+        for tenant, tenant_increments in by_tenant.items():
+            new_states, decisions = self.spend.apply(tenant_increments, budgets, states, now_ms)
+            commits: dict[str, TenantCommit] = {}
+            for partition, offset in fences[tenant].items():
+                commit = self._commit_for(commits, tenant)
+                if commit.fence is not None:  # a tenant's events come from one partition; a second is a new commit
+                    commit = commits[f"{tenant}\0{partition}"] = TenantCommit(tenant, self.keys.meta(tenant))
+                commit.fence = (partition, self.tenants[tenant].fences.get(partition, -1), offset)
+            for key, state in new_states.items():
+                budget_id = key.partition("|")[0]
+                shape = shapes.get(budget_id)
+                if shape is None:
+                    shape = shapes[budget_id] = self._shape(by_id[budget_id], now_ms)
+                self._write_state(commits[tenant], key, states.get(key), state, shape, tenant_increments[key], now_ms)
+            self._write_decisions(commits, decisions, now_ms)
+            pending.decisions.extend(decisions)
+            for commit in commits.values():
+                pending.commits.append(commit)
+                if stream is not None and not decisions:
+                    stream.send(commit, register=commit.tenant not in self.registered)
+                    pending.sent.append(commit)
+
     def commit(self, pending: Pending) -> CommitReport:
-        """Run the commits (raises on a Redis error: nothing is cached then, and the same pending can be retried)."""
+        """Run the commits (raises on a Redis error: nothing is cached then, and the same pending can be retried).
+
+        Commits that :meth:`count` sent early have their replies read here, after the rest are sent on the same
+        stream. If that stream broke, everything is committed again the plain way: a commit that went through
+        the first time answers with its own fence, which counts as written.
+        """
         report = CommitReport()
-        unregistered = sorted({c.tenant for c in pending.commits} - self.registered)
-        if unregistered:  # before the commit: a tenant with windows is always findable by the next owner
-            self.backend.register_tenants(unregistered)
-            self.registered.update(unregistered)
-        results = self.backend.commit(pending.commits)
+        stream, pending.stream = pending.stream, None
+        if stream is not None:
+            early = {id(c) for c in pending.sent}
+            rest = [c for c in pending.commits if id(c) not in early]
+            for c in rest:
+                stream.send(c, register=c.tenant not in self.registered)
+            try:
+                got = stream.finish()
+            except BaseException:
+                stream.abort()
+                raise
+            by_commit = dict(zip([id(c) for c in [*pending.sent, *rest]], got, strict=True))
+            results = [by_commit[id(c)] for c in pending.commits]
+            self.registered.update(c.tenant for c in pending.commits)
+        else:
+            unregistered = sorted({c.tenant for c in pending.commits} - self.registered)
+            if unregistered:  # before the commit: a tenant with windows is always findable by the next owner
+                self.backend.register_tenants(unregistered)
+                self.registered.update(unregistered)
+            results = self.backend.commit(pending.commits)
         for commit, fenced in zip(pending.commits, results, strict=True):
             if fenced is not None:
                 report.fenced.append(commit.tenant)
@@ -163,7 +227,7 @@ class WorkerWindows:
                 commit.dropped.append(key)
                 self._standing(commit, key, before, None)
             elif state != before:
-                self._write_state(commit, key, before, state, budget, {}, now_ms)
+                self._write_state(commit, key, before, state, self._shape(budget, now_ms), {}, now_ms)
             pending.decisions.extend(decisions)
         self._write_decisions(commits, pending.decisions, now_ms)
         pending.commits = [c for c in commits.values() if c.ops]
@@ -212,19 +276,22 @@ class WorkerWindows:
             commit = commits[tenant] = TenantCommit(tenant, self.keys.meta(tenant))
         return commit
 
-    def _write_state(self, commit: TenantCommit, key: str, before: State | None, state: State, budget: Budget,
-                     increments: Mapping[int, Sequence[int]], now_ms: int) -> None:
+    def _shape(self, budget: Budget, now_ms: int) -> _Shape:
         window = self.spend.cache.window(budget.period, budget.tz, now_ms)
         length = window.end_ms - window.start_ms
-        budget_id, member = split_key(key)
+        size = ROLLING[budget.period][0] if budget.period in ROLLING else length
+        return _Shape(0 if budget.unit == "tokens" else 1, size, length, max(window.end_ms - now_ms, 0) + length)
+
+    def _write_state(self, commit: TenantCommit, key: str, before: State | None, state: State, shape: _Shape,
+                     increments: Mapping[int, Sequence[int]], now_ms: int) -> None:
+        budget_id, _, member = key.partition("|")
         commit.set(f"{self.keys.prefix}:{{{commit.tenant}}}:win:{self.keys.group}:{key}", _compact_json(state),
-                   max(window.end_ms - now_ms, 0) + length)
+                   shape.state_ttl_ms)
         commit.states[key] = state
         # The guard reserves against these counters: each changed bucket is set to the exact total.
         spent_key = self.guard_keys.spent(commit.tenant, budget_id, member)
-        idx = 0 if budget.unit == "tokens" else 1
-        size = ROLLING[budget.period][0] if budget.period in ROLLING else length
         buckets = state["b"]
+        idx, size, length = shape.unit_index, shape.bucket_ms, shape.window_ms
         for start in increments:
             cell = buckets.get(str(start))
             if cell is not None:

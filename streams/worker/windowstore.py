@@ -144,6 +144,32 @@ class WindowBackend(Protocol):
         """Per commit: None when written, or the fence found instead of the expected one (nothing written)."""
         ...
 
+    def open_stream(self) -> CommitStream:
+        """A stream of commits sent one by one while the batch is still being computed (see :class:`CommitStream`)."""
+        ...
+
+
+class CommitStream(Protocol):
+    """Commits written as soon as each tenant's part of a batch is computed, replies read once at the end.
+
+    Why: Redis runs one tenant's script while the worker computes the next tenant's, instead of the worker waiting
+    for all of them after computing everything. ``send`` never raises: a failed write breaks the stream and
+    :meth:`finish` raises, and the caller then commits everything again the plain way (each commit carries its
+    fence, so one that did go through the first time is recognised, not counted twice).
+    """
+
+    def send(self, commit: TenantCommit, register: bool) -> None:
+        """Write ``commit`` now (after adding its tenant to the registry when ``register``)."""
+        ...
+
+    def finish(self) -> list[int | None]:
+        """The results of the sent commits, in the order sent (as :meth:`WindowBackend.commit`); raises on error."""
+        ...
+
+    def abort(self) -> None:
+        """Give the stream up without reading its replies (its connection is closed)."""
+        ...
+
 
 def _decode_state(raw: Any) -> State | None:
     if raw is None:
@@ -159,7 +185,22 @@ def _fence_value(raw: Any) -> int:
 
 def _packed_eval(sha: bytes, keys: Sequence[str], args: Sequence[str | int]) -> bytes:
     """``EVALSHA sha numkeys keys... args...`` in RESP2, encoded in one pass (redis-py's generic packer cost more
-    than the script itself: a batch carries thousands of small arguments)."""
+    than the script itself: a batch carries thousands of small arguments).
+
+    Built as text and encoded once: for ASCII text (JSON states, decimal numbers and, almost always, key names)
+    a string's length is its byte length. Any other text takes the per-argument byte path.
+    """
+    values = [v if v.__class__ is str else str(v) for v in (*keys, *args)]
+    body = "".join([f"${len(v)}\r\n{v}\r\n" for v in values])
+    if not body.isascii():
+        return _packed_eval_bytes(sha, keys, args)
+    numkeys = str(len(keys))
+    return b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%s\r\n" % (len(values) + 3, sha) + (
+        f"${len(numkeys)}\r\n{numkeys}\r\n{body}").encode()
+
+
+def _packed_eval_bytes(sha: bytes, keys: Sequence[str], args: Sequence[str | int]) -> bytes:
+    """:func:`_packed_eval` for any UTF-8 text: every argument encoded and measured in bytes."""
     parts = [b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%s\r\n" % (len(keys) + len(args) + 3, sha)]
     numkeys = b"%d" % len(keys)
     parts.append(b"$%d\r\n%s\r\n" % (len(numkeys), numkeys))
@@ -213,29 +254,88 @@ class RedisWindowBackend:
         """
         if not commits:
             return []
+        stream = self.open_stream()
+        for c in commits:
+            stream.send(c, register=False)
+        return stream.finish()
+
+    def open_stream(self) -> RedisCommitStream:
         if not self._loaded:
             self.client.script_load(self._source)
             self._loaded = True
-        packed = [_packed_eval(self._sha, *c.script_args()) for c in commits]
-        pool = self.client.connection_pool
-        conn: Any = pool.get_connection()
+        return RedisCommitStream(self)
+
+    def script_lost(self) -> None:
+        """A NOSCRIPT or a broken connection (Redis restarted or flushed): load the script again next time."""
+        self._loaded = False
+
+
+class RedisCommitStream:
+    """:class:`CommitStream` on one pooled connection: each send is one socket write, replies are read at finish."""
+
+    def __init__(self, backend: RedisWindowBackend) -> None:
+        self.backend = backend
+        self.pool = backend.client.connection_pool
+        self.conn: Any = None
+        self.sent: list[TenantCommit | None] = []  # None: the reply of a registry SADD, read and dropped
+        self.error: BaseException | None = None
+
+    def send(self, commit: TenantCommit, register: bool) -> None:
+        if self.error is not None:
+            return
+        packed = _packed_eval(self.backend._sha, *commit.script_args())
+        if register:
+            tenant = commit.tenant.encode()
+            registry = self.backend.keys.tenants().encode()
+            packed = b"*3\r\n$4\r\nSADD\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n%s" % (
+                len(registry), registry, len(tenant), tenant, packed)
         try:
-            conn.send_packed_command(packed, check_health=False)
-            replies = [conn.read_response() for _ in packed]
+            if self.conn is None:
+                self.conn = self.pool.get_connection()
+            self.conn.send_packed_command([packed], check_health=False)
+        except (redis.RedisError, OSError) as exc:
+            self.error = exc
+            self._close()
+            return
+        if register:
+            self.sent.append(None)
+        self.sent.append(commit)
+
+    def finish(self) -> list[int | None]:
+        if self.error is not None:
+            raise redis.ConnectionError(f"window commit stream broke: {self.error}") from self.error
+        if self.conn is None:
+            return []
+        try:
+            replies = [self.conn.read_response() for _ in self.sent]
         except BaseException:
-            conn.disconnect()
-            self._loaded = False  # a NOSCRIPT (Redis restarted or flushed) loads the script again on retry
+            self._close()
             raise
-        finally:
-            pool.release(conn)
+        self.pool.release(self.conn)
+        self.conn = None
         results: list[int | None] = []
-        for c, reply in zip(commits, replies, strict=True):
+        for c, reply in zip(self.sent, replies, strict=True):
+            if c is None:
+                continue
             status = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
             current = None if status == "ok" else _fence_value(reply[1])
             if current is not None and c.fence is not None and current == c.fence[2] and c.fence[2] > c.fence[1]:
                 current = None  # a retried commit whose first attempt went through: its own fence
             results.append(current)
         return results
+
+    def abort(self) -> None:
+        if self.error is None:
+            self.error = redis.ConnectionError("the stream was aborted before its replies were read")
+        self._close()
+
+    def _close(self) -> None:
+        """No reply may ever be read as a later command's: the connection is closed, not reused."""
+        self.backend.script_lost()
+        if self.conn is not None:
+            self.conn.disconnect()
+            self.pool.release(self.conn)
+            self.conn = None
 
 
 class MemoryWindowBackend:
@@ -262,6 +362,9 @@ class MemoryWindowBackend:
 
     def commit(self, commits: Sequence[TenantCommit]) -> list[int | None]:
         return [self._commit_one(c) for c in commits]
+
+    def open_stream(self) -> MemoryCommitStream:
+        return MemoryCommitStream(self)
 
     def _commit_one(self, c: TenantCommit) -> int | None:
         keys, args = c.script_args()
@@ -291,6 +394,32 @@ class MemoryWindowBackend:
                 self.hashes.setdefault(key, {})[str(operands[1])] = str(operands[2])
                 self.ttls[key] = max(self.ttls.get(key, 0), int(operands[3]))
         return None
+
+
+class MemoryCommitStream:
+    """:class:`CommitStream` of the in-memory backend: commits apply at finish, as Redis replies would arrive."""
+
+    def __init__(self, backend: MemoryWindowBackend) -> None:
+        self.backend = backend
+        self.sent: list[tuple[TenantCommit, bool]] = []
+        self.aborted = False
+
+    def send(self, commit: TenantCommit, register: bool) -> None:
+        self.sent.append((commit, register))
+
+    def finish(self) -> list[int | None]:
+        if self.aborted:
+            raise redis.ConnectionError("the stream was aborted before its replies were read")
+        results: list[int | None] = []
+        for commit, register in self.sent:
+            if register:
+                self.backend.register_tenants([commit.tenant])
+            results.append(self.backend._commit_one(commit))
+        return results
+
+    def abort(self) -> None:
+        self.aborted = True
+        self.sent.clear()
 
 
 _ARITY = {"S": 3, "H": 4, "D": 1, "X": 2, "R": 4}

@@ -4,7 +4,9 @@ in-memory backend the unit tests use."""
 from __future__ import annotations
 
 import json
+import time
 import uuid
+from collections.abc import Callable
 
 import pytest
 import redis
@@ -103,3 +105,78 @@ def test_a_window_commit_keeps_the_guards_running_total_in_step(client: redis.Re
     counter = client.hgetall(spent_key)
     assert counter[str(DAY0).encode()] == b"600" and counter[b"_s"] == b"600"  # the stream's exact total wins
     assert client.pttl(spent_key) > 0
+
+
+def tenant_event(tenant: str, user: str, tokens: int, offset: int, partition: int) -> Located:
+    ev = UsageEvent(event_id=str(uuid.uuid4()), occurred_at=NOW, tenant=tenant, provider="openai", model="m",
+                    request_id=str(uuid.uuid4()), attempt=1, status="ok", input_tokens=tokens, user_id=user)
+    return Located(PricedEvent(ev, 10 * tokens, "v1"), partition, offset)
+
+
+PER_USER = Budget(id="pu", scope={"tenant": "*", "user": "*"}, unit="tokens", limit=1000, version=1)
+
+
+def three_tenant_batch() -> list[Located]:
+    """Tenants a and b stay under the limit; tenant c's user crosses it (a decision record)."""
+    return [tenant_event("a", "u1", 100, 0, 0), tenant_event("b", "u1", 200, 0, 1), tenant_event("a", "u2", 50, 1, 0),
+            tenant_event("c", "u9", 1500, 0, 2)]
+
+
+def window_contents(client: redis.Redis, prefix: str) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for raw in client.scan_iter(f"{prefix}:*", count=1000):
+        key = raw.decode()[len(prefix):]
+        kind = client.type(raw)
+        out[key] = client.hgetall(raw) if kind == b"hash" else client.smembers(raw) if kind == b"set" else \
+            json.loads(client.get(raw) or b"null")
+    return out
+
+
+def test_early_sent_commits_run_before_commit_and_write_what_the_plain_path_writes(client: redis.Redis) -> None:
+    plain_prefix, early_prefix = f"p{uuid.uuid4().hex[:8]}", f"e{uuid.uuid4().hex[:8]}"
+    results = {}
+    for prefix, early in ((plain_prefix, False), (early_prefix, True)):
+        keys, layout = WindowKeys(prefix, "g"), KeyLayout(prefix)
+        w = WorkerWindows(RedisWindowBackend(client, keys), keys, layout)
+        pending = w.count(three_tenant_batch(), [PER_USER], NOW, send_early=early)
+        # Before commit(): early, the decision-free tenants' scripts have run; the crossing tenant's waits (its
+        # record is published first); plain, nothing is written yet.
+        def fences(keys: WindowKeys = keys) -> dict[str, bytes | None]:
+            return {t: client.hget(keys.meta(t), f"o:{p}") for t, p in (("a", 0), ("b", 1), ("c", 2))}
+
+        expected = {"a": b"1", "b": b"0", "c": None} if early else dict.fromkeys("abc")
+        assert _eventually(lambda expected=expected, fences=fences: fences() == expected), fences()
+        assert [d.tenant for d in pending.decisions] == ["c"]
+        assert w.commit(pending).fenced == []
+        results[early] = window_contents(client, prefix)
+    assert results[True] == results[False]
+    assert results[True][":{c}:spent:pu:tenant=c,user=u9"] == {str(DAY0).encode(): b"1500"}
+    assert results[True][":worker:g:tenants"] == {b"a", b"b", b"c"}
+
+
+def test_a_broken_early_stream_is_committed_again_and_counts_once(client: redis.Redis) -> None:
+    """The early scripts went through but their replies were lost: the retry recognises each commit's own fence."""
+    prefix = f"x{uuid.uuid4().hex[:8]}"
+    keys, layout = WindowKeys(prefix, "g"), KeyLayout(prefix)
+    w = WorkerWindows(RedisWindowBackend(client, keys), keys, layout)
+    pending = w.count(three_tenant_batch()[:3], [PER_USER], NOW, send_early=True)
+    assert _eventually(lambda: client.hget(keys.meta("b"), "o:1") == b"0")
+    assert pending.stream is not None
+    pending.stream.abort()  # as if the connection dropped before the replies were read
+    with pytest.raises(redis.ConnectionError):
+        w.commit(pending)
+    assert w.commit(pending).fenced == []  # the plain retry
+    assert client.hgetall(layout.spent("a", "pu", "tenant=a,user=u1")) == {str(DAY0).encode(): b"100"}
+    assert client.hgetall(layout.spent("b", "pu", "tenant=b,user=u1")) == {str(DAY0).encode(): b"200"}
+    again = w.count([tenant_event("a", "u1", 7, 2, 0)], [PER_USER], NOW, send_early=True)
+    assert w.commit(again).fenced == []
+    assert client.hgetall(layout.spent("a", "pu", "tenant=a,user=u1")) == {str(DAY0).encode(): b"107"}
+
+
+def _eventually(predicate: Callable[[], bool], timeout_s: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return predicate()

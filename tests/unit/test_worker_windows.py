@@ -6,6 +6,9 @@ from __future__ import annotations
 import json
 import uuid
 
+import pytest
+import redis
+
 from costplane.budgets import Budget
 from costplane.enforcers.keys import KeyLayout
 from costplane.publisher.event import UsageEvent
@@ -190,3 +193,53 @@ def test_taking_partitions_over_loads_their_tenants_so_a_raise_lifts_without_new
     successor.commit(pending)
     assert [(d.type, d.reason) for d in pending.decisions] == [("lift", "budget raised")]
     assert decision_key() not in backend.strings
+
+
+def test_send_early_counts_what_the_plain_path_counts_and_holds_back_tenants_with_records() -> None:
+    outcomes = []
+    for early in (False, True):
+        backend = MemoryWindowBackend()
+        w = windows(backend)
+        items = [located("u1", 300, 0, tenant="acme"), located("u1", 2000, 0, partition=1, tenant="beta")]
+        b = budget(scope={"tenant": "*", "user": "*"})
+        pending = w.count(items, [b], NOW, send_early=early)
+        assert [c.tenant for c in pending.sent] == (["acme"] if early else [])  # beta crossed: its record first
+        assert w.commit(pending).fenced == []
+        outcomes.append((backend.hashes, backend.strings, backend.registry, [d.type for d in pending.decisions]))
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[1][3] == ["decision", "threshold"]
+
+
+def test_an_aborted_early_stream_raises_then_commits_plainly_once() -> None:
+    backend = MemoryWindowBackend()
+    w = windows(backend)
+    pending = w.count([located("u1", 300, 0)], [budget()], NOW, send_early=True)
+    assert pending.stream is not None
+    pending.stream.abort()
+    with pytest.raises(redis.ConnectionError):
+        w.commit(pending)
+    assert w.commit(pending).fenced == []
+    assert spent_counter(backend) == {str(DAY0): "300"}
+
+
+@pytest.mark.parametrize("user", ["u1", "ü-Ωmega", "日本"])
+def test_packed_script_call_is_valid_resp_for_any_text(user: str) -> None:
+    """The fast text path and the byte path must frame the same command; lengths are in bytes, not characters."""
+    from costplane.streams.worker.windowstore import _packed_eval, _packed_eval_bytes
+
+    sha = b"f" * 40
+    keys = [f"p:{{acme}}:worker:g", f"p:{{acme}}:win:g:b|tenant=acme,user={user}"]
+    args: list[str | int] = ["o:0", "", 12, "S", 2, json.dumps({"b": {"1": [3, 4]}, "u": user}), 86_400_000]
+    packed = _packed_eval(sha, keys, args)
+    assert packed == _packed_eval_bytes(sha, keys, args)
+    # Parse it back as Redis would: an array of bulk strings.
+    head, _, rest = packed.partition(b"\r\n")
+    items = []
+    for _ in range(int(head[1:])):
+        size, _, rest = rest.partition(b"\r\n")
+        n = int(size[1:])
+        items.append(rest[:n].decode())
+        assert rest[n:n + 2] == b"\r\n"
+        rest = rest[n + 2:]
+    assert rest == b""
+    assert items == ["EVALSHA", sha.decode(), "2", *keys, *(str(a) for a in args)]
