@@ -228,7 +228,7 @@ def test_packed_script_call_is_valid_resp_for_any_text(user: str) -> None:
     from costplane.streams.worker.windowstore import _packed_eval, _packed_eval_bytes
 
     sha = b"f" * 40
-    keys = [f"p:{{acme}}:worker:g", f"p:{{acme}}:win:g:b|tenant=acme,user={user}"]
+    keys = ["p:{acme}:worker:g", f"p:{{acme}}:win:g:b|tenant=acme,user={user}"]
     args: list[str | int] = ["o:0", "", 12, "S", 2, json.dumps({"b": {"1": [3, 4]}, "u": user}), 86_400_000]
     packed = _packed_eval(sha, keys, args)
     assert packed == _packed_eval_bytes(sha, keys, args)
@@ -243,3 +243,31 @@ def test_packed_script_call_is_valid_resp_for_any_text(user: str) -> None:
         rest = rest[n + 2:]
     assert rest == b""
     assert items == ["EVALSHA", sha.decode(), "2", *keys, *(str(a) for a in args)]
+
+
+def test_state_json_is_the_encoders_json_for_every_state_the_core_makes() -> None:
+    """The direct formatting of bucket-only states must read back as the same state as the JSON encoder's."""
+    import random
+
+    from costplane.streams.core.spend import SpendWindows
+    from costplane.streams.worker.windows import state_json
+
+    rng = random.Random(7)
+    spend = SpendWindows()
+    budgets = [budget(limit=rng.choice([10**9, 5000]), period=period, soft=soft)
+               for period in ("day", "rolling-1m", "rolling-1h") for soft in ((), (0.5,))]
+    shapes = {"buckets only": 0, "other": 0}
+    for b in budgets:
+        state = None
+        for step in range(40):
+            at = NOW + step * rng.choice([1_000, 7_000, 61_000])
+            inc = spend.aggregate([located("u1", rng.randrange(0, 400), step, nanos=rng.randrange(0, 10**6),
+                                           at=at).priced], [b])
+            states, _ = spend.apply(inc, [b], {k: state for k in inc}, at)
+            state = next(iter(states.values()))
+            text = state_json(state)
+            assert json.loads(text) == state
+            shapes["buckets only" if state["d"] is None and state["soft"] == [] else "other"] += 1
+    assert shapes["buckets only"] > 0 and shapes["other"] > 0  # the direct path and the encoder both ran
+    for odd in ({"b": {}, "soft": [0.5], "d": None}, {"b": {"1": [1, 2]}, "soft": [], "d": None, "x": 1}):
+        assert json.loads(state_json(odd)) == odd
