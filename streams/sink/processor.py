@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from operator import itemgetter
 from typing import Any, Literal
 
 from costplane.publisher.event import TOKEN_BUCKETS
@@ -112,8 +113,8 @@ def rollup_all(
     become ``""`` (the rollup sort key cannot be Nullable). Each list is sorted, so the same raw rows always
     give the same insert blocks.
     """
-    dim_idx = [_I[d] for d in ROLLUP_DIMENSIONS]
-    tok_idx = [_I[b] for b in TOKEN_BUCKETS]
+    dims_of = itemgetter(*[_I[d] for d in ROLLUP_DIMENSIONS])
+    tokens_of = itemgetter(*[_I[b] for b in TOKEN_BUCKETS])
     i_at, i_status, i_cost, i_attempt, i_unpriced = (
         _I["occurred_at"], _I["status"], _I["cost_nanos"], _I["attempt"], _I["unpriced"]
     )
@@ -125,10 +126,13 @@ def rollup_all(
         failed = r[i_status] != "ok"
         cost = r[i_cost]
         measures = [
-            1, 1 if r[i_attempt] > 1 else 0, 1 if failed else 0, *[r[i] for i in tok_idx],
+            1, 1 if r[i_attempt] > 1 else 0, 1 if failed else 0, *tokens_of(r),
             cost, cost if failed else 0, 1 if r[i_unpriced] else 0,
         ]
-        key = (_millis(r[i_at]) // finest * finest, tuple([r[i] or "" for i in dim_idx]))
+        dims = dims_of(r)
+        if None in dims:
+            dims = tuple(["" if v is None else v for v in dims])
+        key = (_millis(r[i_at]) // finest * finest, dims)
         sums = acc.get(key)
         acc[key] = measures if sums is None else [a + b for a, b in zip(sums, measures, strict=True)]
     out: dict[Granularity, list[tuple[Any, ...]]] = {}
@@ -139,7 +143,9 @@ def rollup_all(
             for (bucket, dims), sums in acc.items():
                 key = (bucket // size * size, dims)
                 have = coarser.get(key)
-                coarser[key] = list(sums) if have is None else [a + b for a, b in zip(have, sums, strict=True)]
+                # Sums lists are never changed in place (an addition makes a new one), so they can be shared.
+                coarser[key] = sums if have is None else [a + b for a, b in zip(have, sums, strict=True)]
             acc, finest = coarser, size
-        out[g] = [(_utc(k[0]), *k[1], *acc[k]) for k in sorted(acc)]
+        moments = {bucket: _utc(bucket) for bucket in {k[0] for k in acc}}
+        out[g] = [(moments[k[0]], *k[1], *acc[k]) for k in sorted(acc)]
     return out

@@ -86,7 +86,8 @@ class BatchWriter:
 
     def insert(self, items: Sequence[Pending], batch_id: str) -> list[tuple[Any, ...]]:
         """Steps 1–2: journal begin, raw rows, rollups. Returns the raw rows (needed for :meth:`mark_seen`)."""
-        rows = [raw_row(i, batch_id, self._now()) for i in items]
+        ingested_at = self._now()  # one moment per batch: the rows were written together
+        rows = [raw_row(i, batch_id, ingested_at) for i in items]
         if not rows:
             return rows
         self._journal(batch_id, "begin", len(rows), sorted({i.partition for i in items}))

@@ -104,3 +104,36 @@ def test_one_pass_rollups_equal_per_granularity_rollups() -> None:
     for g in ("minute", "hour", "day"):
         assert combined[g] == rollup_rows(rows, g)  # type: ignore[arg-type]
         assert sum(r[ROLLUP_COLUMNS.index("cost_nanos")] for r in combined[g]) == sum(range(300))
+
+
+def test_rollups_equal_a_plain_sum_per_bucket_and_dimensions_on_random_rows() -> None:
+    """Checked against the definition, computed the slow obvious way, on rows with missing dimensions, failures,
+    retries and unpriced events spread over three days."""
+    import random
+
+    rng = random.Random(11)
+    items = [
+        _pending(f"e{i}", i, occurred_at=T0 + rng.randrange(3 * 86_400_000), tenant=rng.choice(["a", "b"]),
+                 model=rng.choice(["m1", "m2"]), attempt=rng.choice([1, 1, 2]), status=rng.choice(["ok", "error"]),
+                 input_tokens=rng.randrange(5000), cached_input_tokens=rng.randrange(50),
+                 feature=rng.choice([None, "chat"]), user_id=rng.choice([None, "u1", "u2"]),
+                 team=rng.choice([None, "t1"]), cost=rng.randrange(10**6))
+        for i in range(600)
+    ]
+    rows = [raw_row(item, "b1", NOW) for item in items]
+    got = rollup_all(rows)
+    dims = ("tenant", "team", "feature", "user_id", "model", "provider", "env", "status", "service_tier")
+    for granularity, size in (("minute", 60_000), ("hour", 3_600_000), ("day", 86_400_000)):
+        want: dict[tuple[object, ...], list[int]] = {}
+        for item in items:
+            e = item.priced.event
+            failed = e.status != "ok"
+            key = ((e.occurred_at // size) * size, *[getattr(e, d) or "" for d in dims])
+            sums = want.setdefault(key, [0] * 11)
+            cost = item.priced.cost_nanos
+            for n, value in enumerate([1, int(e.attempt > 1), int(failed), e.input_tokens, e.cached_input_tokens,
+                                       e.cache_write_tokens, e.output_tokens, e.reasoning_tokens, cost,
+                                       cost if failed else 0, int(item.priced.unpriced)]):
+                sums[n] += value
+        rebuilt = {(int(r[0].timestamp() * 1000), *r[1:10]): list(r[10:]) for r in got[granularity]}  # type: ignore[attr-defined]
+        assert rebuilt == want, granularity
