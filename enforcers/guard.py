@@ -20,7 +20,7 @@ import inspect
 import os
 import time
 from collections.abc import Callable, Generator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Any, Self, cast
 
@@ -95,8 +95,19 @@ class GuardCore:
     def plans(self, keys: KeyLayout) -> PlanCache:
         """The plan cache for this store's key layout (created on first use)."""
         if self._plans is None or self._plans.keys != keys:
-            self._plans = PlanCache(keys)
+            self._plans = PlanCache(keys, reservation_ttl_ms=self.reservation_ttl_ms)
         return self._plans
+
+    def settle_request(self, request: ReserveRequest, scope: Mapping[str, str | None], now_ms: int
+                       ) -> ReserveRequest:
+        """The request a settle at ``now_ms`` sends: its plan rolled forward once its bucket has rolled over.
+
+        The settle then charges the bucket it happens in and moves the state of the window the reserves beside it
+        use, instead of making the script rebuild the state (``PlanCache.rolled``).
+        """
+        if now_ms < request.plan.valid_until_ms or self._plans is None:
+            return request
+        return replace(request, plan=self._plans.rolled(request.plan, self.cache_key(scope), now_ms))
 
     @staticmethod
     def reservation_id() -> str:
@@ -255,8 +266,9 @@ def settle_steps(core: GuardCore, reservation: Reservation, usage: Mapping[str, 
     nanos, tokens = core.actual(reservation.provider, reservation.model, usage) if usage else (0, 0)
     if not core.breaker.allow():
         return None
+    now = core.now_ms()
     try:
-        yield ("settle", request, nanos, tokens, core.now_ms())
+        yield ("settle", core.settle_request(request, reservation.scope, now), nanos, tokens, now)
     except STORE_ERRORS as exc:
         core.breaker.failure()
         log.warning("settle failed; the reservation will expire", error=repr(exc))
