@@ -184,13 +184,14 @@ class GuardCore:
         return nanos, prompt_tokens + max_tokens
 
     def actual(self, provider: str, model: str, usage: Mapping[str, int]) -> tuple[int, int]:
-        """(nano-USD, tokens) a call really used."""
-        from costplane.pricing.cost import TokenUsage
-
-        buckets = {k: int(usage.get(k, 0)) for k in ("input_tokens", "cached_input_tokens", "cache_write_tokens",
-                                                      "output_tokens", "reasoning_tokens")}
-        nanos = int(self.catalog.price(provider, model, TokenUsage(**buckets)).cost_nanos)
-        return nanos, sum(buckets.values())
+        """(nano-USD, tokens) a call really used (priced with ``price_tokens``: no TokenUsage built per settle)."""
+        get = usage.get
+        i, c, w = int(get("input_tokens", 0)), int(get("cached_input_tokens", 0)), int(get("cache_write_tokens", 0))
+        o, r = int(get("output_tokens", 0)), int(get("reasoning_tokens", 0))
+        if (i | c | w | o | r) < 0:  # what TokenUsage refuses: a negative count would credit the budget
+            raise ValueError(f"token counts must be non-negative ints: {dict(usage)!r}")
+        nanos = int(self.catalog.price_tokens(provider, model, i, c, w, o, r).cost_nanos)
+        return nanos, i + c + w + o + r
 
 
 Op = tuple[Any, ...]  # (store method name, *args): one I/O step the driver performs
