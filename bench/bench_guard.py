@@ -165,10 +165,11 @@ Reading it: the guard's transport is a pre-encoded `EVALSHA` written and read on
 (hiredis parses the reply when installed), so its PING is the like-for-like floor; redis-py's own `PING` goes
 through the generic command path and costs more. A 3-budget check + reserve is one round trip ({floor3 * US:.0f}
 µs), plus the script's own time on the server ({r3_srv:.0f} µs), plus {client_us:.0f} µs on the client. The
-script's common path is one `HMGET` and one `HSET` per budget plus one `MGET` of the scope's decisions; the whole
-counter hash is walked only when the window passes a bucket or a reservation may have expired. The client part is
-the plan lookup, pricing the worst case (and at settle the real usage), encoding five values into the plan's
-pre-encoded command, and reading the reply. A cached Block never touches Redis; with Redis down the open circuit
+script's common path is one `HINCRBY` of the budget's state and one `HSET` of the record per budget plus one `MGET`
+of the scope's decisions; the whole counter hash is walked only when the window passes a bucket, the limit changes
+or the state says over the limit. The client part is the plan lookup, pricing the worst case (and at settle the
+real usage), encoding four (settle: six) values into the plan's pre-encoded command, and reading the reply. A
+cached Block never touches Redis; with Redis down the open circuit
 answers without a network call. The machine is shared (2 cores), so p99 moves with the load of its neighbours:
 compare each p99 with the floor's own p99 in the first row. The server-time column comes from `INFO commandstats`,
 which counts every client's `EVALSHA`: it is only the guard's own on an otherwise idle Redis.

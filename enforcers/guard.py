@@ -20,7 +20,7 @@ import inspect
 import os
 import time
 from collections.abc import Callable, Generator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Any, Self, cast
 
@@ -95,8 +95,19 @@ class GuardCore:
     def plans(self, keys: KeyLayout) -> PlanCache:
         """The plan cache for this store's key layout (created on first use)."""
         if self._plans is None or self._plans.keys != keys:
-            self._plans = PlanCache(keys)
+            self._plans = PlanCache(keys, reservation_ttl_ms=self.reservation_ttl_ms)
         return self._plans
+
+    def settle_request(self, request: ReserveRequest, scope: Mapping[str, str | None], now_ms: int
+                       ) -> ReserveRequest:
+        """The request a settle at ``now_ms`` sends: its plan rolled forward once its bucket has rolled over.
+
+        The settle then charges the bucket it happens in and moves the state of the window the reserves beside it
+        use, instead of making the script rebuild the state (``PlanCache.rolled``).
+        """
+        if now_ms < request.plan.valid_until_ms or self._plans is None:
+            return request
+        return replace(request, plan=self._plans.rolled(request.plan, self.cache_key(scope), now_ms))
 
     @staticmethod
     def reservation_id() -> str:
@@ -173,13 +184,14 @@ class GuardCore:
         return nanos, prompt_tokens + max_tokens
 
     def actual(self, provider: str, model: str, usage: Mapping[str, int]) -> tuple[int, int]:
-        """(nano-USD, tokens) a call really used."""
-        from costplane.pricing.cost import TokenUsage
-
-        buckets = {k: int(usage.get(k, 0)) for k in ("input_tokens", "cached_input_tokens", "cache_write_tokens",
-                                                      "output_tokens", "reasoning_tokens")}
-        nanos = int(self.catalog.price(provider, model, TokenUsage(**buckets)).cost_nanos)
-        return nanos, sum(buckets.values())
+        """(nano-USD, tokens) a call really used (priced with ``price_tokens``: no TokenUsage built per settle)."""
+        get = usage.get
+        i, c, w = int(get("input_tokens", 0)), int(get("cached_input_tokens", 0)), int(get("cache_write_tokens", 0))
+        o, r = int(get("output_tokens", 0)), int(get("reasoning_tokens", 0))
+        if (i | c | w | o | r) < 0:  # what TokenUsage refuses: a negative count would credit the budget
+            raise ValueError(f"token counts must be non-negative ints: {dict(usage)!r}")
+        nanos = int(self.catalog.price_tokens(provider, model, i, c, w, o, r).cost_nanos)
+        return nanos, i + c + w + o + r
 
 
 Op = tuple[Any, ...]  # (store method name, *args): one I/O step the driver performs
@@ -255,8 +267,9 @@ def settle_steps(core: GuardCore, reservation: Reservation, usage: Mapping[str, 
     nanos, tokens = core.actual(reservation.provider, reservation.model, usage) if usage else (0, 0)
     if not core.breaker.allow():
         return None
+    now = core.now_ms()
     try:
-        yield ("settle", request, nanos, tokens, core.now_ms())
+        yield ("settle", core.settle_request(request, reservation.scope, now), nanos, tokens, now)
     except STORE_ERRORS as exc:
         core.breaker.failure()
         log.warning("settle failed; the reservation will expire", error=repr(exc))

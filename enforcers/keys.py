@@ -6,10 +6,10 @@ cluster slot and a Lua script may touch all of them.
 | ``{p}:{t}:budgets`` | hash | budget id → budget JSON (published by the worker or ``costplane budget``) |
 | ``{p}:{t}:decision:{budget}:{member}`` | string | the stream's decision JSON, expiring at the window end |
 | ``{p}:{t}:spent:{budget}:{member}`` | hash | the budget counter: bucket start (ms) → settled spend (buckets before
-  the window are pruned), ``r<id>`` → ``amount:expiry_ms`` per open reservation, ``_`` → the guard's running state
-  (``spent:window_start:open:next_expiry:key_expiry``) |
+  the window are pruned), ``r<expiry>:<id>`` → amount per reservation holding budget (``z…`` → 0: holds nothing),
+  ``_<window start>:<keep until>:<limit>`` → spent + open − limit (the state), ``_k`` → the state's name |
 
-One key per budget member keeps a reservation at one read and one write per budget inside the script; see
+One key per budget member keeps a reservation at one ``HINCRBY`` and one ``HSET`` per budget inside the script; see
 docs/enforcement.md.
 """
 

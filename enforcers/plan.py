@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from costplane.budgets.model import Budget
@@ -52,12 +52,18 @@ class Slot:
 
     budget: Budget
     member: str
-    counter_key: str  # one hash per budget member: buckets, open reservations and the script's running state
+    counter_key: str  # one hash per budget member: buckets, reservation records and the scripts' state field
     window_start_ms: int
     bucket_start_ms: int
     bucket_end_ms: int
     window_end_ms: int
-    counter_ttl_ms: int
+    #: The counter must live until then: its last bucket has left the window, and every reservation made while
+    #: this window is current has expired (plus a minute for a late settle).
+    keep_until_ms: int
+    #: ``_<window start>:<keep until>:<limit>``: the counter's state field for this window (docs/enforcement.md).
+    #: Everything the state depends on is in its name, so a moved window or a changed limit finds no field and
+    #: the script rebuilds it, without reading anything on the common path.
+    state_field: str
     wire_keys: bytes = b""
     wire_reserve: bytes = b""
     wire_settle: bytes = b""
@@ -71,13 +77,19 @@ class Slot:
         """1: the slot counts nano-USD, 2: tokens (which of a call's two amounts the scripts take)."""
         return USD if self.budget.unit == "usd" else TOKENS
 
+    @property
+    def reserve_code(self) -> str:
+        """The reserve script's per-budget code: ``u``/``t`` block on nano-USD/tokens, ``U``/``T`` degrade."""
+        code = "u" if self.unit == USD else "t"
+        return code.upper() if self.mode == DEGRADE else code
+
 
 @dataclass(frozen=True, slots=True)
 class ReservePlan:
     """What a scope's calls touch until the first of its counter buckets rolls over (or the budgets change).
 
     Carries both scripts' ``EVALSHA`` commands encoded around the few arguments that change per call: a call
-    writes ``wire_*_head``, its id, clock and two amounts, then ``wire_*_tail``.
+    writes ``wire_*_head``, its record field, clock and amounts, then ``wire_*_tail``.
     """
 
     tenant: str
@@ -161,18 +173,21 @@ def decision_keys(keys: KeyLayout, tenant: str, matched: Sequence[tuple[Budget, 
     return tuple(keys.decision(tenant, b.id, m) for b, m in matched)
 
 
-def make_slot(keys: KeyLayout, tenant: str, budget: Budget, member: str, now_ms: int) -> Slot:
+def make_slot(keys: KeyLayout, tenant: str, budget: Budget, member: str, now_ms: int,
+              reservation_ttl_ms: int = 300_000) -> Slot:
     bucket = bucket_for(budget.period, budget.tz, now_ms)
     window = window_for(budget.period, budget.tz, now_ms)
     ckey = keys.spent(tenant, budget.id, member)
-    mode = DEGRADE if budget.degrade_model else BLOCK
-    unit = USD if budget.unit == "usd" else TOKENS
-    ttl = max(window.end_ms - now_ms, 0) + (window.end_ms - window.start_ms) + 60_000
-    return Slot(budget=budget, member=member, counter_key=ckey,
+    length = window.end_ms - window.start_ms
+    # The window (for rolling periods: its current bucket) ends before the state field changes, so nothing made
+    # under this field needs the counter past its end + a window (the buckets) or + a reservation TTL (records).
+    keep = window.end_ms + max(length, reservation_ttl_ms) + 60_000
+    state = f"_{window.start_ms}:{keep}:{budget.limit}"
+    slot = Slot(budget=budget, member=member, counter_key=ckey,
                 window_start_ms=window.start_ms, bucket_start_ms=bucket.start_ms, bucket_end_ms=bucket.end_ms,
-                window_end_ms=window.end_ms, counter_ttl_ms=ttl, wire_keys=bulks((ckey,)),
-                wire_reserve=bulks((unit, budget.limit, mode, window.start_ms)),
-                wire_settle=bulks((unit, ttl, bucket.start_ms)))
+                window_end_ms=window.end_ms, keep_until_ms=keep, state_field=state, wire_keys=bulks((ckey,)))
+    code = slot.reserve_code
+    return replace(slot, wire_reserve=bulks((code, state)), wire_settle=bulks((code.lower(), state, bucket.start_ms)))
 
 
 def _evalsha_head(script: str, nargs: int, keys: bytes, nkeys: int) -> bytes:
@@ -180,19 +195,25 @@ def _evalsha_head(script: str, nargs: int, keys: bytes, nkeys: int) -> bytes:
     return b"*%d\r\n$7\r\nEVALSHA\r\n%s%s%s" % (3 + nkeys + nargs, bulk(SHAS[script]), bulk(nkeys), keys)
 
 
-def build_plan(keys: KeyLayout, tenant: str, matched: Sequence[tuple[Budget, str]], now_ms: int) -> ReservePlan:
+#: Values a call puts in front of its plan's per-budget arguments (the scripts' ARGV documents them).
+RESERVE_VALUES, SETTLE_VALUES = 4, 6
+
+
+def build_plan(keys: KeyLayout, tenant: str, matched: Sequence[tuple[Budget, str]], now_ms: int,
+               reservation_ttl_ms: int = 300_000) -> ReservePlan:
     """The plan of a scope: decisions to read, and the enforcing (block / degrade) budgets to reserve on."""
     dkeys = decision_keys(keys, tenant, matched)
-    slots = tuple(make_slot(keys, tenant, b, m, now_ms) for b, m in matched if b.action != "notify")
+    slots = tuple(make_slot(keys, tenant, b, m, now_ms, reservation_ttl_ms) for b, m in matched
+                  if b.action != "notify")
     valid_until = min((s.bucket_end_ms for s in slots), default=now_ms + 3_600_000)
     nb, nd = len(slots), len(dkeys)
     slot_keys = b"".join(s.wire_keys for s in slots)
-    # reserve ARGV: now, field, expiry, nanos, tokens | nb, nd, per slot (unit, limit, mode, window start)
-    reserve_head = _evalsha_head("reserve", 7 + 4 * nb, bulks(dkeys) + slot_keys, nd + nb)
-    reserve_tail = bulks((nb, nd)) + b"".join(s.wire_reserve for s in slots)
-    # settle ARGV: field, now, nanos, tokens | nb, per slot (unit, counter ttl, bucket start)
-    settle_head = _evalsha_head("settle", 5 + 3 * nb, slot_keys, nb)
-    settle_tail = bulk(nb) + b"".join(s.wire_settle for s in slots)
+    # reserve ARGV: field, now, nanos, tokens | per slot (code, state field)
+    reserve_head = _evalsha_head("reserve", RESERVE_VALUES + 2 * nb, bulks(dkeys) + slot_keys, nd + nb)
+    reserve_tail = b"".join(s.wire_reserve for s in slots)
+    # settle ARGV: field, now, actual nanos, actual tokens, their moves | per slot (unit code, state, bucket start)
+    settle_head = _evalsha_head("settle", SETTLE_VALUES + 3 * nb, slot_keys, nb)
+    settle_tail = b"".join(s.wire_settle for s in slots)
     return ReservePlan(tenant, dkeys, slots, valid_until, reserve_head, reserve_tail, settle_head, settle_tail)
 
 
@@ -203,9 +224,10 @@ class PlanCache:
     scope they do not change within a bucket (5 s to a month). Bounded: past ``max_entries`` it starts over.
     """
 
-    def __init__(self, keys: KeyLayout, max_entries: int = 10_000) -> None:
+    def __init__(self, keys: KeyLayout, max_entries: int = 10_000, reservation_ttl_ms: int = 300_000) -> None:
         self.keys = keys
         self.max_entries = max_entries
+        self.reservation_ttl_ms = reservation_ttl_ms
         self._entries: dict[tuple[tuple[str, str | None], ...], tuple[object, ReservePlan]] = {}
 
     def plan(self, scope_key: tuple[tuple[str, str | None], ...], tenant: str, scope: Mapping[str, str | None],
@@ -213,11 +235,24 @@ class PlanCache:
         hit = self._entries.get(scope_key)
         if hit is not None and hit[0] is budgets and now_ms < hit[1].valid_until_ms:
             return hit[1]
-        made = build_plan(self.keys, tenant, matching(budgets, scope), now_ms)
+        made = build_plan(self.keys, tenant, matching(budgets, scope), now_ms, self.reservation_ttl_ms)
         if hit is None and len(self._entries) >= self.max_entries:
             self._entries.clear()  # safe under concurrent threads (no iteration); rebuilt on the next calls
         self._entries[scope_key] = (budgets, made)
         return made
+
+    def rolled(self, plan: ReservePlan, scope_key: tuple[tuple[str, str | None], ...], now_ms: int) -> ReservePlan:
+        """``plan``'s budgets at ``now_ms``: what a settle after the plan's bucket rolled over writes to.
+
+        A settle charges the bucket it happens in and moves the state of the window in force, like the reserves
+        beside it; the reservation's own budgets are settled even if the tenant's list changed since.
+        """
+        hit = self._entries.get(scope_key)
+        if hit is not None and now_ms < hit[1].valid_until_ms and len(hit[1].slots) == len(plan.slots) and all(
+                a.budget is b.budget and a.member == b.member for a, b in zip(hit[1].slots, plan.slots, strict=True)):
+            return hit[1]
+        return build_plan(self.keys, plan.tenant, [(s.budget, s.member) for s in plan.slots], now_ms,
+                          self.reservation_ttl_ms)
 
 
 def answer_from_decisions(raw: Sequence[str | bytes], now_ms: int) -> Answer:

@@ -15,5 +15,7 @@ def source(name: str) -> str:
 
 #: Shared Lua functions, prepended to the scripts that call them (Redis scripts cannot call each other).
 SET_COUNTER = source("set_counter")
-SOURCES = {"reserve": source("reserve"), "settle": source("settle"), "reconcile": SET_COUNTER + source("reconcile")}
+SWEEP = source("sweep")
+SOURCES = {"reserve": SWEEP + source("reserve"), "settle": SWEEP + source("settle"),
+           "reconcile": SET_COUNTER + source("reconcile")}
 SHAS = {name: hashlib.sha1(src.encode()).hexdigest().encode() for name, src in SOURCES.items()}

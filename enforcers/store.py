@@ -38,37 +38,31 @@ def _text(value: bytes | str) -> str:
 def reserve_args(req: ReserveRequest) -> tuple[list[str], list[Any]]:
     """Keys and arguments of the reserve script (the layout ``reserve.lua`` documents)."""
     keys: list[str] = [*req.decision_keys, *(slot.counter_key for slot in req.slots)]
-    args: list[Any] = [req.now_ms, req.field, req.expiry_ms, req.nanos, req.tokens, len(req.slots),
-                       len(req.decision_keys)]
+    args: list[Any] = [req.field, req.now_ms, req.nanos, req.tokens]
     for slot in req.slots:
-        args += [slot.unit, slot.budget.limit, slot.mode, slot.window_start_ms]
+        args += [slot.reserve_code, slot.state_field]
     return keys, args
 
 
-#: The five values a call adds to its plan's encoded command, in one formatting step.
-_FIVE = b"%s$%d\r\n%s\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n%s"
-
-
+#: The values a call adds to its plan's encoded commands, each in one formatting step.
 _FOUR = b"%s$%d\r\n%s\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n%s"
-
-
-def _five(head: bytes, tail: bytes, a: bytes, b: bytes, c: bytes, d: bytes, e: bytes) -> bytes:
-    return _FIVE % (head, len(a), a, len(b), b, len(c), c, len(d), d, len(e), e, tail)
+_SIX = b"%s$%d\r\n%s\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n%s"
 
 
 def reserve_wire(req: ReserveRequest) -> bytes:
-    """The whole ``EVALSHA`` of :func:`reserve_args`: the plan's encoded head and tail around five values."""
+    """The whole ``EVALSHA`` of :func:`reserve_args`: the plan's encoded head and tail around four values."""
     plan = req.plan
-    return _five(plan.wire_reserve_head, plan.wire_reserve_tail, b"%d" % req.now_ms, req.field.encode(),
-                 b"%d" % req.expiry_ms, b"%d" % req.nanos, b"%d" % req.tokens)
+    field, now, n, tk = req.field.encode(), b"%d" % req.now_ms, b"%d" % req.nanos, b"%d" % req.tokens
+    return _FOUR % (plan.wire_reserve_head, len(field), field, len(now), now, len(n), n, len(tk), tk,
+                    plan.wire_reserve_tail)
 
 
 def settle_args(req: ReserveRequest, nanos: int, tokens: int, now_ms: int) -> tuple[list[str], list[Any]]:
     """Keys and arguments of the settle script (the layout ``settle.lua`` documents)."""
     keys: list[str] = [slot.counter_key for slot in req.slots]
-    args: list[Any] = [req.field, now_ms, nanos, tokens, len(req.slots)]
+    args: list[Any] = [req.field, now_ms, nanos, tokens, nanos - req.nanos, tokens - req.tokens]
     for slot in req.slots:
-        args += [slot.unit, slot.counter_ttl_ms, slot.bucket_start_ms]
+        args += [slot.reserve_code.lower(), slot.state_field, slot.bucket_start_ms]
     return keys, args
 
 
@@ -76,8 +70,9 @@ def settle_wire(req: ReserveRequest, nanos: int, tokens: int, now_ms: int) -> by
     """The whole ``EVALSHA`` of :func:`settle_args`, pre-encoded like :func:`reserve_wire`."""
     plan = req.plan
     field, now, n, tk = req.field.encode(), b"%d" % now_ms, b"%d" % nanos, b"%d" % tokens
-    return _FOUR % (plan.wire_settle_head, len(field), field, len(now), now, len(n), n, len(tk), tk,
-                    plan.wire_settle_tail)
+    mn, mt = b"%d" % (nanos - req.nanos), b"%d" % (tokens - req.tokens)
+    return _SIX % (plan.wire_settle_head, len(field), field, len(now), now, len(n), n, len(tk), tk, len(mn), mn,
+                   len(mt), mt, plan.wire_settle_tail)
 
 
 def parse_budgets(tenant: str, raw: dict[Any, Any]) -> list[Budget]:
@@ -91,16 +86,15 @@ def parse_budgets(tenant: str, raw: dict[Any, Any]) -> list[Budget]:
     return out
 
 
-def parse_reserve(raw: Sequence[Any]) -> ReserveResult:
-    if raw[0] == b"ok" and raw[1] == b"":  # the common answer: reserved everywhere
+def parse_reserve(raw: Any) -> ReserveResult:
+    """The reserve script's reply: 0, a bit mask of degraded budgets, ``['d', json…]`` or ``['x', index, held]``."""
+    if raw == 0:  # the common answer: reserved everywhere
         return ReserveResult()
-    head = raw[0].decode() if isinstance(raw[0], bytes) else str(raw[0])
-    if head == "decisions":
+    if isinstance(raw, int):
+        return ReserveResult(degraded=[i for i in range(raw.bit_length()) if raw >> i & 1])
+    if raw[0] == b"d":
         return ReserveResult(decisions=[r.decode() if isinstance(r, bytes) else str(r) for r in raw[1:]])
-    if head == "exhausted":
-        return ReserveResult(exhausted=int(raw[1]) - 1, held=int(raw[2]) + int(raw[3]))
-    tail = raw[1].decode() if isinstance(raw[1], bytes) else str(raw[1])
-    return ReserveResult(degraded=[int(x) - 1 for x in tail.split(",") if x])
+    return ReserveResult(exhausted=int(raw[1]) - 1, held=int(raw[2]))
 
 
 class RedisBudgetStore:

@@ -394,15 +394,16 @@ class PriceCatalog:
         rates = self.lookup(provider, model)
         if rates is None:
             return 0
-        tier = f.normalize_tier(service_tier)
+        tier = _TIER_FAST.get(service_tier) or f.normalize_tier(service_tier)
+        level = rates.level(prompt_tokens) if rates.thresholds else 0
         # Off-peak prices are never higher in practice, but a guard cannot know when the call will be billed.
-        candidates = [rates.rates(tier, rates.level(prompt_tokens))]
+        # (Written out rather than as max() over candidate lists: this runs on every guarded call.)
+        c = rates.rates(tier, level)
+        r_in, r_out = c[0], max(c[4], c[5])
         if rates.off_peak is not None:
-            candidates.append(rates.rates(tier, rates.level(prompt_tokens), True))
-        r_in = max(c[0] for c in candidates)
-        r_out = max(c[4] for c in candidates)
-        r_reason = max(c[5] for c in candidates)
-        units: int = prompt_tokens * r_in + max_tokens * max(r_out, r_reason)
+            c = rates.rates(tier, level, True)
+            r_in, r_out = max(r_in, c[0]), max(r_out, c[4], c[5])
+        units: int = prompt_tokens * r_in + max_tokens * r_out
         divisor: int = 10 ** (rates.scale - 9)
         return -(-units // divisor)
 

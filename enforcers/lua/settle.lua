@@ -1,44 +1,32 @@
--- Settle (or release, with zero amounts) one reservation: drop its record from every budget and add the actual
--- amount to each budget's current counter bucket and spent total. Idempotent: the record is the proof of an
--- unsettled reservation, so a second settle of the same reservation finds none and changes nothing.
+-- Settle (or release, with zero amounts) one reservation: drop its record from every budget, add the actual
+-- amount to each budget's bucket and move the state by (actual - reserved). sweep.lua is prepended to this source.
+-- Idempotent: the record is the proof of an unsettled reservation, so a second settle finds none and changes
+-- nothing. An 'r' record still holds its amount (expired or not: it counts until a sweep turns it into a 'z'
+-- record); a 'z' record holds nothing (a degraded budget's, or an expired reservation's), so only the actual moves.
 --
--- KEYS: one counter hash per budget (layout: reserve.lua).
--- ARGV: reservation field, now_ms, actual nano-USD, actual tokens, nb, then per budget: unit (1 nano-USD,
---       2 tokens), counter_ttl_ms, bucket_start_ms.
+-- KEYS: one counter hash per budget (layout: reserve.lua, docs/enforcement.md).
+-- ARGV: reservation field, now_ms, actual nano-USD, actual tokens, actual - reserved nano-USD, actual - reserved
+--       tokens, then per budget: code ('u' nano-USD, 't' tokens), state field, bucket_start_ms.
 -- Returns 1 when settled now, 0 when there was nothing to settle (settled before, or its key expired).
 local field = ARGV[1]
-local now = tonumber(ARGV[2])
-local nb = tonumber(ARGV[5])
-local SLACK = 300000
 local settled = 0
-local a = 6
-for b = 1, nb do
-  local key, amount, bucket = KEYS[b], ARGV[a] == '1' and ARGV[3] or ARGV[4], ARGV[a + 2]
-  local got = redis.call('HMGET', key, field, '_o', '_s', '_w', '_x', bucket)
-  if got[1] then
-    settled = 1
-    redis.call('HDEL', key, field)
-    -- An expired reservation is a zero-amount tombstone: the open total no longer counts it.
-    local o = (tonumber(got[2]) or 0) - tonumber(got[1])
-    if o < 0 then o = 0 end
-    local put = {key, '_o', o}
-    if amount ~= '0' then
-      local w = tonumber(got[4])
-      put[4] = bucket
-      put[5] = (tonumber(got[6]) or 0) + tonumber(amount)
-      if w == nil then
-        put[6] = '_n'; put[7] = 1  -- no running state: have the next reserve rebuild it from the buckets
-      elseif tonumber(bucket) >= w then
-        put[6] = '_s'; put[7] = tonumber(got[3]) + tonumber(amount)
-      end  -- else the window has left this bucket: it no longer counts, and the next walk drops it
-    end
-    local ttl = tonumber(ARGV[a + 1])
-    if now + ttl > (tonumber(got[5]) or 0) then
-      redis.call('PEXPIRE', key, ttl + SLACK)
-      put[#put + 1] = '_x'; put[#put + 1] = now + ttl + SLACK
-    end
-    redis.call('HSET', unpack(put))
+local zero
+for b = 1, #KEYS do
+  local key, a = KEYS[b], 4 + 3 * b
+  local usd = ARGV[a] == 'u'
+  local actual, move = usd and ARGV[3] or ARGV[4], usd and ARGV[5] or ARGV[6]
+  local held = redis.call('HDEL', key, field) == 1
+  if not held then
+    zero = zero or 'z' .. string.sub(field, 2)
+    if redis.call('HDEL', key, zero) == 1 then move = actual else move = nil end
   end
-  a = a + 3
+  if move then
+    settled = 1
+    if actual ~= '0' then redis.call('HINCRBY', key, ARGV[a + 2], actual) end
+    -- A reply equal to the move found no state for this window (it moved, or the counter is new): sweep.
+    if move ~= '0' and redis.call('HINCRBY', key, ARGV[a + 1], move) == tonumber(move) then
+      sweep(key, ARGV[a + 1], tonumber(ARGV[2]))
+    end
+  end
 end
 return settled

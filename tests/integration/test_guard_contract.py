@@ -205,3 +205,32 @@ def test_a_degraded_call_is_charged_to_the_budget_that_degraded_it(store_and_clo
     # 950 settled on the soft budget too: a call that fitted before (50 + 10) now degrades.
     small = guard.reserve({"tenant": "acme"}, provider="openai", model="gpt-4o", prompt_tokens=50, max_tokens=10)
     assert small.answer.kind == "degrade"
+
+
+def test_a_changed_limit_counts_at_once(store_and_clock: tuple[Any, Clock]) -> None:
+    store, clock = store_and_clock
+    store.publish_budgets("acme", [Budget.from_cli("tok", scope="tenant=acme", limit_tokens=5000)])
+    guard = _guard(store, clock)
+    assert guard.reserve({"tenant": "acme"}, prompt_tokens=2000, max_tokens=1000, **GPT).allowed  # 3000 held
+    store.publish_budgets("acme", [Budget.from_cli("tok", scope="tenant=acme", limit_tokens=3050)])
+    refused = guard.reserve({"tenant": "acme"}, prompt_tokens=50, max_tokens=50, **GPT)
+    assert not refused.allowed and refused.answer.held == 3000 and refused.answer.limit == 3050
+    assert guard.reserve({"tenant": "acme"}, prompt_tokens=25, max_tokens=25, **GPT).allowed
+
+
+def test_a_settle_after_its_bucket_rolled_over_charges_the_bucket_it_happens_in(
+        store_and_clock: tuple[Any, Clock]) -> None:
+    store, clock = store_and_clock
+    store.publish_budgets("acme", [Budget.from_cli("m", scope="tenant=acme", period="rolling-1m",
+                                                   limit_tokens=3000)])
+    guard = _guard(store, clock)
+    clock.t = (int(NOW) // 5 + 1) * 5 + 1.0  # one second into a 5-second bucket
+    slow = guard.reserve({"tenant": "acme"}, prompt_tokens=1000, max_tokens=1000, **GPT)
+    clock.t += 6  # the next bucket: reserves beside this settle already use the next window
+    assert guard.reserve({"tenant": "acme"}, prompt_tokens=400, max_tokens=100, **GPT).allowed  # 2000 + 500 held
+    slow.settle({"input_tokens": 1000, "output_tokens": 1000})
+    assert not guard.reserve({"tenant": "acme"}, prompt_tokens=400, max_tokens=200, **GPT).allowed  # 2500 + 600
+    clock.t += 55  # the reservation's bucket has left the minute, the settle's has not: its 2000 still count
+    assert not guard.reserve({"tenant": "acme"}, prompt_tokens=400, max_tokens=200, **GPT).allowed
+    clock.t += 10  # the settle's bucket has left too: only the 500 still reserved count
+    assert guard.reserve({"tenant": "acme"}, prompt_tokens=1000, max_tokens=1000, **GPT).allowed

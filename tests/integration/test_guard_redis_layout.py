@@ -47,7 +47,9 @@ def test_reserve_and_settle_leave_only_expiring_counters(store: RedisBudgetStore
         fields = store.client.hgetall(key)
         assert not [f for f in fields if f.startswith(b"r")]  # every reservation settled and removed
         buckets = sum(int(v) for f, v in fields.items() if f.isdigit())
-        assert buckets == int(fields[b"_s"]) == (750 if "day" in key else 375)  # running total = its buckets
+        state = fields[b"_k"]  # the one state field in force: spent + open - limit
+        assert sorted(f for f in fields if f.startswith(b"_")) == sorted([state, b"_k"])
+        assert buckets == int(fields[state]) + 10**6 == (750 if "day" in key else 375)  # state = its buckets
 
 
 def test_reconcile_through_the_workers_pipeline_moves_the_guards_total(store: RedisBudgetStore) -> None:
@@ -66,3 +68,43 @@ def test_reconcile_through_the_workers_pipeline_moves_the_guards_total(store: Re
     assert store.client.hget(store.keys.spent("acme", "day", "tenant=acme"), str(bucket - 86_400_000)) is None
     store.reconcile("acme", "day", "tenant=acme", bucket, 9_000, 86_400_000)
     assert guard.reserve({"tenant": "acme"}, prompt_tokens=500, max_tokens=400, **GPT).allowed
+
+
+def test_a_counter_of_the_earlier_layout_is_rebuilt_by_the_first_reserve(store: RedisBudgetStore) -> None:
+    budget = Budget.from_cli("day", scope="tenant=acme", limit_tokens=10_000)
+    store.publish_budgets("acme", [budget])
+    now_ms = int(time.time() * 1000)
+    bucket = bucket_for(budget.period, budget.tz, now_ms).start_ms
+    key = store.keys.spent("acme", "day", "tenant=acme")
+    # What the earlier layout left: a running state, an open reservation and a degraded budget's zero record.
+    store.client.hset(key, mapping={str(bucket): 4000, "_s": 4000, "_w": bucket, "_o": 3000, "_n": now_ms + 60_000,
+                                    "_x": now_ms + 86_400_000, f"r{now_ms + 60_000}:old": 3000,
+                                    f"r{now_ms + 60_000}:deg": 0})
+    guard = BudgetGuard(store, decision_cache_s=0.0)
+    assert not guard.reserve({"tenant": "acme"}, prompt_tokens=2000, max_tokens=1500, **GPT).allowed  # 7000 + 3500
+    r = guard.reserve({"tenant": "acme"}, prompt_tokens=2000, max_tokens=1000, **GPT)
+    assert r.allowed  # exactly the limit
+    fields = {f.decode(): v.decode() for f, v in store.client.hgetall(key).items()}
+    state = fields["_k"]
+    assert sorted(f for f in fields if f.startswith("_")) == sorted(["_k", state])  # _s _w _o _n _x are gone
+    assert int(fields[state]) == 0 and f"z{now_ms + 60_000}:deg" in fields
+    assert store.client.pttl(key) > 86_400_000
+
+
+def test_a_caller_whose_clock_is_behind_keeps_the_newer_window(store: RedisBudgetStore) -> None:
+    store.publish_budgets("acme", [Budget.from_cli("m", scope="tenant=acme", period="rolling-1h",
+                                                   limit_tokens=10**6)])
+    t = (int(time.time()) // 60 + 1) * 60 + 1.0  # one second into a minute bucket
+    ahead = BudgetGuard(store, decision_cache_s=0.0, clock=lambda: t)
+    behind = BudgetGuard(store, decision_cache_s=0.0, clock=lambda: t - 2)  # still in the previous bucket
+    ahead.reserve({"tenant": "acme"}, prompt_tokens=10, max_tokens=10, **GPT).settle({"input_tokens": 5})
+    late = behind.reserve({"tenant": "acme"}, prompt_tokens=10, max_tokens=10, **GPT)
+    assert late.allowed
+    fields = store.client.hgetall(store.keys.spent("acme", "m", "tenant=acme"))
+    state = fields[b"_k"]
+    assert state.startswith(b"_%d:" % ((int(t) // 60 + 1) * 60_000 - 3_600_000))  # the newer window
+    assert sorted(f for f in fields if f.startswith(b"_")) == sorted([b"_k", state])
+    assert int(fields[state]) == 5 + 20 - 10**6  # settled 5, 20 reserved
+    late.settle({"input_tokens": 7})
+    fields = store.client.hgetall(store.keys.spent("acme", "m", "tenant=acme"))
+    assert int(fields[state]) == 12 - 10**6 and sum(int(v) for f, v in fields.items() if f.isdigit()) == 12

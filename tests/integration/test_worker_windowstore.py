@@ -94,16 +94,17 @@ def test_a_refused_fence_writes_nothing(client: redis.Redis, redis_settings: Red
 
 def test_a_window_commit_keeps_the_guards_running_total_in_step(client: redis.Redis,
                                                                  redis_settings: RedisSettings) -> None:
-    """The guard keeps ``_s`` (spent in the window starting at ``_w``) beside the buckets; the worker's commit sets
-    a bucket with the guard's own ``set_counter``, so the running total moves with it."""
+    """The guard keeps its state (spent + open - limit, in the field ``_k`` names) beside the buckets; the worker's
+    commit sets a bucket with the guard's own ``set_counter``, so the state moves with it."""
     prefix = redis_settings.key_prefix
     keys, layout = WindowKeys(prefix, "g"), KeyLayout(prefix)
     spent_key = layout.spent("acme", "b", "tenant=acme,user=u1")
-    client.hset(spent_key, mapping={str(DAY0): 40, "_w": DAY0, "_s": 40})  # a guard settled 40 tokens already
+    state = f"_{DAY0}:{DAY0 + 2 * 86_400_000 + 60_000}:1000"
+    client.hset(spent_key, mapping={str(DAY0): 40, "_k": state, state: 40 - 1000})  # a guard settled 40 tokens
     w = WorkerWindows(RedisWindowBackend(client, keys), keys, layout)
     w.commit(w.count([located("u1", 600, 0)], [BUDGET], NOW))
     counter = client.hgetall(spent_key)
-    assert counter[str(DAY0).encode()] == b"600" and counter[b"_s"] == b"600"  # the stream's exact total wins
+    assert counter[str(DAY0).encode()] == b"600" and counter[state.encode()] == b"-400"  # the stream's total wins
     assert client.pttl(spent_key) > 0
 
 
