@@ -15,6 +15,7 @@ recovery, ``seen_event_ids`` covers every event_id present in the raw table, so 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -38,6 +39,8 @@ FaultHook = Callable[[str], None]
 
 #: ids per lookup query: parameters travel in the request (HTTP servers cap the URI at 1 MiB by default).
 LOOKUP_CHUNK = 5_000
+#: Ids that need no escaping inside a single-quoted ClickHouse string literal.
+_PLAIN_IDS = re.compile(r"[0-9A-Za-z_-]*")
 
 
 def _no_fault(point: str) -> None:
@@ -65,10 +68,13 @@ class BatchWriter:
         found: set[str] = set()
         for start in range(0, len(event_ids), LOOKUP_CHUNK):
             chunk = list(event_ids[start:start + LOOKUP_CHUNK])
-            result = self.client.query(
-                f"SELECT event_id FROM {self._t('seen_event_ids')} WHERE event_id IN {{ids:Array(String)}}",
-                parameters={"ids": chunk},
-            )
+            sql = f"SELECT event_id FROM {self._t('seen_event_ids')} WHERE event_id IN "
+            if _PLAIN_IDS.fullmatch("".join(chunk)):
+                # Event ids are validated UUIDs: written as a literal directly, since binding escapes each one
+                # character by character in Python (a tenth of the sink's time at 5 000 ids per query).
+                result = self.client.query(sql + "['" + "','".join(chunk) + "']")
+            else:
+                result = self.client.query(sql + "{ids:Array(String)}", parameters={"ids": chunk})
             found.update(str(r[0]) for r in result.result_rows)
         return found
 

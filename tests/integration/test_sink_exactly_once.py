@@ -278,3 +278,19 @@ def test_shared_sinks_recover_only_batches_of_partitions_they_take_over(
     assert consumer.committed == {p: len(v) for p, v in topic.items()}
     for table in TABLES:
         assert _totals(client, db, table) == truth, table
+
+
+def test_seen_lookup_finds_plain_and_quoted_event_ids(clickhouse_settings: ClickHouseSettings) -> None:
+    """Plain ids are looked up as a literal, anything else through parameter binding: both must find them."""
+    db = clickhouse_settings.database
+    client = open_client(clickhouse_settings)
+    migrate(client, db)
+    writer = BatchWriter(client, db)
+    sink = ClickHouseSink(writer, lambda offsets: None)
+    ids = ["0b9f6a1e-5f7c-4d47-9a39-8f1e2c3d4e5f", "o'brien\\x", "plain_id-2"]
+    for offset, event_id in enumerate(ids):
+        event = UsageEvent(event_id, T0, "acme", "openai", "gpt-4o", "r", 1, "ok", input_tokens=10)
+        sink.add(PricedEvent(event, 42, "v1"), 0, offset)
+    sink.flush()
+    assert writer.already_written([ids[0], ids[2], "never-seen"]) == {ids[0], ids[2]}  # the literal path
+    assert writer.already_written([ids[1], ids[0], "never-seen"]) == {ids[0], ids[1]}  # the binding path
