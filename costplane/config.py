@@ -318,9 +318,9 @@ class WorkerSettings(BaseSettings):
                                           "window dedup (at least this many, at most twice).")
     window_cache_keys: int = Field(200_000, ge=1000, description="Budget window states the stream role caches in "
                                    "memory (Redis holds them all).")
-    gc_threshold: int = Field(50_000, ge=700, description="Allocations between young-generation garbage collections "
-                              "(Python's default is 700: each collection walks the young objects and, every tenth, "
-                              "the cached window states too).")
+    gc_threshold: int = Field(200_000, ge=700, description="Net new container objects between young-generation "
+                              "garbage collections (Python's default is 700). A stream batch keeps tens of thousands "
+                              "alive while it is computed, and each collection walks them all again.")
     sink_max_events: int = Field(10_000, ge=1, description="Sink flush at this many buffered events.")
     sink_max_age_s: float = Field(1.0, gt=0, description="Sink flush when the oldest buffered event waited this long.")
     session_timeout_s: float = Field(
