@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import gc
 import threading
 
 from costplane.config import ClickHouseSettings, KafkaSettings, RedisSettings, WorkerSettings
 from costplane.logging import get_logger
+from costplane.streams.worker.gctuning import tune_gc
 from costplane.streams.worker.metrics import WorkerMetrics
 
 log = get_logger(__name__)
@@ -57,16 +57,3 @@ def run_worker(kafka: KafkaSettings, redis_settings: RedisSettings, clickhouse: 
             thread.join(timeout=30)
             sink.close()
 
-
-def tune_gc(threshold: int) -> None:
-    """Collect garbage less often, and never re-walk what startup built.
-
-    The worker allocates short-lived objects per event (decoded events, priced rows, window states) and keeps up
-    to ``window_cache_keys`` states alive: with Python's default young-generation threshold (700 allocations) the
-    collector ran every few events and its older-generation passes walked the whole cache, a quarter of the
-    stream role's CPU. Reference counting frees almost all of it anyway; nothing it builds holds cycles per event.
-    ``gc.freeze`` moves the imported modules, the Faust app and the price catalog to the permanent generation.
-    """
-    gc.freeze()
-    _, gen1, gen2 = gc.get_threshold()
-    gc.set_threshold(threshold, gen1, gen2)

@@ -14,6 +14,7 @@ from typing import Any, cast
 from costplane.config import ClickHouseSettings, KafkaSettings, WorkerSettings
 from costplane.logging import get_logger
 from costplane.publisher.codec import UsageCodec
+from costplane.streams.worker.gctuning import collections_deferred
 from costplane.streams.worker.metrics import WorkerMetrics
 from costplane.streams.worker.pricing import price_events
 
@@ -71,7 +72,7 @@ class SinkLoop:
         from confluent_kafka import Consumer
 
         from costplane.pricing.catalog import default_catalog
-        from costplane.streams.sink.sink import retry_with_backoff
+        from costplane.streams.sink.sink import FlushResult, retry_with_backoff
 
         codec = UsageCodec.with_registry(self.kafka.schema_registry_url) if self.kafka.schema_registry_url \
             else UsageCodec.schemaless()
@@ -87,9 +88,14 @@ class SinkLoop:
         self._consumer = consumer
         sink = self.opened.sink
 
+        def flush_once() -> FlushResult | None:
+            with collections_deferred():  # one attempt at a time: never across the backoff's sleeps
+                result: FlushResult | None = sink.flush()
+            return result
+
         def flush() -> None:
             with self.client_lock:
-                result = retry_with_backoff(sink.flush, sleep=self._sleep, max_s=10.0)
+                result = retry_with_backoff(flush_once, sleep=self._sleep, max_s=10.0)
             if result is not None:
                 self.metrics.sink_batches.inc()
                 self.metrics.sink_rows.inc(result.inserted)

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from costplane.config import ConfigError, WorkerSettings, load_settings
-from costplane.streams.worker.run import tune_gc
+from costplane.streams.worker.gctuning import collections_deferred, tune_gc
 
 
 @pytest.fixture
@@ -31,3 +31,14 @@ def test_tune_gc_raises_the_young_threshold_and_freezes_startup_objects(restore_
 def test_gc_threshold_below_pythons_default_is_refused() -> None:
     with pytest.raises(ConfigError, match="COSTPLANE_WORKER_GC_THRESHOLD"):
         load_settings(WorkerSettings, gc_threshold=10)
+
+
+def test_collections_are_deferred_inside_and_resume_after_even_on_error() -> None:
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), collections_deferred():
+        assert not gc.isenabled()
+        with collections_deferred():  # nested: the outer one re-enables
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+        raise RuntimeError("insert failed")
+    assert gc.isenabled()
