@@ -33,6 +33,7 @@ from costplane.publisher.codec import UsageCodec
 from costplane.streams.dlq import InvalidRatioExceeded, InvalidRatioGuard, dead_letters
 from costplane.streams.worker.alerts import RedisStateStore, WorkerAlerts
 from costplane.streams.worker.dedup import RecentIds
+from costplane.streams.worker.gctuning import collections_deferred
 from costplane.streams.worker.metrics import WorkerMetrics
 from costplane.streams.worker.pricing import price_events
 from costplane.streams.worker.windows import Located, Pending, WorkerWindows
@@ -172,8 +173,11 @@ def _stream_role(app: faust.App, kafka: KafkaSettings, worker: WorkerSettings, r
     async def count(located: list[Located]) -> Pending:
         """The batch's window writes, computed against what Redis holds (tenant fences and states not cached yet
         are read first); decision-free tenants' commits are already on their way to Redis."""
-        return await until_redis_answers(
-            lambda: rt.windows.count(located, list(rt.budgets.values()), rt.now_ms(), send_early=True), 0, 0)
+        def counted() -> Pending:
+            with collections_deferred():  # the whole batch is alive until count returns: nothing to collect
+                return rt.windows.count(located, list(rt.budgets.values()), rt.now_ms(), send_early=True)
+
+        return await until_redis_answers(counted, 0, 0)
 
     async def write(pending: Pending) -> None:
         """Decision records first (flushed: at least once), then the windows' atomic commit (exactly once).
