@@ -160,6 +160,7 @@ class UsagePublisher:
         )
         self._wake = threading.Event()
         self._closed = threading.Event()
+        self._closing = False  # the same fact as ``_closed``, as a plain attribute: emit tests it on every event
         self._counter_lock = threading.Lock()
         self._accepted_reported = 0
         self._broker_up = True
@@ -229,13 +230,19 @@ class UsagePublisher:
                 body = self._validate_and_encode(event)
                 if body is None:
                     return False
-            if self._closed.is_set():
+            if self._closing:
                 return self._refuse_after_close()
-            with self._lock:
+            # acquire/release rather than ``with``: the with statement's special-method lookups cost as much as
+            # the lock itself, on every event.
+            lock = self._lock
+            lock.acquire()
+            try:
                 batcher = self._batcher
                 if not batcher.add_encoded(event.tenant, body, len(body)):
                     return True  # the common case: appended, nothing closed, memory within bounds
                 spill = batcher.take_oldest() if batcher.over_limit else None
+            finally:
+                lock.release()
             self._wake.set()  # a batch closed (or memory is full): the sender has work
             if spill:
                 self._spill(spill)
@@ -319,6 +326,7 @@ class UsagePublisher:
         """
         if self._closed.is_set():
             return
+        self._closing = True
         self._closed.set()
         self._wake.set()
         try:
