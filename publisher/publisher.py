@@ -20,13 +20,13 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry
-from uuid6 import uuid7
 
 from costplane.config import KafkaSettings, PublisherSettings, load_settings
 from costplane.publisher.attempts import RequestRecorder
 from costplane.publisher.batching import Batch, BatchLimits, TenantBatcher
 from costplane.publisher.codec import UsageCodec
 from costplane.publisher.event import UsageEvent
+from costplane.publisher.ids import UUIDv7Source
 from costplane.publisher.metrics import ClientLogger, PublisherMetrics, RateLimitedLog
 from costplane.publisher.spool import (
     DiskSpool,
@@ -151,6 +151,7 @@ class UsagePublisher:
         self._spool = self._open_spool()
         s = self.settings
         self._clock = clock
+        self._new_id = UUIDv7Source()
         self._lock = threading.Lock()
         self._ship_lock = threading.Lock()
         self._batcher = TenantBatcher(
@@ -295,9 +296,11 @@ class UsagePublisher:
         ``status`` to ``ok`` and ``request_id`` to the event_id (a request of one attempt).
         """
         try:
-            event_id = fields.setdefault("event_id", str(uuid7()))
-            fields.setdefault("request_id", event_id)
-            fields.setdefault("occurred_at", int(self._clock() * 1000))
+            if "event_id" not in fields:  # not setdefault: that would make an id even when one is given
+                fields["event_id"] = self._new_id()
+            fields.setdefault("request_id", fields["event_id"])
+            if "occurred_at" not in fields:
+                fields["occurred_at"] = int(self._clock() * 1000)
             fields.setdefault("attempt", 1)
             fields.setdefault("status", "ok")
             event = UsageEvent(**fields)
@@ -311,7 +314,7 @@ class UsagePublisher:
 
     def request(self, **common: Any) -> RequestRecorder:
         """Record every attempt of one logical request: ``with pub.request(...) as req: with req.attempt(): …``."""
-        return RequestRecorder(self.record, clock=self._clock, **common)
+        return RequestRecorder(self.record, clock=self._clock, new_id=self._new_id, **common)
 
     def flush(self, timeout: float = 10.0) -> int:
         """Send everything buffered and wait up to ``timeout`` for acknowledgements; returns messages still out."""
