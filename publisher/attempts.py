@@ -93,11 +93,12 @@ class AttemptRecorder:
 class RequestRecorder:
     """Groups attempts under one ``request_id``; usable with ``with`` / ``async with`` or on its own."""
 
-    def __init__(self, record: Callable[..., bool], *, clock: Callable[[], float] = time.time, **common: Any) -> None:
+    def __init__(self, record: Callable[..., bool], *, clock: Callable[[], float] = time.time,
+                 new_id: Callable[[], str] | None = None, **common: Any) -> None:
         self._record = record
         self.clock = clock
         self.common = common
-        self.request_id = str(common.pop("request_id", None) or uuid7())
+        self.request_id = str(common.pop("request_id", None) or (new_id() if new_id is not None else uuid7()))
         self.attempts = 0
 
     def attempt(self) -> AttemptRecorder:

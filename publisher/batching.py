@@ -79,7 +79,12 @@ class TenantBatcher:
         self._max_held, self._max_held_bytes = limits.max_buffered_events, limits.max_buffered_bytes
         self.buffered_events = 0
         self.buffered_bytes = 0
-        self.accepted = 0  # events ever added (a plain int: the hot path skips the metrics library's lock)
+        self._taken = 0  # events handed out in batches; with those still held, every event ever added
+
+    @property
+    def accepted(self) -> int:
+        """Events ever added: counted per batch taken rather than per event, which keeps the hot path short."""
+        return self._taken + self.buffered_events
 
     def add(self, event: UsageEvent) -> bool:
         """Append ``event`` to its tenant's batch; see :meth:`add_encoded` for what True means."""
@@ -94,14 +99,15 @@ class TenantBatcher:
         batch = self._open.get(tenant)
         if batch is None:
             batch = self._open[tenant] = Batch(tenant, opened_at=self._clock())
-        elif batch.size + size > self._max_bytes:
+            total = size
+        elif (total := batch.size + size) > self._max_bytes:
             # Adding this event would pass the byte limit: close what is there, start afresh.
             self._close(batch)
             batch = self._open[tenant] = Batch(tenant, opened_at=self._clock())
+            total = size
         events = batch.events
         events.append(item)
-        batch.size = total = batch.size + size
-        self.accepted += 1
+        batch.size = total
         self.buffered_events = held = self.buffered_events + 1
         self.buffered_bytes = held_bytes = self.buffered_bytes + size
         if len(events) >= self._max_events or total >= self._max_bytes:
@@ -153,4 +159,5 @@ class TenantBatcher:
         for batch in out:
             self.buffered_events -= len(batch.events)
             self.buffered_bytes -= batch.size
+            self._taken += len(batch.events)
         return out

@@ -20,13 +20,13 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry
-from uuid6 import uuid7
 
 from costplane.config import KafkaSettings, PublisherSettings, load_settings
 from costplane.publisher.attempts import RequestRecorder
 from costplane.publisher.batching import Batch, BatchLimits, TenantBatcher
 from costplane.publisher.codec import UsageCodec
 from costplane.publisher.event import UsageEvent
+from costplane.publisher.ids import UUIDv7Source
 from costplane.publisher.metrics import ClientLogger, PublisherMetrics, RateLimitedLog
 from costplane.publisher.spool import (
     DiskSpool,
@@ -151,6 +151,7 @@ class UsagePublisher:
         self._spool = self._open_spool()
         s = self.settings
         self._clock = clock
+        self._new_id = UUIDv7Source()
         self._lock = threading.Lock()
         self._ship_lock = threading.Lock()
         self._batcher = TenantBatcher(
@@ -160,6 +161,7 @@ class UsagePublisher:
         )
         self._wake = threading.Event()
         self._closed = threading.Event()
+        self._closing = False  # the same fact as ``_closed``, as a plain attribute: emit tests it on every event
         self._counter_lock = threading.Lock()
         self._accepted_reported = 0
         self._broker_up = True
@@ -229,13 +231,19 @@ class UsagePublisher:
                 body = self._validate_and_encode(event)
                 if body is None:
                     return False
-            if self._closed.is_set():
+            if self._closing:
                 return self._refuse_after_close()
-            with self._lock:
+            # acquire/release rather than ``with``: the with statement's special-method lookups cost as much as
+            # the lock itself, on every event.
+            lock = self._lock
+            lock.acquire()
+            try:
                 batcher = self._batcher
                 if not batcher.add_encoded(event.tenant, body, len(body)):
                     return True  # the common case: appended, nothing closed, memory within bounds
                 spill = batcher.take_oldest() if batcher.over_limit else None
+            finally:
+                lock.release()
             self._wake.set()  # a batch closed (or memory is full): the sender has work
             if spill:
                 self._spill(spill)
@@ -288,9 +296,11 @@ class UsagePublisher:
         ``status`` to ``ok`` and ``request_id`` to the event_id (a request of one attempt).
         """
         try:
-            event_id = fields.setdefault("event_id", str(uuid7()))
-            fields.setdefault("request_id", event_id)
-            fields.setdefault("occurred_at", int(self._clock() * 1000))
+            if "event_id" not in fields:  # not setdefault: that would make an id even when one is given
+                fields["event_id"] = self._new_id()
+            fields.setdefault("request_id", fields["event_id"])
+            if "occurred_at" not in fields:
+                fields["occurred_at"] = int(self._clock() * 1000)
             fields.setdefault("attempt", 1)
             fields.setdefault("status", "ok")
             event = UsageEvent(**fields)
@@ -304,7 +314,7 @@ class UsagePublisher:
 
     def request(self, **common: Any) -> RequestRecorder:
         """Record every attempt of one logical request: ``with pub.request(...) as req: with req.attempt(): …``."""
-        return RequestRecorder(self.record, clock=self._clock, **common)
+        return RequestRecorder(self.record, clock=self._clock, new_id=self._new_id, **common)
 
     def flush(self, timeout: float = 10.0) -> int:
         """Send everything buffered and wait up to ``timeout`` for acknowledgements; returns messages still out."""
@@ -319,6 +329,7 @@ class UsagePublisher:
         """
         if self._closed.is_set():
             return
+        self._closing = True
         self._closed.set()
         self._wake.set()
         try:

@@ -11,10 +11,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from uuid6 import uuid7
-
 from costplane.publisher.attempts import RequestRecorder
 from costplane.publisher.event import UsageEvent
+from costplane.publisher.ids import UUIDv7Source
 from costplane.publisher.validation import InvalidEvent, validate_event
 
 
@@ -26,6 +25,7 @@ class InMemoryPublisher:
         self.events: list[UsageEvent] = []
         self.rejected: list[InvalidEvent] = []
         self._clock = clock
+        self._new_id = UUIDv7Source()
         self._lock = threading.Lock()
         self.closed = False
 
@@ -46,8 +46,9 @@ class InMemoryPublisher:
         return True
 
     def record(self, **fields: Any) -> bool:
-        event_id = fields.setdefault("event_id", str(uuid7()))
-        fields.setdefault("request_id", event_id)
+        if "event_id" not in fields:
+            fields["event_id"] = self._new_id()
+        fields.setdefault("request_id", fields["event_id"])
         fields.setdefault("occurred_at", int(self._clock() * 1000))
         fields.setdefault("attempt", 1)
         fields.setdefault("status", "ok")
@@ -61,7 +62,7 @@ class InMemoryPublisher:
         return self.emit(event)
 
     def request(self, **common: Any) -> RequestRecorder:
-        return RequestRecorder(self.record, clock=self._clock, **common)
+        return RequestRecorder(self.record, clock=self._clock, new_id=self._new_id, **common)
 
     def flush(self, timeout: float = 0.0) -> int:
         return 0

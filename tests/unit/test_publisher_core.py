@@ -132,6 +132,21 @@ def test_record_fills_event_id_and_time(tmp_path: Path) -> None:
     assert event.event_id[14] == "7" and event.occurred_at > 1_700_000_000_000  # UUIDv7, epoch millis
 
 
+def test_record_ids_follow_the_order_of_the_calls_and_a_given_id_is_kept(tmp_path: Path) -> None:
+    producer = FakeProducer()
+    pub = _publisher(tmp_path, producer)
+    for i in range(300):
+        assert pub.record(tenant="acme", provider="openai", model="gpt-4o", input_tokens=i)
+    given = "019b76da-a800-763c-a6e0-439d6ec9d286"
+    assert pub.record(tenant="acme", provider="openai", model="gpt-4o", event_id=given)
+    pub.flush()
+    events = _decoded(producer)
+    ids = [e.event_id for e in events[:300]]
+    assert ids == sorted(ids) and len(set(ids)) == 300 and [e.input_tokens for e in events[:300]] == list(range(300))
+    assert all(e.request_id == e.event_id for e in events)  # a request of one attempt
+    assert events[-1].event_id == given
+
+
 def test_delivery_failure_spools_and_replay_restores_order(tmp_path: Path) -> None:
     producer = FakeProducer()
     pub = _publisher(tmp_path, producer, max_batch_events=5)
