@@ -321,6 +321,9 @@ class WorkerSettings(BaseSettings):
     gc_threshold: int = Field(200_000, ge=700, description="Net new container objects between young-generation "
                               "garbage collections (Python's default is 700). A stream batch keeps tens of thousands "
                               "alive while it is computed, and each collection walks them all again.")
+    sink_nice: int = Field(5, ge=0, le=19, description="How much lower the sink's CPU priority is than the stream "
+                           "role's (nice value; the sink process, or the sink thread with role all). Decisions keep "
+                           "their latency when both share cores; 0 = same priority.")
     sink_max_events: int = Field(10_000, ge=1, description="Sink flush at this many buffered events.")
     sink_max_age_s: float = Field(1.0, gt=0, description="Sink flush when the oldest buffered event waited this long.")
     session_timeout_s: float = Field(

@@ -8,6 +8,7 @@ from costplane.config import ClickHouseSettings, KafkaSettings, RedisSettings, W
 from costplane.logging import get_logger
 from costplane.streams.worker.gctuning import tune_gc
 from costplane.streams.worker.metrics import WorkerMetrics
+from costplane.streams.worker.priority import lower_priority
 
 log = get_logger(__name__)
 
@@ -21,6 +22,8 @@ def run_worker(kafka: KafkaSettings, redis_settings: RedisSettings, clickhouse: 
     from costplane.streams.topics import create_topics
     from costplane.streams.worker.sinkloop import SinkLoop
 
+    if worker.role == "sink":  # from the main thread, before any other starts: the whole process yields
+        lower_priority(worker.sink_nice)
     create_topics(kafka, worker)
     metrics = WorkerMetrics()
     sink: SinkLoop | None = None
@@ -35,6 +38,8 @@ def run_worker(kafka: KafkaSettings, redis_settings: RedisSettings, clickhouse: 
         loop_sink = sink
 
         def sink_main() -> None:
+            if worker.role == "all":  # the sink thread yields to the stream role's thread
+                lower_priority(worker.sink_nice)
             try:
                 loop_sink.run()
             finally:

@@ -42,3 +42,23 @@ def test_collections_are_deferred_inside_and_resume_after_even_on_error() -> Non
         assert not gc.isenabled()
         raise RuntimeError("insert failed")
     assert gc.isenabled()
+
+
+def test_lower_priority_raises_the_nice_value_of_the_thread_and_what_it_starts() -> None:
+    """Run in a child process so the test's own priority is untouched."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os, threading\n"
+        "from costplane.streams.worker.priority import lower_priority\n"
+        "before = os.getpriority(os.PRIO_PROCESS, 0)\n"
+        "after = lower_priority(3)\n"
+        "seen = []\n"
+        "t = threading.Thread(target=lambda: seen.append(os.getpriority(os.PRIO_PROCESS, 0)))\n"
+        "t.start(); t.join()\n"
+        "print(before, after, seen[0], lower_priority(0))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    before, after, child, unchanged = (int(v) for v in out)
+    assert after == min(before + 3, 19) and child == after and unchanged == after
