@@ -164,30 +164,26 @@ class WorkerWindows:
         """Run the commits (raises on a Redis error: nothing is cached then, and the same pending can be retried).
 
         Commits that :meth:`count` sent early have their replies read here, after the rest are sent on the same
-        stream. If that stream broke, everything is committed again the plain way: a commit that went through
-        the first time answers with its own fence, which counts as written.
+        stream. If that stream broke, the retry sends everything on a new one: a commit that went through the
+        first time answers with its own fence, which counts as written.
         """
         report = CommitReport()
-        stream, pending.stream = pending.stream, None
-        if stream is not None:
-            early = {id(c) for c in pending.sent}
-            rest = [c for c in pending.commits if id(c) not in early]
-            for c in rest:
-                stream.send(c, register=c.tenant not in self.registered)
-            try:
-                got = stream.finish()
-            except BaseException:
-                stream.abort()
-                raise
-            by_commit = dict(zip([id(c) for c in [*pending.sent, *rest]], got, strict=True))
-            results = [by_commit[id(c)] for c in pending.commits]
-            self.registered.update(c.tenant for c in pending.commits)
-        else:
-            unregistered = sorted({c.tenant for c in pending.commits} - self.registered)
-            if unregistered:  # before the commit: a tenant with windows is always findable by the next owner
-                self.backend.register_tenants(unregistered)
-                self.registered.update(unregistered)
-            results = self.backend.commit(pending.commits)
+        stream, early = pending.stream, pending.sent
+        pending.stream, pending.sent = None, []  # a retry after a broken stream sends everything again
+        if stream is None:
+            stream, early = self.backend.open_stream(), []
+        early_ids = {id(c) for c in early}
+        rest = [c for c in pending.commits if id(c) not in early_ids]
+        for c in rest:  # a tenant is registered before its first commit: the next owner can always find it
+            stream.send(c, register=c.tenant not in self.registered)
+        try:
+            got = stream.finish()
+        except BaseException:
+            stream.abort()
+            raise
+        by_commit = dict(zip([id(c) for c in [*early, *rest]], got, strict=True))
+        results = [by_commit[id(c)] for c in pending.commits]
+        self.registered.update(c.tenant for c in pending.commits)
         for commit, fenced in zip(pending.commits, results, strict=True):
             if fenced is not None:
                 report.fenced.append(commit.tenant)
