@@ -326,5 +326,8 @@ class WorkerSettings(BaseSettings):
                            "their latency when both share cores; 0 = same priority.")
     sink_max_events: int = Field(10_000, ge=1, description="Sink flush at this many buffered events.")
     sink_max_age_s: float = Field(1.0, gt=0, description="Sink flush when the oldest buffered event waited this long.")
+    data_dir: Path = Field(default_factory=lambda: default_state_dir() / "worker", description="Where the worker "
+                           "keeps its local files (Faust's data directory, one folder per consumer group). Window "
+                           "states live in Redis, so nothing here needs a backup.")
     session_timeout_s: float = Field(
         10.0, ge=6, description="Kafka consumer session timeout (rebalance speed; brokers refuse below 6 s).")

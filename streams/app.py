@@ -85,10 +85,14 @@ def create_app(kafka: KafkaSettings, redis_settings: RedisSettings, worker: Work
                sink_ready: Callable[[], bool] | None = None, alerts: AlertSettings | None = None) -> faust.App:
     """The Faust app with its agents, timers and web pages (``report`` serves ``/api/report`` when given)."""
     stream_role = worker.role in ("stream", "all")
+    worker.data_dir.mkdir(parents=True, exist_ok=True)  # Faust creates its own folder in it, not the parents
     app = faust.App(
         group_id(kafka, worker),
         broker=[f"kafka://{h}" for h in kafka.bootstrap_servers.split(",")],
         store="memory://",
+        # Faust writes a data folder even with memory tables; by default that is ``<group>-data`` in the current
+        # directory, so a worker started anywhere would litter it.
+        datadir=str(worker.data_dir / group_id(kafka, worker)).replace("{", "{{").replace("}", "}}"),
         value_serializer="raw",
         key_serializer="raw",
         web_enabled=True,
