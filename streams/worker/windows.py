@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 
 from costplane.budgets import Budget
 from costplane.budgets.windows import ROLLING
@@ -200,12 +201,26 @@ class WorkerWindows:
                     meta.standing.pop(key, None)
                 else:
                     meta.standing[key] = until
-            if len(self.cache) + len(commit.states) > self.cache_limit:
-                self.cache.clear()  # bounded memory: the hot keys come back with one read each
-            self.cache.update(commit.states)
+            self._remember(commit.states)
             for key in commit.dropped:
                 self.cache.pop(key, None)
         return report
+
+    def _remember(self, states: Mapping[str, State]) -> None:
+        """Cache committed states, most recent last; past ``cache_limit`` the least recently written go first.
+
+        Evicting a tenth at a time keeps the cache nearly full and its memory level: dropping it whole made every
+        key miss at once and freed, then re-allocated, hundreds of thousands of small objects.
+        """
+        cache = self.cache
+        pop = cache.pop
+        for key, state in states.items():
+            pop(key, None)  # re-inserted at the end: dicts keep insertion order
+            cache[key] = state
+        over = len(cache) - self.cache_limit
+        if over > 0:
+            for key in list(islice(cache, max(over, self.cache_limit // 10))):
+                del cache[key]
 
     # -- re-evaluation (budget changes, rollover) ----------------------------------------------------------------
     def reevaluate(self, budgets: Mapping[str, Budget], budget_ids: set[str] | None, now_ms: int) -> Pending:

@@ -180,6 +180,18 @@ def test_the_cache_stays_bounded_and_reads_back_what_it_dropped() -> None:
     assert spent_counter(backend, "tenant=acme,user=u0") == {str(DAY0): "5"}
 
 
+def test_the_cache_drops_the_least_recently_written_keys_first_and_stays_nearly_full() -> None:
+    backend = MemoryWindowBackend()
+    w, b = windows(backend, cache_limit=1000), budget(limit=10**9, soft=())
+    run(w, [located(f"u{i}", 1, i) for i in range(1000)], [b])
+    run(w, [located("u0", 1, 1000)], [b])  # written again: now the most recent
+    run(w, [located(f"n{i}", 1, 1001 + i) for i in range(50)], [b])
+    cached = {k.rsplit("=", 1)[1] for k in w.cache}
+    assert "u0" in cached and {f"n{i}" for i in range(50)} <= cached
+    assert not {f"u{i}" for i in range(1, 101)} & cached  # the oldest tenth went, not everything
+    assert 900 <= len(w.cache) <= 1000 and {f"u{i}" for i in range(101, 1000)} <= cached
+
+
 def test_taking_partitions_over_loads_their_tenants_so_a_raise_lifts_without_new_traffic() -> None:
     backend = MemoryWindowBackend()
     b = budget(limit=1000, soft=())
