@@ -65,6 +65,7 @@ class DetectorConfig:
     cache_drop_points: Decimal = Decimal("0.15")  # and at least this far below the usual rate
     cache_min_prompt_tokens: int = 50_000  # per subject-minute (small samples swing by tens of points)
     user_share: Decimal = Decimal("0.01")  # of the tenant's daily budget
+    user_share_users: int = 10_000  # the biggest spenders tracked per tenant and day (at most twice this many)
     forecast_min_elapsed_ms: int = 86_400_000  # no month forecast before a day of the month has passed
     clear_report_minutes: int = 10
     idle_evict_minutes: int = 60
@@ -76,6 +77,8 @@ class DetectorConfig:
     top_contributors: int = 5
 
     def __post_init__(self) -> None:
+        if self.user_share_users < 1:
+            raise ValueError("user_share_users must be >= 1")
         if self.min_attempts < 1 or self.runaway_attempts < 1 or self.session_turns < 2:
             raise ValueError("min_attempts and runaway_attempts must be >= 1, session_turns >= 2")
         if not 0 < self.ewma_alpha <= 1 or self.spike_factor <= 1:
@@ -235,6 +238,22 @@ class _UserDay:
     threshold: Fraction  # the spend above which a user is reported
     users: dict[str, list[int]] = field(default_factory=dict)  # user -> [nanos, tokens]
     over: set[str] = field(default_factory=set)
+    #: The most a user dropped from ``users`` had spent (budget unit): a user's figure is short by at most this.
+    untracked: int = 0
+
+    def shrink(self, keep: int) -> None:
+        """Keep the ``keep`` biggest spenders (and every user already over the share); forget the rest.
+
+        Why: a tenant with a million users a day would otherwise hold a million entries until midnight. Only users
+        near the share matter, and a dropped user had spent no more than the smallest one kept, so a user who comes
+        back is missing at most ``untracked`` — far below the share while ``keep`` exceeds 1 / share.
+        """
+        idx = 0 if self.budget.unit == "usd" else 1
+        ranked = sorted(self.users.items(), key=lambda item: item[1][idx], reverse=True)
+        for user, cell in ranked[keep:]:
+            if user not in self.over:
+                del self.users[user]
+                self.untracked = max(self.untracked, cell[idx])
 
 
 class Detectors:
@@ -390,7 +409,11 @@ class Detectors:
                 return  # a late event of a day already over: that day's shares are no longer reported
             day = _UserDay(w.start_ms, w.end_ms, budget, Fraction(cfg.user_share) * budget.limit)
             self._user_days[e.tenant] = day
-        cell = day.users.setdefault(e.user_id, [0, 0])
+        cell = day.users.get(e.user_id)
+        if cell is None:
+            if len(day.users) >= 2 * cfg.user_share_users:
+                day.shrink(cfg.user_share_users)  # before the newcomer joins: it starts at zero, the smallest
+            cell = day.users[e.user_id] = [0, 0]
         cell[0] += p.cost_nanos
         cell[1] += _tokens(p)
         if (cell[0] if budget.unit == "usd" else cell[1]) > day.threshold:
@@ -662,7 +685,7 @@ class Detectors:
                     day.window_start, day.window_end,
                     {"spent": str(spent), "unit": b.unit, "limit": str(b.limit), "share": _ratio(spent, b.limit),
                      "threshold": str(cfg.user_share), "budget_id": b.id, "cost_usd": _usd(nanos),
-                     "tokens": str(tokens)},
+                     "tokens": str(tokens), **({"untracked_at_most": str(day.untracked)} if day.untracked else {})},
                     (Contributor("user_id", user, nanos, tokens),),
                     "Check the user's traffic for abuse or a stuck client; give users a per-user budget "
                     "(costplane budget set … --scope tenant=T,user=*)."))

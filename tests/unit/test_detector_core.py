@@ -319,3 +319,31 @@ def test_baselines_survive_a_restart_as_json() -> None:
     spike = [(12, minute_traffic(12, 40, input_tokens=5000))]
     assert active(run(restarted, spike)[12], "cost_spike")  # no warm-up needed after the restart
     assert not active(run(Detectors(), spike)[12], "cost_spike")  # a cold worker is still learning
+
+
+def test_user_share_tracks_a_bounded_set_of_users_and_still_finds_the_heavy_one() -> None:
+    daily = Budget.from_cli("acme-day", scope="tenant=acme", limit_usd="100")
+    det = Detectors(DetectorConfig(user_share_users=50), budgets=[daily])
+    # A whale early in the day, then thousands of one-call users, then the whale again: $0.60 + $0.60 = 1.2 %.
+    whale = [ev(T0 + i, user="whale", cost=600_000_000) for i in range(1)]
+    crowd = [ev(T0 + 10 + i, user=f"u{i}", cost=1_000 + i) for i in range(5_000)]
+    again = [ev(T0 + 6_000, user="whale", cost=600_000_000)]
+    share = active(run(det, [(0, whale + crowd + again)])[0], "user_share")
+    assert [f.subject["user_id"] for f in share] == ["whale"]
+    assert share[0].numbers["spent"] == "1200000000"  # never dropped: always among the biggest spenders
+    day = det._user_days["acme"]
+    assert len(day.users) <= 2 * 50
+    # Dropped users had spent at most the biggest of the crowd below the kept ones; the finding says so.
+    assert 0 < day.untracked < 1_000 + 5_000 and share[0].numbers["untracked_at_most"] == str(day.untracked)
+
+
+def test_a_user_dropped_from_the_tracked_set_comes_back_missing_at_most_the_untracked_bound() -> None:
+    daily = Budget.from_cli("acme-day", scope="tenant=acme", limit_usd="100")
+    det = Detectors(DetectorConfig(user_share_users=10), budgets=[daily])
+    first = [ev(T0, user="late-bloomer", cost=5)] + [ev(T0 + 1 + i, user=f"u{i}", cost=100 + i) for i in range(40)]
+    bloom = [ev(T0 + 100, user="late-bloomer", cost=1_100_000_000)]  # $1.10: over 1 % on its own
+    share = active(run(det, [(0, first + bloom)])[0], "user_share")
+    assert [f.subject["user_id"] for f in share] == ["late-bloomer"]
+    spent = int(share[0].numbers["spent"])
+    true_spent = 1_100_000_005
+    assert true_spent - int(share[0].numbers["untracked_at_most"]) <= spent <= true_spent
