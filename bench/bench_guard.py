@@ -76,6 +76,36 @@ def _pairs(client: redis.Redis, store: RedisBudgetStore, guard: BudgetGuard, sco
     return sorted(ping_lat), sorted(reserve_lat), sorted(settle_lat), reserve_server, settle_server
 
 
+#: The Redis work of a 3-budget check + reserve and nothing else: one MGET of three decision keys, then per budget
+#: one HINCRBY and one HSET of a new field. What the script costs beyond this is its own logic.
+COMMANDS_ONLY = """
+redis.call('MGET', KEYS[1], KEYS[2], KEYS[3])
+for b = 4, 6 do
+  redis.call('HINCRBY', KEYS[b], '_s', ARGV[2])
+  redis.call('HSET', KEYS[b], ARGV[1], ARGV[2])
+end
+return 0
+"""
+
+
+def _commands_floor(client: redis.Redis, store: RedisBudgetStore, base: str, n: int) -> list[float]:
+    """EVALSHA of :data:`COMMANDS_ONLY` on scratch keys of the tenant's slot (emptied every ten calls, untimed)."""
+    sha = client.script_load(COMMANDS_ONLY).encode()
+    keys = [f"{base}:d{i}".encode() for i in range(3)] + [f"{base}:c{i}".encode() for i in range(3)]
+    head = b"*11\r\n$7\r\nEVALSHA\r\n$40\r\n%s\r\n$1\r\n6\r\n" % sha + b"".join(
+        b"$%d\r\n%s\r\n" % (len(k), k) for k in keys)
+    lat = []
+    for i in range(n):
+        field = b"r%d:%s" % (i, uuid.uuid4().hex[:20].encode())
+        cmd = head + b"$%d\r\n%s\r\n$7\r\n1200000\r\n" % (len(field), field)
+        t0 = time.perf_counter()
+        store.roundtrip(cmd)
+        lat.append(time.perf_counter() - t0)
+        if i % 10 == 9:
+            client.delete(*keys[3:])  # like settles do, so the hashes stay as small as the guard's
+    return sorted(lat)
+
+
 def _row(name: str, lat: list[float], floor: float, server: float | None = None) -> str:
     p50, p99 = percentile(lat, 50), percentile(lat, 99)
     srv = f"{server:.0f} µs" if server is not None else "—"
@@ -112,6 +142,7 @@ def main() -> None:
 
     redis_py_ping = _timed(client.ping, args.n)
     script_floor = _timed(lambda: store.roundtrip(noop_cmd), args.n)
+    commands_floor = _commands_floor(client, store, f"{prefix}:{{acme}}:floor", args.n)
     p3, r3, s3, r3_srv, s3_srv = _pairs(client, store, guard, scope3, call, usage, args.n)
     p1, r1, s1, r1_srv, s1_srv = _pairs(client, store, guard, scope1, call, usage, args.n)
     floor3, floor1 = percentile(p3, 50), percentile(p1, 50)
@@ -140,6 +171,8 @@ def main() -> None:
         " | — | 1.00× |",
         _row("floor: PING through redis-py's command path", redis_py_ping, floor),
         _row("floor: EVALSHA of `return 1`", script_floor, floor),
+        _row("floor: EVALSHA of a 3-budget reserve's Redis commands only (MGET, 3 × HINCRBY + HSET)",
+             commands_floor, floor),
         _row("**check + reserve, 3 budgets**", r3, floor3, r3_srv),
         _row("settle, 3 budgets", s3, floor3, s3_srv),
         _row("check + reserve, 1 budget", r1, floor1, r1_srv),
@@ -170,7 +203,10 @@ of the scope's decisions; the whole counter hash is walked only when the window 
 or the state says over the limit. The client part is the plan lookup, pricing the worst case (and at settle the
 real usage), encoding four (settle: six) values into the plan's pre-encoded command, and reading the reply. A
 cached Block never touches Redis; with Redis down the open circuit
-answers without a network call. The machine is shared (2 cores), so p99 moves with the load of its neighbours:
+answers without a network call. The commands-only floor runs exactly the Redis commands of a 3-budget check +
+reserve in a script with no logic: the gap between it and PING is the cost of those commands, inside a script, on
+this Redis (with its append-only file), which no guard code can remove; the gap between it and the real
+check + reserve is the guard's own part. The machine is shared (2 cores), so p99 moves with the load of its neighbours:
 compare each p99 with the floor's own p99 in the first row. The server-time column comes from `INFO commandstats`,
 which counts every client's `EVALSHA`: it is only the guard's own on an otherwise idle Redis.
 """
