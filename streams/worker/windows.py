@@ -209,8 +209,9 @@ class WorkerWindows:
     def _remember(self, states: Mapping[str, State]) -> None:
         """Cache committed states, most recent last; past ``cache_limit`` the least recently written go first.
 
-        Evicting a tenth at a time keeps the cache nearly full and its memory level: dropping it whole made every
-        key miss at once and freed, then re-allocated, hundreds of thousands of small objects.
+        Evicting a tenth at a time keeps the cache nearly full and the keys in use in it: dropping it whole made
+        every key miss at once (a burst of Redis reads) and freed, then re-allocated, hundreds of thousands of small
+        objects. Its memory is the same either way: what a full cache holds.
         """
         cache = self.cache
         pop = cache.pop
