@@ -38,6 +38,9 @@ def rss_mib(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
+TENANTS = [f"m{i}" for i in range(12)]
+
+
 def produce(kafka: KafkaSettings, rate: int, seconds: float, users: int, stop: threading.Event) -> int:
     """Paced batches of fresh users; returns how many events were produced."""
     codec = UsageCodec.schemaless()
@@ -46,7 +49,7 @@ def produce(kafka: KafkaSettings, rate: int, seconds: float, users: int, stop: t
     start = time.perf_counter()
     sent = 0
     while time.perf_counter() - start < seconds and not stop.is_set():
-        tenant = f"m{(sent // BATCH) % 12}"
+        tenant = TENANTS[(sent // BATCH) % len(TENANTS)]
         now_ms = int(time.time() * 1000)
         evs = [UsageEvent(event_id=str(uuid.uuid4()), occurred_at=now_ms, tenant=tenant, provider="openai",
                           model="gpt-4o-mini", request_id=f"r{sent + j}", attempt=1, status="ok", input_tokens=900,
@@ -83,9 +86,13 @@ def main() -> None:
     kafka = load_settings(KafkaSettings, topic_prefix=f"mem{uuid.uuid4().hex[:6]}")
     redis_settings = load_settings(RedisSettings, key_prefix=f"mem{uuid.uuid4().hex[:6]}")
     create_topics(kafka, load_settings(WorkerSettings))
-    budget = Budget(id="user-day", scope={"tenant": "*", "user": "*"}, unit="tokens", limit=10**12, version=1)
+    # A per-user daily budget (a window per user) and each tenant's own daily budget (per-user day totals in the
+    # user_share detector): both kinds of per-user state a million users could grow.
+    budgets = [Budget(id="user-day", scope={"tenant": "*", "user": "*"}, unit="tokens", limit=10**12, version=1)]
+    budgets += [Budget(id=f"{t}-day", scope={"tenant": t}, unit="usd", limit=10**18, version=1) for t in TENANTS]
     producer = Producer(kafka.confluent_config())
-    producer.produce(kafka.topic("budgets"), key=budget.id.encode(), value=budget.to_json().encode())
+    for budget in budgets:
+        producer.produce(kafka.topic("budgets"), key=budget.id.encode(), value=budget.to_json().encode())
     producer.flush(10)
     seconds = args.minutes * 60
     samples: list[tuple[float, float, float]] = []  # (seconds since start, RSS MiB, events counted)
@@ -134,8 +141,9 @@ def main() -> None:
                      for s in samples[:: max(1, len(samples) // 10)])
     body = f"""
 Command: `python -m bench.bench_worker_memory --minutes {args.minutes:g} --rate {args.rate} --users {args.users}
---role {args.role}` (dev stack running). One `--role {args.role}` worker, a per-user daily token budget, every
-event a user not seen before until all {args.users:,} have been seen ({distinct:,} distinct users counted here).
+--role {args.role}` (dev stack running). One `--role {args.role}` worker, a per-user daily token budget and a
+daily budget per tenant ({len(TENANTS)} tenants), every event a user not seen before until all {args.users:,} have
+been seen ({distinct:,} distinct users counted here).
 
 | figure | worker | floor (same run) | ratio | target |
 |---|---|---|---|---|
@@ -150,10 +158,11 @@ event a user not seen before until all {args.users:,} have been seen ({distinct:
 {rows}
 
 What bounds it: window states live in Redis (each with a TTL at its window's end); the process holds a read cache
-of at most `COSTPLANE_WORKER_WINDOW_CACHE_KEYS` states, dropped whole when full, and two generations of at most
-`COSTPLANE_WORKER_RECENT_IDS_PER_PARTITION` recent event ids per partition. The RSS rises while those fill (the id
-sets after {ids_full_at:,} events at the defaults), then only moves with the allocator; nothing in the process
-grows with the number of users.
+of at most `COSTPLANE_WORKER_WINDOW_CACHE_KEYS` states (the least recently written tenth goes when it is full),
+two generations of at most `COSTPLANE_WORKER_RECENT_IDS_PER_PARTITION` recent event ids per partition, and per
+tenant the day totals of at most twice `user_share_users` of its biggest spenders. The RSS rises while those fill
+(the id sets after {ids_full_at:,} events at the defaults), then only moves with the allocator; nothing in the
+process grows with the number of users.
 """
     print(body)
     write_section("Worker memory", body)
