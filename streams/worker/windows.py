@@ -310,8 +310,7 @@ class WorkerWindows:
     def _write_state(self, commit: TenantCommit, key: str, before: State | None, state: State, shape: _Shape,
                      increments: Mapping[int, Sequence[int]], now_ms: int) -> None:
         budget_id, _, member = key.partition("|")
-        commit.set(f"{self.keys.prefix}:{{{commit.tenant}}}:win:{self.keys.group}:{key}", state_json(state),
-                   shape.state_ttl_ms)
+        commit.set(self.keys.tenant_window(commit.tenant, key), state_json(state), shape.state_ttl_ms)
         commit.states[key] = state
         # The guard reserves against these counters: each changed bucket is set to the exact total.
         spent_key = self.guard_keys.spent(commit.tenant, budget_id, member)

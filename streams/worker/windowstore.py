@@ -51,7 +51,11 @@ class WindowKeys:
         return f"{self.prefix}:{{{tenant}}}:worker:{self.group}"
 
     def window(self, state_key: str) -> str:
-        return f"{self.prefix}:{{{tenant_of(split_key(state_key)[1])}}}:win:{self.group}:{state_key}"
+        return self.tenant_window(tenant_of(split_key(state_key)[1]), state_key)
+
+    def tenant_window(self, tenant: str, state_key: str) -> str:
+        """:meth:`window` when the caller already knows the key's tenant (the batch path: no parsing per key)."""
+        return f"{self.prefix}:{{{tenant}}}:win:{self.group}:{state_key}"
 
     def tenants(self) -> str:
         """The group's registry of tenants with windows: a worker taking partitions over reads their metas."""
