@@ -23,8 +23,8 @@ def tune_gc(threshold: int) -> None:
 
 @contextmanager
 def collections_deferred() -> Iterator[None]:
-    """No collection while a sink batch is built and inserted: the batch's rows, rollups and column buffers
-    are all alive until the insert returns, so a collection in between walks them only to find them in use.
+    """No collection while a batch is worked on (a stream batch's windows, a sink batch's insert): its objects
+    are all alive until the step returns, so a collection in between walks them only to find them in use.
     Reference counting frees them after; the deferred collection then runs on what is left."""
     if not gc.isenabled():  # already deferred by an outer caller: leave it to that one
         yield

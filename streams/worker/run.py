@@ -61,4 +61,3 @@ def run_worker(kafka: KafkaSettings, redis_settings: RedisSettings, clickhouse: 
             sink.stop_event.set()  # the loop flushes what it buffered (insert → commit → mark seen), then stops
             thread.join(timeout=30)
             sink.close()
-
