@@ -17,7 +17,6 @@ Redis cost microseconds. A Block is cached locally for a short time so a blocked
 from __future__ import annotations
 
 import inspect
-import os
 import time
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, replace
@@ -28,12 +27,15 @@ import redis
 from prometheus_client import CollectorRegistry, Counter
 
 from costplane.budgets.model import Budget
+from costplane.enforcers.ids import ReservationIds
 from costplane.enforcers.keys import KeyLayout
 from costplane.enforcers.plan import (
     ALLOW,
+    RESERVED,
     Answer,
     PlanCache,
     ReserveRequest,
+    ReserveResult,
     answer_from_decisions,
     answer_from_reserve,
     scope_attrs,
@@ -91,6 +93,7 @@ class GuardCore:
         self._answers: dict[ScopeKey, _Cached] = {}
         self._last_log = 0.0
         self._plans: PlanCache | None = None
+        self._ids = ReservationIds()
 
     def plans(self, keys: KeyLayout) -> PlanCache:
         """The plan cache for this store's key layout (created on first use)."""
@@ -109,10 +112,9 @@ class GuardCore:
             return request
         return replace(request, plan=self._plans.rolled(request.plan, self.cache_key(scope), now_ms))
 
-    @staticmethod
-    def reservation_id() -> str:
-        """80 random bits: unique across processes and forks without a clock or a lock (uuid7 costs 10× more)."""
-        return os.urandom(10).hex()
+    def reservation_id(self) -> str:
+        """Unique across threads, processes and forks, without a clock, a lock or a system call (``ids.py``)."""
+        return self._ids.next()
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
@@ -172,6 +174,49 @@ class GuardCore:
         self.metrics.by_kind["block"].inc()
         return Answer("block", reason=UNAVAILABLE, retry_after_s=self.breaker.cooldown_s)
 
+    def early_answer(self, scope: Mapping[str, str | None], skey: ScopeKey, now_ms: int) -> Answer | None:
+        """An answer that needs no I/O: a cached Block, or the failure policy's while the circuit is open."""
+        cached = self.cached_answer(skey, now_ms)
+        if cached is not None:  # answered from memory: no tokens counted, no price looked up
+            return cached
+        if not self.breaker.allow():
+            return self.on_failure(scope, None)
+        return None
+
+    def reserve_request(self, keys: KeyLayout, scope: Mapping[str, str | None], skey: ScopeKey, now_ms: int,
+                        budgets: list[Budget], nanos: int, tokens: int) -> ReserveRequest:
+        """This call's reservation against the scope's plan (the plan is cached until a bucket rolls over)."""
+        plan = self.plans(keys).plan(skey, str(scope["tenant"]), scope, budgets, now_ms)
+        return ReserveRequest(self.reservation_id(), now_ms, now_ms + self.reservation_ttl_ms, plan, nanos, tokens)
+
+    def reserve_answer(self, skey: ScopeKey, now_ms: int, request: ReserveRequest, result: ReserveResult | None
+                       ) -> tuple[Answer, ReserveRequest | None]:
+        """The store answered (``None``: nothing to ask it): the answer, and the request if the call holds it."""
+        self.breaker.success()
+        answer = self.remember(skey, answer_from_reserve(request, result) if result is not None else ALLOW, now_ms)
+        return answer, (request if answer.allowed and request.plan.slots else None)
+
+    def settle_args(self, reservation: Reservation, usage: Mapping[str, int]
+                    ) -> tuple[ReserveRequest, int, int, int] | None:
+        """The store's ``settle`` arguments, or None when there is nothing to send: settled before, held nothing,
+        or the circuit is open (skipped rather than paying a timeout: the reservation expires by its TTL and the
+        worker's reconcile brings the counter to the exact total). Marks the reservation settled either way."""
+        if reservation.settled:
+            return None
+        reservation.settled = True
+        request = reservation.request
+        if request is None:
+            return None
+        nanos, tokens = self.actual(reservation.provider, reservation.model, usage) if usage else (0, 0)
+        if not self.breaker.allow():
+            return None
+        now = self.now_ms()
+        return self.settle_request(request, reservation.scope, now), nanos, tokens, now
+
+    def settle_failed(self, exc: BaseException) -> None:
+        self.breaker.failure()
+        log.warning("settle failed; the reservation will expire", error=repr(exc))
+
     def amounts(self, *, provider: str, model: str, prompt: str | None, messages: list[dict[str, Any]] | None,
                 prompt_tokens: int | None, max_tokens: int) -> tuple[int, int]:
         """(worst-case nano-USD, worst-case tokens) of a call before it is made."""
@@ -224,15 +269,17 @@ def check_steps(core: GuardCore, keys: Any, scope: Mapping[str, str | None]) -> 
 def reserve_steps(core: GuardCore, keys: Any, scope: Mapping[str, str | None], *, model: str,
                   provider: str | None, prompt: str | None, messages: list[dict[str, Any]] | None,
                   prompt_tokens: int | None, max_tokens: int) -> Steps:
-    """The reservation, as store steps; returns ``(answer, request or None, provider)``."""
+    """The reservation, as store steps (the asyncio guard's); returns ``(answer, request or None, provider)``.
+
+    :meth:`BudgetGuard.reserve` is the same flow written out for a synchronous store: driving a generator costs
+    microseconds per call there, and it overlaps its bookkeeping with the script's run.
+    """
     now = core.now_ms()
     skey = core.cache_key(scope)
     resolved = provider or ""
-    cached = core.cached_answer(skey, now)
-    if cached is not None:  # answered from memory: no tokens counted, no price looked up
-        return cached, None, resolved
-    if not core.breaker.allow():
-        return core.on_failure(scope, None), None, resolved
+    early = core.early_answer(scope, skey, now)
+    if early is not None:
+        return early, None, resolved
     nanos, tokens = core.amounts(provider=resolved, model=model, prompt=prompt, messages=messages,
                                  prompt_tokens=prompt_tokens, max_tokens=max_tokens)
     try:
@@ -241,38 +288,25 @@ def reserve_steps(core: GuardCore, keys: Any, scope: Mapping[str, str | None], *
         if budgets is None:
             budgets = yield ("load_budgets", tenant)
             core.remember_budgets(tenant, budgets, now)
-        plan = core.plans(keys).plan(skey, tenant, scope, budgets, now)
-        request = ReserveRequest(core.reservation_id(), now, now + core.reservation_ttl_ms, plan, nanos, tokens)
+        request = core.reserve_request(keys, scope, skey, now, budgets, nanos, tokens)
+        plan = request.plan
         result = (yield ("reserve", request)) if plan.slots or plan.decision_keys else None
     except STORE_ERRORS as exc:
         return core.on_failure(scope, exc), None, resolved
-    core.breaker.success()
-    answer = answer_from_reserve(request, result) if result is not None else ALLOW
-    held = request if answer.allowed and plan.slots else None
-    return core.remember(skey, answer, now), held, resolved
+    answer, held = core.reserve_answer(skey, now, request, result)
+    return answer, held, resolved
 
 
 def settle_steps(core: GuardCore, reservation: Reservation, usage: Mapping[str, int]) -> Steps:
-    """Idempotent settle / release; Redis trouble here is logged, never raised (the reservation expires).
-
-    With the circuit open the settle is skipped rather than paying a timeout: the reservation expires by its TTL
-    and the worker's reconcile brings the counter to the exact total.
-    """
-    if reservation.settled:
+    """Idempotent settle / release, as store steps; Redis trouble is logged, never raised (the reservation
+    expires). See :meth:`GuardCore.settle_args`."""
+    args = core.settle_args(reservation, usage)
+    if args is None:
         return None
-    reservation.settled = True
-    request = reservation.request
-    if request is None:
-        return None
-    nanos, tokens = core.actual(reservation.provider, reservation.model, usage) if usage else (0, 0)
-    if not core.breaker.allow():
-        return None
-    now = core.now_ms()
     try:
-        yield ("settle", core.settle_request(request, reservation.scope, now), nanos, tokens, now)
+        yield ("settle", *args)
     except STORE_ERRORS as exc:
-        core.breaker.failure()
-        log.warning("settle failed; the reservation will expire", error=repr(exc))
+        core.settle_failed(exc)
         return None
     core.breaker.success()
     return None
@@ -335,17 +369,17 @@ class Reservation:
         With ``publisher`` the same usage is also emitted as a usage event (one call does both).
         """
         buckets = _usage_buckets(usage)
-        self._guard.run(settle_steps(self._guard.core, self, buckets))
+        self._guard.settle_reservation(self, buckets)
         self._publish(publisher, usage, buckets, event_fields)
 
     async def asettle(self, usage: Any = None, *, publisher: Any = None, **event_fields: Any) -> None:
         """:meth:`settle` for the asyncio guard."""
         buckets = _usage_buckets(usage)
-        await self._guard.run(settle_steps(self._guard.core, self, buckets))
+        await self._guard.settle_reservation(self, buckets)
         self._publish(publisher, usage, buckets, event_fields)
 
     def release(self) -> None:
-        self._guard.run(settle_steps(self._guard.core, self, {}))
+        self._guard.settle_reservation(self, {})
 
     def __enter__(self) -> Reservation:
         return self
@@ -360,7 +394,7 @@ class Reservation:
     async def __aexit__(self, _t: type[BaseException] | None, _e: BaseException | None,
                         _tb: TracebackType | None) -> None:
         if not self.settled:
-            await self._guard.run(settle_steps(self._guard.core, self, {}))
+            await self._guard.settle_reservation(self, {})
 
 
 class _GuardShell:
@@ -373,6 +407,8 @@ class _GuardShell:
     def __init__(self, store: Any, **core: Any) -> None:
         self.store = store
         self.core = GuardCore(**core)
+        #: The store sends a reservation and reads its answer as two steps (the Redis store does).
+        self._split = callable(getattr(store, "reserve_begin", None))
 
     @classmethod
     def from_settings(cls, **core: Any) -> Self:
@@ -419,11 +455,58 @@ class BudgetGuard(_GuardShell):
     def reserve(self, scope: Mapping[str, str | None], *, model: str, provider: str | None = None,
                 prompt: str | None = None, messages: list[dict[str, Any]] | None = None,
                 prompt_tokens: int | None = None, max_tokens: int = 1024) -> Reservation:
-        """Reserve the call's worst case against every matching budget (all or nothing) and read decisions."""
-        answer, request, resolved = self.run(reserve_steps(
-            self.core, self.store.keys, scope, model=model, provider=provider, prompt=prompt, messages=messages,
-            prompt_tokens=prompt_tokens, max_tokens=max_tokens))
-        return Reservation(self, scope, answer, request, resolved, model)
+        """Reserve the call's worst case against every matching budget (all or nothing) and read decisions.
+
+        The flow of :func:`reserve_steps`, written out for a synchronous store. On a store that sends and reads
+        apart (Redis), the common outcome is built while the script runs: after the reply only a check remains.
+        """
+        core, store = self.core, self.store
+        now = core.now_ms()
+        skey = core.cache_key(scope)
+        resolved = provider or ""
+        early = core.early_answer(scope, skey, now)
+        if early is not None:
+            return Reservation(self, scope, early, None, resolved, model)
+        nanos, tokens = core.amounts(provider=resolved, model=model, prompt=prompt, messages=messages,
+                                     prompt_tokens=prompt_tokens, max_tokens=max_tokens)
+        try:
+            tenant = str(scope["tenant"])  # never renamed by scope_attrs
+            budgets = core.cached_budgets(tenant, now)
+            if budgets is None:
+                budgets = store.load_budgets(tenant)
+                core.remember_budgets(tenant, budgets, now)
+            request = core.reserve_request(store.keys, scope, skey, now, budgets, nanos, tokens)
+            plan = request.plan
+            result: ReserveResult | None = None
+            if not (plan.slots or plan.decision_keys):
+                result = None  # nothing to reserve on, no decision to read
+            elif self._split:
+                pending = store.reserve_begin(request)
+                reserved = Reservation(self, scope, ALLOW, request if plan.slots else None, resolved, model)
+                result = store.reserve_end(pending)
+                if result is RESERVED:
+                    core.breaker.success()
+                    core.remember(skey, ALLOW, now)
+                    return reserved
+            else:
+                result = store.reserve(request)
+        except STORE_ERRORS as exc:
+            return Reservation(self, scope, core.on_failure(scope, exc), None, resolved, model)
+        answer, held = core.reserve_answer(skey, now, request, result)
+        return Reservation(self, scope, answer, held, resolved, model)
+
+    def settle_reservation(self, reservation: Reservation, usage: Mapping[str, int]) -> None:
+        """:func:`settle_steps` written out for a synchronous store."""
+        core = self.core
+        args = core.settle_args(reservation, usage)
+        if args is None:
+            return
+        try:
+            self.store.settle(*args)
+        except STORE_ERRORS as exc:
+            core.settle_failed(exc)
+            return
+        core.breaker.success()
 
 
 class AsyncBudgetGuard(_GuardShell):
@@ -460,3 +543,6 @@ class AsyncBudgetGuard(_GuardShell):
             self.core, self.store.keys, scope, model=model, provider=provider, prompt=prompt, messages=messages,
             prompt_tokens=prompt_tokens, max_tokens=max_tokens))
         return Reservation(self, scope, answer, request, resolved, model)
+
+    async def settle_reservation(self, reservation: Reservation, usage: Mapping[str, int]) -> None:
+        await self.run(settle_steps(self.core, reservation, usage))

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 
 from costplane.budgets.model import Budget
 from costplane.enforcers.keys import KeyLayout
-from costplane.enforcers.plan import BLOCK, USD, ReserveRequest, ReserveResult
+from costplane.enforcers.plan import BLOCK, RESERVED, USD, ReserveRequest, ReserveResult
 
 DAY_MS = 86_400_000  # how long the record of an expired reservation waits for a late settle
 
@@ -57,7 +57,7 @@ class InMemoryBudgetStore:
         with self._lock:
             decisions = [v for v in (self._get(k) for k in req.decision_keys) if v is not None]
             if decisions:
-                return ReserveResult(decisions=decisions)
+                return ReserveResult(decisions=tuple(decisions))
             grants = []
             degraded = []
             for index, (slot, amount) in enumerate(zip(req.slots, req.amounts, strict=True)):
@@ -77,7 +77,7 @@ class InMemoryBudgetStore:
                 grants.append((slot, amount))
             for slot, amount in grants:
                 self._reservations[slot.counter_key][req.reservation_id] = (req.expiry_ms, amount)
-            return ReserveResult(degraded=degraded)
+            return ReserveResult(degraded=tuple(degraded)) if degraded else RESERVED
 
     def settle(self, req: ReserveRequest, nanos: int, tokens: int, now_ms: int | None = None) -> bool:
         """Charge each budget that holds the reservation's record, once (``now_ms``: the Redis store's clock)."""

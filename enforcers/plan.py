@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from costplane.budgets.model import Budget
@@ -140,14 +140,18 @@ class ReserveRequest:
         return self.plan.slots
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class ReserveResult:
     """Raw store answer: stream decisions found, or the exhausted slot index, or the degraded slot indexes."""
 
-    decisions: list[str] = field(default_factory=list)
+    decisions: tuple[str, ...] = ()
     exhausted: int | None = None  # 0-based slot index
-    degraded: list[int] = field(default_factory=list)
+    degraded: tuple[int, ...] = ()
     held: int | None = None  # settled + open on the exhausted budget when it refused
+
+
+#: The common answer (reserved on every budget), shared rather than built per call.
+RESERVED = ReserveResult()
 
 
 def scope_attrs(scope: Mapping[str, str | None]) -> dict[str, str | None]:
@@ -276,6 +280,8 @@ def answer_from_decisions(raw: Sequence[str | bytes], now_ms: int) -> Answer:
 
 
 def answer_from_reserve(req: ReserveRequest, result: ReserveResult) -> Answer:
+    if result is RESERVED:
+        return ALLOW
     if result.decisions:
         return answer_from_decisions(result.decisions, req.now_ms)
     if result.exhausted is not None:

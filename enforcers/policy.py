@@ -44,6 +44,8 @@ class CircuitBreaker:
 
     def allow(self) -> bool:
         """True when a call may try Redis (closed, or half-open after the cool-down)."""
+        if self._failures < self.threshold:  # the common case reads one int and takes no lock
+            return True
         with self._lock:
             if self._failures < self.threshold:
                 return True

@@ -7,6 +7,7 @@ authoritative totals; the guard side reserves and settles. Both reserve and sett
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -18,7 +19,7 @@ from redis.retry import Retry
 
 from costplane.budgets.model import Budget
 from costplane.enforcers.keys import KeyLayout
-from costplane.enforcers.plan import ReserveRequest, ReserveResult
+from costplane.enforcers.plan import RESERVED, ReserveRequest, ReserveResult
 from costplane.enforcers.resp import bulk
 from costplane.enforcers.scripts import SOURCES
 from costplane.logging import get_logger
@@ -75,6 +76,14 @@ def settle_wire(req: ReserveRequest, nanos: int, tokens: int, now_ms: int) -> by
                    len(mt), mt, plan.wire_settle_tail)
 
 
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A command written to a borrowed connection whose reply has not been read yet."""
+
+    conn: Any
+    packed: bytes
+
+
 def parse_budgets(tenant: str, raw: dict[Any, Any]) -> list[Budget]:
     """The tenant's published budgets; one that does not parse is skipped and logged, never raised into the app."""
     out = []
@@ -89,11 +98,11 @@ def parse_budgets(tenant: str, raw: dict[Any, Any]) -> list[Budget]:
 def parse_reserve(raw: Any) -> ReserveResult:
     """The reserve script's reply: 0, a bit mask of degraded budgets, ``['d', json…]`` or ``['x', index, held]``."""
     if raw == 0:  # the common answer: reserved everywhere
-        return ReserveResult()
+        return RESERVED
     if isinstance(raw, int):
-        return ReserveResult(degraded=[i for i in range(raw.bit_length()) if raw >> i & 1])
+        return ReserveResult(degraded=tuple(i for i in range(raw.bit_length()) if raw >> i & 1))
     if raw[0] == b"d":
-        return ReserveResult(decisions=[r.decode() if isinstance(r, bytes) else str(r) for r in raw[1:]])
+        return ReserveResult(decisions=tuple(r.decode() if isinstance(r, bytes) else str(r) for r in raw[1:]))
     return ReserveResult(exhausted=int(raw[1]) - 1, held=int(raw[2]))
 
 
@@ -112,30 +121,46 @@ class RedisBudgetStore:
                                       retry=NO_RETRY)
         return cls(client, KeyLayout(prefix))
 
-    def roundtrip(self, packed: bytes) -> Any:
-        """One pre-encoded command and its reply on a pooled connection: the guard's whole transport.
+    def send(self, packed: bytes) -> Pending:
+        """Write one pre-encoded command on a pooled connection; :meth:`receive` reads its reply.
 
-        ``NOSCRIPT`` (a restarted or flushed Redis) loads the guard's scripts and sends the command once more.
+        Split so the guard can do its own bookkeeping while Redis runs the script, instead of after the reply.
+        The connection stays borrowed until :meth:`receive`, which must follow (it always releases it).
         """
         pool = self._pool
         if pool is None:
             raise TypeError("reserve/settle need a client, not a pipeline")
         conn: Any = pool.get_connection()
         try:
+            conn.send_packed_command([packed], check_health=False)
+        except BaseException:
+            conn.disconnect()
+            pool.release(conn)
+            raise
+        return Pending(conn, packed)
+
+    def receive(self, pending: Pending) -> Any:
+        """The reply to :meth:`send`'s command; ``NOSCRIPT`` (a restarted or flushed Redis) loads the guard's
+        scripts and sends the command once more."""
+        conn = pending.conn
+        try:
             try:
-                conn.send_packed_command([packed], check_health=False)
                 return conn.read_response()
             except NoScriptError:
                 for src in SOURCES.values():
                     conn.send_packed_command([SCRIPT_LOAD + bulk(src)], check_health=False)
                     conn.read_response()
-                conn.send_packed_command([packed], check_health=False)
+                conn.send_packed_command([pending.packed], check_health=False)
                 return conn.read_response()
         except (redis.ConnectionError, redis.TimeoutError, OSError):
             conn.disconnect()  # a late reply must never be read as the next call's answer
             raise
         finally:
-            pool.release(conn)
+            self._pool.release(conn)  # type: ignore[union-attr]  # send() refused a pipeline store
+
+    def roundtrip(self, packed: bytes) -> Any:
+        """One pre-encoded command and its reply on a pooled connection: the guard's whole transport."""
+        return self.receive(self.send(packed))
 
     # guard side
     def load_budgets(self, tenant: str) -> list[Budget]:
@@ -148,6 +173,13 @@ class RedisBudgetStore:
 
     def reserve(self, req: ReserveRequest) -> ReserveResult:
         return parse_reserve(self.roundtrip(reserve_wire(req)))
+
+    def reserve_begin(self, req: ReserveRequest) -> Pending:
+        """:meth:`reserve` in two halves: this one sends, :meth:`reserve_end` reads the answer."""
+        return self.send(reserve_wire(req))
+
+    def reserve_end(self, pending: Pending) -> ReserveResult:
+        return parse_reserve(self.receive(pending))
 
     def settle(self, req: ReserveRequest, nanos: int, tokens: int, now_ms: int) -> bool:
         return bool(self.roundtrip(settle_wire(req, nanos, tokens, now_ms)))

@@ -108,3 +108,21 @@ def test_a_caller_whose_clock_is_behind_keeps_the_newer_window(store: RedisBudge
     late.settle({"input_tokens": 7})
     fields = store.client.hgetall(store.keys.spent("acme", "m", "tenant=acme"))
     assert int(fields[state]) == 12 - 10**6 and sum(int(v) for f, v in fields.items() if f.isdigit()) == 12
+
+
+def test_a_redis_that_lost_its_scripts_still_reserves_settles_and_refuses(store: RedisBudgetStore) -> None:
+    """``SCRIPT FLUSH`` (what a restart does): the first reply is NOSCRIPT; the guard loads and resends once."""
+    store.publish_budgets("acme", [Budget.from_cli("day", scope="tenant=acme", limit_tokens=100)])
+    guard = BudgetGuard(store, decision_cache_s=0.0)
+    scope = {"tenant": "acme"}
+    counter = store.keys.spent("acme", "day", "tenant=acme")
+    store.client.script_flush()
+    held = guard.reserve(scope, prompt_tokens=30, max_tokens=30, **GPT)
+    assert held.allowed and held.request is not None
+    assert [f for f in store.client.hkeys(counter) if f.startswith(b"r")]  # the record is in Redis
+    store.client.script_flush()
+    held.settle({"input_tokens": 30, "output_tokens": 10})
+    assert not [f for f in store.client.hkeys(counter) if f.startswith(b"r")]
+    store.client.script_flush()
+    refused = guard.reserve(scope, prompt_tokens=30, max_tokens=40, **GPT)  # 40 spent + 70 > 100
+    assert not refused.allowed and refused.answer.held == 40 and refused.answer.limit == 100
