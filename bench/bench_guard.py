@@ -2,11 +2,13 @@
 
 Run against the dev stack (``costplane dev up``):  ``python -m bench.bench_guard``
 
-Floors, measured in the same run: ``PING`` through the guard's own transport (the pre-encoded write and read on a
-pooled connection that reserve and settle use: the floor the ratios are taken against), ``PING`` through redis-py's
-generic command path (for comparison), and an ``EVALSHA`` of ``return 1`` through the guard's transport (a round
-trip through the script engine). check+reserve is one round trip (decisions and counters in one Lua script); each
-call reserves and then settles, like an app does, and the two are timed apart. Every iteration times one floor
+Floors, measured in the same run: ``PING`` through the guard's own transport (the pre-encoded write and read on one
+of the guard's connections that reserve and settle use, ``enforcers/transport.py``: the floor the ratios are taken
+against), ``PING`` through redis-py's generic command path and pool (for comparison), and an ``EVALSHA`` of
+``return 1`` through the guard's transport (a round trip through the script engine). check+reserve is one round
+trip (decisions and counters in one Lua script); each call reserves and then settles, like an app does, and the two
+are timed apart. A settle writes its script and returns; its reply is read, untimed, before the next PING (in an
+app the next call comes much later and finds it arrived). Every iteration times one floor
 PING beside its reserve and settle, so load from the machine's neighbours falls on floor and figures alike. The
 server-side time of each script comes from ``INFO commandstats``, so the table shows how much of the gap is the
 script itself; those counters are server-wide, so that column is only right on a Redis nobody else is using.
@@ -62,6 +64,9 @@ def _pairs(client: redis.Redis, store: RedisBudgetStore, guard: BudgetGuard, sco
         t2 = clock()
         r.settle(usage)
         t3 = clock()
+        # A settle does not wait for its reply. An app's next call comes much later; here the next PING would
+        # queue behind the settle script still running in Redis, so its reply is read first, untimed.
+        guard.flush()
         ping_lat.append(t1 - t0)
         reserve_lat.append(t2 - t1)
         settle_lat.append(t3 - t2)
@@ -72,6 +77,7 @@ def _pairs(client: redis.Redis, store: RedisBudgetStore, guard: BudgetGuard, sco
     client.config_resetstat()
     for r in held:
         r.settle(usage)
+    guard.flush()
     settle_server = _server_us(client)
     return sorted(ping_lat), sorted(reserve_lat), sorted(settle_lat), reserve_server, settle_server
 
@@ -139,6 +145,7 @@ def main() -> None:
         client.ping()
         guard.reserve(scope3, **call).settle(usage)
         guard.reserve(scope1, **call).settle(usage)
+    guard.flush()
 
     redis_py_ping = _timed(client.ping, args.n)
     script_floor = _timed(lambda: store.roundtrip(noop_cmd), args.n)
@@ -185,7 +192,8 @@ def main() -> None:
     client_us = max(percentile(r3, 50) - floor3 - r3_srv / US, 0) * US
     body = f"""
 Command: `python -m bench.bench_guard` (dev stack running; {args.n} calls per row; each call reserves then
-settles, timed apart, beside one floor PING on the same connection pool). The 3-budget scope matches a tenant day
+settles, timed apart, beside one floor PING on the same connections; a settle does not wait for its reply, which
+is read untimed before the next PING). The 3-budget scope matches a tenant day
 budget, a per-user rolling hour (60 buckets) and a per-feature month budget. Ratios are p50 against the p50 of the
 PINGs timed beside the same calls (the first row pools both series); the floors' ratios are against that pool.
 Targets: check + reserve p50 ≤ 1.5× PING and p99 ≤ 1 ms; settle likewise; cached Block ≤ 5 µs.
@@ -194,14 +202,17 @@ Targets: check + reserve p50 ≤ 1.5× PING and p99 ≤ 1 ms; settle likewise; c
 |---|---|---|---|
 {rows}
 
-Reading it: the guard's transport is a pre-encoded `EVALSHA` written and read on a pooled redis-py connection
-(hiredis parses the reply when installed), so its PING is the like-for-like floor; redis-py's own `PING` goes
-through the generic command path and costs more. A 3-budget check + reserve is one round trip ({floor3 * US:.0f}
+Reading it: the guard's transport is a pre-encoded `EVALSHA` written and read on one of the guard's own connections
+(hiredis parses the reply), so its PING is the like-for-like floor; redis-py's own `PING` goes through the generic
+command path and its connection pool (observability hooks and a `poll()` per borrow) and costs more. A settle is
+timed until its script is written: its reply is read on the connection's next use, while Redis runs that command.
+A 3-budget check + reserve is one round trip ({floor3 * US:.0f}
 µs), plus the script's own time on the server ({r3_srv:.0f} µs), plus {client_us:.0f} µs on the client. The
 script's common path is one `HINCRBY` of the budget's state and one `HSET` of the record per budget plus one `MGET`
 of the scope's decisions; the whole counter hash is walked only when the window passes a bucket, the limit changes
 or the state says over the limit. The client part is the plan lookup, pricing the worst case (and at settle the
-real usage), encoding four (settle: six) values into the plan's pre-encoded command, and reading the reply. A
+real usage), encoding four (settle: six) values into the plan's pre-encoded command, and (reserve) reading the reply;
+the common answer is built while the script runs. A
 cached Block never touches Redis; with Redis down the open circuit
 answers without a network call. The commands-only floor runs exactly the Redis commands of a 3-budget check +
 reserve in a script with no logic: the gap between it and PING is the cost of those commands, inside a script, on

@@ -72,6 +72,7 @@ class GuardMetrics:
                                   registry=r)
         # Children resolved once: ``labels()`` costs more than the rest of a cached answer.
         self.by_kind = {kind: self.answers.labels(kind) for kind in ("allow", "block", "degrade")}
+        self.allowed = self.by_kind["allow"]
 
 
 class GuardCore:
@@ -97,7 +98,7 @@ class GuardCore:
 
     def plans(self, keys: KeyLayout) -> PlanCache:
         """The plan cache for this store's key layout (created on first use)."""
-        if self._plans is None or self._plans.keys != keys:
+        if self._plans is None or (self._plans.keys is not keys and self._plans.keys != keys):
             self._plans = PlanCache(keys, reservation_ttl_ms=self.reservation_ttl_ms)
         return self._plans
 
@@ -409,6 +410,8 @@ class _GuardShell:
         self.core = GuardCore(**core)
         #: The store sends a reservation and reads its answer as two steps (the Redis store does).
         self._split = callable(getattr(store, "reserve_begin", None))
+        #: The store can write a settle without waiting for its reply (the Redis store can: ``transport.py``).
+        self._settle_later = callable(getattr(store, "settle_later", None))
 
     @classmethod
     def from_settings(cls, **core: Any) -> Self:
@@ -486,7 +489,7 @@ class BudgetGuard(_GuardShell):
                 result = store.reserve_end(pending)
                 if result is RESERVED:
                     core.breaker.success()
-                    core.remember(skey, ALLOW, now)
+                    core.metrics.allowed.inc()  # what remember() does for an Allow
                     return reserved
             else:
                 result = store.reserve(request)
@@ -495,14 +498,27 @@ class BudgetGuard(_GuardShell):
         answer, held = core.reserve_answer(skey, now, request, result)
         return Reservation(self, scope, answer, held, resolved, model)
 
+    def flush(self) -> None:
+        """Wait until every settle so far is applied in Redis (a settle does not wait for its reply)."""
+        flush = getattr(self.store, "flush", None)
+        if flush is None:
+            return
+        try:
+            flush()
+        except STORE_ERRORS as exc:
+            self.core.settle_failed(exc)
+
     def settle_reservation(self, reservation: Reservation, usage: Mapping[str, int]) -> None:
-        """:func:`settle_steps` written out for a synchronous store."""
+        """:func:`settle_steps` written out for a synchronous store; on Redis, it does not wait for the reply."""
         core = self.core
         args = core.settle_args(reservation, usage)
         if args is None:
             return
         try:
-            self.store.settle(*args)
+            if self._settle_later:
+                self.store.settle_later(*args)  # written, not waited for: the reply says nothing the app needs
+            else:
+                self.store.settle(*args)
         except STORE_ERRORS as exc:
             core.settle_failed(exc)
             return

@@ -106,9 +106,12 @@ class ReservePlan:
         return tuple(s.budget.unit == "usd" for s in self.slots)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ReserveRequest:
-    """One call's reservation: a plan plus this call's id, clock, expiry and worst case (nano-USD and tokens)."""
+    """One call's reservation: a plan plus this call's id, clock, expiry and worst case (nano-USD and tokens).
+
+    Not frozen: one is built per guarded call, and a frozen dataclass pays a ``object.__setattr__`` per field.
+    """
 
     reservation_id: str
     now_ms: int

@@ -6,22 +6,21 @@ authoritative totals; the guard side reserves and settles. Both reserve and sett
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import redis
 import redis.asyncio as aredis
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError
 from redis.retry import Retry
 
 from costplane.budgets.model import Budget
 from costplane.enforcers.keys import KeyLayout
 from costplane.enforcers.plan import RESERVED, ReserveRequest, ReserveResult
-from costplane.enforcers.resp import bulk
 from costplane.enforcers.scripts import SOURCES
+from costplane.enforcers.transport import Lanes
 from costplane.logging import get_logger
 
 log = get_logger("costplane.guard")
@@ -29,7 +28,6 @@ log = get_logger("costplane.guard")
 #: The guard's client gives up at once: the failure policy and the circuit breaker decide what happens next,
 #: and redis-py's default (3 retries with backoff) would turn one dead Redis into seconds per call.
 NO_RETRY = Retry(NoBackoff(), 0)
-SCRIPT_LOAD = b"*3\r\n$6\r\nSCRIPT\r\n$4\r\nLOAD\r\n"
 
 
 def _text(value: bytes | str) -> str:
@@ -76,12 +74,8 @@ def settle_wire(req: ReserveRequest, nanos: int, tokens: int, now_ms: int) -> by
                    len(mt), mt, plan.wire_settle_tail)
 
 
-@dataclass(frozen=True, slots=True)
-class Pending:
-    """A command written to a borrowed connection whose reply has not been read yet."""
-
-    conn: Any
-    packed: bytes
+#: A command written to one of the guard's connections whose reply has not been read yet: (lane, command).
+Pending = tuple[Any, bytes]
 
 
 def parse_budgets(tenant: str, raw: dict[Any, Any]) -> list[Budget]:
@@ -112,8 +106,10 @@ class RedisBudgetStore:
     def __init__(self, client: redis.Redis, keys: KeyLayout | None = None) -> None:
         self.client = client
         self.keys = keys or KeyLayout()
-        # A pipeline (the worker batches decisions through one) has no pool to borrow a connection from.
-        self._pool = None if isinstance(client, redis.client.Pipeline) else client.connection_pool
+        # A pipeline (the worker batches decisions through one) has no connections of its own to copy.
+        self._pipeline = isinstance(client, redis.client.Pipeline)
+        self._lanes: Lanes | None = None  # made on the first reserve or settle: the worker's stores never need one
+        self._lanes_lock = threading.Lock()
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "cp", timeout_s: float = 0.05) -> RedisBudgetStore:
@@ -121,46 +117,37 @@ class RedisBudgetStore:
                                       retry=NO_RETRY)
         return cls(client, KeyLayout(prefix))
 
+    def _transport(self) -> Lanes:
+        lanes = self._lanes
+        if lanes is None:
+            if self._pipeline:
+                raise TypeError("reserve/settle need a client, not a pipeline")
+            with self._lanes_lock:  # two threads' first calls must share one set of connections
+                if self._lanes is None:
+                    self._lanes = Lanes(self.client.connection_pool)
+                lanes = self._lanes
+        return lanes
+
     def send(self, packed: bytes) -> Pending:
-        """Write one pre-encoded command on a pooled connection; :meth:`receive` reads its reply.
+        """Write one pre-encoded command on one of the guard's connections; :meth:`receive` reads its reply.
 
         Split so the guard can do its own bookkeeping while Redis runs the script, instead of after the reply.
-        The connection stays borrowed until :meth:`receive`, which must follow (it always releases it).
         """
-        pool = self._pool
-        if pool is None:
-            raise TypeError("reserve/settle need a client, not a pipeline")
-        conn: Any = pool.get_connection()
-        try:
-            conn.send_packed_command([packed], check_health=False)
-        except BaseException:
-            conn.disconnect()
-            pool.release(conn)
-            raise
-        return Pending(conn, packed)
+        return self._transport().send(packed), packed
 
     def receive(self, pending: Pending) -> Any:
-        """The reply to :meth:`send`'s command; ``NOSCRIPT`` (a restarted or flushed Redis) loads the guard's
-        scripts and sends the command once more."""
-        conn = pending.conn
-        try:
-            try:
-                return conn.read_response()
-            except NoScriptError:
-                for src in SOURCES.values():
-                    conn.send_packed_command([SCRIPT_LOAD + bulk(src)], check_health=False)
-                    conn.read_response()
-                conn.send_packed_command([pending.packed], check_health=False)
-                return conn.read_response()
-        except (redis.ConnectionError, redis.TimeoutError, OSError):
-            conn.disconnect()  # a late reply must never be read as the next call's answer
-            raise
-        finally:
-            self._pool.release(conn)  # type: ignore[union-attr]  # send() refused a pipeline store
+        """The reply to :meth:`send`'s command (``NOSCRIPT``: the guard's scripts are loaded, the command resent)."""
+        lane, packed = pending
+        return self._transport().receive(lane, packed)
 
     def roundtrip(self, packed: bytes) -> Any:
-        """One pre-encoded command and its reply on a pooled connection: the guard's whole transport."""
-        return self.receive(self.send(packed))
+        """One pre-encoded command and its reply: the guard's whole transport (``transport.py``)."""
+        return self._transport().roundtrip(packed)
+
+    def flush(self) -> None:
+        """Wait for the replies of every settle sent so far (:meth:`settle_later`)."""
+        if self._lanes is not None:
+            self._lanes.flush()
 
     # guard side
     def load_budgets(self, tenant: str) -> list[Budget]:
@@ -182,7 +169,12 @@ class RedisBudgetStore:
         return parse_reserve(self.receive(pending))
 
     def settle(self, req: ReserveRequest, nanos: int, tokens: int, now_ms: int) -> bool:
+        """Settle and wait: True when settled now, False when there was nothing to settle."""
         return bool(self.roundtrip(settle_wire(req, nanos, tokens, now_ms)))
+
+    def settle_later(self, req: ReserveRequest, nanos: int, tokens: int, now_ms: int) -> None:
+        """Settle without waiting for the reply (the guard's settle): see ``transport.py``."""
+        self._transport().send_later(settle_wire(req, nanos, tokens, now_ms))
 
     # worker side
     def publish_budgets(self, tenant: str, budgets: Sequence[Budget]) -> None:
