@@ -321,6 +321,12 @@ class WorkerSettings(BaseSettings):
     gc_threshold: int = Field(200_000, ge=700, description="Net new container objects between young-generation "
                               "garbage collections (Python's default is 700). A stream batch keeps tens of thousands "
                               "alive while it is computed, and each collection walks them all again.")
+    malloc_mmap_threshold_kib: int = Field(128, ge=0, le=32_768, description="glibc: blocks of this size and more "
+                                           "are mapped on their own and unmapped when freed, instead of the dynamic "
+                                           "threshold that leaves freed tables resident in the heap; 0 = glibc's "
+                                           "default.")
+    malloc_trim_s: float = Field(30.0, ge=0, description="glibc: every this many seconds the worker returns the heap's "
+                                 "free pages to the system (malloc_trim); 0 = never.")
     sink_nice: int = Field(5, ge=0, le=19, description="How much lower the sink's CPU priority is than the stream "
                            "role's (nice value; the sink process, or the sink thread with role all). Decisions keep "
                            "their latency when both share cores; 0 = same priority.")

@@ -6,6 +6,7 @@ import threading
 
 from costplane.config import ClickHouseSettings, KafkaSettings, RedisSettings, WorkerSettings
 from costplane.logging import get_logger
+from costplane.streams.worker.allocator import pin_mmap_threshold, trim_every
 from costplane.streams.worker.gctuning import tune_gc
 from costplane.streams.worker.metrics import WorkerMetrics
 from costplane.streams.worker.priority import lower_priority
@@ -53,6 +54,9 @@ def run_worker(kafka: KafkaSettings, redis_settings: RedisSettings, clickhouse: 
         thread = threading.Thread(target=sink_main, name="costplane-sink", daemon=True)
         thread.start()
     tune_gc(worker.gc_threshold)
+    pin_mmap_threshold(worker.malloc_mmap_threshold_kib)
+    if worker.malloc_trim_s > 0:
+        threading.Thread(target=trim_every, args=(worker.malloc_trim_s,), name="costplane-trim", daemon=True).start()
     log.info("worker_starting", role=worker.role, group=group_id(kafka, worker), web_port=worker.web_port)
     try:
         faust.Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
