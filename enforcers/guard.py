@@ -480,7 +480,7 @@ class BudgetGuard(_GuardShell):
                 core.remember_budgets(tenant, budgets, now)
             request = core.reserve_request(store.keys, scope, skey, now, budgets, nanos, tokens)
             plan = request.plan
-            result: ReserveResult | None = None
+            result: ReserveResult | None
             if not (plan.slots or plan.decision_keys):
                 result = None  # nothing to reserve on, no decision to read
             elif self._split:
