@@ -37,13 +37,13 @@ def test_blocks_above_the_pinned_threshold_are_unmapped_when_freed() -> None:
     assert pin_mmap_threshold(128)
     kept = []
     for _ in range(3):  # with glibc's dynamic threshold, the first free would move big blocks into the heap
-        big = [bytearray(256 * 1024) for _ in range(200)]  # 50 MB in 256 KiB blocks
+        big = [bytearray(256 * 1024) for _ in range(400)]  # 100 MB in 256 KiB blocks
         for b in big:
             b[0] = 1  # touch, so they are resident
         kept.append(bytes(1000))  # something small outlives them, as in a running worker
         held = rss_kib()
         del big
-        assert held - rss_kib() > 40_000
+        assert held - rss_kib() > 60_000  # most of it (other threads of the test process allocate too)
     assert len(kept) == 3
 
 
