@@ -219,7 +219,10 @@ reserve in a script with no logic: the gap between it and PING is the cost of th
 this Redis (with its append-only file), which no guard code can remove; the gap between it and the real
 check + reserve is the guard's own part. The machine is shared (2 cores), so p99 moves with the load of its neighbours:
 compare each p99 with the floor's own p99 in the first row. The server-time column comes from `INFO commandstats`,
-which counts every client's `EVALSHA`: it is only the guard's own on an otherwise idle Redis.
+which counts every client's `EVALSHA`: it is only the guard's own on an otherwise idle Redis. Most of this
+machine's PING is waking idle virtual CPUs: with both cores kept busy by other work, the same PING took 29 µs and
+a 3-budget check + reserve 84 µs (2.9×). The ratio is smallest where round trips are slow; the microseconds the
+guard adds (script, append-only file write, client) are what carries to other machines.
 """
     print(body)
     if not args.no_write:
