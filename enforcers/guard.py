@@ -72,7 +72,6 @@ class GuardMetrics:
                                   registry=r)
         # Children resolved once: ``labels()`` costs more than the rest of a cached answer.
         self.by_kind = {kind: self.answers.labels(kind) for kind in ("allow", "block", "degrade")}
-        self.allowed = self.by_kind["allow"]
 
 
 class GuardCore:
@@ -184,10 +183,10 @@ class GuardCore:
             return self.on_failure(scope, None)
         return None
 
-    def reserve_request(self, keys: KeyLayout, scope: Mapping[str, str | None], skey: ScopeKey, now_ms: int,
-                        budgets: list[Budget], nanos: int, tokens: int) -> ReserveRequest:
+    def reserve_request(self, keys: KeyLayout, tenant: str, scope: Mapping[str, str | None], skey: ScopeKey,
+                        now_ms: int, budgets: list[Budget], nanos: int, tokens: int) -> ReserveRequest:
         """This call's reservation against the scope's plan (the plan is cached until a bucket rolls over)."""
-        plan = self.plans(keys).plan(skey, str(scope["tenant"]), scope, budgets, now_ms)
+        plan = self.plans(keys).plan(skey, tenant, scope, budgets, now_ms)
         return ReserveRequest(self.reservation_id(), now_ms, now_ms + self.reservation_ttl_ms, plan, nanos, tokens)
 
     def reserve_answer(self, skey: ScopeKey, now_ms: int, request: ReserveRequest, result: ReserveResult | None
@@ -289,7 +288,7 @@ def reserve_steps(core: GuardCore, keys: Any, scope: Mapping[str, str | None], *
         if budgets is None:
             budgets = yield ("load_budgets", tenant)
             core.remember_budgets(tenant, budgets, now)
-        request = core.reserve_request(keys, scope, skey, now, budgets, nanos, tokens)
+        request = core.reserve_request(keys, tenant, scope, skey, now, budgets, nanos, tokens)
         plan = request.plan
         result = (yield ("reserve", request)) if plan.slots or plan.decision_keys else None
     except STORE_ERRORS as exc:
@@ -478,7 +477,7 @@ class BudgetGuard(_GuardShell):
             if budgets is None:
                 budgets = store.load_budgets(tenant)
                 core.remember_budgets(tenant, budgets, now)
-            request = core.reserve_request(store.keys, scope, skey, now, budgets, nanos, tokens)
+            request = core.reserve_request(store.keys, tenant, scope, skey, now, budgets, nanos, tokens)
             plan = request.plan
             result: ReserveResult | None
             if not (plan.slots or plan.decision_keys):
@@ -489,7 +488,7 @@ class BudgetGuard(_GuardShell):
                 result = store.reserve_end(pending)
                 if result is RESERVED:
                     core.breaker.success()
-                    core.metrics.allowed.inc()  # what remember() does for an Allow
+                    core.remember(skey, ALLOW, now)  # counted like any answer
                     return reserved
             else:
                 result = store.reserve(request)
