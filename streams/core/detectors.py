@@ -37,6 +37,7 @@ from costplane.streams.core.priced import PricedEvent
 MINUTE_MS = 60_000
 BACKLOG_PAUSE_MS = 30_000  # a backlog that pauses this long is over: the clock judges the minutes left
 _ATTR = {"user": "user_id"}  # scope/dimension names that differ from the event's field names
+_RANKED_METRICS = (0, 1, 3)  # what findings rank contributors by: cost, tokens, retries (see _Minute.contrib)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,10 +76,15 @@ class DetectorConfig:
     max_sessions: int = 100_000
     grace_ms: int = 5_000
     top_contributors: int = 5
+    #: The biggest contributors kept per subject and minute by each ranking (cost, tokens, retries); at most four
+    #: times this many are held, so a minute with a million users costs the same memory as one with a thousand.
+    contributors_tracked: int = 100
 
     def __post_init__(self) -> None:
         if self.user_share_users < 1:
             raise ValueError("user_share_users must be >= 1")
+        if self.contributors_tracked < self.top_contributors:
+            raise ValueError("contributors_tracked must be >= top_contributors")
         if self.min_attempts < 1 or self.runaway_attempts < 1 or self.session_turns < 2:
             raise ValueError("min_attempts and runaway_attempts must be >= 1, session_turns >= 2")
         if not 0 < self.ewma_alpha <= 1 or self.spike_factor <= 1:
@@ -151,6 +157,12 @@ def _spiking(base: _Baseline, value: int, floor: int, cfg: DetectorConfig) -> bo
     return Fraction(value - base.level) ** 2 > Fraction(cfg.spike_sigmas) ** 2 * base.var
 
 
+def _untracked(data: _Minute, metric: int) -> dict[str, str]:
+    """The finding number saying how short a contributor's ranked figure may be (none while all are exact)."""
+    short = data.untracked[metric]
+    return {"contributors_short_by_at_most": str(short)} if short else {}
+
+
 @dataclass(slots=True)
 class _Minute:
     """One subject's counts in one minute (all integers, so sums are exact)."""
@@ -166,8 +178,11 @@ class _Minute:
     prompt: int = 0
     # (dimension, value) -> [nanos, tokens, attempts, retries]
     contrib: dict[tuple[str, str], list[int]] = field(default_factory=dict)
+    #: Per metric, the most a contributor dropped from ``contrib`` had: a contributor's figure is short by at most
+    #: this (all zero while nothing was dropped, and then every figure is exact).
+    untracked: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
 
-    def add(self, p: PricedEvent, contrib_dims: Sequence[str]) -> None:
+    def add(self, p: PricedEvent, contrib_dims: Sequence[str], tracked: int) -> None:
         e = p.event
         tokens = _tokens(p)
         retry = 1 if e.attempt > 1 else 0
@@ -185,11 +200,35 @@ class _Minute:
             value = getattr(e, _ATTR.get(dim, dim), None)
             if value is None:
                 continue
-            cell = self.contrib.setdefault((dim, str(value)), [0, 0, 0, 0])
+            key = (dim, str(value))
+            cell = self.contrib.get(key)
+            if cell is None:
+                if len(self.contrib) >= 4 * tracked:
+                    self.shrink(tracked)  # before the newcomer joins: it starts at zero, the smallest
+                cell = self.contrib[key] = [0, 0, 0, 0]
             cell[0] += p.cost_nanos
             cell[1] += tokens
             cell[2] += 1
             cell[3] += retry
+
+    def shrink(self, keep: int) -> None:
+        """Keep the ``keep`` biggest contributors by cost, by tokens and by retries; forget the rest.
+
+        Why: the findings name the top few, and a busy subject's minute has one contributor per user — a minute
+        of fresh users held hundreds of thousands of entries only to drop them when it closed (most of the worker's
+        memory swing). A contributor dropped here was outside the top ``keep`` of every ranking, so one who comes
+        back is short by at most ``untracked`` of that metric, which findings report beside the contributors.
+        """
+        kept: set[tuple[str, str]] = set()
+        for metric in _RANKED_METRICS:
+            ranked = heapq.nlargest(keep, self.contrib.items(), key=lambda kv: kv[1][metric])
+            kept.update(k for k, cell in ranked if cell[metric] > 0)  # a zero ranks nobody (no retries, say)
+        untracked = self.untracked
+        for key in [k for k in self.contrib if k not in kept]:
+            cell = self.contrib.pop(key)
+            for metric in range(4):
+                if cell[metric] > untracked[metric]:
+                    untracked[metric] = cell[metric]
 
 
 @dataclass(slots=True)
@@ -347,7 +386,13 @@ class Detectors:
                                                [d for d in ("user", "feature", "model") if d not in cfg.dimensions])
             fields, contrib_dims = dims
             subject = (e.tenant, *(str(getattr(e, f, None) or "-") for f in fields))
-            self._open.setdefault(minute, {}).setdefault(subject, _Minute()).add(p, contrib_dims)
+            subjects = self._open.get(minute)
+            if subjects is None:
+                subjects = self._open[minute] = {}
+            data = subjects.get(subject)
+            if data is None:
+                data = subjects[subject] = _Minute()
+            data.add(p, contrib_dims, cfg.contributors_tracked)
             cell = self._open_models.setdefault(minute, {}).setdefault((e.tenant, e.model), [0, 0])
             cell[0] += _tokens(p)
             cell[1] += 1
@@ -541,7 +586,8 @@ class Detectors:
                 {"attempts": str(data.attempts), "retries": str(data.retries),
                  "retry_ratio": _ratio(data.retries, data.attempts), "threshold": str(cfg.retry_ratio),
                  "failed_attempts": str(data.failed), "wasted_tokens": str(data.failed_tokens),
-                 "wasted_cost_nanos": str(data.failed_nanos), "wasted_usd": _usd(data.failed_nanos)},
+                 "wasted_cost_nanos": str(data.failed_nanos), "wasted_usd": _usd(data.failed_nanos),
+                 **_untracked(data, 3)},
                 self._top(data, 3, cfg),
                 "Check the provider status and the failing statuses; cap retries with backoff and jitter."))
         base = self._subjects.get(subject)
@@ -562,7 +608,7 @@ class Detectors:
                      "baseline_nanos": str(base.level), "baseline_usd": _usd(base.level), "factor": factor,
                      "baseline_stddev_usd": _usd(math.isqrt(base.var)),
                      "threshold_factor": str(cfg.spike_factor), "floor_usd": _usd(cfg.spike_floor_nanos),
-                     "attempts": str(data.attempts), "tokens": str(data.tokens)},
+                     "attempts": str(data.attempts), "tokens": str(data.tokens), **_untracked(data, 0)},
                     self._top(data, 0, cfg),
                     "Find the top contributor; set or lower a budget with action degrade or block for it."))
         _learn(base, data.nanos, cfg, spiking)
@@ -589,7 +635,7 @@ class Detectors:
                 {"hit_rate": f"{Decimal(rate.numerator) / Decimal(rate.denominator):.4f}",
                  "baseline_hit_rate": f"{Decimal(base.rate.numerator) / Decimal(base.rate.denominator):.4f}",
                  "cached_tokens": str(data.cached), "prompt_tokens": str(data.prompt),
-                 "floor": str(cfg.cache_hit_floor), "cost_nanos": str(data.nanos)},
+                 "floor": str(cfg.cache_hit_floor), "cost_nanos": str(data.nanos), **_untracked(data, 1)},
                 self._top(data, 1, cfg),
                 "Look for a change that moved variable content before the cached prefix (timestamps, ids, "
                 "reordered tools) and restore a stable prefix."))

@@ -8,6 +8,8 @@ import random
 from collections.abc import Iterable, Iterator
 from decimal import Decimal
 
+import pytest
+
 from costplane.budgets import Budget
 from costplane.publisher.event import UsageEvent
 from costplane.streams.core.detectors import MINUTE_MS, DetectorConfig, Detectors
@@ -347,3 +349,43 @@ def test_a_user_dropped_from_the_tracked_set_comes_back_missing_at_most_the_untr
     spent = int(share[0].numbers["spent"])
     true_spent = 1_100_000_005
     assert true_spent - int(share[0].numbers["untracked_at_most"]) <= spent <= true_spent
+
+
+def test_a_minute_of_fresh_users_holds_a_bounded_contributor_map_and_still_names_the_retrier() -> None:
+    det = Detectors(DetectorConfig(contributors_tracked=20))
+    start = T0 + 10 * MINUTE_MS
+    crowd = [ev(start + i, user=f"u{i}", cost=1_000 + i) for i in range(3_000)]
+    # The retrier never falls out: the retries ranking keeps it while the crowd churns through the cost ranking.
+    storm = [ev(start + 5 + i * 10, user="retrier", attempt=2, status="error", cost=500) for i in range(400)]
+    det.observe(sorted(crowd + storm, key=lambda p: p.event.occurred_at))
+    data = det._open[start][("acme", "chat", "gpt-4o")]
+    assert len(data.contrib) <= 4 * 20
+    findings = det.evaluate(start + MINUTE_MS + 6_000)
+    f = active(findings, "retry_storm")[0]
+    assert f.contributors[0].value == "retrier" and f.contributors[0].attempts == 400
+    assert f.numbers["retries"] == "400" and f.numbers["attempts"] == "3400"  # the minute's totals stay exact
+    # No contributor with a retry was dropped, so the retry ranking is exact and the finding says nothing more.
+    assert "contributors_short_by_at_most" not in f.numbers
+
+
+def test_a_contributor_dropped_while_small_comes_back_short_by_at_most_the_reported_bound() -> None:
+    cfg = DetectorConfig(contributors_tracked=10, warmup_minutes=2)
+    det = Detectors(cfg)
+    run(det, [(m, minute_traffic(m, 20, cost=1_000)) for m in range(3)])  # a learnt baseline of $0.00002/min
+    start = T0 + 3 * MINUTE_MS
+    first = [ev(start, user="whale", cost=5, input_tokens=1, output=0)]  # smallest by cost and by tokens
+    crowd = [ev(start + 1 + i, user=f"u{i}", cost=100 + i) for i in range(100)]
+    burst = [ev(start + 1_000 + i, user="whale", cost=200_000_000) for i in range(3)]
+    findings = run(det, [(3, first + crowd + burst)])[3]
+    spike = active(findings, "cost_spike")[0]
+    whale = spike.contributors[0]
+    assert whale.value == "whale"
+    short = int(spike.numbers["contributors_short_by_at_most"])
+    true_cost = 600_000_005
+    assert whale.cost_nanos < true_cost  # it was dropped once, and its first 5 nanos are missing ...
+    assert 0 < short < 100 + 100 and true_cost - short <= whale.cost_nanos  # ... by no more than the bound
+
+
+def test_contributors_tracked_below_the_reported_top_is_refused() -> None:
+    with pytest.raises(ValueError, match="contributors_tracked"):
+        DetectorConfig(contributors_tracked=3, top_contributors=5)
