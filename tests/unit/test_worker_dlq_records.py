@@ -50,8 +50,8 @@ def test_ratio_guard_forgets_old_seconds() -> None:
     assert guard.ratio == pytest.approx(20 / 120)
 
 
-def test_recent_ids_remember_at_least_the_last_n_and_at_most_2n_per_partition() -> None:
-    recent = RecentIds(per_partition=3)
+def test_recent_ids_remember_at_least_the_last_n_and_at_most_2n_with_two_generations() -> None:
+    recent = RecentIds(per_partition=3, generations=2)
     assert recent.first_time(0, "a") and not recent.first_time(0, "a")
     assert recent.first_time(1, "a")  # another partition
     for event_id in ("b", "c", "d", "e"):
@@ -62,3 +62,22 @@ def test_recent_ids_remember_at_least_the_last_n_and_at_most_2n_per_partition() 
     assert recent.first_time(0, "a")  # more than 2 × 3 ids ago: forgotten, memory stays bounded
     recent.forget(0)
     assert recent.first_time(0, "h") and not recent.first_time(1, "a")
+
+
+@pytest.mark.parametrize("generations", [2, 3, 4, 7])
+def test_recent_ids_keep_between_n_and_n_times_g_over_g_minus_1(generations: int) -> None:
+    per = 12
+    recent = RecentIds(per_partition=per, generations=generations)
+    for i in range(500):
+        assert recent.first_time(0, str(i))
+        held = sum(len(ids) for ids in recent._rings[0])
+        assert min(i + 1, per) <= held <= -(-per // (generations - 1)) * generations
+        # Every one of the last ``per`` ids is still a duplicate; the oldest beyond the bound are not.
+        held_ids = set().union(*recent._rings[0])
+        assert all(str(j) in held_ids for j in range(max(0, i + 1 - per), i + 1))
+    assert recent.first_time(0, "0")  # 500 ids ago: forgotten
+
+
+def test_recent_ids_refuse_a_single_generation() -> None:
+    with pytest.raises(ValueError, match="generations"):
+        RecentIds(per_partition=3, generations=1)
