@@ -66,6 +66,7 @@ class Runtime:
         self.budgets: dict[str, Budget] = {}
         self.budgets_loaded = asyncio.Event()
         self.recent = RecentIds(worker.recent_ids_per_partition)
+        metrics.watch_recent_ids(self.recent.held)
         self.invalid = InvalidRatioGuard(worker.invalid_ratio_limit, worker.invalid_window_s,
                                          worker.invalid_min_events)
         self.ready = False

@@ -49,3 +49,8 @@ class RecentIds:
 
     def forget(self, partition: int) -> None:
         self._rings.pop(partition, None)
+
+    def held(self) -> dict[int, int]:
+        """Ids held per partition (what ``costplane_worker_recent_ids`` reports: the set is full at
+        ``per_partition`` and stays within four thirds of it)."""
+        return {partition: sum(len(ids) for ids in ring) for partition, ring in self._rings.items()}

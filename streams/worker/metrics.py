@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 
 @dataclass
@@ -37,3 +40,21 @@ class WorkerMetrics:
         self.lag = Gauge("costplane_worker_consumer_lag", "Messages behind the log end", ["role"], registry=r)
         self.invalid_ratio = Gauge("costplane_worker_invalid_ratio", "Invalid share in the current window",
                                    registry=r)
+
+    def watch_recent_ids(self, held: Callable[[], Mapping[int, int]]) -> None:
+        """Report the window-dedup ids held per partition, read when scraped (nothing to update per event)."""
+        self.registry.register(_PerPartition("costplane_worker_recent_ids",
+                                             "Event ids held per partition for window dedup", held))
+
+
+class _PerPartition(Collector):
+    """A gauge per partition whose values are read from the worker's state at scrape time."""
+
+    def __init__(self, name: str, documentation: str, read: Callable[[], Mapping[int, int]]) -> None:
+        self._name, self._documentation, self._read = name, documentation, read
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(self._name, self._documentation, labels=["partition"])
+        for partition, value in sorted(self._read().items()):
+            family.add_metric([str(partition)], value)
+        yield family

@@ -103,6 +103,8 @@ def test_bad_input_is_dead_lettered_and_a_flood_stops_the_worker(kafka_settings:
         assert worker.proc is not None and worker.proc.poll() is None, "the worker must keep going"
         status, metrics = worker.get("/metrics")
         assert status == 200 and 'costplane_worker_events_total{role="stream"} 501.0' in str(metrics)
+        held = [line for line in str(metrics).splitlines() if line.startswith("costplane_worker_recent_ids{")]
+        assert len(held) == 1 and held[0].endswith(" 501.0"), held  # acme's one partition holds every valid id
 
         # A bad deploy upstream: every event invalid. The worker must stop, saying why and which setting.
         for _ in range(20):

@@ -81,3 +81,22 @@ def test_recent_ids_keep_between_n_and_n_times_g_over_g_minus_1(generations: int
 def test_recent_ids_refuse_a_single_generation() -> None:
     with pytest.raises(ValueError, match="generations"):
         RecentIds(per_partition=3, generations=1)
+
+
+def test_recent_ids_held_are_scraped_per_partition() -> None:
+    from prometheus_client import generate_latest
+
+    from costplane.streams.worker.metrics import WorkerMetrics
+
+    recent = RecentIds(per_partition=1000)
+    metrics = WorkerMetrics()
+    metrics.watch_recent_ids(recent.held)
+    for i in range(7):
+        recent.first_time(2, f"a{i}")
+    recent.first_time(0, "b")
+    recent.first_time(0, "b")  # a duplicate holds nothing more
+    text = generate_latest(metrics.registry).decode()
+    assert 'costplane_worker_recent_ids{partition="0"} 1.0' in text
+    assert 'costplane_worker_recent_ids{partition="2"} 7.0' in text
+    recent.forget(2)
+    assert 'partition="2"' not in generate_latest(metrics.registry).decode()
