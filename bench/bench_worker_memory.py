@@ -74,15 +74,23 @@ def produce(kafka: KafkaSettings, rate: int, seconds: float, users: int, stop: t
     return sent
 
 
-def counted(worker: WorkerProcess) -> float:
+def scrape(worker: WorkerProcess) -> tuple[float, dict[int, float]]:
+    """(events counted, event ids held per partition) from the worker's /metrics; (-1, {}) if it did not answer."""
     try:
         _, body = worker.get("/metrics", 30)
     except OSError:
-        return -1.0
+        return -1.0, {}
+    events, held = 0.0, {}
     for line in str(body).splitlines():
         if line.startswith('costplane_worker_events_total{role="stream"}'):
-            return float(line.split()[-1])
-    return 0.0
+            events = float(line.split()[-1])
+        elif line.startswith('costplane_worker_recent_ids{partition="'):
+            held[int(line.split('"')[1])] = float(line.split()[-1])
+    return events, held
+
+
+def counted(worker: WorkerProcess) -> float:
+    return scrape(worker)[0]
 
 
 def main() -> None:
@@ -106,6 +114,8 @@ def main() -> None:
     producer.flush(10)
     seconds = args.minutes * 60
     samples: list[tuple[float, float, float]] = []  # (seconds since start, RSS MiB, events counted)
+    fullest: list[float] = []  # per sample: the least-filled partition's share of its recent-id bound
+    settings = load_settings(WorkerSettings)
     with tempfile.TemporaryDirectory() as tmp:
         ch = load_settings(ClickHouseSettings, chdb_path=Path(tmp) / "chdb", database="bench")
         env = worker_env(kafka, redis_settings, ch if args.role == "all" else None)
@@ -120,7 +130,10 @@ def main() -> None:
             start = time.monotonic()
             feeder.start()
             while feeder.is_alive():
-                samples.append((time.monotonic() - start, rss_mib(worker.proc.pid), counted(worker)))
+                events, held = scrape(worker)
+                samples.append((time.monotonic() - start, rss_mib(worker.proc.pid), events))
+                fills = [held.get(p, 0.0) / settings.recent_ids_per_partition for p in range(settings.usage_partitions)]
+                fullest.append(min(fills))
                 print(f"{samples[-1][0]:6.0f} s  RSS {samples[-1][1]:7.1f} MiB  counted {samples[-1][2]:,.0f}",
                       flush=True)
                 time.sleep(5)
@@ -134,10 +147,10 @@ def main() -> None:
             worker.stop()
             drop_redis_prefix(redis_settings.url.get_secret_value(), redis_settings.key_prefix)
 
-    settings = load_settings(WorkerSettings)
-    # Recent ids: two generations per partition, so the sets stop growing after 2 × N events per partition.
-    ids_full_at = 2 * settings.recent_ids_per_partition * settings.usage_partitions
-    full = [s for s in samples if s[2] >= ids_full_at]
+    # Recent ids: each partition's ring is full once it holds N ids (and stays below 4/3 N). Partitions get
+    # different shares of the tenants, so the least-loaded one fills last; the sample it does is the line.
+    first_full = next((i for i, fill in enumerate(fullest) if fill >= 1.0), None)
+    full = samples[first_full:] if first_full is not None else []
     after_full = (f"{(full[-1][1] - full[0][1]) / full[0][1] * 100:+.1f} % ({full[0][1]:.1f} → {full[-1][1]:.1f} MiB"
                   f" from {full[0][0] / 60:.1f} min on)") if len(full) > 1 else "not reached in this run"
     warm = [s for s in samples if s[0] >= 60] or samples
@@ -162,7 +175,7 @@ been seen ({distinct:,} distinct users counted here).
 | RSS at the end | {end:.1f} MiB | {floor:.1f} MiB (warmed up, after the first minute) | {end / floor:.2f}× | flat |
 | RSS growth over the second half | {growth * 100:+.1f} % ({half_start:.1f} → {end:.1f} MiB) | — | — | ≈ 0 |
 | RSS trend, second half (least squares) | {slope:+.2f} MiB/min ({trend_pct:+.1f} % over the half) | — | — | ≈ 0 |
-| RSS growth once the bounded sets are full ({ids_full_at:,} events) | {after_full} | — | — | ≈ 0 |
+| RSS growth once every partition's recent-id ring is full | {after_full} | — | — | ≈ 0 |
 | peak RSS | {peak:.1f} MiB | — | — | — |
 | events counted | {samples[-1][2]:,.0f} | {samples[-1][2] / seconds:,.0f} events/s offered {args.rate:,} | — | — |
 
@@ -171,17 +184,17 @@ been seen ({distinct:,} distinct users counted here).
 {rows}
 
 What bounds it: window states live in Redis (each with a TTL at its window's end); the process holds a read cache
-of at most `COSTPLANE_WORKER_WINDOW_CACHE_KEYS` states (the least recently written tenth goes when it is full),
-two generations of at most `COSTPLANE_WORKER_RECENT_IDS_PER_PARTITION` recent event ids per partition, and per
-tenant the day totals of at most twice `user_share_users` of its biggest spenders. The RSS rises while those fill
-(the id sets after {ids_full_at:,} events at the defaults); after that, nothing in the process grows with the number of
-users: a `tracemalloc` comparison of the running worker over three minutes found no Python structure growing (the
-detectors' per-minute contributor maps, one entry per user in the minute, about 10 MiB at 3,000 events/s, are
-dropped as each minute closes). What still rises is outside the objects it traces (free memory the allocators keep,
-or C extensions). glibc is told to give freed memory back
-(`COSTPLANE_WORKER_MALLOC_MMAP_THRESHOLD_KIB`, `COSTPLANE_WORKER_MALLOC_TRIM_S`); CPython's small-object arenas are
-returned only when wholly empty. The endpoints of the second half move with single samples (±10 MiB here); the
-trend row fits all of them.
+of at most `COSTPLANE_WORKER_WINDOW_CACHE_KEYS` states (the least recently written tenth goes when it is full), a
+ring of four generations of recent event ids per partition (at least `COSTPLANE_WORKER_RECENT_IDS_PER_PARTITION`,
+at most four thirds of it; `costplane_worker_recent_ids{{partition}}` shows each), per tenant the day totals of at
+most twice `user_share_users` of its biggest spenders, and per subject and minute at most four times
+`contributors_tracked` contributors. The RSS rises while those fill; the id rings fill last, each at its
+partition's share of the traffic (the row above starts at the sample where the last one was full). Before the
+contributor maps were bounded, every minute built and dropped one entry per user (about a million objects at
+5,000 events/s): the biggest swing in the process, which CPython's small-object arenas (returned only when wholly
+empty) kept as a slowly rising high-water mark. glibc is told to give freed memory back
+(`COSTPLANE_WORKER_MALLOC_MMAP_THRESHOLD_KIB`, `COSTPLANE_WORKER_MALLOC_TRIM_S`). The endpoints of the second half
+move with single samples (±10 MiB); the trend row fits all of them.
 """
     print(body)
     write_section("Worker memory", body)
