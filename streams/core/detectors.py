@@ -310,7 +310,7 @@ class Detectors:
         self._open_models: dict[int, dict[tuple[str, str], list[int]]] = {}  # (tenant, model) -> [tokens, attempts]
         self._open_unpriced: dict[int, dict[tuple[str, str, str], int]] = {}
         self._closed_until = 0  # start of the first minute not yet judged
-        self._watermark = 0  # the latest event time observed
+        self._watermark = 0  # the latest batch's median event time (see observe)
         self._observed = False  # events arrived since the last evaluation
         self._traffic_at = -BACKLOG_PAUSE_MS - 1  # the clock of the last evaluation that found new events
         self._subjects: dict[tuple[str, ...], _Baseline] = {}
@@ -373,11 +373,11 @@ class Detectors:
         """Count a batch of priced events (the worker calls this once per batch, after pricing)."""
         daily = self._tenant_daily_budgets()
         month_budgets = [b for b in self._budgets if b.period == "month" and "*" not in b.scope.values()]
+        times: list[int] = []
         for p in events:
             e = p.event
             cfg = self.config_for(e.tenant)
-            if e.occurred_at > self._watermark:
-                self._watermark = e.occurred_at
+            times.append(e.occurred_at)
             self._observed = True
             minute = max(e.occurred_at // MINUTE_MS * MINUTE_MS, self._closed_until)
             dims = self._dims.get(e.tenant)
@@ -408,6 +408,12 @@ class Detectors:
                 self._observe_user_day(p, daily[e.tenant], cfg)
             if month_budgets:
                 self._observe_month(p, month_budgets)
+        if times:
+            # The batch's median, not its latest: during a replay the watermark closes minutes, and one event from a
+            # client whose clock runs minutes ahead (within the skew bound) would close minutes the backlog has not
+            # reached yet, folding the rest of their traffic into a later minute.
+            times.sort()
+            self._watermark = max(self._watermark, times[(len(times) - 1) // 2])
 
     def _observe_retry(self, p: PricedEvent, cfg: DetectorConfig) -> None:
         """Only retried requests are tracked: a first attempt alone can never be a runaway."""

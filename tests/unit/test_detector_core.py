@@ -389,3 +389,16 @@ def test_a_contributor_dropped_while_small_comes_back_short_by_at_most_the_repor
 def test_contributors_tracked_below_the_reported_top_is_refused() -> None:
     with pytest.raises(ValueError, match="contributors_tracked"):
         DetectorConfig(contributors_tracked=3, top_contributors=5)
+
+
+def test_one_event_from_a_clock_running_ahead_does_not_close_the_minutes_a_replay_has_not_reached() -> None:
+    det = Detectors()
+    now = T0 + 60 * MINUTE_MS  # the backlog is an hour behind the clock
+    ahead = ev(T0 + 4 * MINUTE_MS + 30_000)  # a client 4.5 minutes fast, inside the worker's skew bound
+    det.observe(minute_traffic(0, 30) + [ahead])
+    det.evaluate(now)
+    assert det.tracked()["open_minutes"] == 2  # minute 0 and the far-ahead one: nothing judged on its word
+    det.observe(minute_traffic(1, 30))
+    judged = det.evaluate_minutes(now)
+    assert [m for m, _ in judged] == [T0]  # the replay reached minute 1: minute 0 closes, minute 1 stays open
+    assert T0 + MINUTE_MS in det._open  # minute 1's own traffic counted in minute 1, not folded into a later one
