@@ -78,7 +78,7 @@ class DetectorConfig:
     top_contributors: int = 5
     #: The biggest contributors kept per subject and minute by each ranking (cost, tokens, retries); at most four
     #: times this many are held, so a minute with a million users costs the same memory as one with a thousand.
-    contributors_tracked: int = 100
+    contributors_tracked: int = 1_000
 
     def __post_init__(self) -> None:
         if self.user_share_users < 1:
@@ -157,10 +157,14 @@ def _spiking(base: _Baseline, value: int, floor: int, cfg: DetectorConfig) -> bo
     return Fraction(value - base.level) ** 2 > Fraction(cfg.spike_sigmas) ** 2 * base.var
 
 
-def _untracked(data: _Minute, metric: int) -> dict[str, str]:
-    """The finding number saying how short a contributor's ranked figure may be (none while all are exact)."""
-    short = data.untracked[metric]
-    return {"contributors_short_by_at_most": str(short)} if short else {}
+def _contributor_bounds(data: _Minute) -> dict[str, str]:
+    """The finding numbers saying how far each contributor figure may be overstated (none while all are exact)."""
+    floor = data.floor
+    if not any(floor):
+        return {}
+    return {"contributors_cost_nanos_over_by_at_most": str(floor[0]),
+            "contributors_tokens_over_by_at_most": str(floor[1]),
+            "contributors_attempts_over_by_at_most": str(floor[2])}
 
 
 @dataclass(slots=True)
@@ -178,9 +182,9 @@ class _Minute:
     prompt: int = 0
     # (dimension, value) -> [nanos, tokens, attempts, retries]
     contrib: dict[tuple[str, str], list[int]] = field(default_factory=dict)
-    #: Per metric, the most a contributor dropped from ``contrib`` had: a contributor's figure is short by at most
-    #: this (all zero while nothing was dropped, and then every figure is exact).
-    untracked: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
+    #: Per metric, the most a contributor dropped from ``contrib`` had; a newcomer starts there (see shrink). All
+    #: zero while nothing was dropped, and then every figure is exact.
+    floor: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
 
     def add(self, p: PricedEvent, contrib_dims: Sequence[str], tracked: int) -> None:
         e = p.event
@@ -204,8 +208,8 @@ class _Minute:
             cell = self.contrib.get(key)
             if cell is None:
                 if len(self.contrib) >= 4 * tracked:
-                    self.shrink(tracked)  # before the newcomer joins: it starts at zero, the smallest
-                cell = self.contrib[key] = [0, 0, 0, 0]
+                    self.shrink(tracked)  # before the newcomer joins (it starts at the floor)
+                cell = self.contrib[key] = self.floor[:]
             cell[0] += p.cost_nanos
             cell[1] += tokens
             cell[2] += 1
@@ -216,19 +220,22 @@ class _Minute:
 
         Why: the findings name the top few, and a busy subject's minute has one contributor per user — a minute
         of fresh users held hundreds of thousands of entries only to drop them when it closed (most of the worker's
-        memory swing). A contributor dropped here was outside the top ``keep`` of every ranking, so one who comes
-        back is short by at most ``untracked`` of that metric, which findings report beside the contributors.
+        memory swing). This is Space-Saving (Metwally et al.) trimmed in batches: ``floor`` is, per metric, the
+        most any dropped contributor had, and a contributor (re)entering starts at ``floor``. So every figure held
+        is at least the true one and over it by at most ``floor``, and anyone not held had at most ``floor``:
+        a contributor dropped again and again (a client making many cheap calls among fresh users) keeps its
+        total and rises into the top instead of vanishing. Findings report the floors beside the contributors.
         """
         kept: set[tuple[str, str]] = set()
         for metric in _RANKED_METRICS:
             ranked = heapq.nlargest(keep, self.contrib.items(), key=lambda kv: kv[1][metric])
             kept.update(k for k, cell in ranked if cell[metric] > 0)  # a zero ranks nobody (no retries, say)
-        untracked = self.untracked
+        floor = self.floor
         for key in [k for k in self.contrib if k not in kept]:
             cell = self.contrib.pop(key)
             for metric in range(4):
-                if cell[metric] > untracked[metric]:
-                    untracked[metric] = cell[metric]
+                if cell[metric] > floor[metric]:
+                    floor[metric] = cell[metric]
 
 
 @dataclass(slots=True)
@@ -277,22 +284,25 @@ class _UserDay:
     threshold: Fraction  # the spend above which a user is reported
     users: dict[str, list[int]] = field(default_factory=dict)  # user -> [nanos, tokens]
     over: set[str] = field(default_factory=set)
-    #: The most a user dropped from ``users`` had spent (budget unit): a user's figure is short by at most this.
-    untracked: int = 0
+    #: The most a user dropped from ``users`` had, [nanos, tokens]; a newcomer starts there (see shrink).
+    floor: list[int] = field(default_factory=lambda: [0, 0])
 
     def shrink(self, keep: int) -> None:
         """Keep the ``keep`` biggest spenders (and every user already over the share); forget the rest.
 
         Why: a tenant with a million users a day would otherwise hold a million entries until midnight. Only users
-        near the share matter, and a dropped user had spent no more than the smallest one kept, so a user who comes
-        back is missing at most ``untracked`` — far below the share while ``keep`` exceeds 1 / share.
+        near the share matter. As in :meth:`_Minute.shrink` (Space-Saving), a user (re)entering starts at
+        ``floor``, the most any dropped user had: a figure held is at least the user's true spend and over it by
+        at most ``floor`` — a sliver of the share while ``keep`` exceeds 1 / share — and no user who crosses the
+        share can be missed, however often it was dropped before.
         """
         idx = 0 if self.budget.unit == "usd" else 1
         ranked = sorted(self.users.items(), key=lambda item: item[1][idx], reverse=True)
+        floor = self.floor
         for user, cell in ranked[keep:]:
             if user not in self.over:
                 del self.users[user]
-                self.untracked = max(self.untracked, cell[idx])
+                floor[0], floor[1] = max(floor[0], cell[0]), max(floor[1], cell[1])
 
 
 class Detectors:
@@ -310,7 +320,7 @@ class Detectors:
         self._open_models: dict[int, dict[tuple[str, str], list[int]]] = {}  # (tenant, model) -> [tokens, attempts]
         self._open_unpriced: dict[int, dict[tuple[str, str, str], int]] = {}
         self._closed_until = 0  # start of the first minute not yet judged
-        self._watermark = 0  # the latest batch's median event time (see observe)
+        self._watermark = 0  # the latest batch's 90th-percentile event time (see observe)
         self._observed = False  # events arrived since the last evaluation
         self._traffic_at = -BACKLOG_PAUSE_MS - 1  # the clock of the last evaluation that found new events
         self._subjects: dict[tuple[str, ...], _Baseline] = {}
@@ -409,11 +419,12 @@ class Detectors:
             if month_budgets:
                 self._observe_month(p, month_budgets)
         if times:
-            # The batch's median, not its latest: during a replay the watermark closes minutes, and one event from a
-            # client whose clock runs minutes ahead (within the skew bound) would close minutes the backlog has not
-            # reached yet, folding the rest of their traffic into a later minute.
+            # The batch's 90th percentile, not its latest: during a replay the watermark closes minutes, and a few
+            # events from clients whose clocks run minutes ahead (within the skew bound) would close minutes the
+            # backlog has not reached yet, folding the rest of their traffic into a later minute. Not the median
+            # either: live traffic with a late majority (a publisher draining its spool) would look like a backlog.
             times.sort()
-            self._watermark = max(self._watermark, times[(len(times) - 1) // 2])
+            self._watermark = max(self._watermark, times[(len(times) - 1) * 9 // 10])
 
     def _observe_retry(self, p: PricedEvent, cfg: DetectorConfig) -> None:
         """Only retried requests are tracked: a first attempt alone can never be a runaway."""
@@ -463,8 +474,8 @@ class Detectors:
         cell = day.users.get(e.user_id)
         if cell is None:
             if len(day.users) >= 2 * cfg.user_share_users:
-                day.shrink(cfg.user_share_users)  # before the newcomer joins: it starts at zero, the smallest
-            cell = day.users[e.user_id] = [0, 0]
+                day.shrink(cfg.user_share_users)  # before the newcomer joins (it starts at the floor)
+            cell = day.users[e.user_id] = day.floor[:]
         cell[0] += p.cost_nanos
         cell[1] += _tokens(p)
         if (cell[0] if budget.unit == "usd" else cell[1]) > day.threshold:
@@ -497,8 +508,9 @@ class Detectors:
         alert ids. Findings are active ones, and clearing ones for recent keys.
 
         A minute is complete when it ended ``grace_ms`` before ``now_ms``. While the worker catches up on a
-        backlog (events arrived within the last ``BACKLOG_PAUSE_MS`` but their time is more than two minutes
-        behind ``now_ms``) the event time decides instead, so a replay is judged minute by minute as it advances.
+        backlog (events arrived within the last ``BACKLOG_PAUSE_MS`` but the watermark — the highest 90th
+        percentile of a batch's event times — is more than two minutes behind ``now_ms``) the event time decides
+        instead, so a replay is judged minute by minute as it advances.
         A short pause in the backlog (a rebalance, a slow batch, an evaluation between two batches) is not the end
         of it: judging by the clock then would close every open minute at once, half-filled ones included. Minutes
         without any traffic are judged too (as zero, up to the last hour of them), so conditions clear and
@@ -593,7 +605,7 @@ class Detectors:
                  "retry_ratio": _ratio(data.retries, data.attempts), "threshold": str(cfg.retry_ratio),
                  "failed_attempts": str(data.failed), "wasted_tokens": str(data.failed_tokens),
                  "wasted_cost_nanos": str(data.failed_nanos), "wasted_usd": _usd(data.failed_nanos),
-                 **_untracked(data, 3)},
+                 **_contributor_bounds(data)},
                 self._top(data, 3, cfg),
                 "Check the provider status and the failing statuses; cap retries with backoff and jitter."))
         base = self._subjects.get(subject)
@@ -614,7 +626,8 @@ class Detectors:
                      "baseline_nanos": str(base.level), "baseline_usd": _usd(base.level), "factor": factor,
                      "baseline_stddev_usd": _usd(math.isqrt(base.var)),
                      "threshold_factor": str(cfg.spike_factor), "floor_usd": _usd(cfg.spike_floor_nanos),
-                     "attempts": str(data.attempts), "tokens": str(data.tokens), **_untracked(data, 0)},
+                     "attempts": str(data.attempts), "tokens": str(data.tokens),
+                     **_contributor_bounds(data)},
                     self._top(data, 0, cfg),
                     "Find the top contributor; set or lower a budget with action degrade or block for it."))
         _learn(base, data.nanos, cfg, spiking)
@@ -641,7 +654,8 @@ class Detectors:
                 {"hit_rate": f"{Decimal(rate.numerator) / Decimal(rate.denominator):.4f}",
                  "baseline_hit_rate": f"{Decimal(base.rate.numerator) / Decimal(base.rate.denominator):.4f}",
                  "cached_tokens": str(data.cached), "prompt_tokens": str(data.prompt),
-                 "floor": str(cfg.cache_hit_floor), "cost_nanos": str(data.nanos), **_untracked(data, 1)},
+                 "floor": str(cfg.cache_hit_floor), "cost_nanos": str(data.nanos),
+                 **_contributor_bounds(data)},
                 self._top(data, 1, cfg),
                 "Look for a change that moved variable content before the cached prefix (timestamps, ids, "
                 "reordered tools) and restore a stable prefix."))
@@ -737,7 +751,9 @@ class Detectors:
                     day.window_start, day.window_end,
                     {"spent": str(spent), "unit": b.unit, "limit": str(b.limit), "share": _ratio(spent, b.limit),
                      "threshold": str(cfg.user_share), "budget_id": b.id, "cost_usd": _usd(nanos),
-                     "tokens": str(tokens), **({"untracked_at_most": str(day.untracked)} if day.untracked else {})},
+                     "tokens": str(tokens),
+                     **({"overstated_by_at_most": str(day.floor[0 if b.unit == "usd" else 1])} if any(day.floor)
+                        else {})},
                     (Contributor("user_id", user, nanos, tokens),),
                     "Check the user's traffic for abuse or a stuck client; give users a per-user budget "
                     "(costplane budget set … --scope tenant=T,user=*)."))

@@ -345,7 +345,7 @@ def test_a_pause_in_a_backlog_does_not_close_its_half_filled_minute() -> None:
     d.observe([p for m in range(5) for p in storm_minute(m, 0, 2)] + storm_minute(5, 0, 10))
     assert [m for m, _ in d.evaluate_minutes(now)] == [T0 + m * MIN for m in range(5)]
     assert d.evaluate_minutes(now + 20 * S) == []  # paused: minute 5 (10 of its 40 attempts so far) stays open
-    d.observe(storm_minute(5, 10, 30) + storm_minute(6, 0, 1))
+    d.observe(storm_minute(5, 10, 30) + storm_minute(6, 0, 5))  # the replay moves on into minute 6
     judged = d.evaluate_minutes(now + 25 * S)
     assert [m for m, _ in judged] == [T0 + 5 * MIN]
     storm = [f for f in judged[0][1] if f.kind == "retry_storm"]
