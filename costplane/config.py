@@ -315,7 +315,7 @@ class WorkerSettings(BaseSettings):
     invalid_window_s: float = Field(60.0, gt=0, description="Window over which the invalid ratio is measured.")
     invalid_min_events: int = Field(1000, ge=1, description="Events needed in the window before the ratio counts.")
     recent_ids_per_partition: int = Field(100_000, ge=1000, description="Recent event ids kept per partition for "
-                                          "window dedup (at least this many, at most four thirds of it).")
+                                          "window dedup (at least this many, at most about four thirds of it).")
     window_cache_keys: int = Field(200_000, ge=1000, description="Budget window states the stream role caches in "
                                    "memory (Redis holds them all).")
     gc_threshold: int = Field(200_000, ge=700, description="Net new container objects between young-generation "

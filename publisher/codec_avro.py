@@ -13,8 +13,8 @@ random values of every field and the decoder with mutated messages.
 
 Only the types the usage schemas use are supported (long, int, string, boolean, enum, map<string>,
 ``["null", X]``); anything else fails at construction, so a schema change that needs another type stops the
-codec at start-up instead of encoding wrongly. Data written with a *different* writer schema (older or newer producers, registry mode) is always read through fastavro's schema
-resolution.
+codec at start-up instead of encoding wrongly. Data written with a *different* writer schema (older or newer
+producers, registry mode) is always read through fastavro's schema resolution.
 
 The decoder is strict where Avro is: a truncated body, a union or enum index out of range, a bad boolean byte,
 invalid UTF-8 or trailing bytes raise :class:`AvroDecodeError` (or an IndexError/UnicodeDecodeError the codec

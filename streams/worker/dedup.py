@@ -15,12 +15,13 @@ class RecentIds:
     """Recently seen ``event_id`` sets, one ring per partition; dropped when the partition is revoked.
 
     A ring of ``generations`` plain sets per partition: ids go into the newest one, and when it holds its share
-    (``per_partition / (generations - 1)``) a new one starts and the oldest is dropped whole. So at least the last
-    ``per_partition`` ids of a partition are always remembered and never more than ``generations / (generations -
-    1)`` times that — cheaper in memory and time than an ordered FIFO, which paid a linked-list node per id and an
-    eviction per insert. Why more than two generations: with two, the set swung between one and two times
-    ``per_partition`` ids and freed a whole ``per_partition`` of them at once, a swing of tens of MiB per partition
-    that the allocators keep; four keep the swing to a third of it, for a few more set lookups per event.
+    (``share = ceil(per_partition / (generations - 1))``) a new one starts and the oldest is dropped whole. So at
+    least the last ``per_partition`` ids of a partition are always remembered and never more than ``generations ×
+    share - 1`` (about ``generations / (generations - 1)`` times ``per_partition``) — cheaper in memory and time
+    than an ordered FIFO, which paid a linked-list node per id and an eviction per insert. Why more than two
+    generations: with two, the set swung between one and two times ``per_partition`` ids and freed a whole
+    ``per_partition`` of them at once, a swing of tens of MiB per partition that the allocators keep; four keep the
+    swing to a third of it, for a few more set lookups per event.
     """
 
     def __init__(self, per_partition: int, generations: int = 4) -> None:
@@ -52,5 +53,5 @@ class RecentIds:
 
     def held(self) -> dict[int, int]:
         """Ids held per partition (what ``costplane_worker_recent_ids`` reports: the set is full at
-        ``per_partition`` and stays within four thirds of it)."""
+        ``per_partition`` and stays within about four thirds of it)."""
         return {partition: sum(len(ids) for ids in ring) for partition, ring in self._rings.items()}

@@ -53,6 +53,10 @@ class _PerPartition(Collector):
     def __init__(self, name: str, documentation: str, read: Callable[[], Mapping[int, int]]) -> None:
         self._name, self._documentation, self._read = name, documentation, read
 
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        """The name, without reading the worker's state: the registry then refuses a second of the same name."""
+        yield GaugeMetricFamily(self._name, self._documentation, labels=["partition"])
+
     def collect(self) -> Iterator[GaugeMetricFamily]:
         family = GaugeMetricFamily(self._name, self._documentation, labels=["partition"])
         for partition, value in sorted(self._read().items()):

@@ -68,13 +68,16 @@ def test_recent_ids_remember_at_least_the_last_n_and_at_most_2n_with_two_generat
 def test_recent_ids_keep_between_n_and_n_times_g_over_g_minus_1(generations: int) -> None:
     per = 12
     recent = RecentIds(per_partition=per, generations=generations)
+    most = 0
     for i in range(500):
         assert recent.first_time(0, str(i))
         held = sum(len(ids) for ids in recent._rings[0])
-        assert min(i + 1, per) <= held <= -(-per // (generations - 1)) * generations
+        most = max(most, held)
+        assert min(i + 1, per) <= held <= -(-per // (generations - 1)) * generations - 1
         # Every one of the last ``per`` ids is still a duplicate; the oldest beyond the bound are not.
         held_ids = set().union(*recent._rings[0])
         assert all(str(j) in held_ids for j in range(max(0, i + 1 - per), i + 1))
+    assert most == -(-per // (generations - 1)) * generations - 1  # the bound is reached, and tight
     assert recent.first_time(0, "0")  # 500 ids ago: forgotten
 
 
@@ -100,3 +103,5 @@ def test_recent_ids_held_are_scraped_per_partition() -> None:
     assert 'costplane_worker_recent_ids{partition="2"} 7.0' in text
     recent.forget(2)
     assert 'partition="2"' not in generate_latest(metrics.registry).decode()
+    with pytest.raises(ValueError, match="Duplicated"):  # one series per name, as Prometheus requires
+        metrics.watch_recent_ids(recent.held)
