@@ -114,12 +114,18 @@ def main() -> None:
     producer.flush(10)
     seconds = args.minutes * 60
     samples: list[tuple[float, float, float]] = []  # (seconds since start, RSS MiB, events counted)
-    fullest: list[float] = []  # per sample: the least-filled partition's share of its recent-id bound
+    # Recent ids: a partition's ring is full once it has dropped its first generation (its count fell below its
+    # highest): it climbs to about 4/3 N first. Partitions get different shares of the tenants, so the least-loaded
+    # one gets there last; the sample where every reported partition has is where the "once full" line starts.
+    rings_full: list[bool] = []  # per sample
+    highest: dict[int, float] = {}
+    turned: set[int] = set()
     held: dict[int, float] = {}
     settings = load_settings(WorkerSettings)
     with tempfile.TemporaryDirectory() as tmp:
         ch = load_settings(ClickHouseSettings, chdb_path=Path(tmp) / "chdb", database="bench")
-        env = worker_env(kafka, redis_settings, ch if args.role == "all" else None)
+        env = worker_env(kafka, redis_settings, ch if args.role == "all" else None,
+                         recent_ids_per_partition=settings.recent_ids_per_partition)
         worker = WorkerProcess(env, Path(tmp) / "worker.log", role=args.role).start()
         stop = threading.Event()
         try:
@@ -131,10 +137,14 @@ def main() -> None:
             start = time.monotonic()
             feeder.start()
             while feeder.is_alive():
-                events, held = scrape(worker)
+                events, now_held = scrape(worker)
+                held = now_held or held
                 samples.append((time.monotonic() - start, rss_mib(worker.proc.pid), events))
-                # Partitions that carry no tenant hold no ring and are not reported; the others all get traffic at once.
-                fullest.append(min(held.values(), default=0.0) / settings.recent_ids_per_partition)
+                for partition, count in now_held.items():  # a partition with no tenant has no ring: not reported
+                    if count < highest.get(partition, 0.0):
+                        turned.add(partition)
+                    highest[partition] = max(count, highest.get(partition, 0.0))
+                rings_full.append(bool(highest) and turned >= set(highest))
                 print(f"{samples[-1][0]:6.0f} s  RSS {samples[-1][1]:7.1f} MiB  counted {samples[-1][2]:,.0f}",
                       flush=True)
                 time.sleep(5)
@@ -142,19 +152,20 @@ def main() -> None:
             deadline = time.monotonic() + 300
             while counted(worker) < produced and time.monotonic() < deadline:
                 time.sleep(1)
-            samples.append((time.monotonic() - start, rss_mib(worker.proc.pid), counted(worker)))
+            events, now_held = scrape(worker)
+            held = now_held or held
+            samples.append((time.monotonic() - start, rss_mib(worker.proc.pid), events))
+            rings_full.append(bool(highest) and turned >= set(highest))
         finally:
             stop.set()
             worker.stop()
             drop_redis_prefix(redis_settings.url.get_secret_value(), redis_settings.key_prefix)
 
-    # Recent ids: each partition's ring is full once it holds N ids (and stays below 4/3 N). Partitions get
-    # different shares of the tenants, so the least-loaded one fills last; the sample it does is the line.
-    first_full = next((i for i, fill in enumerate(fullest) if fill >= 1.0), None)
+    first_full = next((i for i, full_now in enumerate(rings_full) if full_now), None)
     full = samples[first_full:] if first_full is not None else []
     after_full = (f"{(full[-1][1] - full[0][1]) / full[0][1] * 100:+.1f} % ({full[0][1]:.1f} → {full[-1][1]:.1f} MiB"
                   f" from {full[0][0] / 60:.1f} min on)") if len(full) > 1 else "not reached in this run"
-    bound = f"N = {settings.recent_ids_per_partition:,} to 4/3 N"
+    bound = f"N = {settings.recent_ids_per_partition:,} to about 4/3 N"
     held_text = ", ".join(f"{held[p]:,.0f}" for p in sorted(held)) or "none reported"
     warm = [s for s in samples if s[0] >= 60] or samples
     half = [s for s in samples if s[0] >= seconds / 2] or samples
@@ -190,10 +201,11 @@ been seen ({distinct:,} distinct users counted here).
 What bounds it: window states live in Redis (each with a TTL at its window's end); the process holds a read cache
 of at most `COSTPLANE_WORKER_WINDOW_CACHE_KEYS` states (the least recently written tenth goes when it is full), a
 ring of four generations of recent event ids per partition (at least `COSTPLANE_WORKER_RECENT_IDS_PER_PARTITION`,
-at most four thirds of it; `costplane_worker_recent_ids{{partition}}` shows each), per tenant the day totals of at
+at most about four thirds of it; `costplane_worker_recent_ids{{partition}}` shows each), per tenant the day totals of at
 most twice `user_share_users` of its biggest spenders, and per subject and minute at most four times
 `contributors_tracked` contributors. The RSS rises while those fill; the id rings fill last, each at its
-partition's share of the traffic (the row above starts at the sample where the last one was full). Before the
+partition's share of the traffic (the "once full" row starts at the sample where the last one had dropped its
+first generation: a ring climbs to about four thirds of its bound before that). Before the
 contributor maps were bounded, every minute built and dropped one entry per user (about a million objects at
 5,000 events/s): the biggest swing in the process, which CPython's small-object arenas (returned only when wholly
 empty) kept as a slowly rising high-water mark. glibc is told to give freed memory back
