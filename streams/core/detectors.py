@@ -78,7 +78,7 @@ class DetectorConfig:
     top_contributors: int = 5
     #: The biggest contributors kept per subject and minute by each ranking (cost, tokens, retries); at most four
     #: times this many are held, so a minute with a million users costs the same memory as one with a thousand.
-    contributors_tracked: int = 1_000
+    contributors_tracked: int = 200
 
     def __post_init__(self) -> None:
         if self.user_share_users < 1:
