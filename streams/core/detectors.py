@@ -293,8 +293,9 @@ class _UserDay:
         Why: a tenant with a million users a day would otherwise hold a million entries until midnight. Only users
         near the share matter. As in :meth:`_Minute.shrink` (Space-Saving), a user (re)entering starts at
         ``floor``, the most any dropped user had: a figure held is at least the user's true spend and over it by
-        at most ``floor`` — a sliver of the share while ``keep`` exceeds 1 / share — and no user who crosses the
-        share can be missed, however often it was dropped before.
+        at most ``floor`` — which grows about as the day's spend divided by ``keep``, so a sliver of the share
+        while that spend stays well below ``keep`` × share × the limit — and no user who crosses the share can be
+        missed, however often it was dropped before.
         """
         idx = 0 if self.budget.unit == "usd" else 1
         ranked = sorted(self.users.items(), key=lambda item: item[1][idx], reverse=True)
