@@ -34,7 +34,7 @@ from typing import Any
 import redis
 from confluent_kafka import Consumer, Producer
 
-from bench.common import percentile, write_section
+from bench.common import clean_up_on_sigterm, percentile, write_section
 from costplane.budgets import Budget
 from costplane.config import KafkaSettings, RedisSettings, WorkerSettings, load_settings
 from costplane.publisher.codec import UsageCodec
@@ -256,6 +256,7 @@ def hook_cost(n: int = 60_000, rounds: int = 3) -> tuple[float, float]:
 
 
 def main() -> None:
+    clean_up_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rate", type=int, default=2000, help="events per second of the paced traffic")
     parser.add_argument("--seconds", type=float, default=75.0)

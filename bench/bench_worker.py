@@ -27,7 +27,7 @@ from pathlib import Path
 import redis
 from confluent_kafka import Producer
 
-from bench.common import drop_redis_prefix, percentile, write_section
+from bench.common import clean_up_on_sigterm, drop_redis_prefix, percentile, write_section
 from costplane.budgets import Budget
 from costplane.config import ClickHouseSettings, KafkaSettings, RedisSettings, WorkerSettings, load_settings
 from costplane.publisher.codec import UsageCodec
@@ -209,6 +209,7 @@ def latency_rows(phases: list[tuple[int, list[float]]]) -> str:
 
 
 def main() -> None:
+    clean_up_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--users", type=int, default=10_000)

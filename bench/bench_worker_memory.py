@@ -20,7 +20,7 @@ from pathlib import Path
 
 from confluent_kafka import Producer
 
-from bench.common import drop_redis_prefix, write_section
+from bench.common import clean_up_on_sigterm, drop_redis_prefix, write_section
 from costplane.budgets import Budget
 from costplane.config import ClickHouseSettings, KafkaSettings, RedisSettings, WorkerSettings, load_settings
 from costplane.publisher.codec import UsageCodec
@@ -94,6 +94,7 @@ def counted(worker: WorkerProcess) -> float:
 
 
 def main() -> None:
+    clean_up_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--rate", type=int, default=3000)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import platform
 import re
+import signal
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -48,3 +50,15 @@ def drop_redis_prefix(url: str, prefix: str) -> int:
     if batch:
         dropped += int(client.unlink(*batch))
     return dropped
+
+
+def clean_up_on_sigterm() -> None:
+    """Turn SIGTERM into ``SystemExit(143)`` so a benchmark stopped with ``kill`` still runs its ``finally``.
+
+    Why: Python dies on SIGTERM without unwinding, and a killed run left its worker process and a million Redis
+    keys under its prefix behind (only SIGKILL should be able to do that).
+    """
+    def _exit(signum: int, _frame: object) -> None:
+        sys.exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _exit)
