@@ -206,15 +206,17 @@ at most about four thirds of it; `costplane_worker_recent_ids{{partition}}` show
 most twice `user_share_users` of its biggest spenders, and per subject and minute at most four times
 `contributors_tracked` contributors. The RSS rises while those fill; the id rings fill last, each at its
 partition's share of the traffic (the "once full" row starts at the sample where the last one had dropped its
-first generation: a ring climbs to about four thirds of its bound before that). After that nothing in the process
-grows. Two things kept it creeping before: the contributor maps, which built and dropped one entry per user every
-minute (about a million objects at 5,000 events/s), and the id rings, which kept each id as its own string for
-minutes while everything else of its batch died at once, so every kept id pinned part of a CPython small-object
-arena (returned only when wholly empty): a diagnostic run found the bytes in allocated Python blocks level while
-the arena count still stepped up, and with rings of a thousand ids the RSS was flat. The maps are bounded now, and
-a ring generation is two flat arrays of 64-bit halves, one allocation each, given back whole when it goes. glibc
-is told to give freed memory back (`COSTPLANE_WORKER_MALLOC_MMAP_THRESHOLD_KIB`, `COSTPLANE_WORKER_MALLOC_TRIM_S`).
-The endpoints of the second half move with single samples; the trend row fits all of them.
+first generation: a ring climbs to about four thirds of its bound before that). Before the
+contributor maps were bounded, every minute built and dropped one entry per user (about a million objects at
+5,000 events/s): the biggest swing in the process, which CPython's small-object arenas (returned only when wholly
+empty) kept as a slowly rising high-water mark. glibc is told to give freed memory back
+(`COSTPLANE_WORKER_MALLOC_MMAP_THRESHOLD_KIB`, `COSTPLANE_WORKER_MALLOC_TRIM_S`). The endpoints of the second half
+move with single samples (±10 MiB); the trend row fits all of them. What still rises is not a structure: a
+diagnostic run of the same command that printed glibc's `mallinfo2` and CPython's allocator statistics from inside
+the worker every 30 s found the bytes in allocated Python blocks level over the second half (267–286 MiB) while the
+count of 1 MiB small-object arenas still stepped up, more slowly as it went (311 at 4.5 min, 315 at 6.5, 319 at
+8.5): fragmentation of arenas that batch-sized frees (a third of a ring, a tenth of the window cache, half of a
+tenant's user-day set) leave part-used.
 """
     print(body)
     write_section("Worker memory", body)
