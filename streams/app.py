@@ -30,6 +30,7 @@ from costplane.config import (
 )
 from costplane.logging import get_logger
 from costplane.publisher.codec import UsageCodec
+from costplane.publisher.event import UsageEvent
 from costplane.streams.dlq import InvalidRatioExceeded, InvalidRatioGuard, dead_letters
 from costplane.streams.worker.alerts import RedisStateStore, WorkerAlerts
 from costplane.streams.worker.dedup import RecentIds
@@ -211,6 +212,7 @@ def _stream_role(app: faust.App, kafka: KafkaSettings, worker: WorkerSettings, r
             await rt.budgets_loaded.wait()
             now_ms = rt.now_ms()
             located: list[Located] = []
+            decoded_messages: list[tuple[Any, list[UsageEvent]]] = []
             valid = invalid = 0
             for n, event in enumerate(events):
                 if n and n % 20 == 0:
@@ -227,9 +229,12 @@ def _stream_role(app: faust.App, kafka: KafkaSettings, worker: WorkerSettings, r
                     for rej in decoded.rejects:
                         m.dead_letters.labels(rej.reason).inc()
                     alerts.dead_lettered(decoded.rejects, msg.key, msg.partition, now_ms)
-                fresh = [ev for ev in decoded.events if rt.recent.first_time(msg.partition, ev.event_id)]
-                m.duplicates.inc(len(decoded.events) - len(fresh))
-                valid += len(decoded.events)
+                if decoded.events:
+                    decoded_messages.append((msg, decoded.events))
+                    valid += len(decoded.events)
+            firsts = rt.recent.keep_fresh([(msg.partition, evs) for msg, evs in decoded_messages])
+            m.duplicates.inc(valid - sum(map(len, firsts)))
+            for (msg, _), fresh in zip(decoded_messages, firsts, strict=True):
                 for priced in price_events(rt.catalog, fresh):
                     if priced.unpriced:
                         m.unpriced.inc()

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import random
+import uuid
+from collections.abc import Callable
+
 import pytest
 
 from costplane.publisher.codec import Reject
@@ -64,21 +68,58 @@ def test_recent_ids_remember_at_least_the_last_n_and_at_most_2n_with_two_generat
     assert recent.first_time(0, "h") and not recent.first_time(1, "a")
 
 
+def _uuid(i: int) -> str:
+    return str(uuid.UUID(int=i + 1))
+
+
+@pytest.mark.parametrize("spell", [str, _uuid], ids=["plain-strings", "uuids"])
 @pytest.mark.parametrize("generations", [2, 3, 4, 7])
-def test_recent_ids_keep_between_n_and_n_times_g_over_g_minus_1(generations: int) -> None:
+def test_recent_ids_keep_between_n_and_n_times_g_over_g_minus_1(generations: int, spell: Callable[[int], str]) -> None:
     per = 12
     recent = RecentIds(per_partition=per, generations=generations)
     most = 0
-    for i in range(500):
-        assert recent.first_time(0, str(i))
-        held = sum(len(ids) for ids in recent._rings[0])
+    for i in range(200):
+        assert recent.first_time(0, spell(i))
+        held = recent.held()[0]
         most = max(most, held)
         assert min(i + 1, per) <= held <= -(-per // (generations - 1)) * generations - 1
         # Every one of the last ``per`` ids is still a duplicate; the oldest beyond the bound are not.
-        held_ids = set().union(*recent._rings[0])
-        assert all(str(j) in held_ids for j in range(max(0, i + 1 - per), i + 1))
+        assert all(recent.holds(0, spell(j)) for j in range(max(0, i + 1 - per), i + 1))
+        assert sum(recent.holds(0, spell(j)) for j in range(max(0, i - 2 * per), i + 1)) == held
     assert most == -(-per // (generations - 1)) * generations - 1  # the bound is reached, and tight
-    assert recent.first_time(0, "0")  # 500 ids ago: forgotten
+    assert recent.first_time(0, spell(0))  # 200 ids ago: forgotten
+
+
+@pytest.mark.parametrize("batch", [1, 7, 100])
+def test_recent_ids_in_batches_never_invent_a_duplicate_and_keep_the_last_n(batch: int) -> None:
+    per, rng = 300, random.Random(batch)
+    recent = RecentIds(per_partition=per)
+    stream = [rng.choice([_uuid(rng.randrange(2000)), f"odd-{rng.randrange(2000)}",
+                          _uuid(rng.randrange(2000)).upper()]) for _ in range(5000)]
+    remembered: list[str] = []  # the ids answered "first time", in order
+    for start in range(0, len(stream), batch):
+        chunk = stream[start:start + batch]
+        last_n, ever = set(remembered[-per:]), set(remembered)
+        for event_id, fresh in zip(chunk, recent.fresh(0, chunk), strict=True):
+            if fresh:
+                assert event_id not in last_n  # the last ``per`` are always caught
+                remembered.append(event_id)
+                last_n.add(event_id)
+            else:
+                assert event_id in ever  # seen before, or earlier in this batch
+            ever.add(event_id)
+        assert min(per, len(remembered)) <= recent.held()[0] <= 4 * -(-per // 3) - 1
+    assert len(set(stream)) < len(remembered) < len(stream)  # ids were forgotten, and duplicates caught
+
+
+def test_recent_ids_tell_apart_ids_sharing_half_their_bits_and_spellings_of_one_uuid() -> None:
+    recent = RecentIds(per_partition=1000)
+    twins = [str(uuid.UUID(int=(high << 64) | 0xABC)) for high in (1, 2, 3)]
+    assert recent.fresh(0, twins[:2]) == [True, True]
+    assert recent.fresh(0, [twins[2], twins[1], twins[0], twins[2]]) == [True, False, False, False]
+    lower = _uuid(41)
+    assert recent.fresh(0, [lower, lower.upper(), lower.upper(), lower]) == [True, True, False, False]
+    assert recent.held()[0] == 5
 
 
 def test_recent_ids_refuse_a_single_generation() -> None:
