@@ -209,14 +209,12 @@ partition's share of the traffic (the "once full" row starts at the sample where
 first generation: a ring climbs to about four thirds of its bound before that). Before the
 contributor maps were bounded, every minute built and dropped one entry per user (about a million objects at
 5,000 events/s): the biggest swing in the process, which CPython's small-object arenas (returned only when wholly
-empty) kept as a slowly rising high-water mark. glibc is told to give freed memory back
+empty) kept as a slowly rising high-water mark. The recent ids were then what still crept: each kept id string
+lived for minutes while the rest of its batch died, pinning part of an arena (with rings of a thousand ids the RSS
+was flat). They now wait as strings only while among the newest few thousand of a partition, then live packed as
+their 128 bits in one sorted numpy run per partition: a few large arrays, replaced whole, no small objects. glibc is told to give freed memory back
 (`COSTPLANE_WORKER_MALLOC_MMAP_THRESHOLD_KIB`, `COSTPLANE_WORKER_MALLOC_TRIM_S`). The endpoints of the second half
-move with single samples (±10 MiB); the trend row fits all of them. What still rises is not a structure: a
-diagnostic run of the same command that printed glibc's `mallinfo2` and CPython's allocator statistics from inside
-the worker every 30 s found the bytes in allocated Python blocks level over the second half (267–286 MiB) while the
-count of 1 MiB small-object arenas still stepped up, more slowly as it went (311 at 4.5 min, 315 at 6.5, 319 at
-8.5): fragmentation of arenas that batch-sized frees (a third of a ring, a tenth of the window cache, half of a
-tenant's user-day set) leave part-used.
+move with single samples (±5 MiB); the trend row fits all of them.
 """
     print(body)
     write_section("Worker memory", body)
