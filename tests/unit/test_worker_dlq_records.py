@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import pytest
 
@@ -117,7 +118,7 @@ def test_recent_ids_tell_apart_ids_sharing_half_their_bits_and_spellings_of_one_
     twins = [str(uuid.UUID(int=(high << 64) | 0xABC)) for high in (1, 2, 3)]
     assert recent.fresh(0, twins[:2]) == [True, True]
     assert recent.fresh(0, [twins[2], twins[1], twins[0], twins[2]]) == [True, False, False, False]
-    lower = _uuid(41)
+    lower = _uuid(0xFACE)
     assert recent.fresh(0, [lower, lower.upper(), lower.upper(), lower]) == [True, True, False, False]
     assert recent.held()[0] == 5
 
@@ -146,3 +147,21 @@ def test_recent_ids_held_are_scraped_per_partition() -> None:
     assert 'partition="2"' not in generate_latest(metrics.registry).decode()
     with pytest.raises(ValueError, match="Duplicated"):  # one series per name, as Prometheus requires
         metrics.watch_recent_ids(recent.held)
+
+
+def test_recent_ids_keep_the_fresh_events_of_a_poll_per_message_in_order() -> None:
+    @dataclass
+    class Ev:
+        event_id: str
+
+    recent = RecentIds(per_partition=1000)
+    a, b, c, d = (Ev(_uuid(0xABCDEF + i)) for i in range(4))  # with letters: an upper-case spelling differs
+    assert recent.first_time(1, c.event_id)
+    poll = [(0, [a, b]), (1, [c, d]), (0, [b, Ev(a.event_id.upper()), a]), (1, [])]
+    kept = recent.keep_fresh(poll)
+    assert [[ev.event_id for ev in evs] for evs in kept] == [[a.event_id, b.event_id], [d.event_id],
+                                                            [a.event_id.upper()], []]
+    assert recent.keep_fresh([(0, [a]), (2, [a])]) == [[], [a]]  # nothing new on 0, and 2 is another ring
+    fresh_poll = [(0, [Ev(_uuid(10))]), (1, [Ev(_uuid(11))])]
+    assert recent.keep_fresh(fresh_poll) == [evs for _, evs in fresh_poll]
+    assert recent.held() == {0: 4, 1: 3, 2: 1}
