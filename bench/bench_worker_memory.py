@@ -212,9 +212,9 @@ contributor maps were bounded, every minute built and dropped one entry per user
 empty) kept as a slowly rising high-water mark. The recent ids were then what still crept: each kept id string
 lived for minutes while the rest of its batch died, pinning part of an arena (with rings of a thousand ids the RSS
 was flat). They now wait as strings only while among the newest few thousand of a partition, then live packed as
-their 128 bits in one sorted numpy run per partition: a few large arrays, replaced whole, no small objects. glibc is told to give freed memory back
-(`COSTPLANE_WORKER_MALLOC_MMAP_THRESHOLD_KIB`, `COSTPLANE_WORKER_MALLOC_TRIM_S`). The endpoints of the second half
-move with single samples (±5 MiB); the trend row fits all of them.
+their 128 bits in one sorted numpy run per partition: a few large arrays, replaced whole, no small objects. glibc
+is told to give freed memory back (`COSTPLANE_WORKER_MALLOC_MMAP_THRESHOLD_KIB`, `COSTPLANE_WORKER_MALLOC_TRIM_S`).
+The endpoints of the second half move with single samples (±5 MiB); the trend row fits all of them.
 """
     print(body)
     write_section("Worker memory", body)
