@@ -10,34 +10,40 @@ The ClickHouse totals do not depend on it: the sink deduplicates by event_id dur
 Why the ids are packed into numpy arrays rather than kept as a ``set`` of strings: each kept id lived for minutes
 while every other object of its batch died at once, so each one pinned part of a CPython small-object arena, and
 the stream worker's resident memory kept creeping long after the rings were full (with rings of a thousand ids it
-was flat). Sorted ``uint64`` arrays are one allocation each, given back whole; a batch is looked up with one
-``searchsorted`` per array, in C.
+was flat). A partition's packed ids are three sorted numpy arrays, replaced whole when they change; a poll is
+looked up with one ``searchsorted`` per partition, in C.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from operator import attrgetter
-from typing import Protocol, TypeVar
+from typing import NamedTuple, Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
 _U64 = npt.NDArray[np.uint64]
+_Flags = npt.NDArray[np.bool_]
 _UUID_LEN = 36
 _DASHES = (8, 13, 18, 23)
 _EMPTY: _U64 = np.empty(0, dtype=np.uint64)
+_LOWER = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}").fullmatch
+_UPPER = re.compile(r"[0-9A-F]{8}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{12}").fullmatch
+# The sort key mixes both halves, so ids whose last 64 bits never change (UUIDv1 and v6: clock sequence and node)
+# still spread over distinct keys; multiplying by an odd constant is a bijection, so distinct ids rarely share one.
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+_UPPER_MIX = np.uint64(0xD6E8FEB86659FD93)
 
 
-def _packed(ids: Sequence[str]) -> tuple[_U64, _U64] | None:
-    """The 128 bits of each id as (last 8 bytes, first 8 bytes), when every id is a lowercase 8-4-4-4-12 hex UUID —
-    the spelling the publisher writes, and the only one whose bits name exactly one string. Else None.
+def _halves(ids: Sequence[str], joined: str) -> tuple[_U64, _U64] | None:
+    """The (first, last) 64 bits of each id when every one is an 8-4-4-4-12 hex UUID string; else None.
 
-    Checked for the whole batch at once, in C: a regex per id would cost more than the lookup it serves.
+    Checked for the whole batch at once with string methods, in C: a regex per id costs more than the lookup.
     """
     n = len(ids)
-    joined = "".join(ids)
-    if len(joined) != _UUID_LEN * n or set(map(len, ids)) != {_UUID_LEN} or joined != joined.lower():
+    if len(joined) != _UUID_LEN * n or set(map(len, ids)) != {_UUID_LEN}:
         return None
     if joined.count("-") != 4 * n or any(joined[at::_UUID_LEN] != "-" * n for at in _DASHES):
         return None
@@ -48,66 +54,97 @@ def _packed(ids: Sequence[str]) -> tuple[_U64, _U64] | None:
     if len(raw) != 16 * n:  # fromhex skips whitespace
         return None
     halves = np.frombuffer(raw, dtype="<u8").reshape(n, 2)
-    return halves[:, 1].copy(), halves[:, 0].copy()
+    return halves[:, 0].copy(), halves[:, 1].copy()
 
 
-def _split(ids: list[str]) -> tuple[list[str], list[str], _U64, _U64]:
-    """The ids in the canonical spelling, the others, and the packed halves of the canonical ones, in order."""
-    packed = _packed(ids) if ids else None
-    if packed is not None:
-        return ids, [], packed[0], packed[1]
-    canonical = [e for e in ids if _packed((e,)) is not None]
-    others = [e for e in ids if _packed((e,)) is None]
-    packed = _packed(canonical) if canonical else None
-    return canonical, others, *(packed if packed is not None else (_EMPTY, _EMPTY))
+class _Packed(NamedTuple):
+    """Packed ids, in batch order: the sort key, the first 64 bits, and whether the spelling had capitals."""
+
+    key: _U64
+    first: _U64
+    upper: _Flags
+
+    @classmethod
+    def of(cls, first: _U64, last: _U64, upper: _Flags) -> _Packed:
+        return cls(last ^ (first * _MIX) ^ (upper.astype(np.uint64) * _UPPER_MIX), first, upper)
+
+
+_NONE = _Packed(_EMPTY, _EMPTY, np.empty(0, dtype=bool))
+
+
+def _pack(ids: list[str]) -> tuple[list[str], list[str], _Packed]:
+    """The ids that pack (a UUID in lowercase or uppercase hex: its 128 bits and that flag name exactly one
+    string), the others, and the packed form of the first ones, in order."""
+    if not ids:
+        return [], [], _NONE
+    joined = "".join(ids)
+    lower = joined.lower()
+    if joined == lower or joined == joined.upper():  # one spelling for the whole batch: the common case
+        halves = _halves(ids, joined)
+        if halves is not None:
+            upper = np.zeros(len(ids), dtype=bool) if joined == lower else \
+                np.fromiter((e != e.lower() for e in ids), dtype=bool, count=len(ids))  # digits only: lowercase
+            return ids, [], _Packed.of(*halves, upper)
+    packs: list[str] = []
+    others: list[str] = []
+    for e in ids:
+        (packs if _LOWER(e) or _UPPER(e) else others).append(e)
+    halves = _halves(packs, "".join(packs)) if packs else None
+    if halves is None:
+        return [], ids, _NONE
+    upper = np.fromiter((e != e.lower() for e in packs), dtype=bool, count=len(packs))
+    return packs, others, _Packed.of(*halves, upper)
 
 
 class _PackedIds:
-    """A ring's packed ids in one sorted run: the last 64 bits (the sort key: random in UUIDv4 and UUIDv7), the
-    first 64 bits and the generation of each, in three arrays side by side.
+    """A ring's packed ids in one sorted run, three arrays side by side: the sort key (both halves mixed), the
+    first 64 bits, and a tag (generation × 2 + the capitals flag). Key and first half give back the last half, so
+    a match on all three is a match on the id.
 
     One run, not one per generation, because each array searched costs a few numpy calls per batch whatever its
-    size; a generation that ends is compacted out of it in one pass.
+    size; a generation that ends is compacted out of it in one pass. Each flush of the pending ids copies the
+    three arrays once (``np.insert``): a few MiB at most, every few thousand ids.
     """
 
-    __slots__ = ("last", "first", "generation")
+    __slots__ = ("key", "first", "tag")
 
     def __init__(self) -> None:
-        self.last: _U64 = _EMPTY
+        self.key: _U64 = _EMPTY
         self.first: _U64 = _EMPTY
-        self.generation: npt.NDArray[np.int64] = np.empty(0, dtype=np.int64)
+        self.tag: npt.NDArray[np.int64] = np.empty(0, dtype=np.int64)
 
     def __len__(self) -> int:
-        return len(self.last)
+        return len(self.key)
 
-    def add(self, last: _U64, first: _U64, generation: int) -> None:
-        order = np.argsort(last)
-        last, first = last[order], first[order]
-        at = np.searchsorted(self.last, last)
-        self.last = np.insert(self.last, at, last)
-        self.first = np.insert(self.first, at, first)
-        self.generation = np.insert(self.generation, at, generation)
+    def add(self, packed: _Packed, generation: int) -> None:
+        order = np.argsort(packed.key)
+        key = packed.key[order]
+        at = np.searchsorted(self.key, key)
+        self.key = np.insert(self.key, at, key)
+        self.first = np.insert(self.first, at, packed.first[order])
+        self.tag = np.insert(self.tag, at, generation * 2 + packed.upper[order])
 
     def drop_before(self, generation: int) -> None:
-        keep = self.generation >= generation
+        keep = (self.tag >> 1) >= generation
         if not keep.all():
-            self.last, self.first, self.generation = self.last[keep], self.first[keep], self.generation[keep]
+            self.key, self.first, self.tag = self.key[keep], self.first[keep], self.tag[keep]
 
-    def holds(self, last: _U64, first: _U64) -> npt.NDArray[np.bool_]:
-        """Which of the queried ids are here. Exact: a match on the last 64 bits is confirmed on the first 64,
-        along the whole stretch of entries that share the last ones."""
-        size = len(self.last)
+    def holds(self, packed: _Packed) -> _Flags:
+        """Which of the packed ids are here: one ``searchsorted`` on the keys, then, for the keys found (true
+        repeats, or two ids sharing a key: rare), the first half and the flag compared along the stretch of equal
+        keys."""
+        size = len(self.key)
         if not size:
-            return np.zeros(len(last), dtype=bool)
-        at = np.searchsorted(self.last, last)
-        same_last: npt.NDArray[np.bool_] = np.take(self.last, at, mode="clip") == last
-        if not same_last.any():  # the common case: every id is new
-            return same_last
-        held = np.zeros(len(last), dtype=bool)
-        for j in np.flatnonzero(same_last):
-            k, key, other = int(at[j]), last[j], first[j]
-            while k < size and self.last[k] == key:
-                if self.first[k] == other:
+            return np.zeros(len(packed.key), dtype=bool)
+        at = np.searchsorted(self.key, packed.key)
+        same_key: _Flags = np.take(self.key, at, mode="clip") == packed.key
+        if not same_key.any():  # the common case: every id is new
+            return same_key
+        held = np.zeros(len(packed.key), dtype=bool)
+        for j in np.flatnonzero(same_key):
+            k, key, first, upper = int(at[j]), packed.key[j], packed.first[j], int(packed.upper[j])
+            while k < size and self.key[k] == key:
+                if self.first[k] == first and int(self.tag[k]) & 1 == upper:
                     held[j] = True
                     break
                 k += 1
@@ -117,10 +154,12 @@ class _PackedIds:
 class _Ring:
     """The recent ids of one partition.
 
-    ``pending`` holds the newest ids as the strings they came as, up to ``pending_limit``: a set lookup per id is
-    cheaper than a packed insert per batch, and a string that lives for a second does not pin memory the way one
-    living for minutes does. Canonical ids then go to ``packed``; any other spelling to ``others`` (exact, and
-    empty in practice). ``counts`` holds the ids of each live generation, oldest first.
+    ``pending`` holds the newest ids as the strings they came as, packed once they reach ``pending_limit`` (or the
+    generation ends; one large batch may overshoot the limit before that): a set lookup per id is cheaper than a
+    packed insert per batch, and a string that lives for seconds does not pin memory the way one living for
+    minutes does. UUIDs in either case then go to ``packed``; any other string (mixed-case hex, or anything a
+    caller passes that validation would have refused) to ``others``, exact but as strings. ``counts`` holds the ids
+    of each live generation, oldest first.
     """
 
     __slots__ = ("pending", "packed", "others", "counts", "generation")
@@ -139,20 +178,20 @@ class _Ring:
         new = [e for e in batch if e not in pending and e not in others] if others else \
             [e for e in batch if e not in pending]
         if new and len(self.packed):
-            canonical, _, last, first_half = _split(new)
-            if len(canonical):
-                held = self.packed.holds(last, first_half)
+            packs, _, packed = _pack(new)
+            if packs:
+                held = self.packed.holds(packed)
                 if held.any():
-                    gone = {canonical[j] for j in np.flatnonzero(held)}
+                    gone = {packs[j] for j in np.flatnonzero(held)}
                     new = [e for e in new if e not in gone]
         return new
 
     def flush(self) -> None:
         """Pack the pending ids into the newest generation."""
         if self.pending:
-            canonical, odd, last, first_half = _split(list(self.pending))
-            if canonical:
-                self.packed.add(last, first_half, self.generation)
+            packs, odd, packed = _pack(list(self.pending))
+            if packs:
+                self.packed.add(packed, self.generation)
             self.others.update(dict.fromkeys(odd, self.generation))
             self.pending = set()
 
@@ -188,13 +227,15 @@ class RecentIds:
     ``per_partition`` of them at once; four keep the swing to a third of it.
 
     Ids are expected to be validated UUID strings (the worker only asks about events that passed validation).
-    Lowercase ones are packed as their 128 bits; any other string is kept as it is, so the answer is exact for
-    every string either way.
+    UUIDs spelled in lowercase or uppercase hex are packed as their 128 bits and that spelling; any other string
+    is kept as it is, so the answer is exact for every string either way.
     """
 
     def __init__(self, per_partition: int, generations: int = 4, pending_limit: int = 4096) -> None:
         if generations < 2:
             raise ValueError("generations must be >= 2")
+        if per_partition < 1:
+            raise ValueError("per_partition must be >= 1")
         self.per_partition = per_partition
         self._share = -(-per_partition // (generations - 1))
         self._generations = generations
@@ -204,7 +245,7 @@ class RecentIds:
     def repeats(self, partition: int, event_ids: Sequence[str]) -> set[int]:
         """The positions in ``event_ids`` of ids already seen on ``partition`` (or earlier in the batch) — usually
         none — and remember the new ones. Meant to be called once per partition per poll: the packed lookup costs
-        a few numpy calls whatever the batch size."""
+        a few numpy calls whatever the batch size (a batch of mixed spellings adds a regex per id)."""
         ring = self._rings.get(partition)
         if ring is None:
             ring = self._rings[partition] = _Ring()

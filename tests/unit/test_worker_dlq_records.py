@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import pytest
 
 from costplane.publisher.codec import Reject
@@ -165,3 +166,28 @@ def test_recent_ids_keep_the_fresh_events_of_a_poll_per_message_in_order() -> No
     fresh_poll = [(0, [Ev(_uuid(10))]), (1, [Ev(_uuid(11))])]
     assert recent.keep_fresh(fresh_poll) == [evs for _, evs in fresh_poll]
     assert recent.held() == {0: 4, 1: 3, 2: 1}
+
+
+def test_recent_ids_pack_both_hex_cases_and_spread_ids_that_share_their_last_half() -> None:
+    recent = RecentIds(per_partition=30_000, pending_limit=64)
+    v1 = [str(uuid.uuid1(node=0x1234, clock_seq=7)) for _ in range(2000)]
+    assert len({u[19:] for u in v1}) == 1  # UUIDv1: the last 64 bits are the same for every id of a host
+    assert recent.fresh(0, v1) == [True] * 2000
+    ring = recent._rings[0]
+    ring.flush()
+    assert len(np.unique(ring.packed.key)) == len(ring.packed) == 2000  # distinct keys: one search per lookup
+    assert recent.fresh(0, v1[::-1]) == [False] * 2000
+    upper = [str(uuid.uuid4()).upper() for _ in range(100)]
+    digits = "12345678-1234-1234-1234-123456789012"  # no letters: the same string in either case
+    assert recent.fresh(0, [*upper, digits]) == [True] * 101
+    assert recent.fresh(0, [digits, *(u.lower() for u in upper)]) == [False] + [True] * 100
+    mixed = upper[0][:10].lower() + upper[0][10:]
+    assert recent.fresh(0, [mixed, mixed.upper()]) == [True, False]
+    ring.flush()
+    assert ring.others == {mixed: ring.generation}  # only the mixed spelling stays a string
+    assert len(ring.packed) == 2000 + 100 + 1 + 100
+
+
+def test_recent_ids_refuse_an_empty_bound() -> None:
+    with pytest.raises(ValueError, match="per_partition"):
+        RecentIds(per_partition=0)
