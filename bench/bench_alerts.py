@@ -34,7 +34,7 @@ from typing import Any
 import redis
 from confluent_kafka import Consumer, Producer
 
-from bench.common import clean_up_on_sigterm, percentile, write_section
+from bench.common import clean_up_on_sigterm, drop_redis_prefix, drop_topics, percentile, write_section
 from costplane.budgets import Budget
 from costplane.config import KafkaSettings, RedisSettings, WorkerSettings, load_settings
 from costplane.publisher.codec import UsageCodec
@@ -289,6 +289,8 @@ def main() -> None:
                                                               args.seconds)
         finally:
             worker.stop()
+            drop_redis_prefix(redis_settings.url.get_secret_value(), redis_settings.key_prefix)
+            drop_topics(kafka)
         interval = settings_interval(env)
 
     def ms(values: list[float], q: float) -> float:

@@ -27,7 +27,7 @@ from pathlib import Path
 import redis
 from confluent_kafka import Producer
 
-from bench.common import clean_up_on_sigterm, drop_redis_prefix, percentile, write_section
+from bench.common import clean_up_on_sigterm, drop_redis_prefix, drop_topics, percentile, write_section
 from costplane.budgets import Budget
 from costplane.config import ClickHouseSettings, KafkaSettings, RedisSettings, WorkerSettings, load_settings
 from costplane.publisher.codec import UsageCodec
@@ -259,6 +259,7 @@ def main() -> None:
             worker.stop()
             sink.stop()
             drop_redis_prefix(redis_settings.url.get_secret_value(), redis_settings.key_prefix)
+            drop_topics(kafka)
 
     split_flag = " --split" if args.split else ""
     layout = ("A stream-role process beside a separate sink process (`--role stream` + `--role sink`)" if args.split

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from confluent_kafka import Producer
 
-from bench.common import clean_up_on_sigterm, drop_redis_prefix, write_section
+from bench.common import clean_up_on_sigterm, drop_redis_prefix, drop_topics, write_section
 from costplane.budgets import Budget
 from costplane.config import ClickHouseSettings, KafkaSettings, RedisSettings, WorkerSettings, load_settings
 from costplane.publisher.codec import UsageCodec
@@ -161,6 +161,7 @@ def main() -> None:
             stop.set()
             worker.stop()
             drop_redis_prefix(redis_settings.url.get_secret_value(), redis_settings.key_prefix)
+            drop_topics(kafka)
 
     first_full = next((i for i, full_now in enumerate(rings_full) if full_now), None)
     full = samples[first_full:] if first_full is not None else []

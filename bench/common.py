@@ -10,6 +10,8 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+from costplane.config import KafkaSettings
+
 DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 
 
@@ -50,6 +52,21 @@ def drop_redis_prefix(url: str, prefix: str) -> int:
     if batch:
         dropped += int(client.unlink(*batch))
     return dropped
+
+
+def drop_topics(kafka: KafkaSettings, timeout_s: float = 30.0) -> int:
+    """Delete every topic under the benchmark's own topic prefix, Faust's internal ones included (they are named
+    after the consumer group, ``<prefix>.worker``). Why: each run creates a dozen topics with six partitions;
+    left behind, they filled the dev broker with hundreds of partitions and gigabytes that later runs paid for."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient(kafka.confluent_config())
+    mine = [t for t in admin.list_topics(timeout=timeout_s).topics if t.startswith(f"{kafka.topic_prefix}.")]
+    if not mine:
+        return 0
+    for future in admin.delete_topics(mine, operation_timeout=timeout_s).values():
+        future.result(timeout=timeout_s)
+    return len(mine)
 
 
 def clean_up_on_sigterm() -> None:
