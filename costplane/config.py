@@ -310,6 +310,9 @@ class WorkerSettings(BaseSettings):
     dlq_retention_ms: int = Field(14 * 24 * 3600 * 1000, ge=60_000, description="Retention of the dead-letter topic.")
     batch_max_messages: int = Field(100, ge=1, description="Messages taken per stream batch (stream.take).")
     batch_within_s: float = Field(0.05, gt=0, description="Longest wait to fill a stream batch.")
+    fetch_max_wait_ms: int = Field(100, ge=1, le=1500, description="Longest the broker holds the stream "
+                                   "consumer's fetch for idle partitions (Faust's own is 1500 ms; records of a busy "
+                                   "partition can wait behind it).")
     max_clock_skew_ms: int = Field(24 * 3600 * 1000, ge=0, description="Events further in the future are rejected.")
     invalid_ratio_limit: float = Field(0.5, gt=0, le=1, description="Stop when invalid/total passes this ratio.")
     invalid_window_s: float = Field(60.0, gt=0, description="Window over which the invalid ratio is measured.")

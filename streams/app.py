@@ -34,6 +34,7 @@ from costplane.publisher.event import UsageEvent
 from costplane.streams.dlq import InvalidRatioExceeded, InvalidRatioGuard, dead_letters
 from costplane.streams.worker.alerts import RedisStateStore, WorkerAlerts
 from costplane.streams.worker.dedup import RecentIds
+from costplane.streams.worker.fetchwait import set_fetch_max_wait
 from costplane.streams.worker.gctuning import collections_deferred
 from costplane.streams.worker.metrics import WorkerMetrics
 from costplane.streams.worker.pricing import price_events
@@ -274,6 +275,11 @@ def _stream_role(app: faust.App, kafka: KafkaSettings, worker: WorkerSettings, r
         """Load the metas of the tenants on this worker's partitions, then re-check their standing decisions
         against the budgets in force (a budget changed while no worker held them is applied now)."""
         assigned = {tp.partition for tp in app.consumer.assignment() if tp.topic == usage_name}
+        if set_fetch_max_wait(app.consumer, worker.fetch_max_wait_ms):
+            log.info("stream_fetch_wait", ms=worker.fetch_max_wait_ms)
+        else:
+            log.warning("stream_fetch_wait_not_applied", ms=worker.fetch_max_wait_ms,
+                        reason="the Faust consumer's aiokafka fetcher was not found; Faust's 1500 ms stays")
         loaded = rt.windows.take_over(assigned)
         log.info("windows_taken_over", partitions=sorted(assigned), tenants=loaded)
         if rt.budgets_loaded.is_set():

@@ -84,6 +84,9 @@ def test_crossing_writes_decision_and_raising_lifts_it(stream_worker: tuple[Work
                                                        kafka_settings: KafkaSettings,
                                                        redis_settings: RedisSettings) -> None:
     worker, env = stream_worker
+    # Faust's fixed 1.5 s fetch wait delayed decisions behind idle partitions: the worker's own value is in force.
+    wait_for(lambda: "stream_fetch_wait" in worker.log_path.read_text(), 30, "the fetch wait to be set")
+    assert "stream_fetch_wait_not_applied" not in worker.log_path.read_text()
     done = cli(env, "budget", "set", "acme-user-day", "--scope", "tenant=acme,user=*", "--period", "day",
                "--limit-tokens", "1000", "--soft", "0.5", "--action", "block")
     assert done.returncode == 0, done.stderr
