@@ -280,10 +280,12 @@ def apply_increments(increments: Mapping[str, Mapping[int, Iterable[int]]], budg
     """
     windows = windows or WindowCache()
     by_id = {b.id: b for b in budgets}
+    in_force: dict[str, Window] = {}  # each budget's window at ``now_ms``, looked up once per batch
     new_states: dict[str, State] = {}
     decisions: list[Decision] = []
     for key, inc in increments.items():
-        budget = by_id.get(split_key(key)[0])
+        budget_id = key.partition("|")[0]
+        budget = by_id.get(budget_id)
         if budget is None:
             continue
         state = copy_state(states.get(key))  # evaluate prunes it once the increments are in
@@ -295,10 +297,37 @@ def apply_increments(increments: Mapping[str, Mapping[int, Iterable[int]]], budg
             else:
                 cell[0] += int(tokens)
                 cell[1] += int(nanos)
+        w = in_force.get(budget_id)
+        if w is None:
+            w = in_force[budget_id] = windows.window(budget.period, budget.tz, now_ms)
+        if state["d"] is None and not state["soft"] and not budget.soft and \
+                _prune_total(state, 0 if budget.unit == "tokens" else 1, w) < budget.limit:
+            # Nearly every key: under its limit, nothing standing, no threshold to arm. What evaluate would
+            # conclude (pruned state, no decision) without its bookkeeping.
+            new_states[key] = state
+            continue
         state, out = evaluate(budget, key, state, now_ms, windows=windows, in_place=True)
         new_states[key] = state
         decisions.extend(out)
     return new_states, decisions
+
+
+def _prune_total(state: State, idx: int, w: Window) -> int:
+    """:func:`_prune` to the window's start and :func:`_total` over it, in one pass over the buckets."""
+    buckets = state["b"]
+    start, end = w.start_ms, w.end_ms
+    spent = 0
+    old = None
+    for s, v in buckets.items():
+        at = int(s)
+        if at < start:
+            old = [s] if old is None else [*old, s]
+        elif at < end:
+            spent += int(v[idx])
+    if old is not None:
+        for s in old:
+            del buckets[s]
+    return spent
 
 
 class SpendWindows:

@@ -320,8 +320,8 @@ class WorkerWindows:
             cell = buckets.get(str(start))
             if cell is not None:
                 commit.counter(spent_key, start, int(cell[idx]), max(start + size - now_ms, 0) + length)
-        if before is not None or state.get("d") is not None:
-            self._standing(commit, key, before, state)
+        if state.get("d") is not None or (before is not None and before.get("d") is not None):
+            self._standing(commit, key, before, state)  # a decision stands, or stood: its meta entry moves
 
     def _standing(self, commit: TenantCommit, key: str, before: State | None, state: State | None) -> None:
         old = (before or {}).get("d")

@@ -272,3 +272,51 @@ def window_start(budget: Budget, when: int) -> int:
     from costplane.budgets import window_for
 
     return int(window_for(budget.period, budget.tz, when).start_ms)
+
+
+def test_the_under_limit_shortcut_of_a_batch_is_what_evaluate_concludes() -> None:
+    """apply_increments skips evaluate for keys under their limit with nothing standing and no threshold: on
+    random states (old, current and future buckets, standing decisions, notified thresholds, under, at and over
+    the limit) its states and decisions equal evaluating every key."""
+    import random
+
+    from costplane.streams.core.spend import apply_increments, copy_state
+
+    rng = random.Random(7)
+    budgets = [Budget.from_cli("day", scope="tenant=acme,user=*", limit_tokens=1000),
+               Budget.from_cli("hour", scope="tenant=acme,user=*", period="rolling-1h", limit_tokens=1000),
+               Budget.from_cli("soft", scope="tenant=acme,user=*", limit_tokens=1000, soft="0.5,0.8"),
+               Budget.from_cli("usd", scope="tenant=acme,user=*", limit_usd="0.000001", action="notify")]
+    now = at("2026-05-01T12:30:00")
+    shortcuts = 0
+    for case in range(400):
+        budget = budgets[case % len(budgets)]
+        key = f"{budget.id}|tenant=acme,user=u{case}"
+        size = 60_000 * 60 if budget.period == "day" else 60_000
+        before: State | None = None
+        if rng.random() < 0.8:
+            buckets = {str(window_start(budget, now) + size * rng.randrange(-3, 3)): [rng.randrange(900),
+                                                                                      rng.randrange(900)]
+                       for _ in range(rng.randrange(4))}
+            standing = None
+            if rng.random() < 0.2:
+                standing = {"action": budget.action, "window_end_ms": now + 1, "until_ms": now + 1,
+                            "version": budget.version, "limit": budget.limit, "unit": budget.unit}
+            soft = [0.5] if budget.soft and rng.random() < 0.3 else []
+            before = {"b": buckets, "soft": soft, "d": standing}
+        start = window_start(budget, now) if budget.period == "day" else now - now % 60_000
+        inc = {start: [rng.randrange(600), rng.randrange(600)]}
+        room = budget.limit - total(before, budget, now)
+        if case % 5 == 0 and room >= 0:  # exactly at the limit
+            inc[start][0 if budget.unit == "tokens" else 1] = room
+        got_states, got = apply_increments({key: inc}, [budget], {key: before}, now)
+        state = copy_state(before)
+        for at_ms, (tokens, nanos) in inc.items():
+            cell = state["b"].setdefault(str(at_ms), [0, 0])
+            cell[0] += tokens
+            cell[1] += nanos
+        want_state, want = evaluate(budget, key, state, now, in_place=True)
+        assert got_states == {key: want_state}, (case, before, inc)
+        assert got == want, (case, before, inc)
+        shortcuts += not want and want_state["d"] is None and not budget.soft
+    assert 50 < shortcuts < 400  # both paths were taken
