@@ -27,6 +27,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from importlib import resources
 from typing import Any, Protocol
 
@@ -82,12 +83,28 @@ class TenantMeta:
         return meta
 
 
+def _bulk(value: str | int) -> str:
+    """One RESP bulk string, as text (its length counts characters: :meth:`TenantCommit.wire` checks ASCII)."""
+    text = value if value.__class__ is str else str(value)
+    return f"${len(text)}\r\n{text}\r\n"
+
+
+@lru_cache(maxsize=8192)
+def _bulk_int(value: int) -> str:
+    """:func:`_bulk` of an integer, remembered: a batch repeats the same few (key indexes, bucket starts, TTLs)."""
+    text = str(value)
+    return f"${len(text)}\r\n{text}\r\n"
+
+
 @dataclass(slots=True)
 class TenantCommit:
     """One tenant's writes for a batch, as the commit script's keys and arguments.
 
     ``fence`` is ``(partition, expected, new)`` — expected -1 when no fence exists yet — or None for a write that
     only needs the tenant's keys (a timer re-evaluation). The op helpers name keys by index into ``keys``.
+
+    Each key and op is also framed for the wire as it is added (one format per op instead of one per argument
+    when the call is sent): a batch with per-user budgets carries a dozen small arguments per touched key.
     """
 
     tenant: str
@@ -99,38 +116,63 @@ class TenantCommit:
     dropped: list[str] = field(default_factory=list)  # state keys deleted: the cache forgets them once committed
     standing: dict[str, int | None] = field(default_factory=dict)  # None = no longer standing
     _index: dict[str, int] = field(default_factory=dict)
+    _framed: list[str] = field(default_factory=list)  # keys[i] framed, in order
+    _framed_ops: list[str] = field(default_factory=list)  # each op framed, in order
 
     def _key(self, key: str) -> int:
         idx = self._index.get(key)
         if idx is None:
             self.keys.append(key)
+            self._framed.append(f"${len(key)}\r\n{key}\r\n")
             idx = self._index[key] = len(self.keys) + 1  # KEYS[1] is the meta hash
         return idx
 
     def set(self, key: str, value: str, ttl_ms: int) -> None:
-        self.ops += ["S", self._key(key), value, max(int(ttl_ms), 1)]
+        idx, ttl = self._key(key), max(int(ttl_ms), 1)
+        self.ops += ["S", idx, value, ttl]
+        self._framed_ops.append(f"$1\r\nS\r\n{_bulk_int(idx)}${len(value)}\r\n{value}\r\n{_bulk_int(ttl)}")
 
     def hset(self, key: str, field_name: str, value: str | int, ttl_ms: int | None) -> None:
-        self.ops += ["H", self._key(key), field_name, value, "" if ttl_ms is None else max(int(ttl_ms), 1)]
+        op: list[str | int] = ["H", self._key(key), field_name, value, "" if ttl_ms is None else max(int(ttl_ms), 1)]
+        self.ops += op
+        self._framed_ops.append("".join(map(_bulk, op)))
 
     def delete(self, key: str) -> None:
-        self.ops += ["D", self._key(key)]
+        op: list[str | int] = ["D", self._key(key)]
+        self.ops += op
+        self._framed_ops.append("".join(map(_bulk, op)))
 
     def hdel(self, key: str, field_name: str) -> None:
-        self.ops += ["X", self._key(key), field_name]
+        op: list[str | int] = ["X", self._key(key), field_name]
+        self.ops += op
+        self._framed_ops.append("".join(map(_bulk, op)))
 
     def counter(self, key: str, bucket: int, amount: int, ttl_ms: int) -> None:
         """Set a guard counter bucket to the exact total (``set_counter``: keeps the guard's running total right)."""
-        self.ops += ["R", self._key(key), bucket, amount, max(int(ttl_ms), 1)]
+        idx, ttl = self._key(key), max(int(ttl_ms), 1)
+        self.ops += ["R", idx, bucket, amount, ttl]
+        self._framed_ops.append(f"$1\r\nR\r\n{_bulk_int(idx)}{_bulk_int(bucket)}{_bulk_int(amount)}{_bulk_int(ttl)}")
+
+    def _head(self) -> list[str | int]:
+        if self.fence is None:
+            return ["", "", ""]
+        partition, expected, new = self.fence
+        return [f"o:{partition}", "" if expected < 0 else expected, "" if new <= expected else new]
 
     def script_args(self) -> tuple[list[str], list[str | int]]:
         """KEYS and ARGV of ``lua/commit.lua``."""
-        if self.fence is None:
-            head: list[str | int] = ["", "", ""]
-        else:
-            partition, expected, new = self.fence
-            head = [f"o:{partition}", "" if expected < 0 else expected, "" if new <= expected else new]
-        return [self.meta_key, *self.keys], [*head, *self.ops]
+        return [self.meta_key, *self.keys], [*self._head(), *self.ops]
+
+    def wire(self, sha: bytes) -> bytes:
+        """``EVALSHA`` of :meth:`script_args`, from the frames built as keys and ops were added (the same bytes as
+        :func:`_packed_eval`; text that is not ASCII takes its byte path)."""
+        head = self._head()
+        body = "".join([_bulk(self.meta_key), *self._framed, *map(_bulk, head), *self._framed_ops])
+        if not body.isascii():
+            return _packed_eval_bytes(sha, *self.script_args())
+        numkeys = str(len(self.keys) + 1)
+        return b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%s\r\n" % (len(self.keys) + len(head) + len(self.ops) + 4, sha) + (
+            f"${len(numkeys)}\r\n{numkeys}\r\n{body}").encode()
 
 
 class WindowBackend(Protocol):
@@ -287,7 +329,7 @@ class RedisCommitStream:
     def send(self, commit: TenantCommit, register: bool) -> None:
         if self.error is not None:
             return
-        packed = _packed_eval(self.backend._sha, *commit.script_args())
+        packed = commit.wire(self.backend._sha)
         if register:
             tenant = commit.tenant.encode()
             registry = self.backend.keys.tenants().encode()

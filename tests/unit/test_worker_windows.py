@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from typing import Any
 
 import pytest
 import redis
@@ -283,3 +284,22 @@ def test_state_json_is_the_encoders_json_for_every_state_the_core_makes() -> Non
     assert shapes["buckets only"] > 0 and shapes["other"] > 0  # the direct path and the encoder both ran
     for odd in ({"b": {}, "soft": [0.5], "d": None}, {"b": {"1": [1, 2]}, "soft": [], "d": None, "x": 1}):
         assert json.loads(state_json(odd)) == odd
+
+
+@pytest.mark.parametrize("user", ["u1", "ü-Ωmega"])
+@pytest.mark.parametrize("fence", [None, (3, -1, 17), (0, 5, 9), (1, 9, 9)])
+def test_a_commit_framed_as_it_is_built_sends_what_its_script_args_say(user: str, fence: Any) -> None:
+    """TenantCommit frames each key and op as it is added; the command it sends must be byte for byte the one
+    its script arguments frame, for every op, a key used twice, any fence, and text that is not ASCII."""
+    from costplane.streams.worker.windowstore import TenantCommit, _packed_eval
+
+    sha = b"e" * 40
+    commit = TenantCommit("acme", "p:{acme}:worker:g", fence)
+    win = f"p:{{acme}}:win:g:b|tenant=acme,user={user}"
+    commit.set(win, json.dumps({"b": {"1": [3, 4]}, "u": user}), 86_400_000)
+    commit.counter("p:{acme}:spent:b:x", 1_764_633_600_000, 1750, 0)  # a ttl under 1 ms is sent as 1
+    commit.hset("p:{acme}:worker:g", f"s:b|tenant=acme,user={user}", 123, None)
+    commit.hset("p:{acme}:worker:g", "f", "v", 5)
+    commit.hdel("p:{acme}:worker:g", "s:gone")
+    commit.delete(win)
+    assert commit.wire(sha) == _packed_eval(sha, *commit.script_args())
