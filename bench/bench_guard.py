@@ -105,6 +105,30 @@ return 0
 """
 
 
+#: The least any one-budget check + reserve can ask of Redis: read the scope's decision, move the counter.
+LEAST_ONE = "redis.call('MGET', KEYS[1]) redis.call('HINCRBY', KEYS[2], '_s', ARGV[2]) return 0"
+
+
+def _least_call_floor(client: redis.Redis, store: RedisBudgetStore, base: str, n: int) -> list[float]:
+    """The least a client can do per one-budget call, timed whole: price the worst case (integer math), make a
+    fresh reservation id, encode them into a pre-built EVALSHA of :data:`LEAST_ONE`, send it and read the reply."""
+    sha = client.script_load(LEAST_ONE).encode()
+    keys = [f"{base}:d".encode(), f"{base}:c".encode()]
+    head = b"*7\r\n$7\r\nEVALSHA\r\n$40\r\n%s\r\n$1\r\n2\r\n" % sha + b"".join(
+        b"$%d\r\n%s\r\n" % (len(k), k) for k in keys)
+    lat = []
+    for i in range(n):
+        store.roundtrip(PING)  # each call follows a PING, as each reserve does in _pairs
+        t0 = time.perf_counter()
+        nanos = b"%d" % ((800 * 150 + 400 * 600) // 1000)
+        field = b"r%d:%d" % (int(time.time() * 1000) + 300_000, i)
+        store.roundtrip(head + b"$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(field), field, len(nanos), nanos))
+        lat.append(time.perf_counter() - t0)
+        if i % 10 == 9:
+            client.delete(keys[1])
+    return sorted(lat)
+
+
 def _commands_floor(client: redis.Redis, store: RedisBudgetStore, base: str, n: int, script: str = COMMANDS_ONLY
                     ) -> list[float]:
     """EVALSHA of ``script`` on scratch keys of the tenant's slot (emptied every ten calls, untimed)."""
@@ -116,6 +140,7 @@ def _commands_floor(client: redis.Redis, store: RedisBudgetStore, base: str, n: 
     for i in range(n):
         field = b"r%d:%s" % (i, uuid.uuid4().hex[:20].encode())
         cmd = head + b"$%d\r\n%s\r\n$7\r\n1200000\r\n" % (len(field), field)
+        store.roundtrip(PING)  # each call follows a PING, as each reserve does in _pairs
         t0 = time.perf_counter()
         store.roundtrip(cmd)
         lat.append(time.perf_counter() - t0)
@@ -163,6 +188,7 @@ def main() -> None:
     script_floor = _timed(lambda: store.roundtrip(noop_cmd), args.n)
     commands_floor = _commands_floor(client, store, f"{prefix}:{{acme}}:floor", args.n)
     least_floor = _commands_floor(client, store, f"{prefix}:{{acme}}:least", args.n, LEAST_POSSIBLE)
+    least_call = _least_call_floor(client, store, f"{prefix}:{{solo}}:least", args.n)
     p3, r3, s3, r3_srv, s3_srv = _pairs(client, store, guard, scope3, call, usage, args.n)
     p1, r1, s1, r1_srv, s1_srv = _pairs(client, store, guard, scope1, call, usage, args.n)
     floor3, floor1 = percentile(p3, 50), percentile(p1, 50)
@@ -195,6 +221,8 @@ def main() -> None:
              commands_floor, floor),
         _row("floor: EVALSHA of the least any 3-budget check + reserve can do (MGET, 3 × HINCRBY: no record, no "
              "logic)", least_floor, floor),
+        _row("floor: the least a client can do per 1-budget call (integer price, fresh id, encode; MGET + "
+             "HINCRBY: no record, no logic)", least_call, floor),
         _row("**check + reserve, 3 budgets**", r3, floor3, r3_srv),
         _row("settle, 3 budgets", s3, floor3, s3_srv),
         _row("check + reserve, 1 budget", r1, floor1, r1_srv),
@@ -214,6 +242,10 @@ def main() -> None:
                   "three budgets can be under 1.5× PING, whatever the guard does." if least > 1.5 else
                   "on its own; what is left between it and the target is the reservation records, the script's "
                   "logic and the client."))
+    least1 = percentile(least_call, 50) / floor
+    verdict += (f" With one budget, the least a client can do per call (its floor row) is {least1:.2f}× PING"
+                + (": above the target too, so no check + reserve of any scope is under it here." if least1 > 1.5
+                   else "."))
     body = f"""
 Command: `python -m bench.bench_guard` (dev stack running; {args.n} calls per row; each call reserves then
 settles, timed apart, beside one floor PING on the same connections; a settle does not wait for its reply, which
