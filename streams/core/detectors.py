@@ -83,6 +83,8 @@ class DetectorConfig:
     def __post_init__(self) -> None:
         if self.user_share_users < 1:
             raise ValueError("user_share_users must be >= 1")
+        if self.top_contributors < 0:  # a minute's trim keeps the top N of each ranking: N must be a count
+            raise ValueError("top_contributors must be >= 0")
         if self.contributors_tracked < self.top_contributors:
             raise ValueError("contributors_tracked must be >= top_contributors")
         if self.min_attempts < 1 or self.runaway_attempts < 1 or self.session_turns < 2:

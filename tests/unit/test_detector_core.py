@@ -425,6 +425,13 @@ def test_contributors_tracked_below_the_reported_top_is_refused() -> None:
         DetectorConfig(contributors_tracked=3, top_contributors=5)
 
 
+@pytest.mark.parametrize("top", [-1, -2])
+def test_a_reported_top_that_is_not_a_count_is_refused(top: int) -> None:
+    """A negative top once made the trim keep all but one contributor (a slice from the end), so the map grew."""
+    with pytest.raises(ValueError, match="top_contributors"):
+        DetectorConfig(top_contributors=top, contributors_tracked=top)
+
+
 def test_one_event_from_a_clock_running_ahead_does_not_close_the_minutes_a_replay_has_not_reached() -> None:
     det = Detectors()
     now = T0 + 60 * MINUTE_MS  # the backlog is an hour behind the clock
