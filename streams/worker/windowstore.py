@@ -110,14 +110,15 @@ class TenantCommit:
     tenant: str
     meta_key: str
     fence: tuple[int, int, int] | None = None
-    keys: list[str] = field(default_factory=list)
-    ops: list[str | int] = field(default_factory=list)
+    # Filled by the op helpers only (not constructor arguments): the frames must always match keys and ops.
+    keys: list[str] = field(default_factory=list, init=False)
+    ops: list[str | int] = field(default_factory=list, init=False)
     states: dict[str, State] = field(default_factory=dict)  # what the cache holds once committed
     dropped: list[str] = field(default_factory=list)  # state keys deleted: the cache forgets them once committed
     standing: dict[str, int | None] = field(default_factory=dict)  # None = no longer standing
-    _index: dict[str, int] = field(default_factory=dict)
-    _framed: list[str] = field(default_factory=list)  # keys[i] framed, in order
-    _framed_ops: list[str] = field(default_factory=list)  # each op framed, in order
+    _index: dict[str, int] = field(default_factory=dict, init=False)
+    _framed: list[str] = field(default_factory=list, init=False)  # keys[i] framed, in order
+    _framed_ops: list[str] = field(default_factory=list, init=False)  # each op framed, in order
 
     def _key(self, key: str) -> int:
         idx = self._index.get(key)
