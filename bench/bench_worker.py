@@ -87,14 +87,14 @@ async def floor(kafka: KafkaSettings, n: int) -> float:
     return n / (time.perf_counter() - started)
 
 
-def faust_floor(kafka: KafkaSettings, redis_settings: RedisSettings, n: int) -> float:
+def faust_floor(kafka: KafkaSettings, redis_settings: RedisSettings, n: int, worker: dict[str, str]) -> float:
     """A Faust app that only takes and decodes the same messages (``bench/faust_floor.py``): events/s. It gets
     the worker's environment, so its batch settings are the worker's."""
     with tempfile.TemporaryDirectory() as tmp:
         result = Path(tmp) / "faust-floor.json"
         subprocess.run([sys.executable, "-m", "bench.faust_floor", kafka.topic("usage"), str(n), str(result)],
                        check=True, timeout=600, stdout=subprocess.DEVNULL,
-                       env=worker_env(kafka, redis_settings, None))
+                       env=worker_env(kafka, redis_settings, None, **worker))
         return float(json.loads(result.read_text())["events_per_s"])
 
 
@@ -230,6 +230,9 @@ def main() -> None:
     parser.add_argument("--rate", default="10000",
                         help="offered events/s of the latency phase; several comma-separated run one after another")
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--worker", action="append", default=[], metavar="NAME=VALUE",
+                        help="a worker setting for the worker processes (COSTPLANE_WORKER_NAME), e.g. "
+                             "batch_max_messages=40; repeatable")
     parser.add_argument("--split", action="store_true",
                         help="stream role and sink role in two processes (throughput is the stream process's)")
     args = parser.parse_args()
@@ -246,11 +249,12 @@ def main() -> None:
     producer.flush(10)
     produce_batches(kafka, args.events, args.users)
     floor_rate = asyncio.run(floor(kafka, args.events))
-    faust_rate = faust_floor(kafka, redis_settings, args.events)
+    overrides = dict(item.split("=", 1) for item in args.worker)
+    faust_rate = faust_floor(kafka, redis_settings, args.events, overrides)
 
     with tempfile.TemporaryDirectory() as tmp:
         ch = load_settings(ClickHouseSettings, chdb_path=Path(tmp) / "chdb", database="bench")
-        env = worker_env(kafka, redis_settings, ch)
+        env = worker_env(kafka, redis_settings, ch, **overrides)
         log = Path(os.environ.get("BENCH_WORKER_LOG", Path(tmp) / "worker.log"))
         worker = WorkerProcess(env, log, role="stream" if args.split else "all").start()
         sink = WorkerProcess(env, log.with_suffix(".sink"), role="sink").start() if args.split else worker
@@ -277,7 +281,7 @@ def main() -> None:
             drop_redis_prefix(redis_settings.url.get_secret_value(), redis_settings.key_prefix)
             drop_topics(kafka)
 
-    split_flag = " --split" if args.split else ""
+    split_flag = (" --split" if args.split else "") + "".join(f" --worker {w}" for w in args.worker)
     layout = ("A stream-role process beside a separate sink process (`--role stream` + `--role sink`)" if args.split
               else "One worker process, `--role all`")
     cpu_row = (f"stream process {measured.stream_cpu_us:.0f} µs, sink process {measured.sink_cpu_us:.0f} µs"
