@@ -165,8 +165,10 @@ class TenantCommit:
         return [self.meta_key, *self.keys], [*self._head(), *self.ops]
 
     def wire(self, sha: bytes) -> bytes:
-        """``EVALSHA`` of :meth:`script_args`, from the frames built as keys and ops were added (the same bytes as
-        :func:`_packed_eval`; text that is not ASCII takes its byte path)."""
+        """``EVALSHA`` of :meth:`script_args` in RESP2, from the frames built as keys and ops were added: joined as
+        text and encoded once, since for ASCII (JSON states, decimal numbers and, almost always, key names) a
+        string's length is its byte length. Other text takes :func:`_packed_eval_bytes`. redis-py's generic packer
+        cost more than the script itself: a batch carries thousands of small arguments."""
         head = self._head()
         body = "".join([_bulk(self.meta_key), *self._framed, *map(_bulk, head), *self._framed_ops])
         if not body.isascii():
@@ -230,24 +232,9 @@ def _fence_value(raw: Any) -> int:
     return int(text) if text else -1
 
 
-def _packed_eval(sha: bytes, keys: Sequence[str], args: Sequence[str | int]) -> bytes:
-    """``EVALSHA sha numkeys keys... args...`` in RESP2, encoded in one pass (redis-py's generic packer cost more
-    than the script itself: a batch carries thousands of small arguments).
-
-    Built as text and encoded once: for ASCII text (JSON states, decimal numbers and, almost always, key names)
-    a string's length is its byte length. Any other text takes the per-argument byte path.
-    """
-    values = [v if v.__class__ is str else str(v) for v in (*keys, *args)]
-    body = "".join([f"${len(v)}\r\n{v}\r\n" for v in values])
-    if not body.isascii():
-        return _packed_eval_bytes(sha, keys, args)
-    numkeys = str(len(keys))
-    return b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%s\r\n" % (len(values) + 3, sha) + (
-        f"${len(numkeys)}\r\n{numkeys}\r\n{body}").encode()
-
-
 def _packed_eval_bytes(sha: bytes, keys: Sequence[str], args: Sequence[str | int]) -> bytes:
-    """:func:`_packed_eval` for any UTF-8 text: every argument encoded and measured in bytes."""
+    """``EVALSHA sha numkeys keys... args...`` in RESP2 for any UTF-8 text: every argument encoded and measured in
+    bytes (:meth:`TenantCommit.wire`'s path for text that is not ASCII, and the reference its frames must match)."""
     parts = [b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%s\r\n" % (len(keys) + len(args) + 3, sha)]
     numkeys = b"%d" % len(keys)
     parts.append(b"$%d\r\n%s\r\n" % (len(numkeys), numkeys))

@@ -237,14 +237,15 @@ def test_an_aborted_early_stream_raises_then_commits_plainly_once() -> None:
 
 @pytest.mark.parametrize("user", ["u1", "ü-Ωmega", "日本"])
 def test_packed_script_call_is_valid_resp_for_any_text(user: str) -> None:
-    """The fast text path and the byte path must frame the same command; lengths are in bytes, not characters."""
-    from costplane.streams.worker.windowstore import _packed_eval, _packed_eval_bytes
+    """The text frames and the byte path must frame the same command; lengths are in bytes, not characters."""
+    from costplane.streams.worker.windowstore import TenantCommit, _packed_eval_bytes
 
     sha = b"f" * 40
-    keys = ["p:{acme}:worker:g", f"p:{{acme}}:win:g:b|tenant=acme,user={user}"]
-    args: list[str | int] = ["o:0", "", 12, "S", 2, json.dumps({"b": {"1": [3, 4]}, "u": user}), 86_400_000]
-    packed = _packed_eval(sha, keys, args)
-    assert packed == _packed_eval_bytes(sha, keys, args)
+    commit = TenantCommit("acme", "p:{acme}:worker:g", (0, -1, 12))
+    state = json.dumps({"b": {"1": [3, 4]}, "u": user})
+    commit.set(f"p:{{acme}}:win:g:b|tenant=acme,user={user}", state, 86_400_000)
+    packed = commit.wire(sha)
+    assert packed == _packed_eval_bytes(sha, *commit.script_args())
     # Parse it back as Redis would: an array of bulk strings.
     head, _, rest = packed.partition(b"\r\n")
     items = []
@@ -255,7 +256,8 @@ def test_packed_script_call_is_valid_resp_for_any_text(user: str) -> None:
         assert rest[n:n + 2] == b"\r\n"
         rest = rest[n + 2:]
     assert rest == b""
-    assert items == ["EVALSHA", sha.decode(), "2", *keys, *(str(a) for a in args)]
+    assert items == ["EVALSHA", sha.decode(), "2", "p:{acme}:worker:g", f"p:{{acme}}:win:g:b|tenant=acme,user={user}",
+                     "o:0", "", "12", "S", "2", state, "86400000"]
 
 
 def test_state_json_is_the_encoders_json_for_every_state_the_core_makes() -> None:
@@ -290,8 +292,8 @@ def test_state_json_is_the_encoders_json_for_every_state_the_core_makes() -> Non
 @pytest.mark.parametrize("fence", [None, (3, -1, 17), (0, 5, 9), (1, 9, 9)])
 def test_a_commit_framed_as_it_is_built_sends_what_its_script_args_say(user: str, fence: Any) -> None:
     """TenantCommit frames each key and op as it is added; the command it sends must be byte for byte the one
-    its script arguments frame, for every op, a key used twice, any fence, and text that is not ASCII."""
-    from costplane.streams.worker.windowstore import TenantCommit, _packed_eval
+    its script arguments frame in bytes, for every op, a key used twice, any fence, and text that is not ASCII."""
+    from costplane.streams.worker.windowstore import TenantCommit, _packed_eval_bytes
 
     sha = b"e" * 40
     commit = TenantCommit("acme", "p:{acme}:worker:g", fence)
@@ -302,4 +304,4 @@ def test_a_commit_framed_as_it_is_built_sends_what_its_script_args_say(user: str
     commit.hset("p:{acme}:worker:g", "f", "v", 5)
     commit.hdel("p:{acme}:worker:g", "s:gone")
     commit.delete(win)
-    assert commit.wire(sha) == _packed_eval(sha, *commit.script_args())
+    assert commit.wire(sha) == _packed_eval_bytes(sha, *commit.script_args())
