@@ -213,8 +213,7 @@ def evaluate(budget: Budget | None, key: str, state: State | None, now_ms: int,
         return {**new, "d": None, "soft": []}, out
     windows = windows or WindowCache()
     w = windows.window(budget.period, budget.tz, now_ms)
-    _prune(new, w.start_ms)
-    spent = _total(new, 0 if budget.unit == "tokens" else 1, w)
+    spent = _prune_total(new, 0 if budget.unit == "tokens" else 1, w)
     over = spent >= budget.limit
     action = "degrade" if budget.degrade_model else budget.action
     until = _until(budget, new, now_ms, spent, w) if over else w.end_ms

@@ -184,6 +184,19 @@ def test_late_events_of_a_closed_window_do_not_count_in_the_current_one() -> Non
     assert total(run.table["d|tenant=acme"], b, now) == 0
 
 
+def test_events_ahead_of_the_window_are_kept_but_do_not_count_until_their_window_comes() -> None:
+    """A client clock ahead (within the skew bound) can put an event in tomorrow's bucket: it must not block
+    today, on the batch path (most keys take its under-the-limit shortcut) nor on a re-evaluation, and it counts
+    once its own day begins."""
+    b = Budget.from_cli("d", scope="tenant=acme", limit_usd="1")
+    run = Run(b)
+    now = at("2026-05-01T23:58:00")
+    assert kinds(run.batch(now, ev(at("2026-05-02T00:01:00"), 5 * USD), ev(now, USD // 10))) == []
+    assert total(run.table["d|tenant=acme"], b, now) == USD // 10
+    assert kinds(run.tick(now + 1)) == []
+    assert kinds(run.tick(at("2026-05-02T00:02:00"))) == [("decision", "block")]
+
+
 def test_month_window_in_a_timezone_and_state_is_plain_json() -> None:
     b = Budget.from_cli("m", scope="tenant=acme", period="month", tz="America/New_York", limit_usd="100")
     run = Run(b)
