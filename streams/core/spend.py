@@ -142,14 +142,7 @@ def add(state: State | None, budget: Budget, increments: Mapping[int, Iterable[i
 
 def prune(state: State, budget: Budget, now_ms: int, windows: WindowCache | None = None) -> None:
     """Drop buckets that ended before the window containing ``now_ms`` starts (memory stays bounded)."""
-    _prune(state, (windows or WindowCache()).window(budget.period, budget.tz, now_ms).start_ms)
-
-
-def _prune(state: State, first: int) -> None:
-    buckets = state["b"]
-    old = [s for s in buckets if int(s) < first]
-    for start in old:
-        del buckets[start]
+    _prune_total(state, 0, (windows or WindowCache()).window(budget.period, budget.tz, now_ms))
 
 
 def total(state: State | None, budget: Budget, now_ms: int, windows: WindowCache | None = None) -> int:
@@ -312,7 +305,7 @@ def apply_increments(increments: Mapping[str, Mapping[int, Iterable[int]]], budg
 
 
 def _prune_total(state: State, idx: int, w: Window) -> int:
-    """:func:`_prune` to the window's start and :func:`_total` over it, in one pass over the buckets."""
+    """Drop the buckets older than the window ``w`` and return the spend in it (column ``idx``), in one pass."""
     buckets = state["b"]
     start, end = w.start_ms, w.end_ms
     spent = 0
