@@ -114,53 +114,54 @@ LEAST_ONE = "redis.call('MGET', KEYS[1]) redis.call('HINCRBY', KEYS[2], '_s', AR
 Paired = tuple[list[float], list[float]]
 
 
+def _after_pings(store: RedisBudgetStore, n: int, call: Callable[[int], Any], reset: Callable[[], Any]) -> Paired:
+    """``call(i)`` n times, each timed right after a timed PING, as each reserve in :func:`_pairs`; ``reset`` runs
+    untimed every ten calls (scratch keys emptied, like settles do, so the hashes stay as small as the guard's)."""
+    clock = time.perf_counter
+    pings, lat = [], []
+    for i in range(n):
+        t0 = clock()
+        store.roundtrip(PING)
+        t1 = clock()
+        call(i)
+        lat.append(clock() - t1)
+        pings.append(t1 - t0)
+        if i % 10 == 9:
+            reset()
+    return sorted(pings), sorted(lat)
+
+
+def _evalsha_head(client: redis.Redis, script: str, keys: list[bytes], nargs: int) -> bytes:
+    """The encoded ``EVALSHA sha numkeys keys...`` of ``script``, to be followed by ``nargs`` arguments."""
+    sha = client.script_load(script).encode()
+    return b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%s\r\n$1\r\n%d\r\n" % (3 + len(keys) + nargs, sha, len(keys)) + \
+        b"".join(b"$%d\r\n%s\r\n" % (len(k), k) for k in keys)
+
+
 def _least_call_floor(client: redis.Redis, store: RedisBudgetStore, base: str, n: int,
                       call: dict[str, Any]) -> Paired:
     """The least a client can do per one-budget call, timed whole: price the call's worst case (integer math on
     the token counts and per-million-token rates), encode it into a pre-built EVALSHA of :data:`LEAST_ONE`, send
-    it and read the reply. Each call follows a timed PING, as each reserve does in :func:`_pairs`."""
-    sha = client.script_load(LEAST_ONE).encode()
+    it and read the reply."""
     keys = [f"{base}:d".encode(), f"{base}:c".encode()]
-    head = b"*6\r\n$7\r\nEVALSHA\r\n$40\r\n%s\r\n$1\r\n2\r\n" % sha + b"".join(
-        b"$%d\r\n%s\r\n" % (len(k), k) for k in keys)
+    head = _evalsha_head(client, LEAST_ONE, keys, 1)
     prompt, most, rate_in, rate_out = call["prompt_tokens"], call["max_tokens"], 150_000, 600_000  # nano-USD/M
-    clock = time.perf_counter
-    pings, lat = [], []
-    for i in range(n):
-        t0 = clock()
-        store.roundtrip(PING)
-        t1 = clock()
+
+    def least_call(_: int) -> None:
         nanos = b"%d" % ((prompt * rate_in + most * rate_out) // 1_000_000)
         store.roundtrip(head + b"$%d\r\n%s\r\n" % (len(nanos), nanos))
-        lat.append(clock() - t1)
-        pings.append(t1 - t0)
-        if i % 10 == 9:
-            client.delete(keys[1])
-    return sorted(pings), sorted(lat)
+
+    return _after_pings(store, n, least_call, lambda: client.delete(keys[1]))
 
 
 def _commands_floor(client: redis.Redis, store: RedisBudgetStore, base: str, n: int, script: str = COMMANDS_ONLY
                     ) -> Paired:
-    """EVALSHA of ``script`` on scratch keys of the tenant's slot (emptied every ten calls, untimed), each call
-    after a timed PING, as each reserve in :func:`_pairs`."""
-    sha = client.script_load(script).encode()
+    """EVALSHA of ``script`` on scratch keys of the tenant's slot, each command built beforehand (untimed)."""
     keys = [f"{base}:d{i}".encode() for i in range(3)] + [f"{base}:c{i}".encode() for i in range(3)]
-    head = b"*11\r\n$7\r\nEVALSHA\r\n$40\r\n%s\r\n$1\r\n6\r\n" % sha + b"".join(
-        b"$%d\r\n%s\r\n" % (len(k), k) for k in keys)
-    clock = time.perf_counter
-    pings, lat = [], []
-    for i in range(n):
-        field = b"r%d:%s" % (i, uuid.uuid4().hex[:20].encode())
-        cmd = head + b"$%d\r\n%s\r\n$7\r\n1200000\r\n" % (len(field), field)
-        t0 = clock()
-        store.roundtrip(PING)
-        t1 = clock()
-        store.roundtrip(cmd)
-        lat.append(clock() - t1)
-        pings.append(t1 - t0)
-        if i % 10 == 9:
-            client.delete(*keys[3:])  # like settles do, so the hashes stay as small as the guard's
-    return sorted(pings), sorted(lat)
+    head = _evalsha_head(client, script, keys, 2)
+    fields = [b"r%d:%s" % (i, uuid.uuid4().hex[:20].encode()) for i in range(n)]
+    commands = [head + b"$%d\r\n%s\r\n$7\r\n1200000\r\n" % (len(f), f) for f in fields]
+    return _after_pings(store, n, lambda i: store.roundtrip(commands[i]), lambda: client.delete(*keys[3:]))
 
 
 def _row(name: str, lat: list[float], floor: float, server: float | None = None) -> str:
@@ -190,8 +191,7 @@ def main() -> None:
     scope1 = {"tenant": "solo", "user": "u1"}
     call = {"provider": "openai", "model": "gpt-4o-mini", "prompt_tokens": 800, "max_tokens": 400}
     usage = {"input_tokens": 800, "output_tokens": 200}
-    noop = client.script_load("return 1")
-    noop_cmd = b"*3\r\n$7\r\nEVALSHA\r\n$40\r\n%s\r\n$1\r\n0\r\n" % noop.encode()
+    noop_cmd = _evalsha_head(client, "return 1", [], 0)
     for _ in range(500):  # warm up connection, script cache, budget and plan caches
         client.ping()
         guard.reserve(scope3, **call).settle(usage)
