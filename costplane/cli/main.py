@@ -35,6 +35,7 @@ COMMAND_MODULES = (
     "costplane.cli.report",
     "costplane.cli.worker",
     "costplane.cli.budget",
+    "costplane.cli.decisions",
     "costplane.cli.alerts",
 )
 
