@@ -340,3 +340,8 @@ class WorkerSettings(BaseSettings):
                            "states live in Redis, so nothing here needs a backup.")
     session_timeout_s: float = Field(
         10.0, ge=6, description="Kafka consumer session timeout (rebalance speed; brokers refuse below 6 s).")
+    api_token: SecretStr | None = Field(None, description="Bearer token every /api/* request must carry (secret); "
+                                        "unset = the API answers anyone who reaches web_host.")
+    drift_check_s: float = Field(60.0, ge=0, description="Sink role: every this many seconds, compare each budget "
+                                 "counter in Redis with the ClickHouse ledger and export the drift as metrics; "
+                                 "0 = off.")
