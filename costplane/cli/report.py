@@ -12,6 +12,7 @@ import json
 import sys
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -75,7 +76,8 @@ def _cell(value: Any) -> str:
 @report_app.command("spend")
 def spend(
     by: Annotated[str, typer.Option("--by", help="Dimensions, comma-separated: tenant, team, feature, user_id, "
-                                    "model, provider, env, status, service_tier, plan, day, hour, month.")],
+                                    "model, provider, env, status, service_tier, plan, turn, minute, hour, day, "
+                                    "month.")],
     since: Annotated[str | None, typer.Option("--since", help="From this time (ISO 8601, UTC if naive).")] = None,
     until: Annotated[str | None, typer.Option("--until", help="Before this time (exclusive).")] = None,
     tenant: Annotated[str | None, typer.Option("--tenant", help="Only this tenant.")] = None,
@@ -127,3 +129,105 @@ def spend(
         for row in rows:
             table.add_row(*(_cell(row.get(c)) for c in columns))
         console().print(table)
+
+
+@report_app.command("html")
+def html_report(
+    out: Annotated[Path, typer.Option("--out", help="The HTML file to write (one self-contained file).")],
+    since: Annotated[str | None, typer.Option("--since", help="From this time (ISO 8601, UTC if naive).")] = None,
+    until: Annotated[str | None, typer.Option("--until", help="Before this time (exclusive).")] = None,
+    tenant: Annotated[str | None, typer.Option("--tenant", help="Only this tenant.")] = None,
+    api_url: Annotated[str | None, typer.Option(
+        "--api-url", envvar="COSTPLANE_WORKER_API_URL",
+        help="Ask this worker's /api/report instead of opening ClickHouse (default: the directory owner's).")] = None,
+    database: Annotated[str | None, typer.Option("--database", help="Database (default: from settings).")] = None,
+) -> None:
+    """Write every report as one offline HTML page: each chart beside its numbers, budgets and their state."""
+    from datetime import UTC, datetime
+
+    from clickhouse_connect.driver.exceptions import Error as ClickHouseError
+
+    from costplane.report_html import Window, build_sections, render, subtitle_for
+    from costplane.streams.sink.errors import DirectoryOwned, SinkUnavailable
+    from costplane.streams.sink.query import ReportError, parse_time
+
+    err = console(stderr=True)
+    try:
+        window = Window(parse_time(since) if since else None, parse_time(until) if until else None, tenant or None)
+        with _runner(api_url, database) as run:
+            sections = build_sections(run, window, budgets=_live_budgets(tenant))
+    except ReportError as exc:
+        err.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
+    except (DirectoryOwned, SinkUnavailable, urllib.error.URLError, OSError, ValueError, ClickHouseError) as exc:
+        err.print(f"[red]report failed: {exc}[/]")
+        raise typer.Exit(1) from None
+    page = render(sections, "costplane spend report", subtitle_for(window, datetime.now(tz=UTC)))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(page, encoding="utf-8")
+    except OSError as exc:
+        err.print(f"[red]cannot write {out}: {exc.strerror}[/]")
+        raise typer.Exit(2) from None
+    console().print(f"wrote {out.resolve()} ({len(sections)} sections) — open it in any browser, no network needed")
+
+
+class _runner:  # noqa: N801 - used as a context manager, named like a function
+    """A report runner for the page: the directory owner's API, or one ClickHouse client held for every section."""
+
+    def __init__(self, api_url: str | None, database: str | None) -> None:
+        from costplane.config import ClickHouseSettings, load_settings
+        from costplane.streams.sink.errors import DirectoryOwned
+        from costplane.streams.sink.ownership import current_owner
+
+        self.settings = load_settings(ClickHouseSettings, **({"database": database} if database else {}))
+        self.api_url = api_url
+        if self.settings.url is None and api_url is None:
+            owner = current_owner(self.settings.chdb_path)
+            if owner is not None:
+                if owner.api_url is None:
+                    raise DirectoryOwned(str(self.settings.chdb_path), owner.pid, None)
+                self.api_url = owner.api_url
+        self._lock: Any = None
+        self._client: Any = None
+
+    def __enter__(self) -> Any:
+        from costplane.streams.sink.query import run_report
+
+        if self.api_url is not None:
+            url = self.api_url
+            return lambda spec: fetch_remote(url, spec)
+        from costplane.streams.sink.client import open_client
+        from costplane.streams.sink.ownership import DirectoryLock
+
+        if self.settings.url is None:
+            self._lock = DirectoryLock.acquire(self.settings.chdb_path)
+        self._client = open_client(self.settings, create_database=False)
+        client, db = self._client, self.settings.database
+        return lambda spec: run_report(client, spec, db)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._lock is not None:
+            self._lock.release()
+
+
+def _live_budgets(tenant: str | None) -> list[dict[str, Any]] | None:
+    """Budget status rows from Redis for the page; None (no section) when Redis cannot be read."""
+    import time
+
+    import redis
+    from redis.exceptions import RedisError
+
+    from costplane.budget_status_redis import UnknownScope, read_status
+    from costplane.config import RedisSettings, load_settings
+    from costplane.enforcers.keys import KeyLayout
+
+    settings = load_settings(RedisSettings)
+    client = redis.Redis.from_url(settings.url.get_secret_value(), socket_timeout=2, socket_connect_timeout=2)
+    try:
+        rows = read_status(client, KeyLayout(settings.key_prefix), int(time.time() * 1000), tenant=tenant)
+        return [r.to_json() for r in rows]
+    except (RedisError, OSError, UnknownScope):
+        return None
+    finally:
+        client.close()

@@ -21,6 +21,7 @@ from costplane.publisher.event import TOKEN_BUCKETS
 DIMENSIONS: dict[str, str] = {
     "tenant": "tenant", "team": "team", "feature": "feature", "user_id": "user_id", "model": "model",
     "provider": "provider", "env": "env", "status": "status", "service_tier": "service_tier", "plan": "plan",
+    "turn": "turn", "minute": "toStartOfMinute(occurred_at)",
     "day": "toDate(occurred_at)", "hour": "toStartOfHour(occurred_at)", "month": "toStartOfMonth(occurred_at)",
 }
 MEASURES: tuple[str, ...] = ("events", "attempts", *TOKEN_BUCKETS, "cost_nanos")
