@@ -58,8 +58,8 @@ class _Page(HTMLParser):
         self._chart: str | None = None
         self._depth = 0
         self._row: dict[str, Any] | None = None
-        self.external: list[str] = []
-        self._groups: list[bool] = []  # open <g> elements: is each a Plotly trace?  # elements that would fetch something from elsewhere
+        self.external: list[str] = []  # elements that would fetch something from elsewhere
+        self._groups: list[bool] = []  # open <g> elements: is each a Plotly trace?
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         a = dict(attrs)
