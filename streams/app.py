@@ -84,7 +84,7 @@ def group_id(kafka: KafkaSettings, worker: WorkerSettings) -> str:
 
 def create_app(kafka: KafkaSettings, redis_settings: RedisSettings, worker: WorkerSettings,
                clickhouse: ClickHouseSettings | None, metrics: WorkerMetrics,
-               report: Callable[[str], list[dict[str, Any]]] | None = None,
+               report: Callable[[str], Any] | None = None,
                sink_ready: Callable[[], bool] | None = None, alerts: AlertSettings | None = None) -> faust.App:
     """The Faust app with its agents, timers and web pages (``report`` serves ``/api/report`` when given)."""
     stream_role = worker.role in ("stream", "all")
