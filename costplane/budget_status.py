@@ -22,8 +22,6 @@ from typing import Any
 from costplane.budgets.model import Budget
 from costplane.budgets.windows import window_for
 
-#: Budget scope dimension → the spend report's dimension of the same attribute.
-REPORT_DIMENSION = {"user": "user_id"}
 #: Token measures of the spend report whose sum a token budget counts (the worker's ``event_tokens``).
 TOKEN_MEASURES = ("input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens")
 
@@ -135,8 +133,8 @@ def member_status(budget: Budget, tenant: str, member: str, counter: Mapping[Any
 
 
 def ledger_dimensions(budget: Budget) -> tuple[str, ...]:
-    """The spend report's ``--by`` dimensions that identify a member of ``budget``."""
-    return tuple(REPORT_DIMENSION.get(d, d) for d in budget.scope)
+    """The spend report's ``--by`` dimensions that identify a member of ``budget`` (the scope's own names)."""
+    return tuple(budget.scope)
 
 
 def ledger_totals(budget: Budget, rows: Iterable[Mapping[str, Any]]) -> dict[str, int]:
@@ -144,8 +142,7 @@ def ledger_totals(budget: Budget, rows: Iterable[Mapping[str, Any]]) -> dict[str
     (rows already limited to the member's window and tenant)."""
     totals: dict[str, int] = {}
     for row in rows:
-        attrs = {d: (None if row.get(REPORT_DIMENSION.get(d, d)) is None else str(row[REPORT_DIMENSION.get(d, d)]))
-                 for d in budget.scope}
+        attrs = {d: None if row.get(d) is None else str(row[d]) for d in budget.scope}
         member = budget.member_of(attrs)
         if member is None:
             continue

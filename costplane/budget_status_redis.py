@@ -18,7 +18,7 @@ from costplane.budgets.model import Budget
 from costplane.enforcers.keys import KeyLayout
 from costplane.enforcers.store import parse_budgets
 
-#: What runs a spend report: (spec) → rows (``costplane.cli.report.collect`` or the sink's own report).
+#: What runs a report: (ReportOptions) → its rows (``costplane.cli.report.collect`` or the sink's own report).
 ReportRunner = Callable[[Any], list[dict[str, Any]]]
 
 
@@ -87,11 +87,13 @@ def ledgers(statuses: Sequence[MemberStatus], budgets: dict[tuple[str, str], Bud
             run: ReportRunner) -> dict[tuple[str, str], dict[str, int]]:
     """Per (tenant, budget), the ledger spend of each member over the same window as its counter.
 
-    One spend report per budget, grouped by the budget's scope dimensions, limited to its tenant and window.
+    One spend report per budget, grouped by the budget's scope dimensions, limited to its tenant and window (the
+    reports answer whole minutes: a rolling-1m window's 5-second edge is read to the minute). A tenant the ledger
+    has never seen has spent nothing there.
     """
-    from datetime import UTC, datetime
-
-    from costplane.streams.sink.query import ReportSpec
+    from costplane.budget_status import iso
+    from costplane.reports.errors import ReportError
+    from costplane.reports.options import ReportOptions
 
     out: dict[tuple[str, str], dict[str, int]] = {}
     windows = {(s.tenant, s.budget_id): (s.window_start_ms, s.window_end_ms) for s in statuses}
@@ -99,7 +101,12 @@ def ledgers(statuses: Sequence[MemberStatus], budgets: dict[tuple[str, str], Bud
         budget = budgets.get((tenant, budget_id))
         if budget is None:
             continue
-        spec = ReportSpec(by=ledger_dimensions(budget), since=datetime.fromtimestamp(start / 1000, tz=UTC),
-                          until=datetime.fromtimestamp(end / 1000, tz=UTC), tenant=tenant)
-        out[(tenant, budget_id)] = ledger_totals(budget, run(spec))
+        options = ReportOptions.parse("spend", since=iso(start), until=iso(end), tenant=tenant,
+                                      by=list(ledger_dimensions(budget)))
+        try:
+            out[(tenant, budget_id)] = ledger_totals(budget, run(options))
+        except ReportError as exc:
+            if "no tenant" not in str(exc):
+                raise
+            out[(tenant, budget_id)] = {}
     return out

@@ -16,7 +16,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
 
 from costplane.demo_receiver import AlertReceiver
 from costplane.demo_story import Call, SimClock, demo_budgets, demo_services
@@ -167,7 +166,11 @@ def simulate(seconds: float, seed: int, guard: Any, publisher: UsagePublisher, c
 
 def sink_totals(sink_url: str) -> tuple[int, int]:
     """(attempts, cost_nanos) the sink has written to ClickHouse, through its ``/api/report``."""
-    rows = http_json(f"{sink_url}/api/report?{urlencode({'report': 'spend', 'by': 'tenant'})}")
+    from costplane.cli.report import fetch_remote
+    from costplane.reports.options import ReportOptions
+
+    answer = fetch_remote(sink_url, ReportOptions.parse("spend", by=["tenant"], since="2d"))
+    rows = answer["rows"]
     return sum(int(r["attempts"]) for r in rows), sum(int(r["cost_nanos"]) for r in rows)
 
 
@@ -215,12 +218,13 @@ def services_published(events: list[UsageEvent]) -> dict[str, int]:
     return out
 
 
-def fetch_report_rows(sink_url: str) -> Callable[[Any], list[dict[str, Any]]]:
+def fetch_report_rows(sink_url: str) -> Callable[[Any], Any]:
     """A report runner over the sink worker's ``/api/report`` (it owns the embedded ClickHouse)."""
     from costplane.cli.report import fetch_remote
+    from costplane.streams.sink.query import ReportResult
 
-    def run(spec: Any) -> list[dict[str, Any]]:
-        return fetch_remote(sink_url, spec)
+    def run(options: Any) -> Any:
+        return ReportResult.from_json(fetch_remote(sink_url, options))
 
     return run
 
@@ -259,7 +263,7 @@ class Outcome:
 
 def run_demo(seconds: float, seed: int, port: int, base_dir: Path, progress: Callable[[str], None],
              refresh: Callable[[Tally], None],
-             write_report: Callable[[Callable[[Any], list[dict[str, Any]]], dict[str, Any], Path], None]) -> Outcome:
+             write_report: Callable[[Callable[[Any], Any], dict[str, Any], Path], None]) -> Outcome:
     """The whole loop; raises :class:`DemoError` (one line) when it cannot run. Stops what it started."""
     from costplane.config import ClickHouseSettings, KafkaSettings, RedisSettings, WorkerSettings, load_settings
     from costplane.devstack.prereqs import MissingPrerequisite

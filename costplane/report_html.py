@@ -4,10 +4,10 @@ Charts are Plotly figures; the page inlines Plotly's own JavaScript bundle (ship
 its styles and its data, so it opens from a laptop on a plane, from a mail attachment, or in a CI artifact, and
 asks the network for nothing.
 
-The numbers come from the same report functions as ``costplane report … --format json`` (a :data:`ReportRunner`:
-``costplane.cli.report.collect``, or the sink worker's ``/api/report`` in the demo). Each section is one entry of
-:data:`SECTIONS`, a function from the runner and the range to a :class:`Section`, so adding a report to the page
-is one line.
+The numbers come from the same report functions as ``costplane report NAME --format json`` (a
+:data:`ReportRunner`: ``costplane.cli.report.collect``, or the sink worker's ``/api/report`` in the demo). The page
+shows spend over time and the top spenders, then every report of ``costplane.reports`` with its default grouping
+and its one-line reading: a new report appears on the page without a change here.
 """
 
 from __future__ import annotations
@@ -15,26 +15,14 @@ from __future__ import annotations
 import html
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from costplane.streams.sink.query import ReportSpec, format_usd
+from costplane.reports.options import ReportOptions
 
-ReportRunner = Callable[[ReportSpec], list[dict[str, Any]]]
-TOKEN_COLUMNS = ("input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens")
-
-
-@dataclass(frozen=True, slots=True)
-class Window:
-    """The report's range and tenant (``None``: unbounded / every tenant)."""
-
-    since: datetime | None = None
-    until: datetime | None = None
-    tenant: str | None = None
-
-    def spec(self, *by: str) -> ReportSpec:
-        return ReportSpec(by=by, since=self.since, until=self.until, tenant=self.tenant)
+#: Runs one report: options in, ``ReportResult`` (``rows``, ``reading``, ``by``) out.
+ReportRunner = Callable[[ReportOptions], Any]
 
 
 @dataclass
@@ -52,7 +40,7 @@ class Section:
 
 # -- figures (plain Plotly figure dicts: the page's script draws them) ------------------------------------------
 def _layout(title: str, **more: Any) -> dict[str, Any]:
-    return {"title": {"text": title}, "margin": {"l": 60, "r": 20, "t": 50, "b": 60}, "height": 360,
+    return {"title": {"text": title}, "margin": {"l": 60, "r": 20, "t": 50, "b": 90}, "height": 360,
             "legend": {"orientation": "h"}, **more}
 
 
@@ -67,106 +55,106 @@ def stacked_figure(title: str, rows: Sequence[Mapping[str, Any]], x: str, stack:
     xs = sorted({str(r[x]) for r in rows})
     traces = []
     for name in sorted({str(r[stack]) for r in rows}):
-        by_x = {str(r[x]): r[value] for r in rows if str(r[stack]) == name}
-        traces.append({"type": "bar", "name": name, "x": xs, "y": [usd_float(by_x.get(t, 0)) if value == "cost_nanos"
-                                                                    else by_x.get(t, 0) for t in xs]})
+        by_x: dict[str, float] = {}
+        for r in rows:
+            if str(r[stack]) == name:
+                by_x[str(r[x])] = by_x.get(str(r[x]), 0) + _axis(value, r[value])
+        traces.append({"type": "bar", "name": name, "x": xs, "y": [by_x.get(t, 0) for t in xs]})
     return {"data": traces, "layout": _layout(title, barmode="stack", yaxis={"title": {"text": axis}})}
 
 
 def usd_float(nanos: int) -> float:
-    """Dollars as a float for a chart's axis only; tables always show the exact decimal string."""
+    """Dollars as a float for a chart's axis only; tables always show exact integers and decimal strings."""
     return nanos / 1_000_000_000
 
 
+def _axis(column: str, value: Any) -> float:
+    if value is None:
+        return 0.0
+    return usd_float(int(value)) if column.endswith("_nanos") else float(value)
+
+
+def _label(row: Mapping[str, Any], by: Sequence[str]) -> str:
+    return " / ".join("(none)" if row.get(d) is None else str(row[d]) for d in by) or "everything"
+
+
+def _chart_column(columns: Sequence[str]) -> str | None:
+    """What a report's chart plots: its spend, else its first amount of money, else its first count."""
+    if "cost_nanos" in columns:
+        return "cost_nanos"
+    money = [c for c in columns if c.endswith("_nanos")]
+    return money[0] if money else next((c for c in columns if c in ("attempts", "tokens", "requests")), None)
+
+
 # -- sections ---------------------------------------------------------------------------------------------------
-def _time_dimension(run: ReportRunner, window: Window) -> str:
-    """minute, hour or day: whichever gives a readable number of bars for the data in range."""
-    days = run(window.spec("day"))
-    if len(days) > 2:
-        return "day"
-    hours = run(window.spec("hour"))
-    return "hour" if len(hours) > 2 else "minute"
+def time_dimension(base: ReportOptions) -> str:
+    """hour for a range up to a week, day beyond."""
+    end = base.until or base.now
+    return "hour" if (end - base.since).total_seconds() <= 7 * 86_400 else "day"
 
 
-def spend_over_time(run: ReportRunner, window: Window, stack: str) -> Section:
-    when = _time_dimension(run, window)
-    rows = run(window.spec(when, stack))
+def _result(run: ReportRunner, base: ReportOptions, report: str, by: Sequence[str] = (),
+            top: int | None = None) -> Any:
+    options = replace(base, report=report, top=top)
+    return run(options.with_by(tuple(by)) if by else replace(options, by=()))
+
+
+def spend_over_time(run: ReportRunner, base: ReportOptions, stack: str) -> Section:
+    when = time_dimension(base)
+    rows = _result(run, base, "spend", (when, stack)).rows
     return Section(f"spend-by-{stack}", f"Spend over time by {stack}", (when, stack, "attempts", "cost_nanos",
                                                                           "cost_usd"), rows,
                    stacked_figure(f"Spend per {when} by {stack} (USD)", rows, when, stack, "cost_nanos", "USD"))
 
 
-def top(run: ReportRunner, window: Window, *by: str, limit: int = 15) -> Section:
-    rows = sorted(run(window.spec(*by)), key=lambda r: -int(r["cost_nanos"]))[:limit]
-    labels = [" / ".join(str(r[d]) for d in by) for r in rows]
+def top(run: ReportRunner, base: ReportOptions, *by: str, limit: int = 15) -> Section:
+    result = _result(run, base, "spend", by, top=limit)
+    rows = result.rows
     name = " × ".join(by)
-    return Section(f"top-{'-'.join(by)}", f"Top {name} by spend", (*by, "events", "attempts", "cost_nanos",
+    return Section(f"top-{'-'.join(by)}", f"Top {name} by spend", (*by, "requests", "attempts", "cost_nanos",
                                                                     "cost_usd"), rows,
-                   bar_figure(f"Spend by {name} (USD)", labels, [usd_float(r["cost_nanos"]) for r in rows], "USD"))
+                   bar_figure(f"Spend by {name} (USD)", [_label(r, by) for r in rows],
+                              [usd_float(r["cost_nanos"]) for r in rows], "USD"), note=result.reading)
 
 
-def retries(run: ReportRunner, window: Window) -> Section:
-    """Per feature: attempts beyond the first of each request, and what the failed attempts cost."""
-    by_status = run(window.spec("tenant", "feature", "status"))
-    out: dict[tuple[str, str], dict[str, Any]] = {}
-    for r in by_status:
-        key = (str(r["tenant"]), str(r["feature"]))
-        row = out.setdefault(key, {"tenant": key[0], "feature": key[1], "attempts": 0, "failed_attempts": 0,
-                                   "cost_nanos": 0, "wasted_cost_nanos": 0})
-        row["attempts"] += int(r["attempts"])
-        row["cost_nanos"] += int(r["cost_nanos"])
-        if r["status"] != "ok":
-            row["failed_attempts"] += int(r["attempts"])
-            row["wasted_cost_nanos"] += int(r["cost_nanos"])
-    for row in out.values():
-        row["wasted_usd"] = format_usd(row["wasted_cost_nanos"])
-    rows = sorted(out.values(), key=lambda r: -r["wasted_cost_nanos"])
-    labels = [f"{r['tenant']} / {r['feature']}" for r in rows]
-    return Section("retries", "Retries and their waste", ("tenant", "feature", "attempts", "failed_attempts",
-                                                          "wasted_cost_nanos", "wasted_usd"), rows,
-                   bar_figure("Cost of failed attempts (USD)", labels,
-                              [usd_float(r["wasted_cost_nanos"]) for r in rows], "USD"),
-                   note="Failed attempts are billed like any other: a retry loop pays for every failure.")
+def report_section(run: ReportRunner, base: ReportOptions, name: str) -> Section:
+    """One report with its default grouping: its rows, its reading, and a chart of its main amount."""
+    result = _result(run, base, name)
+    by = list(result.by)
+    rows = result.rows
+    columns = tuple(rows[0]) if rows else tuple(by)
+    figure = None
+    if name == "context" and rows:  # the context-growth curve: mean prompt per turn, one line per group
+        lines: dict[str, list[Mapping[str, Any]]] = {}
+        for r in rows:
+            lines.setdefault(_label(r, by), []).append(r)
+        figure = {"data": [{"type": "scatter", "mode": "lines+markers", "name": label,
+                            "x": [str(r["turn"]) for r in members], "y": [r["avg_input_tokens"] for r in members]}
+                           for label, members in lines.items()],
+                  "layout": _layout("Context growth: mean input tokens per turn", xaxis={"title": {"text": "turn"}},
+                                    yaxis={"title": {"text": "tokens"}})}
+    elif rows and (plotted := _chart_column(columns)) is not None:
+        unit = "USD" if plotted.endswith("_nanos") else plotted
+        figure = bar_figure(f"{name}: {plotted.removesuffix('_nanos')} by {', '.join(by) or 'everything'}"
+                            + (" (USD)" if unit == "USD" else ""),
+                            [_label(r, [b for b in by if b in r]) for r in rows],
+                            [_axis(plotted, r.get(plotted)) for r in rows], unit)
+    return Section(f"report-{name}", f"Report: {name}", columns, rows, figure, note=result.reading)
 
 
-def caching(run: ReportRunner, window: Window) -> Section:
-    rows = run(window.spec("tenant", "feature"))
-    table = []
-    for r in rows:
-        prompt = int(r["input_tokens"]) + int(r["cached_input_tokens"])
-        table.append({"tenant": r["tenant"], "feature": r["feature"], "prompt_tokens": prompt,
-                      "cached_input_tokens": int(r["cached_input_tokens"]),
-                      "cached_share": f"{int(r['cached_input_tokens']) / prompt:.1%}" if prompt else "0.0%"})
-    labels = [f"{r['tenant']} / {r['feature']}" for r in table]
-    shares = [r["cached_input_tokens"] / r["prompt_tokens"] * 100 if r["prompt_tokens"] else 0 for r in table]
-    return Section("caching", "Prompt caching", ("tenant", "feature", "prompt_tokens", "cached_input_tokens",
-                                                 "cached_share"), table,
-                   bar_figure("Share of prompt tokens read from cache (%)", labels, shares, "%"))
+def _report_names() -> list[str]:
+    from costplane.reports.definitions import REPORTS
+
+    return list(REPORTS)
 
 
-def context_growth(run: ReportRunner, window: Window) -> Section:
-    """Mean prompt per conversation turn: a context resent and grown on every turn is a leak of its own."""
-    rows = [r for r in run(window.spec("turn")) if r["turn"] is not None]
-    table = [{"turn": r["turn"], "attempts": r["attempts"],
-              "mean_prompt_tokens": (int(r["input_tokens"]) + int(r["cached_input_tokens"])) // int(r["attempts"])}
-             for r in rows if int(r["attempts"])]
-    figure = {"data": [{"type": "scatter", "mode": "lines+markers", "x": [r["turn"] for r in table],
-                        "y": [r["mean_prompt_tokens"] for r in table], "name": "mean prompt tokens"}],
-              "layout": _layout("Context growth: mean prompt tokens per turn", xaxis={"title": {"text": "turn"}},
-                                yaxis={"title": {"text": "tokens"}})}
-    return Section("context-growth", "Context growth", ("turn", "attempts", "mean_prompt_tokens"), table, figure)
-
-
-#: Every section of the page, in order. One line per report.
-SECTIONS: list[Callable[[ReportRunner, Window], Section]] = [
-    lambda run, w: spend_over_time(run, w, "feature"),
-    lambda run, w: spend_over_time(run, w, "model"),
-    lambda run, w: top(run, w, "tenant"),
-    lambda run, w: top(run, w, "tenant", "feature"),
-    lambda run, w: top(run, w, "tenant", "user_id"),
-    retries,
-    caching,
-    context_growth,
+#: The sections before the per-report ones, in order; one line each.
+OVERVIEW: list[Callable[[ReportRunner, ReportOptions], Section]] = [
+    lambda run, base: spend_over_time(run, base, "feature"),
+    lambda run, base: spend_over_time(run, base, "model"),
+    lambda run, base: top(run, base, "tenant"),
+    lambda run, base: top(run, base, "tenant", "feature"),
+    lambda run, base: top(run, base, "tenant", "user"),
 ]
 
 
@@ -206,11 +194,16 @@ def _iso(ms: Any) -> str:
     return datetime.fromtimestamp(int(ms) / 1000, tz=UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def build_sections(run: ReportRunner, window: Window, *, budgets: Sequence[Mapping[str, Any]] | None = None,
+def build_sections(run: ReportRunner, base: ReportOptions, *,
+                   budgets: Sequence[Mapping[str, Any]] | None = None,
                    decisions: Sequence[Mapping[str, Any]] | None = None,
                    alerts: Sequence[Mapping[str, Any]] | None = None) -> list[Section]:
-    """Every report section, then budgets, decisions and alerts when the caller has them."""
-    sections = [make(run, window) for make in SECTIONS]
+    """The overview, every report, then budgets, decisions and alerts when the caller has them.
+
+    ``base`` carries the range and tenant (``ReportOptions.parse("spend", since=…, until=…, tenant=…)``).
+    """
+    sections = [make(run, base) for make in OVERVIEW]
+    sections += [report_section(run, base, name) for name in _report_names()]
     if budgets is not None:
         sections.append(budget_section(budgets))
     if decisions is not None:
@@ -271,10 +264,11 @@ def render(sections: Sequence[Section], title: str, subtitle: str) -> str:
             f"<script>{DRAW}</script></body></html>")
 
 
-def subtitle_for(window: Window, generated: datetime) -> str:
-    def when(moment: datetime | None, default: str) -> str:
-        return moment.isoformat().replace("+00:00", "Z") if moment else default
+def subtitle_for(base: ReportOptions, generated: datetime) -> str:
+    def when(moment: datetime) -> str:
+        return moment.isoformat().replace("+00:00", "Z")
 
-    scope = f"tenant {window.tenant}" if window.tenant else "every tenant"
-    return (f"{scope}, from {when(window.since, 'the first event')} to {when(window.until, 'the last event')}; "
+    scope = f"tenant {base.tenant}" if base.tenant else "every tenant"
+    end = when(base.until) if base.until else "now"
+    return (f"{scope}, from {when(base.since)} to {end}; "
             f"generated {generated.isoformat(timespec='seconds').replace('+00:00', 'Z')}")

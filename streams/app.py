@@ -86,7 +86,7 @@ def group_id(kafka: KafkaSettings, worker: WorkerSettings) -> str:
 
 def create_app(kafka: KafkaSettings, redis_settings: RedisSettings, worker: WorkerSettings,
                clickhouse: ClickHouseSettings | None, metrics: WorkerMetrics,
-               report: Callable[[str], list[dict[str, Any]]] | None = None,
+               report: Callable[[str], Any] | None = None,
                sink_ready: Callable[[], bool] | None = None, alerts: AlertSettings | None = None) -> faust.App:
     """The Faust app with its agents, timers and web pages (``report`` serves ``/api/report`` when given)."""
     stream_role = worker.role in ("stream", "all")
@@ -169,7 +169,7 @@ def _denied(view: Any, request: Any, worker: WorkerSettings) -> Any | None:
 
 
 def _api_pages(app: faust.App, redis_settings: RedisSettings, worker: WorkerSettings, metrics: WorkerMetrics,
-               rt: Runtime | None, report: Callable[[str], list[dict[str, Any]]] | None) -> None:
+               rt: Runtime | None, report: Callable[[str], Any] | None) -> None:
     """``/api/budgets/status`` and ``/api/decisions/recent``, and the sink role's drift measurement."""
     import redis
 

@@ -233,7 +233,7 @@ def _reconciled(rows: list[Any], budgets: dict[tuple[str, str], Any], api_url: s
     from costplane.streams.sink.errors import DirectoryOwned, SinkUnavailable
 
     try:
-        return reconcile(rows, ledgers(rows, budgets, lambda spec: collect(spec, api_url)))
+        return reconcile(rows, ledgers(rows, budgets, lambda options: collect(options, api_url).rows))
     except (DirectoryOwned, SinkUnavailable, urllib.error.URLError, ValueError) as exc:
         console(stderr=True).print(f"[red]reading the ledger failed: {exc}[/]")
         raise typer.Exit(1) from None

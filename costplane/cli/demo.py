@@ -76,7 +76,7 @@ def _story(outcome: Any) -> None:
     for a in tally.alerts:
         out.print(f"• alert [bold]{a.get('kind')}[/] {a.get('action')} for {a.get('tenant')}: {a.get('summary')}")
     for w in story["waste"][:3]:
-        out.print(f"• retry waste: {w['tenant']}/{w['feature']} paid ${w['wasted_usd']} for "
+        out.print(f"• retry waste: {w.get('feature')} on {w.get('model')} paid ${w['wasted_cost_usd']} for "
                   f"{w['failed_attempts']:,} failed attempt(s)")
     out.rule()
     out.print(f"report: [bold]{outcome.report_html}[/] — open it in a browser (it works offline)")
@@ -138,13 +138,14 @@ def _write_report(run: Any, story: dict[str, Any], path: Path) -> None:
     """The HTML report over the run's data, and the story's numbers from the same report rows."""
     from datetime import UTC, datetime
 
-    from costplane.report_html import Window, build_sections, render, subtitle_for
+    from costplane.report_html import build_sections, render, subtitle_for
+    from costplane.reports.options import ReportOptions
 
-    window = Window()
-    sections = build_sections(run, window, budgets=story["budget_status"], decisions=story["decisions"],
+    base = ReportOptions.parse("spend", since="1d")
+    sections = build_sections(run, base, budgets=story["budget_status"], decisions=story["decisions"],
                               alerts=story["alerts"])
     by_key = {s.key: s for s in sections}
     story["spend"] = by_key["top-tenant-feature"].rows
-    story["waste"] = [r for r in by_key["retries"].rows if r["wasted_cost_nanos"]]
-    path.write_text(render(sections, "costplane demo report", subtitle_for(window, datetime.now(tz=UTC))),
+    story["waste"] = [r for r in by_key["report-retries"].rows if r.get("wasted_cost_nanos")]
+    path.write_text(render(sections, "costplane demo report", subtitle_for(base, datetime.now(tz=UTC))),
                     encoding="utf-8")

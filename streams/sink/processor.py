@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from operator import itemgetter
 from typing import Any, Literal
 
+from costplane.pricing.ledger import NOTHING, LedgerAmounts
 from costplane.publisher.event import TOKEN_BUCKETS
 from costplane.streams.core.priced import PricedEvent
 
@@ -28,18 +29,46 @@ RAW_COLUMNS: tuple[str, ...] = (
     "system_prompt_tokens", "max_tokens", "latency_ms", "tokens_estimated", "result_cache_hit", "content_hash",
     "billed_cost_nanos", "attributes",
     "cost_nanos", "price_version", "unpriced", "ingested_at", "sink_batch_id", "kafka_partition", "kafka_offset",
+    "input_cost_nanos", "cache_saved_nanos", "system_prompt_cost_nanos", "uncached_prefix_tokens",
+    "uncached_prefix_cost_nanos", "prefix_cache_saving_nanos", "result_cache_avoided_nanos",
 )
 _I = {name: i for i, name in enumerate(RAW_COLUMNS)}
 
 SEEN_COLUMNS: tuple[str, ...] = ("event_id", "tenant", "kafka_partition", "kafka_offset", "sink_batch_id", "marked_at")
 
-ROLLUP_DIMENSIONS: tuple[str, ...] = (
-    "tenant", "team", "feature", "user_id", "model", "provider", "env", "status", "service_tier",
-)
+#: Per-event amounts the sink computes when it prices an event (``costplane.pricing.ledger``), stored on raw rows.
+LEDGER_COLUMNS: tuple[str, ...] = LedgerAmounts._fields
+
+#: What every rollup row sums (``sql/migrations/0005_report_rollups.sql``), then first_at / last_at.
 ROLLUP_MEASURES: tuple[str, ...] = (
-    "events", "retries", "failed_attempts", *TOKEN_BUCKETS, "cost_nanos", "failed_cost_nanos", "unpriced_events",
+    "requests", "retried_requests", "attempts", "retries", "failed_attempts", *TOKEN_BUCKETS, "failed_tokens",
+    "cost_nanos", "failed_cost_nanos", "unpriced_attempts", "unpriced_tokens", "input_cost_nanos",
+    "cache_saved_nanos", "system_prompt_tokens", "system_prompt_cost_nanos", "uncached_prefix_tokens",
+    "uncached_prefix_cost_nanos", "prefix_cache_saving_nanos", "result_cache_hits", "result_cache_avoided_nanos",
 )
-ROLLUP_COLUMNS: tuple[str, ...] = ("bucket", *ROLLUP_DIMENSIONS, *ROLLUP_MEASURES)
+
+
+@dataclass(frozen=True, slots=True)
+class RollupFamily:
+    """A set of rollup tables (one per granularity) keyed by ``dimensions``, all summing :data:`ROLLUP_MEASURES`."""
+
+    name: str
+    dimensions: tuple[str, ...]
+
+    def table(self, granularity: Granularity) -> str:
+        return f"rollup_{self.name}_{granularity}"
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return ("bucket", *self.dimensions, *ROLLUP_MEASURES, "first_at", "last_at")
+
+
+#: The rollup families the sink writes and the reports read.
+SPEND = RollupFamily("spend", (
+    "tenant", "team", "feature", "model", "provider", "env", "status", "service_tier", "plan", "operation", "unpriced",
+))
+USERS = RollupFamily("users", ("tenant", "user_id", "plan", "team", "feature", "env"))
+FAMILIES: tuple[RollupFamily, ...] = (SPEND, USERS)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _EPOCH_NAIVE = datetime(1970, 1, 1)
@@ -47,11 +76,12 @@ _EPOCH_NAIVE = datetime(1970, 1, 1)
 
 @dataclass(frozen=True, slots=True)
 class Pending:
-    """A priced event waiting in the sink's buffer, with where it came from."""
+    """A priced event waiting in the sink's buffer, with where it came from and its per-event report amounts."""
 
     priced: PricedEvent
     partition: int
     offset: int
+    ledger: LedgerAmounts = NOTHING
 
 
 def dedup_batch(items: Iterable[Pending]) -> list[Pending]:
@@ -81,7 +111,7 @@ def raw_row(item: Pending, batch_id: str, ingested_at: datetime) -> tuple[Any, .
         e.system_prompt_tokens, e.max_tokens, e.latency_ms, e.tokens_estimated, e.result_cache_hit, e.content_hash,
         e.billed_cost_nanos, dict(e.attributes),
         item.priced.cost_nanos, item.priced.price_version, item.priced.unpriced,
-        ingested_at, batch_id, item.partition, item.offset,
+        ingested_at, batch_id, item.partition, item.offset, *item.ledger,
     )
 
 
@@ -99,59 +129,95 @@ def _millis(value: datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
 
 
-def _canonical(key: tuple[int, tuple[str, ...]]) -> tuple[int, str]:
+def _canonical(key: tuple[int, tuple[Any, ...]]) -> tuple[int, str]:
     """The order rollup rows are inserted in: any fixed order does, and one string compares much faster than a
-    tuple of nine. (Two keys join equal only if a value holds the unit separator; they keep their input order.)"""
-    return key[0], "\x1f".join(key[1])
+    tuple. (Two keys join equal only if a value holds the unit separator; they keep their input order.)"""
+    return key[0], "\x1f".join(map(str, key[1]))
 
 
-def rollup_rows(rows: Sequence[tuple[Any, ...]], granularity: Granularity) -> list[tuple[Any, ...]]:
-    """Aggregate raw rows into one rollup row per bucket × dimensions, in :data:`ROLLUP_COLUMNS` order."""
-    return rollup_all(rows, (granularity,))[granularity]
-
-
-def rollup_all(
-    rows: Sequence[tuple[Any, ...]], granularities: Sequence[Granularity] = GRANULARITIES
-) -> dict[Granularity, list[tuple[Any, ...]]]:
-    """Rollup rows of every granularity: one pass over the raw rows for the finest, then coarsen.
-
-    Integer sums only, so coarsening minute sums into hours gives exactly the hour sums. Missing dimensions
-    become ``""`` (the rollup sort key cannot be Nullable). Each list is sorted, so the same raw rows always
-    give the same insert blocks.
-    """
-    dims_of = itemgetter(*[_I[d] for d in ROLLUP_DIMENSIONS])
+def _measures(rows: Sequence[tuple[Any, ...]]) -> list[list[Any]]:
+    """Each raw row's contribution to every rollup, in :data:`ROLLUP_MEASURES` order plus first_at, last_at."""
     tokens_of = itemgetter(*[_I[b] for b in TOKEN_BUCKETS])
-    i_at, i_status, i_cost, i_attempt, i_unpriced = (
-        _I["occurred_at"], _I["status"], _I["cost_nanos"], _I["attempt"], _I["unpriced"]
+    ledger_of = itemgetter(*[_I[c] for c in LEDGER_COLUMNS])
+    i_at, i_status, i_cost, i_attempt, i_unpriced, i_system, i_hit = (
+        _I["occurred_at"], _I["status"], _I["cost_nanos"], _I["attempt"], _I["unpriced"],
+        _I["system_prompt_tokens"], _I["result_cache_hit"],
     )
-    ordered = sorted(set(granularities), key=lambda g: _BUCKET_MS[g])
-    finest = _BUCKET_MS[ordered[0]]
-    acc: dict[tuple[int, tuple[str, ...]], list[int]] = {}
+    out: list[list[Any]] = []
     for r in rows:
         # Raw rows hold ints and str-or-None already (built here, or read back from ClickHouse).
         failed = r[i_status] != "ok"
+        unpriced = bool(r[i_unpriced])
         cost = r[i_cost]
-        measures = [
-            1, 1 if r[i_attempt] > 1 else 0, 1 if failed else 0, *tokens_of(r),
-            cost, cost if failed else 0, 1 if r[i_unpriced] else 0,
-        ]
-        dims = dims_of(r)
-        if None in dims:
-            dims = tuple(["" if v is None else v for v in dims])
-        key = (_millis(r[i_at]) // finest * finest, dims)
-        sums = acc.get(key)
-        acc[key] = measures if sums is None else [a + b for a, b in zip(sums, measures, strict=True)]
-    out: dict[Granularity, list[tuple[Any, ...]]] = {}
-    for g in ordered:
-        size = _BUCKET_MS[g]
-        if size != finest:
-            coarser: dict[tuple[int, tuple[str, ...]], list[int]] = {}
-            for (bucket, dims), sums in acc.items():
-                key = (bucket // size * size, dims)
-                have = coarser.get(key)
-                # Sums lists are never changed in place (an addition makes a new one), so they can be shared.
-                coarser[key] = sums if have is None else [a + b for a, b in zip(have, sums, strict=True)]
-            acc, finest = coarser, size
-        moments = {bucket: _utc(bucket) for bucket in {k[0] for k in acc}}
-        out[g] = [(moments[k[0]], *k[1], *acc[k]) for k in sorted(acc, key=_canonical)]
+        attempt = r[i_attempt]
+        tokens = tokens_of(r)
+        total = sum(tokens)
+        (input_cost, cache_saved, system_cost, prefix_tokens, prefix_cost, prefix_saving,
+         avoided) = ledger_of(r)
+        at = _utc(_millis(r[i_at]))
+        out.append([
+            1 if attempt == 1 else 0, 1 if attempt == 2 else 0, 1, 1 if attempt > 1 else 0, 1 if failed else 0,
+            *tokens, total if failed else 0, cost, cost if failed else 0, 1 if unpriced else 0,
+            total if unpriced else 0, input_cost, cache_saved, r[i_system] or 0, system_cost, prefix_tokens,
+            prefix_cost, prefix_saving, 1 if r[i_hit] else 0, avoided, at, at,
+        ])
+    return out
+
+
+def _merge(a: list[Any], b: list[Any]) -> list[Any]:
+    """Two measure lists summed (first_at the earlier, last_at the later); neither is changed."""
+    merged = [x + y for x, y in zip(a[:-2], b[:-2], strict=True)]
+    merged.append(min(a[-2], b[-2]))
+    merged.append(max(a[-1], b[-1]))
+    return merged
+
+
+def rollup_rows(
+    rows: Sequence[tuple[Any, ...]], granularity: Granularity, family: RollupFamily = SPEND
+) -> list[tuple[Any, ...]]:
+    """Aggregate raw rows into one rollup row per bucket × dimensions, in ``family.columns`` order."""
+    return rollup_all(rows, (granularity,))[family.name][granularity]
+
+
+def rollup_all(
+    rows: Sequence[tuple[Any, ...]], granularities: Sequence[Granularity] = GRANULARITIES,
+    families: Sequence[RollupFamily] = FAMILIES,
+) -> dict[str, dict[Granularity, list[tuple[Any, ...]]]]:
+    """Rollup rows of every family and granularity: one pass per family for the finest, then coarsen.
+
+    Integer sums only, so coarsening minute sums into hours gives exactly the hour sums. Missing dimensions
+    become ``""`` (the rollup sort key cannot be Nullable); ``unpriced`` is 0 or 1. Each list is sorted, so the
+    same raw rows always give the same insert blocks.
+    """
+    measures = _measures(rows)
+    i_at = _I["occurred_at"]
+    bucket_ms = [_millis(r[i_at]) for r in rows]
+    ordered = sorted(set(granularities), key=lambda g: _BUCKET_MS[g])
+    out: dict[str, dict[Granularity, list[tuple[Any, ...]]]] = {}
+    for family in families:
+        dims_of = itemgetter(*[_I[d] for d in family.dimensions])
+        has_unpriced = "unpriced" in family.dimensions
+        finest = _BUCKET_MS[ordered[0]]
+        acc: dict[tuple[int, tuple[Any, ...]], list[Any]] = {}
+        for r, at_ms, contribution in zip(rows, bucket_ms, measures, strict=True):
+            dims = tuple(["" if v is None else v for v in dims_of(r)])
+            if has_unpriced:
+                dims = (*dims[:-1], 1 if dims[-1] else 0)
+            key = (at_ms // finest * finest, dims)
+            sums = acc.get(key)
+            acc[key] = contribution if sums is None else _merge(sums, contribution)
+        per_granularity: dict[Granularity, list[tuple[Any, ...]]] = {}
+        for g in ordered:
+            size = _BUCKET_MS[g]
+            if size != finest:
+                coarser: dict[tuple[int, tuple[Any, ...]], list[Any]] = {}
+                for (bucket, dims), sums in acc.items():
+                    key = (bucket // size * size, dims)
+                    have = coarser.get(key)
+                    # Sums lists are never changed in place (a merge makes a new one), so they can be shared.
+                    coarser[key] = sums if have is None else _merge(have, sums)
+                acc, finest = coarser, size
+            moments = {bucket: _utc(bucket) for bucket in {k[0] for k in acc}}
+            per_granularity[g] = [(moments[k[0]], *k[1], *acc[k]) for k in sorted(acc, key=_canonical)]
+        out[family.name] = per_granularity
     return out

@@ -1,153 +1,131 @@
-"""Named reports over the raw events: one function the CLI and the worker's HTTP API both call.
+"""Running a report against ClickHouse: the one function the CLI and the worker's HTTP API both call.
 
-``run_report(client, spec)`` returns plain JSON-ready dicts (money as an integer ``cost_nanos`` plus an exact
-``cost_usd`` decimal string, never a float), so ``costplane report spend`` prints the same rows whether it
-opened the database itself or asked the worker that owns an embedded chDB directory.
+``run_report(client, options, database)`` fills the report's named query (``costplane.reports.sql``), runs it,
+and hands the rows to the report's own math (``costplane.reports.definitions``), so ``costplane report`` prints the
+same rows whether it opened the database itself or asked the worker that owns an embedded chDB directory.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
-from decimal import Decimal
-from importlib import resources
-from string import Template
+from dataclasses import dataclass, field, replace
 from typing import Any
-from urllib.parse import parse_qs, urlencode
 
-from costplane.publisher.event import TOKEN_BUCKETS
+from costplane.reports.definitions import (
+    REPORTS,
+    Report,
+    Row,
+    environments_options,
+    per_request,
+    present,
+    users_options,
+)
+from costplane.reports.errors import ReportError
+from costplane.reports.focus import focus_rows
+from costplane.reports.options import ReportOptions
+from costplane.reports.sql import Query, build
 
-#: Group-by dimensions and the SQL expression of each (the only text ever spliced into report SQL).
-DIMENSIONS: dict[str, str] = {
-    "tenant": "tenant", "team": "team", "feature": "feature", "user_id": "user_id", "model": "model",
-    "provider": "provider", "env": "env", "status": "status", "service_tier": "service_tier", "plan": "plan",
-    "turn": "turn", "minute": "toStartOfMinute(occurred_at)",
-    "day": "toDate(occurred_at)", "hour": "toStartOfHour(occurred_at)", "month": "toStartOfMonth(occurred_at)",
-}
-MEASURES: tuple[str, ...] = ("events", "attempts", *TOKEN_BUCKETS, "cost_nanos")
-NANOS_PER_USD = Decimal(1_000_000_000)
-
-
-class ReportError(ValueError):
-    """A report request that cannot be run (unknown dimension, bad time)."""
-
-
-def parse_time(value: str) -> datetime:
-    """ISO date/datetime (naive = UTC) or epoch milliseconds → aware UTC datetime."""
-    text = value.strip()
-    if text.isdigit():
-        return datetime.fromtimestamp(int(text) / 1000, tz=UTC)
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        hint = "use ISO 8601 (2026-01-31 or 2026-01-31T12:00Z) or epoch ms"
-        raise ReportError(f"cannot read time {value!r}: {hint}") from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+#: Rows ``requests --by request`` lists unless ``--top`` says otherwise.
+REQUEST_LIST_TOP = 50
 
 
-@dataclass(frozen=True, slots=True)
-class ReportSpec:
-    """What to report: ``by`` dimensions, an optional half-open range ``[since, until)``, an optional tenant."""
+@dataclass
+class ReportResult:
+    """A report's public rows (JSON-ready), its one-line reading, what it read, and notes on the range."""
 
-    by: tuple[str, ...]
-    since: datetime | None = None
-    until: datetime | None = None
-    tenant: str | None = None
-    name: str = field(default="spend")
+    report: str
+    rows: list[Row]
+    reading: str
+    source: str
+    notes: list[str] = field(default_factory=list)
+    by: list[str] = field(default_factory=list)
 
-    def __post_init__(self) -> None:
-        unknown = [d for d in self.by if d not in DIMENSIONS]
-        if unknown or not self.by:
-            raise ReportError(f"--by needs dimensions among {', '.join(DIMENSIONS)}; got {', '.join(self.by) or '∅'}")
-        if len(set(self.by)) != len(self.by):
-            raise ReportError("--by lists a dimension twice")
-        if self.name != "spend":
-            raise ReportError(f"unknown report {self.name!r}")
+    def to_json(self) -> dict[str, Any]:
+        return {"report": self.report, "rows": self.rows, "reading": self.reading, "source": self.source,
+                "notes": self.notes, "by": self.by}
 
     @classmethod
-    def parse(
-        cls, by: str, since: str | None = None, until: str | None = None, tenant: str | None = None
-    ) -> ReportSpec:
-        return cls(
-            by=tuple(d.strip() for d in by.split(",") if d.strip()),
-            since=parse_time(since) if since else None,
-            until=parse_time(until) if until else None,
-            tenant=tenant or None,
-        )
-
-    def to_query_string(self) -> str:
-        """How the spec travels to the worker: ``GET /api/report?report=spend&by=…&since=…&until=…&tenant=…``."""
-        params = {"report": self.name, "by": ",".join(self.by)}
-        if self.since:
-            params["since"] = self.since.isoformat()
-        if self.until:
-            params["until"] = self.until.isoformat()
-        if self.tenant:
-            params["tenant"] = self.tenant
-        return urlencode(params)
-
-    @classmethod
-    def from_query_string(cls, query: str) -> ReportSpec:
-        """Inverse of :meth:`to_query_string` (for the worker's ``/api/report`` handler)."""
-        values = {k: v[-1] for k, v in parse_qs(query).items()}
-        spec = cls.parse(values.get("by", ""), values.get("since"), values.get("until"), values.get("tenant"))
-        if values.get("report", "spend") != "spend":
-            raise ReportError(f"unknown report {values['report']!r}")
-        return spec
+    def from_json(cls, data: Any) -> ReportResult:
+        if not isinstance(data, dict) or not isinstance(data.get("rows"), list):
+            raise ValueError("the worker's report answer is not a report object")
+        return cls(str(data["report"]), data["rows"], str(data.get("reading", "")), str(data.get("source", "")),
+                   list(data.get("notes", [])), list(data.get("by", [])))
 
 
-def load_query(name: str) -> str:
-    """A named query's text without its ``--`` comment lines (so placeholders named there are not substituted)."""
-    text = (resources.files("costplane.sql") / "queries" / f"{name}.sql").read_text()
-    return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
+def report_definition(name: str) -> Report:
+    found = REPORTS.get(name)
+    if found is None:
+        raise ReportError(f"unknown report {name!r}: choose from {', '.join(REPORTS)} (costplane report --list)")
+    return found
 
 
-def build_sql(spec: ReportSpec, database: str) -> tuple[str, dict[str, Any]]:
-    """The report's SQL (dimensions from the whitelist only) and its bound parameters."""
-    filters: list[str] = []
-    params: dict[str, Any] = {}
-    if spec.since is not None:
-        filters.append("AND occurred_at >= {since:DateTime64(3, 'UTC')}")
-        params["since"] = spec.since
-    if spec.until is not None:
-        filters.append("AND occurred_at < {until:DateTime64(3, 'UTC')}")
-        params["until"] = spec.until
-    if spec.tenant is not None:
-        filters.append("AND tenant = {tenant:String}")
-        params["tenant"] = spec.tenant
-    dims = "".join(f"{DIMENSIONS[d]} AS {d},\n    " for d in spec.by)
-    sql = Template(load_query(spec.name)).substitute(
-        db=database,
-        dims=dims,
-        filters=" ".join(filters),
-        group_by="GROUP BY " + ", ".join(spec.by),
-        order_by=", ".join(spec.by),
-    )
-    return sql, params
+def resolved_options(report: Report, options: ReportOptions) -> ReportOptions:
+    """The options with the report's default grouping applied (and its own grouping rules)."""
+    if not options.by:
+        options = options.with_by(report.default_by)
+    if report.name == "users":
+        options = users_options(options)
+    if report.name == "environments":
+        options = environments_options(options)
+    if report.name == "requests" and per_request(options) and options.top is None:
+        options = replace(options, top=REQUEST_LIST_TOP)
+    if report.name == "requests" and any(g.dimension.name == "request" for g in options.by) and len(options.by) > 1:
+        raise ReportError("--by request lists single requests and takes no other dimension")
+    return options
 
 
-def _json_value(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat().replace("+00:00", "Z")
-    if isinstance(value, date):
-        return value.isoformat()
-    return value
+def _query(report: Report, options: ReportOptions, database: str, raw_ttl_days: int) -> Query:
+    query_name = "request_list" if report.name == "requests" and per_request(options) else report.query
+    return build(query_name, options, database, raw_only=report.raw_only, families=report.families,
+                 needs=report.needs, order_by=report.order_by, raw_ttl_days=raw_ttl_days)
 
 
-def format_usd(cost_nanos: int) -> str:
-    """Exact decimal dollars of integer nano-USD (9 decimals, no float on the way)."""
-    return format(Decimal(cost_nanos).scaleb(-9), "f")
+def _check_tenant(client: Any, options: ReportOptions, database: str) -> None:
+    """An unknown tenant is a mistake worth saying, not an empty report."""
+    if options.tenant is None:
+        return
+    found = client.query(
+        f"SELECT 1 FROM {database}.rollup_spend_day WHERE tenant = {{t:String}} "
+        f"UNION ALL SELECT 1 FROM {database}.usage_events WHERE tenant = {{t:String}} LIMIT 1",
+        parameters={"t": options.tenant},
+    ).result_rows
+    if not found:
+        raise ReportError(f"no tenant {options.tenant!r} in {database}: check the name (`costplane report spend`)")
 
 
-def run_report(client: Any, spec: ReportSpec, database: str) -> list[dict[str, Any]]:
-    """Rows of the report: the ``by`` dimensions, then :data:`MEASURES`, then ``cost_usd``."""
-    sql, params = build_sql(spec, database)
-    result = client.query(sql, parameters=params)
-    rows: list[dict[str, Any]] = []
-    for raw in result.result_rows:
-        row: dict[str, Any] = {d: _json_value(v) for d, v in zip(spec.by, raw[: len(spec.by)], strict=True)}
-        for name, value in zip(MEASURES, raw[len(spec.by):], strict=True):
-            row[name] = int(value)
-        row["cost_usd"] = format_usd(row["cost_nanos"])
-        rows.append(row)
-    return rows
+def _rows(client: Any, query: Query) -> list[Row]:
+    result = client.query(query.sql, parameters=query.params)
+    names = list(result.column_names)
+    return [dict(zip(names, r, strict=True)) for r in result.result_rows]
+
+
+def run_report(client: Any, options: ReportOptions, database: str, raw_ttl_days: int = 0) -> ReportResult:
+    """Run one report: its rows (JSON-ready), its reading, its source and notes. Raises ReportError on bad input."""
+    report = report_definition(options.report)
+    options = resolved_options(report, options)
+    _check_tenant(client, options, database)
+    query = _query(report, options, database, raw_ttl_days)
+    finished = report.finish(_rows(client, query), options)
+    reading = report.reading(finished, options) if finished else "nothing in this range"
+    return ReportResult(report.name, present(finished), reading, query.source, query.notes,
+                        [g.given for g in options.by])
+
+
+def run_focus(client: Any, options: ReportOptions, database: str, raw_ttl_days: int = 0) -> list[dict[str, str]]:
+    """The chargeback report as FOCUS rows (``costplane report chargeback --format focus``)."""
+    report = report_definition("chargeback")
+    options = resolved_options(report, options)
+    _check_tenant(client, options, database)
+    query = build("focus", options, database, families=("spend",), needs=frozenset({"provider", "model"}),
+                  raw_ttl_days=raw_ttl_days)
+    return focus_rows(_rows(client, query), options)
+
+
+def answer_api(client: Any, query_string: str, database: str, raw_ttl_days: int = 0) -> Any:
+    """What ``GET /api/report?<query_string>`` returns: the report object (rows, reading, source, notes), or with
+    ``format=focus`` the FOCUS rows. Raises ReportError on a bad request (HTTP 400)."""
+    from urllib.parse import parse_qs
+
+    options = ReportOptions.from_query_string(query_string)
+    if parse_qs(query_string).get("format", [""])[-1] == "focus":
+        return run_focus(client, options, database, raw_ttl_days)
+    return run_report(client, options, database, raw_ttl_days).to_json()

@@ -1,7 +1,7 @@
 """One call for the worker: own the directory (embedded), open the client, migrate, build the sink.
 
 Call it in the process that will write, after any fork (chDB). Keep the returned object for the process's life:
-its ``client`` also serves ``/api/report`` through :func:`costplane.streams.sink.query.run_report`.
+its ``client`` also serves ``/api/report`` through :func:`costplane.streams.sink.query.answer_api`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from costplane.config import ClickHouseSettings
 from costplane.streams.sink.client import open_client
 from costplane.streams.sink.migrations import migrate
 from costplane.streams.sink.ownership import DirectoryLock
-from costplane.streams.sink.query import ReportSpec, run_report
+from costplane.streams.sink.query import answer_api
 from costplane.streams.sink.sink import ClickHouseSink, CommitFn, FlushPolicy
 from costplane.streams.sink.writer import BatchWriter
 
@@ -28,12 +28,9 @@ class OpenSink:
     settings: ClickHouseSettings
     lock: DirectoryLock | None
 
-    def report(self, query_string: str) -> list[dict[str, Any]]:
+    def report(self, query_string: str) -> Any:
         """What ``GET /api/report?<query_string>`` returns (raises ReportError on a bad request → HTTP 400)."""
-        rows: list[dict[str, Any]] = run_report(
-            self.client, ReportSpec.from_query_string(query_string), self.settings.database
-        )
-        return rows
+        return answer_api(self.client, query_string, self.settings.database, self.settings.raw_ttl_days)
 
     def close(self) -> None:
         if self.lock is not None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from costplane.logging import get_logger
+from costplane.pricing.ledger import NOTHING, LedgerAmounts
 from costplane.streams.core.priced import PricedEvent
 from costplane.streams.sink.errors import SinkUnavailable
 from costplane.streams.sink.processor import Pending, dedup_batch
@@ -106,10 +107,11 @@ class ClickHouseSink:
     def __len__(self) -> int:
         return len(self._buffer)
 
-    def add(self, priced: PricedEvent, partition: int, offset: int) -> None:
+    def add(self, priced: PricedEvent, partition: int, offset: int, ledger: LedgerAmounts = NOTHING) -> None:
+        """Buffer one priced event with its source position and its per-event report amounts."""
         if not self._buffer:
             self._oldest_at = self._clock()
-        self._buffer.append(Pending(priced, partition, offset))
+        self._buffer.append(Pending(priced, partition, offset, ledger))
 
     def discard_partitions(self, partitions: set[int]) -> int:
         """Drop buffered events of revoked partitions (their new owner re-reads them from the committed offset).

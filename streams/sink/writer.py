@@ -22,9 +22,9 @@ from typing import Any
 
 from costplane.logging import get_logger
 from costplane.streams.sink.processor import (
+    FAMILIES,
     GRANULARITIES,
     RAW_COLUMNS,
-    ROLLUP_COLUMNS,
     SEEN_COLUMNS,
     Pending,
     raw_row,
@@ -105,13 +105,14 @@ class BatchWriter:
 
     def _write_rollups(self, batch_id: str, rows: Sequence[tuple[Any, ...]]) -> None:
         rollups = rollup_all(rows)
-        for granularity in GRANULARITIES:
-            table = f"usage_rollup_{granularity}"
-            self.client.insert(
-                self._t(table), rollups[granularity], column_names=list(ROLLUP_COLUMNS),
-                settings={"insert_deduplication_token": f"{batch_id}:{table}"},
-            )
-            self._fault(f"rollup_{granularity}")
+        for family in FAMILIES:
+            for granularity in GRANULARITIES:
+                table = family.table(granularity)
+                self.client.insert(
+                    self._t(table), rollups[family.name][granularity], column_names=list(family.columns),
+                    settings={"insert_deduplication_token": f"{batch_id}:{table}"},
+                )
+                self._fault(table)
 
     def mark_seen(self, batch_id: str, rows: Sequence[tuple[Any, ...]]) -> None:
         """Step 4: record the batch's event_ids as written, then close the journal entry."""

@@ -33,8 +33,12 @@ def query_values(query_string: str) -> dict[str, str]:
     return {k: v[-1] for k, v in parse_qs(query_string).items()}
 
 
+#: The sink's ``/api/report`` callable: query string → the report object (``ReportResult.to_json()``).
+Report = Callable[[str], Any]
+
+
 def budget_status(client: redis.Redis, keys: KeyLayout, now_ms: int, query_string: str,
-                  report: Callable[[str], list[dict[str, Any]]] | None) -> list[dict[str, Any]]:
+                  report: Report | None) -> list[dict[str, Any]]:
     """``GET /api/budgets/status?tenant=&budget=&reconcile=1``: the rows of ``costplane budget status --format json``.
 
     Raises ``UnknownScope`` (→ 404) and ``ValueError`` (→ 400, e.g. reconcile on a worker without ClickHouse).
@@ -50,13 +54,18 @@ def budget_status(client: redis.Redis, keys: KeyLayout, now_ms: int, query_strin
 
 
 def reconciled(client: redis.Redis, keys: KeyLayout, rows: Sequence[MemberStatus],
-               report: Callable[[str], list[dict[str, Any]]]) -> list[MemberStatus]:
+               report: Report) -> list[MemberStatus]:
     """Rows with the ledger beside them, the ledger read through the sink's own report function."""
-    return reconcile(rows, ledgers(rows, budgets_of(rows, client, keys), lambda spec: report(spec.to_query_string())))
+    from costplane.streams.sink.query import ReportResult
+
+    def run(options: Any) -> list[dict[str, Any]]:
+        return ReportResult.from_json(report(options.to_query_string())).rows
+
+    return reconcile(rows, ledgers(rows, budgets_of(rows, client, keys), run))
 
 
 def measure_drift(client: redis.Redis, keys: KeyLayout, now_ms: int,
-                  report: Callable[[str], list[dict[str, Any]]]) -> dict[tuple[str, str, str], tuple[int, int]]:
+                  report: Report) -> dict[tuple[str, str, str], tuple[int, int]]:
     """Every published budget's drift, for the ``costplane_budget_drift`` gauges."""
     rows = read_status(client, keys, now_ms)
     return drift_by_budget(reconciled(client, keys, rows, report)) if rows else {}

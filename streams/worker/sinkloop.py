@@ -54,11 +54,10 @@ class SinkLoop:
         topic = self.kafka.topic("usage")
         self._consumer.commit(offsets=[TopicPartition(topic, p, o) for p, o in offsets.items()], asynchronous=False)
 
-    def report(self, query_string: str) -> list[dict[str, Any]]:
+    def report(self, query_string: str) -> Any:
         """``/api/report``: the same run_report as ``costplane report``, on this process's client."""
         with self.client_lock:
-            rows: list[dict[str, Any]] = self.opened.report(query_string)
-        return rows
+            return self.opened.report(query_string)
 
     def run(self) -> None:
         try:
@@ -72,6 +71,7 @@ class SinkLoop:
         from confluent_kafka import Consumer
 
         from costplane.pricing.catalog import default_catalog
+        from costplane.pricing.ledger import ledger_amounts
         from costplane.streams.sink.sink import FlushResult, retry_with_backoff
 
         codec = UsageCodec.with_registry(self.kafka.schema_registry_url) if self.kafka.schema_registry_url \
@@ -118,7 +118,7 @@ class SinkLoop:
                     decoded = codec.decode(msg.value(), headers, now_ms=int(time.time() * 1000),
                                            max_clock_skew_ms=self.worker.max_clock_skew_ms)
                     for priced in price_events(catalog, decoded.events):
-                        sink.add(priced, msg.partition(), msg.offset())
+                        sink.add(priced, msg.partition(), msg.offset(), ledger_amounts(catalog, priced.event))
                     self.metrics.events.labels("sink").inc(len(decoded.events))
                 if sink.should_flush():
                     flush()

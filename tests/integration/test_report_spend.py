@@ -24,7 +24,7 @@ from costplane.publisher.event import TOKEN_BUCKETS, UsageEvent
 from costplane.streams.core.priced import PricedEvent
 from costplane.streams.sink.client import open_client
 from costplane.streams.sink.migrations import migrate
-from costplane.streams.sink.query import ReportSpec, run_report
+from costplane.streams.sink.query import answer_api
 from costplane.streams.sink.sink import ClickHouseSink
 from costplane.streams.sink.writer import BatchWriter
 
@@ -60,21 +60,33 @@ def loaded(clickhouse_settings: ClickHouseSettings) -> tuple[Any, ClickHouseSett
     return client, clickhouse_settings, events
 
 
+def _usd(nanos: int) -> str:
+    return f"{nanos // 10**9}.{nanos % 10**9:09d}"
+
+
 def _truth(events: list[PricedEvent], dims: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The spend report's rows by definition: requests are first attempts, failures are status != ok; rows by
+    cost, largest first (then by the dimensions, missing last)."""
     groups: dict[tuple[Any, ...], list[PricedEvent]] = defaultdict(list)
     for pe in events:
-        groups[tuple(getattr(pe.event, d) for d in dims)].append(pe)
+        groups[tuple(getattr(pe.event, {"user": "user_id"}.get(d, d)) for d in dims)].append(pe)
     rows = []
     for key, members in groups.items():
         row: dict[str, Any] = dict(zip(dims, key, strict=True))
-        row["events"] = len({(m.event.tenant, m.event.request_id) for m in members})
+        failed = [m for m in members if m.event.status != "ok"]
+        row["requests"] = sum(1 for m in members if m.event.attempt == 1)
         row["attempts"] = len(members)
+        row["retries"] = sum(1 for m in members if m.event.attempt > 1)
+        row["failed_attempts"] = len(failed)
+        row["failed_cost_nanos"] = sum(m.cost_nanos for m in failed)
+        row["failed_cost_usd"] = _usd(row["failed_cost_nanos"])
+        row["unpriced_attempts"] = sum(1 for m in members if m.unpriced)
         for bucket in TOKEN_BUCKETS:
             row[bucket] = sum(getattr(m.event, bucket) for m in members)
         row["cost_nanos"] = sum(m.cost_nanos for m in members)
-        row["cost_usd"] = f"{row['cost_nanos'] // 10**9}.{row['cost_nanos'] % 10**9:09d}"
+        row["cost_usd"] = _usd(row["cost_nanos"])
         rows.append(row)
-    return sorted(rows, key=lambda r: tuple((v is None, v or "") for v in (r[d] for d in dims)))  # NULLS LAST
+    return sorted(rows, key=lambda r: (-r["cost_nanos"], *((v is None, v or "") for v in (r[d] for d in dims))))
 
 
 def _env(monkeypatch: pytest.MonkeyPatch, settings: ClickHouseSettings, chdb_path: Path | None = None) -> None:
@@ -84,8 +96,11 @@ def _env(monkeypatch: pytest.MonkeyPatch, settings: ClickHouseSettings, chdb_pat
     monkeypatch.setenv("COSTPLANE_CLICKHOUSE_DATABASE", settings.database)
 
 
+SINCE = ("--since", "2025-12-31")
+
+
 def _json_report(*args: str) -> list[dict[str, Any]]:
-    result = CliRunner().invoke(build_app(), ["report", "spend", *args, "--format", "json"])
+    result = CliRunner().invoke(build_app(), ["report", "spend", *SINCE, *args, "--format", "json"])
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
     assert isinstance(rows, list)
@@ -98,8 +113,10 @@ def test_json_rows_are_exact_and_shaped(loaded: Any, monkeypatch: pytest.MonkeyP
     rows = _json_report("--by", "tenant,model")
     assert rows == _truth(events, ("tenant", "model"))
     by_tenant = _json_report("--by", "tenant")
-    assert [(r["events"], r["attempts"]) for r in by_tenant] == [(60, 120), (60, 120)]  # requests vs attempts
-    assert list(rows[0]) == ["tenant", "model", "events", "attempts", *TOKEN_BUCKETS, "cost_nanos", "cost_usd"]
+    assert [(r["requests"], r["attempts"]) for r in by_tenant] == [(60, 120), (60, 120)]  # requests vs attempts
+    assert list(rows[0]) == ["tenant", "model", "requests", "attempts", "retries", "failed_attempts",
+                             "failed_cost_nanos", "failed_cost_usd", "unpriced_attempts", *TOKEN_BUCKETS,
+                             "cost_nanos", "cost_usd"]
     assert all(isinstance(r["cost_nanos"], int) and isinstance(r["cost_usd"], str) for r in rows)
     assert sum(r["cost_nanos"] for r in rows) == sum(pe.cost_nanos for pe in events)
     # Missing dimensions are null, not "".
@@ -118,26 +135,27 @@ def test_filters_and_time_dimensions(loaded: Any, monkeypatch: pytest.MonkeyPatc
     assert rows[0]["attempts"] == len(chosen) and rows[0]["cost_nanos"] == sum(pe.cost_nanos for pe in chosen)
     hours = _json_report("--by", "hour,month")
     assert len(hours) == 48 and hours[0]["hour"] == "2026-01-01T00:00:00Z" and hours[0]["month"] == "2026-01-01"
-    assert _json_report("--by", "tenant", "--tenant", "nobody") == []
+    nobody = CliRunner().invoke(build_app(), ["report", "spend", "--tenant", "nobody", *SINCE])
+    assert nobody.exit_code == 2 and "no tenant 'nobody'" in nobody.output
 
 
 def test_csv_and_table(loaded: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     _, settings, events = loaded
     _env(monkeypatch, settings)
     runner = CliRunner()
-    result = runner.invoke(build_app(), ["report", "spend", "--by", "model,status", "--format", "csv"])
+    result = runner.invoke(build_app(), ["report", "spend", *SINCE, "--by", "model,status", "--format", "csv"])
     assert result.exit_code == 0, result.output
     parsed = list(csv.DictReader(io.StringIO(result.stdout)))
     truth = _truth(events, ("model", "status"))
     assert [{k: str(v) for k, v in row.items()} for row in truth] == parsed
-    table = runner.invoke(build_app(), ["report", "spend", "--by", "tenant"])
-    assert table.exit_code == 0 and "acme" in table.stdout and "cost_usd" in table.stdout
+    table = runner.invoke(build_app(), ["report", "spend", *SINCE, "--by", "tenant"])
+    assert table.exit_code == 0 and "acme" in table.stdout and "failed attempts cost" in table.stdout
     bad = runner.invoke(build_app(), ["report", "spend", "--by", "colour"])
     assert bad.exit_code == 2
 
 
 class _ReportHandler(BaseHTTPRequestHandler):
-    """What the worker's ``GET /api/report`` does: parse the spec, run_report, JSON array."""
+    """What the worker's ``GET /api/report`` does: answer_api on its own client."""
 
     client: Any = None
     database = ""
@@ -145,7 +163,7 @@ class _ReportHandler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 - http.server naming
         parts = urlsplit(self.path)
         assert parts.path == "/api/report"
-        body = json.dumps(run_report(self.client, ReportSpec.from_query_string(parts.query), self.database)).encode()
+        body = json.dumps(answer_api(self.client, parts.query, self.database), default=str).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.end_headers()

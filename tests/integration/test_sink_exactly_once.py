@@ -134,16 +134,28 @@ class Faults:
 
 
 def _totals(client: Any, database: str, table: str) -> dict[Key, tuple[int, int, int]]:
-    events = "count()" if table == "usage_events" else "sum(events)"
+    """Totals by tenant × feature × model (the users rollups have no model: theirs are keyed with model "*")."""
+    events = "count()" if table == "usage_events" else "sum(attempts)"
     feature = "ifNull(feature, '')" if table == "usage_events" else "feature"
+    model = "'*'" if table.startswith("rollup_users") else "model"
     rows = client.query(
-        f"SELECT tenant, {feature} AS f, model, sum(cost_nanos), {events}, sum(input_tokens) "
-        f"FROM {database}.{table} GROUP BY tenant, f, model"
+        f"SELECT tenant, {feature} AS f, {model} AS m, sum(cost_nanos), {events}, sum(input_tokens) "
+        f"FROM {database}.{table} GROUP BY tenant, f, m"
     ).result_rows
     return {(str(t), str(f), str(m)): (int(c), int(e), int(i)) for t, f, m, c, e, i in rows}
 
 
-TABLES = ("usage_events", "usage_rollup_minute", "usage_rollup_hour", "usage_rollup_day")
+def _expected(truth: dict[Key, tuple[int, int, int]], table: str) -> dict[Key, tuple[int, int, int]]:
+    if not table.startswith("rollup_users"):
+        return truth
+    merged: dict[Key, tuple[int, int, int]] = {}
+    for (tenant, feature, _model), sums in truth.items():
+        have = merged.get((tenant, feature, "*"), (0, 0, 0))
+        merged[(tenant, feature, "*")] = (have[0] + sums[0], have[1] + sums[1], have[2] + sums[2])
+    return merged
+
+
+TABLES = ("usage_events", *(f"rollup_{family}_{g}" for family in ("spend", "users") for g in ("minute", "hour", "day")))
 
 
 def test_crash_at_every_step_and_full_replay_change_no_total(clickhouse_settings: ClickHouseSettings) -> None:
@@ -158,11 +170,11 @@ def test_crash_at_every_step_and_full_replay_change_no_total(clickhouse_settings
         ("inserted", 2): crash("after insert, before commit"),
         ("committed", 3): crash("after commit, before mark seen"),
         ("raw", 5): crash("mid-batch: raw rows written, no rollups"),
-        ("rollup_minute", 6): crash("mid-batch: one rollup written"),
-        ("rollup_hour", 7): crash("mid-batch: two rollups written"),
+        ("rollup_spend_minute", 6): crash("mid-batch: one rollup written"),
+        ("rollup_users_hour", 7): crash("mid-batch: five rollups written"),
         ("seen", 8): crash("seen marked, journal not closed"),
         ("begin", 9): crash("journal opened, nothing written"),
-        ("rollup_day", 4): ConnectionResetError("ClickHouse went away"),
+        ("rollup_spend_day", 4): ConnectionResetError("ClickHouse went away"),
     })
     sleeps: list[float] = []
     restarts = 0
@@ -180,14 +192,14 @@ def test_crash_at_every_step_and_full_replay_change_no_total(clickhouse_settings
     assert restarts == 7 and len(sleeps) == 1
     assert consumer.committed == {p: len(v) for p, v in topic.items()}
     for table in TABLES:
-        assert _totals(client, db, table) == truth, table
+        assert _totals(client, db, table) == _expected(truth, table), table
 
     # Replay the whole topic from the beginning with a fresh process: nothing may change.
     replay = Consumer(topic)
     sink = ClickHouseSink(BatchWriter(client, db), replay.commit, FlushPolicy(max_events=4_000, max_age_s=1e9))
     replay.run(sink)
     for table in TABLES:
-        assert _totals(client, db, table) == truth, f"{table} after replay"
+        assert _totals(client, db, table) == _expected(truth, table), f"{table} after replay"
     raw_rows, distinct_ids = client.query(f"SELECT count(), uniqExact(event_id) FROM {db}.usage_events").result_rows[0]
     assert raw_rows == distinct_ids == len({pe.event.event_id for v in topic.values() for pe in v})
     open_batches = client.query(
@@ -220,7 +232,8 @@ def test_identical_rollup_blocks_from_different_batches_both_count(clickhouse_se
         sink.add(PricedEvent(event, 42, "v1"), 0, offset)
         sink.flush()  # three batches whose rollup rows are byte-for-byte identical
     for table in TABLES:
-        assert _totals(client, db, table) == {("acme", "", "gpt-4o"): (126, 3, 30)}, table
+        model = "*" if table.startswith("rollup_users") else "gpt-4o"
+        assert _totals(client, db, table) == {("acme", "", model): (126, 3, 30)}, table
 
 
 def test_open_sink_owns_migrates_writes_and_reports(clickhouse_settings: ClickHouseSettings) -> None:
@@ -277,7 +290,7 @@ def test_shared_sinks_recover_only_batches_of_partitions_they_take_over(
     assert BatchWriter(client, db).pending_batches() == []
     assert consumer.committed == {p: len(v) for p, v in topic.items()}
     for table in TABLES:
-        assert _totals(client, db, table) == truth, table
+        assert _totals(client, db, table) == _expected(truth, table), table
 
 
 def test_seen_lookup_finds_plain_and_quoted_event_ids(clickhouse_settings: ClickHouseSettings) -> None:

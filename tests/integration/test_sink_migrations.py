@@ -42,8 +42,9 @@ def test_migrate_is_idempotent_and_records_checksums(clickhouse_settings: ClickH
     recorded = client.query(f"SELECT version, name, checksum FROM {db}.schema_migrations ORDER BY version").result_rows
     assert recorded == [(m.version, m.name, m.checksum) for m in files]
     tables = {r[0] for r in client.query(f"SHOW TABLES FROM {db}").result_rows}
-    assert {"usage_events", "seen_event_ids", "sink_batches", "usage_rollup_minute", "usage_rollup_hour",
-            "usage_rollup_day", "schema_migrations"} <= tables
+    assert {"usage_events", "seen_event_ids", "sink_batches", "rollup_spend_minute", "rollup_spend_hour",
+            "rollup_spend_day", "rollup_users_minute", "rollup_users_hour", "rollup_users_day",
+            "schema_migrations"} <= tables
 
 
 def test_changed_applied_file_is_refused_with_its_name(clickhouse_settings: ClickHouseSettings) -> None:

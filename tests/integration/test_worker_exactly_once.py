@@ -17,7 +17,7 @@ from costplane.config import ClickHouseSettings, KafkaSettings, RedisSettings, W
 from costplane.pricing.catalog import default_catalog
 from costplane.publisher.codec import UsageCodec
 from costplane.publisher.event import UsageEvent
-from costplane.streams.sink.query import ReportSpec
+from costplane.reports.options import ReportOptions
 from costplane.streams.topics import create_topics
 from costplane.streams.worker.testing import WorkerProcess, worker_env
 
@@ -69,8 +69,10 @@ def produce(kafka: KafkaSettings, messages: list[list[UsageEvent]]) -> None:
 
 
 def report(worker: WorkerProcess) -> Truth:
-    status, rows = worker.get("/api/report?" + ReportSpec.parse("tenant,feature,model").to_query_string(), 30)
-    assert status == 200, rows
+    status, answer = worker.get("/api/report?" + ReportOptions.parse("spend", by=["tenant,feature,model"])
+                                .to_query_string(), 30)
+    assert status == 200, answer
+    rows = answer["rows"]
     return {(r["tenant"], r["feature"] or "", r["model"]): (int(r["attempts"]), int(r["cost_nanos"])) for r in rows}
 
 

@@ -18,7 +18,7 @@ from costplane.config import ClickHouseSettings, KafkaSettings, RedisSettings, W
 from costplane.pricing.catalog import default_catalog
 from costplane.publisher.codec import UsageCodec
 from costplane.publisher.event import UsageEvent
-from costplane.streams.sink.query import ReportSpec
+from costplane.reports.options import ReportOptions
 from costplane.streams.topics import create_topics
 from costplane.streams.worker.testing import WorkerProcess, worker_env
 
@@ -109,12 +109,13 @@ def test_two_workers_one_killed_keep_windows_decisions_and_totals_exact(
             decided = r.get(f"{prefix}:{{{t}}}:decision:tenant-day:tenant={t}") is not None
             assert decided == (tokens[t] >= limit), t
 
-        spec = ReportSpec.parse("tenant").to_query_string()
+        spec = ReportOptions.parse("spend", by=["tenant"]).to_query_string()
         deadline = time.monotonic() + 60
         totals: dict[str, int] = {}
         while time.monotonic() < deadline:
-            status, rows = sink.get("/api/report?" + spec, 30)
-            assert status == 200, rows
+            status, answer = sink.get("/api/report?" + spec, 30)
+            assert status == 200, answer
+            rows = answer["rows"]
             totals = {row["tenant"]: int(row["cost_nanos"]) for row in rows}
             if sum(int(row["attempts"]) for row in rows) >= len(events):
                 break

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from costplane.pricing.ledger import LedgerAmounts
 from costplane.publisher.event import UsageEvent
 from costplane.streams.core.priced import PricedEvent
 from costplane.streams.sink.processor import (
     RAW_COLUMNS,
-    ROLLUP_COLUMNS,
+    ROLLUP_MEASURES,
+    SPEND,
+    USERS,
     Pending,
     dedup_batch,
     raw_row,
@@ -27,8 +30,11 @@ def _pending(event_id: str, offset: int = 0, **kw: object) -> Pending:
         attempt=1, status="ok", input_tokens=100, output_tokens=10,
     )
     cost = int(kw.pop("cost", 1_000))  # type: ignore[call-overload]
+    ledger = kw.pop("ledger", LedgerAmounts())
+    unpriced = bool(kw.pop("unpriced", False))
     fields.update(kw)
-    return Pending(PricedEvent(UsageEvent(**fields), cost, "v1"), partition=0, offset=offset)  # type: ignore[arg-type]
+    priced = PricedEvent(UsageEvent(**fields), cost, "v1", unpriced)  # type: ignore[arg-type]
+    return Pending(priced, partition=0, offset=offset, ledger=ledger)  # type: ignore[arg-type]
 
 
 def test_raw_row_has_every_column_in_order() -> None:
@@ -63,13 +69,14 @@ def test_rollups_sum_exactly_per_bucket_and_dimensions() -> None:
         _pending("d", cost=13, occurred_at=T0 + 3_600_000, status="timeout", attempt=3),
     ]
     rows = [raw_row(i, "b", NOW) for i in items]
-    minute = [dict(zip(ROLLUP_COLUMNS, r, strict=True)) for r in rollup_rows(rows, "minute")]
+    minute = [dict(zip(SPEND.columns, r, strict=True)) for r in rollup_rows(rows, "minute")]
     # a and b share minute 0 but differ in status: two rows; c and d each their own.
     assert len(minute) == 4
-    hour = [dict(zip(ROLLUP_COLUMNS, r, strict=True)) for r in rollup_rows(rows, "hour")]
+    hour = [dict(zip(SPEND.columns, r, strict=True)) for r in rollup_rows(rows, "hour")]
     first_hour_gpt4o = [r for r in hour if r["bucket"] == datetime(2026, 1, 1, tzinfo=UTC) and r["model"] == "gpt-4o"]
-    assert sum(r["events"] for r in first_hour_gpt4o) == 2
-    day = [dict(zip(ROLLUP_COLUMNS, r, strict=True)) for r in rollup_rows(rows, "day")]
+    assert sum(r["attempts"] for r in first_hour_gpt4o) == 2
+    assert sum(r["requests"] for r in first_hour_gpt4o) == 1 and sum(r["retried_requests"] for r in hour) == 1
+    day = [dict(zip(SPEND.columns, r, strict=True)) for r in rollup_rows(rows, "day")]
     assert sum(r["cost_nanos"] for r in day) == 36
     assert sum(r["failed_cost_nanos"] for r in day) == 20
     assert sum(r["retries"] for r in day) == 2
@@ -101,39 +108,65 @@ def test_one_pass_rollups_equal_per_granularity_rollups() -> None:
                       status=("ok", "error")[i % 5 == 0]) for i in range(300)]
     rows = [raw_row(i, "b", NOW) for i in items]
     combined = rollup_all(rows)
-    for g in ("minute", "hour", "day"):
-        assert combined[g] == rollup_rows(rows, g)  # type: ignore[arg-type]
-        assert sum(r[ROLLUP_COLUMNS.index("cost_nanos")] for r in combined[g]) == sum(range(300))
+    for family in (SPEND, USERS):
+        for g in ("minute", "hour", "day"):
+            assert combined[family.name][g] == rollup_rows(rows, g, family)  # type: ignore[arg-type,index]
+            assert sum(r[family.columns.index("cost_nanos")] for r in combined[family.name][g]) == sum(range(300))  # type: ignore[index]
 
 
 def test_rollups_equal_a_plain_sum_per_bucket_and_dimensions_on_random_rows() -> None:
     """Checked against the definition, computed the slow obvious way, on rows with missing dimensions, failures,
-    retries and unpriced events spread over three days."""
+    retries, unpriced events, ledger amounts and result-cache hits spread over three days, for both families."""
     import random
 
     rng = random.Random(11)
     items = [
         _pending(f"e{i}", i, occurred_at=T0 + rng.randrange(3 * 86_400_000), tenant=rng.choice(["a", "b"]),
-                 model=rng.choice(["m1", "m2"]), attempt=rng.choice([1, 1, 2]), status=rng.choice(["ok", "error"]),
+                 model=rng.choice(["m1", "m2"]), attempt=rng.choice([1, 1, 2, 3]), status=rng.choice(["ok", "error"]),
                  input_tokens=rng.randrange(5000), cached_input_tokens=rng.randrange(50),
-                 feature=rng.choice([None, "chat"]), user_id=rng.choice([None, "u1", "u2"]),
-                 team=rng.choice([None, "t1"]), cost=rng.randrange(10**6))
+                 output_tokens=rng.randrange(300), feature=rng.choice([None, "chat"]),
+                 user_id=rng.choice([None, "u1", "u2"]), plan=rng.choice([None, "free"]),
+                 operation=rng.choice([None, "chat", "embedding"]), team=rng.choice([None, "t1"]),
+                 system_prompt_tokens=rng.choice([None, 1500]), result_cache_hit=rng.choice([None, True]),
+                 cost=rng.randrange(10**6), unpriced=rng.random() < 0.1,
+                 ledger=LedgerAmounts(*(rng.randrange(1000) for _ in LedgerAmounts._fields)))
         for i in range(600)
     ]
     rows = [raw_row(item, "b1", NOW) for item in items]
     got = rollup_all(rows)
-    dims = ("tenant", "team", "feature", "user_id", "model", "provider", "env", "status", "service_tier")
-    for granularity, size in (("minute", 60_000), ("hour", 3_600_000), ("day", 86_400_000)):
-        want: dict[tuple[object, ...], list[int]] = {}
-        for item in items:
-            e = item.priced.event
-            failed = e.status != "ok"
-            key = ((e.occurred_at // size) * size, *[getattr(e, d) or "" for d in dims])
-            sums = want.setdefault(key, [0] * 11)
-            cost = item.priced.cost_nanos
-            for n, value in enumerate([1, int(e.attempt > 1), int(failed), e.input_tokens, e.cached_input_tokens,
-                                       e.cache_write_tokens, e.output_tokens, e.reasoning_tokens, cost,
-                                       cost if failed else 0, int(item.priced.unpriced)]):
-                sums[n] += value
-        rebuilt = {(int(r[0].timestamp() * 1000), *r[1:10]): list(r[10:]) for r in got[granularity]}  # type: ignore[attr-defined]
-        assert rebuilt == want, granularity
+    for family in (SPEND, USERS):
+        for granularity, size in (("minute", 60_000), ("hour", 3_600_000), ("day", 86_400_000)):
+            want: dict[tuple[object, ...], list[object]] = {}
+            for item in items:
+                e, cost, ledger = item.priced.event, item.priced.cost_nanos, item.ledger
+                failed = e.status != "ok"
+                tokens = [e.input_tokens, e.cached_input_tokens, e.cache_write_tokens, e.output_tokens,
+                          e.reasoning_tokens]
+                dims = [int(item.priced.unpriced) if d == "unpriced" else getattr(e, d) or ""
+                        for d in family.dimensions]
+                key = ((e.occurred_at // size) * size, *dims)
+                values = {
+                    "requests": int(e.attempt == 1), "retried_requests": int(e.attempt == 2), "attempts": 1,
+                    "retries": int(e.attempt > 1), "failed_attempts": int(failed),
+                    "input_tokens": tokens[0], "cached_input_tokens": tokens[1], "cache_write_tokens": tokens[2],
+                    "output_tokens": tokens[3], "reasoning_tokens": tokens[4],
+                    "failed_tokens": sum(tokens) if failed else 0, "cost_nanos": cost,
+                    "failed_cost_nanos": cost if failed else 0, "unpriced_attempts": int(item.priced.unpriced),
+                    "unpriced_tokens": sum(tokens) if item.priced.unpriced else 0,
+                    "system_prompt_tokens": e.system_prompt_tokens or 0,
+                    "result_cache_hits": int(bool(e.result_cache_hit)),
+                    **ledger._asdict(),
+                }
+                assert set(values) == set(ROLLUP_MEASURES)
+                sums = want.setdefault(key, [0] * len(ROLLUP_MEASURES) + [e.occurred_at, e.occurred_at])
+                for n, name in enumerate(ROLLUP_MEASURES):
+                    sums[n] = int(sums[n]) + values[name]  # type: ignore[call-overload]
+                sums[-2] = min(int(sums[-2]), e.occurred_at)  # type: ignore[call-overload]
+                sums[-1] = max(int(sums[-1]), e.occurred_at)  # type: ignore[call-overload]
+            width = len(family.dimensions)
+            rebuilt = {
+                (int(r[0].timestamp() * 1000), *r[1:1 + width]):
+                    [*r[1 + width:-2], int(r[-2].timestamp() * 1000), int(r[-1].timestamp() * 1000)]
+                for r in got[family.name][granularity]  # type: ignore[index]
+            }
+            assert rebuilt == want, (family.name, granularity)
