@@ -8,12 +8,14 @@ back from ClickHouse (through the sink worker, which owns it) and Redis, and the
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from costplane.cli.output import console, print_json
+from costplane.logging import configure_logging
 
 
 def register(app: typer.Typer) -> None:
@@ -104,6 +106,8 @@ def demo(
     from costplane.demo_story import MIN_SECONDS
 
     err = console(stderr=True)
+    if "COSTPLANE_LOG_LEVEL" not in os.environ:  # the live display tells the story; info logs would interleave
+        configure_logging("WARNING", "json" if os.environ.get("COSTPLANE_LOG_FORMAT") == "json" else "auto")
     if seconds < MIN_SECONDS:
         err.print(f"[red]--seconds must be at least {MIN_SECONDS}: the story needs that long to be told[/]")
         raise typer.Exit(2)
