@@ -9,6 +9,7 @@ back from ClickHouse (through the sink worker, which owns it) and Redis, and the
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -118,11 +119,16 @@ def demo(
         if not as_json:
             err.print(f"[dim]{message}[/]")
 
+    shown = [0.0]  # when the display was last rebuilt: four times a second is plenty, the loop ticks 20 times
+
     def refresh(tally: Any) -> None:
-        if live is not None:
-            if not live.is_started:
-                live.start()
-            live.update(_live_view(tally))
+        now = time.monotonic()
+        if live is None or (now - shown[0] < 0.25 and tally.phase == "services running"):
+            return
+        shown[0] = now
+        if not live.is_started:
+            live.start()
+        live.update(_live_view(tally))
 
     try:
         outcome = run_demo(seconds, seed, port, base, progress, refresh, _write_report)

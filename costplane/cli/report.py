@@ -267,7 +267,7 @@ def html_report(
         help="Ask this worker's /api/report instead of opening ClickHouse (default: the directory owner's).")] = None,
     database: Annotated[str | None, typer.Option("--database", help="Database (default: from settings).")] = None,
 ) -> None:
-    """Every report as one offline HTML page: each chart beside its numbers, budgets and their state."""
+    """Every report as one offline HTML page: each chart beside its numbers, budgets and their state, alerts."""
     from datetime import UTC, datetime
 
     from clickhouse_connect.driver.exceptions import Error as ClickHouseError
@@ -281,7 +281,7 @@ def html_report(
     try:
         base = ReportOptions.parse("spend", since=since, until=until, tenant=tenant)
         with _PageRunner(api_url, database) as run:
-            sections = build_sections(run, base, budgets=_live_budgets(tenant))
+            sections = build_sections(run, base, budgets=_live_budgets(tenant), alerts=_alerts(base))
     except ReportError as exc:
         err.print(f"[red]{exc}[/]")
         raise typer.Exit(2) from None
@@ -338,6 +338,14 @@ class _PageRunner:
     def __exit__(self, *exc: object) -> None:
         if self._lock is not None:
             self._lock.release()
+
+
+def _alerts(base: Any) -> Any:
+    """The range's alerts from the alerts topic; None (no section) when Kafka cannot be read."""
+    from costplane.alerts_read import alerts_in_range
+    from costplane.config import KafkaSettings, load_settings
+
+    return alerts_in_range(load_settings(KafkaSettings), base.since, base.until, base.tenant)
 
 
 def _live_budgets(tenant: str | None) -> Any:

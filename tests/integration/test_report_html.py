@@ -14,21 +14,25 @@ from typing import Any
 
 import pytest
 import redis
+from confluent_kafka import Producer
 from typer.testing import CliRunner
 
 from costplane.budgets import Budget, window_for
 from costplane.cli.main import build_app
-from costplane.config import ClickHouseSettings, RedisSettings
+from costplane.config import ClickHouseSettings, KafkaSettings, RedisSettings, WorkerSettings, load_settings
 from costplane.enforcers import RedisBudgetStore
 from costplane.enforcers.keys import KeyLayout
 from costplane.publisher.event import UsageEvent
+from costplane.streams.alerting.codec import encode_alert
+from costplane.streams.alerting.model import AlertEvent
 from costplane.streams.core.priced import PricedEvent
 from costplane.streams.sink.client import open_client
 from costplane.streams.sink.migrations import migrate
 from costplane.streams.sink.sink import ClickHouseSink
 from costplane.streams.sink.writer import BatchWriter
+from costplane.streams.topics import create_topics
 
-pytestmark = [pytest.mark.clickhouse, pytest.mark.redis, pytest.mark.slow]
+pytestmark = [pytest.mark.clickhouse, pytest.mark.redis, pytest.mark.kafka, pytest.mark.slow]
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 HOUR = 3_600_000
@@ -112,9 +116,25 @@ def _offline(*args: str) -> list[str]:
             "--virtual-time-budget=10000", *args]
 
 
+def _alert(n: int, occurred_at_ms: int) -> AlertEvent:
+    return AlertEvent(alert_id=f"a{n}", dedup_key=f"retry_storm|tenant=acme|n={n}", kind="retry_storm",
+                      action="trigger", severity="critical", tenant="acme", summary=f"storm {n}",
+                      window_start_ms=occurred_at_ms - 60_000, window_end_ms=occurred_at_ms,
+                      occurred_at_ms=occurred_at_ms)
+
+
+def _publish_alerts(kafka: KafkaSettings, alerts: list[AlertEvent]) -> None:
+    create_topics(kafka, load_settings(WorkerSettings))
+    producer = Producer(kafka.confluent_config())
+    for alert in alerts:
+        value, headers = encode_alert(alert)
+        producer.produce(kafka.topic("alerts"), key=alert.tenant.encode(), value=value, headers=headers)
+    assert producer.flush(10) == 0
+
+
 def test_page_draws_every_chart_offline_with_the_json_numbers(
-        clickhouse_settings: ClickHouseSettings, redis_settings: RedisSettings, tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        clickhouse_settings: ClickHouseSettings, redis_settings: RedisSettings, kafka_settings: KafkaSettings,
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     settings = clickhouse_settings
     client = open_client(settings)
     migrate(client, settings.database)
@@ -134,6 +154,9 @@ def test_page_draws_every_chart_offline_with_the_json_numbers(
     monkeypatch.setenv("COSTPLANE_CLICKHOUSE_DATABASE", settings.database)
     monkeypatch.setenv("COSTPLANE_REDIS_URL", redis_settings.url.get_secret_value())
     monkeypatch.setenv("COSTPLANE_REDIS_KEY_PREFIX", redis_settings.key_prefix)
+    monkeypatch.setenv("COSTPLANE_KAFKA_BOOTSTRAP_SERVERS", kafka_settings.bootstrap_servers)
+    monkeypatch.setenv("COSTPLANE_KAFKA_TOPIC_PREFIX", kafka_settings.topic_prefix)
+    _publish_alerts(kafka_settings, [_alert(1, T0 + HOUR), _alert(2, T0 + 3 * 24 * HOUR)])  # the second: out of range
 
     out = tmp_path / "report.html"
     window = ["--since", "2026-01-01", "--until", "2026-01-02"]
@@ -175,6 +198,9 @@ def test_page_draws_every_chart_offline_with_the_json_numbers(
     assert sum(r["wasted_cost_nanos"] for r in parsed.tables["report-retries"]) == wasted
     assert [(r["budget_id"], r["member"], r["spent"], r["limit"], r["used"]) for r in parsed.tables["budgets"]] == [
         ("acme-day", "tenant=acme", 1_200, 5_000, "24.0%")]
+
+    assert [(r["kind"], r["action"], r["summary"]) for r in parsed.tables["alerts"]] == [
+        ("retry_storm", "trigger", "storm 1")]
 
     shot = tmp_path / "report.png"
     subprocess.run(_offline("--window-size=1400,5000", f"--screenshot={shot}", out.as_uri()), capture_output=True,
