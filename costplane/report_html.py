@@ -225,8 +225,22 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; } .note { flex-b
 """
 
 
+#: Columns that hold a fraction: shown as a percentage (the cell's data-value keeps the exact number).
+RATIOS = frozenset({"share", "share_of_tenant", "hit_rate", "retry_rate", "growth_rate"})
+
+
+def _shown(column: str, value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.1%}" if column in RATIOS else f"{value:,.2f}"
+    if isinstance(value, list):
+        return ", ".join(map(str, value))
+    return str(value)
+
+
 def _cell(column: str, value: Any) -> str:
-    shown = "" if value is None else str(value)
+    shown = _shown(column, value)
     numeric = isinstance(value, int | float) and not isinstance(value, bool)
     return (f'<td data-col="{html.escape(column)}" data-value="{html.escape(json.dumps(value, default=str))}"'
             f'{" class=num" if numeric else ""}>{html.escape(shown)}</td>')
