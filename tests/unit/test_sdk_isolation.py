@@ -1,4 +1,5 @@
-"""The app-side SDK (publisher, enforcers, pricing, budgets) and the reports' pure half never import the worker's dependencies.
+"""The app-side SDK (publisher, enforcers, pricing, budgets) and the reports' pure half never import the worker's
+dependencies.
 
 Apps install plain ``costplane``; only ``costplane[worker]`` brings Faust and ClickHouse. A child interpreter with
 an import hook that refuses those packages imports every SDK module: any import of them fails the test.
