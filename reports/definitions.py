@@ -71,6 +71,22 @@ def _total(rows: list[Row], key: str) -> int:
     return int(rows[0][key]) if rows else 0
 
 
+def public_columns(report: Report, by: Sequence[str]) -> list[str]:
+    """The JSON keys of a report's rows in order (the CSV header, also when there are no rows)."""
+    keys = ["tenant"] if report.name == "users" else []
+    keys += [b for b in by if b not in keys]
+    if report.name == "requests" and len(by) == 1 and by[0] in ("request", "request_id"):
+        keys += list(REQUEST_LIST_COLUMNS)
+    else:
+        keys += list(report.columns)
+    out: list[str] = []
+    for key in keys:
+        out.append(key)
+        if key.endswith("_nanos"):
+            out.append(key.removesuffix("_nanos") + "_usd")
+    return out
+
+
 def present(rows: list[Row]) -> list[Row]:
     """JSON rows: an exact ``*_usd`` beside every ``*_nanos``, helpers (``_``-prefixed keys) dropped."""
     out: list[Row] = []
@@ -400,7 +416,7 @@ REPORTS: dict[str, Report] = {
                ("attempts", "cost_nanos", "share", "nonprod"), "cost_nanos DESC", _finish_environments,
                _read_environments),
         Report("unpriced", "Which models have no price, so their spend is invisible to every other report?",
-               "unpriced", ("provider", "model"), ("first_seen", "last_seen", *UNPRICED_COLUMNS), "attempts DESC",
+               "unpriced", ("provider", "model"), (*UNPRICED_COLUMNS, "first_seen", "last_seen"), "attempts DESC",
                _finish_unpriced, _read_unpriced, families=("spend",), needs=frozenset({"unpriced"})),
         Report("chargeback", "What does each team (or any grouping) owe for the period, untagged spend included?",
                "chargeback", ("team",), ("cost_nanos", "allocated_nanos", "total_nanos", "share", "unallocated"),
