@@ -97,7 +97,6 @@ def fill(client: Any, n: int, days: int, tenants: int, now: datetime) -> float:
     writer = BatchWriter(client, DATABASE)
     began = time.perf_counter()
     batch: list[Pending] = []
-    offset = 0
 
     def flush() -> None:
         batch_id = uuid.uuid4().hex
@@ -105,12 +104,11 @@ def fill(client: Any, n: int, days: int, tenants: int, now: datetime) -> float:
         writer.mark_seen(batch_id, rows)
         batch.clear()
 
-    for event in generate(n, days, tenants, now):
+    for offset, event in enumerate(generate(n, days, tenants, now), start=1):
         cost = catalog.price_event(event)
         priced = PricedEvent(event, 0 if event.result_cache_hit else cost.cost_nanos, cost.price_version,
                              cost.unpriced)
         batch.append(Pending(priced, offset % 6, offset, ledger_amounts(catalog, event)))
-        offset += 1
         if len(batch) >= BATCH:
             flush()
             print(f"  {offset:,} events written ({time.perf_counter() - began:.0f} s)", flush=True)
