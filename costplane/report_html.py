@@ -133,6 +133,8 @@ def report_section(run: ReportRunner, base: ReportOptions, name: str) -> Section
                            for label, members in lines.items()],
                   "layout": _layout("Context growth: mean input tokens per turn", xaxis={"title": {"text": "turn"}},
                                     yaxis={"title": {"text": "tokens"}})}
+    elif name == "leaks" and rows:
+        figure = leak_waterfall(rows)
     elif rows and (plotted := _chart_column(columns)) is not None:
         unit = "USD" if plotted.endswith("_nanos") else plotted
         figure = bar_figure(f"{name}: {plotted.removesuffix('_nanos')} by {', '.join(by) or 'everything'}"
@@ -140,6 +142,28 @@ def report_section(run: ReportRunner, base: ReportOptions, name: str) -> Section
                             [_label(r, [b for b in by if b in r]) for r in rows],
                             [_axis(plotted, r.get(plotted)) for r in rows], unit)
     return Section(f"report-{name}", f"Report: {name}", columns, rows, figure, note=result.reading)
+
+
+def leak_totals(rows: Sequence[Mapping[str, Any]]) -> tuple[int, dict[str, int]]:
+    """The leaks report summed over its groups: (total spend, each leak's amount) in nano-USD."""
+    total = sum(int(r.get("total_cost_nanos") or 0) for r in rows)
+    leaks: dict[str, int] = {}
+    for r in rows:
+        for key, value in r.items():
+            if key.endswith("_nanos") and key != "total_cost_nanos" and isinstance(value, int):
+                leaks[key.removesuffix("_nanos")] = leaks.get(key.removesuffix("_nanos"), 0) + value
+    return total, leaks
+
+
+def leak_waterfall(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Spend, each leak taken off it, and what is left: the leak waterfall."""
+    total, leaks = leak_totals(rows)
+    names = list(leaks)
+    return {"data": [{"type": "waterfall", "orientation": "v",
+                      "measure": ["absolute", *["relative"] * len(names), "total"],
+                      "x": ["spend", *names, "without the leaks"],
+                      "y": [usd_float(total), *[-usd_float(leaks[n]) for n in names], 0]}],
+            "layout": _layout("Leak waterfall (USD)", yaxis={"title": {"text": "USD"}})}
 
 
 def _report_names() -> list[str]:

@@ -81,6 +81,12 @@ def _story(outcome: Any) -> None:
     for w in story["waste"][:3]:
         out.print(f"• retry waste: {w.get('feature')} on {w.get('model')} paid ${w['wasted_cost_usd']} for "
                   f"{w['failed_attempts']:,} failed attempt(s)")
+    if story.get("leaks"):
+        total, leaks = story["leaks"]
+        biggest = sorted(((v, k) for k, v in leaks.items() if v), reverse=True)[:4]
+        if biggest:
+            out.print(f"• leak waterfall: of ${usd(total)}, " + ", ".join(
+                f"{name.replace('_', ' ')} ${usd(value)}" for value, name in biggest))
     out.rule()
     out.print(f"report: [bold]{outcome.report_html}[/] — open it in a browser (it works offline)")
     out.print(f"this run's budgets in Redis: COSTPLANE_REDIS_KEY_PREFIX={outcome.redis_prefix} "
@@ -148,7 +154,7 @@ def _write_report(run: Any, story: dict[str, Any], path: Path) -> None:
     """The HTML report over the run's data, and the story's numbers from the same report rows."""
     from datetime import UTC, datetime
 
-    from costplane.report_html import build_sections, render, subtitle_for
+    from costplane.report_html import build_sections, leak_totals, render, subtitle_for
     from costplane.reports.options import ReportOptions
 
     base = ReportOptions.parse("spend", since="1d")
@@ -157,5 +163,7 @@ def _write_report(run: Any, story: dict[str, Any], path: Path) -> None:
     by_key = {s.key: s for s in sections}
     story["spend"] = by_key["top-tenant-feature"].rows
     story["waste"] = [r for r in by_key["report-retries"].rows if r.get("wasted_cost_nanos")]
+    leaks = by_key.get("report-leaks")
+    story["leaks"] = leak_totals(leaks.rows) if leaks is not None else None
     path.write_text(render(sections, "costplane demo report", subtitle_for(base, datetime.now(tz=UTC))),
                     encoding="utf-8")

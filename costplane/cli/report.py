@@ -246,7 +246,9 @@ def _make_command(name: str, question: str) -> Any:
         if fmt == "json":
             print_json(result.rows)
         elif fmt == "csv":
-            _print_csv(list(result.rows[0]) if result.rows else [], result.rows)
+            from costplane.reports.definitions import REPORTS, public_columns
+
+            _print_csv(public_columns(REPORTS[name], result.by), result.rows)
         else:
             _print_table(result)
 

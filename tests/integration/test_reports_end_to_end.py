@@ -218,6 +218,12 @@ def keyed(rows: list[dict[str, Any]], *dims: str) -> dict[tuple[Any, ...], dict[
     return {tuple(r[d] for d in dims): r for r in rows}
 
 
+def same(got: dict[tuple[Any, ...], dict[str, Any]], want: dict[tuple[Any, ...], dict[str, Any]]) -> None:
+    """Equal rows, with the JSON keys in the documented order (a public interface)."""
+    assert got == want
+    assert all(list(got[k]) == list(want[k]) for k in want)
+
+
 # -- the reports -------------------------------------------------------------------------------------------------
 
 
@@ -235,7 +241,7 @@ def test_spend_counts_requests_attempts_failures_and_unpriced(loaded: tuple[Work
         row.update({b: sum(getattr(t.e, b) for t in ts) for b in TOKEN_BUCKETS})
         row.update(money("cost_nanos", sum(t.cost for t in ts)))
         want[(tenant, feature)] = row
-    assert keyed(rows, "tenant", "feature") == want
+    same(keyed(rows, "tenant", "feature"), want)
     assert [r["cost_nanos"] for r in rows] == sorted((r["cost_nanos"] for r in rows), reverse=True)
     assert list(rows[0]) == list(next(iter(want.values())))  # the pinned key order
 
@@ -260,6 +266,9 @@ def test_requests_with_all_their_attempts(loaded: tuple[WorkerProcess, list[Trut
             **money("max_cost_nanos", costs[-1]),
             "avg_attempts": sum(len(r) for r in requests) / n,
         }, feature
+        assert list(rows[(feature,)]) == ["feature", "requests", "avg_cost_nanos", "avg_cost_usd", "p50_cost_nanos",
+                                          "p50_cost_usd", "p95_cost_nanos", "p95_cost_usd", "max_cost_nanos",
+                                          "max_cost_usd", "avg_attempts"]
     listed = rows_of(worker, "requests", by=["request_id"], top=3)
     dearest = sorted(per_request.items(), key=lambda kv: (-sum(t.cost for t in kv[1]), kv[0]))[:3]
     assert [r["request_id"] for r in listed] == [key[1] for key, _ in dearest]
@@ -285,7 +294,7 @@ def test_users_per_plan_and_top_users(loaded: tuple[WorkerProcess, list[Truth]])
                                 "requests": sum(t.e.attempt == 1 for t in ts), **money("cost_nanos", cost),
                                 **money("avg_cost_per_user_nanos", _half_even(Fraction(cost, users))),
                                 "share_of_tenant": cost / tenant_cost[tenant]}
-    assert rows == want
+    same(rows, want)
     top = rows_of(worker, "users", by=["user"], tenant="acme", top=2)
     per_user = {k: sum(t.cost for t in ts) for k, ts in group(
         [t for t in with_user if t.e.tenant == "acme"], lambda t: (t.e.user_id,)).items()}
@@ -304,7 +313,7 @@ def test_retries_waste(loaded: tuple[WorkerProcess, list[Truth]]) -> None:
                      "retry_rate": retried / requests, "failed_attempts": sum(t.failed for t in ts),
                      "wasted_tokens": sum(t.tokens for t in ts if t.failed),
                      **money("wasted_cost_nanos", sum(t.cost for t in ts if t.failed))}
-    assert rows == want
+    same(rows, want)
     assert want[("extract", "gpt-4o-mini")]["wasted_cost_nanos"] > 0
 
 
@@ -322,7 +331,7 @@ def test_caching_savings_and_what_caching_would_save(loaded: tuple[WorkerProcess
                      **money("would_save_nanos", sum(t.prefix_saving for t in ts)),
                      "result_cache_hits": sum(bool(t.e.result_cache_hit) for t in ts),
                      **money("result_cache_avoided_nanos", sum(t.avoided for t in ts))}
-    assert rows == want
+    same(rows, want)
     chat = want[("chat", "gpt-4o")]
     assert chat["saved_nanos"] > 0 and chat["would_save_nanos"] > 0
     assert want[("faq", "gpt-4o")]["result_cache_hits"] == 4
@@ -351,7 +360,7 @@ def test_context_growth_and_history_cost(loaded: tuple[WorkerProcess, list[Truth
         deep = [r for r in per_turn if r["requests"] >= 10]
         growth = deep[-1]["avg_input_tokens"] / per_turn[0]["avg_input_tokens"]
         want += [{**r, "growth": growth} for r in per_turn]
-    assert rows == want
+    assert rows == want and [list(r) for r in rows] == [list(w) for w in want]
     assert want[-1]["growth"] > 1 and sum(r["history_cost_nanos"] for r in want) > 0
 
 
@@ -364,7 +373,7 @@ def test_system_prompt_share_and_cost(loaded: tuple[WorkerProcess, list[Truth]])
         want[(feature,)] = {"feature": feature, "system_prompt_tokens": system, "prompt_tokens": prompt,
                             "share": system / prompt,
                             **money("system_prompt_cost_nanos", sum(t.system_cost for t in ts))}
-    assert rows == want
+    same(rows, want)
 
 
 def test_environments_call_out_nonprod(loaded: tuple[WorkerProcess, list[Truth]]) -> None:
@@ -376,7 +385,7 @@ def test_environments_call_out_nonprod(loaded: tuple[WorkerProcess, list[Truth]]
         cost = sum(t.cost for t in ts)
         want[(env,)] = {"env": env, "attempts": len(ts), **money("cost_nanos", cost),
                         "share": cost / total, "nonprod": env is not None and env not in ("prod", "production")}
-    assert rows == want
+    same(rows, want)
     assert rows[("staging",)]["nonprod"] is True
 
 
@@ -388,6 +397,7 @@ def test_unpriced_models_are_listed(loaded: tuple[WorkerProcess, list[Truth]]) -
     row = rows[0]
     first = min(t.e.occurred_at for t in unpriced)
     last = max(t.e.occurred_at for t in unpriced)
+    assert list(row) == ["provider", "model", "attempts", *TOKEN_BUCKETS, "tokens", "first_seen", "last_seen"]
     assert {k: v for k, v in row.items() if k not in ("first_seen", "last_seen")} == {
         "provider": "acme-labs", "model": "internal-llm-7", "attempts": len(unpriced),
         **{b: sum(getattr(t.e, b) for t in unpriced) for b in TOKEN_BUCKETS},
@@ -403,6 +413,9 @@ def test_chargeback_unallocated_proportional_and_focus(loaded: tuple[WorkerProce
     per_team = {k[0]: sum(t.cost for t in ts) for k, ts in group(truths, lambda t: (t.e.team,)).items()}
     grand = sum(per_team.values())
     shown = keyed(rows_of(worker, "chargeback"), "team")
+    assert list(shown[(None,)]) == ["team", "cost_nanos", "cost_usd", "allocated_nanos", "allocated_usd", "total_nanos",
+                                    "total_usd", "share", "unallocated"]
+    assert list(shown)[-1] == (None,)  # untagged spend comes last
     assert {k: (r["cost_nanos"], r["unallocated"], r["share"]) for k, r in shown.items()} == {
         (team,): (cost, team is None, cost / grand) for team, cost in per_team.items()}
     spread = rows_of(worker, "chargeback", allocate="proportional")
@@ -433,13 +446,19 @@ def test_cli_prints_the_same_json_csv_and_a_reading(loaded: tuple[WorkerProcess,
         assert as_json.exit_code == 0, as_json.output
         assert json.loads(as_json.stdout) == rows_of(worker, report)
         as_csv = runner.invoke(build_app(), [*args, "--format", "csv"])
-        assert as_csv.exit_code == 0 and len(list(csv.DictReader(io.StringIO(as_csv.stdout)))) == len(
-            json.loads(as_json.stdout))
+        parsed = list(csv.DictReader(io.StringIO(as_csv.stdout)))
+        assert as_csv.exit_code == 0 and len(parsed) == len(json.loads(as_json.stdout))
+        assert list(parsed[0]) == list(json.loads(as_json.stdout)[0])  # the header is the JSON keys
         table = runner.invoke(build_app(), args)
         assert table.exit_code == 0 and api(worker, report, since="1d")["reading"].split(" ")[0] in table.stdout
     empty = runner.invoke(build_app(), ["report", "retries", "--since", "2020-01-01", "--until", "2020-01-02",
                                         "--api-url", worker.url, "--format", "json"])
     assert empty.exit_code == 0 and json.loads(empty.stdout) == []
+    empty_csv = runner.invoke(build_app(), ["report", "retries", "--since", "2020-01-01", "--until", "2020-01-02",
+                                            "--api-url", worker.url, "--format", "csv"])
+    assert empty_csv.exit_code == 0 and empty_csv.stdout.splitlines() == [
+        "feature,model,requests,retried_requests,retry_rate,failed_attempts,wasted_tokens,wasted_cost_nanos,"
+        "wasted_cost_usd"]
     unknown = runner.invoke(build_app(), ["report", "spend", "--tenant", "nobody", "--api-url", worker.url])
     assert unknown.exit_code == 2 and "no tenant 'nobody'" in unknown.output
 

@@ -1,4 +1,5 @@
-"""The app-side SDK (publisher, enforcers, pricing, budgets) never imports the worker's dependencies.
+"""The app-side SDK (publisher, enforcers, pricing, budgets) and the reports' pure half never import the worker's
+dependencies.
 
 Apps install plain ``costplane``; only ``costplane[worker]`` brings Faust and ClickHouse. A child interpreter with
 an import hook that refuses those packages imports every SDK module: any import of them fails the test.
@@ -13,7 +14,8 @@ import sys
 FORBIDDEN = ("faust", "mode", "aiokafka", "clickhouse_connect", "chdb")
 #: The app-side packages; ``costplane.budgets`` joins them when the budget model package is installed.
 SDK_PACKAGES = tuple(
-    name for name in ("costplane.publisher", "costplane.enforcers", "costplane.pricing", "costplane.budgets")
+    name for name in ("costplane.publisher", "costplane.enforcers", "costplane.pricing", "costplane.budgets",
+                      "costplane.reports")
     if importlib.util.find_spec(name) is not None
 )
 
@@ -44,7 +46,7 @@ print(len(imported))
 def test_sdk_modules_import_without_worker_dependencies() -> None:
     out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 0, out.stderr
-    assert {"costplane.publisher", "costplane.enforcers", "costplane.pricing"} <= set(SDK_PACKAGES)
+    assert {"costplane.publisher", "costplane.enforcers", "costplane.pricing", "costplane.reports"} <= set(SDK_PACKAGES)
     assert int(out.stdout.strip()) >= len(SDK_PACKAGES)
 
 
