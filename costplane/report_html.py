@@ -145,23 +145,23 @@ def report_section(run: ReportRunner, base: ReportOptions, name: str) -> Section
 
 
 def leak_totals(rows: Sequence[Mapping[str, Any]]) -> tuple[int, dict[str, int]]:
-    """The leaks report summed over its groups: (total spend, each leak's amount) in nano-USD."""
-    total = sum(int(r.get("total_cost_nanos") or 0) for r in rows)
-    leaks: dict[str, int] = {}
-    for r in rows:
-        for key, value in r.items():
-            if key.endswith("_nanos") and key != "total_cost_nanos" and isinstance(value, int):
-                leaks[key.removesuffix("_nanos")] = leaks.get(key.removesuffix("_nanos"), 0) + value
-    return total, leaks
+    """The leaks report's whole (its ``overall`` row, or its only row): (total spend, each leak) in nano-USD.
+
+    ``essential`` is what is left once every leak is taken off, not a leak: the waterfall ends on it.
+    """
+    whole = next((r for r in rows if r.get("overall")), rows[-1] if rows else {})
+    leaks = {key.removesuffix("_nanos"): int(value) for key, value in whole.items()
+             if key.endswith("_nanos") and key not in ("total_cost_nanos", "essential_nanos") and value is not None}
+    return int(whole.get("total_cost_nanos") or 0), leaks
 
 
 def leak_waterfall(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Spend, each leak taken off it, and what is left: the leak waterfall."""
+    """Spend, each leak taken off it, and the essential spend left: the leak waterfall."""
     total, leaks = leak_totals(rows)
     names = list(leaks)
     return {"data": [{"type": "waterfall", "orientation": "v",
                       "measure": ["absolute", *["relative"] * len(names), "total"],
-                      "x": ["spend", *names, "without the leaks"],
+                      "x": ["spend", *names, "essential"],
                       "y": [usd_float(total), *[-usd_float(leaks[n]) for n in names], 0]}],
             "layout": _layout("Leak waterfall (USD)", yaxis={"title": {"text": "USD"}})}
 

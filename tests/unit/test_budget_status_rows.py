@@ -58,3 +58,4 @@ def test_token_check_and_recent_decisions() -> None:
         recent.add(json.dumps({"tenant": tenant, "n": i}))
     assert [r["n"] for r in recent.query("")] == [3, 2, 1]  # bounded, newest first
     assert [r["n"] for r in recent.query("tenant=a&limit=1")] == [3]
+
