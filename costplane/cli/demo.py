@@ -72,6 +72,11 @@ def _story(outcome: Any) -> None:
               "in ClickHouse (exact nano-USD).")
     for d in tally.decisions:
         out.print(f"• [bold]{d['action']}[/] {d['member']} on [cyan]{d['budget_id']}[/]: {d.get('reason') or ''}")
+    for row in story["budget_status"]:
+        if row.get("action"):
+            ledger = f", ledger {row['ledger_spent']:,} (drift {row['drift']:,})" if "ledger_spent" in row else ""
+            out.print(f"  Redis holds [bold]{row['action']}[/] for {row['member']} until {row['decision_until']}: "
+                      f"counter {row['spent']:,} of {row['limit']:,} {row['unit']}{ledger}")
     for service, n in sorted(story["blocked_by_service"].items()):
         out.print(f"  the guard refused {n:,} call(s) of {service}")
     if tally.degraded:
