@@ -103,7 +103,7 @@ def dataset() -> list[UsageEvent]:
             input_tokens=4100, output_tokens=400, max_tokens=1024, request_id=f"chat{s}-4")
         add(model="gpt-4o", feature="chat", team="web", session_id=f"s{s}", turn=4, attempt=2, max_tokens=1024,
             input_tokens=4100, output_tokens=30, request_id=f"chat{s}-4")
-    for i in range(5):  # a staging load test
+    for _ in range(5):  # a staging load test
         add(model="gpt-4o-mini", feature="chat", team="web", env="staging", input_tokens=3000, output_tokens=500)
     for i in range(3):  # long-context calls: the size tier changes per call
         add(tenant="globex", provider="vertex_ai", model="gemini-2.5-pro", feature="research", team="lab",
