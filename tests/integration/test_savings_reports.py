@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -115,9 +116,13 @@ def dataset() -> list[UsageEvent]:
 
 
 @pytest.fixture(scope="module")
-def loaded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, str, list[Call]]:
-    settings = ClickHouseSettings(chdb_path=tmp_path_factory.mktemp("savings") / "chdb",
-                                  database=f"t{uuid.uuid4().hex[:10]}")
+def savings_chdb(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("savings") / "chdb"
+
+
+@pytest.fixture(scope="module")
+def loaded(savings_chdb: Path) -> tuple[Any, str, list[Call]]:
+    settings = ClickHouseSettings(chdb_path=savings_chdb, database=f"t{uuid.uuid4().hex[:10]}")
     client = open_client(settings)
     migrate(client, settings.database)
     catalog = default_catalog()
@@ -334,3 +339,47 @@ def test_sql_repricing_equals_the_python_engine_per_call(loaded: tuple[Any, str,
                            Target(provider=to_provider, model=to_model, service_tier=tier))
             want.append(cost.cost_nanos)
         assert got == want, tier
+
+
+def test_advisor_ranks_the_savings_the_reports_show(loaded: tuple[Any, str, list[Call]], savings_chdb: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from costplane.cli.main import build_app
+
+    client, database, calls = loaded
+    monkeypatch.setenv("COSTPLANE_CLICKHOUSE_DATABASE", database)
+    monkeypatch.setenv("COSTPLANE_CLICKHOUSE_CHDB_PATH", str(savings_chdb))
+    monkeypatch.delenv("COSTPLANE_CLICKHOUSE_URL", raising=False)
+    monkeypatch.delenv("COSTPLANE_WORKER_API_URL", raising=False)
+    monkeypatch.setenv("COSTPLANE_REPORTS_ADVISE_FLOOR_USD", "0")  # every opportunity, however small
+    out = CliRunner().invoke(build_app(), ["advise", "--since", "1d", "--format", "json"])
+    assert out.exit_code == 0, out.output
+    found = {(o["kind"], tuple(sorted(o["scope"].items()))): o for o in json.loads(out.stdout)}
+    # A one-day range: the monthly saving is 30 times the day's, exactly.
+    failed_chat = [c for c in calls if c.e.feature == "chat" and c.e.status != "ok"]
+    retries = found[("fix_retries", (("feature", "chat"), ("model", "gpt-4o"), ("tenant", "acme")))]
+    assert retries["monthly_saving_nanos"] == 30 * sum(c.cost for c in failed_chat)
+    embeds = sorted((c for c in calls if c.e.operation == "embedding"), key=lambda c: c.e.occurred_at)
+    repeat_cost = sum(c.cost for n, c in enumerate(embeds)
+                      if c.e.content_hash in {x.e.content_hash for x in embeds[:n]})
+    assert found[("stop_reembedding", (("feature", "index"), ("tenant", "acme")))]["monthly_saving_nanos"] == \
+        30 * repeat_cost
+    nightly = [c for c in calls if c.e.feature == "nightly"]
+    batch = found[("batch_background", (("feature", "nightly"), ("model", "gpt-4o-mini"), ("tenant", "acme")))]
+    assert batch["monthly_saving_nanos"] == 30 * sum(c.cost - (list_price(c.e, tier="batch") or 0) for c in nightly)
+    assert batch["confidence"] == "high"
+    classify = [c for c in calls if c.e.feature == "classify"]
+    route = found[("route_smaller_model", (("feature", "classify"), ("model", "gpt-4o"), ("tenant", "acme")))]
+    assert route["monthly_saving_nanos"] == 30 * sum(c.cost - (list_price(c.e, "gpt-4o-mini") or 0) for c in classify)
+    assert route["caveat"] and route["evidence"]["cheaper_model"] == "gpt-4o-mini"
+    staging = [c for c in calls if c.e.env == "staging"]
+    assert found[("cap_nonprod", (("tenant", "acme"),))]["monthly_saving_nanos"] == 30 * sum(c.cost for c in staging)
+    savings = [o["monthly_saving_nanos"] for o in json.loads(out.stdout)]
+    assert savings == sorted(savings, reverse=True)
+    monkeypatch.delenv("COSTPLANE_REPORTS_ADVISE_FLOOR_USD")  # the default floor: $1 a month
+    floored = CliRunner().invoke(build_app(), ["advise", "--since", "1d", "--format", "json"])
+    kept = json.loads(floored.stdout)
+    assert kept == [o for o in json.loads(out.stdout) if o["monthly_saving_nanos"] >= 10**9]
