@@ -166,6 +166,29 @@ def leak_waterfall(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             "layout": _layout("Leak waterfall (USD)", yaxis={"title": {"text": "USD"}})}
 
 
+def advice_section(run: ReportRunner, base: ReportOptions) -> Section:
+    """``costplane advise`` on the page: the ranked changes with their monthly saving, from the same reports."""
+    from costplane.config import ReportSettings, load_settings
+    from costplane.reports.advice import SOURCES
+    from costplane.reports.advice import advise as rank
+
+    results = {report: _result(run, base, report, by).rows for report, by in SOURCES.values()}
+    end = base.until or base.now.replace(second=0, microsecond=0)
+    floor = int(load_settings(ReportSettings).advise_floor_usd * 10**9)
+    found = rank(results, end - base.since, floor)
+    rows = []
+    for o in found:
+        shown = o.to_json()
+        rows.append({"monthly_saving_nanos": shown["monthly_saving_nanos"], "monthly_saving_usd": shown[
+            "monthly_saving_usd"], "kind": o.kind, "scope": "/".join(str(v) for v in o.scope.values() if v is not None),
+            "confidence": o.confidence, "action": o.action})
+    figure = bar_figure("Monthly saving by change (USD)", [f"{r['kind']} {r['scope']}" for r in rows],
+                        [usd_float(r["monthly_saving_nanos"]) for r in rows], "USD") if rows else None
+    return Section("advice", "What to change (costplane advise)", ("monthly_saving_nanos", "monthly_saving_usd",
+                                                                  "kind", "scope", "confidence", "action"), rows,
+                   figure, note="Each saving is what the range's reports show, extrapolated to 30 days.")
+
+
 def _report_names() -> list[str]:
     from costplane.reports.definitions import REPORTS
 
@@ -228,6 +251,7 @@ def build_sections(run: ReportRunner, base: ReportOptions, *,
     """
     sections = [make(run, base) for make in OVERVIEW]
     sections += [report_section(run, base, name) for name in _report_names()]
+    sections.append(advice_section(run, base))
     if budgets is not None:
         sections.append(budget_section(budgets))
     if decisions is not None:

@@ -92,6 +92,8 @@ def _story(outcome: Any) -> None:
         if biggest:
             out.print(f"• leak waterfall: of ${usd(total)}, " + ", ".join(
                 f"{name.replace('_', ' ')} ${usd(value)}" for value, name in biggest))
+    for a in story.get("advice", [])[:3]:
+        out.print(f"• advice: ${a['monthly_saving_usd']}/month — {a['kind']} in {a['scope']}: {a['action']}")
     out.rule()
     out.print(f"report: [bold]{outcome.report_html}[/] — open it in a browser (it works offline)")
     out.print(f"this run's budgets in Redis: COSTPLANE_REDIS_KEY_PREFIX={outcome.redis_prefix} "
@@ -168,6 +170,7 @@ def _write_report(run: Any, story: dict[str, Any], path: Path) -> None:
     by_key = {s.key: s for s in sections}
     story["spend"] = by_key["top-tenant-feature"].rows
     story["waste"] = [r for r in by_key["report-retries"].rows if r.get("wasted_cost_nanos")]
+    story["advice"] = by_key["advice"].rows
     leaks = by_key.get("report-leaks")
     story["leaks"] = leak_totals(leaks.rows) if leaks is not None else None
     path.write_text(render(sections, "costplane demo report", subtitle_for(base, datetime.now(tz=UTC))),

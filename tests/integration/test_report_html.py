@@ -194,6 +194,10 @@ def test_page_draws_every_chart_offline_with_the_json_numbers(
     by_hour = report("spend", "--by", "hour,model")  # six hours of data: the page's time axis is the hour
     assert sorted((r["hour"], r["model"], r["attempts"], r["cost_nanos"]) for r in parsed.tables["spend-by-model"]) \
         == sorted((r["hour"], r["model"], r["attempts"], r["cost_nanos"]) for r in by_hour)
+    advice = CliRunner().invoke(build_app(), ["advise", *window, "--format", "json"])
+    assert advice.exit_code == 0, advice.output
+    assert [(r["kind"], r["monthly_saving_nanos"]) for r in parsed.tables["advice"]] == [
+        (o["kind"], o["monthly_saving_nanos"]) for o in json.loads(advice.stdout)]
     wasted = sum(pe.cost_nanos for pe in events if pe.event.status != "ok")
     assert sum(r["wasted_cost_nanos"] for r in parsed.tables["report-retries"]) == wasted
     assert [(r["budget_id"], r["member"], r["spent"], r["limit"], r["used"]) for r in parsed.tables["budgets"]] == [
