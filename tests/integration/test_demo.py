@@ -66,6 +66,17 @@ def test_demo_runs_the_whole_loop(dev_stack: dict[str, Any], tmp_path: Path) -> 
     assert summary["guard_blocked_calls"] >= 1
     assert {"kind": "retry_storm", "tenant": "globex", "state": "trigger"} in summary["alerts"]
     assert Path(summary["report_html"]).stat().st_size > 1_000_000  # the page with its charting bundle inlined
+    _forget_run(dev_stack, run_dir.name.rsplit("-", 1)[1])
+
+
+def _forget_run(dev_stack: dict[str, Any], run_id: str) -> None:
+    """The run's Redis keys (its own prefix) go with the test; a person's demo keeps them to look at."""
+    import redis
+
+    client = redis.Redis.from_url(dev_stack["redis"]["url"])
+    for key in client.scan_iter(f"demo-{run_id}:*", count=10_000):
+        client.delete(key)
+    client.close()
 
 
 def test_bad_input_is_one_line_and_exit_2(tmp_path: Path) -> None:
