@@ -47,38 +47,20 @@ FROM
         FROM
         (
             SELECT
-                e.*,
+                *,
                 $model_units AS _model_units, $model_divisor AS _model_div,
                 $batch_units AS _batch_units, $batch_divisor AS _batch_div,
                 $background AS _reason,
                 if(ifNull(operation, '') = 'embedding' AND content_hash IS NOT NULL,
                    row_number() OVER (PARTITION BY tenant, model, operation, content_hash
-                                      ORDER BY occurred_at, event_id), 0) AS _seq,
-                toInt128(input_cost_nanos)
-                    * greatest(toInt128(e.prompt) - toInt128(ifNull(f.base_prompt, e.prompt)), 0) AS _hist_units,
-                if(e.prompt = 0, toInt128(0),
-                   intDiv(_hist_units, e.prompt)
-                   + if(2 * (_hist_units % e.prompt) > e.prompt
-                        OR (2 * (_hist_units % e.prompt) = e.prompt AND intDiv(_hist_units, e.prompt) % 2 = 1), 1, 0))
-                                                  AS _history
+                                      ORDER BY occurred_at, event_id), 0) AS _seq
             FROM
             (
-                SELECT *, $dims input_tokens + cached_input_tokens + cache_write_tokens AS prompt
-                FROM $db.usage_events
-                WHERE $where
-            ) AS e
-            LEFT JOIN
-            (
-                SELECT tenant, session_id,
-                       argMin(input_tokens + cached_input_tokens + cache_write_tokens, (turn, attempt)) AS base_prompt
-                FROM $db.usage_events
-                WHERE $where AND session_id IS NOT NULL AND turn IS NOT NULL
-                GROUP BY tenant, session_id
-            ) AS f ON e.tenant = f.tenant AND e.session_id = f.session_id AND e.turn IS NOT NULL
+                $history_rows
+            )
         )
     )
 )
 $group_by
 ORDER BY $order_by
 $limit
-SETTINGS join_use_nulls = 1
