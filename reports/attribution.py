@@ -254,9 +254,9 @@ def _read_unpriced(rows: list[Row], options: ReportOptions) -> str:
 def _finish_chargeback(rows: list[Row], options: ReportOptions) -> list[Row]:
     shown = [{**group_values(r, options), "cost_nanos": int(r["cost_nanos"])} for r in rows]
     grand = sum(r["cost_nanos"] for r in shown)
-    tagged = [r for r in shown if all(r[g.given] is not None for g in options.by)]
-    untagged = [r for r in shown if r not in tagged]
-    unallocated = sum(r["cost_nanos"] for r in untagged)
+    tagged_flags = [all(r[g.given] is not None for g in options.by) for r in shown]
+    tagged = [r for r, is_tagged in zip(shown, tagged_flags, strict=True) if is_tagged]
+    unallocated = sum(r["cost_nanos"] for r, is_tagged in zip(shown, tagged_flags, strict=True) if not is_tagged)
     out: list[Row] = []
     if options.allocate == "proportional" and tagged:
         parts = proportional(unallocated, [r["cost_nanos"] for r in tagged])
@@ -265,9 +265,9 @@ def _finish_chargeback(rows: list[Row], options: ReportOptions) -> list[Row]:
             out.append({**r, "allocated_nanos": part, "total_nanos": total, "share": fraction(total, grand),
                         "unallocated": False})
     else:
-        for r in shown:
+        for r, is_tagged in zip(shown, tagged_flags, strict=True):
             out.append({**r, "allocated_nanos": 0, "total_nanos": r["cost_nanos"],
-                        "share": fraction(r["cost_nanos"], grand), "unallocated": r in untagged})
+                        "share": fraction(r["cost_nanos"], grand), "unallocated": not is_tagged})
     out.sort(key=lambda r: (r["unallocated"], -r["total_nanos"]))
     if options.top is not None:
         out = out[: options.top]

@@ -53,9 +53,10 @@ def cheaper_routes(ctx: Context) -> dict[tuple[str, str], tuple[str, str]]:
 def _background_sql(ctx: Context, prepared: Prepared) -> str:
     prepared.params["bg_features"] = list(ctx.assumptions.background_features)
     prepared.params["bg_envs"] = list(ctx.assumptions.batch_envs)
-    return ("multiIf(ifNull(feature, '') IN {bg_features:Array(String)}, 'configured feature', "
+    return ("if(ifNull(service_tier, 'standard') NOT IN ('standard', 'priority'), '', "
+            "multiIf(ifNull(feature, '') IN {bg_features:Array(String)}, 'configured feature', "
             "session_id IS NULL AND ifNull(operation, '') = 'embedding', 'embedding without a session', "
-            "session_id IS NULL AND ifNull(env, '') IN {bg_envs:Array(String)}, 'batch environment', '')")
+            "session_id IS NULL AND ifNull(env, '') IN {bg_envs:Array(String)}, 'batch environment', ''))")
 
 
 def _prepare_models(ctx: Context) -> Prepared:
@@ -204,9 +205,9 @@ def _read_billing(rows: list[Row], options: ReportOptions) -> str:
 
 # -- leaks -----------------------------------------------------------------------------------------------------
 
-LEAK_COLUMNS = ("total_cost_nanos", "retry_waste_nanos", "history_nanos", "uncached_prefix_nanos",
-                "batch_saving_nanos", "model_saving_nanos", "repeat_embedding_nanos", "nonprod_nanos",
-                "essential_nanos")
+#: In the order the waterfall deducts them (each takes at most what the earlier ones left), then the rest.
+LEAK_COLUMNS = ("total_cost_nanos", "nonprod_nanos", "retry_waste_nanos", "repeat_embedding_nanos", "history_nanos",
+                "uncached_prefix_nanos", "model_saving_nanos", "batch_saving_nanos", "essential_nanos")
 
 
 def _finish_leaks(rows: list[Row], options: ReportOptions) -> list[Row]:

@@ -17,7 +17,7 @@ from typing import Any
 
 from costplane.reports.dimensions import FAMILY_DIMENSIONS, Dimension
 from costplane.reports.errors import ReportError
-from costplane.reports.options import Grouping, ReportOptions
+from costplane.reports.options import ReportOptions, parse_time
 from costplane.reports.ranges import cover
 
 
@@ -111,8 +111,18 @@ def _rollup_source(b: _Builder, family: str, options: ReportOptions, coarsest: s
     return "(" + "\n    UNION ALL ".join(parts) + ")"
 
 
-def _where(b: _Builder, filters: tuple[tuple[Grouping, str], ...], raw: bool) -> list[str]:
-    return [f"ifNull(toString({b.expr(g.dimension, raw)}), '') = {b.bind(value, 'String')}" for g, value in filters]
+def _where(b: _Builder, options: ReportOptions, raw: bool) -> list[str]:
+    """``--where`` conditions: a time dimension compares as a moment (any form ``--since`` takes), the others as
+    text (empty = missing)."""
+    out = []
+    for g, value in options.where:
+        expr = b.expr(g.dimension, raw)
+        if g.dimension.column == "bucket":
+            moment = parse_time(value, options.now)
+            out.append(f"toDateTime({expr}, 'UTC') = {b.bind(moment, _BUCKET_TIME)}")
+        else:
+            out.append(f"ifNull(toString({expr}), '') = {b.bind(value, 'String')}")
+    return out
 
 
 def build(
@@ -142,7 +152,8 @@ def build(
     needed = {g.dimension.column for g in (*groupings, *(g for g, _ in options.where))} - {"bucket"}
     needed |= set(needs)
     family = None if raw_only else _family_for(needed, families)
-    coarsest = "hour" if any(g.dimension.granularity == "hour" for g in groupings) else "day"
+    every = (*groupings, *(g for g, _ in options.where))
+    coarsest = "hour" if any(g.dimension.granularity == "hour" for g in every) else "day"
 
     aliases = [(f"d{i}", g.given) for i, g in enumerate(groupings)]
     if raw_only:
@@ -150,7 +161,7 @@ def build(
         where = [_raw_range(b, since, options.until)]
         if options.tenant is not None:
             where.append(f"tenant = {b.bind(options.tenant, 'String')}")
-        where += _where(b, options.where, raw=True)
+        where += _where(b, options, raw=True)
         inner = "".join(f"argMin({b.expr(g.dimension, True)}, attempt) AS d{i},\n        "
                         for i, g in enumerate(groupings))
         dims = "".join(f"{b.expr(g.dimension, True)} AS d{i},\n    " for i, g in enumerate(groupings))
@@ -167,7 +178,7 @@ def build(
         else:
             source_sql = _rollup_source(b, family, options, coarsest, database)
             source = f"rollup_{family}_* ({coarsest} and finer)"
-        where = ["1 = 1", *_where(b, options.where, raw=False)]
+        where = ["1 = 1", *_where(b, options, raw=False)]
         dims = "".join(f"{b.expr(g.dimension, False)} AS d{i},\n    " for i, g in enumerate(groupings))
         inner = ""
     keys = [a for a, _ in aliases]

@@ -16,7 +16,7 @@ FROM
     (
         SELECT $dims cost_nanos, $units AS _units, $divisor AS _div, $background AS _reason
         FROM $db.usage_events
-        WHERE $where AND NOT unpriced AND ifNull(service_tier, 'standard') IN ('standard', 'priority')
+        WHERE $where AND NOT unpriced
     )
     WHERE _reason != ''
 )

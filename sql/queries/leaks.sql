@@ -12,13 +12,13 @@
 SELECT
     $outer_dims
     sum(cost_nanos)      AS total_cost_nanos,
+    sum(x_nonprod)       AS nonprod_nanos,
     sum(x_retry)         AS retry_waste_nanos,
+    sum(x_repeat)        AS repeat_embedding_nanos,
     sum(x_history)       AS history_nanos,
     sum(x_prefix)        AS uncached_prefix_nanos,
-    sum(x_batch)         AS batch_saving_nanos,
     sum(x_model)         AS model_saving_nanos,
-    sum(x_repeat)        AS repeat_embedding_nanos,
-    sum(x_nonprod)       AS nonprod_nanos,
+    sum(x_batch)         AS batch_saving_nanos,
     sum(r7)              AS essential_nanos
 FROM
 (

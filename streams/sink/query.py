@@ -105,8 +105,8 @@ def _check_tenant(client: Any, options: ReportOptions, database: str) -> None:
     if options.tenant is None:
         return
     found = client.query(
-        f"SELECT 1 FROM {database}.rollup_spend_day WHERE tenant = {{t:String}} "
-        f"UNION ALL SELECT 1 FROM {database}.usage_events WHERE tenant = {{t:String}} LIMIT 1",
+        f"SELECT 1 FROM (SELECT 1 FROM {database}.rollup_spend_day WHERE tenant = {{t:String}} LIMIT 1 "
+        f"UNION ALL SELECT 1 FROM {database}.usage_events WHERE tenant = {{t:String}} LIMIT 1) LIMIT 1",
         parameters={"t": options.tenant},
     ).result_rows
     if not found:

@@ -116,8 +116,9 @@ def dataset() -> list[UsageEvent]:
 
 
 @pytest.fixture(scope="module")
-def savings_chdb(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("savings") / "chdb"
+def savings_chdb(chdb_dir: Path) -> Path:
+    """The session's embedded directory (one process can open only one), with a database of this module's own."""
+    return chdb_dir
 
 
 @pytest.fixture(scope="module")

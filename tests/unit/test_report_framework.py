@@ -39,7 +39,9 @@ def test_times_are_iso_epoch_or_ago_and_whole_minutes() -> None:
 @pytest.mark.parametrize("kw, message", [
     ({"since": "2026-03-02", "until": "2026-03-01"}, "must be before"),
     ({"since": "2026-02-30"}, "cannot read time"),
-    ({"top": 0}, "at least 1"),
+    ({"top": 0}, "between 1 and"),
+    ({"top": 10**20}, "between 1 and"),
+    ({"since": "99999999d"}, "cannot read time"),
     ({"by": ["colour"]}, "unknown dimension"),
     ({"by": ["model,model"]}, "twice"),
     ({"where": ["model"]}, "DIM=VALUE"),
