@@ -33,6 +33,7 @@ COMMAND_MODULES = (
     "costplane.cli.pricing_cmds",
     "costplane.cli.db",
     "costplane.cli.report",
+    "costplane.cli.forecast",
     "costplane.cli.worker",
     "costplane.cli.budget",
     "costplane.cli.alerts",

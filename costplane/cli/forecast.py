@@ -1,0 +1,88 @@
+"""``costplane forecast``: where this month will end, and ``forecast scenario``: what planned traffic will cost.
+
+(No ``from __future__ import annotations`` here: Typer reads the annotations of the callback at registration.)
+"""
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from costplane.cli.output import console, print_json
+
+forecast_app = typer.Typer(
+    invoke_without_command=True,
+    help="Month-end projections per tenant and budget; `forecast scenario` prices planned traffic.",
+)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(forecast_app, name="forecast")
+
+
+def _fail(message: str) -> None:
+    console(stderr=True).print(f"[red]{message}[/]", soft_wrap=True)
+    raise typer.Exit(2)
+
+
+@forecast_app.command(name="scenario")
+def scenario(
+    sessions: Annotated[int | None, typer.Option("--sessions", help="Sessions per month.")] = None,
+    messages: Annotated[int | None, typer.Option("--messages", help="Messages (calls) per session.")] = None,
+    requests: Annotated[int | None, typer.Option("--requests", help="Calls per month (instead of sessions).")]
+    = None,
+    input_tokens: Annotated[int, typer.Option("--input", help="New input tokens per call.")] = 0,
+    output_tokens: Annotated[int, typer.Option("--output", help="Output tokens per call.")] = 0,
+    model: Annotated[str | None, typer.Option("--model", help="Model as the app calls it, e.g. gpt-4o.")] = None,
+    provider: Annotated[str, typer.Option("--provider", help="Provider, e.g. openai, anthropic, gemini.")] = "",
+    system_prompt: Annotated[int, typer.Option("--system-prompt", help="System-prompt tokens in every call.")] = 0,
+    cached_share: Annotated[str | None, typer.Option(
+        "--cached-share", help="Share of each prompt read from the prompt cache, 0..1.")] = None,
+    tier: Annotated[str, typer.Option("--tier", help="standard | batch | flex | priority.")] = "standard",
+    retry_rate: Annotated[str | None, typer.Option(
+        "--retry-rate", help="Extra attempts per call (e.g. 0.05), billed as input.")] = None,
+    growth: Annotated[int, typer.Option(
+        "--growth", help="Prompt tokens each turn of a session adds (history re-sent).")] = 0,
+    compare_models: Annotated[str | None, typer.Option(
+        "--compare", help="Also price on these models (comma-separated), one row each.")] = None,
+    catalog: Annotated[Path | None, typer.Option("--catalog", help="Catalog file (default: the one in force).")]
+    = None,
+    fmt: Annotated[str, typer.Option("--format", help="table | json")] = "table",
+) -> None:
+    """A monthly cost from first principles: calls × per-call price, each call shape priced like `costplane price`."""
+    from costplane.pricing.catalog import CatalogError, default_catalog, load_catalog
+    from costplane.reports.definitions import present
+    from costplane.reports.scenario import ScenarioError, compare, parse_scenario
+
+    try:
+        if fmt not in ("table", "json"):
+            raise ScenarioError(f"--format must be table or json, not {fmt!r}")
+        plan = parse_scenario(sessions=sessions, messages=messages, requests=requests, input_tokens=input_tokens,
+                              output_tokens=output_tokens, system_prompt_tokens=system_prompt,
+                              cached_share=cached_share, tier=tier, retry_rate=retry_rate, growth=growth)
+        cat = load_catalog(catalog) if catalog is not None else default_catalog()
+        models = ([model] if model else []) + (compare_models.split(",") if compare_models else [])
+        results = compare(cat, plan, models, provider)
+    except (ScenarioError, CatalogError) as exc:
+        _fail(str(exc))
+        return
+    rows = present([r.row() for r in results])
+    if fmt == "json":
+        print_json(rows)
+        return
+    _scenario_table(rows, plan.calls)
+
+
+def _scenario_table(rows: list[dict[str, Any]], calls: int) -> None:
+    from rich.table import Table
+
+    from costplane.reports.money import usd_display
+
+    table = Table(title=f"{calls:,} calls a month · {rows[0]['tier']}", caption=rows[0]["price_version"])
+    for column in ("model", "per call", "monthly", "retries", "input", "cached input", "output"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for r in rows:
+        per_call = "—" if r["per_call_nanos"] is None else usd_display(r["per_call_nanos"])
+        table.add_row(r["model"], per_call, usd_display(r["monthly_cost_nanos"]), f"{r['retry_attempts']:,}",
+                      f"{r['input_tokens']:,}", f"{r['cached_input_tokens']:,}", f"{r['output_tokens']:,}")
+    console().print(table)
