@@ -25,6 +25,105 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
+@forecast_app.callback()
+def forecast(
+    ctx: typer.Context,
+    tenant: Annotated[str | None, typer.Option("--tenant", help="Only this tenant (and budgets in its scope).")]
+    = None,
+    budget: Annotated[str | None, typer.Option("--budget", help="Only this monthly budget's members.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="table | json")] = "table",
+    at: Annotated[str | None, typer.Option(
+        "--at", help="Forecast as of this time (ISO 8601, UTC if naive); spend after it is left out. Default: now.")]
+    = None,
+    budgets_file: Annotated[Path | None, typer.Option(
+        "--budgets", help="Read budgets from this YAML file (as `budget apply` takes) instead of the budgets topic.")]
+    = None,
+    api_url: Annotated[str | None, typer.Option(
+        "--api-url", envvar="COSTPLANE_WORKER_API_URL",
+        help="Ask this worker's /api/report instead of opening ClickHouse (default: the directory owner's).")]
+    = None,
+    database: Annotated[str | None, typer.Option("--database", help="Database (default: from settings).")] = None,
+) -> None:
+    """Month-end projection per tenant and per monthly budget member: month-to-date, run rate, range, crossing day."""
+    if ctx.invoked_subcommand is not None:
+        return
+    import urllib.error
+    from datetime import UTC, datetime
+
+    from clickhouse_connect.driver.exceptions import Error as ClickHouseError
+
+    from costplane.cli.report import collect
+    from costplane.reports.definitions import present
+    from costplane.reports.errors import ReportError
+    from costplane.reports.forecast import forecast_rows, requests_for
+    from costplane.reports.options import parse_time
+    from costplane.streams.sink.errors import DirectoryOwned, SinkUnavailable
+
+    err = console(stderr=True)
+    try:
+        if fmt not in ("table", "json"):
+            raise ReportError(f"--format must be table or json, not {fmt!r}")
+        clock = datetime.now(UTC)
+        now = parse_time(at, clock) if at else clock
+        budgets = _budgets(budgets_file)
+        requests = requests_for(budgets, now, tenant, budget, until=now if at else None)
+        answers = [(r, collect(r.options, api_url, database).rows) for r in requests]
+    except ReportError as exc:
+        _fail(str(exc))
+        return
+    except DirectoryOwned as exc:
+        err.print(f"[red]{exc}[/]: it serves no API; pass --api-url or set COSTPLANE_WORKER_API_URL.")
+        raise typer.Exit(1) from None
+    except (SinkUnavailable, urllib.error.URLError, OSError, ValueError, ClickHouseError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        err.print(f"[red]forecast failed: {first}[/]")
+        raise typer.Exit(1) from None
+    rows = present(forecast_rows(answers, now))
+    if fmt == "json":
+        print_json(rows)
+        return
+    _forecast_table(rows, now)
+
+
+def _budgets(path: Path | None) -> list[Any]:
+    """The budgets: from a YAML file, else the budgets topic (a bad file is one line, exit 2)."""
+    from costplane.budgets.model import BudgetError, budgets_from_yaml
+    from costplane.reports.errors import ReportError
+
+    if path is None:
+        from costplane.cli.budget import read_budgets
+
+        return list(read_budgets().values())
+    try:
+        return budgets_from_yaml(path.read_text(encoding="utf-8"))
+    except (OSError, BudgetError) as exc:
+        raise ReportError(f"{path}: {exc}") from None
+
+
+def _forecast_table(rows: list[dict[str, Any]], now: Any) -> None:
+    from rich.table import Table
+
+    from costplane.reports.forecast import reading
+    from costplane.reports.money import percent, usd_display
+
+    def money(value: Any) -> str:
+        return "—" if value is None else usd_display(int(value))
+
+    table = Table(title=f"month-end forecast as of {now:%Y-%m-%d %H:%MZ}")
+    for column in ("tenant", "budget", "member", "basis", "to date", "projected", "low", "high", "limit",
+                   "share", "crosses"):
+        table.add_column(column, justify="left" if column in ("tenant", "budget", "member", "basis") else "right")
+    for r in rows:
+        table.add_row(r["tenant"], r["budget_id"] or "", r["member"] or "", r["basis"],
+                      money(r["month_to_date_nanos"]), money(r["projected_nanos"]), money(r["low_nanos"]),
+                      money(r["high_nanos"]), money(r["limit_nanos"]), percent(r["projected_share"]),
+                      r["projected_cross_date"] or "")
+    out = console()
+    if rows:
+        out.print(table)
+    out.print(reading(rows) if rows else "no spend in the look-back")
+
+
 @forecast_app.command(name="scenario")
 def scenario(
     sessions: Annotated[int | None, typer.Option("--sessions", help="Sessions per month.")] = None,
