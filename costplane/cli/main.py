@@ -34,6 +34,7 @@ COMMAND_MODULES = (
     "costplane.cli.db",
     "costplane.cli.report",
     "costplane.cli.forecast",
+    "costplane.cli.rerate",
     "costplane.cli.worker",
     "costplane.cli.budget",
     "costplane.cli.alerts",
