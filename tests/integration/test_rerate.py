@@ -233,3 +233,22 @@ def test_refuses_when_raw_events_are_gone(stored: Any) -> None:
     assert result.exit_code == 2
     assert "narrow --since" in result.stderr
     assert spend_by_tenant_model() == expected_spend(set())
+
+
+def test_price_version_applies_one_version_of_the_catalog_in_force(
+        stored: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    client, database, _paths = stored
+    both = catalog_document("A")
+    later = catalog_document("B")["versions"][0]
+    both["versions"].append({**later, "price_version": "B@2030", "effective_from": "2030-01-01"})
+    in_force = tmp_path / "in-force.json"
+    in_force.write_text(json.dumps(both))
+    monkeypatch.setenv("COSTPLANE_PRICING_CATALOG", str(in_force))
+    # by occurred_at the 2026 events are A's; naming B@2030 prices every one of them with it
+    done = cli("rerate", "--price-version", "B@2030", *RANGE, "--tenant", "globex", "--format", "json")
+    assert done.exit_code == 0, done.output
+    assert answer_of(done)["price_versions"] == ["B@2030"]
+    assert spend_by_tenant_model() == expected_spend({"globex"})
+    ratings = raw_ratings(client, database)
+    assert {ratings[e.event_id][1] for e in events() if in_range(e) and e.tenant == "globex"} == {"B@2030"}
+    assert {ratings[e.event_id][1] for e in events() if e.tenant == "acme"} == {"A@2026"}
