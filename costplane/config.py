@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
@@ -202,6 +203,21 @@ class PricingSettings(BaseSettings):
         None, description="Overrides file (YAML/JSON): negotiated discounts and custom models; unset = none."
     )
 
+
+
+class ReportSettings(BaseSettings):
+    """What the savings reports and the advisor assume about this organisation's traffic."""
+
+    model_config = SettingsConfigDict(env_prefix="COSTPLANE_REPORTS_", extra="ignore")
+
+    routing_file: Path | None = Field(
+        None, description="YAML map of model patterns to the cheaper model to suggest; unset = the shipped defaults.")
+    background_features: str = Field(
+        "", description="Comma-separated features that run in the background (batch-tier candidates).")
+    batch_envs: str = Field("batch,jobs,offline", description="Comma-separated environments of background jobs.")
+    production_envs: str = Field("prod,production", description="Comma-separated production environments.")
+    advise_floor_usd: Decimal = Field(
+        Decimal(1), ge=0, description="The advisor lists nothing saving less than this many USD a month.")
 
 
 class PublisherSettings(BaseSettings):

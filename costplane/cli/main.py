@@ -33,6 +33,7 @@ COMMAND_MODULES = (
     "costplane.cli.pricing_cmds",
     "costplane.cli.db",
     "costplane.cli.report",
+    "costplane.cli.advise",
     "costplane.cli.forecast",
     "costplane.cli.rerate",
     "costplane.cli.worker",
