@@ -233,9 +233,11 @@ def run_rerate(client: Any, request: RerateRequest, database: str) -> RerateResu
 
 
 def _staging(client: Any, database: str, table: str) -> str:
+    """An empty table shaped as ``table`` is now (made afresh: a migration since the last re-rate may have added
+    columns, and a partition swaps only between tables of the same structure)."""
     staging = f"{database}.{table}_rerate"
-    client.command(f"CREATE TABLE IF NOT EXISTS {staging} AS {database}.{table}")
-    client.command(f"TRUNCATE TABLE {staging}")
+    client.command(f"DROP TABLE IF EXISTS {staging}")
+    client.command(f"CREATE TABLE {staging} AS {database}.{table}")
     return staging
 
 
@@ -257,12 +259,12 @@ def _write(client: Any, database: str, request: RerateRequest, old: Sequence[Seq
            new: Sequence[Sequence[Any]]) -> list[str]:
     """Raw events first, then each rollup table, one partition swap at a time."""
     values = f"{database}.rerate_values"
-    client.command(f"CREATE TABLE IF NOT EXISTS {values} (event_id String, tenant String, "
+    client.command(f"DROP TABLE IF EXISTS {values}")
+    client.command(f"CREATE TABLE {values} (event_id String, tenant String, "
                    "cost_nanos Int64, price_version String, unpriced Bool, "
                    + ", ".join(f"{c} {'UInt64' if c == 'uncached_prefix_tokens' else 'Int64'}"
                                for c in LedgerAmounts._fields)
                    + ") ENGINE = MergeTree ORDER BY (tenant, event_id)")
-    client.command(f"TRUNCATE TABLE {values}")
     client.insert(values, [(o[0], o[1], *n) for o, n in zip(old, new, strict=True)],
                   column_names=["event_id", "tenant", *RATED_COLUMNS])
     swapped: list[str] = []
@@ -288,6 +290,7 @@ def _write(client: Any, database: str, request: RerateRequest, old: Sequence[Seq
             table = family.table(granularity)
             swapped += _rebuild_rollup(client, database, table, family.columns, rollups[family.name][granularity],
                                        bucket_where, bucket_params)
+    client.command(f"DROP TABLE IF EXISTS {values}")
     return swapped
 
 
@@ -321,6 +324,7 @@ def _swap(client: Any, database: str, table: str, staging: str, partition: str) 
     """The one atomic step: the table's partition becomes the staging table's."""
     literal = partition if partition.isdigit() else f"'{partition}'"
     client.command(f"ALTER TABLE {database}.{table} REPLACE PARTITION {literal} FROM {staging}")
+    client.command(f"DROP TABLE IF EXISTS {staging}")  # the table holds its own copy of the parts now
 
 
 def answer(client: Any, query_string: str, database: str) -> dict[str, Any]:

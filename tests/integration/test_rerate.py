@@ -154,6 +154,9 @@ def test_rerate_makes_spend_match_the_second_catalog_and_a_second_run_changes_no
     assert done.exit_code == 0, done.output
     assert answer_of(done)["written"] is True
     assert spend_by_tenant_model() == expected_spend({"acme", "globex"})
+    leftovers = client.query("SELECT name FROM system.tables WHERE database = {d:String} AND name LIKE '%rerate%'",
+                             parameters={"d": database}).result_rows
+    assert leftovers == []  # the working tables are dropped when done
     ratings = raw_ratings(client, database)
     for e in events():
         label = "B" if in_range(e) else "A"
