@@ -34,6 +34,8 @@ COMMAND_MODULES = (
     "costplane.cli.db",
     "costplane.cli.report",
     "costplane.cli.advise",
+    "costplane.cli.forecast",
+    "costplane.cli.rerate",
     "costplane.cli.worker",
     "costplane.cli.budget",
     "costplane.cli.decisions",

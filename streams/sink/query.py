@@ -143,9 +143,14 @@ def run_focus(client: Any, options: ReportOptions, database: str, raw_ttl_days: 
 
 def answer_api(client: Any, query_string: str, database: str, raw_ttl_days: int = 0) -> Any:
     """What ``GET /api/report?<query_string>`` returns: the report object (rows, reading, source, notes), or with
-    ``format=focus`` the FOCUS rows. Raises ReportError on a bad request (HTTP 400)."""
+    ``format=focus`` the FOCUS rows; ``report=rerate`` runs ``costplane rerate`` here (the caller holds the client,
+    so the sink waits). Raises ReportError on a bad request (HTTP 400)."""
     from urllib.parse import parse_qs
 
+    if parse_qs(query_string).get("report", [""])[-1] == "rerate":
+        from costplane.streams.sink.rerate import answer
+
+        return answer(client, query_string, database)
     options = ReportOptions.from_query_string(query_string)
     if parse_qs(query_string).get("format", [""])[-1] == "focus":
         return run_focus(client, options, database, raw_ttl_days)
