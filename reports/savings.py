@@ -3,7 +3,7 @@
 ``models`` (a cheaper model for the same calls), ``batch`` (background work on the batch tier), ``max-tokens``
 (uncapped outputs), ``embeddings`` (content embedded again), ``billing`` (the provider's bill against the catalog)
 and ``leaks`` (the waterfall from total to essential spend). Counterfactual prices are per call, compiled from the
-catalog by :mod:`costplane.reports.repricing_sql` at the prices in force at the request's ``now``.
+catalog by :mod:`costplane.reports.repricing_sql` with the catalog version that priced each call.
 """
 
 from __future__ import annotations
@@ -35,13 +35,9 @@ def _models_in_range(ctx: Context) -> list[tuple[str, str]]:
     return [(str(p), str(m)) for p, m in rows]
 
 
-def _now_ms(ctx: Context) -> int:
-    return int(ctx.options.now.timestamp() * 1000)
-
-
 def cheaper_routes(ctx: Context) -> dict[tuple[str, str], tuple[str, str]]:
     """Each model in range with a cheaper suggestion → (its provider, the suggested model)."""
-    routing = RoutingMap.load(ctx.assumptions.routing_file, ctx.catalog)
+    routing = ctx.assumptions.routing or RoutingMap.shipped(ctx.catalog)
     routes = {}
     for provider, model in _models_in_range(ctx):
         target = routing.cheaper(model)
@@ -61,7 +57,7 @@ def _background_sql(ctx: Context, prepared: Prepared) -> str:
 
 def _prepare_models(ctx: Context) -> Prepared:
     routes = cheaper_routes(ctx)
-    compiled = compile_routes(ctx.catalog, routes, _now_ms(ctx))
+    compiled = compile_routes(ctx.catalog, routes)
     params = dict(compiled.params)
     cases = []
     for n, ((provider, model), (_, target)) in enumerate(sorted(routes.items())):
@@ -74,7 +70,7 @@ def _prepare_models(ctx: Context) -> Prepared:
 
 def _prepare_batch(ctx: Context) -> Prepared:
     identity = {pair: pair for pair in _models_in_range(ctx)}
-    compiled = compile_routes(ctx.catalog, identity, _now_ms(ctx), tier="batch")
+    compiled = compile_routes(ctx.catalog, identity, tier="batch")
     prepared = Prepared({"units": compiled.units, "divisor": compiled.divisor,
                          "half_even": half_even("_units", "_div")}, compiled.params)
     prepared.sql["background"] = _background_sql(ctx, prepared)
@@ -82,9 +78,9 @@ def _prepare_batch(ctx: Context) -> Prepared:
 
 
 def _prepare_leaks(ctx: Context) -> Prepared:
-    model = compile_routes(ctx.catalog, cheaper_routes(ctx), _now_ms(ctx), param_prefix="lm")
-    batch = compile_routes(ctx.catalog, {pair: pair for pair in _models_in_range(ctx)}, _now_ms(ctx),
-                           tier="batch", param_prefix="lb")
+    model = compile_routes(ctx.catalog, cheaper_routes(ctx), param_prefix="lm")
+    batch = compile_routes(ctx.catalog, {pair: pair for pair in _models_in_range(ctx)}, tier="batch",
+                           param_prefix="lb")
     prepared = Prepared(
         {"model_units": model.units, "model_divisor": model.divisor,
          "model_half_even": half_even("_model_units", "_model_div"),

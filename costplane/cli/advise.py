@@ -43,11 +43,13 @@ def advise(
         err.print(f"[red]--format must be table or json, not {fmt!r}[/]")
         raise typer.Exit(2)
     now = datetime.now(UTC)
-    floor = int(load_settings(ReportSettings).advise_floor_usd * 10**9)
+    settings = load_settings(ReportSettings)
+    floor = int(settings.advise_floor_usd * 10**9)
     results = {}
     try:
         for report, by in SOURCES.values():
-            options = ReportOptions.parse(report, since=since, until=until, tenant=tenant, by=list(by), now=now)
+            options = ReportOptions.parse(report, since=since, until=until, tenant=tenant, by=list(by), now=now,
+                                          production_envs=settings.production_envs)
             results[report] = collect(options, api_url).rows
     except ReportError as exc:
         err.print(f"[red]{exc}[/]")

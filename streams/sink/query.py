@@ -10,11 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from costplane.pricing.catalog import PriceCatalog
 from costplane.reports.base import Assumptions, Context, Prepared
 from costplane.reports.definitions import REPORTS, Report, Row, per_request, present, users_options
 from costplane.reports.errors import ReportError
 from costplane.reports.focus import focus_rows
 from costplane.reports.options import ReportOptions
+from costplane.reports.routing import RoutingMap
 from costplane.reports.sql import Query, build
 
 #: Rows ``requests --by request`` lists unless ``--top`` says otherwise.
@@ -67,8 +69,10 @@ def resolved_options(report: Report, options: ReportOptions) -> ReportOptions:
     return options
 
 
-def assumptions() -> Assumptions:
-    """The savings reports' assumptions from ``COSTPLANE_REPORTS_*``."""
+def assumptions(catalog: PriceCatalog) -> Assumptions:
+    """The savings reports' assumptions from ``COSTPLANE_REPORTS_*`` (the routing file read here)."""
+    import yaml
+
     from costplane.config import ReportSettings, load_settings
 
     settings = load_settings(ReportSettings)
@@ -76,7 +80,15 @@ def assumptions() -> Assumptions:
     def names(text: str) -> tuple[str, ...]:
         return tuple(n.strip() for n in text.split(",") if n.strip())
 
-    return Assumptions(names(settings.background_features), names(settings.batch_envs), settings.routing_file)
+    routing = None
+    if settings.routing_file is not None:
+        path = settings.routing_file
+        try:
+            document = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise ReportError(f"cannot read the routing map {path}: {str(exc).splitlines()[0]}") from None
+        routing = RoutingMap.from_document(document, str(path), catalog)
+    return Assumptions(names(settings.background_features), names(settings.batch_envs), routing)
 
 
 def _prepared(client: Any, report: Report, options: ReportOptions, database: str) -> Prepared:
@@ -87,7 +99,8 @@ def _prepared(client: Any, report: Report, options: ReportOptions, database: str
     def fetch(sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         return [tuple(r) for r in client.query(sql, parameters=params).result_rows]
 
-    return report.prepare(Context(options, database, fetch, default_catalog(), assumptions()))
+    catalog = default_catalog()
+    return report.prepare(Context(options, database, fetch, catalog, assumptions(catalog)))
 
 
 def _query(client: Any, report: Report, options: ReportOptions, database: str, raw_ttl_days: int) -> Query:

@@ -323,14 +323,15 @@ def test_sql_repricing_equals_the_python_engine_per_call(loaded: tuple[Any, str,
                     rng.randrange(0, 5_000), rng.randrange(0, 3_000))
         calls.append((provider, model, b, rng.choice([None, "batch", "priority", "flex"])))
     for tier in (None, "batch"):
-        compiled = compile_routes(catalog, targets, now_ms, tier=tier)
+        compiled = compile_routes(catalog, targets, tier=tier)
         values = ", ".join(
             f"('{p}', '{m}', {b.input_tokens}, {b.cached_input_tokens}, {b.cache_write_tokens}, {b.output_tokens}, "
             f"{b.reasoning_tokens}, {'NULL' if t is None else repr(t)})" for p, m, b, t in calls)
         sql = (f"SELECT {half_even('_units', '_div')} FROM (SELECT {compiled.units} AS _units, "
                f"{compiled.divisor} AS _div FROM (SELECT c.1 AS provider, c.2 AS model, c.3 AS input_tokens, "
                f"c.4 AS cached_input_tokens, c.5 AS cache_write_tokens, c.6 AS output_tokens, "
-               f"c.7 AS reasoning_tokens, CAST(c.8 AS Nullable(String)) AS service_tier "
+               f"c.7 AS reasoning_tokens, CAST(c.8 AS Nullable(String)) AS service_tier, "
+               f"fromUnixTimestamp64Milli(toInt64({now_ms}), 'UTC') AS occurred_at "
                f"FROM (SELECT arrayJoin([{values}]) AS c)))")
         got = [int(r[0]) for r in client.query(sql, parameters=compiled.params).result_rows]
         want = []

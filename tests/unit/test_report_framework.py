@@ -157,26 +157,20 @@ def test_monthly_extrapolation_is_exact_and_half_even() -> None:
     assert monthly(10, timedelta(0)) == 0
 
 
-def test_routing_map_defaults_and_files(tmp_path: object) -> None:
-    from pathlib import Path
-
+def test_routing_map_defaults_and_documents() -> None:
     from costplane.pricing.catalog import default_catalog
     from costplane.reports.routing import RoutingMap
 
     catalog = default_catalog()
-    shipped = RoutingMap.load(None, catalog)
+    shipped = RoutingMap.shipped(catalog)
     assert shipped.cheaper("gpt-4o") == "gpt-4o-mini" and shipped.cheaper("gpt-4o-2024-08-06") == "gpt-4o-mini"
     assert shipped.cheaper("gpt-4o-mini") is None  # already the small one
     assert shipped.cheaper("claude-sonnet-4-5") == "claude-haiku-4-5"
     assert shipped.cheaper("gemini-2.5-pro") == "gemini-2.5-flash"
     assert shipped.cheaper("no-such-model") is None
-    folder = Path(str(tmp_path))
-    good = folder / "routes.yaml"
-    good.write_text('"gpt-4o.*": gpt-4o-mini\n')
-    assert RoutingMap.load(good, catalog).cheaper("gpt-4o-2024-11-20") == "gpt-4o-mini"
-    for text, message in (('"gpt-4o": no-such-model\n', "does not know"), ("- a\n- b\n", "must map"),
-                          ('"(": gpt-4o-mini\n', "not a regular expression")):
-        bad = folder / "bad.yaml"
-        bad.write_text(text)
+    mine = RoutingMap.from_document({"gpt-4o.*": "gpt-4o-mini"}, "routes.yaml", catalog)
+    assert mine.cheaper("gpt-4o-2024-11-20") == "gpt-4o-mini"
+    for document, message in (({"gpt-4o": "no-such-model"}, "does not know"), (["a", "b"], "must map"),
+                              ({"(": "gpt-4o-mini"}, "not a regular expression")):
         with pytest.raises(ReportError, match=message):
-            RoutingMap.load(bad, catalog)
+            RoutingMap.from_document(document, "bad.yaml", catalog)
