@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from costplane.reports.base import Context, Prepared, Report, Row, group_values, int_fields, row_label
+from costplane.reports.base import Context, Prepared, Report, Row, first_total, group_values, int_fields, row_label
 from costplane.reports.money import fraction, percent, usd_display
 from costplane.reports.options import ReportOptions
 from costplane.reports.repricing_sql import compile_routes, half_even
@@ -132,13 +132,13 @@ def _finish_batch(rows: list[Row], options: ReportOptions) -> list[Row]:
         batch = int(r["_batch_sum"]) if int(r["_not_repriced"]) == 0 and r["_batch_sum"] is not None else None
         out.append({**group_values(r, options), "calls": int(r["calls"]), "cost_nanos": cost,
                     "batch_cost_nanos": batch, "saving_nanos": cost - batch if batch is not None else None,
-                    "reasons": list(r["reasons"])})
+                    "reasons": list(r["reasons"]), "_total_cost": r["_total_cost_nanos"],
+                    "_total_saving": r["_total_saving_nanos"]})
     return out
 
 
 def _read_batch(rows: list[Row], options: ReportOptions) -> str:
-    saving = sum(r["saving_nanos"] or 0 for r in rows)
-    cost = sum(r["cost_nanos"] for r in rows)
+    saving, cost = first_total(rows, "_total_saving"), first_total(rows, "_total_cost")
     return (f"background work cost {usd_display(cost)} at the standard or priority tier; the batch tier would have "
             f"saved {usd_display(saving)} ({percent(fraction(saving, cost))})")
 
@@ -153,13 +153,13 @@ def _finish_max_tokens(rows: list[Row], options: ReportOptions) -> list[Row]:
         p99 = int(r["p99_output_tokens"])
         out.append({**group_values(r, options), **int_fields(r, ("calls", "calls_without_max_tokens")),
                     "p50_max_tokens": p50_max, **int_fields(r, ("p50_output_tokens", "p99_output_tokens")),
-                    "headroom": fraction(p50_max, p99) if p50_max is not None else None})
+                    "headroom": fraction(p50_max, p99) if p50_max is not None else None,
+                    "_total_calls": r["_total_calls"], "_total_without": r["_total_without"]})
     return out
 
 
 def _read_max_tokens(rows: list[Row], options: ReportOptions) -> str:
-    calls = sum(r["calls"] for r in rows)
-    uncapped = sum(r["calls_without_max_tokens"] for r in rows)
+    calls, uncapped = first_total(rows, "_total_calls"), first_total(rows, "_total_without")
     return (f"{uncapped:,} of {calls:,} successful calls ({percent(fraction(uncapped, calls))}) set no max_tokens: "
             "one runaway generation is billed in full")
 
@@ -169,13 +169,13 @@ def _read_max_tokens(rows: list[Row], options: ReportOptions) -> str:
 
 def _finish_embeddings(rows: list[Row], options: ReportOptions) -> list[Row]:
     return [{**group_values(r, options),
-             **int_fields(r, ("embedding_calls", "distinct_content", "repeat_calls", "repeat_cost_nanos"))}
+             **int_fields(r, ("embedding_calls", "distinct_content", "repeat_calls", "repeat_cost_nanos")),
+             "_total_repeats": r["_total_repeats"], "_total_repeat_cost": r["_total_repeat_cost"]}
             for r in rows]
 
 
 def _read_embeddings(rows: list[Row], options: ReportOptions) -> str:
-    repeats = sum(r["repeat_calls"] for r in rows)
-    cost = sum(r["repeat_cost_nanos"] for r in rows)
+    repeats, cost = first_total(rows, "_total_repeats"), first_total(rows, "_total_repeat_cost")
     return f"{repeats:,} embedding calls repeated content already embedded, costing {usd_display(cost)}"
 
 
@@ -207,16 +207,17 @@ LEAK_COLUMNS = ("total_cost_nanos", "nonprod_nanos", "retry_waste_nanos", "repea
 
 
 def _finish_leaks(rows: list[Row], options: ReportOptions) -> list[Row]:
+    """One row per group, then the ``overall`` row: the whole range's totals (taken before ``--top``)."""
     out = []
     for r in rows:
         shown = {**group_values(r, options), **int_fields(r, LEAK_COLUMNS)}
         shown["leak_multiplier"] = fraction(shown["total_cost_nanos"], shown["essential_nanos"])
         shown["overall"] = False
         out.append(shown)
-    if len(out) != 1 or options.by:
+    if rows:
         overall: Row = {g.given: None for g in options.by}
         for column in LEAK_COLUMNS:
-            overall[column] = sum(r[column] for r in out)
+            overall[column] = int(rows[0][f"_all_{column}"])
         overall["leak_multiplier"] = fraction(overall["total_cost_nanos"], overall["essential_nanos"])
         overall["overall"] = True
         out.append(overall)

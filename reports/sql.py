@@ -186,6 +186,8 @@ def build(
     order = [*time_keys, *([order_by] if order_by else []), *[k for k in keys if k not in time_keys]]
     limit = options.top
     template = load_query(query_name)
+    if "{production:" in template:
+        b.params["production"] = list(options.production_envs)
     history_rows = ""
     if "$history_rows" in template:
         history_rows = Template(load_query("history_rows")).substitute(db=database, dims=dims,

@@ -8,7 +8,9 @@ SELECT
     countIf(max_tokens IS NOT NULL)                               AS _with_max,
     quantileExact(0.5)(output_tokens)                             AS p50_output_tokens,
     quantileExact(0.99)(output_tokens)                            AS p99_output_tokens,
-    sum(cost_nanos)                                               AS _cost
+    sum(cost_nanos)                                               AS _cost,
+    sum(calls) OVER ()                                            AS _total_calls,
+    sum(calls_without_max_tokens) OVER ()                         AS _total_without
 FROM $db.usage_events
 WHERE $where AND status = 'ok'
 $group_by

@@ -385,3 +385,13 @@ def test_advisor_ranks_the_savings_the_reports_show(loaded: tuple[Any, str, list
     floored = CliRunner().invoke(build_app(), ["advise", "--since", "1d", "--format", "json"])
     kept = json.loads(floored.stdout)
     assert kept == [o for o in json.loads(out.stdout) if o["monthly_saving_nanos"] >= 10**9]
+
+
+def test_top_keeps_the_whole_ranges_totals(loaded: tuple[Any, str, list[Call]]) -> None:
+    every = report(loaded, "leaks")
+    first = report(loaded, "leaks", top=1)
+    assert len(first) == 2 and first[-1] == every[-1]  # the overall row is the whole range, not the rows kept
+    client, database, _ = loaded
+    whole = run_report(client, ReportOptions.parse("environments", since="1d", now=NOW), database).reading
+    top = run_report(client, ReportOptions.parse("environments", since="1d", now=NOW, top=1), database).reading
+    assert whole == top  # the reading's non-production total does not depend on the rows shown
