@@ -9,13 +9,14 @@ is listed. Confidence says how much the estimate assumes; changes that can degra
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import timedelta
-from typing import Any
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any, Protocol
 
 from costplane.pricing.cost import round_half_even
 from costplane.reports.base import present
 from costplane.reports.money import percent, usd, usd_display
+from costplane.reports.options import ReportOptions
 from costplane.reports.savings import SHORT_OUTPUT_TOKENS
 
 Row = dict[str, Any]
@@ -151,11 +152,16 @@ def _context_rows(rows: list[Row], by: Sequence[str]) -> list[Row]:
     return list(merged.values())
 
 
-def advise(results: Mapping[str, list[Row]], range_length: timedelta, floor_nanos: int) -> list[Opportunity]:
-    """Opportunities from each report's rows (keyed by report name), largest monthly saving first."""
+def advise(results: Mapping[str, list[Row]], spans: Mapping[str, timedelta], floor_nanos: int) -> list[Opportunity]:
+    """Opportunities from each report's rows (keyed by report name), largest monthly saving first.
+
+    ``spans`` is how long a stretch each report's rows cover (shorter than the range asked for when the raw TTL cut
+    it), so each saving is extrapolated from the time it was really seen over.
+    """
     found: list[Opportunity] = []
     for kind, (report, by) in SOURCES.items():
         rows = results.get(report, [])
+        range_length = spans.get(report, timedelta(0))
         if report == "context":
             rows = _context_rows(rows, by)
         for row in rows:
@@ -171,3 +177,27 @@ def advise(results: Mapping[str, list[Row]], range_length: timedelta, floor_nano
             found.append(Opportunity(kind, scope, evidence, saving, month, confidence, reason, action, caveat))
     found.sort(key=lambda o: (-o.monthly_saving_nanos, o.kind, str(sorted(o.scope.items()))))
     return found
+
+
+class Answer(Protocol):
+    """What a report run returns that the advisor reads (``costplane.streams.sink.query.ReportResult``)."""
+
+    rows: list[Row]
+    since: datetime | None
+    notes: list[str]
+
+
+def gather(run: Callable[[ReportOptions], Answer], base: ReportOptions,
+           floor_nanos: int) -> tuple[list[Opportunity], list[str]]:
+    """Run every source report for ``base``'s range and tenant through ``run`` (local or the worker's API) and rank
+    the opportunities; also the reports' notes (a range the raw TTL cut)."""
+    end = base.until or base.now.replace(second=0, microsecond=0)
+    results: dict[str, list[Row]] = {}
+    spans: dict[str, timedelta] = {}
+    notes: list[str] = []
+    for report, by in SOURCES.values():
+        answer = run(replace(base, report=report).with_by(by))
+        results[report] = answer.rows
+        spans[report] = end - (answer.since or base.since)
+        notes += [f"{report}: {note}" for note in answer.notes]
+    return advise(results, spans, floor_nanos), notes

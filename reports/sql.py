@@ -36,6 +36,7 @@ class Query:
     source: str
     notes: list[str] = field(default_factory=list)
     aliases: list[tuple[str, str]] = field(default_factory=list)  # (SQL alias, JSON key) of each grouping
+    since: datetime | None = None  # where the answer starts: later than asked when the raw TTL cut the range
 
 
 @dataclass
@@ -148,6 +149,7 @@ def build(
     """
     b = _Builder()
     notes: list[str] = []
+    covered = options.since
     groupings = options.by
     needed = {g.dimension.column for g in (*groupings, *(g for g, _ in options.where))} - {"bucket"}
     needed |= set(needs)
@@ -157,7 +159,7 @@ def build(
 
     aliases = [(f"d{i}", g.given) for i, g in enumerate(groupings)]
     if raw_only:
-        since = _clip_to_raw(options, raw_ttl_days, notes)
+        since = covered = _clip_to_raw(options, raw_ttl_days, notes)
         where = [_raw_range(b, since, options.until)]
         if options.tenant is not None:
             where.append(f"tenant = {b.bind(options.tenant, 'String')}")
@@ -169,7 +171,7 @@ def build(
         source_sql = ""
     else:
         if family is None:
-            since = _clip_to_raw(options, raw_ttl_days, notes)
+            since = covered = _clip_to_raw(options, raw_ttl_days, notes)
             raw_where = _raw_range(b, since, options.until)
             tenant_cond = f"AND tenant = {b.bind(options.tenant, 'String')}" if options.tenant is not None else ""
             source_sql = "(" + Template(load_query("raw_as_rollup")).substitute(
@@ -209,4 +211,4 @@ def build(
         limit=f"LIMIT {int(limit)}" if limit is not None else "",
         **(extra or {}),
     )
-    return Query(text, b.params, source, notes, aliases)
+    return Query(text, b.params, source, notes, aliases, covered)

@@ -8,6 +8,7 @@ same rows whether it opened the database itself or asked the worker that owns an
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
 
 from costplane.pricing.catalog import PriceCatalog
@@ -33,17 +34,19 @@ class ReportResult:
     source: str
     notes: list[str] = field(default_factory=list)
     by: list[str] = field(default_factory=list)
+    since: datetime | None = None  # where the answer starts (later than asked when the raw TTL cut the range)
 
     def to_json(self) -> dict[str, Any]:
         return {"report": self.report, "rows": self.rows, "reading": self.reading, "source": self.source,
-                "notes": self.notes, "by": self.by}
+                "notes": self.notes, "by": self.by, "since": self.since.isoformat() if self.since else None}
 
     @classmethod
     def from_json(cls, data: Any) -> ReportResult:
         if not isinstance(data, dict) or not isinstance(data.get("rows"), list):
             raise ValueError("the worker's report answer is not a report object")
+        since = datetime.fromisoformat(data["since"]) if data.get("since") else None
         return cls(str(data["report"]), data["rows"], str(data.get("reading", "")), str(data.get("source", "")),
-                   list(data.get("notes", [])), list(data.get("by", [])))
+                   list(data.get("notes", [])), list(data.get("by", [])), since)
 
 
 def report_definition(name: str) -> Report:
@@ -141,7 +144,7 @@ def run_report(client: Any, options: ReportOptions, database: str, raw_ttl_days:
     finished = report.finish(_rows(client, query), options)
     reading = report.reading(finished, options) if finished else "nothing in this range"
     return ReportResult(report.name, present(finished), reading, query.source, query.notes,
-                        [g.given for g in options.by])
+                        [g.given for g in options.by], query.since)
 
 
 def run_focus(client: Any, options: ReportOptions, database: str, raw_ttl_days: int = 0) -> list[dict[str, str]]:

@@ -174,3 +174,17 @@ def test_routing_map_defaults_and_documents() -> None:
                               ({"(": "gpt-4o-mini"}, "not a regular expression")):
         with pytest.raises(ReportError, match=message):
             RoutingMap.from_document(document, "bad.yaml", catalog)
+
+
+def test_each_saving_is_extrapolated_from_the_span_its_report_covered() -> None:
+    from costplane.reports.advice import advise
+
+    retries = [{"tenant": "a", "feature": "f", "model": "m", "requests": 10, "retried_requests": 2, "retry_rate": 0.2,
+                "failed_attempts": 2, "wasted_cost_nanos": 5 * 10**9}]
+    batch = [{"tenant": "a", "feature": "f", "model": "m", "calls": 3, "cost_nanos": 9 * 10**9,
+              "batch_cost_nanos": 6 * 10**9, "saving_nanos": 3 * 10**9, "reasons": ["configured feature"]}]
+    found = advise({"retries": retries, "batch": batch}, {"retries": timedelta(days=30), "batch": timedelta(days=3)},
+                   floor_nanos=10**9)
+    assert [(o.kind, o.monthly_saving_nanos) for o in found] == [
+        ("batch_background", 30 * 10**9), ("fix_retries", 5 * 10**9)]  # $3 over 3 days; $5 over 30 days
+    assert advise({"retries": retries}, {"retries": timedelta(days=30)}, floor_nanos=6 * 10**9) == []
