@@ -17,7 +17,7 @@ from typing import Any
 
 from costplane.reports.dimensions import FAMILY_DIMENSIONS, Dimension
 from costplane.reports.errors import ReportError
-from costplane.reports.options import ReportOptions, parse_time
+from costplane.reports.options import Grouping, ReportOptions, parse_time
 from costplane.reports.ranges import cover
 
 
@@ -100,6 +100,11 @@ def _raw_range(b: _Builder, since: datetime, until: datetime | None) -> str:
     return cond
 
 
+def _as_text(grouping: Grouping, expr: str) -> str:
+    """A text dimension as plain String (time dimensions keep their type, which the JSON formats)."""
+    return expr if grouping.dimension.column == "bucket" else f"toString({expr})"
+
+
 def _rollup_source(b: _Builder, family: str, options: ReportOptions, coarsest: str, database: str) -> str:
     parts = []
     for piece in cover(options.since, options.until, coarsest):
@@ -164,7 +169,8 @@ def build(
         if options.tenant is not None:
             where.append(f"tenant = {b.bind(options.tenant, 'String')}")
         where += _where(b, options, raw=True)
-        inner = "".join(f"argMin({b.expr(g.dimension, True)}, attempt) AS d{i},\n        "
+        # Text, not LowCardinality, inside argMin: ClickHouse keeps LowCardinality states several times slower.
+        inner = "".join(f"argMin({_as_text(g, b.expr(g.dimension, True))}, attempt) AS d{i},\n        "
                         for i, g in enumerate(groupings))
         dims = "".join(f"{b.expr(g.dimension, True)} AS d{i},\n    " for i, g in enumerate(groupings))
         source = "raw events (usage_events)"
@@ -190,12 +196,16 @@ def build(
     template = load_query(query_name)
     if "{production:" in template:
         b.params["production"] = list(options.production_envs)
-    history_rows = ""
+    history_rows = session_history_rows = ""
     if "$history_rows" in template:
         history_rows = Template(load_query("history_rows")).substitute(db=database, dims=dims,
                                                                        where=" AND ".join(where))
+    if "$session_history_rows" in template:  # only attempts in sessions: they alone carry history
+        session_history_rows = Template(load_query("history_rows")).substitute(
+            db=database, dims=dims, where=" AND ".join([*where, "session_id IS NOT NULL AND turn IS NOT NULL"]))
     text = Template(template).safe_substitute(
         history_rows=history_rows,
+        session_history_rows=session_history_rows,
         db=database,
         dims=dims,
         inner_dims=inner,
