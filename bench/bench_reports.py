@@ -208,8 +208,8 @@ def main() -> None:
     body = f"""Command: `{command}`
 (embedded chDB in `{args.dir}`, no services needed). {rows['usage_events']:,} usage events over the last
 {args.days} days for {args.tenants} tenants (2 000 users each, six features on seven models of which three the
-shipped catalog does not price, retries, sessions, a staging and a dev share), written straight into ClickHouse through the sink's `BatchWriter` (raw rows, both
-rollup families, seen marks).{filled} Rows: {sizes}.
+shipped catalog does not price, retries, sessions, a staging and a dev share), written straight into ClickHouse
+through the sink's `BatchWriter` (raw rows, both rollup families, seen marks).{filled} Rows: {sizes}.
 
 Each report runs over the whole range with its default grouping (median of {args.rounds} after a warm-up, through
 `run_report`, the function the CLI and the worker's API call). The floor is the same question asked of the raw
