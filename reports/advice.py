@@ -29,6 +29,7 @@ SOURCES: dict[str, tuple[str, tuple[str, ...]]] = {
     "cache_static_prefix": ("caching", ("tenant", "feature", "model")),
     "batch_background": ("batch", ("tenant", "feature", "model")),
     "route_smaller_model": ("models", ("tenant", "feature", "model")),
+    "set_max_tokens": ("max-tokens", ("tenant", "feature", "model")),
     "fix_retries": ("retries", ("tenant", "feature", "model")),
     "stop_reembedding": ("embeddings", ("tenant", "feature")),
     "cap_nonprod": ("environments", ("tenant", "env")),
@@ -105,6 +106,18 @@ def _route(row: Row, by: Sequence[str]) -> tuple[int, dict[str, Any], str, str, 
         "A smaller model can answer worse: compare a sample of its outputs before switching."
 
 
+def _max_tokens(row: Row, by: Sequence[str]) -> tuple[int, dict[str, Any], str, str, str, str | None] | None:
+    if not row["calls_without_max_tokens"]:
+        return None
+    return row["excess_output_cost_nanos"], {k: row[k] for k in (
+        "calls", "calls_without_max_tokens", "p50_output_tokens", "p99_output_tokens", "excess_output_cost_nanos")}, \
+        "low", "the output tokens above the p99 on uncapped calls, at their own prices: what a cap there would " \
+               "have cut", \
+        f"Set max_tokens (about {row['p99_output_tokens']} here, the p99 output) so one runaway generation cannot " \
+        "bill thousands of tokens.", \
+        "A cap too low truncates answers: set it above the outputs you need, and watch for finish_reason=length."
+
+
 def _retries(row: Row, by: Sequence[str]) -> tuple[int, dict[str, Any], str, str, str, str | None] | None:
     return row["wasted_cost_nanos"], {k: row[k] for k in ("requests", "retried_requests", "retry_rate",
                                                          "failed_attempts", "wasted_cost_nanos")}, \
@@ -138,7 +151,8 @@ def _context(row: Row, by: Sequence[str]) -> tuple[int, dict[str, Any], str, str
 
 BUILDERS: dict[str, Callable[[Row, Sequence[str]], tuple[int, dict[str, Any], str, str, str, str | None] | None]] = {
     "cache_static_prefix": _cache, "batch_background": _batch, "route_smaller_model": _route,
-    "fix_retries": _retries, "stop_reembedding": _embeddings, "cap_nonprod": _nonprod, "trim_context": _context,
+    "set_max_tokens": _max_tokens, "fix_retries": _retries, "stop_reembedding": _embeddings, "cap_nonprod": _nonprod,
+    "trim_context": _context,
 }
 
 

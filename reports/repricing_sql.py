@@ -27,6 +27,8 @@ def half_even(units: str, divisor: str) -> str:
     )
 _TIER = "ifNull(service_tier, 'standard')"
 _PROMPT = "(input_tokens + cached_input_tokens + cache_write_tokens)"
+#: The raw row's token bucket columns, in the catalog's rate order (less the 1-hour cache write).
+BUCKET_COLUMNS = ("input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens")
 
 
 @dataclass
@@ -44,9 +46,15 @@ def compile_routes(
     routes: Mapping[tuple[str, str], tuple[str, str]],
     tier: str | None = None,
     param_prefix: str = "rp",
+    buckets: Mapping[str, str] | None = None,
 ) -> Compiled:
     """SQL pricing each row whose (provider, model) is in ``routes`` as its target, at ``tier`` (None: the row's
-    own service tier), with the catalog version in force at the row's ``occurred_at``; other rows get NULL."""
+    own service tier), with the catalog version in force at the row's ``occurred_at``; other rows get NULL.
+
+    ``buckets`` replaces the SQL of some token buckets (``output_tokens`` → ``"_excess"``) to price part of a call;
+    the size tier is still the call's own prompt size."""
+    b = {name: name for name in BUCKET_COLUMNS}
+    b.update(buckets or {})
     params: dict[str, Any] = {}
     units_cases: list[str] = []
     divisor_cases: list[str] = []
@@ -74,9 +82,10 @@ def compile_routes(
                     r_in, r_cached, r_write, _r_write_1h, r_out, r_reason = rates.rates(t, lvl)
                     cond = f"{row}{when}{tier_cond} AND ({level}) = {lvl}"
                     units_cases.append(
-                        f"{cond}, toInt128(input_tokens) * {r_in} + toInt128(cached_input_tokens) * {r_cached} + "
-                        f"toInt128(cache_write_tokens) * {r_write} + toInt128(output_tokens) * {r_out} + "
-                        f"toInt128(reasoning_tokens) * {r_reason}"
+                        f"{cond}, toInt128({b['input_tokens']}) * {r_in} + "
+                        f"toInt128({b['cached_input_tokens']}) * {r_cached} + "
+                        f"toInt128({b['cache_write_tokens']}) * {r_write} + toInt128({b['output_tokens']}) * {r_out} + "
+                        f"toInt128({b['reasoning_tokens']}) * {r_reason}"
                     )
                     divisor_cases.append(f"{cond}, toInt128({10 ** (rates.scale - 9)})")
     if not units_cases:

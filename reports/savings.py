@@ -77,6 +77,16 @@ def _prepare_batch(ctx: Context) -> Prepared:
     return prepared
 
 
+def _prepare_max_tokens(ctx: Context) -> Prepared:
+    """Price only the output tokens above the group's p99 (``_excess``), at each call's own prices."""
+    identity = {pair: pair for pair in _models_in_range(ctx)}
+    only_excess = {"input_tokens": "0", "cached_input_tokens": "0", "cache_write_tokens": "0",
+                   "output_tokens": "_excess", "reasoning_tokens": "0"}
+    compiled = compile_routes(ctx.catalog, identity, buckets=only_excess)
+    return Prepared({"units": compiled.units, "divisor": compiled.divisor,
+                     "half_even": half_even("_units", "_div")}, compiled.params)
+
+
 def _prepare_leaks(ctx: Context) -> Prepared:
     model = compile_routes(ctx.catalog, cheaper_routes(ctx), param_prefix="lm")
     batch = compile_routes(ctx.catalog, {pair: pair for pair in _models_in_range(ctx)}, tier="batch",
@@ -154,6 +164,7 @@ def _finish_max_tokens(rows: list[Row], options: ReportOptions) -> list[Row]:
         out.append({**group_values(r, options), **int_fields(r, ("calls", "calls_without_max_tokens")),
                     "p50_max_tokens": p50_max, **int_fields(r, ("p50_output_tokens", "p99_output_tokens")),
                     "headroom": fraction(p50_max, p99) if p50_max is not None else None,
+                    "excess_output_cost_nanos": int(r["_excess_cost_nanos"]),
                     "_total_calls": r["_total_calls"], "_total_without": r["_total_without"]})
     return out
 
@@ -248,8 +259,8 @@ SAVINGS: tuple[Report, ...] = (
     Report("max-tokens", "Which calls leave max_tokens unset, and how does the cap compare with the output?",
            "max_tokens", ("feature", "model"),
            ("calls", "calls_without_max_tokens", "p50_max_tokens", "p50_output_tokens", "p99_output_tokens",
-            "headroom"),
-           "_cost DESC", _finish_max_tokens, _read_max_tokens, raw_only=True),
+            "headroom", "excess_output_cost_nanos"),
+           "_cost DESC", _finish_max_tokens, _read_max_tokens, raw_only=True, prepare=_prepare_max_tokens),
     Report("embeddings", "How much is spent embedding content that was embedded before?", "embeddings",
            ("feature",), ("embedding_calls", "distinct_content", "repeat_calls", "repeat_cost_nanos"),
            "repeat_cost_nanos DESC", _finish_embeddings, _read_embeddings, raw_only=True),

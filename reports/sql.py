@@ -210,6 +210,7 @@ def build(
         dims=dims,
         inner_dims=inner,
         outer_dims="".join(f"{k},\n    " for k in keys),
+        partition_by=f"PARTITION BY {', '.join(keys)}" if keys else "",
         group_by=f"GROUP BY {', '.join(keys)}" if keys else "",
         keys_then="".join(f"{k}, " for k in keys),
         then_dims="".join(f", {k}" for k in keys),

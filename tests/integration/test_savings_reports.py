@@ -67,6 +67,14 @@ def prompt_side(e: UsageEvent) -> int:
                   + e.cache_write_tokens * rates["cache_write"].usd)
 
 
+def output_price(e: UsageEvent, tokens: int) -> int:
+    """``tokens`` output tokens at the call's own output price (its size tier), rounded once."""
+    prompt = e.input_tokens + e.cached_input_tokens + e.cache_write_tokens
+    rates = default_catalog().explain(e.provider, e.model, prompt_tokens=prompt, service_tier=e.service_tier)
+    assert rates is not None
+    return _nanos(tokens * rates["output"].usd)
+
+
 @dataclass
 class Call:
     e: UsageEvent
@@ -104,6 +112,9 @@ def dataset() -> list[UsageEvent]:
             input_tokens=4100, output_tokens=400, max_tokens=1024, request_id=f"chat{s}-4")
         add(model="gpt-4o", feature="chat", team="web", session_id=f"s{s}", turn=4, attempt=2, max_tokens=1024,
             input_tokens=4100, output_tokens=30, request_id=f"chat{s}-4")
+    for i in range(101):  # uncapped summaries: one runs away
+        add(model="gpt-4o-mini", feature="summarize", team="docs", input_tokens=2000, output_tokens=5000 if i == 50 else
+            100 + i % 7)
     for _ in range(5):  # a staging load test
         add(model="gpt-4o-mini", feature="chat", team="web", env="staging", input_tokens=3000, output_tokens=500)
     for i in range(3):  # long-context calls: the size tier changes per call
@@ -225,10 +236,12 @@ def test_max_tokens_headroom(loaded: tuple[Any, str, list[Call]]) -> None:
         caps = sorted(c.e.max_tokens for c in cs if c.e.max_tokens is not None)
         p50_max = caps[int(0.5 * len(caps))] if caps else None
         p99 = outputs[int(0.99 * len(outputs))]
+        excess = sum(output_price(c.e, max(c.e.output_tokens - p99, 0)) for c in cs if c.e.max_tokens is None)
         want[key] = {"feature": key[0], "model": key[1], "calls": len(cs),
                      "calls_without_max_tokens": sum(c.e.max_tokens is None for c in cs), "p50_max_tokens": p50_max,
                      "p50_output_tokens": outputs[int(0.5 * len(outputs))], "p99_output_tokens": p99,
-                     "headroom": p50_max / p99 if p50_max is not None else None}
+                     "headroom": p50_max / p99 if p50_max is not None else None,
+                     "excess_output_cost_nanos": excess, "excess_output_cost_usd": usd(excess)}
     assert rows == want
 
 
@@ -377,6 +390,13 @@ def test_advisor_ranks_the_savings_the_reports_show(loaded: tuple[Any, str, list
     route = found[("route_smaller_model", (("feature", "classify"), ("model", "gpt-4o"), ("tenant", "acme")))]
     assert route["monthly_saving_nanos"] == 30 * sum(c.cost - (list_price(c.e, "gpt-4o-mini") or 0) for c in classify)
     assert route["caveat"] and route["evidence"]["cheaper_model"] == "gpt-4o-mini"
+    capless = found[("set_max_tokens", (("feature", "summarize"), ("model", "gpt-4o-mini"), ("tenant", "acme")))]
+    summaries = [c for c in calls if c.e.feature == "summarize"]
+    outputs = sorted(c.e.output_tokens for c in summaries)
+    p99 = outputs[int(0.99 * len(outputs))]
+    excess = sum(output_price(c.e, max(c.e.output_tokens - p99, 0)) for c in summaries)
+    assert excess > 0 and capless["monthly_saving_nanos"] == 30 * excess
+    assert capless["confidence"] == "low" and capless["caveat"]
     staging = [c for c in calls if c.e.env == "staging"]
     assert found[("cap_nonprod", (("tenant", "acme"),))]["monthly_saving_nanos"] == 30 * sum(c.cost for c in staging)
     savings = [o["monthly_saving_nanos"] for o in json.loads(out.stdout)]
