@@ -25,6 +25,7 @@ class Reply:
     events: list[tuple[str | None, Any]] | None = None
     stall_after: int | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    delay_s: float = 0.0  # wait before answering (the server stops waiting when it is shut down)
 
 
 class ScriptedLLM:
@@ -57,6 +58,8 @@ class ScriptedLLM:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
 
     def _answer(self, handler: BaseHTTPRequestHandler, reply: Reply) -> None:
+        if reply.delay_s and self.stop.wait(reply.delay_s):
+            return
         handler.send_response(reply.status)
         headers = {"retry-after-ms": "5", **reply.headers}
         if reply.events is None:
