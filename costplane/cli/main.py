@@ -31,6 +31,7 @@ COMMAND_MODULES = (
     "costplane.cli.config_cmd",
     "costplane.cli.replay",
     "costplane.cli.import_cmd",
+    "costplane.cli.ingest",
     "costplane.cli.pricing_cmds",
     "costplane.cli.db",
     "costplane.cli.report",
