@@ -107,6 +107,7 @@ def wrap_request_sync(instr: Instrumentation, original: Callable[..., Any],
                 instr.internal_error("reserve", exc)
             if plan.blocked is not None:
                 return _blocked(instr, plan.blocked, error)
+        plan.state.body = _json_of(plan.options)
         token = CURRENT_CALL.set(plan.state)
         try:
             return original(cast_to, plan.options, *args, **kwargs)
@@ -136,6 +137,7 @@ def wrap_request_async(instr: Instrumentation, original: Callable[..., Any],
                 instr.internal_error("reserve", exc)
             if plan.blocked is not None:
                 return _blocked(instr, plan.blocked, error)
+        plan.state.body = _json_of(plan.options)
         token = CURRENT_CALL.set(plan.state)
         try:
             return await original(cast_to, plan.options, *args, **kwargs)

@@ -80,6 +80,8 @@ class CallState:
     settled: bool = False
     #: ``stream_options.include_usage`` was added to this call's request by the instrumentation.
     added_usage_chunk: bool = False
+    #: The request's JSON body as the SDK holds it (saves parsing the bytes again on every attempt).
+    body: dict[str, Any] | None = None
     usage: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TOKEN_BUCKETS, 0))
     lock: threading.Lock = field(default_factory=threading.Lock)
 

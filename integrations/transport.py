@@ -30,10 +30,11 @@ def _begin(instr: Instrumentation, request: Any) -> tuple[Attempt, bool] | None:
             content = request.content
         except Exception:  # noqa: BLE001 - a streamed upload (files): not a model call we can read
             return None
-        info: RequestInfo | None = parse_request(request.method, request.url.path, content)
+        call = CURRENT_CALL.get()
+        info: RequestInfo | None = parse_request(request.method, request.url.path, content,
+                                                 call.body if call is not None else None)
         if info is None:
             return None
-        call = CURRENT_CALL.get()
         headers = request.headers
         attempt = Attempt(instr, info, call, headers.get("x-stainless-retry-count"),
                           headers.get("idempotency-key") or headers.get("x-stainless-idempotency-key"))

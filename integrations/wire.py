@@ -57,13 +57,15 @@ def _deployment(path: str) -> str | None:
     return None
 
 
-def parse_request(method: str, path: str, content: bytes) -> RequestInfo | None:
-    """RequestInfo of a billed call (None for other requests); a body that is not a JSON object gives defaults."""
+def parse_request(method: str, path: str, content: bytes, body: Any = None) -> RequestInfo | None:
+    """RequestInfo of a billed call (None for other requests); a body that is not a JSON object gives defaults.
+
+    ``body`` is the request's JSON as the SDK built it, when known: then the bytes are not parsed again.
+    """
     operation = operation_for(method, path)
     if operation is None:
         return None
-    body: Any = None
-    if content[:1] == b"{":
+    if not isinstance(body, dict) and content[:1] == b"{":
         try:
             body = json.loads(content)
         except ValueError:
@@ -163,6 +165,11 @@ class Outcome:
     recognised: bool
 
 
+def _markers(data: bytes) -> bool:
+    """Does an SSE event's data possibly end the stream, report an error, or belong to the Responses API?"""
+    return (b'"message_' in data or b'"response.' in data or b'"error"' in data)
+
+
 class BodyReader:
     """Fed the raw body bytes as they pass; :meth:`outcome` says what they meant.
 
@@ -181,6 +188,7 @@ class BodyReader:
         self._raw_usage: dict[str, Any] | None = None
         self._final = False
         self._text: list[str] = []
+        self._deltas: list[bytes] = []
         self._done = False
         self._error = False
         self._drop = drop_usage_chunk
@@ -191,16 +199,20 @@ class BodyReader:
         if not self.sse:
             self._body += data
             return b""
-        self._pending += data
+        if b"\r" in data:
+            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        buffer = self._pending + data if self._pending else data
         out = bytearray()
+        pos = 0
         while True:
-            cut, sep = _event_end(self._pending)
+            cut = buffer.find(b"\n\n", pos)
             if cut < 0:
                 break
-            event, self._pending = self._pending[:cut + sep], self._pending[cut + sep:]
-            keep = self._event(event)
-            if keep:
+            event = buffer[pos:cut + 2]
+            pos = cut + 2
+            if self._event(event) and self._drop:
                 out += event
+        self._pending = buffer[pos:]
         return bytes(out)
 
     def rest(self) -> bytes:
@@ -211,12 +223,19 @@ class BodyReader:
         return rest
 
     def _event(self, event: bytes) -> bool:
-        """Interpret one SSE event; False when it is the usage chunk to drop."""
-        data = b"\n".join(line[5:].lstrip(b" ") for line in event.splitlines() if line.startswith(b"data:"))
-        if not data:
+        """Interpret one SSE event; False when it is the usage chunk to drop.
+
+        Most events are text deltas: their data is kept unparsed and read only if the attempt ends without its
+        usage (the text is then counted). Events that can carry usage, an end or an error are parsed at once.
+        """
+        if b"data:" not in event:
             return True
-        if data.strip() == b"[DONE]":
+        data = b"\n".join(line[5:].lstrip(b" ") for line in event.split(b"\n") if line.startswith(b"data:"))
+        if data == b"[DONE]" or data.strip() == b"[DONE]":
             self._done = True
+            return True
+        if not (_markers(data) or (b'"usage"' in data and b'"usage":null' not in data)):
+            self._deltas.append(data)
             return True
         try:
             obj = json.loads(data)
@@ -283,22 +302,21 @@ class BodyReader:
             return Outcome(None, None, [], body_ended, False, False)
         if self.sse:
             parsed = parse_usage(self._raw_usage) if self._raw_usage is not None else None
+            if self._deltas and not self._final:  # only an estimate needs the text
+                for data in self._deltas:
+                    try:
+                        obj = json.loads(data)
+                    except ValueError:
+                        continue
+                    if isinstance(obj, dict):
+                        self._interpret(obj)
+                self._deltas.clear()
             final = parsed if self._final else None
             # The protocol's last event ends the attempt even when the SDK closes before reading to EOF.
             complete = self._done or (body_ended and self._final)
             return Outcome(final, parsed, self._text, complete, self._error, final is not None)
         usage, text = _json_usage(bytes(self._body)) if body_ended else (None, [])
         return Outcome(usage, None, text, body_ended, False, usage is not None)
-
-
-def _event_end(buffer: bytes) -> tuple[int, int]:
-    """Index and length of the first SSE event separator (a blank line) in ``buffer``; (-1, 0) when none."""
-    best, size = -1, 0
-    for sep in (b"\n\n", b"\r\n\r\n", b"\r\r"):
-        i = buffer.find(sep)
-        if i >= 0 and (best < 0 or i < best):
-            best, size = i, len(sep)
-    return best, size
 
 
 def _json_usage(body: bytes) -> tuple[dict[str, int] | None, list[str]]:
