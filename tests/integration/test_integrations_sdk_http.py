@@ -254,3 +254,65 @@ def test_block_raises_budget_exceeded_an_sdk_error_or_returns_the_fallback() -> 
         assert fallback.chat.completions.create(model=GPT, messages=MESSAGES) == "sorry: block"  # type: ignore
         assert server.requests == []  # nothing was sent
     assert pub.events == []
+
+
+def _memory_guard(budget: Any, *, is_async: bool = False) -> Any:
+    from costplane.enforcers import AsyncBudgetGuard, BudgetGuard, InMemoryBudgetStore
+    from costplane.enforcers.keys import KeyLayout
+
+    store = InMemoryBudgetStore(KeyLayout("t"))
+    store.publish_budgets("acme", [budget])
+    cls = AsyncBudgetGuard if is_async else BudgetGuard
+    return cls(store, decision_cache_s=0.0, budget_cache_s=0.0)
+
+
+def test_degrade_sends_the_cheaper_model_and_the_event_names_it() -> None:
+    from costplane.budgets import Budget
+
+    guard = _memory_guard(Budget.from_cli("soft", scope="tenant=acme", limit_tokens=50, action="degrade:gpt-4o-mini"))
+    pub = InMemoryPublisher(strict=True)
+    with scripted([openai_chat(10, 2)]) as server:
+        client = _openai(server.url, pub, guard=guard)
+        client.chat.completions.create(model="gpt-4o", messages=MESSAGES, max_tokens=100)  # type: ignore[arg-type]
+        sent = server.requests[0]["body"]["model"]
+    assert sent == "gpt-4o-mini" and [e.model for e in pub.events] == ["gpt-4o-mini"]
+
+
+def test_async_guard_settles_a_streamed_call_with_every_attempt_when_the_stream_ends() -> None:
+    from costplane.budgets import Budget
+
+    prompt = count_messages(MESSAGES, GPT).tokens
+    # Room for one call's worst case; after the first call settles 40 + 3 tokens, a second worst case no longer fits.
+    limit = prompt + 20 + 40
+    guard = _memory_guard(Budget.from_cli("tiny", scope="tenant=acme", limit_tokens=limit), is_async=True)
+    pub = InMemoryPublisher(strict=True)
+    usage = {"prompt_tokens": 40, "completion_tokens": 3}
+
+    async def main(url: str) -> tuple[str, BaseException | None]:
+        client = instrument_openai(openai.AsyncOpenAI(base_url=url + "/v1", api_key="t"), publisher=pub,
+                                   guard=guard, tenant="acme")
+        stream = await client.chat.completions.create(model=GPT, messages=MESSAGES, max_tokens=20,  # type: ignore
+                                                      stream=True)
+        text = "".join([c.choices[0].delta.content or "" async for c in stream])
+        try:
+            await client.chat.completions.create(model=GPT, messages=MESSAGES, max_tokens=20)  # type: ignore
+        except BudgetExceeded as exc:
+            return text, exc
+        return text, None
+
+    with scripted([ERROR_500, openai_chat_stream(["a", "b", "c"], usage)]) as server:
+        text, blocked = asyncio.run(main(server.url))
+    assert text == "abc" and isinstance(blocked, openai.OpenAIError)
+    assert [(e.attempt, e.status) for e in pub.events] == [(1, "error"), (2, "ok")]
+
+
+def test_anthropic_block_is_an_anthropic_error() -> None:
+    from costplane.budgets import Budget
+
+    guard = _memory_guard(Budget.from_cli("none", scope="tenant=acme", limit_tokens=1))
+    with scripted([]) as server:
+        client = instrument_anthropic(anthropic.Anthropic(base_url=server.url, api_key="t"),
+                                      publisher=InMemoryPublisher(), guard=guard, tenant="acme")
+        with pytest.raises(anthropic.AnthropicError) as caught:
+            client.messages.create(model=CLAUDE, max_tokens=100, messages=MESSAGES)  # type: ignore[arg-type]
+    assert isinstance(caught.value, BudgetExceeded) and caught.value.retry_after_s > 0
