@@ -8,6 +8,7 @@ COPY publisher ./publisher
 COPY enforcers ./enforcers
 COPY streams ./streams
 COPY budgets ./budgets
+COPY integrations ./integrations
 COPY schemas ./schemas
 COPY sql ./sql
 RUN pip install --no-cache-dir ".[worker]"

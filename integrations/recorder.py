@@ -151,12 +151,12 @@ def _status_of_code(code: int) -> str:
 class Attempt:
     """One HTTP attempt: started when the request goes out, ended (and emitted, once) when its body ends."""
 
-    __slots__ = ("_instr", "_info", "call", "number", "request_id", "_fields", "_started", "_code", "reader",
+    __slots__ = ("instr", "_info", "call", "number", "request_id", "_fields", "_started", "_code", "reader",
                  "_ended")
 
     def __init__(self, instr: Instrumentation, info: RequestInfo, call: CallState | None, retry_header: str | None,
                  idempotency_key: str | None) -> None:
-        self._instr = instr
+        self.instr = instr
         self._info = info
         self.call = call
         if call is not None:
@@ -191,7 +191,7 @@ class Attempt:
         try:
             latency_ms = int((time.perf_counter() - self._started) * 1000)
             status, usage, estimated = self._result(body_ended, exc)
-            fields = {**self._fields, **usage, "provider": self._instr.provider,
+            fields = {**self._fields, **usage, "provider": self.instr.provider,
                       "model": self._info.model or "unknown", "operation": self._info.operation,
                       "request_id": self.request_id, "attempt": self.number, "status": status,
                       "latency_ms": latency_ms}
@@ -199,9 +199,9 @@ class Attempt:
                 fields["max_tokens"] = self._info.max_tokens
             if estimated:
                 fields["tokens_estimated"] = True
-            self._instr.emit(fields)
+            self.instr.emit(fields)
         except Exception as err:  # noqa: BLE001 - recording must never fail the call
-            self._instr.internal_error("attempt", err)
+            self.instr.internal_error("attempt", err)
         finally:
             if self.call is not None:
                 self.call.attempt_done(usage)
@@ -223,7 +223,7 @@ class Attempt:
         if outcome.usage is not None and outcome.complete:
             return status, outcome.usage, False
         if outcome.complete and not outcome.recognised and not reader.sse:
-            self._instr.unrecognised("response_body")
+            self.instr.unrecognised("response_body")
         return status, self._estimate(outcome), True
 
     def _estimate(self, outcome: Outcome) -> dict[str, int]:

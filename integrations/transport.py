@@ -60,7 +60,7 @@ def _attach(attempt: Attempt, response: Any, drop: bool) -> BodyReader | None:
             drop = False
         return reader
     except Exception as exc:  # noqa: BLE001 - unread body: the attempt is still emitted, as unknown usage
-        attempt._instr.internal_error("response", exc)
+        attempt.instr.internal_error("response", exc)
         return None
 
 
@@ -140,7 +140,7 @@ def _feed(attempt: Attempt, reader: BodyReader, chunk: bytes) -> bytes:
     try:
         return reader.feed(chunk)
     except Exception as exc:  # noqa: BLE001 - a reader bug must not cut the app's stream
-        attempt._instr.internal_error("read", exc)
+        attempt.instr.internal_error("read", exc)
         return b""
 
 
@@ -225,13 +225,13 @@ def _async_stream_class(lib: ModuleType) -> type:
 def _settle_after(attempt: Attempt) -> None:
     from costplane.integrations.recorder import settle_sync
 
-    settle_sync(attempt._instr, attempt.call)
+    settle_sync(attempt.instr, attempt.call)
 
 
 async def _asettle_after(attempt: Attempt) -> None:
     from costplane.integrations.recorder import settle_async
 
-    await settle_async(attempt._instr, attempt.call)
+    await settle_async(attempt.instr, attempt.call)
 
 
 def wrap_http_client(http_client: Any, instr: Instrumentation, *, is_async: bool) -> None:

@@ -51,12 +51,14 @@ def otlp(
     mapping = AttributeMap(tenant=_keys(tenant_attr, base.tenant), feature=_keys(feature_attr, base.feature),
                            user_id=_keys(user_attr, base.user_id), session_id=_keys(session_attr, base.session_id),
                            default_tenant=default_tenant or None)
+    receiver = OtlpReceiver(None, mapping)
     try:
-        publisher = UsagePublisher()
-        server = make_server(OtlpReceiver(publisher, mapping), host, port)
+        server = make_server(receiver, host, port)
     except OSError as exc:
         console(stderr=True).print(f"[red]cannot listen on {host}:{port}: {exc.strerror or exc}[/]")
         raise typer.Exit(2) from None
+    publisher = UsagePublisher()
+    receiver.publisher = publisher
     console(stderr=True).print(f"OTLP/HTTP receiver on http://{host}:{server.server_address[1]}/v1/traces")
     try:
         server.serve_forever()

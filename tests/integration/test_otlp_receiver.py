@@ -177,3 +177,20 @@ def test_bad_bodies_get_400_with_the_reason_and_the_receiver_keeps_going(
     assert receiver.metrics.bad_requests._value.get() == 4
     fine = httpx.post(url + "/v1/traces", json=_export())
     assert fine.status_code == 200 and fine.json() == {} and pub.events == []
+
+
+@pytest.mark.http
+def test_cli_port_in_use_is_one_line_and_exit_2() -> None:
+    import socket
+
+    from typer.testing import CliRunner
+
+    from costplane.cli.main import build_app
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(build_app(), ["ingest", "otlp", "--port", str(port)])
+    assert result.exit_code == 2 and "cannot listen on 127.0.0.1" in result.output
+    assert "Traceback" not in result.output

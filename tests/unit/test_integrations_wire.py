@@ -131,3 +131,10 @@ def test_attributes_nest_and_map_to_fields_and_scope() -> None:
                       "session_id": "s9", "attributes": {"color": "blue"}}
     assert guard_scope(fields) == {"tenant": "acme", "env": "prod", "feature": "chat", "user": "u1"}
     assert event_fields({}, {"turn": "third"}) == {"attributes": {"turn": "third"}}
+
+
+def test_malformed_stream_events_are_skipped_and_the_attempt_is_estimated() -> None:
+    reader = BodyReader(sse=True)
+    reader.feed(b"data: {broken json\n\n" + _sse({"choices": [{"delta": {"content": "ok"}}]}) + b": comment\n\n")
+    outcome = reader.outcome(body_ended=True)
+    assert outcome.usage is None and not outcome.complete and outcome.text == ["ok"]
