@@ -68,8 +68,9 @@ def _reserve_args(instr: Instrumentation, plan: CallPlan) -> dict[str, Any] | No
     model = data.get("model")
     if not isinstance(model, str) or not model:
         return None
+    default = 0 if url.rstrip("/").endswith("/embeddings") else DEFAULT_RESERVED_OUTPUT  # embeddings: no output
     max_tokens = next((v for k in ("max_tokens", "max_completion_tokens", "max_output_tokens")
-                       if type(v := data.get(k)) is int and v >= 0), DEFAULT_RESERVED_OUTPUT)
+                       if type(v := data.get(k)) is int and v >= 0), default)
     messages, prompt = prompt_of(data)
     return {"model": model, "provider": instr.provider, "messages": messages, "prompt": prompt if messages is None
             else None, "max_tokens": max_tokens}

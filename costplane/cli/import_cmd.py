@@ -10,7 +10,7 @@ unreadable file; 3 the broker did not acknowledge everything (nothing is spooled
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -101,20 +101,28 @@ def import_history(
     except OSError as exc:
         raise _fail(f"cannot read {file}: {exc.strerror or exc}") from None
     rejected: list[Rejected] = []
-    events: list[Any] = []
-    with stream:
+    counted = {"events": 0}
+
+    def events() -> Iterator[Any]:
+        """The file's events, read as they are sent (a long history is never held in memory whole)."""
         for item in parse_history(stream, fmt, tenant=tenant):
             if isinstance(item, Rejected):
                 rejected.append(item)
             else:
-                events.append(item)
-    sent, failed = 0, 0
-    if events and not dry_run:
-        from costplane.config import KafkaSettings, load_settings
+                counted["events"] += 1
+                yield item
 
-        sent, failed = publish_history(events, load_settings(KafkaSettings))
-    summary = {"read": len(events) + len(rejected), "events": len(events), "sent": sent, "failed": failed,
-               "rejected": [r.as_dict() for r in rejected], "dry_run": dry_run}
+    sent, failed = 0, 0
+    with stream:
+        if dry_run:
+            for _ in events():
+                pass
+        else:
+            from costplane.config import KafkaSettings, load_settings
+
+            sent, failed = publish_history(events(), load_settings(KafkaSettings))
+    summary = {"read": counted["events"] + len(rejected), "events": counted["events"], "sent": sent,
+               "failed": failed, "rejected": [r.as_dict() for r in rejected], "dry_run": dry_run}
     if as_json:
         print_json(summary)
     else:
@@ -122,7 +130,7 @@ def import_history(
         for r in rejected:
             err.print(f"line {r.line}: [yellow]{r.reason}[/] — {r.message}")
         verb = "parsed" if dry_run else "sent to the backfill topic"
-        console().print(f"{len(events)} events {verb}, {len(rejected)} lines rejected"
+        console().print(f"{counted['events']} events {verb}, {len(rejected)} lines rejected"
                         + (f", {failed} events not acknowledged" if failed else ""))
     if failed:
         raise typer.Exit(EXIT_UNDELIVERED)
