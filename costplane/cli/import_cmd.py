@@ -90,6 +90,9 @@ def import_history(
 
     Each rejected line is reported with its number and reason and the rest still goes in. Importing a file again
     adds nothing: lines without an event_id get one derived from their content.
+
+    Exit status: 0 all sent; 1 lines rejected; 2 bad arguments or an unreadable file; 3 not everything was
+    acknowledged by the broker (run it again).
     """
     from costplane.integrations.history import FORMATS, Rejected, parse_history
 

@@ -316,3 +316,19 @@ def test_anthropic_block_is_an_anthropic_error() -> None:
         with pytest.raises(anthropic.AnthropicError) as caught:
             client.messages.create(model=CLAUDE, max_tokens=100, messages=MESSAGES)  # type: ignore[arg-type]
     assert isinstance(caught.value, BudgetExceeded) and caught.value.retry_after_s > 0
+
+
+def test_async_anthropic_retry_and_stream() -> None:
+    pub = InMemoryPublisher(strict=True)
+
+    async def main(url: str) -> str:
+        client = instrument_anthropic(anthropic.AsyncAnthropic(base_url=url, api_key="t"), publisher=pub,
+                                      tenant="acme")
+        async with client.messages.stream(model=CLAUDE, max_tokens=64, messages=MESSAGES) as stream:  # type: ignore
+            return await stream.get_final_text()
+
+    with scripted([ERROR_429, anthropic_stream(["Sea", " breeze"], 30, 4, cache_read=12)]) as server:
+        text = asyncio.run(main(server.url))
+    assert text == "Sea breeze"
+    assert [(e.attempt, e.status, _tokens(e)) for e in pub.events] == [
+        (1, "rate_limited", (0,) * 5), (2, "ok", (30, 12, 0, 4, 0))]
