@@ -78,7 +78,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _rounds(bare: Callable[[], Any], instrumented: Callable[[], Any], calls: int, per_round: int = 50
+def _rounds(bare: Callable[[], Any], instrumented: Callable[[], Any], calls: int, per_round: int = 10
             ) -> tuple[float, float]:
     """Median seconds per call of each, alternating rounds of ``per_round`` calls (after a warm-up of each)."""
     for _ in range(per_round):
@@ -164,7 +164,7 @@ def main() -> None:
     body = f"""
 Command: `python -m bench.bench_integrations --calls {args.calls}` (dev stack running). Median time per call of the
 real SDK client against a local HTTP server in another process (keep-alive, canned bodies), bare and instrumented
-clients alternating in rounds of 50 calls; the instrumented clients publish every attempt through a real
+clients alternating in rounds of 10 calls; the instrumented clients publish every attempt through a real
 `UsagePublisher` to the dev stack's Kafka ({'all acknowledged' if delivered == 0 else f'{delivered} unacknowledged'}).
 The target is 5 % of the bare call or 200 µs, whichever is larger.
 

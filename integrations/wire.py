@@ -165,6 +165,17 @@ class Outcome:
     recognised: bool
 
 
+def _data(event: bytes) -> bytes:
+    """The data of one SSE event: its ``data:`` lines joined."""
+    return b"\n".join(line[5:].lstrip(b" ") for line in event.split(b"\n") if line.startswith(b"data:"))
+
+
+def _only_deltas(buffer: bytes) -> bool:
+    """Can no event in ``buffer`` carry usage, an end or an error? (A few scans in C for a whole chunk.)"""
+    return (not _markers(buffer) and b"[DONE]" not in buffer
+            and buffer.count(b'"usage"') == buffer.count(b'"usage":null'))
+
+
 def _markers(data: bytes) -> bool:
     """Does an SSE event's data possibly end the stream, report an error, or belong to the Responses API?"""
     return (b'"message_' in data or b'"response.' in data or b'"error"' in data)
@@ -202,17 +213,19 @@ class BodyReader:
         if b"\r" in data:
             data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         buffer = self._pending + data if self._pending else data
+        events = buffer.split(b"\n\n")
+        self._pending = events.pop()  # an unterminated last event waits for the next chunk
+        if not self._drop and _only_deltas(buffer):  # the common chunk: text deltas only, kept for later
+            self._deltas.extend(events)
+            return b""
+        if not self._drop:
+            for event in events:
+                self._event(event)
+            return b""
         out = bytearray()
-        pos = 0
-        while True:
-            cut = buffer.find(b"\n\n", pos)
-            if cut < 0:
-                break
-            event = buffer[pos:cut + 2]
-            pos = cut + 2
-            if self._event(event) and self._drop:
-                out += event
-        self._pending = buffer[pos:]
+        for event in events:
+            if self._event(event):
+                out += event + b"\n\n"
         return bytes(out)
 
     def rest(self) -> bytes:
@@ -223,19 +236,20 @@ class BodyReader:
         return rest
 
     def _event(self, event: bytes) -> bool:
-        """Interpret one SSE event; False when it is the usage chunk to drop.
+        """Interpret one SSE event (without its blank-line separator); False when it is the usage chunk to drop.
 
-        Most events are text deltas: their data is kept unparsed and read only if the attempt ends without its
-        usage (the text is then counted). Events that can carry usage, an end or an error are parsed at once.
+        Most events are text deltas: they are kept unparsed and read only if the attempt ends without its usage
+        (the text is then counted). Events that can carry usage, an end or an error are parsed at once.
         """
-        if b"data:" not in event:
+        if not (_markers(event) or (b'"usage"' in event and b'"usage":null' not in event)):
+            if b"[DONE]" in event and _data(event).strip() == b"[DONE]":
+                self._done = True
+            elif b"data:" in event:
+                self._deltas.append(event)
             return True
-        data = b"\n".join(line[5:].lstrip(b" ") for line in event.split(b"\n") if line.startswith(b"data:"))
-        if data == b"[DONE]" or data.strip() == b"[DONE]":
+        data = _data(event)
+        if data.strip() == b"[DONE]":
             self._done = True
-            return True
-        if not (_markers(data) or (b'"usage"' in data and b'"usage":null' not in data)):
-            self._deltas.append(data)
             return True
         try:
             obj = json.loads(data)
@@ -301,11 +315,14 @@ class BodyReader:
         if not self._decoder.ok:
             return Outcome(None, None, [], body_ended, False, False)
         if self.sse:
+            if self._pending and body_ended:  # a last event without its blank line
+                self._event(self._pending)
+                self._pending = b""
             parsed = parse_usage(self._raw_usage) if self._raw_usage is not None else None
             if self._deltas and not self._final:  # only an estimate needs the text
-                for data in self._deltas:
+                for event in self._deltas:
                     try:
-                        obj = json.loads(data)
+                        obj = json.loads(_data(event))
                     except ValueError:
                         continue
                     if isinstance(obj, dict):
