@@ -116,6 +116,12 @@ def test_history_reaches_the_report_once_and_no_window(kafka_settings: KafkaSett
                 break
             time.sleep(0.5)
         assert got == dict(expected), worker.log_tail()
+        # `costplane report spend` (answered by the worker that owns the embedded ClickHouse) says the same.
+        since = datetime.fromtimestamp((now_ms - 61 * DAY_MS) / 1000, tz=UTC).date().isoformat()
+        done = cli(env, "report", "spend", "--by", "day", "--tenant", "hist", "--since", since, "--format", "json")
+        assert done.returncode == 0, done.stderr
+        assert {r["day"]: [r["attempts"], r["input_tokens"], r["cost_nanos"]] for r in json.loads(done.stdout)} == \
+            dict(expected)
         # Only the live event is in the budget window: 42 tokens, not the 784 of the recent imported one too.
         assert _spent(client, redis_settings.key_prefix) == 42
     finally:
