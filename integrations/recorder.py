@@ -163,7 +163,7 @@ class Attempt:
             self.number = call.next_attempt()
             self.request_id = call.request_id
             self._fields = call.fields
-        else:  # a client copy the call wrapper does not cover: the SDK's own headers still group the attempts
+        else:  # sent outside an instrumented client's call (another client on this transport): the SDK's headers
             self.number = int(retry_header) + 1 if retry_header and retry_header.isdigit() else 1
             self.request_id = _request_id_from(idempotency_key)
             from costplane.integrations.context import current_attributes
@@ -231,8 +231,12 @@ class Attempt:
         it up front), and the output generated so far counted from the text received."""
         model = self._info.model or "gpt-4o"
         messages, prompt = prompt_of(self._info.body)
-        counted = estimate_usage(model, messages=messages, prompt=prompt or None,
-                                 output_text="".join(outcome.text) or None)
+        output = "".join(outcome.text) or None
+        try:
+            counted = estimate_usage(model, messages=messages, prompt=prompt or None, output_text=output)
+        except (TypeError, ValueError) as exc:  # a prompt the tokenizer cannot read: count the output only
+            self.instr.internal_error("estimate", exc)
+            counted = estimate_usage(model, output_text=output)
         partial = outcome.partial
         if partial is not None and sum(partial[k] for k in ("input_tokens", "cached_input_tokens",
                                                            "cache_write_tokens")) > 0:

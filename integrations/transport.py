@@ -56,8 +56,6 @@ def _attach(attempt: Attempt, response: Any, drop: bool) -> BodyReader | None:
                 del headers["content-encoding"]
             if "content-length" in headers:
                 del headers["content-length"]
-        else:
-            drop = False
         return reader
     except Exception as exc:  # noqa: BLE001 - unread body: the attempt is still emitted, as unknown usage
         attempt.instr.internal_error("response", exc)
