@@ -6,6 +6,7 @@ the next reply of the script whatever its path; the request bodies are kept for 
 
 from __future__ import annotations
 
+import gzip
 import json
 import threading
 from collections.abc import Iterator
@@ -26,6 +27,7 @@ class Reply:
     stall_after: int | None = None
     headers: dict[str, str] = field(default_factory=dict)
     delay_s: float = 0.0  # wait before answering (the server stops waiting when it is shut down)
+    gzip: bool = False  # send the whole body gzip-compressed (Content-Encoding: gzip), in one write
 
 
 class ScriptedLLM:
@@ -64,15 +66,20 @@ class ScriptedLLM:
         headers = {"retry-after-ms": "5", **reply.headers}
         if reply.events is None:
             payload = json.dumps(reply.body or {}).encode()
-            headers.update({"content-type": "application/json", "content-length": str(len(payload))})
+            headers.update({"content-type": "application/json"})
         else:
             payload = b""
             headers["content-type"] = "text/event-stream"
+        if reply.gzip:
+            payload = gzip.compress(payload or self._sse_bytes(reply))
+            headers["content-encoding"] = "gzip"
+        if reply.events is None or reply.gzip:
+            headers["content-length"] = str(len(payload))
         for k, v in headers.items():
             handler.send_header(k, v)
         handler.end_headers()
         try:
-            if reply.events is None:
+            if reply.events is None or reply.gzip:
                 handler.wfile.write(payload)
                 return
             for i, (name, data) in enumerate(reply.events):
@@ -86,6 +93,15 @@ class ScriptedLLM:
                 self.stop.wait(30)
         except (BrokenPipeError, ConnectionResetError):
             return
+
+    @staticmethod
+    def _sse_bytes(reply: Reply) -> bytes:
+        out = b""
+        for name, data in reply.events or []:
+            head = f"event: {name}\n" if name else ""
+            text = data if isinstance(data, str) else json.dumps(data)
+            out += f"{head}data: {text}\n\n".encode()
+        return out
 
     def __enter__(self) -> ScriptedLLM:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()

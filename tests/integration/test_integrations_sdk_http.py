@@ -332,3 +332,18 @@ def test_async_anthropic_retry_and_stream() -> None:
     assert text == "Sea breeze"
     assert [(e.attempt, e.status, _tokens(e)) for e in pub.events] == [
         (1, "rate_limited", (0,) * 5), (2, "ok", (30, 12, 0, 4, 0))]
+
+
+def test_gzip_bodies_and_a_gzip_stream_with_the_added_usage_chunk() -> None:
+    pub = InMemoryPublisher(strict=True)
+    stream_reply = openai_chat_stream(["Hi", " you"], {"prompt_tokens": 40, "completion_tokens": 2})
+    stream_reply.gzip = True
+    json_reply = openai_chat(100, 10, cached=30)
+    json_reply.gzip = True
+    with scripted([json_reply, stream_reply]) as server:
+        client = _openai(server.url, pub)
+        client.chat.completions.create(model=GPT, messages=MESSAGES)  # type: ignore[arg-type]
+        chunks = list(client.chat.completions.create(model=GPT, messages=MESSAGES, stream=True))  # type: ignore
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == "Hi you"
+    assert all(len(c.choices) == 1 for c in chunks)
+    assert [_tokens(e) for e in pub.events] == [(70, 30, 0, 10, 0), (40, 0, 0, 2, 0)]
