@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import os
 import socket
 import statistics
 import tempfile
@@ -79,19 +80,31 @@ def _free_port() -> int:
 
 
 def _rounds(bare: Callable[[], Any], instrumented: Callable[[], Any], calls: int, per_round: int = 10
-            ) -> tuple[float, float]:
-    """Median seconds per call of each, alternating rounds of ``per_round`` calls (after a warm-up of each)."""
+            ) -> tuple[float, float, float]:
+    """(median bare call, median instrumented call, median of the per-round differences), in seconds.
+
+    Rounds of ``per_round`` calls alternate between the two clients (after a warm-up of each); the added time is
+    the median over rounds of (instrumented round median − the adjacent bare round median), so load that comes and
+    goes on the machine falls on both sides of each difference.
+    """
     for _ in range(per_round):
         bare()
         instrumented()
-    times: dict[str, list[float]] = {"bare": [], "instrumented": []}
+    all_bare: list[float] = []
+    all_inst: list[float] = []
+    diffs: list[float] = []
     for _ in range(max(1, calls // per_round)):
-        for name, fn in (("bare", bare), ("instrumented", instrumented)):
+        medians = []
+        for fn, sink in ((bare, all_bare), (instrumented, all_inst)):
+            times = []
             for _ in range(per_round):
                 t0 = time.perf_counter()
                 fn()
-                times[name].append(time.perf_counter() - t0)
-    return statistics.median(times["bare"]), statistics.median(times["instrumented"])
+                times.append(time.perf_counter() - t0)
+            sink.extend(times)
+            medians.append(statistics.median(times))
+        diffs.append(medians[1] - medians[0])
+    return statistics.median(all_bare), statistics.median(all_inst), statistics.median(diffs)
 
 
 def main() -> None:
@@ -146,8 +159,7 @@ def main() -> None:
         for name, make, bare, inst in (("OpenAI chat completion", chat, bare_oa, inst_oa),
                                        ("OpenAI chat, streamed (40 chunks)", stream, bare_oa, inst_oa),
                                        ("Anthropic message", message, bare_an, inst_an)):
-            floor, measured = _rounds(make(bare), make(inst), args.calls)
-            extra = measured - floor
+            floor, measured, extra = _rounds(make(bare), make(inst), args.calls)
             target = max(0.05 * floor, 200e-6)
             rows.append((name, floor, measured, extra, target))
         delivered = publisher.flush(30)
@@ -164,9 +176,11 @@ def main() -> None:
     body = f"""
 Command: `python -m bench.bench_integrations --calls {args.calls}` (dev stack running). Median time per call of the
 real SDK client against a local HTTP server in another process (keep-alive, canned bodies), bare and instrumented
-clients alternating in rounds of 10 calls; the instrumented clients publish every attempt through a real
+clients alternating in rounds of 10 calls ("added" is the median over rounds of the difference between adjacent
+rounds' medians); the instrumented clients publish every attempt through a real
 `UsagePublisher` to the dev stack's Kafka ({'all acknowledged' if delivered == 0 else f'{delivered} unacknowledged'}).
-The target is 5 % of the bare call or 200 µs, whichever is larger.
+The target is 5 % of the bare call or 200 µs, whichever is larger. Load average when the run ended:
+{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (other work on the machine widens the spread of both columns).
 
 {chr(10).join(table)}
 

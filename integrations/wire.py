@@ -8,6 +8,7 @@ or not: the shapes do not collide.
 from __future__ import annotations
 
 import json
+import re
 import zlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -170,15 +171,24 @@ def _data(event: bytes) -> bytes:
     return b"\n".join(line[5:].lstrip(b" ") for line in event.split(b"\n") if line.startswith(b"data:"))
 
 
-def _only_deltas(buffer: bytes) -> bool:
-    """Can no event in ``buffer`` carry usage, an end or an error? (A few scans in C for a whole chunk.)"""
-    return (not _markers(buffer) and b"[DONE]" not in buffer
-            and buffer.count(b'"usage"') == buffer.count(b'"usage":null'))
+_MARKERS = (b'"message_', b'"response.', b'"error"', b"[DONE]")
+_USAGE = re.compile(rb'"usage":\s*[^n\s]')
 
 
-def _markers(data: bytes) -> bool:
-    """Does an SSE event's data possibly end the stream, report an error, or belong to the Responses API?"""
-    return (b'"message_' in data or b'"response.' in data or b'"error"' in data)
+def _hits(buffer: bytes, limit: int) -> list[int]:
+    """Sorted positions (below ``limit``) of what makes an SSE event worth parsing at once: a usage value other
+    than null, an Anthropic message event, a Responses API event, an error, or ``[DONE]``. Searched over the
+    whole chunk in C; a string inside the JSON can only cause an early (harmless) parse, never a miss."""
+    hits: list[int] = []
+    for marker in _MARKERS:
+        i = buffer.find(marker, 0, limit)
+        while i >= 0:
+            hits.append(i)
+            i = buffer.find(marker, i + 1, limit)
+    if buffer.count(b'"usage"', 0, limit) != buffer.count(b'"usage":null', 0, limit):
+        hits.extend(m.start() for m in _USAGE.finditer(buffer, 0, limit))
+    hits.sort()
+    return hits
 
 
 class BodyReader:
@@ -215,16 +225,26 @@ class BodyReader:
         buffer = self._pending + data if self._pending else data
         events = buffer.split(b"\n\n")
         self._pending = events.pop()  # an unterminated last event waits for the next chunk
-        if not self._drop and _only_deltas(buffer):  # the common chunk: text deltas only, kept for later
+        hits = _hits(buffer, len(buffer) - len(self._pending))
+        drop = self._drop
+        if not hits:  # the common chunk: text deltas only, read later if an estimate needs them
             self._deltas.extend(events)
-            return b""
-        if not self._drop:
-            for event in events:
-                self._event(event)
-            return b""
+            return (b"\n\n".join(events) + b"\n\n") if drop and events else b""
         out = bytearray()
+        keep = self._deltas.append
+        offset, h, count = 0, 0, len(hits)
         for event in events:
-            if self._event(event):
+            end = offset + len(event)
+            interesting = False
+            while h < count and hits[h] < end:
+                interesting = True
+                h += 1
+            offset = end + 2
+            if not interesting:
+                keep(event)
+                if drop:
+                    out += event + b"\n\n"
+            elif self._event(event) and drop:
                 out += event + b"\n\n"
         return bytes(out)
 
@@ -236,20 +256,13 @@ class BodyReader:
         return rest
 
     def _event(self, event: bytes) -> bool:
-        """Interpret one SSE event (without its blank-line separator); False when it is the usage chunk to drop.
-
-        Most events are text deltas: they are kept unparsed and read only if the attempt ends without its usage
-        (the text is then counted). Events that can carry usage, an end or an error are parsed at once.
-        """
-        if not (_markers(event) or (b'"usage"' in event and b'"usage":null' not in event)):
-            if b"[DONE]" in event and _data(event).strip() == b"[DONE]":
-                self._done = True
-            elif b"data:" in event:
-                self._deltas.append(event)
-            return True
+        """Interpret one SSE event (without its blank-line separator) that may carry usage, an end or an error;
+        False when it is the usage chunk to drop."""
         data = _data(event)
         if data.strip() == b"[DONE]":
             self._done = True
+            return True
+        if not data:
             return True
         try:
             obj = json.loads(data)
