@@ -184,9 +184,10 @@ The target is 5 % of the bare call or 200 µs, whichever is larger. Load average
 
 {chr(10).join(table)}
 
-What the instrumentation adds per call: reading the request body's model and limits, one context-variable set,
-watching the response bytes as the SDK reads them (for a JSON body, the last `"usage"` object is parsed; for a
-stream, each event's JSON), and one `emit`.
+What the instrumentation adds per call: reading the model and limits from the request JSON the SDK built, one
+context-variable set, watching the response bytes as the SDK reads them (for a JSON body, the last `"usage"`
+object is parsed; for a stream, only the events that can carry usage, an end or an error — the text deltas are
+kept unread unless the stream ends without its usage), and one `emit`.
 """
     write_section("SDK instrumentation", body)
     print(body)
