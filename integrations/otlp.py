@@ -166,9 +166,12 @@ def _any_value_pb(value: Any) -> Any:
 
 def spans_from_protobuf(body: bytes) -> list[Span]:
     """Spans of a protobuf ``ExportTraceServiceRequest``."""
-    from google.protobuf.message import DecodeError
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-    from opentelemetry.proto.trace.v1.trace_pb2 import Status
+    try:
+        from google.protobuf.message import DecodeError
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+        from opentelemetry.proto.trace.v1.trace_pb2 import Status
+    except ImportError:
+        raise BadRequest("this receiver reads JSON only: protobuf bodies need costplane[otlp] installed") from None
 
     request = ExportTraceServiceRequest()
     try:

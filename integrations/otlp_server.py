@@ -46,8 +46,10 @@ def _answer_body(protobuf: bool, result: ExportResult | None, error: str | None)
     message = "; ".join(result.rejected[:5]) if result is not None else ""
     if protobuf:
         if error is not None:
-            from google.rpc.status_pb2 import Status
-
+            try:
+                from google.rpc.status_pb2 import Status
+            except ImportError:  # without costplane[otlp]: the reason still goes back, as JSON
+                return json.dumps({"code": 3, "message": error}).encode()
             return bytes(Status(code=3, message=error).SerializeToString())
         from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
