@@ -30,6 +30,8 @@ COMMAND_MODULES = (
     "costplane.cli.demo",
     "costplane.cli.config_cmd",
     "costplane.cli.replay",
+    "costplane.cli.import_cmd",
+    "costplane.cli.ingest",
     "costplane.cli.pricing_cmds",
     "costplane.cli.db",
     "costplane.cli.report",

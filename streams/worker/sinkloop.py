@@ -3,6 +3,11 @@
 Its own consumer group (``<group>.sink``): enforcement never waits for ClickHouse, and ClickHouse being down only
 pauses this loop (retry with backoff, buffer kept), never the stream role. The loop decodes with the same codec;
 it does not dead-letter (the stream role does), it only skips what does not decode.
+
+A second loop of the same class reads ``usage.backfill`` (imported history, :func:`backfill_loop`): its own
+consumer group and its own sink on the same ClickHouse client, no clock-skew limit (history is old on purpose), and
+its partitions numbered from :data:`BACKFILL_PARTITION_BASE` in the sink's ledger so they never mix with the live
+topic's. The ``seen_event_ids`` check is shared, so an event is written once whichever topic brought it.
 """
 
 from __future__ import annotations
@@ -20,14 +25,20 @@ from costplane.streams.worker.pricing import price_events
 
 log = get_logger(__name__)
 
+#: Added to a backfill partition number in the sink's ledger (``kafka_partition``, recovery by partition).
+BACKFILL_PARTITION_BASE = 100_000
+
 
 class SinkLoop:
     """Consume usage, price, buffer in :class:`ClickHouseSink`, flush by size or age with offsets committed inside."""
 
     def __init__(self, kafka: KafkaSettings, clickhouse: ClickHouseSettings, worker: WorkerSettings,
-                 metrics: WorkerMetrics, group: str) -> None:
+                 metrics: WorkerMetrics, group: str, *, source: str = "usage", partition_base: int = 0) -> None:
         self.kafka, self.clickhouse, self.worker, self.metrics = kafka, clickhouse, worker, metrics
         self.group = group
+        self.source, self.partition_base = source, partition_base
+        self.role = "sink" if source == "usage" else "backfill"
+        self._own_sink: Any = None
         self.stop_event = threading.Event()
         self.ready = False
         self.opened: Any = None
@@ -51,8 +62,9 @@ class SinkLoop:
     def _commit(self, offsets: dict[int, int]) -> None:
         from confluent_kafka import TopicPartition
 
-        topic = self.kafka.topic("usage")
-        self._consumer.commit(offsets=[TopicPartition(topic, p, o) for p, o in offsets.items()], asynchronous=False)
+        topic = self.kafka.topic(self.source)
+        self._consumer.commit(offsets=[TopicPartition(topic, p - self.partition_base, o) for p, o in offsets.items()],
+                              asynchronous=False)
 
     def report(self, query_string: str) -> Any:
         """``/api/report``: the same run_report as ``costplane report``, on this process's client."""
@@ -77,7 +89,9 @@ class SinkLoop:
         codec = UsageCodec.with_registry(self.kafka.schema_registry_url) if self.kafka.schema_registry_url \
             else UsageCodec.schemaless()
         catalog = default_catalog()
-        topic = self.kafka.topic("usage")
+        topic = self.kafka.topic(self.source)
+        skew = self.worker.max_clock_skew_ms if self.source == "usage" else None
+        base = self.partition_base
         consumer = Consumer({
             **self.kafka.confluent_config(), "group.id": self.group, "enable.auto.commit": False,
             "auto.offset.reset": "earliest", "session.timeout.ms": int(self.worker.session_timeout_s * 1000),
@@ -86,7 +100,7 @@ class SinkLoop:
         })
 
         self._consumer = consumer
-        sink = self.opened.sink
+        sink = self._own_sink if self._own_sink is not None else self.opened.sink
 
         def flush_once() -> FlushResult | None:
             with collections_deferred():  # one attempt at a time: never across the backoff's sleeps
@@ -116,15 +130,16 @@ class SinkLoop:
                         continue
                     headers = cast(list[tuple[str, bytes]], msg.headers() or [])
                     decoded = codec.decode(msg.value(), headers, now_ms=int(time.time() * 1000),
-                                           max_clock_skew_ms=self.worker.max_clock_skew_ms)
+                                           max_clock_skew_ms=skew)
                     for priced in price_events(catalog, decoded.events):
-                        sink.add(priced, msg.partition(), msg.offset(), ledger_amounts(catalog, priced.event))
-                    self.metrics.events.labels("sink").inc(len(decoded.events))
+                        sink.add(priced, (msg.partition() or 0) + base, msg.offset(),
+                                 ledger_amounts(catalog, priced.event))
+                    self.metrics.events.labels(self.role).inc(len(decoded.events))
                 if sink.should_flush():
                     flush()
                 if time.monotonic() >= next_lag_at:
                     next_lag_at = time.monotonic() + 5.0
-                    self.metrics.lag.labels("sink").set(self._lag(consumer))
+                    self.metrics.lag.labels(self.role).set(self._lag(consumer))
             flush()
         finally:
             consumer.close()
@@ -142,3 +157,18 @@ class SinkLoop:
     def _sleep(self, seconds: float) -> None:
         self.metrics.sink_retries.inc()
         self.stop_event.wait(seconds)
+
+
+def backfill_loop(primary: SinkLoop) -> SinkLoop:
+    """The loop for ``usage.backfill`` beside an opened ``primary`` sink loop: same client (and its lock), own sink,
+    own consumer group ``<group>.backfill``."""
+    from costplane.streams.sink.sink import ClickHouseSink, FlushPolicy
+    from costplane.streams.sink.writer import BatchWriter
+
+    loop = SinkLoop(primary.kafka, primary.clickhouse, primary.worker, primary.metrics, f"{primary.group}.backfill",
+                    source="usage.backfill", partition_base=BACKFILL_PARTITION_BASE)
+    loop.opened, loop.client_lock = primary.opened, primary.client_lock
+    policy = FlushPolicy(primary.worker.sink_max_events, primary.worker.sink_max_age_s)
+    loop._own_sink = ClickHouseSink(BatchWriter(primary.opened.client, primary.clickhouse.database), loop._commit,
+                                    policy, shared=primary.clickhouse.url is not None)
+    return loop
