@@ -3,11 +3,12 @@
 -- the prompt, rounded half-even per attempt. A session's baseline is the prompt of its earliest turn's first attempt
 -- in the range; attempts without a session or a turn re-send no history. Used by the context and leaks reports.
 -- Only the columns those reports read are selected, and the baseline is a window over one text key per session
--- (the tenant's length, the tenant, the session id): one pass, no self-join.
+-- (the tenant's length, the tenant, the session id): one pass, no self-join; (turn, attempt) is ordered as one
+-- integer, turn × 2^32 + attempt (both are 32-bit).
 SELECT
     *,
     if(_session_key = '', prompt,
-       argMin(prompt, (turn, attempt)) OVER (PARTITION BY _session_key)) AS _base_prompt,
+       argMin(prompt, toUInt64(turn) * 4294967296 + attempt) OVER (PARTITION BY _session_key)) AS _base_prompt,
     toInt128(input_cost_nanos) * greatest(toInt128(prompt) - toInt128(_base_prompt), 0) AS _hist_units,
     if(prompt = 0, toInt128(0),
        intDiv(_hist_units, prompt)
