@@ -249,7 +249,8 @@ def test_open_sink_owns_migrates_writes_and_reports(clickhouse_settings: ClickHo
         opened.sink.add(PricedEvent(event, 5, "v1"), 2, 9)
         opened.sink.flush()
         assert commits == [{2: 10}]
-        rows = opened.report("by=tenant")
+        answer = opened.report("report=spend&by=tenant&since=2025-12-01")  # T0 is in January 2026
+        rows = answer["rows"]
         assert rows[0]["tenant"] == "acme" and rows[0]["cost_nanos"] == 5 and rows[0]["cost_usd"] == "0.000000005"
     finally:
         opened.close()
