@@ -34,6 +34,7 @@ from typing import Any, Protocol
 import redis
 
 from costplane.enforcers.scripts import SET_COUNTER
+from costplane.publisher.identifiers import tenant_tag
 from costplane.streams.core.spend import State, split_key, tenant_of
 
 
@@ -49,14 +50,14 @@ class WindowKeys:
     group: str
 
     def meta(self, tenant: str) -> str:
-        return f"{self.prefix}:{{{tenant}}}:worker:{self.group}"
+        return f"{self.prefix}:{{{tenant_tag(tenant)}}}:worker:{self.group}"
 
     def window(self, state_key: str) -> str:
         return self.tenant_window(tenant_of(split_key(state_key)[1]), state_key)
 
     def tenant_window(self, tenant: str, state_key: str) -> str:
         """:meth:`window` when the caller already knows the key's tenant (the batch path: no parsing per key)."""
-        return f"{self.prefix}:{{{tenant}}}:win:{self.group}:{state_key}"
+        return f"{self.prefix}:{{{tenant_tag(tenant)}}}:win:{self.group}:{state_key}"
 
     def tenants(self) -> str:
         """The group's registry of tenants with windows: a worker taking partitions over reads their metas."""

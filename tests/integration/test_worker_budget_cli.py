@@ -33,7 +33,7 @@ def test_apply_list_delete(kafka_settings: KafkaSettings, redis_settings: RedisS
     bad = tmp_path / "bad.yaml"
     bad.write_text("- {id: c, scope: 'tenant=acme', limit_tokens: 1}\n- {id: d, scope: 'user=*', limit_tokens: 1}\n")
     refused = cli(env, "budget", "apply", str(bad))
-    assert refused.returncode == 2 and "budget #2" in refused.stderr  # nothing written: c is not there either
+    assert refused.returncode == 2 and "entry 1 (d)" in refused.stderr  # nothing written: c is not there either
 
     assert cli(env, "budget", "set", "a", "--scope", "tenant=acme,user=*", "--period", "rolling-1h",
                "--limit-tokens", "200").returncode == 0
