@@ -40,3 +40,11 @@ def test_apply_list_delete(kafka_settings: KafkaSettings, redis_settings: RedisS
     assert cli(env, "budget", "delete", "b").returncode == 0
     listed = json.loads(cli(env, "budget", "list", "--format", "json").stdout)
     assert [(b["id"], b["limit"], b["version"]) for b in listed] == [("a", 200, 2)]
+
+
+def test_delete_of_an_unknown_id_says_so(kafka_settings: KafkaSettings, redis_settings: RedisSettings) -> None:
+    """Before: deleting an id that was never set printed "deleted" and exited 0."""
+    env = worker_env(kafka_settings, redis_settings, None)
+    done = cli(env, "budget", "delete", "never-set")
+    assert done.returncode == 2 and "no budget 'never-set'" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
