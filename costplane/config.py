@@ -340,3 +340,15 @@ class WorkerSettings(BaseSettings):
                            "states live in Redis, so nothing here needs a backup.")
     session_timeout_s: float = Field(
         10.0, ge=6, description="Kafka consumer session timeout (rebalance speed; brokers refuse below 6 s).")
+
+
+def settings_classes() -> list[type[BaseSettings]]:
+    """Every component's settings class (those with a ``COSTPLANE_*`` prefix), in the order this module defines
+    them: for ``config show``, the variable reference and the secrets the output redactor masks."""
+    import inspect
+    import sys
+
+    module = sys.modules[__name__]
+    found = [obj for _, obj in inspect.getmembers(module, inspect.isclass)
+             if issubclass(obj, BaseSettings) and obj.__module__ == __name__ and obj.model_config.get("env_prefix")]
+    return sorted(found, key=lambda cls: inspect.getsourcelines(cls)[1])
