@@ -14,6 +14,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any, TypeVar
 
 import faust
@@ -34,6 +35,7 @@ from costplane.publisher.event import UsageEvent
 from costplane.streams.dlq import InvalidRatioExceeded, InvalidRatioGuard, dead_letters
 from costplane.streams.worker.alerts import RedisStateStore, WorkerAlerts
 from costplane.streams.worker.dedup import RecentIds
+from costplane.streams.worker.dlqfence import DlqFence
 from costplane.streams.worker.fetchwait import set_fetch_max_wait
 from costplane.streams.worker.gctuning import collections_deferred
 from costplane.streams.worker.metrics import WorkerMetrics
@@ -65,6 +67,7 @@ class Runtime:
                                                         WindowKeys(redis_settings.key_prefix, group_id(kafka, worker))),
                                      WindowKeys(redis_settings.key_prefix, group_id(kafka, worker)), self.store.keys,
                                      cache_limit=worker.window_cache_keys)
+        self.dlq_fence = DlqFence(self.store.client, redis_settings.key_prefix, group_id(kafka, worker))
         self.budgets: dict[str, Budget] = {}
         self.budgets_loaded = asyncio.Event()
         self.recent = RecentIds(worker.recent_ids_per_partition)
@@ -215,6 +218,7 @@ def _stream_role(app: faust.App, kafka: KafkaSettings, worker: WorkerSettings, r
             located: list[Located] = []
             decoded_messages: list[tuple[Any, list[UsageEvent]]] = []
             valid = invalid = 0
+            lettered: dict[int, int] = {}  # partition → last offset dead-lettered in this batch
             for n, event in enumerate(events):
                 if n and n % 20 == 0:
                     await asyncio.sleep(0)  # keep the web server and heartbeats responsive under load
@@ -224,12 +228,16 @@ def _stream_role(app: faust.App, kafka: KafkaSettings, worker: WorkerSettings, r
                                           max_clock_skew_ms=worker.max_clock_skew_ms)
                 if decoded.rejects:
                     invalid += len(decoded.rejects)
-                    for dl in dead_letters(decoded.rejects, topic=msg.topic, partition=msg.partition,
-                                           offset=msg.offset, key=msg.key, value=msg.value, headers=headers):
-                        await dlq.send(key=dl.key, value=dl.value, headers=dl.headers)
-                    for rej in decoded.rejects:
-                        m.dead_letters.labels(rej.reason).inc()
-                    alerts.dead_lettered(decoded.rejects, msg.key, msg.partition, now_ms)
+                    if await until_redis_answers(partial(rt.dlq_fence.done, msg.partition, msg.offset), 0, 0):
+                        m.dlq_redelivered.inc(len(decoded.rejects))  # dead-lettered before this redelivery
+                    else:
+                        for dl in dead_letters(decoded.rejects, topic=msg.topic, partition=msg.partition,
+                                               offset=msg.offset, key=msg.key, value=msg.value, headers=headers):
+                            await dlq.send(key=dl.key, value=dl.value, headers=dl.headers)
+                        lettered[msg.partition] = msg.offset
+                        for rej in decoded.rejects:
+                            m.dead_letters.labels(rej.reason).inc()
+                        alerts.dead_lettered(decoded.rejects, msg.key, msg.partition, now_ms)
                 if decoded.events:
                     decoded_messages.append((msg, decoded.events))
                     valid += len(decoded.events)
@@ -241,6 +249,9 @@ def _stream_role(app: faust.App, kafka: KafkaSettings, worker: WorkerSettings, r
                         m.unpriced.inc()
                     located.append(Located(priced, msg.partition, msg.offset))
             m.events.labels("stream").inc(valid)
+            if lettered:  # flushed first, fenced second: a crash in between re-sends them once, same dlq-id
+                await app.producer.flush()
+                await until_redis_answers(partial(rt.dlq_fence.advance, lettered), 0, 0)
             if located:
                 async with window_lock:
                     pending = await count(located)
@@ -268,6 +279,7 @@ def _stream_role(app: faust.App, kafka: KafkaSettings, worker: WorkerSettings, r
     async def on_revoked(app: faust.App, revoked: set[Any], **kwargs: Any) -> None:
         """Partitions may move: fences and cached windows are read from Redis again on next use."""
         rt.windows.forget_all()
+        rt.dlq_fence.forget()
         for tp in revoked:
             rt.recent.forget(tp.partition)
 
