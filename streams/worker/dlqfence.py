@@ -7,8 +7,8 @@ it is not dead-lettered again.
 
 Order per batch: produce the dead letters, flush them, then advance the fence. A crash between the flush and the
 fence write re-sends that batch's dead letters once more; they carry the same ``dlq-id`` header
-(``<topic>:<partition>:<offset>:<index>``), so a reader recognises them (``costplane dlq inspect`` shows each id
-once). Layout: ``{prefix}:worker:{group}:dlq`` hash, ``<partition>`` → offset.
+(``<topic>:<partition>:<offset>:<index>``, the ``id`` of ``costplane dlq inspect --json``), so a reader recognises
+them. Layout: ``{prefix}:worker:{group}:dlq`` hash, ``<partition>`` → offset.
 """
 
 from __future__ import annotations
