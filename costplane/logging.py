@@ -35,7 +35,7 @@ def redacting_record_factory(redactor: Redactor,
             message = record.getMessage()
         except (TypeError, ValueError):  # a library's bad format string: keep its parts, redacted
             message = f"{record.msg!r} % {record.args!r}"
-        record.msg, record.args = redactor(message), None
+        record.msg, record.args = redactor(message), ()  # () not None: some handlers wrap args in a tuple
         if record.exc_info and not record.exc_text:
             record.exc_text = redactor(logging.Formatter().formatException(record.exc_info))
         return record

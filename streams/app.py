@@ -75,6 +75,7 @@ class Runtime:
         self.invalid = InvalidRatioGuard(worker.invalid_ratio_limit, worker.invalid_window_s,
                                          worker.invalid_min_events)
         self.ready = False
+        self.waiting: str | None = None  # what the stream role waits for (Redis), for /readyz
         self.published_tenants: set[str] = set()
 
     def now_ms(self) -> int:
@@ -88,7 +89,8 @@ def group_id(kafka: KafkaSettings, worker: WorkerSettings) -> str:
 def create_app(kafka: KafkaSettings, redis_settings: RedisSettings, worker: WorkerSettings,
                clickhouse: ClickHouseSettings | None, metrics: WorkerMetrics,
                report: Callable[[str], Any] | None = None,
-               sink_ready: Callable[[], bool] | None = None, alerts: AlertSettings | None = None) -> faust.App:
+               sink_ready: Callable[[], bool] | None = None, alerts: AlertSettings | None = None,
+               sink_waiting: Callable[[], str | None] | None = None) -> faust.App:
     """The Faust app with its agents, timers and web pages (``report`` serves ``/api/report`` when given)."""
     stream_role = worker.role in ("stream", "all")
     worker.data_dir.mkdir(parents=True, exist_ok=True)  # Faust creates its own folder in it, not the parents
@@ -127,8 +129,11 @@ def create_app(kafka: KafkaSettings, redis_settings: RedisSettings, worker: Work
 
     @app.page("/readyz")
     async def readyz(self: Any, request: Any) -> Any:
-        ok = (rt is None or rt.ready) and (sink_ready is None or sink_ready())
-        return self.json({"ready": ok}, status=200 if ok else 503)
+        waiting = {part: what for part, what in (("stream", rt.waiting if rt is not None else None),
+                                                  ("sink", sink_waiting() if sink_waiting is not None else None))
+                   if what is not None}
+        ok = (rt is None or rt.ready) and (sink_ready is None or sink_ready()) and not waiting
+        return self.json({"ready": ok, "waiting": waiting}, status=200 if ok else 503)
 
     @app.page("/metrics")
     async def metrics_page(self: Any, request: Any) -> Any:
@@ -172,13 +177,20 @@ def _stream_role(app: faust.App, kafka: KafkaSettings, worker: WorkerSettings, r
         delay = 0.05
         while True:
             try:
-                return step()
+                result = step()
             except RedisError as exc:
+                rt.waiting = f"Redis: {exc}"
+                m.waiting.labels("stream").set(1)
                 m.window_retries.inc()
                 alerts.windows_failed(rt.now_ms(), decisions=decisions, commits=commits)
                 log.warning("window_commit_failed", error=str(exc), retry_in_s=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+            else:
+                if rt.waiting is not None:
+                    rt.waiting = None
+                    m.waiting.labels("stream").set(0)
+                return result
 
     async def count(located: list[Located]) -> Pending:
         """The batch's window writes, computed against what Redis holds (tenant fences and states not cached yet

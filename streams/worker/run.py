@@ -34,7 +34,8 @@ def run_worker(kafka: KafkaSettings, redis_settings: RedisSettings, clickhouse: 
         sink.open(api_url=f"http://{worker.web_host}:{worker.web_port}")
     app = create_app(kafka, redis_settings, worker, clickhouse, metrics,
                      report=sink.report if sink is not None else None,
-                     sink_ready=(lambda: sink.ready and sink.error is None) if sink is not None else None)
+                     sink_ready=(lambda: sink.ready and sink.error is None) if sink is not None else None,
+                     sink_waiting=(lambda: sink.waiting) if sink is not None else None)
     if sink is not None:
         loop_sink = sink
 
