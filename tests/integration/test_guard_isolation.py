@@ -66,3 +66,20 @@ def test_an_unenforceable_stored_budget_is_skipped_not_fatal(store: RedisBudgetS
     refused = guard.reserve({"tenant": "acme"}, prompt_tokens=1, max_tokens=1, **GPT)
     assert refused.answer.kind == "block" and refused.answer.budget_id == "small"
     assert not guard.core.breaker.open
+
+
+def test_members_that_used_to_collide_are_counted_apart(store: RedisBudgetStore) -> None:
+    """(team ``a,user=b``, user ``X``) and (team ``a``, user ``b,user=X``) were one member: a user who spent
+    nothing was blocked by the other's spend. Escaped members keep them apart, on real Redis."""
+    store.publish_budgets("acme", [Budget.from_cli("pu", scope="tenant=acme,team=*,user=*", limit_tokens=100)])
+    guard = BudgetGuard(store, decision_cache_s=0.0, budget_cache_s=0.0)
+    spender = {"tenant": "acme", "team": "a,user=b", "user": "X"}
+    other = {"tenant": "acme", "team": "a", "user": "b,user=X"}
+    assert guard.reserve(spender, prompt_tokens=50, max_tokens=50, **GPT).allowed
+    assert guard.reserve(spender, prompt_tokens=1, max_tokens=1, **GPT).answer.kind == "block"
+    assert guard.reserve(other, prompt_tokens=50, max_tokens=50, **GPT).allowed
+    hostile = {"tenant": "acme}:x", "user": "u"}  # a tenant the contract refuses: its keys stay in their own slot
+    assert guard.reserve(hostile, prompt_tokens=1, max_tokens=1, **GPT).allowed
+    keys = [k.decode() for k in store.client.scan_iter(f"{store.keys.prefix}:*", count=1000)]
+    assert all("}" not in k[k.index("{") + 1:k.index("}")] for k in keys)
+    assert sorted(k.split("}", 1)[0] + "}" for k in keys) == [f"{store.keys.prefix}:{{acme}}"] * len(keys)
