@@ -22,6 +22,7 @@ demo: $(STAMP)
 
 ## The test suite against the real stack (started if it is not running).
 test: $(STAMP)
+	./scripts/install-prereqs --test
 	$(BIN)/costplane dev up
 	$(BIN)/python -m pytest
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
@@ -217,6 +218,21 @@ class PricingSettings(BaseSettings):
 
 
 
+class ReportSettings(BaseSettings):
+    """What the savings reports and the advisor assume about this organisation's traffic."""
+
+    model_config = SettingsConfigDict(env_prefix="COSTPLANE_REPORTS_", extra="ignore")
+
+    routing_file: Path | None = Field(
+        None, description="YAML map of model patterns to the cheaper model to suggest; unset = the shipped defaults.")
+    background_features: str = Field(
+        "", description="Comma-separated features that run in the background (batch-tier candidates).")
+    batch_envs: str = Field("batch,jobs,offline", description="Comma-separated environments of background jobs.")
+    production_envs: str = Field("prod,production", description="Comma-separated production environments.")
+    advise_floor_usd: Decimal = Field(
+        Decimal(1), ge=0, description="The advisor lists nothing saving less than this many USD a month.")
+
+
 class PublisherSettings(BaseSettings):
     """The in-app usage publisher: batching, delivery and the local spool."""
 
@@ -355,6 +371,11 @@ class WorkerSettings(BaseSettings):
                            "needs a backup.")
     session_timeout_s: float = Field(
         10.0, ge=6, description="Kafka consumer session timeout (rebalance speed; brokers refuse below 6 s).")
+    api_token: SecretStr | None = Field(None, description="Bearer token every /api/* request must carry (secret); "
+                                        "unset = the API answers anyone who reaches web_host.")
+    drift_check_s: float = Field(60.0, ge=0, description="Sink role: every this many seconds, compare each budget "
+                                 "counter in Redis with the ClickHouse ledger and export the drift as metrics; "
+                                 "0 = off.")
 
 
 def settings_classes() -> list[type[BaseSettings]]:

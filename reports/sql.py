@@ -133,7 +133,8 @@ def build(
     ``order_by`` is the report's ranking (after any time grouping, which always sorts first, oldest first).
     Placeholders: ``$dims`` (``expr AS dN,`` per grouping), ``$group_by``, ``$keys_then``, ``$then_dims``,
     ``$more_group``, ``$where``, ``$source``, ``$order_by``, ``$outer_order``, ``$limit``, ``$db``; for a query
-    over requests, ``$inner_dims`` (each grouping's value on a request's first attempt) and ``$outer_dims``.
+    over requests, ``$inner_dims`` (each grouping's value on a request's first attempt) and ``$outer_dims``; for a
+    query over re-sent history, ``$history_rows`` (``sql/queries/history_rows.sql`` with the same range and filters).
     """
     b = _Builder()
     notes: list[str] = []
@@ -173,7 +174,13 @@ def build(
     time_keys = [f"d{i}" for i, g in enumerate(groupings) if g.dimension.column == "bucket"]
     order = [*time_keys, *([order_by] if order_by else []), *[k for k in keys if k not in time_keys]]
     limit = options.top
-    text = Template(load_query(query_name)).safe_substitute(
+    template = load_query(query_name)
+    history_rows = ""
+    if "$history_rows" in template:
+        history_rows = Template(load_query("history_rows")).substitute(db=database, dims=dims,
+                                                                       where=" AND ".join(where))
+    text = Template(template).safe_substitute(
+        history_rows=history_rows,
         db=database,
         dims=dims,
         inner_dims=inner,

@@ -34,6 +34,7 @@ from costplane.publisher.codec import UsageCodec
 from costplane.publisher.event import UsageEvent
 from costplane.streams.dlq import InvalidRatioExceeded, InvalidRatioGuard, dead_letters
 from costplane.streams.worker.alerts import RedisStateStore, WorkerAlerts
+from costplane.streams.worker.api import RecentDecisions
 from costplane.streams.worker.dedup import RecentIds
 from costplane.streams.worker.dlqfence import DlqFence
 from costplane.streams.worker.fetchwait import set_fetch_max_wait
@@ -77,6 +78,7 @@ class Runtime:
         self.ready = False
         self.waiting: str | None = None  # what the stream role waits for (Redis), for /readyz
         self.published_tenants: set[str] = set()
+        self.recent_decisions = RecentDecisions()
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
@@ -117,6 +119,12 @@ def create_app(kafka: KafkaSettings, redis_settings: RedisSettings, worker: Work
         stream_wait_empty=False,
         broker_commit_interval=1.0,
         web_in_thread=False,
+        # The framework's own pages (router, tables, graph, stats, performance) expose internals: not served.
+        web_router_enabled=False,
+        web_tables_enabled=False,
+        web_graph_enabled=False,
+        web_stats_enabled=False,
+        web_metrics_enabled=False,
     )
     rt = Runtime(kafka, redis_settings, worker, metrics) if stream_role else None
 
@@ -141,8 +149,12 @@ def create_app(kafka: KafkaSettings, redis_settings: RedisSettings, worker: Work
 
         return self.bytes(generate_latest(metrics.registry), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
+    _api_pages(app, redis_settings, worker, metrics, rt, report)
+
     @app.page("/api/report")
     async def report_page(self: Any, request: Any) -> Any:
+        if (denied := _denied(self, request, worker)) is not None:
+            return denied
         if report is None:
             return self.json({"error": "this worker does not own ClickHouse (role stream)"}, status=404)
         try:
@@ -152,6 +164,69 @@ def create_app(kafka: KafkaSettings, redis_settings: RedisSettings, worker: Work
         return self.json(rows)
 
     return app
+
+
+def _denied(view: Any, request: Any, worker: WorkerSettings) -> Any | None:
+    """A 401 (saying nothing about the data) when a token is configured and the request does not carry it."""
+    from costplane.streams.worker.api import authorized
+
+    token = worker.api_token.get_secret_value() if worker.api_token is not None else None
+    if authorized(request.headers.get("Authorization"), token):
+        return None
+    return view.json({"error": "unauthorized"}, status=401, headers={"WWW-Authenticate": "Bearer"})
+
+
+def _api_pages(app: faust.App, redis_settings: RedisSettings, worker: WorkerSettings, metrics: WorkerMetrics,
+               rt: Runtime | None, report: Callable[[str], Any] | None) -> None:
+    """``/api/budgets/status`` and ``/api/decisions/recent``, and the sink role's drift measurement."""
+    import redis
+
+    from costplane.budget_status_redis import UnknownScope
+    from costplane.enforcers.keys import KeyLayout
+    from costplane.streams.worker.api import budget_status, measure_drift
+
+    client = redis.Redis.from_url(redis_settings.url.get_secret_value(), socket_timeout=5, socket_connect_timeout=5)
+    keys = KeyLayout(redis_settings.key_prefix)
+
+    @app.page("/api/budgets/status")
+    async def budgets_status_page(self: Any, request: Any) -> Any:
+        if (denied := _denied(self, request, worker)) is not None:
+            return denied
+        try:
+            rows = await asyncio.get_running_loop().run_in_executor(
+                None, budget_status, client, keys, int(time.time() * 1000), request.query_string, report)
+        except UnknownScope as exc:
+            return self.json({"error": str(exc)}, status=404)
+        except ValueError as exc:
+            return self.json({"error": str(exc)}, status=400)
+        except RedisError as exc:
+            return self.json({"error": f"redis: {exc}"}, status=503)
+        return self.json(rows)
+
+    @app.page("/api/decisions/recent")
+    async def decisions_recent_page(self: Any, request: Any) -> Any:
+        if (denied := _denied(self, request, worker)) is not None:
+            return denied
+        if rt is None:
+            return self.json({"error": "this worker does not run the stream role"}, status=404)
+        try:
+            return self.json(rt.recent_decisions.query(request.query_string))
+        except ValueError as exc:
+            return self.json({"error": str(exc)}, status=400)
+
+    if report is not None and worker.drift_check_s > 0:
+        sink_report = report
+
+        @app.timer(interval=worker.drift_check_s)  # type: ignore[untyped-decorator]
+        async def measure_budget_drift() -> None:
+            """Budget counters against the ledger, exported as ``costplane_budget_drift`` (see docs/operations.md)."""
+            try:
+                snapshot = await asyncio.get_running_loop().run_in_executor(
+                    None, measure_drift, client, keys, int(time.time() * 1000), sink_report)
+            except (RedisError, OSError, ValueError) as exc:
+                log.warning("budget_drift_failed", error=str(exc))
+                return
+            metrics.drift.update(snapshot)
 
 
 def _stream_role(app: faust.App, kafka: KafkaSettings, worker: WorkerSettings, rt: Runtime,
@@ -210,8 +285,10 @@ def _stream_role(app: faust.App, kafka: KafkaSettings, worker: WorkerSettings, r
         if pending.decisions:
             topic = decisions.get_topic_name()
             for d in pending.decisions:
-                await app.producer.send(topic, d.tenant.encode(), d.to_json().encode(), None, None, None)
+                record = d.to_json()
+                await app.producer.send(topic, d.tenant.encode(), record.encode(), None, None, None)
                 m.decisions.labels(d.type).inc()
+                rt.recent_decisions.add(record)
             await app.producer.flush()
         report = await until_redis_answers(lambda: rt.windows.commit(pending), len(pending.decisions),
                                            len(pending.commits))

@@ -1,7 +1,8 @@
-"""``costplane budget set|list|delete|apply``: validate budgets and write them to the compacted budgets topic.
+"""``costplane budget set|list|delete|apply|status``: budgets on the compacted budgets topic, and where they stand.
 
 The topic is the source of truth (key = budget id, value = the budget's JSON, a tombstone deletes); every worker
-reads it in full and applies a change to the current window at once.
+reads it in full and applies a change to the current window at once. ``status`` reads the live Redis state the
+guard enforces (and, with ``--reconcile``, the ClickHouse ledger beside it).
 """
 
 from __future__ import annotations
@@ -211,6 +212,112 @@ def apply_budgets(
         print_json([b.model_dump(mode="json") for b in stored])
     else:
         console().print(f"applied {len(stored)} budget(s)")
+
+
+@budget_app.command("status")
+def status(
+    tenant: Annotated[str | None, typer.Option("--tenant", help="Only this tenant.")] = None,
+    budget_id: Annotated[str | None, typer.Option("--budget", help="Only this budget id.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
+    reconcile: Annotated[bool, typer.Option("--reconcile", help="Add the ClickHouse ledger's spend for the same "
+                                            "window and the drift (counter - ledger).")] = False,
+    api_url: Annotated[str | None, typer.Option(
+        "--api-url", envvar="COSTPLANE_WORKER_API_URL",
+        help="With --reconcile: ask this worker's /api/report (default: the chDB directory owner's).")] = None,
+) -> None:
+    """Per budget and member: spent, limit, used, window end, standing decision and open reservations (live Redis)."""
+    import time
+
+    from redis.exceptions import RedisError
+
+    from costplane.budget_status_redis import UnknownScope, budgets_of, read_status
+    from costplane.config import RedisSettings, load_settings
+    from costplane.enforcers.keys import KeyLayout
+
+    err = console(stderr=True)
+    if fmt not in ("table", "json"):
+        err.print(f"[red]--format must be table or json, not {fmt!r}[/]")
+        raise typer.Exit(2)
+    settings = load_settings(RedisSettings)
+    client = _redis_client(settings)
+    keys = KeyLayout(settings.key_prefix)
+    try:
+        rows = read_status(client, keys, int(time.time() * 1000), tenant=tenant, budget_id=budget_id)
+        if reconcile and rows:
+            rows = _reconciled(rows, budgets_of(rows, client, keys), api_url)
+    except UnknownScope as exc:
+        err.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
+    except (OSError, RedisError) as exc:
+        err.print(f"[red]budget status failed: {exc}[/]")
+        raise typer.Exit(1) from None
+    finally:
+        client.close()
+    if fmt == "json":
+        print_json([r.to_json() for r in rows])
+        return
+    _status_table(rows, reconcile)
+
+
+def _redis_client(settings: Any) -> Any:
+    import redis
+
+    return redis.Redis.from_url(settings.url.get_secret_value(), socket_timeout=5, socket_connect_timeout=5)
+
+
+def _reconciled(rows: list[Any], budgets: dict[tuple[str, str], Any], api_url: str | None) -> list[Any]:
+    """Rows with their ledger spend; ClickHouse (or the worker owning it) unreachable is one error line."""
+    import urllib.error
+
+    from costplane.budget_status import reconcile
+    from costplane.budget_status_redis import ledgers
+    from costplane.cli.report import collect
+    from costplane.streams.sink.errors import DirectoryOwned, SinkUnavailable
+
+    try:
+        return reconcile(rows, ledgers(rows, budgets, lambda options: collect(options, api_url).rows))
+    except (DirectoryOwned, SinkUnavailable, urllib.error.URLError, ValueError) as exc:
+        console(stderr=True).print(f"[red]reading the ledger failed: {exc}[/]")
+        raise typer.Exit(1) from None
+
+
+def _amount(value: int | None, unit: str) -> str:
+    if value is None:
+        return ""
+    if unit == "usd":
+        from costplane.budget_status import usd
+
+        return "$" + usd(value)
+    return f"{value:,} tok"
+
+
+def _status_table(rows: list[Any], reconcile: bool) -> None:
+    from datetime import UTC, datetime
+
+    from rich.table import Table
+
+    def when(ms: int | None) -> str:
+        return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M") if ms else ""
+
+    # With the ledger beside the counter, the window and decision times give way (--format json has them all).
+    columns = ["tenant", "budget", "member", "spent", "limit", "used", *(() if reconcile else ("window end (UTC)",)),
+               "decision", *(() if reconcile else ("until",)), "open res.", *(("ledger", "drift") if reconcile else ())]
+    table = Table(title="budget status (live Redis state)")
+    for name in columns:
+        table.add_column(name, no_wrap=name in ("tenant", "budget", "member", "decision"),
+                         justify="left" if name in ("tenant", "budget", "member", "decision") else "right")
+    for r in rows:
+        cells = [r.tenant, r.budget_id, r.member, _amount(r.spent, r.unit), _amount(r.limit, r.unit), f"{r.used:.1%}"]
+        cells += [r.action or "", str(r.open_reservations)] if reconcile else [
+            when(r.window_end_ms), r.action or "", when(r.decision_until_ms), str(r.open_reservations)]
+        if reconcile:
+            fraction = r.drift_fraction
+            cells += [_amount(r.ledger_spent, r.unit),
+                      _amount(r.drift, r.unit) + ("" if fraction is None else f" ({fraction:+.2%})")]
+        table.add_row(*cells)
+    console().print(table)
+    if not rows:
+        console().print("no budget members have spent or been decided on yet")
 
 
 __all__ = ["budget_app", "read_budgets", "register", "json"]

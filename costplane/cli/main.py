@@ -34,8 +34,10 @@ COMMAND_MODULES = (
     "costplane.cli.pricing_cmds",
     "costplane.cli.db",
     "costplane.cli.report",
+    "costplane.cli.advise",
     "costplane.cli.worker",
     "costplane.cli.budget",
+    "costplane.cli.decisions",
     "costplane.cli.alerts",
 )
 

@@ -15,6 +15,7 @@ import json
 import sys
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -253,6 +254,122 @@ def _make_command(name: str, question: str) -> Any:
 
     command.__doc__ = question
     return command
+
+
+@report_app.command("html")
+def html_report(
+    out: Annotated[Path, typer.Option("--out", help="The HTML file to write (one self-contained file).")],
+    since: Annotated[str | None, typer.Option(
+        "--since", help="From this time: ISO date or time (UTC if naive), or ago: 30m, 24h, 7d, 2w. "
+        "Default: 30 days ago.")] = None,
+    until: Annotated[str | None, typer.Option("--until", help="Before this time (exclusive). Default: now.")] = None,
+    tenant: Annotated[str | None, typer.Option("--tenant", help="Only this tenant.")] = None,
+    api_url: Annotated[str | None, typer.Option(
+        "--api-url", envvar="COSTPLANE_WORKER_API_URL",
+        help="Ask this worker's /api/report instead of opening ClickHouse (default: the directory owner's).")] = None,
+    database: Annotated[str | None, typer.Option("--database", help="Database (default: from settings).")] = None,
+) -> None:
+    """Every report as one offline HTML page: each chart beside its numbers, budgets and their state, alerts."""
+    from datetime import UTC, datetime
+
+    from clickhouse_connect.driver.exceptions import Error as ClickHouseError
+
+    from costplane.report_html import build_sections, render, subtitle_for
+    from costplane.reports.errors import ReportError
+    from costplane.reports.options import ReportOptions
+    from costplane.streams.sink.errors import DirectoryOwned, SinkUnavailable
+
+    err = console(stderr=True)
+    try:
+        base = ReportOptions.parse("spend", since=since, until=until, tenant=tenant)
+        with _PageRunner(api_url, database) as run:
+            sections = build_sections(run, base, budgets=_live_budgets(tenant), alerts=_alerts(base))
+    except ReportError as exc:
+        err.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
+    except DirectoryOwned as exc:
+        err.print(f"[red]{exc}[/]: it serves no API; pass --api-url or set COSTPLANE_WORKER_API_URL.")
+        raise typer.Exit(1) from None
+    except (SinkUnavailable, urllib.error.URLError, OSError, ValueError, ClickHouseError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        err.print(f"[red]report failed: {first}[/]")
+        raise typer.Exit(1) from None
+    page = render(sections, "costplane spend report", subtitle_for(base, datetime.now(tz=UTC)))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(page, encoding="utf-8")
+    except OSError as exc:
+        err.print(f"[red]cannot write {out}: {exc.strerror}[/]")
+        raise typer.Exit(2) from None
+    console().print(f"wrote {out.resolve()} ({len(sections)} sections): open it in any browser, no network needed")
+
+
+class _PageRunner:
+    """Runs the page's reports: through the directory owner's API, or on one ClickHouse client held for them all
+    (the page runs a dozen reports; opening embedded ClickHouse once is what makes it quick)."""
+
+    def __init__(self, api_url: str | None, database: str | None) -> None:
+        from costplane.config import ClickHouseSettings, load_settings
+        from costplane.streams.sink.errors import DirectoryOwned
+        from costplane.streams.sink.ownership import current_owner
+
+        self.settings = load_settings(ClickHouseSettings, **({"database": database} if database else {}))
+        self.api_url = api_url
+        if self.settings.url is None and api_url is None:
+            owner = current_owner(self.settings.chdb_path)
+            if owner is not None:
+                if owner.api_url is None:
+                    raise DirectoryOwned(str(self.settings.chdb_path), owner.pid, None)
+                self.api_url = owner.api_url
+        self._lock: Any = None
+
+    def __enter__(self) -> Any:
+        from costplane.streams.sink.query import ReportResult, run_report
+
+        if self.api_url is not None:
+            url = self.api_url
+            return lambda options: ReportResult.from_json(fetch_remote(url, options))
+        from costplane.streams.sink.client import open_client
+        from costplane.streams.sink.ownership import DirectoryLock
+
+        if self.settings.url is None:
+            self._lock = DirectoryLock.acquire(self.settings.chdb_path)
+        client, settings = open_client(self.settings, create_database=False), self.settings
+        return lambda options: run_report(client, options, settings.database, settings.raw_ttl_days)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._lock is not None:
+            self._lock.release()
+
+
+def _alerts(base: Any) -> Any:
+    """The range's alerts from the alerts topic; None (no section) when Kafka cannot be read."""
+    from costplane.alerts_read import alerts_in_range
+    from costplane.config import KafkaSettings, load_settings
+
+    return alerts_in_range(load_settings(KafkaSettings), base.since, base.until, base.tenant)
+
+
+def _live_budgets(tenant: str | None) -> Any:
+    """Budget status rows from Redis for the page; None (no section) when Redis cannot be read."""
+    import time
+
+    import redis
+    from redis.exceptions import RedisError
+
+    from costplane.budget_status_redis import UnknownScope, read_status
+    from costplane.config import RedisSettings, load_settings
+    from costplane.enforcers.keys import KeyLayout
+
+    settings = load_settings(RedisSettings)
+    client = redis.Redis.from_url(settings.url.get_secret_value(), socket_timeout=2, socket_connect_timeout=2)
+    try:
+        rows = read_status(client, KeyLayout(settings.key_prefix), int(time.time() * 1000), tenant=tenant)
+        return [r.to_json() for r in rows]
+    except (RedisError, OSError, UnknownScope):
+        return None
+    finally:
+        client.close()
 
 
 def _register_reports() -> None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
@@ -68,6 +68,9 @@ class DetectorConfig:
     user_share: Decimal = Decimal("0.01")  # of the tenant's daily budget
     user_share_users: int = 10_000  # the biggest spenders tracked per tenant and day (at most twice this many)
     forecast_min_elapsed_ms: int = 86_400_000  # no month forecast before a day of the month has passed
+    price_mismatch_ratio: Decimal = Decimal("0.05")  # billed differs from computed by at least this share …
+    price_mismatch_minutes: int = 60  # … over the events of this many recent minutes …
+    price_mismatch_min_events: int = 20  # … that carry a provider-billed cost, at least this many
     clear_report_minutes: int = 10
     idle_evict_minutes: int = 60
     request_ttl_ms: int = 600_000
@@ -324,6 +327,9 @@ class Detectors:
         self._open: dict[int, dict[tuple[str, ...], _Minute]] = {}
         self._open_models: dict[int, dict[tuple[str, str], list[int]]] = {}  # (tenant, model) -> [tokens, attempts]
         self._open_unpriced: dict[int, dict[tuple[str, str, str], int]] = {}
+        #: minute -> (tenant, provider, model) -> [billed, computed, events] of events carrying a billed cost
+        self._open_billed: dict[int, dict[tuple[str, str, str], list[int]]] = {}
+        self._billed: dict[tuple[str, str, str], deque[tuple[int, int, int, int]]] = {}  # recent judged minutes
         self._closed_until = 0  # start of the first minute not yet judged
         self._watermark = 0  # the latest batch's 90th-percentile event time (see observe)
         self._observed = False  # events arrived since the last evaluation
@@ -415,6 +421,11 @@ class Detectors:
                 bucket = self._open_unpriced.setdefault(minute, {})
                 key = (e.tenant, e.provider, e.model)
                 bucket[key] = bucket.get(key, 0) + 1
+            elif e.billed_cost_nanos is not None:
+                sums = self._open_billed.setdefault(minute, {}).setdefault((e.tenant, e.provider, e.model), [0, 0, 0])
+                sums[0] += e.billed_cost_nanos
+                sums[1] += p.cost_nanos
+                sums[2] += 1
             if e.attempt > 1:
                 self._observe_retry(p, cfg)
             if e.session_id is not None and e.turn is not None and e.attempt == 1:
@@ -555,7 +566,9 @@ class Detectors:
                 "unpriced_model", tenant, {"provider": provider, "model": model}, True, "warning",
                 f"{count} attempts of {provider}/{model} had no price: their spend is counted as $0", minute, end,
                 {"attempts": str(count)}, (),
-                "Add the model to the price catalog (costplane pricing), then re-rate the window."))
+                "Add the model to the price catalog (costplane prices import, or an override), then re-rate the "
+                "window."))
+        current.extend(self._judge_billing(self._open_billed.pop(minute, {}), minute))
         current.extend(self._judge_requests(minute))
         current.extend(self._judge_sessions(minute))
         current.extend(self._judge_user_share(minute))
@@ -701,6 +714,46 @@ class Detectors:
         if cell is not None:
             base.last_seen = minute
         return out
+
+    def _judge_billing(self, cells: Mapping[tuple[str, str, str], list[int]], minute: int) -> list[Finding]:
+        """price_mismatch: over the recent minutes, the provider billed these events a share more (or less) than
+        the catalog prices them — a wrong or stale catalog entry, found by the money."""
+        out: list[Finding] = []
+        for key, (billed, computed, events) in cells.items():
+            self._billed.setdefault(key, deque()).append((minute, billed, computed, events))
+        for key in list(self._billed):
+            tenant, provider, model = key
+            cfg = self.config_for(tenant)
+            window = self._billed[key]
+            while window and window[0][0] <= minute - cfg.price_mismatch_minutes * MINUTE_MS:
+                window.popleft()
+            labels = {"provider": provider, "model": model}
+            if not window:
+                del self._billed[key]
+                if self._was_active("price_mismatch", tenant, labels):
+                    out.append(self._billing_finding(tenant, labels, False, 0, 0, 0, minute, cfg))
+                continue
+            billed = sum(c[1] for c in window)
+            computed = sum(c[2] for c in window)
+            events = sum(c[3] for c in window)
+            active = (events >= cfg.price_mismatch_min_events and computed > 0
+                      and abs(billed - computed) >= cfg.price_mismatch_ratio * computed)
+            if active or self._was_active("price_mismatch", tenant, labels):
+                out.append(self._billing_finding(tenant, labels, active, billed, computed, events, minute, cfg))
+        return out
+
+    def _billing_finding(self, tenant: str, labels: dict[str, str], active: bool, billed: int, computed: int,
+                         events: int, minute: int, cfg: DetectorConfig) -> Finding:
+        gap = _ratio(billed - computed, computed) if computed else "n/a"
+        return self._finding(
+            "price_mismatch", tenant, labels, active, "warning",
+            f"{labels['provider']}/{labels['model']}: billed {_usd(billed)} for {events} events the catalog prices at "
+            f"{_usd(computed)} ({gap} difference)",
+            minute - (cfg.price_mismatch_minutes - 1) * MINUTE_MS, minute + MINUTE_MS,
+            {"billed_nanos": str(billed), "computed_nanos": str(computed), "events": str(events),
+             "difference": gap, "threshold": str(cfg.price_mismatch_ratio)}, (),
+            "Compare the model's catalog entry with the provider's price list (costplane prices show MODEL); fix it "
+            "with an override or a new catalog, then re-rate the range (costplane rerate).")
 
     def _judge_requests(self, minute: int) -> list[Finding]:
         out: list[Finding] = []
@@ -861,6 +914,9 @@ class Detectors:
             self._open_models[minute] = {k: v for k, v in self._open_models[minute].items() if k[0] != tenant}
         for minute in list(self._open_unpriced):
             self._open_unpriced[minute] = {k: v for k, v in self._open_unpriced[minute].items() if k[0] != tenant}
+        for minute in list(self._open_billed):
+            self._open_billed[minute] = {k: v for k, v in self._open_billed[minute].items() if k[0] != tenant}
+        _drop_tenant(self._billed, tenant)
         _drop_tenant(self._subjects, tenant)
         _drop_tenant(self._cache, tenant)
         _drop_tenant(self._models, tenant)

@@ -29,8 +29,8 @@ class Finding:
     """A detector's verdict for one subject (e.g. tenant × feature × model) in one evaluation window.
 
     ``kind`` is the detector (retry_storm, runaway_loop, cost_spike, token_spike, cache_hit_drop, user_share,
-    unpriced_model, budget_forecast). ``dedup_key`` is stable for the same condition on the same subject, so the
-    lifecycle can edge-trigger on it. ``active`` says whether the condition holds now.
+    unpriced_model, price_mismatch, budget_forecast). ``dedup_key`` is stable for the same condition on the same
+    subject, so the lifecycle can edge-trigger on it. ``active`` says whether the condition holds now.
     """
 
     kind: str

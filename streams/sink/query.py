@@ -10,15 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from costplane.reports.definitions import (
-    REPORTS,
-    Report,
-    Row,
-    environments_options,
-    per_request,
-    present,
-    users_options,
-)
+from costplane.reports.base import Assumptions, Context, Prepared
+from costplane.reports.definitions import REPORTS, Report, Row, per_request, present, users_options
 from costplane.reports.errors import ReportError
 from costplane.reports.focus import focus_rows
 from costplane.reports.options import ReportOptions
@@ -64,8 +57,9 @@ def resolved_options(report: Report, options: ReportOptions) -> ReportOptions:
         options = options.with_by(report.default_by)
     if report.name == "users":
         options = users_options(options)
-    if report.name == "environments":
-        options = environments_options(options)
+    missing = [name for name in report.always_by if all(g.dimension.name != name for g in options.by)]
+    if missing:
+        options = options.with_by((*(g.given for g in options.by), *missing))
     if report.name == "requests" and per_request(options) and options.top is None:
         options = replace(options, top=REQUEST_LIST_TOP)
     if report.name == "requests" and any(g.dimension.name == "request" for g in options.by) and len(options.by) > 1:
@@ -73,10 +67,37 @@ def resolved_options(report: Report, options: ReportOptions) -> ReportOptions:
     return options
 
 
-def _query(report: Report, options: ReportOptions, database: str, raw_ttl_days: int) -> Query:
+def assumptions() -> Assumptions:
+    """The savings reports' assumptions from ``COSTPLANE_REPORTS_*``."""
+    from costplane.config import ReportSettings, load_settings
+
+    settings = load_settings(ReportSettings)
+
+    def names(text: str) -> tuple[str, ...]:
+        return tuple(n.strip() for n in text.split(",") if n.strip())
+
+    return Assumptions(names(settings.background_features), names(settings.batch_envs), settings.routing_file)
+
+
+def _prepared(client: Any, report: Report, options: ReportOptions, database: str) -> Prepared:
+    if report.prepare is None:
+        return Prepared()
+    from costplane.pricing.catalog import default_catalog
+
+    def fetch(sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        return [tuple(r) for r in client.query(sql, parameters=params).result_rows]
+
+    return report.prepare(Context(options, database, fetch, default_catalog(), assumptions()))
+
+
+def _query(client: Any, report: Report, options: ReportOptions, database: str, raw_ttl_days: int) -> Query:
     query_name = "request_list" if report.name == "requests" and per_request(options) else report.query
-    return build(query_name, options, database, raw_only=report.raw_only, families=report.families,
-                 needs=report.needs, order_by=report.order_by, raw_ttl_days=raw_ttl_days)
+    prepared = _prepared(client, report, options, database)
+    query = build(query_name, options, database, raw_only=report.raw_only, families=report.families,
+                  needs=report.needs, order_by=report.order_by, raw_ttl_days=raw_ttl_days, extra=prepared.sql)
+    query.params.update(prepared.params)
+    query.notes.extend(prepared.notes)
+    return query
 
 
 def _check_tenant(client: Any, options: ReportOptions, database: str) -> None:
@@ -103,7 +124,7 @@ def run_report(client: Any, options: ReportOptions, database: str, raw_ttl_days:
     report = report_definition(options.report)
     options = resolved_options(report, options)
     _check_tenant(client, options, database)
-    query = _query(report, options, database, raw_ttl_days)
+    query = _query(client, report, options, database, raw_ttl_days)
     finished = report.finish(_rows(client, query), options)
     reading = report.reading(finished, options) if finished else "nothing in this range"
     return ReportResult(report.name, present(finished), reading, query.source, query.notes,

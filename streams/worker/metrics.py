@@ -47,6 +47,9 @@ class WorkerMetrics:
         self.invalid_ratio = Gauge("costplane_worker_invalid_ratio", "Invalid share in the current window",
                                    registry=r)
 
+        self.drift = _Drift()
+        r.register(self.drift)
+
     def watch_recent_ids(self, held: Callable[[], Mapping[int, int]]) -> None:
         """Report the window-dedup ids held per partition, read when scraped (nothing to update per event)."""
         self.registry.register(_PerPartition("costplane_worker_recent_ids",
@@ -68,3 +71,37 @@ class _PerPartition(Collector):
         for partition, value in sorted(self._read().items()):
             family.add_metric([str(partition)], value)
         yield family
+
+
+#: ``(tenant, budget, unit)`` → (Σ counter − ledger over the budget's members, members whose counter differs).
+DriftSnapshot = Mapping[tuple[str, str, str], tuple[int, int]]
+
+
+class _Drift(Collector):
+    """Budget counters against the ledger, as last measured by the sink role (replaced whole, never accumulated).
+
+    Exported per budget, not per member: a per-user budget has a member per user, too many series to keep.
+    """
+
+    def __init__(self) -> None:
+        self._last: DriftSnapshot = {}
+
+    def update(self, snapshot: DriftSnapshot) -> None:
+        self._last = dict(snapshot)
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        yield GaugeMetricFamily("costplane_budget_drift", "Budget counter minus ledger, summed over members",
+                                labels=["tenant", "budget", "unit"])
+        yield GaugeMetricFamily("costplane_budget_drift_members", "Members whose counter differs from the ledger",
+                                labels=["tenant", "budget"])
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        total = GaugeMetricFamily("costplane_budget_drift", "Budget counter minus ledger, summed over members",
+                                  labels=["tenant", "budget", "unit"])
+        members = GaugeMetricFamily("costplane_budget_drift_members", "Members whose counter differs from the ledger",
+                                    labels=["tenant", "budget"])
+        for (tenant, budget, unit), (drift, count) in sorted(self._last.items()):
+            total.add_metric([tenant, budget, unit], drift)
+            members.add_metric([tenant, budget], count)
+        yield total
+        yield members

@@ -12,7 +12,8 @@ from costplane.streams.alerting.model import AlertEvent
 
 RUNBOOK = Path(__file__).resolve().parents[2] / "docs" / "runbook.md"
 KINDS = ("retry_storm", "runaway_loop", "cost_spike", "token_spike", "cache_hit_drop", "user_share",
-         "unpriced_model", "budget_forecast", "budget_threshold", "budget_blocked", "dead_letter_flood", "fail_open")
+         "unpriced_model", "price_mismatch", "budget_forecast", "budget_threshold", "budget_blocked",
+         "dead_letter_flood", "fail_open")
 
 
 def sections() -> dict[str, str]:

@@ -454,3 +454,35 @@ def test_live_traffic_with_a_late_majority_is_still_judged_by_the_clock() -> Non
         det.evaluate(now)
     # Three minutes in, the first two live minutes are judged (as the clock says), not held for the late half.
     assert T0 + 40 * MINUTE_MS not in det._open and T0 + 41 * MINUTE_MS not in det._open
+
+
+def _billed(at: int, cost: int, billed: int, model: str = "gpt-4o") -> PricedEvent:
+    e = UsageEvent(event_id=f"e{next(_ids)}", occurred_at=at, tenant="acme", provider="openai", model=model,
+                   request_id=f"r{next(_ids)}", attempt=1, status="ok", input_tokens=1000, output_tokens=100,
+                   billed_cost_nanos=billed)
+    return PricedEvent(e, cost, "test")
+
+
+def test_price_mismatch_fires_on_a_persistent_gap_and_resolves_when_bills_agree() -> None:
+    cfg = DetectorConfig(price_mismatch_minutes=5, price_mismatch_min_events=20)
+    det = Detectors(cfg)
+    # Minute 0: 19 events billed 10 % above the catalog — too few to judge.
+    first = run(det, [(0, [_billed(T0 + i, 1_000_000, 1_100_000) for i in range(19)])])
+    assert not active(first[0], "price_mismatch")
+    # Minute 1: two more; over the window 21 events, billed 2.31 M against 2.1 M computed (+10 %).
+    second = run(det, [(1, [_billed(T0 + MINUTE_MS + i, 1_000_000, 1_100_000) for i in range(2)])])
+    found = active(second[1], "price_mismatch")
+    assert len(found) == 1
+    f = found[0]
+    assert f.dedup_key == "price_mismatch|tenant=acme|model=gpt-4o|provider=openai"
+    assert f.numbers["billed_nanos"] == str(21 * 1_100_000) and f.numbers["computed_nanos"] == str(21 * 1_000_000)
+    assert f.numbers["difference"] == "0.1000" and f.numbers["events"] == "21"
+    # A gap under 5 % never fires: 3 % over 30 events of another model.
+    quiet = run(det, [(2, [_billed(T0 + 2 * MINUTE_MS + i, 1_000_000, 1_030_000, model="gpt-4o-mini")
+                            for i in range(30)])])
+    assert not [x for x in active(quiet[2], "price_mismatch") if x.subject["model"] == "gpt-4o-mini"]
+    # Once the mismatched minutes leave the 5-minute window, the condition clears.
+    later = run(det, [(m, []) for m in range(3, 8)])
+    states = [x.active for m in range(3, 8) for x in later[m]
+              if x.kind == "price_mismatch" and x.subject["model"] == "gpt-4o"]
+    assert states and states[-1] is False and True in states

@@ -143,3 +143,38 @@ def test_proportional_allocation_is_exact_and_proportional() -> None:
 def test_money_is_exact_text_and_averages_round_half_even() -> None:
     assert usd(1_500_000_001) == "1.500000001" and usd(0) == "0.000000000" and usd(7) == "0.000000007"
     assert mean_nanos(5, 2) == 2 and mean_nanos(7, 2) == 4 and mean_nanos(1, 0) is None
+
+
+def test_monthly_extrapolation_is_exact_and_half_even() -> None:
+    from costplane.reports.advice import monthly
+
+    assert monthly(1_000, timedelta(days=30)) == 1_000
+    assert monthly(7, timedelta(days=60)) == 4  # 3.5 → 4 (half to even)
+    assert monthly(5, timedelta(days=60)) == 2  # 2.5 → 2
+    assert monthly(123, timedelta(days=1)) == 3_690
+    assert monthly(10, timedelta(0)) == 0
+
+
+def test_routing_map_defaults_and_files(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from costplane.pricing.catalog import default_catalog
+    from costplane.reports.routing import RoutingMap
+
+    catalog = default_catalog()
+    shipped = RoutingMap.load(None, catalog)
+    assert shipped.cheaper("gpt-4o") == "gpt-4o-mini" and shipped.cheaper("gpt-4o-2024-08-06") == "gpt-4o-mini"
+    assert shipped.cheaper("gpt-4o-mini") is None  # already the small one
+    assert shipped.cheaper("claude-sonnet-4-5") == "claude-haiku-4-5"
+    assert shipped.cheaper("gemini-2.5-pro") == "gemini-2.5-flash"
+    assert shipped.cheaper("no-such-model") is None
+    folder = Path(str(tmp_path))
+    good = folder / "routes.yaml"
+    good.write_text('"gpt-4o.*": gpt-4o-mini\n')
+    assert RoutingMap.load(good, catalog).cheaper("gpt-4o-2024-11-20") == "gpt-4o-mini"
+    for text, message in (('"gpt-4o": no-such-model\n', "does not know"), ("- a\n- b\n", "must map"),
+                          ('"(": gpt-4o-mini\n', "not a regular expression")):
+        bad = folder / "bad.yaml"
+        bad.write_text(text)
+        with pytest.raises(ReportError, match=message):
+            RoutingMap.load(bad, catalog)

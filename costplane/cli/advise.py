@@ -1,0 +1,83 @@
+"""``costplane advise``: what to change, ranked by the money it would save a month, with the evidence."""
+
+from __future__ import annotations
+
+import urllib.error
+from typing import Annotated
+
+import typer
+
+from costplane.cli.output import console, print_json
+
+
+def register(app: typer.Typer) -> None:
+    app.command("advise")(advise)
+
+
+def advise(
+    since: Annotated[str | None, typer.Option("--since", help="From this time (ISO, epoch ms or ago: 7d). "
+                                              "Default: 30 days ago.")] = None,
+    until: Annotated[str | None, typer.Option("--until", help="Before this time (exclusive). Default: now.")] = None,
+    tenant: Annotated[str | None, typer.Option("--tenant", help="Only this tenant.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="table | json")] = "table",
+    api_url: Annotated[str | None, typer.Option(
+        "--api-url", envvar="COSTPLANE_WORKER_API_URL",
+        help="Ask this worker's /api/report instead of opening ClickHouse (default: the directory owner's).")] = None,
+) -> None:
+    """Ranked opportunities: each change, its scope, the evidence and the report that shows it, and its saving
+    extrapolated to 30 days (nothing under COSTPLANE_REPORTS_ADVISE_FLOOR_USD a month)."""
+    from datetime import UTC, datetime
+
+    from clickhouse_connect.driver.exceptions import Error as ClickHouseError
+
+    from costplane.cli.report import collect
+    from costplane.config import ReportSettings, load_settings
+    from costplane.reports.advice import SOURCES
+    from costplane.reports.advice import advise as rank
+    from costplane.reports.errors import ReportError
+    from costplane.reports.options import ReportOptions
+    from costplane.streams.sink.errors import SinkUnavailable
+
+    err = console(stderr=True)
+    if fmt not in ("table", "json"):
+        err.print(f"[red]--format must be table or json, not {fmt!r}[/]")
+        raise typer.Exit(2)
+    now = datetime.now(UTC)
+    floor = int(load_settings(ReportSettings).advise_floor_usd * 10**9)
+    results = {}
+    try:
+        for report, by in SOURCES.values():
+            options = ReportOptions.parse(report, since=since, until=until, tenant=tenant, by=list(by), now=now)
+            results[report] = collect(options, api_url).rows
+    except ReportError as exc:
+        err.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
+    except (SinkUnavailable, urllib.error.URLError, OSError, ValueError, ClickHouseError) as exc:
+        err.print(f"[red]advise failed: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc}[/]")
+        raise typer.Exit(1) from None
+    # The range the savings were seen over: an open end is now, to the minute (as the range's start is).
+    end = options.until or now.replace(second=0, microsecond=0)
+    opportunities = rank(results, end - options.since, floor)
+    if fmt == "json":
+        print_json([o.to_json() for o in opportunities])
+        return
+    out = console()
+    if not opportunities:
+        out.print("nothing to change that would save more than the floor a month in this range")
+        return
+    from rich.table import Table
+
+    from costplane.reports.money import usd_display
+
+    table = Table(title="what to change, by monthly saving")
+    for column in ("saving / month", "kind", "scope", "confidence", "what to do"):
+        table.add_column(column, justify="right" if column.startswith("saving") else "left")
+    for o in opportunities:
+        scope = ", ".join(f"{k}={v}" for k, v in o.scope.items() if v is not None)
+        action = (o.action + (f"\n[yellow]{o.caveat}[/]" if o.caveat else "")
+                  + f"\n[dim]{o.reason} — {o.evidence['report']}[/]")
+        table.add_row(usd_display(o.monthly_saving_nanos), o.kind, scope, o.confidence, action)
+    out.print(table)
+    total = sum(o.monthly_saving_nanos for o in opportunities)
+    out.print(f"{len(opportunities)} change(s) worth {usd_display(total)} a month together "
+              "(before overlaps: the leaks report splits overlapping savings)")
