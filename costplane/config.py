@@ -372,7 +372,11 @@ class WorkerSettings(BaseSettings):
     session_timeout_s: float = Field(
         10.0, ge=6, description="Kafka consumer session timeout (rebalance speed; brokers refuse below 6 s).")
     api_token: SecretStr | None = Field(None, description="Bearer token every /api/* request must carry (secret); "
-                                        "unset = the API answers anyone who reaches web_host.")
+                                        "unset = the API answers anyone who reaches web_host. Required (or "
+                                        "api_tenant_tokens) when web_host is not a loopback address.")
+    api_tenant_tokens: SecretStr | None = Field(None, description="Tenant-scoped API tokens, `tenant=token,...` "
+                                                "(secret; tokens of 16+ characters): a request with one reads only "
+                                                "its tenant.")
     drift_check_s: float = Field(60.0, ge=0, description="Sink role: every this many seconds, compare each budget "
                                  "counter in Redis with the ClickHouse ledger and export the drift as metrics; "
                                  "0 = off.")

@@ -137,6 +137,8 @@ def settings_secrets() -> list[str]:
             for item in value if isinstance(value, list | tuple) else (value,):
                 if isinstance(item, SecretStr):
                     found.append(item.get_secret_value())
+                    # a list in one secret (``tenant=token,...``): each token is a secret on its own
+                    found += [p.partition("=")[2] or p for p in item.get_secret_value().split(",")]
                 elif isinstance(item, str) and (m := _USERINFO.search(item)):
                     found.append(m["password"])
     return found

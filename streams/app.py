@@ -153,12 +153,13 @@ def create_app(kafka: KafkaSettings, redis_settings: RedisSettings, worker: Work
 
     @app.page("/api/report")
     async def report_page(self: Any, request: Any) -> Any:
-        if (denied := _denied(self, request, worker)) is not None:
+        denied, query = _scoped(self, request, worker)
+        if denied is not None:
             return denied
         if report is None:
             return self.json({"error": "this worker does not own ClickHouse (role stream)"}, status=404)
         try:
-            rows = await asyncio.get_running_loop().run_in_executor(None, report, request.query_string)
+            rows = await asyncio.get_running_loop().run_in_executor(None, report, query)
         except ValueError as exc:
             return self.json({"error": str(exc)}, status=400)
         return self.json(rows)
@@ -166,14 +167,18 @@ def create_app(kafka: KafkaSettings, redis_settings: RedisSettings, worker: Work
     return app
 
 
-def _denied(view: Any, request: Any, worker: WorkerSettings) -> Any | None:
-    """A 401 (saying nothing about the data) when a token is configured and the request does not carry it."""
-    from costplane.streams.worker.api import authorized
+def _scoped(view: Any, request: Any, worker: WorkerSettings) -> tuple[Any | None, str]:
+    """``(refusal, query string)``: a 401 (saying nothing about the data) without a valid token, a 403 when a
+    tenant-scoped token asks for another tenant; else the query string to run, scoped to the token's tenant."""
+    from costplane.streams.worker.access import check, scoped_query, tenant_tokens
 
-    token = worker.api_token.get_secret_value() if worker.api_token is not None else None
-    if authorized(request.headers.get("Authorization"), token):
-        return None
-    return view.json({"error": "unauthorized"}, status=401, headers={"WWW-Authenticate": "Bearer"})
+    access = check(request.headers.get("Authorization"), worker, tenant_tokens(worker))
+    if not access.allowed:
+        return view.json({"error": "unauthorized"}, status=401, headers={"WWW-Authenticate": "Bearer"}), ""
+    query = scoped_query(request.query_string, access.tenant)
+    if query is None:
+        return view.json({"error": "this token reads its own tenant only"}, status=403), ""
+    return None, query
 
 
 def _api_pages(app: faust.App, redis_settings: RedisSettings, worker: WorkerSettings, metrics: WorkerMetrics,
@@ -190,11 +195,12 @@ def _api_pages(app: faust.App, redis_settings: RedisSettings, worker: WorkerSett
 
     @app.page("/api/budgets/status")
     async def budgets_status_page(self: Any, request: Any) -> Any:
-        if (denied := _denied(self, request, worker)) is not None:
+        denied, query = _scoped(self, request, worker)
+        if denied is not None:
             return denied
         try:
             rows = await asyncio.get_running_loop().run_in_executor(
-                None, budget_status, client, keys, int(time.time() * 1000), request.query_string, report)
+                None, budget_status, client, keys, int(time.time() * 1000), query, report)
         except UnknownScope as exc:
             return self.json({"error": str(exc)}, status=404)
         except ValueError as exc:
@@ -205,12 +211,13 @@ def _api_pages(app: faust.App, redis_settings: RedisSettings, worker: WorkerSett
 
     @app.page("/api/decisions/recent")
     async def decisions_recent_page(self: Any, request: Any) -> Any:
-        if (denied := _denied(self, request, worker)) is not None:
+        denied, query = _scoped(self, request, worker)
+        if denied is not None:
             return denied
         if rt is None:
             return self.json({"error": "this worker does not run the stream role"}, status=404)
         try:
-            return self.json(rt.recent_decisions.query(request.query_string))
+            return self.json(rt.recent_decisions.query(query))
         except ValueError as exc:
             return self.json({"error": str(exc)}, status=400)
 
