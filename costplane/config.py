@@ -288,6 +288,9 @@ class AlertSettings(BaseSettings):
     webhook_urls: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list, description="Generic JSON webhook URLs, comma-separated (secret).")
     webhook_min_severity: AlertSeverityName = Field("info", description="Lowest severity sent to the webhooks.")
+    routing_file: Path | None = Field(None, description="YAML/JSON file of named destinations (several Slack "
+                                      "webhooks, PagerDuty keys, webhooks) and routes by tenant, team, feature, "
+                                      "kind and severity (secret values inside; docs/alerts.md); unset = off.")
     runbook_base_url: str | None = Field(
         None, description="Prefix that makes runbook links absolute, e.g. a docs site; unset = repo-relative.")
     resolve_after_s: float = Field(120.0, ge=0, description="A condition must stay clear this long to resolve.")

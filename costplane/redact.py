@@ -141,4 +141,12 @@ def settings_secrets() -> list[str]:
                     found += [p.partition("=")[2] or p for p in item.get_secret_value().split(",")]
                 elif isinstance(item, str) and (m := _USERINFO.search(item)):
                     found.append(m["password"])
+        routing_file = getattr(settings, "routing_file", None)
+        if routing_file is not None:  # the alert routing file's destinations: webhook URLs and routing keys
+            from costplane.streams.alerting.routing import RoutingError, load_routing
+
+            try:
+                found += [d.secret for d in load_routing(routing_file).destinations.values()]
+            except RoutingError:
+                continue
     return found
