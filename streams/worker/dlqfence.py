@@ -45,10 +45,11 @@ class DlqFence:
 
     def done(self, partition: int, offset: int) -> bool:
         """True when this message's dead letters were flushed before (so a redelivery skips them)."""
-        if self._marks is None:
+        marks = self._marks
+        if marks is None:
             self.load()
-        assert self._marks is not None
-        return offset <= self._marks.get(partition, -1)
+            marks = self._marks or {}
+        return offset <= marks.get(partition, -1)
 
     def advance(self, marks: Mapping[int, int]) -> None:
         """Record flushed dead letters up to these offsets (call only after the DLQ producer flushed)."""
