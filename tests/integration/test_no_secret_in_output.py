@@ -7,10 +7,14 @@ report errors. Real processes, a real loopback HTTP receiver; nothing stands in 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import threading
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -107,3 +111,46 @@ def test_redactor_masks_urls_and_known_secrets() -> None:
         "POST https://hooks.slack.com/*** \"HTTP/1.1 200\""
     assert redact("key=routingkey123") == "key=***"
     assert redact.value({"e": ValueError("http://a:bcdefg@h")}) == {"e": "ValueError('http://a:***@h')"}
+
+
+@pytest.mark.kafka
+@pytest.mark.redis
+def test_a_worker_with_every_secret_set_logs_none_of_them(receiver: str, tmp_path: Path,
+                                                          kafka_settings: Any, redis_settings: Any) -> None:
+    """The stream worker at DEBUG, delivering real alerts (a dead-letter flood) to Slack, PagerDuty and a webhook
+    on a loopback receiver, its API called with and without its tokens: its whole log holds no secret."""
+    from confluent_kafka import Producer
+
+    from costplane.config import WorkerSettings, load_settings
+    from costplane.streams.topics import create_topics
+    from costplane.streams.worker.testing import WorkerProcess, worker_env
+
+    secrets = {"api": "apiT0ken-full-0123456789", "tenant": "apiT0ken-acme-0123456789", **SECRETS}
+    create_topics(kafka_settings, load_settings(WorkerSettings))
+    env = worker_env(kafka_settings, redis_settings, None, api_token=secrets["api"],
+                     api_tenant_tokens=f"acme={secrets['tenant']}")
+    env.update({key: value for key, value in _env(receiver, tmp_path).items()
+                if key.startswith("COSTPLANE_ALERTS_") or key == "COSTPLANE_LOG_LEVEL"})
+    env.update({"COSTPLANE_ALERTS_DEAD_LETTERS_PER_MINUTE": "60", "COSTPLANE_ALERTS_DEAD_LETTER_WINDOW_S": "5",
+                "COSTPLANE_ALERTS_PAGERDUTY_MIN_SEVERITY": "info"})
+    worker = WorkerProcess(env, tmp_path / "worker.log", role="stream").start()
+    try:
+        worker.wait_ready(90)
+        producer = Producer(kafka_settings.confluent_config())
+        for i in range(20):
+            producer.produce(kafka_settings.topic("usage"), key=b"acme", value=b"\x00not avro %d" % i)
+        assert producer.flush(10) == 0
+        deadline = time.monotonic() + 60
+        while "alert_delivered" not in worker.log_tail(1_000_000) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        for token in (None, "wrong", secrets["api"], secrets["tenant"]):
+            request = urllib.request.Request(f"{worker.url}/api/decisions/recent?tenant=acme",
+                                             headers={"Authorization": f"Bearer {token}"} if token else {})
+            with contextlib.suppress(urllib.error.HTTPError):
+                urllib.request.urlopen(request, timeout=10).read()  # noqa: S310 - local test URL
+    finally:
+        worker.stop()
+    log = (tmp_path / "worker.log").read_text(errors="replace")
+    assert log.count("alert_delivered") >= 3, log[-3000:]  # Slack, PagerDuty and the webhook each got the alert
+    for name, secret in secrets.items():
+        assert secret not in log, f"the worker log holds the {name} secret"
