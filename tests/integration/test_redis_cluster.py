@@ -29,7 +29,7 @@ from costplane.streams.core.priced import PricedEvent
 from costplane.streams.worker.windows import Located, WorkerWindows
 from costplane.streams.worker.windowstore import MemoryWindowBackend, RedisWindowBackend, WindowKeys
 
-pytestmark = [pytest.mark.redis, pytest.mark.slow]
+pytestmark = [pytest.mark.redis, pytest.mark.chaos, pytest.mark.slow]
 GPT = {"provider": "openai", "model": "gpt-4o-mini"}
 TENANTS = [f"tenant-{i}" for i in range(24)] + ["a.b:c@d+e/f", "x" * 128]
 
