@@ -19,7 +19,7 @@ from costplane.enforcers import BudgetGuard, RedisBudgetStore
 from costplane.enforcers.guard import UNAVAILABLE
 from costplane.enforcers.keys import KeyLayout
 
-pytestmark = [pytest.mark.redis]
+pytestmark = [pytest.mark.redis, pytest.mark.chaos]
 GPT = {"provider": "openai", "model": "gpt-4o-mini"}
 
 

@@ -26,6 +26,7 @@ from costplane.reports.options import ReportOptions
 from costplane.streams.topics import create_topics
 from costplane.streams.worker.testing import WorkerProcess, worker_env
 
+pytestmark = pytest.mark.chaos  # the security suite
 FULL = "full-access-token-0123456789"
 ACME = "acme-only-token-0123456789"
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -20,6 +21,8 @@ from costplane.publisher.identifiers import escape, is_tenant, tenant_tag, unesc
 from costplane.publisher.validation import InvalidEvent, validate_event
 from costplane.streams.core.spend import tenant_of
 from costplane.streams.worker.windowstore import WindowKeys
+
+pytestmark = pytest.mark.chaos  # adversarial names: part of the fuzz and security suites
 
 #: Text made of the characters that separate things in keys and members, plus a few ordinary ones.
 HOSTILE = st.text(alphabet=st.sampled_from(list("{}:,=|%*aAb1-_.@/ \x00\x7fé")), min_size=1, max_size=12)
