@@ -118,6 +118,21 @@ class RedactingStream(io.TextIOBase):
         return getattr(self._inner, name)
 
 
+def _secret_parts(value: str) -> list[str]:
+    """What of a secret setting must never be printed.
+
+    An http(s) URL (a webhook) is secret as a whole. Another URL (``redis://``) is a secret for its password only:
+    its host and port are what ``dev status`` and error messages must show. Anything else (a key, a token, a
+    password) is secret as a whole, and a list in one value (``tenant=token,...``) per item too.
+    """
+    if value.startswith(("http://", "https://")):
+        return [value]
+    if _URL.match(value):
+        match = _USERINFO.search(value)
+        return [match["password"]] if match else []
+    return [value, *(p.partition("=")[2] or p for p in value.split(",") if "," in value)]
+
+
 def settings_secrets() -> list[str]:
     """Every secret the effective settings hold (``SecretStr`` values, also inside lists), plus the password of
     any URL setting. Settings that do not load (a bad variable) contribute nothing: their error is reported on
@@ -136,9 +151,7 @@ def settings_secrets() -> list[str]:
             value = getattr(settings, name)
             for item in value if isinstance(value, list | tuple) else (value,):
                 if isinstance(item, SecretStr):
-                    found.append(item.get_secret_value())
-                    # a list in one secret (``tenant=token,...``): each token is a secret on its own
-                    found += [p.partition("=")[2] or p for p in item.get_secret_value().split(",")]
+                    found += _secret_parts(item.get_secret_value())
                 elif isinstance(item, str) and (m := _USERINFO.search(item)):
                     found.append(m["password"])
         routing_file = getattr(settings, "routing_file", None)

@@ -116,8 +116,10 @@ def dataset() -> list[UsageEvent]:
 
 
 @pytest.fixture(scope="module")
-def savings_chdb(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("savings") / "chdb"
+def savings_chdb(chdb_dir: Path) -> Path:
+    """The session's embedded directory: chDB opens one directory per process, so a second one here made every
+    later test's ClickHouse fail ("EmbeddedServer already initialized with path …")."""
+    return chdb_dir
 
 
 @pytest.fixture(scope="module")

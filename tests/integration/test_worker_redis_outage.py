@@ -57,7 +57,9 @@ def _run(kafka: KafkaSettings, server: RedisServer, tmp_path: Path) -> None:
     assert producer.flush(10) == 0
     worker = WorkerProcess(worker_env(kafka, redis_settings, None, usage_partitions=2), tmp_path / "worker.log",
                            role="stream").start()
-    guard = BudgetGuard(RedisBudgetStore.from_url(server.url, prefix="guard"), decision_cache_s=0.0)
+    guard_store = RedisBudgetStore.from_url(server.url, prefix="guard")
+    guard_store.publish_budgets("tenant0", [Budget.from_cli("g", scope="tenant=tenant0,user=*", limit_tokens=10**9)])
+    guard = BudgetGuard(guard_store, decision_cache_s=0.0, budget_cache_s=0.0)  # every call asks Redis
     answers: list[str] = []
     app_exceptions: list[BaseException] = []
     stop_guard = threading.Event()
