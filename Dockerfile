@@ -9,6 +9,7 @@ COPY enforcers ./enforcers
 COPY streams ./streams
 COPY budgets ./budgets
 COPY reports ./reports
+COPY integrations ./integrations
 COPY schemas ./schemas
 COPY sql ./sql
 RUN pip install --no-cache-dir ".[worker]"

@@ -189,6 +189,8 @@ def main() -> None:
     table = ["| report | reads | p50 | floor: raw GROUP BY (same run) | ratio | target | met |",
              "|---|---|---|---|---|---|---|"]
     for name in REPORTS:
+        if name not in FLOORS:  # the savings reports have no target; this bench times the attribution reports
+            continue
         options = ReportOptions.parse(name, since=since.isoformat(), now=now + timedelta(minutes=1))
         result = run_report(client, options, DATABASE)
         seconds = timed(lambda o=options: run_report(client, o, DATABASE), args.rounds)
@@ -205,9 +207,9 @@ def main() -> None:
     command = f"python -m bench.bench_reports --events {args.events} --days {args.days} --tenants {args.tenants}"
     body = f"""Command: `{command}`
 (embedded chDB in `{args.dir}`, no services needed). {rows['usage_events']:,} usage events over the last
-{args.days} days for {args.tenants} tenants (2 000 users each, six features, retries, sessions, a staging and a dev
-share, one unpriced model), written straight into ClickHouse through the sink's `BatchWriter` (raw rows, both
-rollup families, seen marks).{filled} Rows: {sizes}.
+{args.days} days for {args.tenants} tenants (2 000 users each, six features on seven models of which three the
+shipped catalog does not price, retries, sessions, a staging and a dev share), written straight into ClickHouse
+through the sink's `BatchWriter` (raw rows, both rollup families, seen marks).{filled} Rows: {sizes}.
 
 Each report runs over the whole range with its default grouping (median of {args.rounds} after a warm-up, through
 `run_report`, the function the CLI and the worker's API call). The floor is the same question asked of the raw

@@ -169,13 +169,9 @@ def leak_waterfall(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 def advice_section(run: ReportRunner, base: ReportOptions) -> Section:
     """``costplane advise`` on the page: the ranked changes with their monthly saving, from the same reports."""
     from costplane.config import ReportSettings, load_settings
-    from costplane.reports.advice import SOURCES
-    from costplane.reports.advice import advise as rank
+    from costplane.reports.advice import gather
 
-    results = {report: _result(run, base, report, by).rows for report, by in SOURCES.values()}
-    end = base.until or base.now.replace(second=0, microsecond=0)
-    floor = int(load_settings(ReportSettings).advise_floor_usd * 10**9)
-    found = rank(results, end - base.since, floor)
+    found, _notes = gather(run, base, int(load_settings(ReportSettings).advise_floor_usd * 10**9))
     rows = []
     for o in found:
         shown = o.to_json()

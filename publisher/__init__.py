@@ -1,6 +1,14 @@
 """The app-side publisher: one Avro usage event per model-call attempt, batched, spooled, never in the way."""
 
-from costplane.publisher.adapters import usage_from_anthropic, usage_from_openai, usage_from_response
+from costplane.publisher.adapters import (
+    parse_usage,
+    usage_from_anthropic,
+    usage_from_bedrock,
+    usage_from_cohere,
+    usage_from_gemini,
+    usage_from_openai,
+    usage_from_response,
+)
 from costplane.publisher.attempts import AttemptRecorder, RequestRecorder
 from costplane.publisher.codec import UsageCodec
 from costplane.publisher.event import UsageEvent
@@ -16,7 +24,11 @@ __all__ = [
     "UsageCodec",
     "UsageEvent",
     "UsagePublisher",
+    "parse_usage",
     "usage_from_anthropic",
+    "usage_from_bedrock",
+    "usage_from_cohere",
+    "usage_from_gemini",
     "usage_from_openai",
     "usage_from_response",
 ]

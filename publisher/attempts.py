@@ -25,7 +25,7 @@ from typing import Any
 
 from uuid6 import uuid7
 
-from costplane.publisher.adapters import usage_from_response
+from costplane.publisher.adapters import parse_usage
 
 
 def status_for(exc: BaseException | None) -> str:
@@ -44,6 +44,22 @@ def status_for(exc: BaseException | None) -> str:
     return "error"
 
 
+def estimate_usage(model: Any, *, messages: list[dict[str, Any]] | None = None, prompt: str | None = None,
+                   output_text: str | None = None) -> dict[str, int]:
+    """Input and output tokens counted offline with the model's tokenizer (an estimate for non-OpenAI models)."""
+    from costplane.pricing.tokens import count_messages, count_text
+
+    name = model if isinstance(model, str) and model else "gpt-4o"
+    prompt_tokens = 0
+    if messages:
+        prompt_tokens = count_messages(messages, name).tokens
+    elif prompt:
+        prompt_tokens = count_text(prompt, name).tokens
+    output = count_text(output_text, name).tokens if output_text else 0
+    return {"input_tokens": prompt_tokens, "cached_input_tokens": 0, "cache_write_tokens": 0,
+            "output_tokens": output, "reasoning_tokens": 0}
+
+
 class AttemptRecorder:
     """One attempt; set its usage with :meth:`usage_from` or :meth:`set_usage` before the block exits."""
 
@@ -55,9 +71,22 @@ class AttemptRecorder:
         self.extra: dict[str, Any] = {}
         self._started = 0.0
 
-    def usage_from(self, response_or_usage: Any) -> None:
-        """Take token counts from an OpenAI or Anthropic response / usage object (dict or SDK object)."""
-        self.usage = usage_from_response(response_or_usage)
+    def usage_from(self, response_or_usage: Any, *, messages: list[dict[str, Any]] | None = None,
+                   prompt: str | None = None, output_text: str | None = None) -> None:
+        """Take token counts from a provider response / usage object (dict or SDK object).
+
+        OpenAI, Anthropic, Gemini, Bedrock Converse, Mistral and Cohere shapes are recognised. Any other shape is
+        not recorded as a free call: the publisher counts and logs it (``unrecognised_usage``), and the tokens of
+        ``messages`` / ``prompt`` and ``output_text``, when given, are counted offline and flagged estimated.
+        """
+        found = parse_usage(response_or_usage)
+        if found is not None:
+            self.usage = found
+            return
+        self._request.unrecognised(type(response_or_usage).__name__)
+        self.usage = estimate_usage(self._request.common.get("model"), messages=messages, prompt=prompt,
+                                    output_text=output_text)
+        self.extra["tokens_estimated"] = True
 
     def set_usage(self, **buckets: int) -> None:
         self.usage = dict(buckets)
@@ -94,8 +123,10 @@ class RequestRecorder:
     """Groups attempts under one ``request_id``; usable with ``with`` / ``async with`` or on its own."""
 
     def __init__(self, record: Callable[..., bool], *, clock: Callable[[], float] = time.time,
-                 new_id: Callable[[], str] | None = None, **common: Any) -> None:
+                 new_id: Callable[[], str] | None = None, on_unrecognised: Callable[[str], None] | None = None,
+                 **common: Any) -> None:
         self._record = record
+        self._on_unrecognised = on_unrecognised
         self.clock = clock
         self.common = common
         self.request_id = str(common.pop("request_id", None) or (new_id() if new_id is not None else uuid7()))
@@ -104,6 +135,11 @@ class RequestRecorder:
     def attempt(self) -> AttemptRecorder:
         self.attempts += 1
         return AttemptRecorder(self, self.attempts)
+
+    def unrecognised(self, shape: str) -> None:
+        """Report a usage object of unknown shape to the publisher's metrics and log (when there is one)."""
+        if self._on_unrecognised is not None:
+            self._on_unrecognised(shape)
 
     def emit_attempt(self, attempt: AttemptRecorder, latency_ms: int) -> None:
         fields = {**self.common, **attempt.extra, **attempt.usage}

@@ -39,6 +39,10 @@ class PublisherMetrics:
         self.overflow = Counter("costplane_publisher_overflow_batches_total",
                                 "Batches the emitting thread moved out of memory itself (memory bound reached)",
                                 registry=r)
+        self.unrecognised_usage = Counter(
+            "costplane_publisher_unrecognised_usage_total",
+            "Usage objects of an unknown shape (their events carry offline-counted, estimated tokens)",
+            ["shape"], registry=r)
         self.buffered = Gauge("costplane_publisher_buffered_events", "Events waiting in memory", registry=r)
 
 

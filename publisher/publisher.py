@@ -314,7 +314,18 @@ class UsagePublisher:
 
     def request(self, **common: Any) -> RequestRecorder:
         """Record every attempt of one logical request: ``with pub.request(...) as req: with req.attempt(): …``."""
-        return RequestRecorder(self.record, clock=self._clock, new_id=self._new_id, **common)
+        return RequestRecorder(self.record, clock=self._clock, new_id=self._new_id,
+                               on_unrecognised=self.unrecognised_usage, **common)
+
+    def unrecognised_usage(self, shape: str, **context: Any) -> None:
+        """A usage object of unknown shape: counted, and logged at most once per interval per shape.
+
+        The event itself still goes out, with tokens counted offline and ``tokens_estimated`` set, so the call is
+        never recorded as free; this makes the gap visible to whoever watches the app's metrics and logs.
+        """
+        self.metrics.unrecognised_usage.labels(shape[:64]).inc()
+        self._log.warning(f"unrecognised_usage:{shape[:64]}", "usage object of unknown shape; tokens estimated",
+                          shape=shape, **context)
 
     def flush(self, timeout: float = 10.0) -> int:
         """Send everything buffered and wait up to ``timeout`` for acknowledgements; returns messages still out."""

@@ -28,6 +28,8 @@ class InMemoryPublisher:
         self._new_id = UUIDv7Source()
         self._lock = threading.Lock()
         self.closed = False
+        #: Shapes of the usage objects :meth:`unrecognised_usage` was told about, in order.
+        self.unrecognised: list[str] = []
 
     def emit(self, event: UsageEvent) -> bool:
         try:
@@ -62,7 +64,13 @@ class InMemoryPublisher:
         return self.emit(event)
 
     def request(self, **common: Any) -> RequestRecorder:
-        return RequestRecorder(self.record, clock=self._clock, new_id=self._new_id, **common)
+        return RequestRecorder(self.record, clock=self._clock, new_id=self._new_id,
+                               on_unrecognised=self.unrecognised_usage, **common)
+
+    def unrecognised_usage(self, shape: str, **context: Any) -> None:
+        """Kept in ``.unrecognised`` (the real publisher counts and logs it)."""
+        with self._lock:
+            self.unrecognised.append(shape)
 
     def flush(self, timeout: float = 0.0) -> int:
         return 0

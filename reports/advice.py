@@ -9,13 +9,14 @@ is listed. Confidence says how much the estimate assumes; changes that can degra
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import timedelta
-from typing import Any
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any, Protocol
 
 from costplane.pricing.cost import round_half_even
 from costplane.reports.base import present
 from costplane.reports.money import percent, usd, usd_display
+from costplane.reports.options import ReportOptions
 from costplane.reports.savings import SHORT_OUTPUT_TOKENS
 
 Row = dict[str, Any]
@@ -28,6 +29,7 @@ SOURCES: dict[str, tuple[str, tuple[str, ...]]] = {
     "cache_static_prefix": ("caching", ("tenant", "feature", "model")),
     "batch_background": ("batch", ("tenant", "feature", "model")),
     "route_smaller_model": ("models", ("tenant", "feature", "model")),
+    "set_max_tokens": ("max-tokens", ("tenant", "feature", "model")),
     "fix_retries": ("retries", ("tenant", "feature", "model")),
     "stop_reembedding": ("embeddings", ("tenant", "feature")),
     "cap_nonprod": ("environments", ("tenant", "env")),
@@ -104,6 +106,18 @@ def _route(row: Row, by: Sequence[str]) -> tuple[int, dict[str, Any], str, str, 
         "A smaller model can answer worse: compare a sample of its outputs before switching."
 
 
+def _max_tokens(row: Row, by: Sequence[str]) -> tuple[int, dict[str, Any], str, str, str, str | None] | None:
+    if not row["calls_without_max_tokens"]:
+        return None
+    return row["excess_output_cost_nanos"], {k: row[k] for k in (
+        "calls", "calls_without_max_tokens", "p50_output_tokens", "p99_output_tokens", "excess_output_cost_nanos")}, \
+        "low", "the output tokens above the p99 on uncapped calls, at their own prices: what a cap there would " \
+               "have cut", \
+        f"Set max_tokens (about {row['p99_output_tokens']} here, the p99 output) so one runaway generation cannot " \
+        "bill thousands of tokens.", \
+        "A cap too low truncates answers: set it above the outputs you need, and watch for finish_reason=length."
+
+
 def _retries(row: Row, by: Sequence[str]) -> tuple[int, dict[str, Any], str, str, str, str | None] | None:
     return row["wasted_cost_nanos"], {k: row[k] for k in ("requests", "retried_requests", "retry_rate",
                                                          "failed_attempts", "wasted_cost_nanos")}, \
@@ -137,7 +151,8 @@ def _context(row: Row, by: Sequence[str]) -> tuple[int, dict[str, Any], str, str
 
 BUILDERS: dict[str, Callable[[Row, Sequence[str]], tuple[int, dict[str, Any], str, str, str, str | None] | None]] = {
     "cache_static_prefix": _cache, "batch_background": _batch, "route_smaller_model": _route,
-    "fix_retries": _retries, "stop_reembedding": _embeddings, "cap_nonprod": _nonprod, "trim_context": _context,
+    "set_max_tokens": _max_tokens, "fix_retries": _retries, "stop_reembedding": _embeddings, "cap_nonprod": _nonprod,
+    "trim_context": _context,
 }
 
 
@@ -151,11 +166,16 @@ def _context_rows(rows: list[Row], by: Sequence[str]) -> list[Row]:
     return list(merged.values())
 
 
-def advise(results: Mapping[str, list[Row]], range_length: timedelta, floor_nanos: int) -> list[Opportunity]:
-    """Opportunities from each report's rows (keyed by report name), largest monthly saving first."""
+def advise(results: Mapping[str, list[Row]], spans: Mapping[str, timedelta], floor_nanos: int) -> list[Opportunity]:
+    """Opportunities from each report's rows (keyed by report name), largest monthly saving first.
+
+    ``spans`` is how long a stretch each report's rows cover (shorter than the range asked for when the raw TTL cut
+    it), so each saving is extrapolated from the time it was really seen over.
+    """
     found: list[Opportunity] = []
     for kind, (report, by) in SOURCES.items():
         rows = results.get(report, [])
+        range_length = spans.get(report, timedelta(0))
         if report == "context":
             rows = _context_rows(rows, by)
         for row in rows:
@@ -171,3 +191,27 @@ def advise(results: Mapping[str, list[Row]], range_length: timedelta, floor_nano
             found.append(Opportunity(kind, scope, evidence, saving, month, confidence, reason, action, caveat))
     found.sort(key=lambda o: (-o.monthly_saving_nanos, o.kind, str(sorted(o.scope.items()))))
     return found
+
+
+class Answer(Protocol):
+    """What a report run returns that the advisor reads (``costplane.streams.sink.query.ReportResult``)."""
+
+    rows: list[Row]
+    since: datetime | None
+    notes: list[str]
+
+
+def gather(run: Callable[[ReportOptions], Answer], base: ReportOptions,
+           floor_nanos: int) -> tuple[list[Opportunity], list[str]]:
+    """Run every source report for ``base``'s range and tenant through ``run`` (local or the worker's API) and rank
+    the opportunities; also the reports' notes (a range the raw TTL cut)."""
+    end = base.until or base.now.replace(second=0, microsecond=0)
+    results: dict[str, list[Row]] = {}
+    spans: dict[str, timedelta] = {}
+    notes: list[str] = []
+    for report, by in SOURCES.values():
+        answer = run(replace(base, report=report).with_by(by))
+        results[report] = answer.rows
+        spans[report] = end - (answer.since or base.since)
+        notes += [f"{report}: {note}" for note in answer.notes]
+    return advise(results, spans, floor_nanos), notes

@@ -133,13 +133,12 @@ def _finish_caching(rows: list[Row], options: ReportOptions) -> list[Row]:
                     "hit_rate": fraction(cached, prompt),
                     **int_fields(r, ("saved_nanos", "uncached_prefix_tokens", "uncached_prefix_cost_nanos",
                                 "would_save_nanos", "result_cache_hits", "result_cache_avoided_nanos")),
-                    "_total_would_save": r["_total_would_save_nanos"]})
+                    "_total_would_save": r["_total_would_save_nanos"], "_total_saved": r["_total_saved_nanos"]})
     return out
 
 
 def _read_caching(rows: list[Row], options: ReportOptions) -> str:
-    saved = sum(r["saved_nanos"] for r in rows)
-    would = first_total(rows, "_total_would_save")
+    saved, would = first_total(rows, "_total_saved"), first_total(rows, "_total_would_save")
     top = max(rows, key=lambda r: r["would_save_nanos"])
     where = f" — most in {row_label(top, options)}" if top["would_save_nanos"] else ""
     return (f"cache reads saved {usd_display(saved)}; caching long system prompts would save "
@@ -160,21 +159,28 @@ def _finish_context(rows: list[Row], options: ReportOptions) -> list[Row]:
                  "cost_nanos": int(r["cost_nanos"]), "history_cost_nanos": int(r["history_cost_nanos"]),
                  "_order": int(r["_turn_order"])}
         groups[tuple(shown[g.given] for g in options.by)].append(shown)
+    history = sum(m["history_cost_nanos"] for members in groups.values() for m in members)
+    total = sum(m["cost_nanos"] for members in groups.values() for m in members)
+    # --top keeps the groups that re-sent the most history, each with all its turns.
+    ranked = sorted(groups.values(), key=lambda ms: -sum(m["history_cost_nanos"] for m in ms))
+    kept = ranked if options.top is None else ranked[: options.top]
+    kept_keys = {id(ms) for ms in kept}
     out: list[Row] = []
     for members in groups.values():
+        if id(members) not in kept_keys:
+            continue
         members.sort(key=lambda m: m["_order"])
         first = next((m for m in members if m["turn"] == "1"), None)
         deep = [m for m in members if m["requests"] >= 10]
         growth = None
         if first is not None and first["avg_input_tokens"] and deep:
             growth = deep[-1]["avg_input_tokens"] / first["avg_input_tokens"]
-        out.extend({**m, "growth": growth} for m in members)
+        out.extend({**m, "growth": growth, "_history_all": history, "_cost_all": total} for m in members)
     return out
 
 
 def _read_context(rows: list[Row], options: ReportOptions) -> str:
-    history = sum(r["history_cost_nanos"] for r in rows)
-    total = sum(r["cost_nanos"] for r in rows)
+    history, total = first_total(rows, "_history_all"), first_total(rows, "_cost_all")
     grown = [r for r in rows if r["growth"] is not None]
     line = f"re-sent history cost {usd_display(history)} ({percent(fraction(history, total))} of session spend)"
     if grown:
@@ -218,14 +224,16 @@ def _finish_environments(rows: list[Row], options: ReportOptions) -> list[Row]:
         env = _env_of(shown, options)
         shown["nonprod"] = env is not None and env not in options.production_envs
         shown["_total_cost_nanos"] = r["_total_cost_nanos"]
+        shown["_total_nonprod"] = r["_total_nonprod_nanos"]
+        shown["_nonprod_envs"] = sorted(r["_all_nonprod_envs"])
         out.append(shown)
     return out
 
 
 def _read_environments(rows: list[Row], options: ReportOptions) -> str:
     total = first_total(rows, "_total_cost_nanos")
-    nonprod = sum(r["cost_nanos"] for r in rows if r["nonprod"])
-    envs = sorted({str(_env_of(r, options)) for r in rows if r["nonprod"]})
+    nonprod = first_total(rows, "_total_nonprod")
+    envs = rows[0]["_nonprod_envs"]
     named = f" ({', '.join(envs)})" if envs else ""
     return (f"non-production spend{named}: {usd_display(nonprod)}, {percent(fraction(nonprod, total))} of all spend "
             f"(production: {', '.join(options.production_envs)}; untagged counts as production)")
@@ -239,12 +247,13 @@ UNPRICED_COLUMNS = ("attempts", "input_tokens", "cached_input_tokens", "cache_wr
 
 def _finish_unpriced(rows: list[Row], options: ReportOptions) -> list[Row]:
     return [{**group_values(r, options), **int_fields(r, UNPRICED_COLUMNS), "first_seen": json_value(r["first_seen"]),
-             "last_seen": json_value(r["last_seen"])} for r in rows]
+             "last_seen": json_value(r["last_seen"]), "_total_attempts": r["_total_attempts"],
+             "_groups": r["_groups"]} for r in rows]
 
 
 def _read_unpriced(rows: list[Row], options: ReportOptions) -> str:
-    attempts = sum(r["attempts"] for r in rows)
-    return (f"{attempts} attempt(s) in {len(rows)} group(s) have no price, so no report counts their cost — add "
+    attempts, groups = first_total(rows, "_total_attempts"), first_total(rows, "_groups")
+    return (f"{attempts} attempt(s) in {groups} group(s) have no price, so no report counts their cost — add "
             "the models to the catalog (`costplane prices import`)")
 
 
@@ -254,9 +263,9 @@ def _read_unpriced(rows: list[Row], options: ReportOptions) -> str:
 def _finish_chargeback(rows: list[Row], options: ReportOptions) -> list[Row]:
     shown = [{**group_values(r, options), "cost_nanos": int(r["cost_nanos"])} for r in rows]
     grand = sum(r["cost_nanos"] for r in shown)
-    tagged = [r for r in shown if all(r[g.given] is not None for g in options.by)]
-    untagged = [r for r in shown if r not in tagged]
-    unallocated = sum(r["cost_nanos"] for r in untagged)
+    tagged_flags = [all(r[g.given] is not None for g in options.by) for r in shown]
+    tagged = [r for r, is_tagged in zip(shown, tagged_flags, strict=True) if is_tagged]
+    unallocated = sum(r["cost_nanos"] for r, is_tagged in zip(shown, tagged_flags, strict=True) if not is_tagged)
     out: list[Row] = []
     if options.allocate == "proportional" and tagged:
         parts = proportional(unallocated, [r["cost_nanos"] for r in tagged])
@@ -265,9 +274,9 @@ def _finish_chargeback(rows: list[Row], options: ReportOptions) -> list[Row]:
             out.append({**r, "allocated_nanos": part, "total_nanos": total, "share": fraction(total, grand),
                         "unallocated": False})
     else:
-        for r in shown:
+        for r, is_tagged in zip(shown, tagged_flags, strict=True):
             out.append({**r, "allocated_nanos": 0, "total_nanos": r["cost_nanos"],
-                        "share": fraction(r["cost_nanos"], grand), "unallocated": r in untagged})
+                        "share": fraction(r["cost_nanos"], grand), "unallocated": not is_tagged})
     out.sort(key=lambda r: (r["unallocated"], -r["total_nanos"]))
     if options.top is not None:
         out = out[: options.top]

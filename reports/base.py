@@ -12,12 +12,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from pathlib import Path
 from typing import Any
 
 from costplane.pricing.catalog import PriceCatalog
 from costplane.reports.money import usd
 from costplane.reports.options import ReportOptions
+from costplane.reports.routing import RoutingMap
 
 Row = dict[str, Any]
 
@@ -48,7 +48,7 @@ class Assumptions:
 
     background_features: tuple[str, ...] = ()
     batch_envs: tuple[str, ...] = ("batch", "jobs", "offline")
-    routing_file: Path | None = None
+    routing: RoutingMap | None = None  # None: the shipped defaults
 
 
 @dataclass(frozen=True, slots=True)

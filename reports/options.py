@@ -20,6 +20,8 @@ DEFAULT_RANGE = timedelta(days=30)
 _RELATIVE = re.compile(r"^(?P<n>\d+)\s*(?P<unit>m|min|h|d|w)$")
 _UNITS = {"m": 60, "min": 60, "h": 3_600, "d": 86_400, "w": 604_800}
 ALLOCATIONS = ("none", "proportional")
+#: The most rows ``--top`` may ask for (ClickHouse's LIMIT takes a 64-bit count).
+MAX_TOP = 1_000_000_000
 #: Environments the environments report counts as production unless told otherwise.
 DEFAULT_PRODUCTION_ENVS = ("prod", "production")
 
@@ -31,15 +33,15 @@ def floor_minute(moment: datetime) -> datetime:
 def parse_time(value: str, now: datetime) -> datetime:
     """ISO date or time (naive = UTC), epoch milliseconds, or a time ago (``30m``, ``24h``, ``7d``, ``2w``)."""
     text = value.strip()
-    relative = _RELATIVE.match(text.lower())
-    if relative:
-        return floor_minute(now - timedelta(seconds=int(relative["n"]) * _UNITS[relative["unit"]]))
-    if text.isdigit():
-        return floor_minute(datetime.fromtimestamp(int(text) / 1000, tz=UTC))
+    hint = "use ISO 8601 (2026-01-31 or 2026-01-31T12:00Z), epoch ms, or a time ago such as 24h or 7d"
     try:
+        relative = _RELATIVE.match(text.lower())
+        if relative:
+            return floor_minute(now - timedelta(seconds=int(relative["n"]) * _UNITS[relative["unit"]]))
+        if text.isdigit():
+            return floor_minute(datetime.fromtimestamp(int(text) / 1000, tz=UTC))
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        hint = "use ISO 8601 (2026-01-31 or 2026-01-31T12:00Z), epoch ms, or a time ago such as 24h or 7d"
+    except (ValueError, OverflowError, OSError):
         raise ReportError(f"cannot read time {value!r}: {hint}") from None
     moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
     return floor_minute(moment)
@@ -99,8 +101,8 @@ class ReportOptions:
             if not sep or not name.strip():
                 raise ReportError(f"--where takes DIM=VALUE, not {item!r}")
             filters.append((Grouping(name.strip(), resolve_dimension(name.strip())), value))
-        if top is not None and top < 1:
-            raise ReportError(f"--top must be at least 1, not {top}")
+        if top is not None and not 1 <= top <= MAX_TOP:
+            raise ReportError(f"--top must be between 1 and {MAX_TOP:,}, not {top}")
         if allocate not in ALLOCATIONS:
             raise ReportError(f"--allocate must be one of {', '.join(ALLOCATIONS)}, not {allocate!r}")
         envs: tuple[str, ...] = DEFAULT_PRODUCTION_ENVS

@@ -15,7 +15,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 from costplane.pricing.catalog import PriceCatalog
 from costplane.reports.errors import ReportError
@@ -59,18 +58,15 @@ class RoutingMap:
         return cls(tuple(rules))
 
     @classmethod
-    def load(cls, path: Path | None, catalog: PriceCatalog) -> RoutingMap:
-        """The map of ``path`` (YAML), or the shipped defaults (those the catalog prices) when None."""
-        if path is None:
-            return cls.of((p, t) for p, t in DEFAULT_ROUTES if catalog.is_priced(None, t))
-        import yaml
+    def shipped(cls, catalog: PriceCatalog) -> RoutingMap:
+        """The shipped defaults, those whose suggestion the catalog prices."""
+        return cls.of((p, t) for p, t in DEFAULT_ROUTES if catalog.is_priced(None, t))
 
-        try:
-            document = yaml.safe_load(path.read_text())
-        except (OSError, yaml.YAMLError) as exc:
-            raise ReportError(f"cannot read the routing map {path}: {str(exc).splitlines()[0]}") from None
+    @classmethod
+    def from_document(cls, document: object, source: str, catalog: PriceCatalog) -> RoutingMap:
+        """A routing map from a parsed YAML document (``source`` names it in errors)."""
         if not isinstance(document, dict) or not all(isinstance(v, str) for v in document.values()):
-            raise ReportError(f"the routing map {path} must map model patterns to model names")
+            raise ReportError(f"the routing map {source} must map model patterns to model names")
         return cls.of(((str(k), v) for k, v in document.items()), catalog)
 
     def cheaper(self, model: str) -> str | None:

@@ -3,14 +3,14 @@
 ``models`` (a cheaper model for the same calls), ``batch`` (background work on the batch tier), ``max-tokens``
 (uncapped outputs), ``embeddings`` (content embedded again), ``billing`` (the provider's bill against the catalog)
 and ``leaks`` (the waterfall from total to essential spend). Counterfactual prices are per call, compiled from the
-catalog by :mod:`costplane.reports.repricing_sql` at the prices in force at the request's ``now``.
+catalog by :mod:`costplane.reports.repricing_sql` with the catalog version that priced each call.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from costplane.reports.base import Context, Prepared, Report, Row, group_values, int_fields, row_label
+from costplane.reports.base import Context, Prepared, Report, Row, first_total, group_values, int_fields, row_label
 from costplane.reports.money import fraction, percent, usd_display
 from costplane.reports.options import ReportOptions
 from costplane.reports.repricing_sql import compile_routes, half_even
@@ -35,13 +35,9 @@ def _models_in_range(ctx: Context) -> list[tuple[str, str]]:
     return [(str(p), str(m)) for p, m in rows]
 
 
-def _now_ms(ctx: Context) -> int:
-    return int(ctx.options.now.timestamp() * 1000)
-
-
 def cheaper_routes(ctx: Context) -> dict[tuple[str, str], tuple[str, str]]:
     """Each model in range with a cheaper suggestion → (its provider, the suggested model)."""
-    routing = RoutingMap.load(ctx.assumptions.routing_file, ctx.catalog)
+    routing = ctx.assumptions.routing or RoutingMap.shipped(ctx.catalog)
     routes = {}
     for provider, model in _models_in_range(ctx):
         target = routing.cheaper(model)
@@ -53,14 +49,15 @@ def cheaper_routes(ctx: Context) -> dict[tuple[str, str], tuple[str, str]]:
 def _background_sql(ctx: Context, prepared: Prepared) -> str:
     prepared.params["bg_features"] = list(ctx.assumptions.background_features)
     prepared.params["bg_envs"] = list(ctx.assumptions.batch_envs)
-    return ("multiIf(ifNull(feature, '') IN {bg_features:Array(String)}, 'configured feature', "
+    return ("if(ifNull(service_tier, 'standard') NOT IN ('standard', 'priority'), '', "
+            "multiIf(ifNull(feature, '') IN {bg_features:Array(String)}, 'configured feature', "
             "session_id IS NULL AND ifNull(operation, '') = 'embedding', 'embedding without a session', "
-            "session_id IS NULL AND ifNull(env, '') IN {bg_envs:Array(String)}, 'batch environment', '')")
+            "session_id IS NULL AND ifNull(env, '') IN {bg_envs:Array(String)}, 'batch environment', ''))")
 
 
 def _prepare_models(ctx: Context) -> Prepared:
     routes = cheaper_routes(ctx)
-    compiled = compile_routes(ctx.catalog, routes, _now_ms(ctx))
+    compiled = compile_routes(ctx.catalog, routes)
     params = dict(compiled.params)
     cases = []
     for n, ((provider, model), (_, target)) in enumerate(sorted(routes.items())):
@@ -73,17 +70,27 @@ def _prepare_models(ctx: Context) -> Prepared:
 
 def _prepare_batch(ctx: Context) -> Prepared:
     identity = {pair: pair for pair in _models_in_range(ctx)}
-    compiled = compile_routes(ctx.catalog, identity, _now_ms(ctx), tier="batch")
+    compiled = compile_routes(ctx.catalog, identity, tier="batch")
     prepared = Prepared({"units": compiled.units, "divisor": compiled.divisor,
                          "half_even": half_even("_units", "_div")}, compiled.params)
     prepared.sql["background"] = _background_sql(ctx, prepared)
     return prepared
 
 
+def _prepare_max_tokens(ctx: Context) -> Prepared:
+    """Price only the output tokens above the group's p99 (``_excess``), at each call's own prices."""
+    identity = {pair: pair for pair in _models_in_range(ctx)}
+    only_excess = {"input_tokens": "0", "cached_input_tokens": "0", "cache_write_tokens": "0",
+                   "output_tokens": "_excess", "reasoning_tokens": "0"}
+    compiled = compile_routes(ctx.catalog, identity, buckets=only_excess)
+    return Prepared({"units": compiled.units, "divisor": compiled.divisor,
+                     "half_even": half_even("_units", "_div")}, compiled.params)
+
+
 def _prepare_leaks(ctx: Context) -> Prepared:
-    model = compile_routes(ctx.catalog, cheaper_routes(ctx), _now_ms(ctx), param_prefix="lm")
-    batch = compile_routes(ctx.catalog, {pair: pair for pair in _models_in_range(ctx)}, _now_ms(ctx),
-                           tier="batch", param_prefix="lb")
+    model = compile_routes(ctx.catalog, cheaper_routes(ctx), param_prefix="lm")
+    batch = compile_routes(ctx.catalog, {pair: pair for pair in _models_in_range(ctx)}, tier="batch",
+                           param_prefix="lb")
     prepared = Prepared(
         {"model_units": model.units, "model_divisor": model.divisor,
          "model_half_even": half_even("_model_units", "_model_div"),
@@ -135,13 +142,13 @@ def _finish_batch(rows: list[Row], options: ReportOptions) -> list[Row]:
         batch = int(r["_batch_sum"]) if int(r["_not_repriced"]) == 0 and r["_batch_sum"] is not None else None
         out.append({**group_values(r, options), "calls": int(r["calls"]), "cost_nanos": cost,
                     "batch_cost_nanos": batch, "saving_nanos": cost - batch if batch is not None else None,
-                    "reasons": list(r["reasons"])})
+                    "reasons": list(r["reasons"]), "_total_cost": r["_total_cost_nanos"],
+                    "_total_saving": r["_total_saving_nanos"]})
     return out
 
 
 def _read_batch(rows: list[Row], options: ReportOptions) -> str:
-    saving = sum(r["saving_nanos"] or 0 for r in rows)
-    cost = sum(r["cost_nanos"] for r in rows)
+    saving, cost = first_total(rows, "_total_saving"), first_total(rows, "_total_cost")
     return (f"background work cost {usd_display(cost)} at the standard or priority tier; the batch tier would have "
             f"saved {usd_display(saving)} ({percent(fraction(saving, cost))})")
 
@@ -156,13 +163,14 @@ def _finish_max_tokens(rows: list[Row], options: ReportOptions) -> list[Row]:
         p99 = int(r["p99_output_tokens"])
         out.append({**group_values(r, options), **int_fields(r, ("calls", "calls_without_max_tokens")),
                     "p50_max_tokens": p50_max, **int_fields(r, ("p50_output_tokens", "p99_output_tokens")),
-                    "headroom": fraction(p50_max, p99) if p50_max is not None else None})
+                    "headroom": fraction(p50_max, p99) if p50_max is not None else None,
+                    "excess_output_cost_nanos": int(r["_excess_cost_nanos"]),
+                    "_total_calls": r["_total_calls"], "_total_without": r["_total_without"]})
     return out
 
 
 def _read_max_tokens(rows: list[Row], options: ReportOptions) -> str:
-    calls = sum(r["calls"] for r in rows)
-    uncapped = sum(r["calls_without_max_tokens"] for r in rows)
+    calls, uncapped = first_total(rows, "_total_calls"), first_total(rows, "_total_without")
     return (f"{uncapped:,} of {calls:,} successful calls ({percent(fraction(uncapped, calls))}) set no max_tokens: "
             "one runaway generation is billed in full")
 
@@ -172,13 +180,13 @@ def _read_max_tokens(rows: list[Row], options: ReportOptions) -> str:
 
 def _finish_embeddings(rows: list[Row], options: ReportOptions) -> list[Row]:
     return [{**group_values(r, options),
-             **int_fields(r, ("embedding_calls", "distinct_content", "repeat_calls", "repeat_cost_nanos"))}
+             **int_fields(r, ("embedding_calls", "distinct_content", "repeat_calls", "repeat_cost_nanos")),
+             "_total_repeats": r["_total_repeats"], "_total_repeat_cost": r["_total_repeat_cost"]}
             for r in rows]
 
 
 def _read_embeddings(rows: list[Row], options: ReportOptions) -> str:
-    repeats = sum(r["repeat_calls"] for r in rows)
-    cost = sum(r["repeat_cost_nanos"] for r in rows)
+    repeats, cost = first_total(rows, "_total_repeats"), first_total(rows, "_total_repeat_cost")
     return f"{repeats:,} embedding calls repeated content already embedded, costing {usd_display(cost)}"
 
 
@@ -204,22 +212,23 @@ def _read_billing(rows: list[Row], options: ReportOptions) -> str:
 
 # -- leaks -----------------------------------------------------------------------------------------------------
 
-LEAK_COLUMNS = ("total_cost_nanos", "retry_waste_nanos", "history_nanos", "uncached_prefix_nanos",
-                "batch_saving_nanos", "model_saving_nanos", "repeat_embedding_nanos", "nonprod_nanos",
-                "essential_nanos")
+#: In the order the waterfall deducts them (each takes at most what the earlier ones left), then the rest.
+LEAK_COLUMNS = ("total_cost_nanos", "nonprod_nanos", "retry_waste_nanos", "repeat_embedding_nanos", "history_nanos",
+                "uncached_prefix_nanos", "model_saving_nanos", "batch_saving_nanos", "essential_nanos")
 
 
 def _finish_leaks(rows: list[Row], options: ReportOptions) -> list[Row]:
+    """One row per group, then the ``overall`` row: the whole range's totals (taken before ``--top``)."""
     out = []
     for r in rows:
         shown = {**group_values(r, options), **int_fields(r, LEAK_COLUMNS)}
         shown["leak_multiplier"] = fraction(shown["total_cost_nanos"], shown["essential_nanos"])
         shown["overall"] = False
         out.append(shown)
-    if len(out) != 1 or options.by:
+    if rows:
         overall: Row = {g.given: None for g in options.by}
         for column in LEAK_COLUMNS:
-            overall[column] = sum(r[column] for r in out)
+            overall[column] = int(rows[0][f"_all_{column}"])
         overall["leak_multiplier"] = fraction(overall["total_cost_nanos"], overall["essential_nanos"])
         overall["overall"] = True
         out.append(overall)
@@ -250,8 +259,8 @@ SAVINGS: tuple[Report, ...] = (
     Report("max-tokens", "Which calls leave max_tokens unset, and how does the cap compare with the output?",
            "max_tokens", ("feature", "model"),
            ("calls", "calls_without_max_tokens", "p50_max_tokens", "p50_output_tokens", "p99_output_tokens",
-            "headroom"),
-           "_cost DESC", _finish_max_tokens, _read_max_tokens, raw_only=True),
+            "headroom", "excess_output_cost_nanos"),
+           "_cost DESC", _finish_max_tokens, _read_max_tokens, raw_only=True, prepare=_prepare_max_tokens),
     Report("embeddings", "How much is spent embedding content that was embedded before?", "embeddings",
            ("feature",), ("embedding_calls", "distinct_content", "repeat_calls", "repeat_cost_nanos"),
            "repeat_cost_nanos DESC", _finish_embeddings, _read_embeddings, raw_only=True),

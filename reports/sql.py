@@ -17,7 +17,7 @@ from typing import Any
 
 from costplane.reports.dimensions import FAMILY_DIMENSIONS, Dimension
 from costplane.reports.errors import ReportError
-from costplane.reports.options import Grouping, ReportOptions
+from costplane.reports.options import Grouping, ReportOptions, parse_time
 from costplane.reports.ranges import cover
 
 
@@ -36,6 +36,7 @@ class Query:
     source: str
     notes: list[str] = field(default_factory=list)
     aliases: list[tuple[str, str]] = field(default_factory=list)  # (SQL alias, JSON key) of each grouping
+    since: datetime | None = None  # where the answer starts: later than asked when the raw TTL cut the range
 
 
 @dataclass
@@ -99,6 +100,11 @@ def _raw_range(b: _Builder, since: datetime, until: datetime | None) -> str:
     return cond
 
 
+def _as_text(grouping: Grouping, expr: str) -> str:
+    """A text dimension as plain String (time dimensions keep their type, which the JSON formats)."""
+    return expr if grouping.dimension.column == "bucket" else f"toString({expr})"
+
+
 def _rollup_source(b: _Builder, family: str, options: ReportOptions, coarsest: str, database: str) -> str:
     parts = []
     for piece in cover(options.since, options.until, coarsest):
@@ -111,8 +117,18 @@ def _rollup_source(b: _Builder, family: str, options: ReportOptions, coarsest: s
     return "(" + "\n    UNION ALL ".join(parts) + ")"
 
 
-def _where(b: _Builder, filters: tuple[tuple[Grouping, str], ...], raw: bool) -> list[str]:
-    return [f"ifNull(toString({b.expr(g.dimension, raw)}), '') = {b.bind(value, 'String')}" for g, value in filters]
+def _where(b: _Builder, options: ReportOptions, raw: bool) -> list[str]:
+    """``--where`` conditions: a time dimension compares as a moment (any form ``--since`` takes), the others as
+    text (empty = missing)."""
+    out = []
+    for g, value in options.where:
+        expr = b.expr(g.dimension, raw)
+        if g.dimension.column == "bucket":
+            moment = parse_time(value, options.now)
+            out.append(f"toDateTime({expr}, 'UTC') = {b.bind(moment, _BUCKET_TIME)}")
+        else:
+            out.append(f"ifNull(toString({expr}), '') = {b.bind(value, 'String')}")
+    return out
 
 
 def build(
@@ -138,27 +154,30 @@ def build(
     """
     b = _Builder()
     notes: list[str] = []
+    covered = options.since
     groupings = options.by
     needed = {g.dimension.column for g in (*groupings, *(g for g, _ in options.where))} - {"bucket"}
     needed |= set(needs)
     family = None if raw_only else _family_for(needed, families)
-    coarsest = "hour" if any(g.dimension.granularity == "hour" for g in groupings) else "day"
+    every = (*groupings, *(g for g, _ in options.where))
+    coarsest = "hour" if any(g.dimension.granularity == "hour" for g in every) else "day"
 
     aliases = [(f"d{i}", g.given) for i, g in enumerate(groupings)]
     if raw_only:
-        since = _clip_to_raw(options, raw_ttl_days, notes)
+        since = covered = _clip_to_raw(options, raw_ttl_days, notes)
         where = [_raw_range(b, since, options.until)]
         if options.tenant is not None:
             where.append(f"tenant = {b.bind(options.tenant, 'String')}")
-        where += _where(b, options.where, raw=True)
-        inner = "".join(f"argMin({b.expr(g.dimension, True)}, attempt) AS d{i},\n        "
+        where += _where(b, options, raw=True)
+        # Text, not LowCardinality, inside argMin: ClickHouse keeps LowCardinality states several times slower.
+        inner = "".join(f"argMin({_as_text(g, b.expr(g.dimension, True))}, attempt) AS d{i},\n        "
                         for i, g in enumerate(groupings))
         dims = "".join(f"{b.expr(g.dimension, True)} AS d{i},\n    " for i, g in enumerate(groupings))
         source = "raw events (usage_events)"
         source_sql = ""
     else:
         if family is None:
-            since = _clip_to_raw(options, raw_ttl_days, notes)
+            since = covered = _clip_to_raw(options, raw_ttl_days, notes)
             raw_where = _raw_range(b, since, options.until)
             tenant_cond = f"AND tenant = {b.bind(options.tenant, 'String')}" if options.tenant is not None else ""
             source_sql = "(" + Template(load_query("raw_as_rollup")).substitute(
@@ -167,7 +186,7 @@ def build(
         else:
             source_sql = _rollup_source(b, family, options, coarsest, database)
             source = f"rollup_{family}_* ({coarsest} and finer)"
-        where = ["1 = 1", *_where(b, options.where, raw=False)]
+        where = ["1 = 1", *_where(b, options, raw=False)]
         dims = "".join(f"{b.expr(g.dimension, False)} AS d{i},\n    " for i, g in enumerate(groupings))
         inner = ""
     keys = [a for a, _ in aliases]
@@ -175,16 +194,23 @@ def build(
     order = [*time_keys, *([order_by] if order_by else []), *[k for k in keys if k not in time_keys]]
     limit = options.top
     template = load_query(query_name)
-    history_rows = ""
+    if "{production:" in template:
+        b.params["production"] = list(options.production_envs)
+    history_rows = session_history_rows = ""
     if "$history_rows" in template:
         history_rows = Template(load_query("history_rows")).substitute(db=database, dims=dims,
                                                                        where=" AND ".join(where))
+    if "$session_history_rows" in template:  # only attempts in sessions: they alone carry history
+        session_history_rows = Template(load_query("history_rows")).substitute(
+            db=database, dims=dims, where=" AND ".join([*where, "session_id IS NOT NULL AND turn IS NOT NULL"]))
     text = Template(template).safe_substitute(
         history_rows=history_rows,
+        session_history_rows=session_history_rows,
         db=database,
         dims=dims,
         inner_dims=inner,
         outer_dims="".join(f"{k},\n    " for k in keys),
+        partition_by=f"PARTITION BY {', '.join(keys)}" if keys else "",
         group_by=f"GROUP BY {', '.join(keys)}" if keys else "",
         keys_then="".join(f"{k}, " for k in keys),
         then_dims="".join(f", {k}" for k in keys),
@@ -196,4 +222,4 @@ def build(
         limit=f"LIMIT {int(limit)}" if limit is not None else "",
         **(extra or {}),
     )
-    return Query(text, b.params, source, notes, aliases)
+    return Query(text, b.params, source, notes, aliases, covered)

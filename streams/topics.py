@@ -1,6 +1,7 @@
 """The worker's topics, their partitions and configs, created idempotently with the Kafka admin client.
 
 usage is keyed by tenant, so every window of a tenant lives on one partition (and one worker at a time);
+usage.backfill carries imported history, which only the sink reads (never a live budget window);
 budgets is compacted (latest definition per id, tombstones delete); the DLQ keeps a bounded retention.
 """
 
@@ -28,6 +29,7 @@ def topic_specs(kafka: KafkaSettings, worker: WorkerSettings) -> list[TopicSpec]
     rf, parts = worker.replication_factor, worker.usage_partitions
     return [
         TopicSpec(kafka.topic("usage"), parts, rf),
+        TopicSpec(kafka.topic("usage.backfill"), parts, rf),
         TopicSpec(kafka.topic("usage.dlq"), 1, rf,
                   {"retention.ms": str(worker.dlq_retention_ms), "cleanup.policy": "delete"}),
         TopicSpec(kafka.topic("budgets"), 1, rf, {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"}),

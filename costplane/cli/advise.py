@@ -32,8 +32,7 @@ def advise(
 
     from costplane.cli.report import collect
     from costplane.config import ReportSettings, load_settings
-    from costplane.reports.advice import SOURCES
-    from costplane.reports.advice import advise as rank
+    from costplane.reports.advice import gather
     from costplane.reports.errors import ReportError
     from costplane.reports.options import ReportOptions
     from costplane.streams.sink.errors import SinkUnavailable
@@ -43,21 +42,20 @@ def advise(
         err.print(f"[red]--format must be table or json, not {fmt!r}[/]")
         raise typer.Exit(2)
     now = datetime.now(UTC)
-    floor = int(load_settings(ReportSettings).advise_floor_usd * 10**9)
-    results = {}
+    settings = load_settings(ReportSettings)
+    floor = int(settings.advise_floor_usd * 10**9)
     try:
-        for report, by in SOURCES.values():
-            options = ReportOptions.parse(report, since=since, until=until, tenant=tenant, by=list(by), now=now)
-            results[report] = collect(options, api_url).rows
+        base = ReportOptions.parse("spend", since=since, until=until, tenant=tenant, now=now,
+                                   production_envs=settings.production_envs)
+        opportunities, notes = gather(lambda options: collect(options, api_url), base, floor)
     except ReportError as exc:
         err.print(f"[red]{exc}[/]")
         raise typer.Exit(2) from None
     except (SinkUnavailable, urllib.error.URLError, OSError, ValueError, ClickHouseError) as exc:
         err.print(f"[red]advise failed: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc}[/]")
         raise typer.Exit(1) from None
-    # The range the savings were seen over: an open end is now, to the minute (as the range's start is).
-    end = options.until or now.replace(second=0, microsecond=0)
-    opportunities = rank(results, end - options.since, floor)
+    for note in notes:
+        err.print(f"[yellow]note: {note}[/]")
     if fmt == "json":
         print_json([o.to_json() for o in opportunities])
         return

@@ -196,8 +196,9 @@ def _make_command(name: str, question: str) -> Any:
             "--allocate", hidden=name != "chargeback",
             help="none: untagged spend is its own row; proportional: spread over the tagged groups.")] = "none",
         production: Annotated[str | None, typer.Option(
-            "--production", hidden=name != "environments",
-            help="Environments that count as production (comma-separated). Default: prod,production.")] = None,
+            "--production", hidden=name not in ("environments", "leaks"),
+            help="Environments that count as production (comma-separated). "
+            "Default: COSTPLANE_REPORTS_PRODUCTION_ENVS (prod,production).")] = None,
         api_url: Annotated[str | None, typer.Option(
             "--api-url", envvar="COSTPLANE_WORKER_API_URL",
             help="Ask this worker's /api/report instead of opening ClickHouse (default: the directory owner's).")]
@@ -218,8 +219,15 @@ def _make_command(name: str, question: str) -> Any:
                 raise ReportError(f"--format must be one of {', '.join(formats)}, not {fmt!r}")
             if allocate != "none" and name != "chargeback":
                 raise ReportError("--allocate applies to the chargeback report only")
-            if production is not None and name != "environments":
-                raise ReportError("--production applies to the environments report only")
+            if production is not None and name not in ("environments", "leaks"):
+                raise ReportError("--production applies to the environments and leaks reports only")
+            if fmt == "focus" and allocate != "none":
+                raise ReportError("--format focus writes spend as charged; --allocate applies to the table, JSON "
+                                  "and CSV of the chargeback report")
+            if production is None:
+                from costplane.config import ReportSettings, load_settings
+
+                production = load_settings(ReportSettings).production_envs
             options = ReportOptions.parse(name, since=since, until=until, tenant=tenant, by=by or [],
                                           where=where or [], top=top, allocate=allocate, production_envs=production)
             result = collect(options, api_url, database, fmt="focus" if fmt == "focus" else "")

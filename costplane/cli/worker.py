@@ -52,7 +52,7 @@ def worker(
 
 @topics_app.command("create")
 def topics_create(json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
-    """Create the usage, DLQ, budgets (compacted), decisions and alerts topics if missing."""
+    """Create the usage, backfill, DLQ, budgets (compacted), decisions and alerts topics if missing."""
     from costplane.config import KafkaSettings, WorkerSettings, load_settings
     from costplane.streams.topics import create_topics, topic_specs
 

@@ -3,6 +3,12 @@
 -- a feature configured as background, or a call without a session that is an embedding or runs in a batch
 -- environment. Unpriced calls are left out. Reads: raw events.
 SELECT
+    *,
+    sum(cost_nanos) OVER ()                      AS _total_cost_nanos,
+    sum(if(_not_repriced = 0, cost_nanos - _batch_sum, 0)) OVER () AS _total_saving_nanos
+FROM
+(
+SELECT
     $outer_dims
     count()                                      AS calls,
     sum(cost_nanos)                              AS cost_nanos,
@@ -16,10 +22,11 @@ FROM
     (
         SELECT $dims cost_nanos, $units AS _units, $divisor AS _div, $background AS _reason
         FROM $db.usage_events
-        WHERE $where AND NOT unpriced AND ifNull(service_tier, 'standard') IN ('standard', 'priority')
+        WHERE $where AND NOT unpriced
     )
     WHERE _reason != ''
 )
 $group_by
+)
 ORDER BY $order_by
 $limit

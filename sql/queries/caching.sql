@@ -3,7 +3,8 @@
 -- The totals beside each row are taken over every group, before --top.
 SELECT
     *,
-    sum(would_save_nanos) OVER () AS _total_would_save_nanos
+    sum(would_save_nanos) OVER () AS _total_would_save_nanos,
+    sum(saved_nanos) OVER () AS _total_saved_nanos
 FROM
 (
     SELECT

@@ -13,8 +13,7 @@ SELECT
     sum(_history)                                AS history_cost_nanos
 FROM
 (
-    $history_rows
+    $session_history_rows
 )
-WHERE session_id IS NOT NULL AND turn IS NOT NULL
 GROUP BY $keys_then _turn
 ORDER BY $order_by, _turn_order

@@ -6,7 +6,9 @@ SELECT
     count()                                      AS embedding_calls,
     uniqExactIf((tenant, model, content_hash), content_hash IS NOT NULL) AS distinct_content,
     countIf(_seq > 1)                            AS repeat_calls,
-    sumIf(cost_nanos, _seq > 1)                  AS repeat_cost_nanos
+    sumIf(cost_nanos, _seq > 1)                  AS repeat_cost_nanos,
+    sum(repeat_calls) OVER ()                    AS _total_repeats,
+    sum(repeat_cost_nanos) OVER ()               AS _total_repeat_cost
 FROM
 (
     SELECT

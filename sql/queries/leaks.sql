@@ -8,17 +8,31 @@
 --   model_saving_nanos       short-output calls (<= 64 tokens) re-priced on the routing map's cheaper model
 --   batch_saving_nanos       background calls re-priced at the batch tier (as the batch report)
 --   essential_nanos          the rest
--- Unpriced attempts cost 0 and add nothing. Reads: raw events.
+-- Unpriced attempts cost 0 and add nothing. The _all_* columns are the whole range's totals (before --top), for
+-- the overall row. Reads: raw events.
+SELECT
+    *,
+    sum(total_cost_nanos) OVER () AS _all_total_cost_nanos,
+    sum(nonprod_nanos) OVER () AS _all_nonprod_nanos,
+    sum(retry_waste_nanos) OVER () AS _all_retry_waste_nanos,
+    sum(repeat_embedding_nanos) OVER () AS _all_repeat_embedding_nanos,
+    sum(history_nanos) OVER () AS _all_history_nanos,
+    sum(uncached_prefix_nanos) OVER () AS _all_uncached_prefix_nanos,
+    sum(model_saving_nanos) OVER () AS _all_model_saving_nanos,
+    sum(batch_saving_nanos) OVER () AS _all_batch_saving_nanos,
+    sum(essential_nanos) OVER () AS _all_essential_nanos
+FROM
+(
 SELECT
     $outer_dims
     sum(cost_nanos)      AS total_cost_nanos,
+    sum(x_nonprod)       AS nonprod_nanos,
     sum(x_retry)         AS retry_waste_nanos,
+    sum(x_repeat)        AS repeat_embedding_nanos,
     sum(x_history)       AS history_nanos,
     sum(x_prefix)        AS uncached_prefix_nanos,
-    sum(x_batch)         AS batch_saving_nanos,
     sum(x_model)         AS model_saving_nanos,
-    sum(x_repeat)        AS repeat_embedding_nanos,
-    sum(x_nonprod)       AS nonprod_nanos,
+    sum(x_batch)         AS batch_saving_nanos,
     sum(r7)              AS essential_nanos
 FROM
 (
@@ -62,5 +76,6 @@ FROM
     )
 )
 $group_by
+)
 ORDER BY $order_by
 $limit

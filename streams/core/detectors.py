@@ -25,16 +25,21 @@ import math
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from costplane.budgets import Budget, WindowCache, window_for
 from costplane.budgets.model import event_attrs
+from costplane.reports.projection import LOOKBACK_DAYS, history_start, project
 from costplane.streams.core.findings import Contributor, Finding, Severity
 from costplane.streams.core.priced import PricedEvent
 
 MINUTE_MS = 60_000
+#: Days of spend kept per monthly budget member: a whole month and the projection's look-back before it.
+MONTH_DAYS_KEPT = LOOKBACK_DAYS + 33
 BACKLOG_PAUSE_MS = 30_000  # a backlog that pauses this long is over: the clock judges the minutes left
 _ATTR = {"user": "user_id"}  # scope/dimension names that differ from the event's field names
 _RANKED_METRICS = (0, 1, 3)  # what findings rank contributors by: cost, tokens, retries (see _Minute.contrib)
@@ -340,7 +345,8 @@ class Detectors:
         self._requests: OrderedDict[tuple[str, str], _Request] = OrderedDict()
         self._sessions: OrderedDict[tuple[str, str], _Session] = OrderedDict()
         self._user_days: dict[str, _UserDay] = {}
-        self._month: dict[tuple[str, str], list[int]] = {}  # (budget id, member) -> [window start, spent]
+        # (budget id, member) -> {local day start ms: spent}: the month so far and the look-back before it
+        self._month: dict[tuple[str, str], dict[int, int]] = {}
         self._recent: dict[str, tuple[Finding, int]] = {}  # dedup key -> (last active finding, its minute)
         self._cleared: set[str] = set()  # recent keys already reported inactive at least once
         self._budgets: list[Budget] = []
@@ -371,12 +377,24 @@ class Detectors:
             del self._user_days[tenant]
 
     def seed_month_spend(self, budget_id: str, member: str, spent: int, at_ms: int) -> None:
-        """Start a monthly budget's month-to-date from the worker's authoritative window total (after a restart)."""
+        """Start a monthly budget's month-to-date from a total known without its days (e.g. the worker's window
+        counter): spread evenly over the month's days before ``at_ms``'s day (the remainder on the first), which is
+        the linear run rate a total alone implies; replaces what was counted for the member."""
         budget = next((b for b in self._budgets if b.id == budget_id), None)
         if budget is None or budget.period != "month":
             return
-        start = window_for("month", budget.tz, at_ms).start_ms
-        self._month[(budget_id, member)] = [start, int(spent)]
+        month = window_for("month", budget.tz, at_ms)
+        days: list[int] = []
+        day = window_for("day", budget.tz, month.start_ms)
+        today = window_for("day", budget.tz, at_ms).start_ms
+        while day.start_ms < today:
+            days.append(day.start_ms)
+            day = window_for("day", budget.tz, day.end_ms)
+        if not days:
+            self._month[(budget_id, member)] = {today: int(spent)}
+            return
+        share, rest = divmod(int(spent), len(days))
+        self._month[(budget_id, member)] = {d: share + (rest if i == 0 else 0) for i, d in enumerate(days)}
 
     def _tenant_daily_budgets(self) -> dict[str, Budget]:
         """The tenant-wide daily budget of each tenant (scope = exactly the tenant; the smallest if several)."""
@@ -498,18 +516,20 @@ class Detectors:
             day.over.add(e.user_id)
 
     def _observe_month(self, p: PricedEvent, budgets: Sequence[Budget]) -> None:
+        """Spend per member and local day: the month so far and, for the run rate, the days before it (trimmed to
+        the projection's look-back when judged)."""
         attrs = event_attrs(p.event)
         for b in budgets:
             member = b.member_of(attrs)
             if member is None:
                 continue
-            start = self._windows.window("month", b.tz, p.event.occurred_at).start_ms
-            cell = self._month.setdefault((b.id, member), [start, 0])
-            if start > cell[0]:
-                cell[0], cell[1] = start, 0
-            elif start < cell[0]:
-                continue  # a late event of last month
-            cell[1] += p.cost_nanos if b.unit == "usd" else _tokens(p)
+            day = self._windows.window("day", b.tz, p.event.occurred_at).start_ms
+            cell = self._month.setdefault((b.id, member), {})
+            if day not in cell:
+                cell[day] = 0
+                while len(cell) > MONTH_DAYS_KEPT:  # a new day (once a day per member): drop the oldest
+                    del cell[min(cell)]
+            cell[day] += p.cost_nanos if b.unit == "usd" else _tokens(p)
 
     # -- evaluating ------------------------------------------------------------------------------------------
     def evaluate(self, now_ms: int) -> list[Finding]:
@@ -818,29 +838,41 @@ class Detectors:
         return out
 
     def _judge_forecasts(self, minute: int) -> list[Finding]:
+        """Each monthly budget member's month-end projection (:func:`costplane.reports.projection.project`, the
+        same as ``costplane forecast``) at the end of the judged minute, in the budget's timezone."""
         out: list[Finding] = []
         end = minute + MINUTE_MS
         by_id = {b.id: b for b in self._budgets}
-        for (budget_id, member), (start, spent) in self._month.items():
-            b = by_id[budget_id]
+        for (budget_id, member), days in self._month.items():
+            b = by_id.get(budget_id)
+            if b is None or b.period != "month":
+                continue  # restored from saved state before the budgets arrived
             w = window_for("month", b.tz, minute)
-            if w.start_ms != start or spent <= 0:
-                continue
             tenant = b.scope.get("tenant", "")
             cfg = self.config_for(tenant)
-            elapsed = end - w.start_ms
-            if elapsed < cfg.forecast_min_elapsed_ms:
+            if end - w.start_ms < cfg.forecast_min_elapsed_ms:
                 continue
-            length = w.end_ms - w.start_ms
-            projected = spent * length // elapsed
-            active = projected >= b.limit
-            crossing = w.start_ms + b.limit * elapsed // spent
+            zone = ZoneInfo(b.tz)
+            now = datetime.fromtimestamp(end / 1000, tz=UTC).astimezone(zone)
+            first = history_start(now)
+            daily: dict[date, int] = {}
+            for start, amount in days.items():
+                if start >= end:
+                    continue  # a day after the judged minute (a replay judging the past): not yet
+                local = datetime.fromtimestamp(start / 1000, tz=UTC).astimezone(zone).date()
+                if local >= first:
+                    daily[local] = daily.get(local, 0) + amount
+            p = project(daily, now, b.limit)
+            if p.month_to_date <= 0:
+                continue
             out.append(self._finding(
-                "budget_forecast", tenant, {"budget_id": budget_id, "member": member}, active, "warning",
-                f"budget {budget_id} ({member}) projected at {projected} of {b.limit} {b.unit} by month end",
+                "budget_forecast", tenant, {"budget_id": budget_id, "member": member}, p.overrun, "warning",
+                f"budget {budget_id} ({member}) projected at {p.projected} of {b.limit} {b.unit} by month end"
+                + (f", reaching it on {p.cross_date.isoformat()}" if p.cross_date is not None else ""),
                 w.start_ms, w.end_ms,
-                {"spent": str(spent), "limit": str(b.limit), "unit": b.unit, "projected": str(projected),
-                 "projected_share": _ratio(projected, b.limit), "crossing_at_ms": str(crossing),
+                {"spent": str(p.month_to_date), "limit": str(b.limit), "unit": b.unit, "projected": str(p.projected),
+                 "low": str(p.low), "high": str(p.high), "projected_share": _ratio(p.projected, b.limit),
+                 "basis": p.basis, "crossing_date": p.cross_date.isoformat() if p.cross_date is not None else "",
                  "month_end_ms": str(w.end_ms)},
                 (), "Find what grew this month (costplane report spend --by feature,model --since the month start) "
                     "and raise the budget or cut the growth before the crossing date."))
@@ -894,10 +926,12 @@ class Detectors:
             "subjects": [[list(k), b.level, b.var, b.minutes, b.last_seen] for k, b in self._subjects.items()],
             "models": [[list(k), b.level, b.var, b.minutes, b.last_seen] for k, b in self._models.items()],
             "cache": [[list(k), c.rate.numerator, c.rate.denominator, c.minutes] for k, c in self._cache.items()],
+            "months": [[[_member_tenant(member), budget_id, member], {str(d): v for d, v in days.items()}]
+                       for (budget_id, member), days in self._month.items()],
         }
 
     def load_baselines(self, data: Mapping[str, Any]) -> None:
-        """Restore :meth:`baselines` output (entries already learnt here are kept)."""
+        """Restore :meth:`baselines` output (entries already learnt here are kept; month spend is added)."""
         for key, level, var, minutes, last_seen in data.get("subjects", []):
             self._subjects.setdefault(tuple(key), _Baseline(int(level), int(var), int(minutes), int(last_seen)))
         for key, level, var, minutes, last_seen in data.get("models", []):
@@ -905,6 +939,13 @@ class Detectors:
             self._models.setdefault((tenant, model), _Baseline(int(level), int(var), int(minutes), int(last_seen)))
         for key, num, den, minutes in data.get("cache", []):
             self._cache.setdefault(tuple(key), _CacheBaseline(Fraction(int(num), int(den)), int(minutes)))
+        for (_tenant, budget_id, member), saved in data.get("months", []):
+            # Kept even for a budget not known yet (the budgets topic may be read after the state): judged once
+            # it is, dropped by set_budgets when it is gone. Added, not kept: what this process counted since it
+            # started is traffic the saved state never saw.
+            cell = self._month.setdefault((budget_id, member), {})
+            for day, amount in saved.items():
+                cell[int(day)] = cell.get(int(day), 0) + int(amount)
 
     def forget_tenant(self, tenant: str) -> None:
         """Drop everything learnt about a tenant (its partition moved to another worker after a rebalance)."""
@@ -934,6 +975,11 @@ class Detectors:
         return {"subjects": len(self._subjects), "models": len(self._models), "requests": len(self._requests),
                 "sessions": len(self._sessions), "open_minutes": len(self._open), "recent": len(self._recent),
                 "user_days": sum(len(d.users) for d in self._user_days.values()), "months": len(self._month)}
+
+
+def _member_tenant(member: str) -> str:
+    """The tenant of a budget member key (``tenant=acme,user=u1`` → ``acme``: the tenant always comes first)."""
+    return member.split(",", 1)[0].removeprefix("tenant=")
 
 
 def _drop_tenant(table: MutableMapping[Any, Any], tenant: str) -> None:

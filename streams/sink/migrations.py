@@ -140,9 +140,44 @@ def migrate(
             column_names=["version", "name", "checksum", "applied_at"],
         )
         done.append(m)
+    if any(m.version == REPORT_ROLLUPS_VERSION for m in done):
+        backfill_report_rollups(client, database)
     if any(m.name == "usage_events" for m in migrations):
         apply_ttl(client, database, raw_ttl_days)
     return done
+
+
+#: The migration that added the report rollups; the raw events already stored then had none.
+REPORT_ROLLUPS_VERSION = 5
+
+
+def backfill_report_rollups(client: Any, database: str) -> None:
+    """Roll up the raw events stored before the report rollups existed (run once, as their migration applies).
+
+    Rows ingested before that migration was recorded were written by a sink that did not write these rollups; rows
+    after it have theirs. The rollups are computed by the same projection the reports use on raw events
+    (``sql/queries/raw_as_rollup.sql``); events the raw TTL already dropped cannot be rolled up.
+    """
+    from costplane.reports.sql import load_query
+    from costplane.streams.sink.processor import FAMILIES, GRANULARITIES, ROLLUP_MEASURES
+
+    applied = client.query(
+        f"SELECT min(applied_at) FROM {database}.schema_migrations WHERE version = {{v:UInt32}}",
+        parameters={"v": REPORT_ROLLUPS_VERSION},
+    ).result_rows[0][0]
+    source = Template(load_query("raw_as_rollup")).substitute(
+        db=database, range="ingested_at < {cutoff:DateTime64(3, 'UTC')}", tenant="")
+    start_of = {"minute": "toStartOfMinute", "hour": "toStartOfHour", "day": "toStartOfDay"}
+    for family in FAMILIES:
+        dims = ", ".join(family.dimensions)
+        sums = ", ".join(f"sum({m})" for m in ROLLUP_MEASURES)
+        for granularity in GRANULARITIES:
+            client.command(
+                f"INSERT INTO {database}.{family.table(granularity)} ({', '.join(family.columns)}) "
+                f"SELECT toDateTime({start_of[granularity]}(bucket), 'UTC') AS rollup_bucket, {dims}, {sums}, "
+                f"min(first_at), max(last_at) FROM ({source}) GROUP BY rollup_bucket, {dims}",
+                parameters={"cutoff": applied},
+            )
 
 
 def apply_ttl(client: Any, database: str, raw_ttl_days: int) -> None:

@@ -8,13 +8,16 @@ same rows whether it opened the database itself or asked the worker that owns an
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
 
+from costplane.pricing.catalog import PriceCatalog
 from costplane.reports.base import Assumptions, Context, Prepared
 from costplane.reports.definitions import REPORTS, Report, Row, per_request, present, users_options
 from costplane.reports.errors import ReportError
 from costplane.reports.focus import focus_rows
 from costplane.reports.options import ReportOptions
+from costplane.reports.routing import RoutingMap
 from costplane.reports.sql import Query, build
 
 #: Rows ``requests --by request`` lists unless ``--top`` says otherwise.
@@ -31,17 +34,19 @@ class ReportResult:
     source: str
     notes: list[str] = field(default_factory=list)
     by: list[str] = field(default_factory=list)
+    since: datetime | None = None  # where the answer starts (later than asked when the raw TTL cut the range)
 
     def to_json(self) -> dict[str, Any]:
         return {"report": self.report, "rows": self.rows, "reading": self.reading, "source": self.source,
-                "notes": self.notes, "by": self.by}
+                "notes": self.notes, "by": self.by, "since": self.since.isoformat() if self.since else None}
 
     @classmethod
     def from_json(cls, data: Any) -> ReportResult:
         if not isinstance(data, dict) or not isinstance(data.get("rows"), list):
             raise ValueError("the worker's report answer is not a report object")
+        since = datetime.fromisoformat(data["since"]) if data.get("since") else None
         return cls(str(data["report"]), data["rows"], str(data.get("reading", "")), str(data.get("source", "")),
-                   list(data.get("notes", [])), list(data.get("by", [])))
+                   list(data.get("notes", [])), list(data.get("by", [])), since)
 
 
 def report_definition(name: str) -> Report:
@@ -67,8 +72,10 @@ def resolved_options(report: Report, options: ReportOptions) -> ReportOptions:
     return options
 
 
-def assumptions() -> Assumptions:
-    """The savings reports' assumptions from ``COSTPLANE_REPORTS_*``."""
+def assumptions(catalog: PriceCatalog) -> Assumptions:
+    """The savings reports' assumptions from ``COSTPLANE_REPORTS_*`` (the routing file read here)."""
+    import yaml
+
     from costplane.config import ReportSettings, load_settings
 
     settings = load_settings(ReportSettings)
@@ -76,7 +83,15 @@ def assumptions() -> Assumptions:
     def names(text: str) -> tuple[str, ...]:
         return tuple(n.strip() for n in text.split(",") if n.strip())
 
-    return Assumptions(names(settings.background_features), names(settings.batch_envs), settings.routing_file)
+    routing = None
+    if settings.routing_file is not None:
+        path = settings.routing_file
+        try:
+            document = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise ReportError(f"cannot read the routing map {path}: {str(exc).splitlines()[0]}") from None
+        routing = RoutingMap.from_document(document, str(path), catalog)
+    return Assumptions(names(settings.background_features), names(settings.batch_envs), routing)
 
 
 def _prepared(client: Any, report: Report, options: ReportOptions, database: str) -> Prepared:
@@ -87,7 +102,8 @@ def _prepared(client: Any, report: Report, options: ReportOptions, database: str
     def fetch(sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         return [tuple(r) for r in client.query(sql, parameters=params).result_rows]
 
-    return report.prepare(Context(options, database, fetch, default_catalog(), assumptions()))
+    catalog = default_catalog()
+    return report.prepare(Context(options, database, fetch, catalog, assumptions(catalog)))
 
 
 def _query(client: Any, report: Report, options: ReportOptions, database: str, raw_ttl_days: int) -> Query:
@@ -105,8 +121,8 @@ def _check_tenant(client: Any, options: ReportOptions, database: str) -> None:
     if options.tenant is None:
         return
     found = client.query(
-        f"SELECT 1 FROM {database}.rollup_spend_day WHERE tenant = {{t:String}} "
-        f"UNION ALL SELECT 1 FROM {database}.usage_events WHERE tenant = {{t:String}} LIMIT 1",
+        f"SELECT 1 FROM (SELECT 1 FROM {database}.rollup_spend_day WHERE tenant = {{t:String}} LIMIT 1 "
+        f"UNION ALL SELECT 1 FROM {database}.usage_events WHERE tenant = {{t:String}} LIMIT 1) LIMIT 1",
         parameters={"t": options.tenant},
     ).result_rows
     if not found:
@@ -128,7 +144,7 @@ def run_report(client: Any, options: ReportOptions, database: str, raw_ttl_days:
     finished = report.finish(_rows(client, query), options)
     reading = report.reading(finished, options) if finished else "nothing in this range"
     return ReportResult(report.name, present(finished), reading, query.source, query.notes,
-                        [g.given for g in options.by])
+                        [g.given for g in options.by], query.since)
 
 
 def run_focus(client: Any, options: ReportOptions, database: str, raw_ttl_days: int = 0) -> list[dict[str, str]]:
@@ -143,9 +159,14 @@ def run_focus(client: Any, options: ReportOptions, database: str, raw_ttl_days: 
 
 def answer_api(client: Any, query_string: str, database: str, raw_ttl_days: int = 0) -> Any:
     """What ``GET /api/report?<query_string>`` returns: the report object (rows, reading, source, notes), or with
-    ``format=focus`` the FOCUS rows. Raises ReportError on a bad request (HTTP 400)."""
+    ``format=focus`` the FOCUS rows; ``report=rerate`` runs ``costplane rerate`` here (the caller holds the client,
+    so the sink waits). Raises ReportError on a bad request (HTTP 400)."""
     from urllib.parse import parse_qs
 
+    if parse_qs(query_string).get("report", [""])[-1] == "rerate":
+        from costplane.streams.sink.rerate import answer
+
+        return answer(client, query_string, database)
     options = ReportOptions.from_query_string(query_string)
     if parse_qs(query_string).get("format", [""])[-1] == "focus":
         return run_focus(client, options, database, raw_ttl_days)

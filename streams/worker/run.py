@@ -23,7 +23,7 @@ def run_worker(kafka: KafkaSettings, redis_settings: RedisSettings, clickhouse: 
     from costplane.streams.app import create_app, group_id
     from costplane.streams.topics import create_topics
     from costplane.streams.worker.access import exposure_problem, tenant_tokens
-    from costplane.streams.worker.sinkloop import SinkLoop
+    from costplane.streams.worker.sinkloop import SinkLoop, backfill_loop
 
     problem = exposure_problem(worker)
     try:
@@ -64,6 +64,21 @@ def run_worker(kafka: KafkaSettings, redis_settings: RedisSettings, clickhouse: 
 
         thread = threading.Thread(target=sink_main, name="costplane-sink", daemon=True)
         thread.start()
+        backfill = backfill_loop(sink)  # imported history: only the sink reads it, never a budget window
+
+        def backfill_main() -> None:
+            try:
+                backfill.run()
+            finally:
+                if backfill.error is not None:
+                    import os
+                    import sys
+
+                    sys.stderr.write(f"costplane worker: the backfill sink stopped: {backfill.error}\n")
+                    os._exit(4)
+
+        backfill_thread = threading.Thread(target=backfill_main, name="costplane-backfill", daemon=True)
+        backfill_thread.start()
     tune_gc(worker.gc_threshold)
     pin_mmap_threshold(worker.malloc_mmap_threshold_kib)
     if worker.malloc_trim_s > 0:
@@ -74,5 +89,7 @@ def run_worker(kafka: KafkaSettings, redis_settings: RedisSettings, clickhouse: 
     finally:
         if sink is not None:
             sink.stop_event.set()  # the loop flushes what it buffered (insert → commit → mark seen), then stops
+            backfill.stop_event.set()
             thread.join(timeout=30)
+            backfill_thread.join(timeout=30)
             sink.close()

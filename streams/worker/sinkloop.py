@@ -4,6 +4,11 @@ Its own consumer group (``<group>.sink``): enforcement never waits for ClickHous
 pauses this loop (retry with backoff, buffer kept), never the stream role. The loop decodes with the same codec;
 it does not dead-letter (the stream role does), it only skips what does not decode.
 
+A second loop of the same class reads ``usage.backfill`` (imported history, :func:`backfill_loop`): its own
+consumer group and its own sink on the same ClickHouse client, no clock-skew limit (history is old on purpose), and
+its partitions numbered from :data:`BACKFILL_PARTITION_BASE` in the sink's ledger so they never mix with the live
+topic's. The ``seen_event_ids`` check is shared, so an event is written once whichever topic brought it.
+
 Outages of any length are ridden through, never fatal: a flush that fails because ClickHouse is down or because the
 broker cannot take the offset commit (a restart: "Waiting for coordinator", a member that lost its generation) is
 retried with backoff while the loop keeps polling with its partitions paused, so the consumer stays in its group
@@ -26,14 +31,20 @@ from costplane.streams.worker.pricing import price_events
 
 log = get_logger(__name__)
 
+#: Added to a backfill partition number in the sink's ledger (``kafka_partition``, recovery by partition).
+BACKFILL_PARTITION_BASE = 100_000
+
 
 class SinkLoop:
     """Consume usage, price, buffer in :class:`ClickHouseSink`, flush by size or age with offsets committed inside."""
 
     def __init__(self, kafka: KafkaSettings, clickhouse: ClickHouseSettings, worker: WorkerSettings,
-                 metrics: WorkerMetrics, group: str) -> None:
+                 metrics: WorkerMetrics, group: str, *, source: str = "usage", partition_base: int = 0) -> None:
         self.kafka, self.clickhouse, self.worker, self.metrics = kafka, clickhouse, worker, metrics
         self.group = group
+        self.source, self.partition_base = source, partition_base
+        self.role = "sink" if source == "usage" else "backfill"
+        self._own_sink: Any = None
         self.stop_event = threading.Event()
         self.ready = False
         self.opened: Any = None
@@ -62,10 +73,10 @@ class SinkLoop:
 
         from costplane.streams.sink.errors import SinkUnavailable
 
-        topic = self.kafka.topic("usage")
+        topic = self.kafka.topic(self.source)
         try:
-            self._consumer.commit(offsets=[TopicPartition(topic, p, o) for p, o in offsets.items()],
-                                  asynchronous=False)
+            self._consumer.commit(offsets=[TopicPartition(topic, p - self.partition_base, o)
+                                           for p, o in offsets.items()], asynchronous=False)
         except KafkaException as exc:
             raise SinkUnavailable(f"Kafka offset commit failed, retry later: {exc}") from exc
 
@@ -93,7 +104,9 @@ class SinkLoop:
         codec = UsageCodec.with_registry(self.kafka.schema_registry_url) if self.kafka.schema_registry_url \
             else UsageCodec.schemaless()
         catalog = default_catalog()
-        topic = self.kafka.topic("usage")
+        topic = self.kafka.topic(self.source)
+        skew = self.worker.max_clock_skew_ms if self.source == "usage" else None
+        base = self.partition_base
         consumer = Consumer({
             **self.kafka.confluent_config(), "group.id": self.group, "enable.auto.commit": False,
             "auto.offset.reset": "earliest", "session.timeout.ms": int(self.worker.session_timeout_s * 1000),
@@ -102,7 +115,7 @@ class SinkLoop:
         })
 
         self._consumer = consumer
-        sink = self.opened.sink
+        sink = self._own_sink if self._own_sink is not None else self.opened.sink
 
         def flush_once() -> FlushResult | None:
             with collections_deferred(), self.client_lock:  # one attempt at a time: never across a backoff
@@ -119,10 +132,10 @@ class SinkLoop:
                 self._set_waiting(str(exc))
                 backoff.failed(time.monotonic())
                 self.metrics.sink_retries.inc()
-                log.warning("sink_retry", error=str(exc), retry_in_s=backoff.delay_s)
+                log.warning("sink_retry", role=self.role, error=str(exc), retry_in_s=backoff.delay_s)
                 return False
             if self.waiting is not None:
-                log.info("sink_resumed", waited_for=self.waiting)
+                log.info("sink_resumed", role=self.role, waited_for=self.waiting)
             self._set_waiting(None)
             backoff.reset()
             if result is not None:
@@ -135,8 +148,8 @@ class SinkLoop:
             # that cannot happen now, the revoked partitions' events are dropped from the buffer: their new owner
             # re-reads them from the committed offset, and the journal finishes whatever this sink began.
             if not flush():
-                dropped = sink.discard_partitions({int(tp.partition) for tp in partitions})
-                log.warning("sink_revoked_while_waiting", dropped=dropped)
+                dropped = sink.discard_partitions({int(tp.partition) + base for tp in partitions})
+                log.warning("sink_revoked_while_waiting", role=self.role, dropped=dropped)
 
         consumer.subscribe([topic], on_revoke=on_revoke, on_lost=on_revoke)
         self.ready = True
@@ -151,10 +164,11 @@ class SinkLoop:
                         continue
                     headers = cast(list[tuple[str, bytes]], msg.headers() or [])
                     decoded = codec.decode(msg.value(), headers, now_ms=int(time.time() * 1000),
-                                           max_clock_skew_ms=self.worker.max_clock_skew_ms)
+                                           max_clock_skew_ms=skew)
                     for priced in price_events(catalog, decoded.events):
-                        sink.add(priced, msg.partition(), msg.offset(), ledger_amounts(catalog, priced.event))
-                    self.metrics.events.labels("sink").inc(len(decoded.events))
+                        sink.add(priced, (msg.partition() or 0) + base, msg.offset(),
+                                 ledger_amounts(catalog, priced.event))
+                    self.metrics.events.labels(self.role).inc(len(decoded.events))
                 if self.waiting is not None and not paused:
                     paused = list(consumer.assignment())  # hold what is buffered; keep polling for the group
                     consumer.pause(paused)
@@ -169,7 +183,7 @@ class SinkLoop:
                     paused = []
                 if time.monotonic() >= next_lag_at:
                     next_lag_at = time.monotonic() + 5.0
-                    self.metrics.lag.labels("sink").set(self._lag(consumer))
+                    self.metrics.lag.labels(self.role).set(self._lag(consumer))
             for _ in range(3):  # stopping: a last flush, briefly retried (what stays unflushed is re-read later)
                 if flush():
                     break
@@ -179,7 +193,7 @@ class SinkLoop:
 
     def _set_waiting(self, what: str | None) -> None:
         self.waiting = what
-        self.metrics.waiting.labels("sink").set(0 if what is None else 1)
+        self.metrics.waiting.labels(self.role).set(0 if what is None else 1)
 
     @staticmethod
     def _lag(consumer: Any) -> int:
@@ -210,3 +224,18 @@ class Backoff:
 
     def reset(self) -> None:
         self.delay_s, self._due_at = 0.0, 0.0
+
+
+def backfill_loop(primary: SinkLoop) -> SinkLoop:
+    """The loop for ``usage.backfill`` beside an opened ``primary`` sink loop: same client (and its lock), own sink,
+    own consumer group ``<group>.backfill``."""
+    from costplane.streams.sink.sink import ClickHouseSink, FlushPolicy
+    from costplane.streams.sink.writer import BatchWriter
+
+    loop = SinkLoop(primary.kafka, primary.clickhouse, primary.worker, primary.metrics, f"{primary.group}.backfill",
+                    source="usage.backfill", partition_base=BACKFILL_PARTITION_BASE)
+    loop.opened, loop.client_lock = primary.opened, primary.client_lock
+    policy = FlushPolicy(primary.worker.sink_max_events, primary.worker.sink_max_age_s)
+    loop._own_sink = ClickHouseSink(BatchWriter(primary.opened.client, primary.clickhouse.database), loop._commit,
+                                    policy, shared=primary.clickhouse.url is not None)
+    return loop

@@ -478,3 +478,12 @@ def test_bad_requests_are_400_with_a_reason(loaded: tuple[WorkerProcess, list[Tr
     assert status == 400 and "unknown dimension" in body["error"]
     status, body = worker.get("/api/report?report=nope")
     assert status == 400 and "unknown report" in body["error"]
+
+
+def test_time_filters_match_the_rows_time_groupings_print(loaded: tuple[WorkerProcess, list[Truth]]) -> None:
+    worker, _ = loaded
+    hours = rows_of(worker, "spend", by=["hour"])
+    busiest = max(hours, key=lambda r: r["attempts"])
+    filtered = rows_of(worker, "spend", by=["tenant"], where=[f"hour={busiest['hour']}"])
+    assert sum(r["attempts"] for r in filtered) == busiest["attempts"]
+    assert sum(r["cost_nanos"] for r in filtered) == busiest["cost_nanos"]

@@ -67,6 +67,14 @@ def prompt_side(e: UsageEvent) -> int:
                   + e.cache_write_tokens * rates["cache_write"].usd)
 
 
+def output_price(e: UsageEvent, tokens: int) -> int:
+    """``tokens`` output tokens at the call's own output price (its size tier), rounded once."""
+    prompt = e.input_tokens + e.cached_input_tokens + e.cache_write_tokens
+    rates = default_catalog().explain(e.provider, e.model, prompt_tokens=prompt, service_tier=e.service_tier)
+    assert rates is not None
+    return _nanos(tokens * rates["output"].usd)
+
+
 @dataclass
 class Call:
     e: UsageEvent
@@ -104,6 +112,9 @@ def dataset() -> list[UsageEvent]:
             input_tokens=4100, output_tokens=400, max_tokens=1024, request_id=f"chat{s}-4")
         add(model="gpt-4o", feature="chat", team="web", session_id=f"s{s}", turn=4, attempt=2, max_tokens=1024,
             input_tokens=4100, output_tokens=30, request_id=f"chat{s}-4")
+    for i in range(101):  # uncapped summaries: one runs away
+        add(model="gpt-4o-mini", feature="summarize", team="docs", input_tokens=2000, output_tokens=5000 if i == 50 else
+            100 + i % 7)
     for _ in range(5):  # a staging load test
         add(model="gpt-4o-mini", feature="chat", team="web", env="staging", input_tokens=3000, output_tokens=500)
     for i in range(3):  # long-context calls: the size tier changes per call
@@ -117,8 +128,7 @@ def dataset() -> list[UsageEvent]:
 
 @pytest.fixture(scope="module")
 def savings_chdb(chdb_dir: Path) -> Path:
-    """The session's embedded directory: chDB opens one directory per process, so a second one here made every
-    later test's ClickHouse fail ("EmbeddedServer already initialized with path …")."""
+    """The session's embedded directory (one process can open only one), with a database of this module's own."""
     return chdb_dir
 
 
@@ -226,10 +236,12 @@ def test_max_tokens_headroom(loaded: tuple[Any, str, list[Call]]) -> None:
         caps = sorted(c.e.max_tokens for c in cs if c.e.max_tokens is not None)
         p50_max = caps[int(0.5 * len(caps))] if caps else None
         p99 = outputs[int(0.99 * len(outputs))]
+        excess = sum(output_price(c.e, max(c.e.output_tokens - p99, 0)) for c in cs if c.e.max_tokens is None)
         want[key] = {"feature": key[0], "model": key[1], "calls": len(cs),
                      "calls_without_max_tokens": sum(c.e.max_tokens is None for c in cs), "p50_max_tokens": p50_max,
                      "p50_output_tokens": outputs[int(0.5 * len(outputs))], "p99_output_tokens": p99,
-                     "headroom": p50_max / p99 if p50_max is not None else None}
+                     "headroom": p50_max / p99 if p50_max is not None else None,
+                     "excess_output_cost_nanos": excess, "excess_output_cost_usd": usd(excess)}
     assert rows == want
 
 
@@ -324,14 +336,15 @@ def test_sql_repricing_equals_the_python_engine_per_call(loaded: tuple[Any, str,
                     rng.randrange(0, 5_000), rng.randrange(0, 3_000))
         calls.append((provider, model, b, rng.choice([None, "batch", "priority", "flex"])))
     for tier in (None, "batch"):
-        compiled = compile_routes(catalog, targets, now_ms, tier=tier)
+        compiled = compile_routes(catalog, targets, tier=tier)
         values = ", ".join(
             f"('{p}', '{m}', {b.input_tokens}, {b.cached_input_tokens}, {b.cache_write_tokens}, {b.output_tokens}, "
             f"{b.reasoning_tokens}, {'NULL' if t is None else repr(t)})" for p, m, b, t in calls)
         sql = (f"SELECT {half_even('_units', '_div')} FROM (SELECT {compiled.units} AS _units, "
                f"{compiled.divisor} AS _div FROM (SELECT c.1 AS provider, c.2 AS model, c.3 AS input_tokens, "
                f"c.4 AS cached_input_tokens, c.5 AS cache_write_tokens, c.6 AS output_tokens, "
-               f"c.7 AS reasoning_tokens, CAST(c.8 AS Nullable(String)) AS service_tier "
+               f"c.7 AS reasoning_tokens, CAST(c.8 AS Nullable(String)) AS service_tier, "
+               f"fromUnixTimestamp64Milli(toInt64({now_ms}), 'UTC') AS occurred_at "
                f"FROM (SELECT arrayJoin([{values}]) AS c)))")
         got = [int(r[0]) for r in client.query(sql, parameters=compiled.params).result_rows]
         want = []
@@ -377,6 +390,13 @@ def test_advisor_ranks_the_savings_the_reports_show(loaded: tuple[Any, str, list
     route = found[("route_smaller_model", (("feature", "classify"), ("model", "gpt-4o"), ("tenant", "acme")))]
     assert route["monthly_saving_nanos"] == 30 * sum(c.cost - (list_price(c.e, "gpt-4o-mini") or 0) for c in classify)
     assert route["caveat"] and route["evidence"]["cheaper_model"] == "gpt-4o-mini"
+    capless = found[("set_max_tokens", (("feature", "summarize"), ("model", "gpt-4o-mini"), ("tenant", "acme")))]
+    summaries = [c for c in calls if c.e.feature == "summarize"]
+    outputs = sorted(c.e.output_tokens for c in summaries)
+    p99 = outputs[int(0.99 * len(outputs))]
+    excess = sum(output_price(c.e, max(c.e.output_tokens - p99, 0)) for c in summaries)
+    assert excess > 0 and capless["monthly_saving_nanos"] == 30 * excess
+    assert capless["confidence"] == "low" and capless["caveat"]
     staging = [c for c in calls if c.e.env == "staging"]
     assert found[("cap_nonprod", (("tenant", "acme"),))]["monthly_saving_nanos"] == 30 * sum(c.cost for c in staging)
     savings = [o["monthly_saving_nanos"] for o in json.loads(out.stdout)]
@@ -385,3 +405,13 @@ def test_advisor_ranks_the_savings_the_reports_show(loaded: tuple[Any, str, list
     floored = CliRunner().invoke(build_app(), ["advise", "--since", "1d", "--format", "json"])
     kept = json.loads(floored.stdout)
     assert kept == [o for o in json.loads(out.stdout) if o["monthly_saving_nanos"] >= 10**9]
+
+
+def test_top_keeps_the_whole_ranges_totals(loaded: tuple[Any, str, list[Call]]) -> None:
+    every = report(loaded, "leaks")
+    first = report(loaded, "leaks", top=1)
+    assert len(first) == 2 and first[-1] == every[-1]  # the overall row is the whole range, not the rows kept
+    client, database, _ = loaded
+    whole = run_report(client, ReportOptions.parse("environments", since="1d", now=NOW), database).reading
+    top = run_report(client, ReportOptions.parse("environments", since="1d", now=NOW, top=1), database).reading
+    assert whole == top  # the reading's non-production total does not depend on the rows shown

@@ -131,3 +131,48 @@ def test_cli_refuses_a_directory_another_process_owns(
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_upgrading_rolls_up_the_raw_events_stored_before_the_report_rollups(
+    clickhouse_settings: ClickHouseSettings,
+) -> None:
+    """A database written by a sink from before migration 0005 keeps its history in the reports after upgrading."""
+    from datetime import UTC, datetime, timedelta
+
+    from costplane.publisher.event import UsageEvent
+    from costplane.reports.options import ReportOptions
+    from costplane.streams.core.priced import PricedEvent
+    from costplane.streams.sink.processor import LEDGER_COLUMNS, RAW_COLUMNS, Pending, raw_row
+    from costplane.streams.sink.query import run_report
+
+    db = clickhouse_settings.database
+    client = open_client(clickhouse_settings)
+    files = load_migrations()
+    migrate(client, db, migrations=[m for m in files if m.version < 5])  # the old schema
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    at = int((now - timedelta(days=3)).timestamp() * 1000)
+    old_columns = [c for c in RAW_COLUMNS if c not in LEDGER_COLUMNS]
+    rows = []
+    events = [UsageEvent(f"e-{i}", at + i * 61_000, ("acme", "acme", "globex")[i % 3], "openai", "gpt-4o",
+                         f"r{i // 2}", 1 + i % 2, "ok" if i % 4 else "error", input_tokens=100 + i, feature="chat")
+              for i in range(12)]
+    for i, event in enumerate(events):
+        row = dict(zip(RAW_COLUMNS, raw_row(Pending(PricedEvent(event, 1_000 + i, "v1"), 0, i), "old", now),
+                       strict=True))
+        rows.append([row[c] for c in old_columns])
+    client.insert(f"{db}.usage_events", rows, column_names=old_columns)
+
+    applied = migrate(client, db)
+    assert [m.version for m in applied] == [m.version for m in files if m.version >= 5]
+    spend = run_report(client, ReportOptions.parse("spend", since="7d", now=now), db)
+    assert spend.source.startswith("rollup")
+    want = {}
+    for tenant in ("acme", "globex"):
+        mine = [(i, e) for i, e in enumerate(events) if e.tenant == tenant]
+        want[tenant] = (len(mine), sum(e.attempt == 1 for _, e in mine), sum(e.status != "ok" for _, e in mine),
+                        sum(1_000 + i for i, _ in mine))
+    got = {r["tenant"]: (r["attempts"], r["requests"], r["failed_attempts"], r["cost_nanos"]) for r in spend.rows}
+    assert got == want
+    assert migrate(client, db) == []  # nothing again: the rollups are not counted twice
+    again = run_report(client, ReportOptions.parse("spend", since="7d", now=now), db)
+    assert again.rows == spend.rows

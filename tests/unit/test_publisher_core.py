@@ -466,3 +466,12 @@ def test_a_flush_racing_the_background_ship_keeps_a_tenants_batches_in_order(tmp
     flusher.join(10)
     producer.poll()
     assert [e.event_id for e in _decoded(producer)] == [e.event_id for e in events]
+
+
+def test_unrecognised_usage_is_counted_and_the_event_still_goes_out(tmp_path: Path) -> None:
+    pub = _publisher(tmp_path, FakeProducer())
+    with pub.request(tenant="acme", provider="vertex", model="gemini-x") as req, req.attempt() as attempt:
+        attempt.usage_from({"mystery": 1}, prompt="four score and seven years ago")
+    assert pub.metrics.unrecognised_usage.labels("dict")._value.get() == 1
+    assert pub.stats()["buffered"] == 1
+    pub.close()

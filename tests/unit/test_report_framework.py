@@ -39,7 +39,9 @@ def test_times_are_iso_epoch_or_ago_and_whole_minutes() -> None:
 @pytest.mark.parametrize("kw, message", [
     ({"since": "2026-03-02", "until": "2026-03-01"}, "must be before"),
     ({"since": "2026-02-30"}, "cannot read time"),
-    ({"top": 0}, "at least 1"),
+    ({"top": 0}, "between 1 and"),
+    ({"top": 10**20}, "between 1 and"),
+    ({"since": "99999999d"}, "cannot read time"),
     ({"by": ["colour"]}, "unknown dimension"),
     ({"by": ["model,model"]}, "twice"),
     ({"where": ["model"]}, "DIM=VALUE"),
@@ -155,26 +157,34 @@ def test_monthly_extrapolation_is_exact_and_half_even() -> None:
     assert monthly(10, timedelta(0)) == 0
 
 
-def test_routing_map_defaults_and_files(tmp_path: object) -> None:
-    from pathlib import Path
-
+def test_routing_map_defaults_and_documents() -> None:
     from costplane.pricing.catalog import default_catalog
     from costplane.reports.routing import RoutingMap
 
     catalog = default_catalog()
-    shipped = RoutingMap.load(None, catalog)
+    shipped = RoutingMap.shipped(catalog)
     assert shipped.cheaper("gpt-4o") == "gpt-4o-mini" and shipped.cheaper("gpt-4o-2024-08-06") == "gpt-4o-mini"
     assert shipped.cheaper("gpt-4o-mini") is None  # already the small one
     assert shipped.cheaper("claude-sonnet-4-5") == "claude-haiku-4-5"
     assert shipped.cheaper("gemini-2.5-pro") == "gemini-2.5-flash"
     assert shipped.cheaper("no-such-model") is None
-    folder = Path(str(tmp_path))
-    good = folder / "routes.yaml"
-    good.write_text('"gpt-4o.*": gpt-4o-mini\n')
-    assert RoutingMap.load(good, catalog).cheaper("gpt-4o-2024-11-20") == "gpt-4o-mini"
-    for text, message in (('"gpt-4o": no-such-model\n', "does not know"), ("- a\n- b\n", "must map"),
-                          ('"(": gpt-4o-mini\n', "not a regular expression")):
-        bad = folder / "bad.yaml"
-        bad.write_text(text)
+    mine = RoutingMap.from_document({"gpt-4o.*": "gpt-4o-mini"}, "routes.yaml", catalog)
+    assert mine.cheaper("gpt-4o-2024-11-20") == "gpt-4o-mini"
+    for document, message in (({"gpt-4o": "no-such-model"}, "does not know"), (["a", "b"], "must map"),
+                              ({"(": "gpt-4o-mini"}, "not a regular expression")):
         with pytest.raises(ReportError, match=message):
-            RoutingMap.load(bad, catalog)
+            RoutingMap.from_document(document, "bad.yaml", catalog)
+
+
+def test_each_saving_is_extrapolated_from_the_span_its_report_covered() -> None:
+    from costplane.reports.advice import advise
+
+    retries = [{"tenant": "a", "feature": "f", "model": "m", "requests": 10, "retried_requests": 2, "retry_rate": 0.2,
+                "failed_attempts": 2, "wasted_cost_nanos": 5 * 10**9}]
+    batch = [{"tenant": "a", "feature": "f", "model": "m", "calls": 3, "cost_nanos": 9 * 10**9,
+              "batch_cost_nanos": 6 * 10**9, "saving_nanos": 3 * 10**9, "reasons": ["configured feature"]}]
+    found = advise({"retries": retries, "batch": batch}, {"retries": timedelta(days=30), "batch": timedelta(days=3)},
+                   floor_nanos=10**9)
+    assert [(o.kind, o.monthly_saving_nanos) for o in found] == [
+        ("batch_background", 30 * 10**9), ("fix_retries", 5 * 10**9)]  # $3 over 3 days; $5 over 30 days
+    assert advise({"retries": retries}, {"retries": timedelta(days=30)}, floor_nanos=6 * 10**9) == []
