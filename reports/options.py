@@ -69,6 +69,7 @@ class ReportOptions:
     allocate: str = "none"
     production_envs: tuple[str, ...] = DEFAULT_PRODUCTION_ENVS
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
+    price_version: str | None = None
 
     @classmethod
     def parse(
@@ -84,6 +85,7 @@ class ReportOptions:
         allocate: str = "none",
         production_envs: str | None = None,
         now: datetime | None = None,
+        price_version: str | None = None,
     ) -> ReportOptions:
         """Options from command-line text; ``by`` items may hold comma-separated lists (``--by team,model``)."""
         moment = now or datetime.now(UTC)
@@ -112,7 +114,10 @@ class ReportOptions:
                 raise ReportError("--production needs at least one environment name")
         if tenant is not None and not tenant.strip():
             raise ReportError("--tenant must not be empty")
-        return cls(report, start, end, tenant, groupings, tuple(filters), top, allocate, envs, moment)
+        if price_version is not None and not price_version.strip():
+            raise ReportError("--price-version must not be empty")
+        return cls(report, start, end, tenant, groupings, tuple(filters), top, allocate, envs, moment,
+                   price_version)
 
     def with_by(self, names: tuple[str, ...]) -> ReportOptions:
         """The same request grouped by ``names`` (a report's default grouping when none was given)."""
@@ -134,6 +139,8 @@ class ReportOptions:
             params.append(("allocate", self.allocate))
         if self.production_envs != DEFAULT_PRODUCTION_ENVS:
             params.append(("production", ",".join(self.production_envs)))
+        if self.price_version is not None:
+            params.append(("price_version", self.price_version))
         return urlencode(params)
 
     @classmethod
@@ -158,4 +165,5 @@ class ReportOptions:
             one("report") or "spend", since=one("since"), until=one("until"), tenant=one("tenant"),
             by=values.get("by", []), where=values.get("where", []), top=int(top) if top is not None else None,
             allocate=one("allocate") or "none", production_envs=one("production"), now=now,
+            price_version=one("price_version"),
         )

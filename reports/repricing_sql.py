@@ -17,6 +17,7 @@ from typing import Any
 
 from costplane.pricing import fields as f
 from costplane.pricing.catalog import PriceCatalog
+from costplane.pricing.repricing import version_start
 
 
 def half_even(units: str, divisor: str) -> str:
@@ -47,12 +48,14 @@ def compile_routes(
     tier: str | None = None,
     param_prefix: str = "rp",
     buckets: Mapping[str, str] | None = None,
+    price_version: str | None = None,
 ) -> Compiled:
     """SQL pricing each row whose (provider, model) is in ``routes`` as its target, at ``tier`` (None: the row's
     own service tier), with the catalog version in force at the row's ``occurred_at``; other rows get NULL.
 
     ``buckets`` replaces the SQL of some token buckets (``output_tokens`` → ``"_excess"``) to price part of a call;
-    the size tier is still the call's own prompt size."""
+    the size tier is still the call's own prompt size. ``price_version`` prices every row with that one catalog
+    version instead (raises :class:`~costplane.pricing.repricing.UnknownVersion`)."""
     b = {name: name for name in BUCKET_COLUMNS}
     b.update(buckets or {})
     params: dict[str, Any] = {}
@@ -60,7 +63,8 @@ def compile_routes(
     divisor_cases: list[str] = []
     skipped: list[str] = []
     tiers = [f.normalize_tier(tier)] if tier is not None else list(f.SERVICE_TIERS)
-    starts = [v.effective_from_ms for v in catalog.versions]
+    starts = ([version_start(catalog, price_version)] if price_version is not None
+              else [v.effective_from_ms for v in catalog.versions])
     for n, ((provider, model), (to_provider, to_model)) in enumerate(sorted(routes.items())):
         params[f"{param_prefix}p{n}"], params[f"{param_prefix}m{n}"] = provider, model
         row = f"provider = {{{param_prefix}p{n}:String}} AND model = {{{param_prefix}m{n}:String}}"

@@ -158,7 +158,8 @@ def build(
     groupings = options.by
     needed = {g.dimension.column for g in (*groupings, *(g for g, _ in options.where))} - {"bucket"}
     needed |= set(needs)
-    family = None if raw_only else _family_for(needed, families)
+    # Another price version re-prices each call, which only the raw events can do.
+    family = None if raw_only or options.price_version is not None else _family_for(needed, families)
     every = (*groupings, *(g for g, _ in options.where))
     coarsest = "hour" if any(g.dimension.granularity == "hour" for g in every) else "day"
 

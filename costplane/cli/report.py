@@ -199,6 +199,9 @@ def _make_command(name: str, question: str) -> Any:
             "--production", hidden=name not in ("environments", "leaks"),
             help="Environments that count as production (comma-separated). "
             "Default: COSTPLANE_REPORTS_PRODUCTION_ENVS (prod,production).")] = None,
+        price_version: Annotated[str | None, typer.Option(
+            "--price-version", help="Show costs re-priced per call at this catalog version (from the raw events) "
+            "instead of the stored rating.")] = None,
         api_url: Annotated[str | None, typer.Option(
             "--api-url", envvar="COSTPLANE_WORKER_API_URL",
             help="Ask this worker's /api/report instead of opening ClickHouse (default: the directory owner's).")]
@@ -229,7 +232,8 @@ def _make_command(name: str, question: str) -> Any:
 
                 production = load_settings(ReportSettings).production_envs
             options = ReportOptions.parse(name, since=since, until=until, tenant=tenant, by=by or [],
-                                          where=where or [], top=top, allocate=allocate, production_envs=production)
+                                          where=where or [], top=top, allocate=allocate, production_envs=production,
+                                          price_version=price_version)
             result = collect(options, api_url, database, fmt="focus" if fmt == "focus" else "")
         except ReportError as exc:
             err.print(f"[red]{exc}[/]")

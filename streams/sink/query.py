@@ -113,7 +113,41 @@ def _query(client: Any, report: Report, options: ReportOptions, database: str, r
                   needs=report.needs, order_by=report.order_by, raw_ttl_days=raw_ttl_days, extra=prepared.sql)
     query.params.update(prepared.params)
     query.notes.extend(prepared.notes)
+    if options.price_version is not None:
+        _reprice_raw(client, query, options, database)
     return query
+
+
+def _reprice_raw(client: Any, query: Query, options: ReportOptions, database: str) -> None:
+    """Read the raw events with ``cost_nanos`` re-priced per call under ``options.price_version``.
+
+    Every read of the raw table becomes a read of it with the cost replaced (a result-cache hit stays free, a
+    model the version does not price costs 0); the per-event savings amounts keep their stored rating.
+    """
+    from costplane.pricing.catalog import default_catalog
+    from costplane.pricing.repricing import UnknownVersion
+    from costplane.reports.repricing_sql import compile_routes, half_even
+
+    catalog = default_catalog()
+    where = ["occurred_at >= {pv_since:DateTime64(3, 'UTC')}"]
+    params: dict[str, Any] = {"pv_since": options.since}
+    if options.until is not None:
+        where.append("occurred_at < {pv_until:DateTime64(3, 'UTC')}")
+        params["pv_until"] = options.until
+    pairs = client.query(f"SELECT DISTINCT provider, model FROM {database}.usage_events WHERE {' AND '.join(where)}",
+                         parameters=params).result_rows
+    try:
+        compiled = compile_routes(catalog, {(str(p), str(m)): (str(p), str(m)) for p, m in pairs},
+                                  param_prefix="pv", price_version=options.price_version)
+    except UnknownVersion as exc:
+        raise ReportError(str(exc)) from None
+    repriced = (f"(SELECT * REPLACE (toInt64(if(ifNull(result_cache_hit, false), 0, "
+                f"ifNull({half_even('_pv_units', '_pv_div')}, 0))) AS cost_nanos) FROM (SELECT *, "
+                f"{compiled.units} AS _pv_units, {compiled.divisor} AS _pv_div FROM {database}.usage_events))")
+    query.sql = query.sql.replace(f"{database}.usage_events", repriced)
+    query.params.update(compiled.params)
+    query.notes.append(f"costs re-priced per call at price version {options.price_version}, from the raw events; "
+                       "the savings amounts (cache, system prompt, prefix) keep their stored rating")
 
 
 def _check_tenant(client: Any, options: ReportOptions, database: str) -> None:

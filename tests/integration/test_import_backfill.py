@@ -26,7 +26,7 @@ from costplane.config import (
 from costplane.pricing.catalog import default_catalog
 from costplane.publisher import UsagePublisher
 from costplane.publisher.event import UsageEvent
-from costplane.streams.sink.query import ReportSpec
+from costplane.reports.options import ReportOptions
 from costplane.streams.topics import create_topics
 from costplane.streams.worker.testing import WorkerProcess, worker_env
 
@@ -102,17 +102,19 @@ def test_history_reaches_the_report_once_and_no_window(kafka_settings: KafkaSett
             event_id="x", request_id="x", attempt=1, status="ok", occurred_at=now_ms, tenant="hist",
             provider="openai", model="gpt-4o-mini", input_tokens=40, output_tokens=2)).cost_nanos
 
-        spec = ReportSpec.parse("day").to_query_string() + "&tenant=hist"
+        spec = ReportOptions.parse("spend", by=["day"], since="90d", tenant="hist").to_query_string()
         got: dict[str, list[int]] = {}
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             status, report = worker.get("/api/report?" + spec, 30)
             assert status == 200, report
-            got = {r["day"]: [int(r["attempts"]), int(r["input_tokens"]), int(r["cost_nanos"])] for r in report}
+            got = {r["day"]: [int(r["attempts"]), int(r["input_tokens"]), int(r["cost_nanos"])]
+                   for r in report["rows"]}
             if sum(v[0] for v in got.values()) >= 7:
                 time.sleep(2.0)  # a second copy arriving late would show up now
                 status, report = worker.get("/api/report?" + spec, 30)
-                got = {r["day"]: [int(r["attempts"]), int(r["input_tokens"]), int(r["cost_nanos"])] for r in report}
+                got = {r["day"]: [int(r["attempts"]), int(r["input_tokens"]), int(r["cost_nanos"])]
+                       for r in report["rows"]}
                 break
             time.sleep(0.5)
         assert got == dict(expected), worker.log_tail()

@@ -37,7 +37,7 @@ from costplane.integrations.anthropic import instrument as instrument_anthropic
 from costplane.integrations.openai import instrument as instrument_openai
 from costplane.pricing.tokens import count_messages, count_text
 from costplane.publisher import UsagePublisher
-from costplane.streams.sink.query import ReportSpec
+from costplane.reports.options import ReportOptions
 from costplane.streams.topics import create_topics
 from costplane.streams.worker.testing import WorkerProcess, worker_env
 
@@ -46,9 +46,9 @@ GPT, CLAUDE = "gpt-4o-mini", "claude-3-5-haiku-20241022"
 
 
 def _report(worker: WorkerProcess, by: str) -> list[dict[str, Any]]:
-    status, rows = worker.get("/api/report?" + ReportSpec.parse(by).to_query_string(), 30)
-    assert status == 200, rows
-    return list(rows)
+    status, answer = worker.get("/api/report?" + ReportOptions.parse("spend", by=[by]).to_query_string(), 30)
+    assert status == 200, answer
+    return list(answer["rows"])
 
 
 @pytest.mark.http
@@ -110,8 +110,9 @@ def test_every_attempt_reaches_kafka_and_the_report(kafka_settings: KafkaSetting
                 break
             time.sleep(0.5)
         assert got == expected, worker.log_tail()
-        requests = {(r["provider"], r["status"]): int(r["events"]) for r in _report(worker, "provider,status")}
-        assert requests[("openai", "ok")] == 2 and requests[("anthropic", "ok")] == 2
+        # Requests count first attempts: three OpenAI calls (two retried twice, one abandoned), two Anthropic ones.
+        requests = {r["provider"]: (int(r["requests"]), int(r["retries"])) for r in _report(worker, "provider")}
+        assert requests == {"openai": (3, 4), "anthropic": (2, 4)}
     finally:
         worker.stop()
 
