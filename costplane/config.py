@@ -25,8 +25,21 @@ def _xdg(var: str, fallback: str) -> Path:
 
 
 def default_state_dir() -> Path:
-    """Where the dev stack keeps data, logs, pid files and its endpoints file."""
-    return _xdg("XDG_STATE_HOME", ".local/state") / "costplane" / "dev"
+    """Where the dev stack keeps data, logs, pid files and its endpoints file: ``COSTPLANE_DEV_STATE_DIR`` when set.
+
+    Every other default location of local data (the chDB directory, the spool, the worker's data folder) derives
+    from it, so one variable moves everything a stack writes and two stacks never share a file.
+    """
+    chosen = os.environ.get("COSTPLANE_DEV_STATE_DIR")
+    return Path(chosen).expanduser() if chosen else _xdg("XDG_STATE_HOME", ".local/state") / "costplane" / "dev"
+
+
+def default_spool_dir() -> Path:
+    """The publisher's spool: ``<COSTPLANE_DEV_STATE_DIR>/spool`` when that is set, else beside the default state
+    folder (``~/.local/state/costplane/spool``, where earlier versions kept it)."""
+    if os.environ.get("COSTPLANE_DEV_STATE_DIR"):
+        return default_state_dir() / "spool"
+    return default_state_dir().parent / "spool"
 
 
 def default_cache_dir() -> Path:
@@ -178,8 +191,8 @@ class ClickHouseSettings(_StackAwareSettings):
     password: SecretStr | None = Field(None, description="Server password (secret).")
     database: str = Field("costplane", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="Database name.")
     chdb_path: Path = Field(
-        default_factory=lambda: default_state_dir() / "clickhouse", description="Embedded chDB directory."
-    )
+        default_factory=lambda: default_state_dir() / "clickhouse",
+        description="Embedded chDB directory (default: `clickhouse` in the dev state directory).")
     raw_ttl_days: int = Field(0, ge=0, description="TTL of raw usage events; 0 keeps them forever.")
 
     @field_validator("chdb_path")
@@ -234,8 +247,9 @@ class PublisherSettings(BaseSettings):
     delivery_timeout_ms: int = Field(10_000, ge=1000, description="How long the client retries before spooling.")
     compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(
         "lz4", description="Kafka compression codec: none, gzip, snappy, lz4 or zstd.")
-    spool_dir: Path = Field(default_factory=lambda: default_state_dir().parent / "spool",
-                            description="Durable spool directory for messages the broker could not take.")
+    spool_dir: Path = Field(default_factory=default_spool_dir,
+                            description="Durable spool directory for messages the broker could not take "
+                                        "(default: `spool` in `COSTPLANE_DEV_STATE_DIR` when set).")
     spool_max_bytes: int = Field(512 * 1024 * 1024, ge=1024 * 1024, description="Spool size cap.")
     spool_fsync: Literal["roll", "always", "never"] = Field("roll", description="Spool fsync policy.")
     spool_when_full: Literal["drop_oldest", "refuse_newest"] = Field("drop_oldest", description="At the cap.")
@@ -274,6 +288,9 @@ class AlertSettings(BaseSettings):
     webhook_urls: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list, description="Generic JSON webhook URLs, comma-separated (secret).")
     webhook_min_severity: AlertSeverityName = Field("info", description="Lowest severity sent to the webhooks.")
+    routing_file: Path | None = Field(None, description="YAML/JSON file of named destinations (several Slack "
+                                      "webhooks, PagerDuty keys, webhooks) and routes by tenant, team, feature, "
+                                      "kind and severity (secret values inside; docs/alerts.md); unset = off.")
     runbook_base_url: str | None = Field(
         None, description="Prefix that makes runbook links absolute, e.g. a docs site; unset = repo-relative.")
     resolve_after_s: float = Field(120.0, ge=0, description="A condition must stay clear this long to resolve.")
@@ -352,12 +369,29 @@ class WorkerSettings(BaseSettings):
     sink_max_events: int = Field(10_000, ge=1, description="Sink flush at this many buffered events.")
     sink_max_age_s: float = Field(1.0, gt=0, description="Sink flush when the oldest buffered event waited this long.")
     data_dir: Path = Field(default_factory=lambda: default_state_dir() / "worker", description="Where the worker "
-                           "keeps its local files (Faust's data directory, one folder per consumer group). Window "
-                           "states live in Redis, so nothing here needs a backup.")
+                           "keeps its local files: Faust's data directory, one folder per consumer group (default: "
+                           "`worker` in the dev state directory). Window states live in Redis, so nothing here "
+                           "needs a backup.")
     session_timeout_s: float = Field(
         10.0, ge=6, description="Kafka consumer session timeout (rebalance speed; brokers refuse below 6 s).")
     api_token: SecretStr | None = Field(None, description="Bearer token every /api/* request must carry (secret); "
-                                        "unset = the API answers anyone who reaches web_host.")
+                                        "unset = the API answers anyone who reaches web_host. Required (or "
+                                        "api_tenant_tokens) when web_host is not a loopback address.")
+    api_tenant_tokens: SecretStr | None = Field(None, description="Tenant-scoped API tokens, `tenant=token,...` "
+                                                "(secret; tokens of 16+ characters): a request with one reads only "
+                                                "its tenant.")
     drift_check_s: float = Field(60.0, ge=0, description="Sink role: every this many seconds, compare each budget "
                                  "counter in Redis with the ClickHouse ledger and export the drift as metrics; "
                                  "0 = off.")
+
+
+def settings_classes() -> list[type[BaseSettings]]:
+    """Every component's settings class (those with a ``COSTPLANE_*`` prefix), in the order this module defines
+    them: for ``config show``, the variable reference and the secrets the output redactor masks."""
+    import inspect
+    import sys
+
+    module = sys.modules[__name__]
+    found = [obj for _, obj in inspect.getmembers(module, inspect.isclass)
+             if issubclass(obj, BaseSettings) and obj.__module__ == __name__ and obj.model_config.get("env_prefix")]
+    return sorted(found, key=lambda cls: inspect.getsourcelines(cls)[1])

@@ -54,6 +54,12 @@ STORE_ERRORS: tuple[type[BaseException], ...] = (redis.RedisError, OSError, Time
 ScopeKey = tuple[tuple[str, str | None], ...]
 
 
+def scope_local(exc: BaseException) -> bool:
+    """True for an error reply about the data one call touched (not about Redis as a whole)."""
+    return isinstance(exc, redis.ResponseError) and not isinstance(
+        exc, redis.exceptions.ReadOnlyError | redis.exceptions.OutOfMemoryError | redis.exceptions.BusyLoadingError)
+
+
 @dataclass(slots=True)
 class _Cached:
     answer: Answer
@@ -158,8 +164,13 @@ class GuardCore:
         return answer
 
     def on_failure(self, scope: Mapping[str, str | None], exc: BaseException | None) -> Answer:
-        """Redis failed (or the breaker is open): answer by the scope's failure policy, counted and logged."""
-        if exc is not None:
+        """Redis failed (or the breaker is open): answer by the scope's failure policy, counted and logged.
+
+        Only a failure of Redis itself (no connection, a timeout, a read-only replica) counts towards the circuit
+        breaker. An error reply to this scope's script (a key of the wrong type, one tenant's corrupt counter) says
+        Redis is up: it is answered for this call alone, so one tenant's bad data never opens the circuit for all.
+        """
+        if exc is not None and not scope_local(exc):
             self.breaker.failure()
         mode = self.policy.mode_for(scope_attrs(scope))
         now = time.monotonic()
@@ -214,7 +225,8 @@ class GuardCore:
         return self.settle_request(request, reservation.scope, now), nanos, tokens, now
 
     def settle_failed(self, exc: BaseException) -> None:
-        self.breaker.failure()
+        if not scope_local(exc):
+            self.breaker.failure()
         log.warning("settle failed; the reservation will expire", error=repr(exc))
 
     def amounts(self, *, provider: str, model: str, prompt: str | None, messages: list[dict[str, Any]] | None,

@@ -1,5 +1,6 @@
 """The Redis key layout. Every key carries the tenant as a hash tag (``{acme}``), so one tenant's keys share a
-cluster slot and a Lua script may touch all of them.
+cluster slot and a Lua script may touch all of them. The tag is :func:`tenant_tag` (the tenant itself when valid),
+budget ids hold no ``:``, and members are escaped (``budgets.model``), so distinct tuples never share a key.
 
 | key | type | holds |
 |---|---|---|
@@ -17,13 +18,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from costplane.publisher.identifiers import tenant_tag
+
 
 @dataclass(frozen=True, slots=True)
 class KeyLayout:
     prefix: str = "cp"
 
     def _t(self, tenant: str) -> str:
-        return f"{self.prefix}:{{{tenant}}}"
+        return f"{self.prefix}:{{{tenant_tag(tenant)}}}"
 
     def budgets(self, tenant: str) -> str:
         return f"{self._t(tenant)}:budgets"

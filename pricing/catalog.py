@@ -437,10 +437,10 @@ def _document_from_file(path: Path) -> Any:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise CatalogError(f"cannot read catalog {path}: {exc}") from exc
+        raise CatalogError(f"cannot read catalog {path}: {exc.strerror or exc}") from exc
     try:
         document = load_json_exact(data)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise CatalogError(f"{path}: not valid JSON: {exc}") from exc
     if isinstance(document, Mapping) and document.get("format") == CATALOG_FORMAT:
         return document

@@ -110,7 +110,10 @@ def parse_overrides(document: Any, tag: str = "") -> Overrides:
 
 def load_overrides(path: Path) -> Overrides:
     """Read an overrides file; YAML unless it ends in ``.json`` (YAML numbers become exact via their text)."""
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise OverridesError(f"cannot read overrides {path}: {exc.strerror or exc}") from None
     tag = "overrides." + hashlib.sha256(data).hexdigest()[:8]
     if path.suffix.lower() == ".json":
         document = load_json_exact(data)
@@ -120,8 +123,8 @@ def load_overrides(path: Path) -> Overrides:
         # BaseLoader keeps every scalar a string, so "0.0000025" never passes through a float.
         try:
             document = yaml.load(data.decode("utf-8"), Loader=yaml.BaseLoader)  # noqa: S506 - BaseLoader is safe
-        except yaml.YAMLError as exc:
-            raise OverridesError(f"{path}: not valid YAML: {exc}") from exc
+        except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as exc:
+            raise OverridesError(f"{path}: not valid YAML: {' '.join(str(exc).split())[:300]}") from exc
     return parse_overrides(document, tag)
 
 

@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from costplane.publisher.event import UsageEvent
+from costplane.publisher.identifiers import is_tenant
 from costplane.publisher.validation import EVENT_ID_PATTERN, RULES, FieldRule
 
 
@@ -427,9 +428,12 @@ def _not_fast(_value: object = None) -> bytes:
 def _checked_text_miss(cache: dict[Any, bytes], limit: int, rule: FieldRule) -> Callable[[Any], bytes]:
     tag = b"\x02" if rule.optional else b""
     low = 1 if rule.non_empty else 0
+    charset = rule.charset
 
     def miss(value: Any) -> bytes:
         if type(value) is not str or not low <= len(value) <= rule.max_len or not value.isascii():
+            raise _NotFast
+        if (charset == "printable" and not value.isprintable()) or (charset == "tenant" and not is_tenant(value)):
             raise _NotFast
         encoded = tag + _string(value)
         if len(cache) >= limit:
@@ -492,6 +496,8 @@ def _checked_expr(name: str, schema: Any, rule: FieldRule, *, slot: int, consts:
             lookup = const("cache", cache)
             miss = const("miss", _checked_text_miss(cache, cache_max, rule))
             return [tag(f"{lookup}.get({value}) or {miss}({v})")]
+        if rule.charset != "any":
+            raise ValueError(f"{name}: no inline check for the {rule.charset} charset on an uncached field")
         low = 1 if rule.non_empty else 0
         check = f"type({value}) is str and {low} <= (n := len({v})) <= {rule.max_len} and {v}.isascii()"
         if optional:

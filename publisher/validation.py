@@ -17,10 +17,13 @@ from dataclasses import dataclass
 from typing import Literal, NoReturn
 
 from costplane.publisher.event import OPERATIONS, SERVICE_TIERS, STATUSES, TOKEN_BUCKETS, UsageEvent
+from costplane.publisher.identifiers import has_control, is_tenant, tenant_problem
 
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}").fullmatch
 _REQUIRED_STRINGS = ("tenant", "provider", "model", "request_id")
 _OPTIONAL_STRINGS = ("user_id", "team", "feature", "env", "session_id", "plan", "content_hash")
+#: Text fields that name a budget member (``budgets.DIMENSIONS``): no control characters (publisher/identifiers.py).
+DIMENSION_FIELDS = frozenset({"provider", "model", "user_id", "team", "feature", "env", "plan"})
 _INT_MAX = 2**31 - 1  # Avro int
 _LONG_MAX = 2**63 - 1  # Avro long
 MAX_ATTRIBUTES = 64
@@ -56,6 +59,10 @@ def _text_problem(field: str, value: object, max_len: int, *, required: bool) ->
         value.encode("utf-8")
     except UnicodeEncodeError:
         raise InvalidEvent("not_utf8", field, f"{field} is not valid UTF-8 (lone surrogates)") from None
+    if field == "tenant" and not is_tenant(value):
+        raise InvalidEvent("bad_tenant", field, str(tenant_problem(value)))
+    if field in DIMENSION_FIELDS and has_control(value):
+        raise InvalidEvent("control_character", field, f"{field} holds a control character")
 
 
 def _count_problem(field: str, value: object, limit: int, *, limit_is_sanity: bool) -> NoReturn:
@@ -92,7 +99,8 @@ def validate_event(
     if not (type(tenant) is str and type(provider) is str and type(model) is str and type(request_id) is str
             and 0 < len(tenant) <= max_string_len and 0 < len(provider) <= max_string_len
             and 0 < len(model) <= max_string_len and 0 < len(request_id) <= max_string_len
-            and (tenant + provider + model + request_id).isascii()):
+            and (tenant + provider + model + request_id).isascii() and (provider + model).isprintable()
+            and is_tenant(tenant)):
         for name in _REQUIRED_STRINGS:
             _text_problem(name, getattr(ev, name), max_string_len, required=True)
     occurred_at = ev.occurred_at
@@ -129,7 +137,8 @@ def validate_event(
         raise InvalidEvent("unknown_service_tier", "service_tier", f"service_tier {tier!r} is not known")
     for name in _OPTIONAL_STRINGS:
         value = getattr(ev, name)
-        if value is not None and (type(value) is not str or len(value) > max_string_len or not value.isascii()):
+        if value is not None and (type(value) is not str or len(value) > max_string_len or not value.isascii()
+                                  or not value.isprintable()):
             _text_problem(name, value, max_string_len, required=False)
     _check_optional_counts(ev, max_tokens_per_bucket)
     estimated, cache_hit = ev.tokens_estimated, ev.result_cache_hit
@@ -186,6 +195,8 @@ class FieldRule:
     max_len: int = DEFAULT_MAX_STRING_LEN  # text, and the labels' keys and values
     choices: frozenset[str] = frozenset()  # choice
     max_items: int = MAX_ATTRIBUTES  # labels
+    #: text: ``any`` ASCII, ``printable`` ASCII (a dimension value: no control characters) or a ``tenant`` id
+    charset: Literal["any", "printable", "tenant"] = "any"
 
 
 def _count(high: int, *, low: int = 0, optional: bool = False) -> FieldRule:
@@ -194,22 +205,25 @@ def _count(high: int, *, low: int = 0, optional: bool = False) -> FieldRule:
 
 _TEXT = FieldRule("text", non_empty=True)
 _OPTIONAL_TEXT = FieldRule("text", optional=True)
+_DIMENSION = FieldRule("text", non_empty=True, charset="printable")
+_OPTIONAL_DIMENSION = FieldRule("text", optional=True, charset="printable")
 
 #: Every UsageEvent field's rule, in schema order. A new schema field needs its rule here: the codec refuses to
 #: build its checked writer without one, rather than let an unchecked field through the fast path.
 RULES: dict[str, FieldRule] = {
     "event_id": FieldRule("uuid"),
     "occurred_at": _count(MAX_OCCURRED_AT_MS, low=1),
-    "tenant": _TEXT, "provider": _TEXT, "model": _TEXT, "request_id": _TEXT,
+    "tenant": FieldRule("text", non_empty=True, max_len=128, charset="tenant"),
+    "provider": _DIMENSION, "model": _DIMENSION, "request_id": _TEXT,
     "attempt": _count(_INT_MAX, low=1),
     "status": FieldRule("choice", choices=STATUSES),
     **{name: _count(DEFAULT_MAX_TOKENS) for name in TOKEN_BUCKETS},
     "operation": FieldRule("choice", optional=True, choices=OPERATIONS),
     "service_tier": FieldRule("choice", optional=True, choices=SERVICE_TIERS),
-    "user_id": _OPTIONAL_TEXT, "team": _OPTIONAL_TEXT, "feature": _OPTIONAL_TEXT, "env": _OPTIONAL_TEXT,
-    "session_id": _OPTIONAL_TEXT,
+    "user_id": _OPTIONAL_DIMENSION, "team": _OPTIONAL_DIMENSION, "feature": _OPTIONAL_DIMENSION,
+    "env": _OPTIONAL_DIMENSION, "session_id": _OPTIONAL_TEXT,
     "turn": _count(_INT_MAX, optional=True),
-    "plan": _OPTIONAL_TEXT,
+    "plan": _OPTIONAL_DIMENSION,
     "system_prompt_tokens": _count(DEFAULT_MAX_TOKENS, optional=True),
     "max_tokens": _count(DEFAULT_MAX_TOKENS, optional=True),
     "latency_ms": _count(_LONG_MAX, optional=True),

@@ -14,6 +14,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any, TypeVar
 
 import faust
@@ -35,6 +36,7 @@ from costplane.streams.dlq import InvalidRatioExceeded, InvalidRatioGuard, dead_
 from costplane.streams.worker.alerts import RedisStateStore, WorkerAlerts
 from costplane.streams.worker.api import RecentDecisions
 from costplane.streams.worker.dedup import RecentIds
+from costplane.streams.worker.dlqfence import DlqFence
 from costplane.streams.worker.fetchwait import set_fetch_max_wait
 from costplane.streams.worker.gctuning import collections_deferred
 from costplane.streams.worker.metrics import WorkerMetrics
@@ -66,6 +68,7 @@ class Runtime:
                                                         WindowKeys(redis_settings.key_prefix, group_id(kafka, worker))),
                                      WindowKeys(redis_settings.key_prefix, group_id(kafka, worker)), self.store.keys,
                                      cache_limit=worker.window_cache_keys)
+        self.dlq_fence = DlqFence(self.store.client, redis_settings.key_prefix, group_id(kafka, worker))
         self.budgets: dict[str, Budget] = {}
         self.budgets_loaded = asyncio.Event()
         self.recent = RecentIds(worker.recent_ids_per_partition)
@@ -73,6 +76,7 @@ class Runtime:
         self.invalid = InvalidRatioGuard(worker.invalid_ratio_limit, worker.invalid_window_s,
                                          worker.invalid_min_events)
         self.ready = False
+        self.waiting: str | None = None  # what the stream role waits for (Redis), for /readyz
         self.published_tenants: set[str] = set()
         self.recent_decisions = RecentDecisions()
 
@@ -87,7 +91,8 @@ def group_id(kafka: KafkaSettings, worker: WorkerSettings) -> str:
 def create_app(kafka: KafkaSettings, redis_settings: RedisSettings, worker: WorkerSettings,
                clickhouse: ClickHouseSettings | None, metrics: WorkerMetrics,
                report: Callable[[str], Any] | None = None,
-               sink_ready: Callable[[], bool] | None = None, alerts: AlertSettings | None = None) -> faust.App:
+               sink_ready: Callable[[], bool] | None = None, alerts: AlertSettings | None = None,
+               sink_waiting: Callable[[], str | None] | None = None) -> faust.App:
     """The Faust app with its agents, timers and web pages (``report`` serves ``/api/report`` when given)."""
     stream_role = worker.role in ("stream", "all")
     worker.data_dir.mkdir(parents=True, exist_ok=True)  # Faust creates its own folder in it, not the parents
@@ -132,8 +137,11 @@ def create_app(kafka: KafkaSettings, redis_settings: RedisSettings, worker: Work
 
     @app.page("/readyz")
     async def readyz(self: Any, request: Any) -> Any:
-        ok = (rt is None or rt.ready) and (sink_ready is None or sink_ready())
-        return self.json({"ready": ok}, status=200 if ok else 503)
+        waiting = {part: what for part, what in (("stream", rt.waiting if rt is not None else None),
+                                                  ("sink", sink_waiting() if sink_waiting is not None else None))
+                   if what is not None}
+        ok = (rt is None or rt.ready) and (sink_ready is None or sink_ready()) and not waiting
+        return self.json({"ready": ok, "waiting": waiting}, status=200 if ok else 503)
 
     @app.page("/metrics")
     async def metrics_page(self: Any, request: Any) -> Any:
@@ -145,12 +153,13 @@ def create_app(kafka: KafkaSettings, redis_settings: RedisSettings, worker: Work
 
     @app.page("/api/report")
     async def report_page(self: Any, request: Any) -> Any:
-        if (denied := _denied(self, request, worker)) is not None:
+        denied, query = _scoped(self, request, worker)
+        if denied is not None:
             return denied
         if report is None:
             return self.json({"error": "this worker does not own ClickHouse (role stream)"}, status=404)
         try:
-            rows = await asyncio.get_running_loop().run_in_executor(None, report, request.query_string)
+            rows = await asyncio.get_running_loop().run_in_executor(None, report, query)
         except ValueError as exc:
             return self.json({"error": str(exc)}, status=400)
         return self.json(rows)
@@ -158,14 +167,18 @@ def create_app(kafka: KafkaSettings, redis_settings: RedisSettings, worker: Work
     return app
 
 
-def _denied(view: Any, request: Any, worker: WorkerSettings) -> Any | None:
-    """A 401 (saying nothing about the data) when a token is configured and the request does not carry it."""
-    from costplane.streams.worker.api import authorized
+def _scoped(view: Any, request: Any, worker: WorkerSettings) -> tuple[Any | None, str]:
+    """``(refusal, query string)``: a 401 (saying nothing about the data) without a valid token, a 403 when a
+    tenant-scoped token asks for another tenant; else the query string to run, scoped to the token's tenant."""
+    from costplane.streams.worker.access import check, scoped_query, tenant_tokens
 
-    token = worker.api_token.get_secret_value() if worker.api_token is not None else None
-    if authorized(request.headers.get("Authorization"), token):
-        return None
-    return view.json({"error": "unauthorized"}, status=401, headers={"WWW-Authenticate": "Bearer"})
+    access = check(request.headers.get("Authorization"), worker, tenant_tokens(worker))
+    if not access.allowed:
+        return view.json({"error": "unauthorized"}, status=401, headers={"WWW-Authenticate": "Bearer"}), ""
+    query = scoped_query(request.query_string, access.tenant)
+    if query is None:
+        return view.json({"error": "this token reads its own tenant only"}, status=403), ""
+    return None, query
 
 
 def _api_pages(app: faust.App, redis_settings: RedisSettings, worker: WorkerSettings, metrics: WorkerMetrics,
@@ -182,11 +195,12 @@ def _api_pages(app: faust.App, redis_settings: RedisSettings, worker: WorkerSett
 
     @app.page("/api/budgets/status")
     async def budgets_status_page(self: Any, request: Any) -> Any:
-        if (denied := _denied(self, request, worker)) is not None:
+        denied, query = _scoped(self, request, worker)
+        if denied is not None:
             return denied
         try:
             rows = await asyncio.get_running_loop().run_in_executor(
-                None, budget_status, client, keys, int(time.time() * 1000), request.query_string, report)
+                None, budget_status, client, keys, int(time.time() * 1000), query, report)
         except UnknownScope as exc:
             return self.json({"error": str(exc)}, status=404)
         except ValueError as exc:
@@ -197,12 +211,13 @@ def _api_pages(app: faust.App, redis_settings: RedisSettings, worker: WorkerSett
 
     @app.page("/api/decisions/recent")
     async def decisions_recent_page(self: Any, request: Any) -> Any:
-        if (denied := _denied(self, request, worker)) is not None:
+        denied, query = _scoped(self, request, worker)
+        if denied is not None:
             return denied
         if rt is None:
             return self.json({"error": "this worker does not run the stream role"}, status=404)
         try:
-            return self.json(rt.recent_decisions.query(request.query_string))
+            return self.json(rt.recent_decisions.query(query))
         except ValueError as exc:
             return self.json({"error": str(exc)}, status=400)
 
@@ -244,13 +259,20 @@ def _stream_role(app: faust.App, kafka: KafkaSettings, worker: WorkerSettings, r
         delay = 0.05
         while True:
             try:
-                return step()
+                result = step()
             except RedisError as exc:
+                rt.waiting = f"Redis: {exc}"
+                m.waiting.labels("stream").set(1)
                 m.window_retries.inc()
                 alerts.windows_failed(rt.now_ms(), decisions=decisions, commits=commits)
                 log.warning("window_commit_failed", error=str(exc), retry_in_s=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+            else:
+                if rt.waiting is not None:
+                    rt.waiting = None
+                    m.waiting.labels("stream").set(0)
+                return result
 
     async def count(located: list[Located]) -> Pending:
         """The batch's window writes, computed against what Redis holds (tenant fences and states not cached yet
@@ -292,6 +314,7 @@ def _stream_role(app: faust.App, kafka: KafkaSettings, worker: WorkerSettings, r
             located: list[Located] = []
             decoded_messages: list[tuple[Any, list[UsageEvent]]] = []
             valid = invalid = 0
+            lettered: dict[int, int] = {}  # partition → last offset dead-lettered in this batch
             for n, event in enumerate(events):
                 if n and n % 20 == 0:
                     await asyncio.sleep(0)  # keep the web server and heartbeats responsive under load
@@ -301,12 +324,16 @@ def _stream_role(app: faust.App, kafka: KafkaSettings, worker: WorkerSettings, r
                                           max_clock_skew_ms=worker.max_clock_skew_ms)
                 if decoded.rejects:
                     invalid += len(decoded.rejects)
-                    for dl in dead_letters(decoded.rejects, topic=msg.topic, partition=msg.partition,
-                                           offset=msg.offset, key=msg.key, value=msg.value, headers=headers):
-                        await dlq.send(key=dl.key, value=dl.value, headers=dl.headers)
-                    for rej in decoded.rejects:
-                        m.dead_letters.labels(rej.reason).inc()
-                    alerts.dead_lettered(decoded.rejects, msg.key, msg.partition, now_ms)
+                    if await until_redis_answers(partial(rt.dlq_fence.done, msg.partition, msg.offset), 0, 0):
+                        m.dlq_redelivered.inc(len(decoded.rejects))  # dead-lettered before this redelivery
+                    else:
+                        for dl in dead_letters(decoded.rejects, topic=msg.topic, partition=msg.partition,
+                                               offset=msg.offset, key=msg.key, value=msg.value, headers=headers):
+                            await dlq.send(key=dl.key, value=dl.value, headers=dl.headers)
+                        lettered[msg.partition] = msg.offset
+                        for rej in decoded.rejects:
+                            m.dead_letters.labels(rej.reason).inc()
+                        alerts.dead_lettered(decoded.rejects, msg.key, msg.partition, now_ms)
                 if decoded.events:
                     decoded_messages.append((msg, decoded.events))
                     valid += len(decoded.events)
@@ -318,6 +345,9 @@ def _stream_role(app: faust.App, kafka: KafkaSettings, worker: WorkerSettings, r
                         m.unpriced.inc()
                     located.append(Located(priced, msg.partition, msg.offset))
             m.events.labels("stream").inc(valid)
+            if lettered:  # flushed first, fenced second: a crash in between re-sends them once, same dlq-id
+                await app.producer.flush()
+                await until_redis_answers(partial(rt.dlq_fence.advance, lettered), 0, 0)
             if located:
                 async with window_lock:
                     pending = await count(located)
@@ -345,6 +375,7 @@ def _stream_role(app: faust.App, kafka: KafkaSettings, worker: WorkerSettings, r
     async def on_revoked(app: faust.App, revoked: set[Any], **kwargs: Any) -> None:
         """Partitions may move: fences and cached windows are read from Redis again on next use."""
         rt.windows.forget_all()
+        rt.dlq_fence.forget()
         for tp in revoked:
             rt.recent.forget(tp.partition)
 

@@ -4,7 +4,8 @@ A message that did not decode at all is dead-lettered as its original bytes (wit
 fixed consumer can re-read it exactly. One invalid event out of an otherwise good batch is dead-lettered alone, as
 JSON (``content-type: application/json``), so a person can read and fix it. Either way the DLQ headers say where
 it came from and why: ``dlq-topic``, ``dlq-partition``, ``dlq-offset``, ``dlq-error-class``, ``dlq-reason``,
-``dlq-message``.
+``dlq-message``, and ``dlq-id`` (``<topic>:<partition>:<offset>:<index>``): the same bad item always gets the
+same id, so a record written twice (a crash between flushing it and the worker's DLQ fence) is recognisable.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ H_OFFSET = "dlq-offset"
 H_ERROR_CLASS = "dlq-error-class"
 H_REASON = "dlq-reason"
 H_MESSAGE = "dlq-message"
+H_ID = "dlq-id"
 H_CONTENT_TYPE = "content-type"
 JSON_EVENT = b"application/json; costplane=UsageEvent"
 
@@ -48,11 +50,11 @@ def dead_letters(reject_list: list[Reject], *, topic: str, partition: int, offse
                  value: bytes | None, headers: Headers | None) -> list[DeadLetter]:
     """The DLQ records for the rejects of one message (one per reject; the whole message when it did not decode)."""
     out: list[DeadLetter] = []
-    for rej in reject_list:
+    for index, rej in enumerate(reject_list):
         meta: Headers = [
             (H_TOPIC, topic.encode()), (H_PARTITION, str(partition).encode()), (H_OFFSET, str(offset).encode()),
             (H_ERROR_CLASS, error_class(rej.reason).encode()), (H_REASON, rej.reason.encode()),
-            (H_MESSAGE, rej.message[:1000].encode()),
+            (H_MESSAGE, rej.message[:1000].encode()), (H_ID, f"{topic}:{partition}:{offset}:{index}".encode()),
         ]
         if rej.event is not None:
             body = json.dumps(rej.event, sort_keys=True, default=str).encode()
@@ -84,7 +86,7 @@ def describe(key: bytes | None, value: bytes | None, headers: Headers | None, pa
         "dlq_partition": partition, "dlq_offset": offset,
         "topic": text(H_TOPIC), "partition": int(text(H_PARTITION) or -1), "offset": int(text(H_OFFSET) or -1),
         "error_class": text(H_ERROR_CLASS), "reason": text(H_REASON), "message": text(H_MESSAGE),
-        "key": key.decode(errors="replace") if key else None, "payload": payload,
+        "key": key.decode(errors="replace") if key else None, "payload": payload, "id": text(H_ID),
     }
 
 

@@ -124,11 +124,15 @@ def test_delivery(
     severity: str = typer.Option("critical", "--severity", help="info, warning or critical (routing applies)."),
     resolve: bool = typer.Option(True, "--resolve/--no-resolve", help="Also send the resolve after the trigger."),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+    route: bool = typer.Option(False, "--route", help="Only show which targets the alert would reach (send nothing)."),
+    kind: str = typer.Option("test", "--kind", help="Alert kind, for routing (e.g. budget_block)."),
+    team: str | None = typer.Option(None, "--team", help="Team in the alert's subject, for routing."),
+    feature: str | None = typer.Option(None, "--feature", help="Feature in the alert's subject, for routing."),
 ) -> None:
-    """Send a test alert to every configured target (COSTPLANE_ALERTS_*) and show what each receiver answered.
+    """Send a test alert to every target it routes to (COSTPLANE_ALERTS_*) and show what each receiver answered.
 
-    Exit status: 0 every delivery succeeded (targets whose minimum severity is higher are skipped), 1 some failed,
-    2 no target is configured.
+    Exit status: 0 every delivery succeeded (targets whose minimum severity or routes exclude the alert are
+    skipped), 1 some failed, 2 no target is configured. ``--route`` sends nothing: it lists where the alert would go.
     """
     import asyncio
 
@@ -146,8 +150,19 @@ def test_delivery(
     import structlog
 
     # The table (or JSON) reports every outcome; keep the delivery log lines from mixing into stdout.
+    subject = {k: v for k, v in (("team", team), ("feature", feature)) if v}
+    if route:
+        probe = _test_event(tenant, severity, kind, subject)
+        reached = [t.name for t in targets if t.wants(probe)]
+        if as_json:
+            print_json({"tenant": tenant, "kind": kind, "severity": severity, **subject, "targets": reached})
+        else:
+            console().print(f"{kind} ({severity}) for {tenant}{''.join(f', {k} {v}' for k, v in subject.items())}"
+                            f" → {', '.join(reached) if reached else 'no target'}")
+        return
     with structlog.testing.capture_logs():
-        rows = asyncio.run(_send_test(targets, policy_from_settings(settings), tenant, severity, resolve))
+        rows = asyncio.run(_send_test(targets, policy_from_settings(settings), tenant, severity, resolve, kind,
+                                      subject))
     if as_json:
         print_json(rows)
     else:
@@ -165,23 +180,28 @@ def test_delivery(
         raise typer.Exit(1)
 
 
+def _test_event(tenant: str, severity: str, kind: str, subject: dict[str, str]) -> Any:
+    from costplane.streams.alerting.model import AlertEvent
+
+    now = time.time_ns() // 1_000_000
+    return AlertEvent(
+        alert_id=str(uuid.uuid4()), dedup_key=f"test:{tenant}:{uuid.uuid4().hex[:8]}", kind=kind, action="trigger",
+        severity="critical" if severity == "critical" else "warning" if severity == "warning" else "info",
+        tenant=tenant, summary="Test alert from costplane alerts test: delivery works, nothing to do.",
+        window_start_ms=now - 60_000, window_end_ms=now, occurred_at_ms=now, subject=dict(subject),
+        numbers={"test": "1"}, suggested_action="None: this is a test.", runbook="docs/alerts.md#delivery",
+    )
+
+
 async def _send_test(targets: list[Any], policy: Any, tenant: str, severity: str,
-                     resolve: bool) -> list[dict[str, Any]]:
+                     resolve: bool, kind: str = "test", subject: dict[str, str] | None = None) -> list[dict[str, Any]]:
     import dataclasses
 
     import httpx
 
     from costplane.streams.alerting.delivery import send_with_retries
-    from costplane.streams.alerting.model import AlertEvent
 
-    now = time.time_ns() // 1_000_000
-    trigger = AlertEvent(
-        alert_id=str(uuid.uuid4()), dedup_key=f"test:{tenant}:{uuid.uuid4().hex[:8]}", kind="test", action="trigger",
-        severity="critical" if severity == "critical" else "warning" if severity == "warning" else "info",
-        tenant=tenant, summary="Test alert from costplane alerts test: delivery works, nothing to do.",
-        window_start_ms=now - 60_000, window_end_ms=now, occurred_at_ms=now, numbers={"test": "1"},
-        suggested_action="None: this is a test.", runbook="docs/alerts.md#delivery",
-    )
+    trigger = _test_event(tenant, severity, kind, subject or {})
     events = [trigger]
     if resolve:
         events.append(dataclasses.replace(trigger, action="resolve", alert_id=str(uuid.uuid4()),
@@ -192,7 +212,8 @@ async def _send_test(targets: list[Any], policy: Any, tenant: str, severity: str
             for event in events:
                 if not target.wants(event):
                     rows.append({"target": target.name, "action": event.action, "delivered": None, "attempts": 0,
-                                 "status": None, "error": "skipped: below the target's minimum severity"})
+                                 "status": None,
+                                 "error": "skipped: below the target's minimum severity, or not routed to it"})
                     continue
                 result = await send_with_retries(client, target, event, policy)
                 letter = result.dead_letter

@@ -39,17 +39,35 @@ def _produce(records: list[tuple[str, bytes | None]]) -> None:
 
 
 def read_budgets(timeout_s: float = 20.0) -> dict[str, Any]:
-    """The current budgets (latest value per id, tombstones applied) from the budgets topic."""
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+    """The current budgets (latest value per id, tombstones applied) from the budgets topic.
+
+    A stored budget that no longer validates (written before a rule existed) is left out with a warning line:
+    the worker and the guard skip it the same way; ``budget delete`` can still remove it."""
+    from pydantic import ValidationError
 
     from costplane.budgets import Budget
+
+    budgets: dict[str, Any] = {}
+    for key, value in read_budget_records(timeout_s).items():
+        try:
+            budgets[key] = Budget.from_json(value)
+        except (ValidationError, ValueError) as exc:
+            typer.secho(f"warning: stored budget {key[:128]!r} is not valid and is ignored: {error_line(exc)}",
+                        fg=typer.colors.YELLOW, err=True)
+    return budgets
+
+
+def read_budget_records(timeout_s: float = 20.0) -> dict[str, bytes]:
+    """The budgets topic's latest value per key (tombstones applied), unparsed."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
     from costplane.config import KafkaSettings, load_settings
 
     kafka = load_settings(KafkaSettings)
     topic = kafka.topic("budgets")
     consumer = Consumer({**kafka.confluent_config(), "group.id": "costplane-budget-reader",
                          "enable.auto.commit": False})
-    budgets: dict[str, Any] = {}
+    budgets: dict[str, bytes] = {}
     try:
         info = consumer.list_topics(topic, timeout=10).topics.get(topic)
         if info is None or info.error is not None:
@@ -71,10 +89,38 @@ def read_budgets(timeout_s: float = 20.0) -> dict[str, Any]:
                 if value is None:
                     budgets.pop(key, None)
                 else:
-                    budgets[key] = Budget.from_json(value)
+                    budgets[key] = value
     finally:
         consumer.close()
     return budgets
+
+
+def error_line(exc: BaseException) -> str:
+    """One line for a budget that cannot be used: pydantic's multi-line report folded to its first error."""
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError):
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        message = str(first.get("msg", "invalid")).removeprefix("Value error, ")
+        return f"{where}: {message}" if where else message
+    return " ".join(str(exc).split())
+
+
+def check_degrade_model(budget: Any) -> None:
+    """A ``degrade:MODEL`` budget must name a model the price catalog prices: the guard's answer sends calls to
+    it, and a model nobody can price would make every degraded call uncountable."""
+    from costplane.budgets import BudgetError
+    from costplane.pricing.catalog import default_catalog
+
+    model = budget.degrade_model
+    if model is not None and not default_catalog().is_priced(None, model):
+        raise BudgetError(f"action degrade:{model[:80]}: the price catalog does not price model {model[:80]!r}")
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.secho(message[:500], fg=typer.colors.RED, err=True)
+    return typer.Exit(2)
 
 
 def _next_version(budget: Any, existing: dict[str, Any]) -> Any:
@@ -102,9 +148,9 @@ def set_budget(
     try:
         budget = Budget.from_cli(budget_id, scope=scope, period=period, tz=tz, limit_usd=limit_usd,
                                  limit_tokens=limit_tokens, soft=soft, action=action)
+        check_degrade_model(budget)
     except (BudgetError, ValidationError) as exc:
-        typer.secho(f"invalid budget: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from None
+        raise _fail(f"invalid budget: {error_line(exc)}") from None
     budget = _next_version(budget, read_budgets())
     _produce([(budget.id, budget.to_json().encode())])
     if json_out:
@@ -135,6 +181,8 @@ def list_budgets(
 @budget_app.command("delete")
 def delete_budget(budget_id: Annotated[str, typer.Argument(help="Budget id.")]) -> None:
     """Delete a budget (a tombstone on the compacted topic; standing decisions are lifted)."""
+    if budget_id not in read_budget_records():
+        raise _fail(f"no budget {budget_id[:128]!r}; `costplane budget list` shows the budgets in force")
     _produce([(budget_id, None)])
     console().print(f"budget {budget_id} deleted")
 
@@ -145,24 +193,18 @@ def apply_budgets(
     json_out: Annotated[bool, typer.Option("--json", help="Print the stored budgets as JSON.")] = False,
 ) -> None:
     """Validate every budget of a YAML file first, then write them all (nothing is written if one is invalid)."""
-    import yaml
-    from pydantic import ValidationError
+    from costplane.budgets import BudgetError, budgets_from_yaml
 
-    from costplane.budgets import Budget, BudgetError
-
-    data = yaml.safe_load(file.read_text())
-    items = data.get("budgets", data) if isinstance(data, dict) else data
-    if not isinstance(items, list):
-        typer.secho("the file must hold a list of budgets (or {budgets: [...]})", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2)
-    parsed = []
-    for i, item in enumerate(items):
-        try:
-            parsed.append(_from_yaml(Budget, item))
-        except (BudgetError, ValidationError, TypeError, ValueError) as exc:
-            typer.secho(f"budget #{i + 1} ({item.get('id') if isinstance(item, dict) else item!r}): {exc}",
-                        fg=typer.colors.RED, err=True)
-            raise typer.Exit(2) from None
+    try:
+        text = file.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _fail(f"cannot read {file}: {getattr(exc, 'strerror', None) or exc}") from None
+    try:
+        parsed = budgets_from_yaml(text)
+        for budget in parsed:
+            check_degrade_model(budget)
+    except (BudgetError, RecursionError) as exc:
+        raise _fail(f"invalid budgets file {file}: {error_line(exc)}") from None
     existing = read_budgets()
     stored = [_next_version(b, existing) for b in parsed]
     _produce([(b.id, b.to_json().encode()) for b in stored])
@@ -276,24 +318,6 @@ def _status_table(rows: list[Any], reconcile: bool) -> None:
     console().print(table)
     if not rows:
         console().print("no budget members have spent or been decided on yet")
-
-
-def _from_yaml(budget_cls: Any, item: Any) -> Any:
-    """One YAML entry: the CLI's fields (scope as text or mapping, limit_usd | limit_tokens, soft as list/text)."""
-    if not isinstance(item, dict):
-        raise ValueError("each budget must be a mapping")
-    scope = item.get("scope", "")
-    if isinstance(scope, dict):
-        scope = ",".join(f"{k}={v}" for k, v in scope.items())
-    soft = item.get("soft", "")
-    if isinstance(soft, list):
-        soft = ",".join(str(x) for x in soft)
-    limit_usd = item.get("limit_usd")
-    return budget_cls.from_cli(str(item["id"]), scope=str(scope), period=str(item.get("period", "day")),
-                               tz=str(item.get("tz", "UTC")),
-                               limit_usd=None if limit_usd is None else str(limit_usd),
-                               limit_tokens=item.get("limit_tokens"), soft=str(soft),
-                               action=str(item.get("action", "block")))
 
 
 __all__ = ["budget_app", "read_budgets", "register", "json"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import typer
@@ -12,6 +11,7 @@ from rich.table import Table
 
 from costplane import config as config_module
 from costplane.cli.output import console, print_json
+from costplane.redact import mask_url
 
 config_app = typer.Typer(help="Show the effective configuration and every COSTPLANE_* variable.",
                          no_args_is_help=True)
@@ -23,12 +23,7 @@ def register(app: typer.Typer) -> None:
 
 def settings_classes() -> list[type[BaseSettings]]:
     """Every component's settings class, in the order costplane/config.py defines them."""
-    found = [
-        obj for _, obj in inspect.getmembers(config_module, inspect.isclass)
-        if issubclass(obj, BaseSettings) and obj.__module__ == config_module.__name__
-        and obj.model_config.get("env_prefix")
-    ]
-    return sorted(found, key=lambda cls: inspect.getsourcelines(cls)[1])
+    return config_module.settings_classes()
 
 
 def variable_rows() -> list[dict[str, str]]:
@@ -67,11 +62,12 @@ def markdown_table() -> str:
 
 
 def _safe(value: Any) -> Any:
+    """A setting as printed: secrets as ``**********``, any other text with URL credentials masked."""
     if isinstance(value, SecretStr):
         return "**********" if value.get_secret_value() else ""
     if isinstance(value, list | tuple):
         return [_safe(v) for v in value]
-    return value if isinstance(value, int | float | bool | type(None)) else str(value)
+    return value if isinstance(value, int | float | bool | type(None)) else mask_url(str(value))
 
 
 @config_app.command("show")

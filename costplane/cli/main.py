@@ -15,6 +15,7 @@ import typer
 
 from costplane.config import ConfigError
 from costplane.logging import configure_logging
+from costplane.redact import RedactingStream, Redactor, settings_secrets
 
 app = typer.Typer(
     name="costplane",
@@ -56,10 +57,14 @@ def build_app() -> typer.Typer:
 def run() -> None:
     """Console-script entry point: configuration errors print one readable block, exit status 2.
 
-    Logs go to stderr (JSON, or console rendering on a TTY) so stdout stays clean for ``--json`` output.
+    Logs go to stderr (JSON, or console rendering on a TTY) so stdout stays clean for ``--json`` output. Both
+    streams and every log record are redacted (``costplane.redact``): no secret reaches the output.
     """
+    redactor = Redactor(settings_secrets())
+    sys.stdout = RedactingStream(sys.stdout, redactor)
+    sys.stderr = RedactingStream(sys.stderr, redactor)
     configure_logging(os.environ.get("COSTPLANE_LOG_LEVEL", "INFO"),
-                      "json" if os.environ.get("COSTPLANE_LOG_FORMAT") == "json" else "auto")
+                      "json" if os.environ.get("COSTPLANE_LOG_FORMAT") == "json" else "auto", redactor)
     build_app()
     try:
         app()

@@ -75,6 +75,9 @@ def parse_lines(lines: Iterable[str]) -> Iterator[tuple[int, UsageEvent | BadLin
         except UnicodeDecodeError as exc:
             yield number, BadLine(number, "not_utf8", str(exc))
             continue
+        except RecursionError:  # Python's parser recurses per nesting level; no event nests more than twice
+            yield number, BadLine(number, "bad_json", "not JSON this tool can read: nested too deeply")
+            continue
         try:
             yield number, event_from_json_dict(data)
         except InvalidEvent as exc:

@@ -28,10 +28,11 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic import SecretStr
 
-from costplane.config import AlertSettings
+from costplane.config import AlertSettings, ConfigError
 from costplane.logging import get_logger
 from costplane.streams.alerting.model import AlertEvent, alert_to_json_dict, severity_rank
 from costplane.streams.alerting.pagerduty import pagerduty_event, validate_pagerduty_event
+from costplane.streams.alerting.routing import Routing, RoutingError, load_routing
 from costplane.streams.alerting.slack import slack_message
 from costplane.streams.alerting.webhook import webhook_body
 from costplane.streams.core.findings import Severity
@@ -100,10 +101,13 @@ class Target:
     validate: Callable[[dict[str, Any]], list[str]] | None = None
     min_severity: Severity = "info"
     headers: dict[str, str] = field(default_factory=dict)
+    #: A routed destination's rule (``routing.py``): None = every alert its minimum severity lets through.
+    route: Callable[[AlertEvent], bool] | None = None
 
     def wants(self, event: AlertEvent) -> bool:
         """Severity routing; a resolve carries the incident's top severity, so it goes wherever a trigger went."""
-        return severity_rank(event.severity) >= severity_rank(self.min_severity)
+        return severity_rank(event.severity) >= severity_rank(self.min_severity) and (
+            self.route is None or self.route(event))
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,9 +348,45 @@ def build_targets(
     return targets
 
 
+def routing_targets(routing: Routing, *, pagerduty_url: str = "https://events.pagerduty.com/v2/enqueue",
+                    pagerduty_source: str = "costplane", runbook_base_url: str | None = None) -> list[Target]:
+    """One target per named destination, each taking the alerts its routes send it."""
+    targets: list[Target] = []
+    for dest in routing.destinations.values():
+        def routed(event: AlertEvent, name: str = dest.name) -> bool:
+            return name in routing.destinations_for(event)
+
+        if dest.kind == "slack":
+            targets.append(Target(dest.name, SecretStr(dest.secret), lambda e: slack_message(e, runbook_base_url),
+                                  route=routed))
+        elif dest.kind == "pagerduty":
+            def page(event: AlertEvent, key: str = dest.secret) -> dict[str, Any]:
+                return pagerduty_event(event, key, source=pagerduty_source, runbook_base_url=runbook_base_url)
+
+            targets.append(Target(dest.name, SecretStr(pagerduty_url), page, validate=validate_pagerduty_event,
+                                  route=routed))
+        else:
+            targets.append(Target(dest.name, SecretStr(dest.secret), lambda e: webhook_body(e, runbook_base_url),
+                                  route=routed))
+    return targets
+
+
+def routing_from_settings(settings: AlertSettings) -> Routing | None:
+    """The routing file's rules, or None; a file that cannot be used is a configuration error (one line)."""
+    if settings.routing_file is None:
+        return None
+    try:
+        return load_routing(settings.routing_file)
+    except RoutingError as exc:
+        raise ConfigError(f"COSTPLANE_ALERTS_ROUTING_FILE: {exc}") from None
+
+
 def targets_from_settings(settings: AlertSettings) -> list[Target]:
     """The targets ``AlertSettings`` configures (none when nothing is set: alerts still reach the topic)."""
-    return build_targets(
+    routing = routing_from_settings(settings)
+    routed = routing_targets(routing, pagerduty_url=settings.pagerduty_url, pagerduty_source=settings.pagerduty_source,
+                             runbook_base_url=settings.runbook_base_url) if routing is not None else []
+    return routed + build_targets(
         slack_webhook_url=settings.slack_webhook_url, slack_min_severity=settings.slack_min_severity,
         pagerduty_routing_key=settings.pagerduty_routing_key, pagerduty_url=settings.pagerduty_url,
         pagerduty_source=settings.pagerduty_source, pagerduty_min_severity=settings.pagerduty_min_severity,

@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 from costplane.budgets import Budget, Window
 from costplane.budgets.windows import ROLLING, WindowCache, buckets_in_window
+from costplane.publisher.identifiers import unescape
 from costplane.streams.core.priced import PricedEvent
 
 State = dict[str, Any]
@@ -92,7 +93,7 @@ def tenant_of(member: str) -> str:
     for part in member.split(","):
         name, _, value = part.partition("=")
         if name == "tenant":
-            return value
+            return unescape(value)
     return ""
 
 

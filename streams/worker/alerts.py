@@ -38,6 +38,7 @@ from costplane.budgets import Budget
 from costplane.config import AlertSettings
 from costplane.logging import get_logger
 from costplane.publisher.codec import Reject
+from costplane.publisher.identifiers import tenant_tag
 from costplane.streams.alerting.delivery import Target
 from costplane.streams.alerting.lifecycle import AlertLifecycle, LifecycleConfig
 from costplane.streams.alerting.model import AlertEvent
@@ -71,7 +72,7 @@ class RedisStateStore:
         self.client, self.prefix = client, prefix
 
     def key(self, tenant: str) -> str:
-        return f"{self.prefix}:{{{tenant}}}:alerts:state"
+        return f"{self.prefix}:{{{tenant_tag(tenant)}}}:alerts:state"
 
     def load(self, tenants: Sequence[str]) -> dict[str, dict[str, Any]]:
         if not tenants:

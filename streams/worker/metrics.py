@@ -22,6 +22,12 @@ class WorkerMetrics:
                                   registry=r)
         self.dead_letters = Counter("costplane_worker_dead_letters", "Records sent to the DLQ", ["reason"],
                                     registry=r)
+        self.dlq_redelivered = Counter("costplane_worker_dlq_redelivered",
+                                       "Rejected items not dead-lettered again: their message was redelivered after "
+                                       "its dead letters were flushed (the DLQ fence)", registry=r)
+        self.waiting = Gauge("costplane_worker_waiting", "1 while a part of the worker waits for a service to "
+                             "come back (sink: ClickHouse or the broker's offset commit; stream: Redis)", ["part"],
+                             registry=r)
         self.decisions = Counter("costplane_worker_decisions", "Decisions, lifts and threshold notices", ["type"],
                                  registry=r)
         self.sink_batches = Counter("costplane_worker_sink_batches", "ClickHouse batches written", registry=r)

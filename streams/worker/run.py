@@ -19,9 +19,19 @@ def run_worker(kafka: KafkaSettings, redis_settings: RedisSettings, clickhouse: 
     """Run until a signal (or a deliberate stop); never returns normally (the Faust worker exits the process)."""
     import faust
 
+    from costplane.config import ConfigError
     from costplane.streams.app import create_app, group_id
     from costplane.streams.topics import create_topics
+    from costplane.streams.worker.access import exposure_problem, tenant_tokens
     from costplane.streams.worker.sinkloop import SinkLoop, backfill_loop
+
+    problem = exposure_problem(worker)
+    try:
+        tenant_tokens(worker)
+    except ValueError as exc:
+        problem = str(exc)
+    if problem is not None:  # before anything starts: an open API would serve every tenant's spend
+        raise ConfigError(f"costplane worker: {problem}")
 
     if worker.role == "sink":  # from the main thread, before any other starts: the whole process yields
         lower_priority(worker.sink_nice)
@@ -34,7 +44,8 @@ def run_worker(kafka: KafkaSettings, redis_settings: RedisSettings, clickhouse: 
         sink.open(api_url=f"http://{worker.web_host}:{worker.web_port}")
     app = create_app(kafka, redis_settings, worker, clickhouse, metrics,
                      report=sink.report if sink is not None else None,
-                     sink_ready=(lambda: sink.ready and sink.error is None) if sink is not None else None)
+                     sink_ready=(lambda: sink.ready and sink.error is None) if sink is not None else None,
+                     sink_waiting=(lambda: sink.waiting) if sink is not None else None)
     if sink is not None:
         loop_sink = sink
 

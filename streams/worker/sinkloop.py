@@ -8,6 +8,12 @@ A second loop of the same class reads ``usage.backfill`` (imported history, :fun
 consumer group and its own sink on the same ClickHouse client, no clock-skew limit (history is old on purpose), and
 its partitions numbered from :data:`BACKFILL_PARTITION_BASE` in the sink's ledger so they never mix with the live
 topic's. The ``seen_event_ids`` check is shared, so an event is written once whichever topic brought it.
+
+Outages of any length are ridden through, never fatal: a flush that fails because ClickHouse is down or because the
+broker cannot take the offset commit (a restart: "Waiting for coordinator", a member that lost its generation) is
+retried with backoff while the loop keeps polling with its partitions paused, so the consumer stays in its group
+and a rebalance is served. ``waiting`` (and ``/readyz``, the ``costplane_worker_waiting`` gauge) says what for.
+Retrying a flush is always safe: the writer's journal rolls an interrupted batch forward and filters what it wrote.
 """
 
 from __future__ import annotations
@@ -45,6 +51,8 @@ class SinkLoop:
         self._consumer: Any = None
         self.client_lock = threading.Lock()
         self.error: BaseException | None = None
+        #: What the loop waits for while a flush keeps failing (None: nothing).
+        self.waiting: str | None = None
 
     def open(self, api_url: str | None) -> None:
         """Own the directory (embedded), open ClickHouse, migrate: before any consumer exists."""
@@ -60,11 +68,17 @@ class SinkLoop:
             self.opened.close()
 
     def _commit(self, offsets: dict[int, int]) -> None:
-        from confluent_kafka import TopicPartition
+        """Commit the flushed batch's offsets; a broker that cannot take them now makes the flush retry later."""
+        from confluent_kafka import KafkaException, TopicPartition
+
+        from costplane.streams.sink.errors import SinkUnavailable
 
         topic = self.kafka.topic(self.source)
-        self._consumer.commit(offsets=[TopicPartition(topic, p - self.partition_base, o) for p, o in offsets.items()],
-                              asynchronous=False)
+        try:
+            self._consumer.commit(offsets=[TopicPartition(topic, p - self.partition_base, o)
+                                           for p, o in offsets.items()], asynchronous=False)
+        except KafkaException as exc:
+            raise SinkUnavailable(f"Kafka offset commit failed, retry later: {exc}") from exc
 
     def report(self, query_string: str) -> Any:
         """``/api/report``: the same run_report as ``costplane report``, on this process's client."""
@@ -84,7 +98,8 @@ class SinkLoop:
 
         from costplane.pricing.catalog import default_catalog
         from costplane.pricing.ledger import ledger_amounts
-        from costplane.streams.sink.sink import FlushResult, retry_with_backoff
+        from costplane.streams.sink.errors import SinkUnavailable
+        from costplane.streams.sink.sink import FlushResult
 
         codec = UsageCodec.with_registry(self.kafka.schema_registry_url) if self.kafka.schema_registry_url \
             else UsageCodec.schemaless()
@@ -103,24 +118,43 @@ class SinkLoop:
         sink = self._own_sink if self._own_sink is not None else self.opened.sink
 
         def flush_once() -> FlushResult | None:
-            with collections_deferred():  # one attempt at a time: never across the backoff's sleeps
+            with collections_deferred(), self.client_lock:  # one attempt at a time: never across a backoff
                 result: FlushResult | None = sink.flush()
             return result
 
-        def flush() -> None:
-            with self.client_lock:
-                result = retry_with_backoff(flush_once, sleep=self._sleep, max_s=10.0)
+        backoff = Backoff(initial_s=0.5, max_s=10.0)
+
+        def flush() -> bool:
+            """One flush attempt: True when the buffer is written and committed (or empty)."""
+            try:
+                result = flush_once()
+            except SinkUnavailable as exc:
+                self._set_waiting(str(exc))
+                backoff.failed(time.monotonic())
+                self.metrics.sink_retries.inc()
+                log.warning("sink_retry", role=self.role, error=str(exc), retry_in_s=backoff.delay_s)
+                return False
+            if self.waiting is not None:
+                log.info("sink_resumed", role=self.role, waited_for=self.waiting)
+            self._set_waiting(None)
+            backoff.reset()
             if result is not None:
                 self.metrics.sink_batches.inc()
                 self.metrics.sink_rows.inc(result.inserted)
+            return True
 
-        def on_revoke(_consumer: Any, _partitions: Any) -> None:
-            # Offsets of what is buffered must be committed (and rows written) before another sink owns them.
-            flush()
+        def on_revoke(_consumer: Any, partitions: Any) -> None:
+            # Offsets of what is buffered must be committed (and rows written) before another sink owns them. When
+            # that cannot happen now, the revoked partitions' events are dropped from the buffer: their new owner
+            # re-reads them from the committed offset, and the journal finishes whatever this sink began.
+            if not flush():
+                dropped = sink.discard_partitions({int(tp.partition) + base for tp in partitions})
+                log.warning("sink_revoked_while_waiting", role=self.role, dropped=dropped)
 
-        consumer.subscribe([topic], on_revoke=on_revoke)
+        consumer.subscribe([topic], on_revoke=on_revoke, on_lost=on_revoke)
         self.ready = True
         next_lag_at = 0.0
+        paused: list[Any] = []
         try:
             while not self.stop_event.is_set():
                 msgs = consumer.consume(num_messages=1000, timeout=0.2)
@@ -135,14 +169,31 @@ class SinkLoop:
                         sink.add(priced, (msg.partition() or 0) + base, msg.offset(),
                                  ledger_amounts(catalog, priced.event))
                     self.metrics.events.labels(self.role).inc(len(decoded.events))
-                if sink.should_flush():
+                if self.waiting is not None and not paused:
+                    paused = list(consumer.assignment())  # hold what is buffered; keep polling for the group
+                    consumer.pause(paused)
+                if self.waiting is not None:
+                    if backoff.due(time.monotonic()):
+                        flush()  # an empty buffer (revoked meanwhile) counts as flushed
+                elif sink.should_flush():
                     flush()
+                if self.waiting is None and paused:
+                    owned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
+                    consumer.resume([tp for tp in paused if (tp.topic, tp.partition) in owned])
+                    paused = []
                 if time.monotonic() >= next_lag_at:
                     next_lag_at = time.monotonic() + 5.0
                     self.metrics.lag.labels(self.role).set(self._lag(consumer))
-            flush()
+            for _ in range(3):  # stopping: a last flush, briefly retried (what stays unflushed is re-read later)
+                if flush():
+                    break
+                self.stop_event.wait(min(backoff.delay_s, 2.0))
         finally:
             consumer.close()
+
+    def _set_waiting(self, what: str | None) -> None:
+        self.waiting = what
+        self.metrics.waiting.labels(self.role).set(0 if what is None else 1)
 
     @staticmethod
     def _lag(consumer: Any) -> int:
@@ -154,9 +205,25 @@ class SinkLoop:
                 lag += max(high - tp.offset, 0)
         return lag
 
-    def _sleep(self, seconds: float) -> None:
-        self.metrics.sink_retries.inc()
-        self.stop_event.wait(seconds)
+
+
+class Backoff:
+    """When the next attempt is due after failures: ``initial_s``, doubling up to ``max_s``; reset on success."""
+
+    def __init__(self, initial_s: float, max_s: float) -> None:
+        self.initial_s, self.max_s = initial_s, max_s
+        self.delay_s = 0.0
+        self._due_at = 0.0
+
+    def due(self, now: float) -> bool:
+        return now >= self._due_at
+
+    def failed(self, now: float) -> None:
+        self.delay_s = self.initial_s if self.delay_s == 0 else min(self.delay_s * 2, self.max_s)
+        self._due_at = now + self.delay_s
+
+    def reset(self) -> None:
+        self.delay_s, self._due_at = 0.0, 0.0
 
 
 def backfill_loop(primary: SinkLoop) -> SinkLoop:

@@ -32,8 +32,11 @@ from importlib import resources
 from typing import Any, Protocol
 
 import redis
+from redis.cluster import RedisCluster
+from redis.exceptions import NoScriptError
 
 from costplane.enforcers.scripts import SET_COUNTER
+from costplane.publisher.identifiers import tenant_tag
 from costplane.streams.core.spend import State, split_key, tenant_of
 
 
@@ -49,14 +52,14 @@ class WindowKeys:
     group: str
 
     def meta(self, tenant: str) -> str:
-        return f"{self.prefix}:{{{tenant}}}:worker:{self.group}"
+        return f"{self.prefix}:{{{tenant_tag(tenant)}}}:worker:{self.group}"
 
     def window(self, state_key: str) -> str:
         return self.tenant_window(tenant_of(split_key(state_key)[1]), state_key)
 
     def tenant_window(self, tenant: str, state_key: str) -> str:
         """:meth:`window` when the caller already knows the key's tenant (the batch path: no parsing per key)."""
-        return f"{self.prefix}:{{{tenant}}}:win:{self.group}:{state_key}"
+        return f"{self.prefix}:{{{tenant_tag(tenant)}}}:win:{self.group}:{state_key}"
 
     def tenants(self) -> str:
         """The group's registry of tenants with windows: a worker taking partitions over reads their metas."""
@@ -247,7 +250,7 @@ def _packed_eval_bytes(sha: bytes, keys: Sequence[str], args: Sequence[str | int
 class RedisWindowBackend:
     """:class:`WindowBackend` on Redis: one pipeline per load and per commit, one script call per tenant."""
 
-    def __init__(self, client: redis.Redis, keys: WindowKeys) -> None:
+    def __init__(self, client: redis.Redis | RedisCluster, keys: WindowKeys) -> None:
         self.client = client
         self.keys = keys
         self._source = SET_COUNTER + _lua("commit")  # the guard's counter update, the same code as its reconcile
@@ -272,8 +275,8 @@ class RedisWindowBackend:
             by_tenant.setdefault(tenant_of(split_key(key)[1]), []).append(key)
         pipe = self.client.pipeline(transaction=False)
         groups = list(by_tenant.values())
-        for group in groups:  # one MGET per tenant: a tenant's keys share a hash slot
-            pipe.mget([self.keys.window(k) for k in group])
+        for group in groups:  # one MGET per tenant: a tenant's keys share a hash slot (also on a cluster, where
+            pipe.execute_command("MGET", *(self.keys.window(k) for k in group))  # the pipeline routes it by key)
         out: dict[str, State | None] = {}
         for group, values in zip(groups, pipe.execute(), strict=True):
             for key, raw in zip(group, values, strict=True):
@@ -293,7 +296,9 @@ class RedisWindowBackend:
             stream.send(c, register=False)
         return stream.finish()
 
-    def open_stream(self) -> RedisCommitStream:
+    def open_stream(self) -> RedisCommitStream | ClusterCommitStream:
+        if isinstance(self.client, RedisCluster):
+            return ClusterCommitStream(self)
         if not self._loaded:
             self.client.script_load(self._source)
             self._loaded = True
@@ -304,12 +309,64 @@ class RedisWindowBackend:
         self._loaded = False
 
 
+def _commit_result(c: TenantCommit, reply: Any) -> int | None:
+    """The commit script's reply → None (written) or the fence that refused it."""
+    status = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
+    current = None if status == "ok" else _fence_value(reply[1])
+    if current is not None and c.fence is not None and current == c.fence[2] and c.fence[2] > c.fence[1]:
+        current = None  # a retried commit whose first attempt went through: its own fence
+    return current
+
+
+class ClusterCommitStream:
+    """:class:`CommitStream` on Redis Cluster: each tenant's script goes to the master of its hash slot.
+
+    Every key a commit touches carries the tenant's hash tag (docs/enforcement.md), so one script call per tenant
+    runs on one node; redis-py's cluster client routes it by its first key. Sent one by one (no pipelining across
+    nodes): a failure raises at :meth:`finish` like the single-node stream, and the caller commits again.
+    """
+
+    def __init__(self, backend: RedisWindowBackend) -> None:
+        self.backend = backend
+        self.results: list[int | None] = []
+        self.error: BaseException | None = None
+
+    def send(self, commit: TenantCommit, register: bool) -> None:
+        if self.error is not None:
+            return
+        client = self.backend.client
+        keys, args = commit.script_args()
+        try:
+            if register:
+                client.sadd(self.backend.keys.tenants(), commit.tenant)
+            try:
+                reply = client.evalsha(self.backend._sha.decode(), len(keys), *keys, *args)
+            except NoScriptError:  # a node that has not seen the script yet (or lost it): send its source once
+                reply = client.eval(self.backend._source, len(keys), *keys, *args)
+        except (redis.RedisError, OSError) as exc:
+            self.error = exc
+            return
+        self.results.append(_commit_result(commit, reply))
+
+    def finish(self) -> list[int | None]:
+        if self.error is not None:
+            raise redis.ConnectionError(f"window commit failed: {self.error}") from self.error
+        return self.results
+
+    def abort(self) -> None:
+        if self.error is None:
+            self.error = redis.ConnectionError("the stream was aborted before its replies were read")
+
+
 class RedisCommitStream:
     """:class:`CommitStream` on one pooled connection: each send is one socket write, replies are read at finish."""
 
     def __init__(self, backend: RedisWindowBackend) -> None:
         self.backend = backend
-        self.pool = backend.client.connection_pool
+        client = backend.client
+        if not isinstance(client, redis.Redis):
+            raise TypeError("a cluster client commits through ClusterCommitStream")
+        self.pool = client.connection_pool
         self.conn: Any = None
         self.sent: list[TenantCommit | None] = []  # None: the reply of a registry SADD, read and dropped
         self.error: BaseException | None = None
@@ -347,16 +404,7 @@ class RedisCommitStream:
             raise
         self.pool.release(self.conn)
         self.conn = None
-        results: list[int | None] = []
-        for c, reply in zip(self.sent, replies, strict=True):
-            if c is None:
-                continue
-            status = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
-            current = None if status == "ok" else _fence_value(reply[1])
-            if current is not None and c.fence is not None and current == c.fence[2] and c.fence[2] > c.fence[1]:
-                current = None  # a retried commit whose first attempt went through: its own fence
-            results.append(current)
-        return results
+        return [_commit_result(c, reply) for c, reply in zip(self.sent, replies, strict=True) if c is not None]
 
     def abort(self) -> None:
         if self.error is None:

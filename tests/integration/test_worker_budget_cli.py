@@ -33,10 +33,18 @@ def test_apply_list_delete(kafka_settings: KafkaSettings, redis_settings: RedisS
     bad = tmp_path / "bad.yaml"
     bad.write_text("- {id: c, scope: 'tenant=acme', limit_tokens: 1}\n- {id: d, scope: 'user=*', limit_tokens: 1}\n")
     refused = cli(env, "budget", "apply", str(bad))
-    assert refused.returncode == 2 and "budget #2" in refused.stderr  # nothing written: c is not there either
+    assert refused.returncode == 2 and "entry 1 (d)" in refused.stderr  # nothing written: c is not there either
 
     assert cli(env, "budget", "set", "a", "--scope", "tenant=acme,user=*", "--period", "rolling-1h",
                "--limit-tokens", "200").returncode == 0
     assert cli(env, "budget", "delete", "b").returncode == 0
     listed = json.loads(cli(env, "budget", "list", "--format", "json").stdout)
     assert [(b["id"], b["limit"], b["version"]) for b in listed] == [("a", 200, 2)]
+
+
+def test_delete_of_an_unknown_id_says_so(kafka_settings: KafkaSettings, redis_settings: RedisSettings) -> None:
+    """Before: deleting an id that was never set printed "deleted" and exited 0."""
+    env = worker_env(kafka_settings, redis_settings, None)
+    done = cli(env, "budget", "delete", "never-set")
+    assert done.returncode == 2 and "no budget 'never-set'" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1

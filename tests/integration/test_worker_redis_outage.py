@@ -1,9 +1,11 @@
-"""Redis stopped and restarted under a running stream worker: the stream pauses and retries, then every window
-(the guard's counters) equals the ground truth exactly — nothing skipped, nothing counted twice."""
+"""Redis stopped and restarted under a running stream worker and a guard: the stream pauses and retries (and
+``/readyz`` says it waits for Redis), the guard answers by its failure policy without an exception, then every
+window (the guard's counters) equals the ground truth exactly — nothing skipped, nothing counted twice."""
 
 from __future__ import annotations
 
 import random
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -16,6 +18,8 @@ from confluent_kafka import Producer
 from costplane.budgets import Budget
 from costplane.config import DevStackSettings, KafkaSettings, RedisSettings, WorkerSettings, load_settings
 from costplane.devstack.redis_server import RedisServer
+from costplane.enforcers import BudgetGuard, RedisBudgetStore
+from costplane.enforcers.guard import UNAVAILABLE
 from costplane.publisher.codec import UsageCodec
 from costplane.publisher.event import UsageEvent
 from costplane.streams.topics import create_topics
@@ -53,6 +57,26 @@ def _run(kafka: KafkaSettings, server: RedisServer, tmp_path: Path) -> None:
     assert producer.flush(10) == 0
     worker = WorkerProcess(worker_env(kafka, redis_settings, None, usage_partitions=2), tmp_path / "worker.log",
                            role="stream").start()
+    guard_store = RedisBudgetStore.from_url(server.url, prefix="guard")
+    guard_store.publish_budgets("tenant0", [Budget.from_cli("g", scope="tenant=tenant0,user=*", limit_tokens=10**9)])
+    guard = BudgetGuard(guard_store, decision_cache_s=0.0, budget_cache_s=0.0)  # every call asks Redis
+    answers: list[str] = []
+    app_exceptions: list[BaseException] = []
+    stop_guard = threading.Event()
+
+    def guarded_calls() -> None:  # an app calling the guard all along
+        while not stop_guard.is_set():
+            try:
+                r = guard.reserve({"tenant": "tenant0", "user": "g"}, provider="openai", model="gpt-4o-mini",
+                                  prompt_tokens=10, max_tokens=10)
+                answers.append(r.answer.reason)
+                r.release()
+            except Exception as exc:  # noqa: BLE001 - counting is the point: the app must never see one
+                app_exceptions.append(exc)
+            time.sleep(0.01)
+
+    caller = threading.Thread(target=guarded_calls, daemon=True)
+    caller.start()
     try:
         worker.wait_ready(90)
         rng = random.Random(5)
@@ -61,6 +85,10 @@ def _run(kafka: KafkaSettings, server: RedisServer, tmp_path: Path) -> None:
         for i in range(60):
             if i == 20:
                 assert server.stop()  # mid-stream: the worker must wait, not drop or double anything
+            if i == 39:
+                status, ready = worker.get("/readyz")
+                assert status == 503 and str(ready["waiting"]["stream"]).startswith("Redis"), ready
+                assert metric(worker, 'costplane_worker_waiting{part="stream"}') == 1
             if i == 40:
                 server.start()
                 assert _wait(server.healthy, 30)
@@ -94,7 +122,14 @@ def _run(kafka: KafkaSettings, server: RedisServer, tmp_path: Path) -> None:
         off = {k: (got[k], v) for k, v in truth.items() if got[k] != v}
         assert off == {}, f"windows off after the Redis restart (got, truth): {off}"
         assert metric(worker, "costplane_worker_window_retries_total") > 0  # the stream did pause and retry
+        status, ready = worker.get("/readyz")
+        assert (status, ready) == (200, {"ready": True, "waiting": {}})
+        stop_guard.set()
+        caller.join(10)
+        assert app_exceptions == []
+        assert UNAVAILABLE in answers and answers[-1] != UNAVAILABLE  # failed open during, enforced after
     finally:
+        stop_guard.set()
         worker.stop()
 
 

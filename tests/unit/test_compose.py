@@ -1,14 +1,18 @@
-"""docker-compose.yml is checked against the code: services, ports and every COSTPLANE_* name must exist."""
+"""docker-compose.yml is checked against the Compose Specification's schema and against the code: services,
+ports, listeners, and every COSTPLANE_* name must exist."""
 
 from __future__ import annotations
 
+import json
 import tomllib
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import yaml
 
 from costplane.cli.config_cmd import variable_rows
+from costplane.streams.worker.access import is_loopback
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -50,3 +54,29 @@ def test_image_copies_every_package_folder() -> None:
     assert {"costplane", "pricing", "publisher", "enforcers", "streams", "schemas", "sql"} <= folders
     for folder in sorted(folders):
         assert f"COPY {folder} ./{folder}" in dockerfile, f"Dockerfile does not copy {folder}/"
+
+
+def test_the_file_validates_against_the_compose_specification() -> None:
+    schema = json.loads((ROOT / "tests" / "data" / "compose-spec.json").read_text())
+    jsonschema.Draft7Validator.check_schema(schema)
+    errors = sorted(jsonschema.Draft7Validator(schema).iter_errors(_compose()), key=lambda e: list(e.path))
+    assert [f"{list(e.path)}: {e.message}" for e in errors] == []
+
+
+def test_kafka_advertises_a_listener_for_containers_and_one_for_the_host() -> None:
+    services = _compose()["services"]
+    env = services["kafka"]["environment"]
+    advertised = dict(item.split("://") for item in env["KAFKA_ADVERTISED_LISTENERS"].split(","))
+    assert advertised["INTERNAL"] == services["worker"]["environment"]["COSTPLANE_KAFKA_BOOTSTRAP_SERVERS"]
+    host_port = advertised["EXTERNAL"].rsplit(":", 1)[1]
+    assert advertised["EXTERNAL"].startswith("localhost:") and f"{host_port}:{host_port}" in services["kafka"]["ports"]
+    assert env["KAFKA_INTER_BROKER_LISTENER_NAME"] == "INTERNAL"
+
+
+def test_the_worker_listens_on_all_interfaces_only_with_a_token_and_has_healthchecks() -> None:
+    services = _compose()["services"]
+    worker = services["worker"]["environment"]
+    assert not is_loopback(worker["COSTPLANE_WORKER_WEB_HOST"])
+    assert worker["COSTPLANE_WORKER_API_TOKEN"].startswith("${COSTPLANE_WORKER_API_TOKEN:?")  # compose refuses unset
+    for name in ("kafka", "redis", "clickhouse", "worker"):
+        assert services[name]["healthcheck"]["test"], name

@@ -177,3 +177,11 @@ def test_prices_show_and_versions() -> None:
     assert code == 0
     (version,) = json.loads(out)
     assert version["price_version"].startswith("litellm-") and version["models"] > 3000
+
+
+def test_overrides_or_catalog_that_is_a_directory_is_one_line_exit_2(tmp_path: Path) -> None:
+    """Before: ``--overrides <a directory>`` raised IsADirectoryError out of the command (a traceback)."""
+    for flag in ("--overrides", "--catalog"):
+        result = runner.invoke(build_app(), ["price", "gpt-4o", "--input", "10", flag, str(tmp_path)])
+        assert result.exit_code == 2 and isinstance(result.exception, SystemExit)
+        assert "Is a directory" in result.stderr and len(result.stderr.strip().splitlines()) == 1

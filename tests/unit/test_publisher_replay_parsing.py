@@ -92,3 +92,13 @@ def test_cli_clean_file_exits_0_and_reads_non_utf8_as_a_bad_line(tmp_path: Path,
 def test_cli_missing_file_exits_3(tmp_path: Path) -> None:
     result = CliRunner().invoke(build_app(), ["replay", str(tmp_path / "missing.jsonl")])
     assert result.exit_code == 3 and "cannot read" in result.output
+
+
+@pytest.mark.parametrize("depth", [100, 5_000, 200_000])
+def test_deeply_nested_lines_are_reported_not_raised(depth: int) -> None:
+    """Before: a line of 5 000 nested brackets raised RecursionError out of replay (a traceback, exit 1)."""
+    good = _lines(1)[0]
+    parsed = list(replay_cmd.parse_lines(["[" * depth + "]" * depth, good, '{"a":' * depth + "1" + "}" * depth]))
+    shallow = depth == 100  # Python's parser reads it: then it is simply not an event
+    assert [(n, getattr(item, "reason", "event")) for n, item in parsed] == [
+        (1, "bad_shape" if shallow else "bad_json"), (2, "event"), (3, "unknown_field" if shallow else "bad_json")]

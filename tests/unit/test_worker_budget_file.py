@@ -7,7 +7,6 @@ import yaml
 from pydantic import ValidationError
 
 from costplane.budgets import Budget, BudgetError
-from costplane.cli.budget import _from_yaml
 
 DOC = """
 budgets:
@@ -27,7 +26,7 @@ budgets:
 
 def test_yaml_entries_become_budgets() -> None:
     items = yaml.safe_load(DOC)["budgets"]
-    users, month = (_from_yaml(Budget, item) for item in items)
+    users, month = (Budget.from_mapping(item) for item in items)
     assert users.scope == {"tenant": "acme", "user": "*"} and users.tz == "Europe/Paris"
     assert users.unit == "tokens" and users.limit == 10_000 and users.soft == (0.5, 0.8)
     assert users.degrade_model == "gpt-4o-mini"
@@ -43,4 +42,4 @@ def test_yaml_entries_become_budgets() -> None:
 ])
 def test_invalid_entries_are_refused(item: dict[str, object]) -> None:
     with pytest.raises((BudgetError, ValidationError, ValueError)):
-        _from_yaml(Budget, item)
+        Budget.from_mapping(item)

@@ -1,0 +1,170 @@
+"""Redis Cluster, really: three masters of real redis-server processes (started here, loopback, free ports, joined by
+``redis-cli --cluster create``) run the guard's contract and the worker's window commits, proving the hash-tag
+design docs/enforcement.md claims: every key of a tenant lives in that tenant's slot, so every script runs on one
+node, and tenants spread over every master.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from redis.cluster import ClusterNode, RedisCluster
+
+from costplane.budgets import Budget
+from costplane.enforcers import BudgetGuard
+from costplane.enforcers.cluster import RedisClusterBudgetStore
+from costplane.enforcers.keys import KeyLayout
+from costplane.publisher.event import UsageEvent
+from costplane.publisher.identifiers import tenant_tag
+from costplane.streams.core.priced import PricedEvent
+from costplane.streams.worker.windows import Located, WorkerWindows
+from costplane.streams.worker.windowstore import MemoryWindowBackend, RedisWindowBackend, WindowKeys
+
+pytestmark = [pytest.mark.redis, pytest.mark.chaos, pytest.mark.slow]
+GPT = {"provider": "openai", "model": "gpt-4o-mini"}
+TENANTS = [f"tenant-{i}" for i in range(24)] + ["a.b:c@d+e/f", "x" * 128]
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[RedisCluster]:
+    """A fresh cluster per test (a second or two): function scope, so the test's markers let it open sockets."""
+    home = tmp_path / "cluster"
+    home.mkdir()
+    ports = cluster_ports(3)
+    procs = []
+    for port in ports:
+        node_dir = home / str(port)
+        node_dir.mkdir()
+        procs.append(subprocess.Popen(  # noqa: S603 - our own redis-server, loopback only
+            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+             "--cluster-config-file", str(node_dir / "nodes.conf"), "--cluster-node-timeout", "3000",
+             "--dir", str(node_dir), "--save", "", "--appendonly", "no", "--protected-mode", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    try:
+        for port in ports:
+            _wait(lambda p=port: redis.Redis(port=p).ping(), 20)
+        created = subprocess.run(  # noqa: S603
+            ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports), "--cluster-replicas", "0",
+             "--cluster-yes"], capture_output=True, text=True, timeout=60, check=False)
+        assert created.returncode == 0, created.stdout + created.stderr
+        _wait(lambda: all(redis.Redis(port=p).cluster("info")["cluster_state"] == "ok" for p in ports), 30)
+        client = RedisCluster(startup_nodes=[ClusterNode("127.0.0.1", p) for p in ports])
+        yield client
+        client.close()
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(10)
+
+
+def cluster_ports(count: int) -> list[int]:
+    """Free ports whose cluster bus port (port + 10000) is free too and exists: below 55536."""
+    rng = random.Random()
+    ports: list[int] = []
+    while len(ports) < count:
+        port = rng.randrange(20000, 30000)
+        if port in ports:
+            continue
+        try:
+            for candidate in (port, port + 10000):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", candidate))
+        except OSError:
+            continue
+        ports.append(port)
+    return ports
+
+
+def _wait(probe: object, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            last = probe()  # type: ignore[operator]
+            if last:
+                return
+        except redis.RedisError as exc:
+            last = exc
+        time.sleep(0.1)
+    raise AssertionError(f"the cluster did not come up: {last!r}")
+
+
+def test_each_tenant_keeps_one_slot_and_tenants_use_every_master(cluster: RedisCluster) -> None:
+    keys, win = KeyLayout("cp"), WindowKeys("cp", "g")
+    owners = set()
+    for tenant in TENANTS:
+        member = f"tenant={tenant},user=u%2C1"
+        names = [keys.budgets(tenant), keys.decision(tenant, "b", member), keys.spent(tenant, "b", member),
+                 win.meta(tenant), win.tenant_window(tenant, f"b|{member}")]
+        slots = {int(cluster.execute_command("CLUSTER KEYSLOT", name)) for name in names}
+        assert slots == {int(cluster.execute_command("CLUSTER KEYSLOT", f"{{{tenant_tag(tenant)}}}"))}
+        owners.add(cluster.get_node_from_key(names[0]).name)
+    assert len(owners) == 3  # the design spreads tenants over every master
+
+
+def test_guard_contract_on_the_cluster(cluster: RedisCluster) -> None:
+    prefix = f"c{uuid.uuid4().hex[:6]}"
+    store = RedisClusterBudgetStore(cluster, KeyLayout(prefix))
+    guard = BudgetGuard(store, decision_cache_s=0.0, budget_cache_s=0.0)
+    for tenant in TENANTS:  # on every master: reserve to the limit, then block; settle charges, exactly
+        store.publish_budgets(tenant, [Budget.from_cli("tok", scope=f"tenant={tenant},user=*", limit_tokens=1000)])
+        scope = {"tenant": tenant, "user": "u,1"}
+        held = [guard.reserve(scope, prompt_tokens=100, max_tokens=100, **GPT) for _ in range(5)]
+        assert all(r.allowed for r in held)
+        refused = guard.reserve(scope, prompt_tokens=1, max_tokens=1, **GPT)
+        assert refused.answer.kind == "block" and refused.answer.held == 1000
+        held[0].settle({"input_tokens": 50, "output_tokens": 0})  # 200 reserved, 50 used: 150 back
+        assert guard.reserve(scope, prompt_tokens=100, max_tokens=50, **GPT).allowed
+        assert not guard.reserve(scope, prompt_tokens=1, max_tokens=1, **GPT).allowed
+    # A stream decision blocks before any reservation, on the decision key's node.
+    tenant = TENANTS[0]
+    member = "tenant=" + tenant + ",user=u%2C2"
+    store.write_decision(tenant, "tok", member, json.dumps({"action": "block", "budget_id": "tok"}),
+                         int(time.time() * 1000) + 60_000)
+    assert guard.reserve({"tenant": tenant, "user": "u,2"}, prompt_tokens=1, max_tokens=1, **GPT).answer.kind == "block"
+    assert not guard.core.breaker.open
+
+
+def _located(tenant: str, user: str, tokens: int, offset: int, now: int) -> Located:
+    ev = UsageEvent(event_id=str(uuid.uuid4()), occurred_at=now, tenant=tenant, provider="openai", model="m",
+                    request_id=str(uuid.uuid4()), attempt=1, status="ok", input_tokens=tokens, user_id=user)
+    return Located(PricedEvent(ev, 10 * tokens, "v1"), offset % 3, offset)
+
+
+def test_window_commits_on_the_cluster_match_the_memory_backend(cluster: RedisCluster) -> None:
+    prefix = f"w{uuid.uuid4().hex[:6]}"
+    keys, layout = WindowKeys(prefix, "g"), KeyLayout(prefix)
+    budget = Budget(id="b", scope={"tenant": "*", "user": "*"}, unit="tokens", limit=1000, version=1)
+    now = int(time.time() * 1000)
+    batches = [[_located(t, f"u{i % 2}", 300 + i, n * 100 + i, now) for i, t in enumerate(TENANTS)]
+               for n in range(4)]
+
+    def run(backend: RedisWindowBackend | MemoryWindowBackend, wkeys: WindowKeys, klayout: KeyLayout
+            ) -> list[tuple[str, str, int]]:
+        windows = WorkerWindows(backend, wkeys, klayout)
+        out = []
+        for batch in [*batches, batches[1]]:  # the second batch is redelivered: fenced, not counted again
+            pending = windows.count(batch, [budget], now)
+            out += [(d.type, d.member, d.spent) for d in pending.decisions]
+            assert windows.commit(pending).fenced == []
+        return sorted(out)
+
+    memory = MemoryWindowBackend()
+    assert run(RedisWindowBackend(cluster, keys), keys, layout) == run(memory, memory.keys, KeyLayout("mem"))
+    for tenant in TENANTS:  # the guard's counters on each tenant's node hold the exact totals
+        for user in ("u0", "u1"):
+            mine = [loc for batch in batches for loc in batch
+                    if loc.priced.event.tenant == tenant and loc.priced.event.user_id == user]
+            counter = cluster.hgetall(layout.spent(tenant, "b", f"tenant={tenant},user={user}"))
+            spent = sum(int(v) for k, v in counter.items() if k.isdigit())
+            assert spent == sum(loc.priced.event.input_tokens for loc in mine)
