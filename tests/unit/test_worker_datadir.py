@@ -28,4 +28,5 @@ def test_faust_data_folder_is_under_the_configured_data_dir(tmp_path: Path, monk
 def test_default_data_dir_is_the_state_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
     monkeypatch.delenv("COSTPLANE_WORKER_DATA_DIR", raising=False)
+    monkeypatch.delenv("COSTPLANE_DEV_STATE_DIR", raising=False)  # CI sets it: it moves everything a stack writes
     assert WorkerSettings().data_dir.is_relative_to(tmp_path)
