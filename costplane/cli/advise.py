@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import urllib.error
 from typing import Annotated
 
 import typer
@@ -28,14 +27,10 @@ def advise(
     extrapolated to 30 days (nothing under COSTPLANE_REPORTS_ADVISE_FLOOR_USD a month)."""
     from datetime import UTC, datetime
 
-    from clickhouse_connect.driver.exceptions import Error as ClickHouseError
-
-    from costplane.cli.report import collect
+    from costplane.cli.report import collect, ledger_failures
     from costplane.config import ReportSettings, load_settings
     from costplane.reports.advice import gather
-    from costplane.reports.errors import ReportError
     from costplane.reports.options import ReportOptions
-    from costplane.streams.sink.errors import SinkUnavailable
 
     err = console(stderr=True)
     if fmt not in ("table", "json"):
@@ -44,16 +39,10 @@ def advise(
     now = datetime.now(UTC)
     settings = load_settings(ReportSettings)
     floor = int(settings.advise_floor_usd * 10**9)
-    try:
+    with ledger_failures("advise"):
         base = ReportOptions.parse("spend", since=since, until=until, tenant=tenant, now=now,
                                    production_envs=settings.production_envs)
         opportunities, notes = gather(lambda options: collect(options, api_url), base, floor)
-    except ReportError as exc:
-        err.print(f"[red]{exc}[/]")
-        raise typer.Exit(2) from None
-    except (SinkUnavailable, urllib.error.URLError, OSError, ValueError, ClickHouseError) as exc:
-        err.print(f"[red]advise failed: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc}[/]")
-        raise typer.Exit(1) from None
     for note in notes:
         err.print(f"[yellow]note: {note}[/]")
     if fmt == "json":

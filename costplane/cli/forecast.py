@@ -47,20 +47,15 @@ def forecast(
     """Month-end projection per tenant and per monthly budget member: month-to-date, run rate, range, crossing day."""
     if ctx.invoked_subcommand is not None:
         return
-    import urllib.error
     from datetime import UTC, datetime
 
-    from clickhouse_connect.driver.exceptions import Error as ClickHouseError
-
-    from costplane.cli.report import collect
+    from costplane.cli.report import collect, ledger_failures
     from costplane.reports.definitions import present
     from costplane.reports.errors import ReportError
     from costplane.reports.forecast import forecast_rows, requests_for
     from costplane.reports.options import parse_time
-    from costplane.streams.sink.errors import DirectoryOwned, SinkUnavailable
 
-    err = console(stderr=True)
-    try:
+    with ledger_failures("forecast"):
         if fmt not in ("table", "json"):
             raise ReportError(f"--format must be table or json, not {fmt!r}")
         clock = datetime.now(UTC)
@@ -68,16 +63,6 @@ def forecast(
         budgets = _budgets(budgets_file)
         requests = requests_for(budgets, now, tenant, budget, until=now if at else None)
         answers = [(r, collect(r.options, api_url, database).rows) for r in requests]
-    except ReportError as exc:
-        _fail(str(exc))
-        return
-    except DirectoryOwned as exc:
-        err.print(f"[red]{exc}[/]: it serves no API; pass --api-url or set COSTPLANE_WORKER_API_URL.")
-        raise typer.Exit(1) from None
-    except (SinkUnavailable, urllib.error.URLError, OSError, ValueError, ClickHouseError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        err.print(f"[red]forecast failed: {first}[/]")
-        raise typer.Exit(1) from None
     rows = present(forecast_rows(answers, now))
     if fmt == "json":
         print_json(rows)

@@ -15,6 +15,8 @@ import json
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -126,6 +128,33 @@ def collect(options: Any, api_url: str | None = None, database: str | None = Non
         return run(open_client(settings, create_database=False))
 
 
+@contextmanager
+def ledger_failures(what: str, bad_input: tuple[type[BaseException], ...] = (), hint: str = "") -> Iterator[None]:
+    """How every command that reads the ledger fails: bad input is one line and exit 2; an embedded directory owned
+    by a process without an API, or ClickHouse or the worker out of reach, is one line and exit 1 (``hint`` is
+    added when ClickHouse itself refused)."""
+    from clickhouse_connect.driver.exceptions import Error as ClickHouseError
+
+    from costplane.reports.errors import ReportError
+    from costplane.streams.sink.errors import DirectoryOwned, SinkUnavailable
+
+    err = console(stderr=True)
+    refused: tuple[type[BaseException], ...] = (ReportError, *bad_input)
+    try:
+        yield
+    except refused as exc:
+        err.print(f"[red]{exc}[/]", soft_wrap=True)
+        raise typer.Exit(2) from None
+    except DirectoryOwned as exc:
+        err.print(f"[red]{exc}[/]: it serves no API; pass --api-url or set COSTPLANE_WORKER_API_URL.")
+        raise typer.Exit(1) from None
+    except (SinkUnavailable, urllib.error.URLError, OSError, ValueError, ClickHouseError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        extra = f"\n{hint}" if hint and isinstance(exc, ClickHouseError) else ""
+        err.print(f"[red]{what} failed: {first}[/]{extra}")
+        raise typer.Exit(1) from None
+
+
 def _cell(key: str, value: Any) -> str:
     """A table cell: dollars for money, percent for ratios, the plain value otherwise."""
     from costplane.reports.money import percent, usd_display
@@ -209,15 +238,12 @@ def _make_command(name: str, question: str) -> Any:
         database: Annotated[str | None, typer.Option("--database", help="Database (default: from settings).")]
         = None,
     ) -> None:
-        from clickhouse_connect.driver.exceptions import Error as ClickHouseError
-
         from costplane.reports.errors import ReportError
         from costplane.reports.options import ReportOptions
-        from costplane.streams.sink.errors import DirectoryOwned, SinkUnavailable
 
         err = console(stderr=True)
         formats = ("table", "json", "csv", "focus") if name == "chargeback" else ("table", "json", "csv")
-        try:
+        with ledger_failures("report", hint="(has `costplane db migrate` run for this database?)"):
             if fmt not in formats:
                 raise ReportError(f"--format must be one of {', '.join(formats)}, not {fmt!r}")
             if allocate != "none" and name != "chargeback":
@@ -235,19 +261,6 @@ def _make_command(name: str, question: str) -> Any:
                                           where=where or [], top=top, allocate=allocate, production_envs=production,
                                           price_version=price_version)
             result = collect(options, api_url, database, fmt="focus" if fmt == "focus" else "")
-        except ReportError as exc:
-            err.print(f"[red]{exc}[/]")
-            raise typer.Exit(2) from None
-        except DirectoryOwned as exc:
-            err.print(f"[red]{exc}[/]: it serves no API; pass --api-url or set COSTPLANE_WORKER_API_URL.")
-            raise typer.Exit(1) from None
-        except (SinkUnavailable, urllib.error.URLError, OSError, ValueError) as exc:
-            err.print(f"[red]report failed: {exc}[/]")
-            raise typer.Exit(1) from None
-        except ClickHouseError as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            err.print(f"[red]report failed: {first}[/]\n(has `costplane db migrate` run for this database?)")
-            raise typer.Exit(1) from None
         if fmt == "focus":
             from costplane.reports.focus import FOCUS_COLUMNS
 
@@ -284,28 +297,14 @@ def html_report(
     """Every report as one offline HTML page: each chart beside its numbers, budgets and their state, alerts."""
     from datetime import UTC, datetime
 
-    from clickhouse_connect.driver.exceptions import Error as ClickHouseError
-
     from costplane.report_html import build_sections, render, subtitle_for
-    from costplane.reports.errors import ReportError
     from costplane.reports.options import ReportOptions
-    from costplane.streams.sink.errors import DirectoryOwned, SinkUnavailable
 
     err = console(stderr=True)
-    try:
+    with ledger_failures("report"):
         base = ReportOptions.parse("spend", since=since, until=until, tenant=tenant)
         with _PageRunner(api_url, database) as run:
             sections = build_sections(run, base, budgets=_live_budgets(tenant), alerts=_alerts(base))
-    except ReportError as exc:
-        err.print(f"[red]{exc}[/]")
-        raise typer.Exit(2) from None
-    except DirectoryOwned as exc:
-        err.print(f"[red]{exc}[/]: it serves no API; pass --api-url or set COSTPLANE_WORKER_API_URL.")
-        raise typer.Exit(1) from None
-    except (SinkUnavailable, urllib.error.URLError, OSError, ValueError, ClickHouseError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        err.print(f"[red]report failed: {first}[/]")
-        raise typer.Exit(1) from None
     page = render(sections, "costplane spend report", subtitle_for(base, datetime.now(tz=UTC)))
     try:
         out.parent.mkdir(parents=True, exist_ok=True)

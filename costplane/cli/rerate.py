@@ -79,17 +79,14 @@ def rerate(
     """Recompute the cost (and per-event amounts) of stored events under another price version; rollups rebuilt."""
     from datetime import UTC, datetime
 
-    from clickhouse_connect.driver.exceptions import Error as ClickHouseError
-
+    from costplane.cli.report import ledger_failures
     from costplane.pricing.catalog import CatalogError, load_catalog
     from costplane.reports.definitions import present
     from costplane.reports.errors import ReportError
     from costplane.reports.options import DEFAULT_RANGE, parse_time
-    from costplane.streams.sink.errors import DirectoryOwned, SinkUnavailable
     from costplane.streams.sink.rerate import RerateRequest
 
-    err = console(stderr=True)
-    try:
+    with ledger_failures("rerate", bad_input=(CatalogError,)):
         if fmt not in ("table", "json"):
             raise ReportError(f"--format must be table or json, not {fmt!r}")
         now = datetime.now(UTC)
@@ -101,16 +98,6 @@ def rerate(
                                       catalog=str(catalog.resolve()) if catalog is not None else None,
                                       price_version=price_version, dry_run=dry_run)
         answer = _run(request, api_url, database)
-    except (ReportError, CatalogError) as exc:
-        console(stderr=True).print(f"[red]{exc}[/]", soft_wrap=True)
-        raise typer.Exit(2) from None
-    except DirectoryOwned as exc:
-        err.print(f"[red]{exc}[/]: it serves no API; pass --api-url or set COSTPLANE_WORKER_API_URL.")
-        raise typer.Exit(1) from None
-    except (SinkUnavailable, urllib.error.URLError, OSError, ValueError, ClickHouseError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        err.print(f"[red]rerate failed: {first}[/]")
-        raise typer.Exit(1) from None
     answer["rows"] = present(answer["rows"])
     if fmt == "json":
         print_json(answer)
