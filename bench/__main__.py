@@ -5,8 +5,13 @@ from __future__ import annotations
 import runpy
 import sys
 
-BENCHES = ("bench.bench_publisher", "bench.bench_guard", "bench.bench_worker", "bench.bench_alerts",
-           "bench.bench_integrations")
+BENCHES = (
+    "bench.bench_publisher",
+    "bench.bench_guard",
+    "bench.bench_worker",
+    "bench.bench_alerts",
+    "bench.bench_integrations",
+)
 
 for name in BENCHES:
     sys.argv = [name]

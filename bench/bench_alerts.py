@@ -68,8 +68,7 @@ class Receiver:
                 return
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.01},
-                                       daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
 
     @property
     def base(self) -> str:
@@ -93,10 +92,22 @@ def receiving() -> Iterator[Receiver]:
 
 
 def event(tenant: str, user: str, feature: str, now_ms: int, i: int, attempt: int = 1) -> UsageEvent:
-    return UsageEvent(event_id=str(uuid.uuid4()), occurred_at=now_ms, tenant=tenant, provider="openai",
-                      model="gpt-4o-mini", request_id=f"r{i // 2 if attempt > 1 else i}", attempt=attempt,
-                      status="ok" if attempt == 1 else "error", input_tokens=1200, cached_input_tokens=300,
-                      output_tokens=250, feature=feature, user_id=user, env="prod")
+    return UsageEvent(
+        event_id=str(uuid.uuid4()),
+        occurred_at=now_ms,
+        tenant=tenant,
+        provider="openai",
+        model="gpt-4o-mini",
+        request_id=f"r{i // 2 if attempt > 1 else i}",
+        attempt=attempt,
+        status="ok" if attempt == 1 else "error",
+        input_tokens=1200,
+        cached_input_tokens=300,
+        output_tokens=250,
+        feature=feature,
+        user_id=user,
+        env="prod",
+    )
 
 
 def floor_latency(kafka: KafkaSettings, receiver: Receiver, rate: int, seconds: float) -> list[float]:
@@ -105,8 +116,9 @@ def floor_latency(kafka: KafkaSettings, receiver: Receiver, rate: int, seconds: 
     producer = Producer({**kafka.confluent_config(), "linger.ms": 5})
     producer.produce(topic, b"{}")  # creates the topic (auto-create) before the consumer looks for it
     producer.flush(10)
-    consumer = Consumer({**kafka.confluent_config(), "group.id": f"floor-{uuid.uuid4().hex}",
-                         "auto.offset.reset": "earliest"})
+    consumer = Consumer(
+        {**kafka.confluent_config(), "group.id": f"floor-{uuid.uuid4().hex}", "auto.offset.reset": "earliest"}
+    )
     consumer.subscribe([topic])
     stop = threading.Event()
 
@@ -115,8 +127,9 @@ def floor_latency(kafka: KafkaSettings, receiver: Receiver, rate: int, seconds: 
             for msg in consumer.consume(100, timeout=0.05):
                 if msg.error() or msg.value() is None:
                     continue
-                req = urllib.request.Request(receiver.base + "/floor", data=msg.value(),
-                                             headers={"Content-Type": "application/json"})
+                req = urllib.request.Request(
+                    receiver.base + "/floor", data=msg.value(), headers={"Content-Type": "application/json"}
+                )
                 with urllib.request.urlopen(req, timeout=5):  # noqa: S310 - loopback receiver
                     pass
 
@@ -148,8 +161,9 @@ def floor_latency(kafka: KafkaSettings, receiver: Receiver, rate: int, seconds: 
     return sorted(got[p] - sent[p] for p in sent)
 
 
-def worker_latency(kafka: KafkaSettings, redis_settings: RedisSettings, receiver: Receiver, rate: int,
-                   seconds: float) -> tuple[list[float], list[float], list[float], list[float], int]:
+def worker_latency(
+    kafka: KafkaSettings, redis_settings: RedisSettings, receiver: Receiver, rate: int, seconds: float
+) -> tuple[list[float], list[float], list[float], list[float], int]:
     """(alert latencies, decision latencies, alert − decision per probe, storm minute-close latencies, events),
     in seconds."""
     codec = UsageCodec.schemaless()
@@ -163,9 +177,18 @@ def worker_latency(kafka: KafkaSettings, redis_settings: RedisSettings, receiver
     def watch_decisions() -> None:
         while not stop.is_set():
             with lock:
-                keys = {m: k for m, k in ((m, f"{redis_settings.key_prefix}:{{lat}}:decision:probe-block:"
-                                                 f"tenant=lat,feature=probe,user={m}") for m in sent)
-                        if m not in decided}
+                keys = {
+                    m: k
+                    for m, k in (
+                        (
+                            m,
+                            f"{redis_settings.key_prefix}:{{lat}}:decision:probe-block:"
+                            f"tenant=lat,feature=probe,user={m}",
+                        )
+                        for m in sent
+                    )
+                    if m not in decided
+                }
             if keys:
                 values = r.mget(list(keys.values()))
                 now = time.perf_counter()
@@ -184,8 +207,11 @@ def worker_latency(kafka: KafkaSettings, redis_settings: RedisSettings, receiver
         now_ms = int(time.time() * 1000)
         evs = [event("lat", f"steady{j % 40}", "chat", now_ms, i * BATCH + j) for j in range(BATCH - 1)]
         probe = f"probe{i}" if i % PROBE_EVERY == 0 else None
-        evs.append(event("lat", probe, "probe", now_ms, i * BATCH + BATCH) if probe
-                   else event("lat", "steady0", "chat", now_ms, i * BATCH + BATCH))
+        evs.append(
+            event("lat", probe, "probe", now_ms, i * BATCH + BATCH)
+            if probe
+            else event("lat", "steady0", "chat", now_ms, i * BATCH + BATCH)
+        )
         value, headers = codec.encode_batch("lat", evs)
         producer.produce(kafka.topic("usage"), key=b"lat", value=value, headers=headers)
         if i % 5 == 0:  # the storm tenant: a tenth of the rate, every other attempt a retry
@@ -201,8 +227,11 @@ def worker_latency(kafka: KafkaSettings, redis_settings: RedisSettings, receiver
     producer.flush(10)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        arrived = {b["alert"]["subject"].get("member", "").rsplit("user=", 1)[-1]
-                   for _, _, b in receiver.bodies("/hook") if b["alert"]["kind"] == "budget_blocked"}
+        arrived = {
+            b["alert"]["subject"].get("member", "").rsplit("user=", 1)[-1]
+            for _, _, b in receiver.bodies("/hook")
+            if b["alert"]["kind"] == "budget_blocked"
+        }
         if set(sent) <= arrived:
             break
         time.sleep(0.1)
@@ -239,7 +268,7 @@ def hook_cost(n: int = 60_000, rounds: int = 3) -> tuple[float, float]:
 
     catalog = default_catalog()
     events = list(generate(n, seed=3, start_ms=int(time.time() * 1000) - 3_600_000, rate_per_s=200.0))
-    batches = [events[i:i + BATCH] for i in range(0, n, BATCH)]
+    batches = [events[i : i + BATCH] for i in range(0, n, BATCH)]
     now = int(time.time() * 1000)
     pricing, hooks = [], []
     for _ in range(rounds):
@@ -266,8 +295,14 @@ def main() -> None:
     kafka = load_settings(KafkaSettings, topic_prefix=f"bench{uuid.uuid4().hex[:6]}")
     redis_settings = load_settings(RedisSettings, key_prefix=f"bench{uuid.uuid4().hex[:6]}")
     create_topics(kafka, load_settings(WorkerSettings))
-    budget = Budget(id="probe-block", scope={"tenant": "*", "feature": "probe", "user": "*"}, unit="tokens",
-                    limit=1, version=1, action="block")
+    budget = Budget(
+        id="probe-block",
+        scope={"tenant": "*", "feature": "probe", "user": "*"},
+        unit="tokens",
+        limit=1,
+        version=1,
+        action="block",
+    )
     producer = Producer(kafka.confluent_config())
     producer.produce(kafka.topic("budgets"), key=budget.id.encode(), value=budget.to_json().encode())
     producer.flush(10)
@@ -276,17 +311,22 @@ def main() -> None:
     with receiving() as receiver, tempfile.TemporaryDirectory() as tmp:
         floor = floor_latency(kafka, receiver, args.rate, min(args.seconds, 30.0))
         env = worker_env(kafka, redis_settings, None)
-        env.update({"COSTPLANE_ALERTS_WEBHOOK_URLS": receiver.base + "/hook",
-                    "COSTPLANE_ALERTS_SLACK_WEBHOOK_URL": receiver.base + "/slack",
-                    "COSTPLANE_ALERTS_PAGERDUTY_ROUTING_KEY": ROUTING_KEY,
-                    "COSTPLANE_ALERTS_PAGERDUTY_URL": receiver.base + "/pd"})
+        env.update(
+            {
+                "COSTPLANE_ALERTS_WEBHOOK_URLS": receiver.base + "/hook",
+                "COSTPLANE_ALERTS_SLACK_WEBHOOK_URL": receiver.base + "/slack",
+                "COSTPLANE_ALERTS_PAGERDUTY_ROUTING_KEY": ROUTING_KEY,
+                "COSTPLANE_ALERTS_PAGERDUTY_URL": receiver.base + "/pd",
+            }
+        )
         log = Path(os.environ.get("BENCH_WORKER_LOG", Path(tmp) / "worker.log"))
         worker = WorkerProcess(env, log, role="stream").start()
         try:
             worker.wait_ready(120)
             time.sleep(2)  # the budget reaches the windows
-            alerts, decisions, own, storm, steady = worker_latency(kafka, redis_settings, receiver, args.rate,
-                                                              args.seconds)
+            alerts, decisions, own, storm, steady = worker_latency(
+                kafka, redis_settings, receiver, args.rate, args.seconds
+            )
         finally:
             worker.stop()
             drop_redis_prefix(redis_settings.url.get_secret_value(), redis_settings.key_prefix)
@@ -299,8 +339,11 @@ def main() -> None:
     a50, a99, f50, f99 = ms(alerts, 50), ms(alerts, 99), ms(floor, 50), ms(floor, 99)
     d50, d99 = ms(decisions, 50), ms(decisions, 99)
     o50, o99 = ms(own, 50), ms(own, 99)
-    storm_row = (f"{storm[0]:.1f} s after the minute ended ({len(storm)} sample)" if storm
-                 else "no storm minute closed during the run (use --seconds ≥ 70)")
+    storm_row = (
+        f"{storm[0]:.1f} s after the minute ended ({len(storm)} sample)"
+        if storm
+        else "no storm minute closed during the run (use --seconds ≥ 70)"
+    )
     met = "met" if a99 <= 5000 else "**not met**"
     body = f"""
 Command: `python -m bench.bench_alerts --rate {args.rate} --seconds {args.seconds:g}` (dev stack running; load

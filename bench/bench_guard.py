@@ -50,9 +50,15 @@ def _server_us(client: redis.Redis) -> float:
 PING = b"*1\r\n$4\r\nPING\r\n"
 
 
-def _pairs(client: redis.Redis, store: RedisBudgetStore, guard: BudgetGuard, scope: dict[str, str],
-           call: dict[str, Any], usage: dict[str, int], n: int
-           ) -> tuple[list[float], list[float], list[float], float, float]:
+def _pairs(
+    client: redis.Redis,
+    store: RedisBudgetStore,
+    guard: BudgetGuard,
+    scope: dict[str, str],
+    call: dict[str, Any],
+    usage: dict[str, int],
+    n: int,
+) -> tuple[list[float], list[float], list[float], float, float]:
     """n × (floor PING, reserve, settle); (PING, reserve, settle latencies, server µs per reserve, per settle)."""
     ping_lat, reserve_lat, settle_lat = [], [], []
     clock = time.perf_counter
@@ -134,12 +140,12 @@ def _after_pings(store: RedisBudgetStore, n: int, call: Callable[[int], Any], re
 def _evalsha_head(client: redis.Redis, script: str, keys: list[bytes], nargs: int) -> bytes:
     """The encoded ``EVALSHA sha numkeys keys...`` of ``script``, to be followed by ``nargs`` arguments."""
     sha = client.script_load(script).encode()
-    return b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%s\r\n$1\r\n%d\r\n" % (3 + len(keys) + nargs, sha, len(keys)) + \
-        b"".join(b"$%d\r\n%s\r\n" % (len(k), k) for k in keys)
+    return b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%s\r\n$1\r\n%d\r\n" % (3 + len(keys) + nargs, sha, len(keys)) + b"".join(
+        b"$%d\r\n%s\r\n" % (len(k), k) for k in keys
+    )
 
 
-def _least_call_floor(client: redis.Redis, store: RedisBudgetStore, base: str, n: int,
-                      call: dict[str, Any]) -> Paired:
+def _least_call_floor(client: redis.Redis, store: RedisBudgetStore, base: str, n: int, call: dict[str, Any]) -> Paired:
     """The least a client can do per one-budget call, timed whole: price the call's worst case (integer math on
     the token counts and per-million-token rates), encode it into a pre-built EVALSHA of :data:`LEAST_ONE`, send
     it and read the reply."""
@@ -154,8 +160,9 @@ def _least_call_floor(client: redis.Redis, store: RedisBudgetStore, base: str, n
     return _after_pings(store, n, least_call, lambda: client.delete(keys[1]))
 
 
-def _commands_floor(client: redis.Redis, store: RedisBudgetStore, base: str, n: int, script: str = COMMANDS_ONLY
-                    ) -> Paired:
+def _commands_floor(
+    client: redis.Redis, store: RedisBudgetStore, base: str, n: int, script: str = COMMANDS_ONLY
+) -> Paired:
     """EVALSHA of ``script`` on scratch keys of the tenant's slot, each command built beforehand (untimed)."""
     keys = [f"{base}:d{i}".encode() for i in range(3)] + [f"{base}:c{i}".encode() for i in range(3)]
     head = _evalsha_head(client, script, keys, 2)
@@ -180,11 +187,14 @@ def main() -> None:
     store = RedisBudgetStore.from_url(settings.url.get_secret_value(), prefix=prefix, timeout_s=1.0)
     client = store.client
     # A realistic scope: a tenant day budget, a per-user rolling-hour budget, a per-feature month budget.
-    store.publish_budgets("acme", [
-        Budget.from_cli("day", scope="tenant=acme", limit_usd="1000000"),
-        Budget.from_cli("user-hour", scope="tenant=acme,user=*", period="rolling-1h", limit_tokens=10**12),
-        Budget.from_cli("feature-month", scope="tenant=acme,feature=*", period="month", limit_usd="1000000"),
-    ])
+    store.publish_budgets(
+        "acme",
+        [
+            Budget.from_cli("day", scope="tenant=acme", limit_usd="1000000"),
+            Budget.from_cli("user-hour", scope="tenant=acme,user=*", period="rolling-1h", limit_tokens=10**12),
+            Budget.from_cli("feature-month", scope="tenant=acme,feature=*", period="month", limit_usd="1000000"),
+        ],
+    )
     store.publish_budgets("solo", [Budget.from_cli("day", scope="tenant=solo", limit_usd="1000000")])
     guard = BudgetGuard(store, decision_cache_s=0.0, budget_cache_s=3600)
     scope3 = {"tenant": "acme", "user": "u1", "feature": "search"}
@@ -225,41 +235,61 @@ def main() -> None:
     for key in client.scan_iter(f"{prefix}:*", count=10_000):
         client.delete(key)
 
-    rows = "\n".join([
-        f"| **floor: PING on the guard's transport** | {percentile(ping, 50) * US:.0f} µs / "
-        f"{percentile(ping, 99) * US:.0f} µs (beside 3 budgets: {floor3 * US:.0f} µs, beside 1: {floor1 * US:.0f} µs)"
-        " | — | 1.00× |",
-        _row("floor: PING through redis-py's command path", redis_py_ping, floor),
-        _row("floor: EVALSHA of `return 1`", script_floor, floor),
-        _row("floor: EVALSHA of a 3-budget reserve's Redis commands only (MGET, 3 × HINCRBY + HSET)",
-             commands_floor, percentile(commands_pings, 50)),
-        _row("floor: EVALSHA of the least any 3-budget check + reserve can do (MGET, 3 × HINCRBY: no record, no "
-             "logic)", least_floor, percentile(least_pings, 50)),
-        _row("floor: the least a client can do per 1-budget call (integer price, encode; MGET + HINCRBY: no "
-             "record, no logic)", least_call, percentile(least1_pings, 50)),
-        _row("**check + reserve, 3 budgets**", r3, floor3, r3_srv),
-        _row("settle, 3 budgets", s3, floor3, s3_srv),
-        _row("check + reserve, 1 budget", r1, floor1, r1_srv),
-        _row("settle, 1 budget", s1, floor1, s1_srv),
-        f"| cached Block (answered from memory) | {percentile(cached, 50) * US:.2f} µs / "
-        f"{percentile(cached, 99) * US:.2f} µs | — | — |",
-        f"| Redis down, circuit open (fail-open answer) | {percentile(dead_lat, 50) * US:.2f} µs / "
-        f"{percentile(dead_lat, 99) * US:.2f} µs | — | — |",
-    ])
+    rows = "\n".join(
+        [
+            f"| **floor: PING on the guard's transport** | {percentile(ping, 50) * US:.0f} µs / "
+            f"{percentile(ping, 99) * US:.0f} µs "
+            f"(beside 3 budgets: {floor3 * US:.0f} µs, beside 1: {floor1 * US:.0f} µs)"
+            " | — | 1.00× |",
+            _row("floor: PING through redis-py's command path", redis_py_ping, floor),
+            _row("floor: EVALSHA of `return 1`", script_floor, floor),
+            _row(
+                "floor: EVALSHA of a 3-budget reserve's Redis commands only (MGET, 3 × HINCRBY + HSET)",
+                commands_floor,
+                percentile(commands_pings, 50),
+            ),
+            _row(
+                "floor: EVALSHA of the least any 3-budget check + reserve can do (MGET, 3 × HINCRBY: no record, no "
+                "logic)",
+                least_floor,
+                percentile(least_pings, 50),
+            ),
+            _row(
+                "floor: the least a client can do per 1-budget call (integer price, encode; MGET + HINCRBY: no "
+                "record, no logic)",
+                least_call,
+                percentile(least1_pings, 50),
+            ),
+            _row("**check + reserve, 3 budgets**", r3, floor3, r3_srv),
+            _row("settle, 3 budgets", s3, floor3, s3_srv),
+            _row("check + reserve, 1 budget", r1, floor1, r1_srv),
+            _row("settle, 1 budget", s1, floor1, s1_srv),
+            f"| cached Block (answered from memory) | {percentile(cached, 50) * US:.2f} µs / "
+            f"{percentile(cached, 99) * US:.2f} µs | — | — |",
+            f"| Redis down, circuit open (fail-open answer) | {percentile(dead_lat, 50) * US:.2f} µs / "
+            f"{percentile(dead_lat, 99) * US:.2f} µs | — | — |",
+        ]
+    )
     client_us = max(percentile(r3, 50) - floor3 - r3_srv / US, 0) * US
     least = percentile(least_floor, 50) / percentile(least_pings, 50)
     reserve3 = percentile(r3, 50) / floor3
-    verdict = (f"The 3-budget check + reserve is {reserve3:.2f}× PING: the 1.5× target is "
-               f"{'met' if reserve3 <= 1.5 else 'not met'} in this run. The least Redis work of such a call in this "
-               f"key layout (its floor row: the decisions read and one counter move per budget, in one script, "
-               f"nothing else) is {least:.2f}× the PINGs timed beside it"
-               + (": above the target on its own, so no check + reserve of three budgets that does its work in one "
-                  "Redis script can be under 1.5× PING on this Redis at this hour." if least > 1.5 else
-                  "; what is left between it and the target is the reservation records, the script's logic and "
-                  "the client."))
+    verdict = (
+        f"The 3-budget check + reserve is {reserve3:.2f}× PING: the 1.5× target is "
+        f"{'met' if reserve3 <= 1.5 else 'not met'} in this run. The least Redis work of such a call in this "
+        f"key layout (its floor row: the decisions read and one counter move per budget, in one script, "
+        f"nothing else) is {least:.2f}× the PINGs timed beside it"
+        + (
+            ": above the target on its own, so no check + reserve of three budgets that does its work in one "
+            "Redis script can be under 1.5× PING on this Redis at this hour."
+            if least > 1.5
+            else "; what is left between it and the target is the reservation records, the script's logic and "
+            "the client."
+        )
+    )
     least1 = percentile(least_call, 50) / percentile(least1_pings, 50)
-    verdict += (f" With one budget, the least a client can do per call (its floor row) is {least1:.2f}× its PINGs"
-                + (": above the target too." if least1 > 1.5 else "."))
+    verdict += f" With one budget, the least a client can do per call (its floor row) is {least1:.2f}× its PINGs" + (
+        ": above the target too." if least1 > 1.5 else "."
+    )
     body = f"""
 Command: `python -m bench.bench_guard` (dev stack running; {args.n} calls per row; each call reserves then
 settles, timed apart, beside one floor PING on the same connections; a settle does not wait for its reply, which

@@ -27,25 +27,52 @@ from typing import Any
 from bench.common import clean_up_on_sigterm, drop_topics, write_section
 from costplane.config import KafkaSettings, PublisherSettings, WorkerSettings, load_settings
 
-CHAT = json.dumps({
-    "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini",
-    "choices": [{"index": 0, "message": {"role": "assistant", "content": "hello " * 40}, "finish_reason": "stop"}],
-    "usage": {"prompt_tokens": 120, "completion_tokens": 80, "total_tokens": 200,
-              "prompt_tokens_details": {"cached_tokens": 0}, "completion_tokens_details": {"reasoning_tokens": 0}},
-}).encode()
-MESSAGE = json.dumps({
-    "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-3-5-haiku-20241022",
-    "content": [{"type": "text", "text": "hello " * 40}], "stop_reason": "end_turn", "stop_sequence": None,
-    "usage": {"input_tokens": 120, "output_tokens": 80, "cache_read_input_tokens": 0,
-              "cache_creation_input_tokens": 0},
-}).encode()
+CHAT = json.dumps(
+    {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "gpt-4o-mini",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "hello " * 40}, "finish_reason": "stop"}],
+        "usage": {
+            "prompt_tokens": 120,
+            "completion_tokens": 80,
+            "total_tokens": 200,
+            "prompt_tokens_details": {"cached_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": 0},
+        },
+    }
+).encode()
+MESSAGE = json.dumps(
+    {
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-3-5-haiku-20241022",
+        "content": [{"type": "text", "text": "hello " * 40}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": {
+            "input_tokens": 120,
+            "output_tokens": 80,
+            "cache_read_input_tokens": 0,
+            "cache_creation_input_tokens": 0,
+        },
+    }
+).encode()
 _CHUNK = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o-mini"}
 STREAM = b"".join(
-    [b"data: " + json.dumps({**_CHUNK, "choices": [{"index": 0, "delta": {"content": "word "}}]}).encode() + b"\n\n"
-     for _ in range(40)]
-    + [b"data: " + json.dumps({**_CHUNK, "choices": [], "usage": {"prompt_tokens": 120,
-                                                                   "completion_tokens": 40}}).encode() + b"\n\n",
-       b"data: [DONE]\n\n"])
+    [
+        b"data: " + json.dumps({**_CHUNK, "choices": [{"index": 0, "delta": {"content": "word "}}]}).encode() + b"\n\n"
+        for _ in range(40)
+    ]
+    + [
+        b"data: "
+        + json.dumps({**_CHUNK, "choices": [], "usage": {"prompt_tokens": 120, "completion_tokens": 40}}).encode()
+        + b"\n\n",
+        b"data: [DONE]\n\n",
+    ]
+)
 
 
 def _serve(port: int) -> None:
@@ -79,8 +106,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _rounds(bare: Callable[[], Any], instrumented: Callable[[], Any], calls: int, per_round: int = 10
-            ) -> tuple[float, float, float]:
+def _rounds(
+    bare: Callable[[], Any], instrumented: Callable[[], Any], calls: int, per_round: int = 10
+) -> tuple[float, float, float]:
     """(median bare call, median instrumented call, median of the per-round differences), in seconds.
 
     Rounds of ``per_round`` calls alternate between the two clients (after a warm-up of each); the added time is
@@ -138,27 +166,38 @@ def main() -> None:
                 time.sleep(0.05)
         msgs = [{"role": "user", "content": "Summarise the quarterly report in three bullet points."}]
         bare_oa = openai.OpenAI(base_url=url + "/v1", api_key="k")
-        inst_oa = instrument_openai(openai.OpenAI(base_url=url + "/v1", api_key="k"), publisher=publisher,
-                                    tenant="bench", feature="overhead")
+        inst_oa = instrument_openai(
+            openai.OpenAI(base_url=url + "/v1", api_key="k"), publisher=publisher, tenant="bench", feature="overhead"
+        )
         bare_an = anthropic.Anthropic(base_url=url, api_key="k")
-        inst_an = instrument_anthropic(anthropic.Anthropic(base_url=url, api_key="k"), publisher=publisher,
-                                       tenant="bench", feature="overhead")
+        inst_an = instrument_anthropic(
+            anthropic.Anthropic(base_url=url, api_key="k"), publisher=publisher, tenant="bench", feature="overhead"
+        )
 
         def chat(client: Any) -> Callable[[], Any]:
             return lambda: client.chat.completions.create(model="gpt-4o-mini", messages=msgs, max_tokens=200)
 
         def stream(client: Any) -> Callable[[], Any]:
-            return lambda: sum(1 for _ in client.chat.completions.create(
-                model="gpt-4o-mini", messages=msgs, max_tokens=200, stream=True,
-                stream_options={"include_usage": True}))
+            return lambda: sum(
+                1
+                for _ in client.chat.completions.create(
+                    model="gpt-4o-mini",
+                    messages=msgs,
+                    max_tokens=200,
+                    stream=True,
+                    stream_options={"include_usage": True},
+                )
+            )
 
         def message(client: Any) -> Callable[[], Any]:
             return lambda: client.messages.create(model="claude-3-5-haiku-20241022", messages=msgs, max_tokens=200)
 
         rows = []
-        for name, make, bare, inst in (("OpenAI chat completion", chat, bare_oa, inst_oa),
-                                       ("OpenAI chat, streamed (40 chunks)", stream, bare_oa, inst_oa),
-                                       ("Anthropic message", message, bare_an, inst_an)):
+        for name, make, bare, inst in (
+            ("OpenAI chat completion", chat, bare_oa, inst_oa),
+            ("OpenAI chat, streamed (40 chunks)", stream, bare_oa, inst_oa),
+            ("Anthropic message", message, bare_an, inst_an),
+        ):
             floor, measured, extra = _rounds(make(bare), make(inst), args.calls)
             target = max(0.05 * floor, 200e-6)
             rows.append((name, floor, measured, extra, target))
@@ -168,17 +207,21 @@ def main() -> None:
         server.terminate()
         drop_topics(kafka)
 
-    table = ["| call | bare SDK (floor, same run) | instrumented | added per call | target | |",
-             "|---|---|---|---|---|---|"]
+    table = [
+        "| call | bare SDK (floor, same run) | instrumented | added per call | target | |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, floor, measured, extra, target in rows:
-        table.append(f"| {name} | {floor * 1e6:,.0f} µs | {measured * 1e6:,.0f} µs | {extra * 1e6:+,.0f} µs "
-                     f"({extra / floor:+.1%}) | ≤ {target * 1e6:,.0f} µs | {'met' if extra <= target else 'MISSED'} |")
+        table.append(
+            f"| {name} | {floor * 1e6:,.0f} µs | {measured * 1e6:,.0f} µs | {extra * 1e6:+,.0f} µs "
+            f"({extra / floor:+.1%}) | ≤ {target * 1e6:,.0f} µs | {'met' if extra <= target else 'MISSED'} |"
+        )
     body = f"""
 Command: `python -m bench.bench_integrations --calls {args.calls}` (dev stack running). Median time per call of the
 real SDK client against a local HTTP server in another process (keep-alive, canned bodies), bare and instrumented
 clients alternating in rounds of 10 calls ("added" is the median over rounds of the difference between adjacent
 rounds' medians); the instrumented clients publish every attempt through a real
-`UsagePublisher` to the dev stack's Kafka ({'all acknowledged' if delivered == 0 else f'{delivered} unacknowledged'}).
+`UsagePublisher` to the dev stack's Kafka ({"all acknowledged" if delivered == 0 else f"{delivered} unacknowledged"}).
 The target is 5 % of the bare call or 200 µs, whichever is larger. Load average when the run ended:
 {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (other work on the machine widens the spread of both columns).
 

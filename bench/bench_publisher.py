@@ -141,8 +141,14 @@ def floor_throughput(kafka: KafkaSettings, events: list[UsageEvent], topic: str)
     headers = [(SCHEMA_HEADER, BATCH.encode()), (VERSION_HEADER, SCHEMA_VERSION)]
     producer = _producer(kafka)
     timer = _Timer()
-    _produce_all(producer, topic, ((tenant.encode(), _fastavro_batch(schema, tenant, batch), headers)
-                                   for tenant, batch in _per_tenant_batches(events)))
+    _produce_all(
+        producer,
+        topic,
+        (
+            (tenant.encode(), _fastavro_batch(schema, tenant, batch), headers)
+            for tenant, batch in _per_tenant_batches(events)
+        ),
+    )
     return timer.run(len(events))
 
 
@@ -182,10 +188,10 @@ def cpu_costs(events: list[UsageEvent], rounds: int = 11) -> dict[str, float]:
     bodies = [codec.encode_event_body(e) for e in events]
     steps: dict[str, Callable[[], object]] = {
         "checked": lambda: [codec.encode_valid_event(e) for e in events],
-        "batch": lambda: [codec.encode_batch_bodies("acme", bodies[i:i + 100]) for i in range(0, len(bodies), 100)],
+        "batch": lambda: [codec.encode_batch_bodies("acme", bodies[i : i + 100]) for i in range(0, len(bodies), 100)],
         "validate": lambda: [validate_event(e) for e in events],
-        "encode": lambda: [codec.encode_batch("acme", events[i:i + 100]) for i in range(0, len(events), 100)],
-        "fastavro": lambda: [_fastavro_batch(schema, "acme", events[i:i + 100]) for i in range(0, len(events), 100)],
+        "encode": lambda: [codec.encode_batch("acme", events[i : i + 100]) for i in range(0, len(events), 100)],
+        "fastavro": lambda: [_fastavro_batch(schema, "acme", events[i : i + 100]) for i in range(0, len(events), 100)],
     }
     best = dict.fromkeys(steps, float("inf"))
     for _ in range(rounds):

@@ -75,15 +75,28 @@ def generate(n: int, days: int, tenants: int, now: datetime, seed: int = 7) -> I
         for attempt in range(1, attempts + 1):
             failed = attempt < attempts
             yield UsageEvent(
-                event_id=str(uuid.UUID(int=rng.getrandbits(128), version=4)), occurred_at=at + attempt,
-                tenant=f"tenant-{t:02d}", provider=provider, model=model, request_id=f"r{request}", attempt=attempt,
+                event_id=str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+                occurred_at=at + attempt,
+                tenant=f"tenant-{t:02d}",
+                provider=provider,
+                model=model,
+                request_id=f"r{request}",
+                attempt=attempt,
                 status=rng.choice(("invalid_output", "rate_limited", "timeout")) if failed else "ok",
-                input_tokens=prompt - cached, cached_input_tokens=cached,
+                input_tokens=prompt - cached,
+                cached_input_tokens=cached,
                 output_tokens=0 if operation == "embedding" else rng.randrange(20, 900),
-                operation=operation, service_tier="batch" if feature == "summarize" and rng.random() < 0.3 else None,
-                user_id=user, team=team, feature=feature, env=env, plan=plan,
-                session_id=f"s{t}-{user}-{request // 20}" if sessions else None, turn=turn,
-                system_prompt_tokens=system or None, max_tokens=1024 if rng.random() < 0.5 else None,
+                operation=operation,
+                service_tier="batch" if feature == "summarize" and rng.random() < 0.3 else None,
+                user_id=user,
+                team=team,
+                feature=feature,
+                env=env,
+                plan=plan,
+                session_id=f"s{t}-{user}-{request // 20}" if sessions else None,
+                turn=turn,
+                system_prompt_tokens=system or None,
+                max_tokens=1024 if rng.random() < 0.5 else None,
                 result_cache_hit=True if feature == "search" and rng.random() < 0.05 else None,
             )
             made += 1
@@ -106,8 +119,7 @@ def fill(client: Any, n: int, days: int, tenants: int, now: datetime) -> float:
 
     for offset, event in enumerate(generate(n, days, tenants, now), start=1):
         cost = catalog.price_event(event)
-        priced = PricedEvent(event, 0 if event.result_cache_hit else cost.cost_nanos, cost.price_version,
-                             cost.unpriced)
+        priced = PricedEvent(event, 0 if event.result_cache_hit else cost.cost_nanos, cost.price_version, cost.unpriced)
         batch.append(Pending(priced, offset % 6, offset, ledger_amounts(catalog, event)))
         if len(batch) >= BATCH:
             flush()
@@ -120,28 +132,28 @@ def fill(client: Any, n: int, days: int, tenants: int, now: datetime) -> float:
 #: The floor of each report: the same question as one plain GROUP BY over the raw table.
 FLOORS: dict[str, str] = {
     "spend": "SELECT tenant, countIf(attempt = 1), count(), countIf(status != 'ok'), sum(input_tokens), "
-             "sum(output_tokens), sum(cost_nanos) FROM {db}.usage_events WHERE occurred_at >= {since} GROUP BY tenant",
+    "sum(output_tokens), sum(cost_nanos) FROM {db}.usage_events WHERE occurred_at >= {since} GROUP BY tenant",
     "requests": "SELECT f, count(), avg(c), quantileExact(0.5)(c), quantileExact(0.95)(c), max(c) FROM "
-                "(SELECT argMin(feature, attempt) AS f, sum(cost_nanos) AS c FROM {db}.usage_events "
-                "WHERE occurred_at >= {since} GROUP BY tenant, request_id) GROUP BY f",
+    "(SELECT argMin(feature, attempt) AS f, sum(cost_nanos) AS c FROM {db}.usage_events "
+    "WHERE occurred_at >= {since} GROUP BY tenant, request_id) GROUP BY f",
     "users": "SELECT tenant, plan, uniqExact(user_id), sum(cost_nanos) FROM {db}.usage_events "
-             "WHERE occurred_at >= {since} GROUP BY tenant, plan",
+    "WHERE occurred_at >= {since} GROUP BY tenant, plan",
     "retries": "SELECT feature, model, countIf(attempt = 1), countIf(attempt = 2), countIf(status != 'ok'), "
-               "sumIf(cost_nanos, status != 'ok') FROM {db}.usage_events WHERE occurred_at >= {since} "
-               "GROUP BY feature, model",
+    "sumIf(cost_nanos, status != 'ok') FROM {db}.usage_events WHERE occurred_at >= {since} "
+    "GROUP BY feature, model",
     "caching": "SELECT feature, model, sum(input_tokens + cached_input_tokens), sum(cached_input_tokens), "
-               "sum(cache_saved_nanos), sum(prefix_cache_saving_nanos) FROM {db}.usage_events "
-               "WHERE occurred_at >= {since} GROUP BY feature, model",
+    "sum(cache_saved_nanos), sum(prefix_cache_saving_nanos) FROM {db}.usage_events "
+    "WHERE occurred_at >= {since} GROUP BY feature, model",
     "context": "SELECT feature, turn, countIf(attempt = 1), avg(input_tokens + cached_input_tokens), "
-               "sum(cost_nanos) FROM {db}.usage_events WHERE occurred_at >= {since} AND session_id IS NOT NULL "
-               "GROUP BY feature, turn",
+    "sum(cost_nanos) FROM {db}.usage_events WHERE occurred_at >= {since} AND session_id IS NOT NULL "
+    "GROUP BY feature, turn",
     "system-prompt": "SELECT feature, sum(system_prompt_tokens), sum(input_tokens + cached_input_tokens), "
-                     "sum(system_prompt_cost_nanos) FROM {db}.usage_events WHERE occurred_at >= {since} "
-                     "GROUP BY feature",
+    "sum(system_prompt_cost_nanos) FROM {db}.usage_events WHERE occurred_at >= {since} "
+    "GROUP BY feature",
     "environments": "SELECT env, count(), sum(cost_nanos) FROM {db}.usage_events WHERE occurred_at >= {since} "
-                    "GROUP BY env",
+    "GROUP BY env",
     "unpriced": "SELECT provider, model, count(), min(occurred_at), max(occurred_at) FROM {db}.usage_events "
-                "WHERE occurred_at >= {since} AND unpriced GROUP BY provider, model",
+    "WHERE occurred_at >= {since} AND unpriced GROUP BY provider, model",
     "chargeback": "SELECT team, sum(cost_nanos) FROM {db}.usage_events WHERE occurred_at >= {since} GROUP BY team",
 }
 
@@ -179,15 +191,26 @@ def main() -> None:
         print(f"writing {args.events:,} events over {args.days} days for {args.tenants} tenants …", flush=True)
         fill_s = fill(client, args.events - have, args.days, args.tenants, now)
         client.command(f"OPTIMIZE TABLE {DATABASE}.rollup_spend_day FINAL")
-    rows = {t: int(client.query(f"SELECT count() FROM {DATABASE}.{t}").result_rows[0][0])
-            for t in ("usage_events", "rollup_spend_day", "rollup_spend_hour", "rollup_spend_minute",
-                      "rollup_users_day", "rollup_users_hour", "rollup_users_minute")}
+    rows = {
+        t: int(client.query(f"SELECT count() FROM {DATABASE}.{t}").result_rows[0][0])
+        for t in (
+            "usage_events",
+            "rollup_spend_day",
+            "rollup_spend_hour",
+            "rollup_spend_minute",
+            "rollup_users_day",
+            "rollup_users_hour",
+            "rollup_users_minute",
+        )
+    }
     first = client.query(f"SELECT min(occurred_at) FROM {DATABASE}.usage_events").result_rows[0][0]
     since = (first.replace(tzinfo=UTC) if first.tzinfo is None else first).replace(second=0, microsecond=0)
     since_sql = f"toDateTime64('{since:%Y-%m-%d %H:%M:%S}', 3, 'UTC')"
 
-    table = ["| report | reads | p50 | floor: raw GROUP BY (same run) | ratio | target | met |",
-             "|---|---|---|---|---|---|---|"]
+    table = [
+        "| report | reads | p50 | floor: raw GROUP BY (same run) | ratio | target | met |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name in REPORTS:
         if name not in FLOORS:  # the savings reports have no target; this bench times the attribution reports
             continue
@@ -197,16 +220,18 @@ def main() -> None:
         floor = timed(lambda n=name: client.query(FLOORS[n].format(db=DATABASE, since=since_sql)), args.rounds)
         raw = result.source.startswith("raw")
         target = 3.0 if raw else 0.5
-        table.append(f"| `{name}` (by {', '.join(result.by)}) | {'raw events' if raw else 'rollups'} | "
-                     f"{seconds * 1000:,.0f} ms | {floor * 1000:,.0f} ms | {seconds / floor:.2f}× | "
-                     f"≤ {target:g} s | {'yes' if seconds <= target else '**no**'} |")
+        table.append(
+            f"| `{name}` (by {', '.join(result.by)}) | {'raw events' if raw else 'rollups'} | "
+            f"{seconds * 1000:,.0f} ms | {floor * 1000:,.0f} ms | {seconds / floor:.2f}× | "
+            f"≤ {target:g} s | {'yes' if seconds <= target else '**no**'} |"
+        )
         print(table[-1], flush=True)
 
     sizes = ", ".join(f"`{t}` {n:,}" for t, n in rows.items())
     filled = f" Writing them through the sink's writer took {fill_s:,.0f} s." if fill_s else ""
     command = f"python -m bench.bench_reports --events {args.events} --days {args.days} --tenants {args.tenants}"
     body = f"""Command: `{command}`
-(embedded chDB in `{args.dir}`, no services needed). {rows['usage_events']:,} usage events over the last
+(embedded chDB in `{args.dir}`, no services needed). {rows["usage_events"]:,} usage events over the last
 {args.days} days for {args.tenants} tenants (2 000 users each, six features on seven models of which three the
 shipped catalog does not price, retries, sessions, a staging and a dev share), written straight into ClickHouse
 through the sink's `BatchWriter` (raw rows, both rollup families, seen marks).{filled} Rows: {sizes}.

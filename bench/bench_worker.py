@@ -42,9 +42,22 @@ BATCH = 50
 
 
 def event(tenant: str, user: str, now_ms: int, i: int) -> UsageEvent:
-    return UsageEvent(event_id=str(uuid.uuid4()), occurred_at=now_ms, tenant=tenant, provider="openai",
-                      model="gpt-4o-mini", request_id=f"r{i}", attempt=1, status="ok", input_tokens=1200,
-                      cached_input_tokens=300, output_tokens=250, feature="chat", user_id=user, env="prod")
+    return UsageEvent(
+        event_id=str(uuid.uuid4()),
+        occurred_at=now_ms,
+        tenant=tenant,
+        provider="openai",
+        model="gpt-4o-mini",
+        request_id=f"r{i}",
+        attempt=1,
+        status="ok",
+        input_tokens=1200,
+        cached_input_tokens=300,
+        output_tokens=250,
+        feature="chat",
+        user_id=user,
+        env="prod",
+    )
 
 
 def produce_batches(kafka: KafkaSettings, n: int, users: int) -> None:
@@ -67,9 +80,13 @@ async def floor(kafka: KafkaSettings, n: int) -> float:
     from aiokafka import AIOKafkaConsumer
 
     codec = UsageCodec.schemaless()
-    consumer = AIOKafkaConsumer(kafka.topic("usage"), bootstrap_servers=kafka.bootstrap_servers,
-                                group_id=f"floor-{uuid.uuid4().hex}", auto_offset_reset="earliest",
-                                enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        kafka.topic("usage"),
+        bootstrap_servers=kafka.bootstrap_servers,
+        group_id=f"floor-{uuid.uuid4().hex}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
     await consumer.start()
     seen = 0
     started: float | None = None
@@ -92,9 +109,13 @@ def faust_floor(kafka: KafkaSettings, redis_settings: RedisSettings, n: int, wor
     the worker's environment, so its batch settings are the worker's."""
     with tempfile.TemporaryDirectory() as tmp:
         result = Path(tmp) / "faust-floor.json"
-        subprocess.run([sys.executable, "-m", "bench.faust_floor", kafka.topic("usage"), str(n), str(result)],
-                       check=True, timeout=600, stdout=subprocess.DEVNULL,
-                       env=worker_env(kafka, redis_settings, None, **worker))
+        subprocess.run(
+            [sys.executable, "-m", "bench.faust_floor", kafka.topic("usage"), str(n), str(result)],
+            check=True,
+            timeout=600,
+            stdout=subprocess.DEVNULL,
+            env=worker_env(kafka, redis_settings, None, **worker),
+        )
         return float(json.loads(result.read_text())["events_per_s"])
 
 
@@ -143,12 +164,17 @@ def worker_throughput(worker: WorkerProcess, sink: WorkerProcess, n: int) -> Thr
         time.sleep(0.2)
     counted = max(count - first_count, 1.0)
     # The first poll that sees events is up to 50 ms late: the events counted by then are not timed.
-    return Throughput(counted / max(done_at - first_at, 1e-6), time.monotonic() - first_at,
-                      (cpu1[0] - cpu0[0]) / counted * 1e6, (cpu1[1] - cpu0[1]) / counted * 1e6)
+    return Throughput(
+        counted / max(done_at - first_at, 1e-6),
+        time.monotonic() - first_at,
+        (cpu1[0] - cpu0[0]) / counted * 1e6,
+        (cpu1[1] - cpu0[1]) / counted * 1e6,
+    )
 
 
-def decision_latency(kafka: KafkaSettings, redis_settings: RedisSettings, rate: int, seconds: float,
-                     tag: str = "") -> list[float]:
+def decision_latency(
+    kafka: KafkaSettings, redis_settings: RedisSettings, rate: int, seconds: float, tag: str = ""
+) -> list[float]:
     """Paced traffic at ``rate`` events/s; every 20th message opens a new user whose first event crosses
     (``tag`` keeps each phase's probe users new)."""
     codec = UsageCodec.schemaless()
@@ -214,11 +240,16 @@ def latency_rows(phases: list[tuple[int, list[float]]]) -> str:
     rows = []
     for rate, latencies in phases:
         p50, p99 = percentile(latencies, 50) * 1000, percentile(latencies, 99) * 1000
-        target = ("≤ 1 000 ms" + (" (met)" if p99 <= 1000 else " (not met)")) if rate >= 10_000 else \
-            "— (the target is at 10 000 events/s)"
+        target = (
+            ("≤ 1 000 ms" + (" (met)" if p99 <= 1000 else " (not met)"))
+            if rate >= 10_000
+            else "— (the target is at 10 000 events/s)"
+        )
         rows.append(f"| event → Redis decision p50 at {rate:,} events/s | {p50:.0f} ms | — | — | — |")
-        rows.append(f"| event → Redis decision p99 at {rate:,} events/s | {p99:.0f} ms ({len(latencies)} probes) "
-                    f"| — | — | {target} |")
+        rows.append(
+            f"| event → Redis decision p99 at {rate:,} events/s | {p99:.0f} ms ({len(latencies)} probes) "
+            f"| — | — | {target} |"
+        )
     return "\n".join(rows)
 
 
@@ -227,22 +258,36 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--users", type=int, default=10_000)
-    parser.add_argument("--rate", default="10000",
-                        help="offered events/s of the latency phase; several comma-separated run one after another")
+    parser.add_argument(
+        "--rate",
+        default="10000",
+        help="offered events/s of the latency phase; several comma-separated run one after another",
+    )
     parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--worker", action="append", default=[], metavar="NAME=VALUE",
-                        help="a worker setting for the worker processes (COSTPLANE_WORKER_NAME), e.g. "
-                             "batch_max_messages=40; repeatable")
-    parser.add_argument("--split", action="store_true",
-                        help="stream role and sink role in two processes (throughput is the stream process's)")
+    parser.add_argument(
+        "--worker",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a worker setting for the worker processes (COSTPLANE_WORKER_NAME), e.g. "
+        "batch_max_messages=40; repeatable",
+    )
+    parser.add_argument(
+        "--split",
+        action="store_true",
+        help="stream role and sink role in two processes (throughput is the stream process's)",
+    )
     args = parser.parse_args()
 
     kafka = load_settings(KafkaSettings, topic_prefix=f"bench{uuid.uuid4().hex[:6]}")
     redis_settings = load_settings(RedisSettings, key_prefix=f"bench{uuid.uuid4().hex[:6]}")
     create_topics(kafka, load_settings(WorkerSettings))
-    budgets = [Budget(id="user-day", scope={"tenant": "*", "user": "*"}, unit="tokens", limit=10**12, version=1),
-               Budget(id="probe-tokens", scope={"tenant": "*", "user": "*"}, unit="tokens", limit=1, version=1,
-                      action="block")]
+    budgets = [
+        Budget(id="user-day", scope={"tenant": "*", "user": "*"}, unit="tokens", limit=10**12, version=1),
+        Budget(
+            id="probe-tokens", scope={"tenant": "*", "user": "*"}, unit="tokens", limit=1, version=1, action="block"
+        ),
+    ]
     producer = Producer(kafka.confluent_config())
     for b in budgets[:1]:
         producer.produce(kafka.topic("budgets"), key=b.id.encode(), value=b.to_json().encode())
@@ -263,18 +308,19 @@ def main() -> None:
             sink.wait_ready(120)
             measured = worker_throughput(worker, sink, args.events)
             rate, sink_s = measured.events_per_s, measured.sink_caught_up_s
-            print(f"throughput: {rate:,.0f} events/s (floor {floor_rate:,.0f}, Faust alone {faust_rate:,.0f}); "
-                  f"sink caught up after {sink_s:.1f} s; "
-                  f"CPU per event: stream {measured.stream_cpu_us:.0f} µs, sink {measured.sink_cpu_us:.0f} µs",
-                  flush=True)
+            print(
+                f"throughput: {rate:,.0f} events/s (floor {floor_rate:,.0f}, Faust alone {faust_rate:,.0f}); "
+                f"sink caught up after {sink_s:.1f} s; "
+                f"CPU per event: stream {measured.stream_cpu_us:.0f} µs, sink {measured.sink_cpu_us:.0f} µs",
+                flush=True,
+            )
             # Latency phase: the probe budget blocks each probe user at its first event.
             producer.produce(kafka.topic("budgets"), key=b"probe-tokens", value=budgets[1].to_json().encode())
             producer.flush(10)
             phases: list[tuple[int, list[float]]] = []
             for n, offered in enumerate(int(r) for r in str(args.rate).split(",")):
                 time.sleep(5)  # the previous phase's backlog drains first
-                phases.append((offered, decision_latency(kafka, redis_settings, offered, args.seconds,
-                                                         tag=f"r{n}-")))
+                phases.append((offered, decision_latency(kafka, redis_settings, offered, args.seconds, tag=f"r{n}-")))
         finally:
             worker.stop()
             sink.stop()
@@ -282,17 +328,30 @@ def main() -> None:
             drop_topics(kafka)
 
     split_flag = (" --split" if args.split else "") + "".join(f" --worker {w}" for w in args.worker)
-    layout = ("A stream-role process beside a separate sink process (`--role stream` + `--role sink`)" if args.split
-              else "One worker process, `--role all`")
-    cpu_row = (f"stream process {measured.stream_cpu_us:.0f} µs, sink process {measured.sink_cpu_us:.0f} µs"
-               if args.split else f"{measured.stream_cpu_us:.0f} µs (all roles, one process)")
+    layout = (
+        "A stream-role process beside a separate sink process (`--role stream` + `--role sink`)"
+        if args.split
+        else "One worker process, `--role all`"
+    )
+    cpu_row = (
+        f"stream process {measured.stream_cpu_us:.0f} µs, sink process {measured.sink_cpu_us:.0f} µs"
+        if args.split
+        else f"{measured.stream_cpu_us:.0f} µs (all roles, one process)"
+    )
     throughput_verdict = "met" if rate >= 0.30 * floor_rate and rate >= 50_000 else "not met"
-    faust_note = (": under the 50 000 events/s the target asks of a process that also prices, windows, writes "
-                  "Redis and sinks" if faust_rate < 50_000 else "")
+    faust_note = (
+        ": under the 50 000 events/s the target asks of a process that also prices, windows, writes Redis and sinks"
+        if faust_rate < 50_000
+        else ""
+    )
     throughput_of = "the stream process" if args.split else "one process"
-    budget_note = (f" Faust alone spends {1e6 / faust_rate:.1f} µs of wall time per event here, which leaves a process "
-                   f"that is to reach 50 000 events/s {20.0 - 1e6 / faust_rate:.1f} µs per event for everything the "
-                   "worker adds." if faust_rate > 50_000 else "")
+    budget_note = (
+        f" Faust alone spends {1e6 / faust_rate:.1f} µs of wall time per event here, which leaves a process "
+        f"that is to reach 50 000 events/s {20.0 - 1e6 / faust_rate:.1f} µs per event for everything the "
+        "worker adds."
+        if faust_rate > 50_000
+        else ""
+    )
     body = f"""
 Command: `python -m bench.bench_worker --events {args.events} --rate {args.rate} --seconds {args.seconds:g}{split_flag}`
 (dev stack running). {layout}: real pricing, a per-user budget on every event, Redis effects per batch, the

@@ -61,10 +61,23 @@ def produce(kafka: KafkaSettings, rate: int, seconds: float, users: int, stop: t
     while time.perf_counter() - start < seconds and not stop.is_set():
         tenant = TENANTS[(sent // BATCH) % len(TENANTS)]
         now_ms = int(time.time() * 1000)
-        evs = [UsageEvent(event_id=str(uuid.uuid4()), occurred_at=now_ms, tenant=tenant, provider="openai",
-                          model="gpt-4o-mini", request_id=f"r{sent + j}", attempt=1, status="ok", input_tokens=900,
-                          output_tokens=120, feature="chat", user_id=f"user{(sent + j) % users}")
-               for j in range(BATCH)]
+        evs = [
+            UsageEvent(
+                event_id=str(uuid.uuid4()),
+                occurred_at=now_ms,
+                tenant=tenant,
+                provider="openai",
+                model="gpt-4o-mini",
+                request_id=f"r{sent + j}",
+                attempt=1,
+                status="ok",
+                input_tokens=900,
+                output_tokens=120,
+                feature="chat",
+                user_id=f"user{(sent + j) % users}",
+            )
+            for j in range(BATCH)
+        ]
         value, headers = codec.encode_batch(tenant, evs)
         producer.produce(kafka.topic("usage"), key=tenant.encode(), value=value, headers=headers)
         producer.poll(0)
@@ -125,16 +138,21 @@ def main() -> None:
     settings = load_settings(WorkerSettings)
     with tempfile.TemporaryDirectory() as tmp:
         ch = load_settings(ClickHouseSettings, chdb_path=Path(tmp) / "chdb", database="bench")
-        env = worker_env(kafka, redis_settings, ch if args.role == "all" else None,
-                         recent_ids_per_partition=settings.recent_ids_per_partition)
+        env = worker_env(
+            kafka,
+            redis_settings,
+            ch if args.role == "all" else None,
+            recent_ids_per_partition=settings.recent_ids_per_partition,
+        )
         worker = WorkerProcess(env, Path(tmp) / "worker.log", role=args.role).start()
         stop = threading.Event()
         try:
             worker.wait_ready(120)
             assert worker.proc is not None
             result: list[int] = []
-            feeder = threading.Thread(target=lambda: result.append(produce(kafka, args.rate, seconds, args.users,
-                                                                             stop)), daemon=True)
+            feeder = threading.Thread(
+                target=lambda: result.append(produce(kafka, args.rate, seconds, args.users, stop)), daemon=True
+            )
             start = time.monotonic()
             feeder.start()
             while feeder.is_alive():
@@ -146,8 +164,9 @@ def main() -> None:
                         turned.add(partition)
                     highest[partition] = max(count, highest.get(partition, 0.0))
                 rings_full.append(bool(highest) and turned >= set(highest))
-                print(f"{samples[-1][0]:6.0f} s  RSS {samples[-1][1]:7.1f} MiB  counted {samples[-1][2]:,.0f}",
-                      flush=True)
+                print(
+                    f"{samples[-1][0]:6.0f} s  RSS {samples[-1][1]:7.1f} MiB  counted {samples[-1][2]:,.0f}", flush=True
+                )
                 time.sleep(5)
             produced = result[0]
             deadline = time.monotonic() + 300
@@ -165,8 +184,14 @@ def main() -> None:
 
     first_full = next((i for i, full_now in enumerate(rings_full) if full_now), None)
     full = samples[first_full:] if first_full is not None else []
-    after_full = (f"{(full[-1][1] - full[0][1]) / full[0][1] * 100:+.1f} % ({full[0][1]:.1f} → {full[-1][1]:.1f} MiB"
-                  f" from {full[0][0] / 60:.1f} min on)") if len(full) > 1 else "not reached in this run"
+    after_full = (
+        (
+            f"{(full[-1][1] - full[0][1]) / full[0][1] * 100:+.1f} % ({full[0][1]:.1f} → {full[-1][1]:.1f} MiB"
+            f" from {full[0][0] / 60:.1f} min on)"
+        )
+        if len(full) > 1
+        else "not reached in this run"
+    )
     bound = f"N = {settings.recent_ids_per_partition:,} to about 4/3 N"
     held_text = ", ".join(f"{held[p]:,.0f}" for p in sorted(held)) or "none reported"
     warm = [s for s in samples if s[0] >= 60] or samples
@@ -178,8 +203,9 @@ def main() -> None:
     growth = (end - half_start) / half_start
     slope = trend_mib_per_min(half)
     trend_pct = slope * (samples[-1][0] - half[0][0]) / 60 / half_start * 100
-    rows = "\n".join(f"| {s[0] / 60:.1f} min | {s[1]:.1f} MiB | {s[2]:,.0f} |"
-                     for s in samples[:: max(1, len(samples) // 10)])
+    rows = "\n".join(
+        f"| {s[0] / 60:.1f} min | {s[1]:.1f} MiB | {s[2]:,.0f} |" for s in samples[:: max(1, len(samples) // 10)]
+    )
     body = f"""
 Command: `python -m bench.bench_worker_memory --minutes {args.minutes:g} --rate {args.rate} --users {args.users}
 --role {args.role}` (dev stack running). One `--role {args.role}` worker, a per-user daily token budget and a

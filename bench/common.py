@@ -75,6 +75,7 @@ def clean_up_on_sigterm() -> None:
     Why: Python dies on SIGTERM without unwinding, and a killed run left its worker process and a million Redis
     keys under its prefix behind (only SIGKILL should be able to do that).
     """
+
     def _exit(signum: int, _frame: object) -> None:
         sys.exit(128 + signum)
 

@@ -28,10 +28,18 @@ from costplane.publisher.codec import UsageCodec
 def build(topic_name: str, events: int, result: str, data_dir: str) -> faust.App:
     kafka = load_settings(KafkaSettings)
     worker = load_settings(WorkerSettings)
-    app = faust.App(f"faust-floor-{uuid.uuid4().hex[:8]}",
-                    broker=[f"kafka://{h}" for h in kafka.bootstrap_servers.split(",")], store="memory://",
-                    datadir=data_dir, value_serializer="raw", key_serializer="raw", web_enabled=False,
-                    consumer_auto_offset_reset="earliest", stream_wait_empty=False, broker_commit_interval=1.0)
+    app = faust.App(
+        f"faust-floor-{uuid.uuid4().hex[:8]}",
+        broker=[f"kafka://{h}" for h in kafka.bootstrap_servers.split(",")],
+        store="memory://",
+        datadir=data_dir,
+        value_serializer="raw",
+        key_serializer="raw",
+        web_enabled=False,
+        consumer_auto_offset_reset="earliest",
+        stream_wait_empty=False,
+        broker_commit_interval=1.0,
+    )
     topic = app.topic(topic_name, value_serializer="raw", key_serializer="raw")
     codec = UsageCodec.schemaless()
     state: dict[str, Any] = {"seen": 0, "started": None}
@@ -45,8 +53,9 @@ def build(topic_name: str, events: int, result: str, data_dir: str) -> faust.App
             for event in batch:
                 msg = event.message
                 headers = [(k, v) for k, v in (msg.headers or [])]
-                state["seen"] += len(codec.decode(msg.value, headers, now_ms=now_ms,
-                                                  max_clock_skew_ms=worker.max_clock_skew_ms).events)
+                state["seen"] += len(
+                    codec.decode(msg.value, headers, now_ms=now_ms, max_clock_skew_ms=worker.max_clock_skew_ms).events
+                )
             if state["seen"] >= events:
                 elapsed = time.perf_counter() - state["started"]
                 with open(result, "w") as out:

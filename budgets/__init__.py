@@ -14,5 +14,15 @@ from costplane.budgets.model import (
 )
 from costplane.budgets.windows import Window, WindowCache, bucket_for, window_for
 
-__all__ = ["Budget", "BudgetError", "Unit", "Window", "WindowCache", "bucket_for", "budgets_from_yaml", "parse_scope",
-           "per_user_token_budgets_by_plan", "window_for"]
+__all__ = [
+    "Budget",
+    "BudgetError",
+    "Unit",
+    "Window",
+    "WindowCache",
+    "bucket_for",
+    "budgets_from_yaml",
+    "parse_scope",
+    "per_user_token_budgets_by_plan",
+    "window_for",
+]

@@ -15,8 +15,13 @@ from costplane.publisher.identifiers import escape, has_control, tenant_problem
 
 Unit = Literal["usd", "tokens"]
 DIMENSIONS = ("tenant", "team", "feature", "user", "env", "model", "provider", "plan")
-PERIOD_ALIASES = {"minute": "rolling-1m", "hour": "rolling-1h", "rolling-24h": "rolling-24h",
-                  "calendar-day": "day", "calendar-month": "month"}
+PERIOD_ALIASES = {
+    "minute": "rolling-1m",
+    "hour": "rolling-1h",
+    "rolling-24h": "rolling-24h",
+    "calendar-day": "day",
+    "calendar-month": "month",
+}
 NANOS_PER_USD = Decimal(1_000_000_000)
 #: The largest limit (nano-USD or tokens) a budget may have: $1,000,000 or 10^15 tokens per window. The guard's
 #: scripts sum a counter's buckets and reservations in Lua numbers (IEEE doubles, exact to 2^53 ≈ 9.007e15); this
@@ -129,9 +134,18 @@ class Budget(BaseModel):
 
     # -- constructors -----------------------------------------------------------------------------------------
     @classmethod
-    def from_cli(cls, budget_id: str, *, scope: str, period: str = "day", tz: str = "UTC",
-                 limit_usd: str | None = None, limit_tokens: int | None = None, soft: str = "",
-                 action: str = "block") -> Budget:
+    def from_cli(
+        cls,
+        budget_id: str,
+        *,
+        scope: str,
+        period: str = "day",
+        tz: str = "UTC",
+        limit_usd: str | None = None,
+        limit_tokens: int | None = None,
+        soft: str = "",
+        action: str = "block",
+    ) -> Budget:
         """Build from the ``costplane budget set`` flags (exactly one of limit_usd / limit_tokens)."""
         if (limit_usd is None) == (limit_tokens is None):
             raise BudgetError("give exactly one of --limit-usd or --limit-tokens")
@@ -145,8 +159,16 @@ class Budget(BaseModel):
             thresholds = tuple(float(x) for x in soft.split(",") if x.strip())
         except ValueError:
             raise BudgetError(f"--soft {soft[:60]!r}: thresholds are fractions between 0 and 1, e.g. 0.5,0.8") from None
-        return cls(id=budget_id, scope=parse_scope(scope), period=period, tz=tz, unit=unit, limit=limit,
-                   soft=thresholds, action=action)
+        return cls(
+            id=budget_id,
+            scope=parse_scope(scope),
+            period=period,
+            tz=tz,
+            unit=unit,
+            limit=limit,
+            soft=thresholds,
+            action=action,
+        )
 
     @classmethod
     def from_mapping(cls, item: Mapping[str, Any]) -> Budget:
@@ -172,10 +194,16 @@ class Budget(BaseModel):
         limit_tokens = item.get("limit_tokens")
         if limit_tokens is not None and (isinstance(limit_tokens, bool) or not isinstance(limit_tokens, int)):
             raise BudgetError(f"limit_tokens must be a whole number, got {str(limit_tokens)[:40]!r}")
-        return cls.from_cli(str(item["id"]), scope=scope_text, period=str(item.get("period", "day")),
-                            tz=str(item.get("tz", "UTC")), limit_usd=None if limit_usd is None else str(limit_usd),
-                            limit_tokens=None if limit_tokens is None else int(limit_tokens), soft=soft_text,
-                            action=str(item.get("action", "block")))
+        return cls.from_cli(
+            str(item["id"]),
+            scope=scope_text,
+            period=str(item.get("period", "day")),
+            tz=str(item.get("tz", "UTC")),
+            limit_usd=None if limit_usd is None else str(limit_usd),
+            limit_tokens=None if limit_tokens is None else int(limit_tokens),
+            soft=soft_text,
+            action=str(item.get("action", "block")),
+        )
 
     def identity(self) -> str:
         """Identity of this exact definition (id and version), for caches keyed by budget."""
@@ -213,8 +241,7 @@ class Budget(BaseModel):
     def event_member(self) -> Callable[[Any], str | None]:
         """:meth:`member_of` for UsageEvent-shaped objects, compiled once: reads the few scoped attributes
         straight off the event instead of building an attribute dict per event (the worker's hot loop)."""
-        wanted = [(dim, EVENT_FIELDS[dim], value) for dim in DIMENSIONS
-                  if (value := self.scope.get(dim)) is not None]
+        wanted = [(dim, EVENT_FIELDS[dim], value) for dim in DIMENSIONS if (value := self.scope.get(dim)) is not None]
 
         def member(event: Any) -> str | None:
             parts = []
@@ -256,12 +283,22 @@ def check_limit(unit: str, limit: int) -> None:
         raise BudgetError(f"the limit must be more than 0 and at most {what}; got {str(limit)[:40]}")
 
 
-def per_user_token_budgets_by_plan(tenant: str, limits: Mapping[str, int], *, period: str = "day",
-                                   tz: str = "UTC", action: str = "block") -> list[Budget]:
+def per_user_token_budgets_by_plan(
+    tenant: str, limits: Mapping[str, int], *, period: str = "day", tz: str = "UTC", action: str = "block"
+) -> list[Budget]:
     """One per-user token budget per plan: e.g. ``{"free": 10_000, "pro": 200_000}`` tokens a day each user."""
-    return [Budget(id=f"{tenant}-user-tokens-{plan}", scope={"tenant": tenant, "user": "*", "plan": plan},
-                   period=period, tz=tz, unit="tokens", limit=limit, action=action)
-            for plan, limit in limits.items()]
+    return [
+        Budget(
+            id=f"{tenant}-user-tokens-{plan}",
+            scope={"tenant": tenant, "user": "*", "plan": plan},
+            period=period,
+            tz=tz,
+            unit="tokens",
+            limit=limit,
+            action=action,
+        )
+        for plan, limit in limits.items()
+    ]
 
 
 def budgets_from_yaml(text: str) -> list[Budget]:
@@ -297,11 +334,27 @@ def budgets_from_yaml(text: str) -> list[Budget]:
 
 
 #: Scope dimension → UsageEvent attribute.
-EVENT_FIELDS = {"tenant": "tenant", "team": "team", "feature": "feature", "user": "user_id", "env": "env",
-                "model": "model", "provider": "provider", "plan": "plan"}
+EVENT_FIELDS = {
+    "tenant": "tenant",
+    "team": "team",
+    "feature": "feature",
+    "user": "user_id",
+    "env": "env",
+    "model": "model",
+    "provider": "provider",
+    "plan": "plan",
+}
 
 
 def event_attrs(event: Any) -> dict[str, str | None]:
     """Scope attributes of a UsageEvent-shaped object (``user`` is the event's ``user_id``)."""
-    return {"tenant": event.tenant, "team": event.team, "feature": event.feature, "user": event.user_id,
-            "env": event.env, "model": event.model, "provider": event.provider, "plan": event.plan}
+    return {
+        "tenant": event.tenant,
+        "team": event.team,
+        "feature": event.feature,
+        "user": event.user_id,
+        "env": event.env,
+        "model": event.model,
+        "provider": event.provider,
+        "plan": event.plan,
+    }

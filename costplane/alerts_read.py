@@ -12,8 +12,9 @@ from datetime import datetime
 from typing import Any
 
 
-def alerts_in_range(kafka: Any, since: datetime, until: datetime | None, tenant: str | None,
-                    timeout_s: float = 15.0) -> list[dict[str, Any]] | None:
+def alerts_in_range(
+    kafka: Any, since: datetime, until: datetime | None, tenant: str | None, timeout_s: float = 15.0
+) -> list[dict[str, Any]] | None:
     """The alerts (as the webhook's JSON objects) in the range, oldest first; None when the topic cannot be read."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
@@ -23,8 +24,14 @@ def alerts_in_range(kafka: Any, since: datetime, until: datetime | None, tenant:
     topic = kafka.topic("alerts")
     low = int(since.timestamp() * 1000)
     high = int(until.timestamp() * 1000) if until is not None else None
-    consumer = Consumer({**kafka.confluent_config(), "group.id": "costplane-report-alerts",
-                         "enable.auto.commit": False, "socket.timeout.ms": 5000})
+    consumer = Consumer(
+        {
+            **kafka.confluent_config(),
+            "group.id": "costplane-report-alerts",
+            "enable.auto.commit": False,
+            "socket.timeout.ms": 5000,
+        }
+    )
     out: list[dict[str, Any]] = []
     try:
         info = consumer.list_topics(topic, timeout=5).topics.get(topic)
@@ -46,8 +53,11 @@ def alerts_in_range(kafka: Any, since: datetime, until: datetime | None, tenant:
                     event = decode_alert(msg.value(), msg.headers())
                 except AlertDecodeError:
                     continue
-                if low <= event.occurred_at_ms and (high is None or event.occurred_at_ms < high) and \
-                        tenant in (None, event.tenant):
+                if (
+                    low <= event.occurred_at_ms
+                    and (high is None or event.occurred_at_ms < high)
+                    and tenant in (None, event.tenant)
+                ):
                     out.append(alert_to_json_dict(event))
     except KafkaException:
         return None

@@ -97,8 +97,9 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def member_status(budget: Budget, tenant: str, member: str, counter: Mapping[Any, Any], decision: str | bytes | None,
-                  now_ms: int) -> MemberStatus:
+def member_status(
+    budget: Budget, tenant: str, member: str, counter: Mapping[Any, Any], decision: str | bytes | None, now_ms: int
+) -> MemberStatus:
     """A member's row from its raw counter hash and decision value as Redis returns them.
 
     Spent sums the settled buckets inside the window containing ``now_ms`` (a bucket the window has left may
@@ -126,10 +127,22 @@ def member_status(budget: Budget, tenant: str, member: str, counter: Mapping[Any
             reason = record.get("reason")
         except (ValueError, TypeError, AttributeError):
             action = "unreadable"
-    return MemberStatus(tenant=tenant, budget_id=budget.id, member=member, unit=budget.unit, period=budget.period,
-                        spent=spent, limit=budget.limit, window_start_ms=window.start_ms,
-                        window_end_ms=window.end_ms, open_reservations=open_count, reserved=reserved,
-                        action=action, decision_until_ms=until, reason=reason)
+    return MemberStatus(
+        tenant=tenant,
+        budget_id=budget.id,
+        member=member,
+        unit=budget.unit,
+        period=budget.period,
+        spent=spent,
+        limit=budget.limit,
+        window_start_ms=window.start_ms,
+        window_end_ms=window.end_ms,
+        open_reservations=open_count,
+        reserved=reserved,
+        action=action,
+        decision_until_ms=until,
+        reason=reason,
+    )
 
 
 def ledger_dimensions(budget: Budget) -> tuple[str, ...]:
@@ -151,8 +164,9 @@ def ledger_totals(budget: Budget, rows: Iterable[Mapping[str, Any]]) -> dict[str
     return totals
 
 
-def reconcile(statuses: Iterable[MemberStatus], ledgers: Mapping[tuple[str, str], Mapping[str, int]]
-              ) -> list[MemberStatus]:
+def reconcile(
+    statuses: Iterable[MemberStatus], ledgers: Mapping[tuple[str, str], Mapping[str, int]]
+) -> list[MemberStatus]:
     """Each status with its ledger spend (``ledgers[(tenant, budget_id)][member]``, 0 when the ledger has none)."""
     return [s.with_ledger(ledgers.get((s.tenant, s.budget_id), {}).get(s.member, 0)) for s in statuses]
 

@@ -38,8 +38,10 @@ def _text(value: bytes | str) -> str:
 def tenants(client: redis.Redis, keys: KeyLayout) -> list[str]:
     """Tenants with a published budget set."""
     head, tail = f"{keys.prefix}:{{", "}:budgets"
-    found = {_text(k)[len(head):-len(tail)] for k in client.scan_iter(match=f"{_glob(keys.prefix)}:{{*}}:budgets",
-                                                                      count=1000)}
+    found = {
+        _text(k)[len(head) : -len(tail)]
+        for k in client.scan_iter(match=f"{_glob(keys.prefix)}:{{*}}:budgets", count=1000)
+    }
     return sorted(t for t in found if t)
 
 
@@ -48,12 +50,13 @@ def _members(client: redis.Redis, keys: KeyLayout, tenant: str, budget_id: str) 
     for kind in ("spent", "decision"):
         base = keys.spent(tenant, budget_id, "") if kind == "spent" else keys.decision(tenant, budget_id, "")
         for key in client.scan_iter(match=_glob(base) + "*", count=1000):
-            members.add(_text(key)[len(base):])
+            members.add(_text(key)[len(base) :])
     return sorted(members)
 
 
-def read_status(client: redis.Redis, keys: KeyLayout, now_ms: int, *, tenant: str | None = None,
-                budget_id: str | None = None) -> list[MemberStatus]:
+def read_status(
+    client: redis.Redis, keys: KeyLayout, now_ms: int, *, tenant: str | None = None, budget_id: str | None = None
+) -> list[MemberStatus]:
     """One row per budget member, sorted by tenant, budget and member. Raises :class:`UnknownScope`."""
     names = [tenant] if tenant is not None else tenants(client, keys)
     pairs: list[tuple[str, Budget]] = []
@@ -83,8 +86,9 @@ def budgets_of(statuses: Sequence[MemberStatus], client: redis.Redis, keys: KeyL
     return out
 
 
-def ledgers(statuses: Sequence[MemberStatus], budgets: dict[tuple[str, str], Budget],
-            run: ReportRunner) -> dict[tuple[str, str], dict[str, int]]:
+def ledgers(
+    statuses: Sequence[MemberStatus], budgets: dict[tuple[str, str], Budget], run: ReportRunner
+) -> dict[tuple[str, str], dict[str, int]]:
     """Per (tenant, budget), the ledger spend of each member over the same window as its counter.
 
     One spend report per budget, grouped by the budget's scope dimensions, limited to its tenant and window (the
@@ -101,8 +105,9 @@ def ledgers(statuses: Sequence[MemberStatus], budgets: dict[tuple[str, str], Bud
         budget = budgets.get((tenant, budget_id))
         if budget is None:
             continue
-        options = ReportOptions.parse("spend", since=iso(start), until=iso(end), tenant=tenant,
-                                      by=list(ledger_dimensions(budget)))
+        options = ReportOptions.parse(
+            "spend", since=iso(start), until=iso(end), tenant=tenant, by=list(ledger_dimensions(budget))
+        )
         try:
             out[(tenant, budget_id)] = ledger_totals(budget, run(options))
         except ReportError as exc:

@@ -192,7 +192,8 @@ class ClickHouseSettings(_StackAwareSettings):
     database: str = Field("costplane", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="Database name.")
     chdb_path: Path = Field(
         default_factory=lambda: default_state_dir() / "clickhouse",
-        description="Embedded chDB directory (default: `clickhouse` in the dev state directory).")
+        description="Embedded chDB directory (default: `clickhouse` in the dev state directory).",
+    )
     raw_ttl_days: int = Field(0, ge=0, description="TTL of raw usage events; 0 keeps them forever.")
 
     @field_validator("chdb_path")
@@ -217,20 +218,22 @@ class PricingSettings(BaseSettings):
     )
 
 
-
 class ReportSettings(BaseSettings):
     """What the savings reports and the advisor assume about this organisation's traffic."""
 
     model_config = SettingsConfigDict(env_prefix="COSTPLANE_REPORTS_", extra="ignore")
 
     routing_file: Path | None = Field(
-        None, description="YAML map of model patterns to the cheaper model to suggest; unset = the shipped defaults.")
+        None, description="YAML map of model patterns to the cheaper model to suggest; unset = the shipped defaults."
+    )
     background_features: str = Field(
-        "", description="Comma-separated features that run in the background (batch-tier candidates).")
+        "", description="Comma-separated features that run in the background (batch-tier candidates)."
+    )
     batch_envs: str = Field("batch,jobs,offline", description="Comma-separated environments of background jobs.")
     production_envs: str = Field("prod,production", description="Comma-separated production environments.")
     advise_floor_usd: Decimal = Field(
-        Decimal(1), ge=0, description="The advisor lists nothing saving less than this many USD a month.")
+        Decimal(1), ge=0, description="The advisor lists nothing saving less than this many USD a month."
+    )
 
 
 class PublisherSettings(BaseSettings):
@@ -242,14 +245,18 @@ class PublisherSettings(BaseSettings):
     max_batch_bytes: int = Field(256 * 1024, ge=1024, description="Flush a tenant's batch at about this many bytes.")
     linger_ms: float = Field(20.0, ge=0, description="Flush a tenant's batch this long after its first event.")
     max_buffered_events: int = Field(100_000, ge=100, description="Events held in memory before spilling to spool.")
-    max_buffered_bytes: int = Field(64 * 1024 * 1024, ge=64 * 1024,
-                                    description="Estimated event bytes held in memory before spilling to spool.")
+    max_buffered_bytes: int = Field(
+        64 * 1024 * 1024, ge=64 * 1024, description="Estimated event bytes held in memory before spilling to spool."
+    )
     delivery_timeout_ms: int = Field(10_000, ge=1000, description="How long the client retries before spooling.")
     compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(
-        "lz4", description="Kafka compression codec: none, gzip, snappy, lz4 or zstd.")
-    spool_dir: Path = Field(default_factory=default_spool_dir,
-                            description="Durable spool directory for messages the broker could not take "
-                                        "(default: `spool` in `COSTPLANE_DEV_STATE_DIR` when set).")
+        "lz4", description="Kafka compression codec: none, gzip, snappy, lz4 or zstd."
+    )
+    spool_dir: Path = Field(
+        default_factory=default_spool_dir,
+        description="Durable spool directory for messages the broker could not take "
+        "(default: `spool` in `COSTPLANE_DEV_STATE_DIR` when set).",
+    )
     spool_max_bytes: int = Field(512 * 1024 * 1024, ge=1024 * 1024, description="Spool size cap.")
     spool_fsync: Literal["roll", "always", "never"] = Field("roll", description="Spool fsync policy.")
     spool_when_full: Literal["drop_oldest", "refuse_newest"] = Field("drop_oldest", description="At the cap.")
@@ -281,21 +288,28 @@ class AlertSettings(BaseSettings):
     slack_webhook_url: SecretStr | None = Field(None, description="Slack incoming-webhook URL (secret); unset = off.")
     slack_min_severity: AlertSeverityName = Field("info", description="Lowest severity posted to Slack.")
     pagerduty_routing_key: SecretStr | None = Field(
-        None, description="PagerDuty Events v2 integration key, 32 characters (secret); unset = off.")
+        None, description="PagerDuty Events v2 integration key, 32 characters (secret); unset = off."
+    )
     pagerduty_url: str = Field("https://events.pagerduty.com/v2/enqueue", description="PagerDuty Events v2 endpoint.")
     pagerduty_source: str = Field("costplane", min_length=1, description="payload.source of PagerDuty events.")
     pagerduty_min_severity: AlertSeverityName = Field("critical", description="Lowest severity that pages.")
     webhook_urls: Annotated[list[SecretStr], NoDecode] = Field(
-        default_factory=list, description="Generic JSON webhook URLs, comma-separated (secret).")
+        default_factory=list, description="Generic JSON webhook URLs, comma-separated (secret)."
+    )
     webhook_min_severity: AlertSeverityName = Field("info", description="Lowest severity sent to the webhooks.")
-    routing_file: Path | None = Field(None, description="YAML/JSON file of named destinations (several Slack "
-                                      "webhooks, PagerDuty keys, webhooks) and routes by tenant, team, feature, "
-                                      "kind and severity (secret values inside; docs/alerts.md); unset = off.")
+    routing_file: Path | None = Field(
+        None,
+        description="YAML/JSON file of named destinations (several Slack "
+        "webhooks, PagerDuty keys, webhooks) and routes by tenant, team, feature, "
+        "kind and severity (secret values inside; docs/alerts.md); unset = off.",
+    )
     runbook_base_url: str | None = Field(
-        None, description="Prefix that makes runbook links absolute, e.g. a docs site; unset = repo-relative.")
+        None, description="Prefix that makes runbook links absolute, e.g. a docs site; unset = repo-relative."
+    )
     resolve_after_s: float = Field(120.0, ge=0, description="A condition must stay clear this long to resolve.")
-    cooldown_s: float = Field(600.0, ge=0, description="After a resolve, the same condition does not page again "
-                                                        "for this long.")
+    cooldown_s: float = Field(
+        600.0, ge=0, description="After a resolve, the same condition does not page again for this long."
+    )
     stale_after_s: float = Field(600.0, ge=0, description="An open condition no longer reported resolves after this.")
     max_tracked: int = Field(10_000, ge=1, description="Dedup keys the lifecycle remembers (bounded memory).")
     retries: int = Field(5, ge=0, description="Retries per delivery after the first attempt.")
@@ -304,16 +318,24 @@ class AlertSettings(BaseSettings):
     max_retry_after_s: float = Field(120.0, ge=0, description="Cap on a receiver's Retry-After.")
     timeout_s: float = Field(5.0, gt=0, description="HTTP timeout of one delivery attempt.")
     queue_size: int = Field(1000, ge=1, description="Alerts queued per target before new ones are dead letters.")
-    evaluate_interval_s: float = Field(1.0, gt=0, description="How often the stream worker evaluates detectors "
-                                       "and its own conditions.")
-    dead_letters_per_minute: int = Field(100, ge=1, description="A tenant's dead letters per minute that make a "
-                                         "dead_letter_flood alert.")
-    dead_letter_window_s: float = Field(60.0, ge=1, description="Window over which dead letters per minute are "
-                                        "measured (processing time).")
-    fail_open_critical_s: float = Field(60.0, ge=0, description="A fail_open alert escalates from warning to "
-                                        "critical after this long.")
-    state_ttl_s: float = Field(86_400.0, gt=0, description="Expiry of the per-tenant alert state (baselines, open "
-                               "incidents) the stream worker keeps in Redis.")
+    evaluate_interval_s: float = Field(
+        1.0, gt=0, description="How often the stream worker evaluates detectors and its own conditions."
+    )
+    dead_letters_per_minute: int = Field(
+        100, ge=1, description="A tenant's dead letters per minute that make a dead_letter_flood alert."
+    )
+    dead_letter_window_s: float = Field(
+        60.0, ge=1, description="Window over which dead letters per minute are measured (processing time)."
+    )
+    fail_open_critical_s: float = Field(
+        60.0, ge=0, description="A fail_open alert escalates from warning to critical after this long."
+    )
+    state_ttl_s: float = Field(
+        86_400.0,
+        gt=0,
+        description="Expiry of the per-tenant alert state (baselines, open "
+        "incidents) the stream worker keeps in Redis.",
+    )
 
     @field_validator("webhook_urls", mode="before")
     @classmethod
@@ -343,46 +365,88 @@ class WorkerSettings(BaseSettings):
     dlq_retention_ms: int = Field(14 * 24 * 3600 * 1000, ge=60_000, description="Retention of the dead-letter topic.")
     batch_max_messages: int = Field(100, ge=1, description="Messages taken per stream batch (stream.take).")
     batch_within_s: float = Field(0.05, gt=0, description="Longest wait to fill a stream batch.")
-    fetch_max_wait_ms: int = Field(100, ge=1, le=1500, description="Longest the broker holds the stream "
-                                   "consumer's fetch for idle partitions (Faust's own is 1500 ms; records of a busy "
-                                   "partition can wait behind it).")
+    fetch_max_wait_ms: int = Field(
+        100,
+        ge=1,
+        le=1500,
+        description="Longest the broker holds the stream "
+        "consumer's fetch for idle partitions (Faust's own is 1500 ms; records of a busy "
+        "partition can wait behind it).",
+    )
     max_clock_skew_ms: int = Field(24 * 3600 * 1000, ge=0, description="Events further in the future are rejected.")
     invalid_ratio_limit: float = Field(0.5, gt=0, le=1, description="Stop when invalid/total passes this ratio.")
     invalid_window_s: float = Field(60.0, gt=0, description="Window over which the invalid ratio is measured.")
     invalid_min_events: int = Field(1000, ge=1, description="Events needed in the window before the ratio counts.")
-    recent_ids_per_partition: int = Field(100_000, ge=1000, description="Recent event ids kept per partition for "
-                                          "window dedup (at least this many, at most about four thirds of it).")
-    window_cache_keys: int = Field(200_000, ge=1000, description="Budget window states the stream role caches in "
-                                   "memory (Redis holds them all).")
-    gc_threshold: int = Field(200_000, ge=700, description="Net new container objects between young-generation "
-                              "garbage collections (Python's default is 700). A stream batch keeps tens of thousands "
-                              "alive while it is computed, and each collection walks them all again.")
-    malloc_mmap_threshold_kib: int = Field(128, ge=0, le=32_768, description="glibc: blocks of this size and more "
-                                           "are mapped on their own and unmapped when freed, instead of the dynamic "
-                                           "threshold that leaves freed tables resident in the heap; 0 = glibc's "
-                                           "default.")
-    malloc_trim_s: float = Field(30.0, ge=0, description="glibc: every this many seconds the worker returns the heap's "
-                                 "free pages to the system (malloc_trim); 0 = never.")
-    sink_nice: int = Field(5, ge=0, le=19, description="How much lower the sink's CPU priority is than the stream "
-                           "role's (nice value; the sink process, or the sink thread with role all). Decisions keep "
-                           "their latency when both share cores; 0 = same priority.")
+    recent_ids_per_partition: int = Field(
+        100_000,
+        ge=1000,
+        description="Recent event ids kept per partition for "
+        "window dedup (at least this many, at most about four thirds of it).",
+    )
+    window_cache_keys: int = Field(
+        200_000, ge=1000, description="Budget window states the stream role caches in memory (Redis holds them all)."
+    )
+    gc_threshold: int = Field(
+        200_000,
+        ge=700,
+        description="Net new container objects between young-generation "
+        "garbage collections (Python's default is 700). A stream batch keeps tens of thousands "
+        "alive while it is computed, and each collection walks them all again.",
+    )
+    malloc_mmap_threshold_kib: int = Field(
+        128,
+        ge=0,
+        le=32_768,
+        description="glibc: blocks of this size and more "
+        "are mapped on their own and unmapped when freed, instead of the dynamic "
+        "threshold that leaves freed tables resident in the heap; 0 = glibc's "
+        "default.",
+    )
+    malloc_trim_s: float = Field(
+        30.0,
+        ge=0,
+        description="glibc: every this many seconds the worker returns the heap's "
+        "free pages to the system (malloc_trim); 0 = never.",
+    )
+    sink_nice: int = Field(
+        5,
+        ge=0,
+        le=19,
+        description="How much lower the sink's CPU priority is than the stream "
+        "role's (nice value; the sink process, or the sink thread with role all). Decisions keep "
+        "their latency when both share cores; 0 = same priority.",
+    )
     sink_max_events: int = Field(10_000, ge=1, description="Sink flush at this many buffered events.")
     sink_max_age_s: float = Field(1.0, gt=0, description="Sink flush when the oldest buffered event waited this long.")
-    data_dir: Path = Field(default_factory=lambda: default_state_dir() / "worker", description="Where the worker "
-                           "keeps its local files: Faust's data directory, one folder per consumer group (default: "
-                           "`worker` in the dev state directory). Window states live in Redis, so nothing here "
-                           "needs a backup.")
+    data_dir: Path = Field(
+        default_factory=lambda: default_state_dir() / "worker",
+        description="Where the worker "
+        "keeps its local files: Faust's data directory, one folder per consumer group (default: "
+        "`worker` in the dev state directory). Window states live in Redis, so nothing here "
+        "needs a backup.",
+    )
     session_timeout_s: float = Field(
-        10.0, ge=6, description="Kafka consumer session timeout (rebalance speed; brokers refuse below 6 s).")
-    api_token: SecretStr | None = Field(None, description="Bearer token every /api/* request must carry (secret); "
-                                        "unset = the API answers anyone who reaches web_host. Required (or "
-                                        "api_tenant_tokens) when web_host is not a loopback address.")
-    api_tenant_tokens: SecretStr | None = Field(None, description="Tenant-scoped API tokens, `tenant=token,...` "
-                                                "(secret; tokens of 16+ characters): a request with one reads only "
-                                                "its tenant.")
-    drift_check_s: float = Field(60.0, ge=0, description="Sink role: every this many seconds, compare each budget "
-                                 "counter in Redis with the ClickHouse ledger and export the drift as metrics; "
-                                 "0 = off.")
+        10.0, ge=6, description="Kafka consumer session timeout (rebalance speed; brokers refuse below 6 s)."
+    )
+    api_token: SecretStr | None = Field(
+        None,
+        description="Bearer token every /api/* request must carry (secret); "
+        "unset = the API answers anyone who reaches web_host. Required (or "
+        "api_tenant_tokens) when web_host is not a loopback address.",
+    )
+    api_tenant_tokens: SecretStr | None = Field(
+        None,
+        description="Tenant-scoped API tokens, `tenant=token,...` "
+        "(secret; tokens of 16+ characters): a request with one reads only "
+        "its tenant.",
+    )
+    drift_check_s: float = Field(
+        60.0,
+        ge=0,
+        description="Sink role: every this many seconds, compare each budget "
+        "counter in Redis with the ClickHouse ledger and export the drift as metrics; "
+        "0 = off.",
+    )
 
 
 def settings_classes() -> list[type[BaseSettings]]:
@@ -392,6 +456,9 @@ def settings_classes() -> list[type[BaseSettings]]:
     import sys
 
     module = sys.modules[__name__]
-    found = [obj for _, obj in inspect.getmembers(module, inspect.isclass)
-             if issubclass(obj, BaseSettings) and obj.__module__ == __name__ and obj.model_config.get("env_prefix")]
+    found = [
+        obj
+        for _, obj in inspect.getmembers(module, inspect.isclass)
+        if issubclass(obj, BaseSettings) and obj.__module__ == __name__ and obj.model_config.get("env_prefix")
+    ]
     return sorted(found, key=lambda cls: inspect.getsourcelines(cls)[1])

@@ -40,8 +40,7 @@ class AlertReceiver:
                 return  # the demo's display shows what arrived; no access log on the terminal
 
         self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="costplane-demo-receiver",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="costplane-demo-receiver", daemon=True)
 
     @property
     def url(self) -> str:

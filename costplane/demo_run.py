@@ -102,19 +102,28 @@ def execute(call: Call, guard: Any, publisher: UsagePublisher, tally: Tally) -> 
         value = getattr(call, name)
         if value is not None:
             fields[name] = value
-    usage = {"input_tokens": call.prompt_tokens - call.cached_tokens, "cached_input_tokens": call.cached_tokens,
-             "output_tokens": call.output_tokens}
+    usage = {
+        "input_tokens": call.prompt_tokens - call.cached_tokens,
+        "cached_input_tokens": call.cached_tokens,
+        "output_tokens": call.output_tokens,
+    }
     if call.mode == "check":
         if not guard.check(call.scope).allowed:
             tally.blocked += 1
             tally.blocked_by_service[call.service] = tally.blocked_by_service.get(call.service, 0) + 1
             return
         scope = dict(call.scope)
-        publisher.record(user_id=scope.pop("user"), provider=call.provider, model=call.model, **scope, **usage,
-                         **fields)
+        publisher.record(
+            user_id=scope.pop("user"), provider=call.provider, model=call.model, **scope, **usage, **fields
+        )
         return
-    with guard.reserve(call.scope, provider=call.provider, model=call.model, prompt_tokens=call.prompt_tokens,
-                       max_tokens=call.max_tokens) as reservation:
+    with guard.reserve(
+        call.scope,
+        provider=call.provider,
+        model=call.model,
+        prompt_tokens=call.prompt_tokens,
+        max_tokens=call.max_tokens,
+    ) as reservation:
         if not reservation.allowed:
             tally.blocked += 1
             tally.blocked_by_service[call.service] = tally.blocked_by_service.get(call.service, 0) + 1
@@ -132,13 +141,29 @@ def decisions_of(records: list[dict[str, Any]]) -> list[DecisionRow]:
         key = (str(r.get("tenant")), str(r.get("budget_id")), str(r.get("member")), str(r.get("action")))
         if r.get("type") == "decision" and key not in seen:
             seen.add(key)
-            out.append({"tenant": key[0], "budget_id": key[1], "member": key[2], "action": key[3],
-                        "reason": r.get("reason"), "at_ms": r.get("at_ms")})
+            out.append(
+                {
+                    "tenant": key[0],
+                    "budget_id": key[1],
+                    "member": key[2],
+                    "action": key[3],
+                    "reason": r.get("reason"),
+                    "at_ms": r.get("at_ms"),
+                }
+            )
     return out
 
 
-def simulate(seconds: float, seed: int, guard: Any, publisher: UsagePublisher, clock: SimClock, tally: Tally,
-             poll: Callable[[], None], refresh: Callable[[], None]) -> None:
+def simulate(
+    seconds: float,
+    seed: int,
+    guard: Any,
+    publisher: UsagePublisher,
+    clock: SimClock,
+    tally: Tally,
+    poll: Callable[[], None],
+    refresh: Callable[[], None],
+) -> None:
     """Run every service for ``seconds`` of wall time, ticking 20 times a second; poll the worker every second."""
     services = demo_services(seed)
     last_minute = 0.0
@@ -191,8 +216,10 @@ def worker_failure(proc: Any, role: str) -> DemoError:
     tail = [ln for ln in proc.log_tail(2000).splitlines() if ln.strip()]
     code = proc.proc.poll() if proc.proc is not None else None
     if code == 5:
-        return DemoError(f"the {role} worker could not take the ClickHouse directory: another process owns it "
-                         "(set COSTPLANE_CLICKHOUSE_CHDB_PATH to another directory)")
+        return DemoError(
+            f"the {role} worker could not take the ClickHouse directory: another process owns it "
+            "(set COSTPLANE_CLICKHOUSE_CHDB_PATH to another directory)"
+        )
     return DemoError(f"the {role} worker did not start: {tail[-1] if tail else 'no output'}")
 
 
@@ -252,18 +279,24 @@ class Outcome:
         return {
             "events_published": len(self.tally.events),
             "total_cost_nanos": self.total_cost_nanos,
-            "decisions": [{k: d[k] for k in ("tenant", "budget_id", "member", "action")}
-                          for d in self.tally.decisions],
+            "decisions": [{k: d[k] for k in ("tenant", "budget_id", "member", "action")} for d in self.tally.decisions],
             "guard_blocked_calls": self.tally.blocked,
-            "alerts": [{"kind": a.get("kind"), "tenant": a.get("tenant"), "state": a.get("action")}
-                       for a in self.tally.alerts],
+            "alerts": [
+                {"kind": a.get("kind"), "tenant": a.get("tenant"), "state": a.get("action")} for a in self.tally.alerts
+            ],
             "report_html": str(self.report_html),
         }
 
 
-def run_demo(seconds: float, seed: int, port: int, base_dir: Path, progress: Callable[[str], None],
-             refresh: Callable[[Tally], None],
-             write_report: Callable[[Callable[[Any], Any], dict[str, Any], Path], None]) -> Outcome:
+def run_demo(
+    seconds: float,
+    seed: int,
+    port: int,
+    base_dir: Path,
+    progress: Callable[[str], None],
+    refresh: Callable[[Tally], None],
+    write_report: Callable[[Callable[[Any], Any], dict[str, Any], Path], None],
+) -> Outcome:
     """The whole loop; raises :class:`DemoError` (one line) when it cannot run. Stops what it started."""
     from costplane.config import ClickHouseSettings, KafkaSettings, RedisSettings, WorkerSettings, load_settings
     from costplane.devstack.prereqs import MissingPrerequisite
@@ -283,15 +316,25 @@ def run_demo(seconds: float, seed: int, port: int, base_dir: Path, progress: Cal
         except (MissingPrerequisite, OSError, RuntimeError, TimeoutError) as exc:
             raise DemoError(f"the local stack cannot start: {str(exc).splitlines()[0]}") from None
         run = DemoRun.new(base_dir)
-        kafka = load_settings(KafkaSettings, bootstrap_servers=status["kafka"]["bootstrap"],
-                              topic_prefix=f"{load_settings(KafkaSettings).topic_prefix}-demo-{run.run_id}")
+        kafka = load_settings(
+            KafkaSettings,
+            bootstrap_servers=status["kafka"]["bootstrap"],
+            topic_prefix=f"{load_settings(KafkaSettings).topic_prefix}-demo-{run.run_id}",
+        )
         redis_settings = load_settings(RedisSettings, url=status["redis"]["url"], key_prefix=f"demo-{run.run_id}")
         clickhouse = load_settings(ClickHouseSettings, database=f"demo_{run.run_id}")
         create_topics(kafka, load_settings(WorkerSettings))
-        env = worker_env(kafka, redis_settings, clickhouse, data_dir=run.out_dir / "worker", sink_max_age_s=0.5,
-                         drift_check_s=5)
-        env.update({"COSTPLANE_ALERTS_WEBHOOK_URLS": receiver.url, "COSTPLANE_ALERTS_RESOLVE_AFTER_S": "60",
-                    "COSTPLANE_ALERTS_EVALUATE_INTERVAL_S": "1", "COSTPLANE_LOG_LEVEL": "WARNING"})
+        env = worker_env(
+            kafka, redis_settings, clickhouse, data_dir=run.out_dir / "worker", sink_max_age_s=0.5, drift_check_s=5
+        )
+        env.update(
+            {
+                "COSTPLANE_ALERTS_WEBHOOK_URLS": receiver.url,
+                "COSTPLANE_ALERTS_RESOLVE_AFTER_S": "60",
+                "COSTPLANE_ALERTS_EVALUATE_INTERVAL_S": "1",
+                "COSTPLANE_LOG_LEVEL": "WARNING",
+            }
+        )
         progress("starting the stream and sink workers (migrations run as the sink opens ClickHouse)…")
         stream = WorkerProcess(env, run.out_dir / "stream-worker.log", role="stream").start()
         workers.append(stream)
@@ -304,8 +347,9 @@ def run_demo(seconds: float, seed: int, port: int, base_dir: Path, progress: Cal
                 proc.wait_ready(120)
             except (RuntimeError, TimeoutError):
                 raise worker_failure(proc, role) from None
-        store = RedisBudgetStore.from_url(redis_settings.url.get_secret_value(), prefix=redis_settings.key_prefix,
-                                          timeout_s=0.5)
+        store = RedisBudgetStore.from_url(
+            redis_settings.url.get_secret_value(), prefix=redis_settings.key_prefix, timeout_s=0.5
+        )
         if not wait_until(lambda: all(store.load_budgets(t) for t in ("acme", "globex")), 30):
             raise DemoError("the stream worker did not publish the demo budgets to Redis within 30 s")
         guard = BudgetGuard(store)
@@ -342,9 +386,14 @@ def run_demo(seconds: float, seed: int, port: int, base_dir: Path, progress: Cal
         tally.phase = "writing the report"
         refresh(tally)
         status_rows = safe_http_json(f"{sink.url}/api/budgets/status?reconcile=1") or []
-        story = {"budget_status": status_rows, "decisions": tally.decisions, "alerts": tally.alerts,
-                 "blocked_by_service": tally.blocked_by_service, "degraded": tally.degraded,
-                 "services": services_published(tally.events)}
+        story = {
+            "budget_status": status_rows,
+            "decisions": tally.decisions,
+            "alerts": tally.alerts,
+            "blocked_by_service": tally.blocked_by_service,
+            "degraded": tally.degraded,
+            "services": services_published(tally.events),
+        }
         report = run.out_dir / "report.html"
         write_report(fetch_report_rows(sink.url), story, report)
         write_events(run.out_dir / "events.jsonl", tally.events)

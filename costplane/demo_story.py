@@ -80,12 +80,18 @@ def demo_budgets() -> list[Budget]:
     """A tenant's monthly USD budget with soft thresholds, per-user daily token budgets by plan, a staging cap and a
     per-feature degrade budget."""
     return [
-        Budget.from_cli("acme-monthly", scope="tenant=acme", period="month", limit_usd="1.00", soft="0.5,0.8",
-                        action="notify"),
+        Budget.from_cli(
+            "acme-monthly", scope="tenant=acme", period="month", limit_usd="1.00", soft="0.5,0.8", action="notify"
+        ),
         *per_user_token_budgets_by_plan("acme", {"free": 60_000, "pro": 2_000_000}),
         Budget.from_cli("acme-staging-cap", scope="tenant=acme,env=staging", period="day", limit_usd="0.25"),
-        Budget.from_cli("globex-support-degrade", scope="tenant=globex,feature=support-agent", period="day",
-                        limit_usd="0.15", action="degrade:gpt-4o-mini"),
+        Budget.from_cli(
+            "globex-support-degrade",
+            scope="tenant=globex,feature=support-agent",
+            period="day",
+            limit_usd="0.15",
+            action="degrade:gpt-4o-mini",
+        ),
     ]
 
 
@@ -138,10 +144,19 @@ class ChatSessions(Service):
         context += self.noisy(600)
         self.sessions[session] = (turn + 1, context)
         cached = context * 3 // 4 if turn else 0
-        yield Call(self.name, "reserve", {"tenant": "acme", "team": "growth", "feature": "chat", "user": user,
-                                          "plan": "pro", "env": "prod"},
-                   "openai", "gpt-4o-mini", context, self.noisy(250), max_tokens=800, cached_tokens=cached,
-                   session_id=session, turn=turn + 1)
+        yield Call(
+            self.name,
+            "reserve",
+            {"tenant": "acme", "team": "growth", "feature": "chat", "user": user, "plan": "pro", "env": "prod"},
+            "openai",
+            "gpt-4o-mini",
+            context,
+            self.noisy(250),
+            max_tokens=800,
+            cached_tokens=cached,
+            session_id=session,
+            turn=turn + 1,
+        )
 
 
 @dataclass
@@ -157,10 +172,26 @@ class MalformedJsonRetries(Service):
         prompt = self.noisy(1800)
         for attempt in range(1, 5):
             failed = attempt < 4 and self.rng.random() < fail
-            yield Call(self.name, "reserve", {"tenant": "globex", "team": "finance", "feature": "invoice-extract",
-                                              "user": f"globex-svc-{self._seq % 3}", "plan": "pro", "env": "prod"},
-                       "openai", "gpt-4o", prompt, self.noisy(300), max_tokens=600,
-                       status="error" if failed else "ok", request_id=f"extract-{self._seq}", attempt=attempt)
+            yield Call(
+                self.name,
+                "reserve",
+                {
+                    "tenant": "globex",
+                    "team": "finance",
+                    "feature": "invoice-extract",
+                    "user": f"globex-svc-{self._seq % 3}",
+                    "plan": "pro",
+                    "env": "prod",
+                },
+                "openai",
+                "gpt-4o",
+                prompt,
+                self.noisy(300),
+                max_tokens=600,
+                status="error" if failed else "ok",
+                request_id=f"extract-{self._seq}",
+                attempt=attempt,
+            )
             if not failed:
                 return
 
@@ -173,9 +204,22 @@ class RunawayLoop(Service):
 
     def one(self, minute: float) -> Iterator[Call]:
         self._context += self.noisy(300)
-        yield Call(self.name, "check", {"tenant": "acme", "team": "growth", "feature": "agent-loop",
-                                        "user": "acme-bot-7", "plan": "free", "env": "prod"},
-                   "anthropic", "claude-haiku-4-5", self._context, self.noisy(500))
+        yield Call(
+            self.name,
+            "check",
+            {
+                "tenant": "acme",
+                "team": "growth",
+                "feature": "agent-loop",
+                "user": "acme-bot-7",
+                "plan": "free",
+                "env": "prod",
+            },
+            "anthropic",
+            "claude-haiku-4-5",
+            self._context,
+            self.noisy(500),
+        )
 
 
 @dataclass
@@ -186,10 +230,23 @@ class ReportWriter(Service):
 
     def one(self, minute: float) -> Iterator[Call]:
         factor = 8 if self.spike[0] <= minute < self.spike[1] else 1
-        yield Call(self.name, "reserve", {"tenant": "initech", "team": "analytics", "feature": "report-writer",
-                                          "user": f"initech-u{self.rng.randrange(5)}", "plan": "pro", "env": "prod"},
-                   "anthropic", "claude-sonnet-4-5", self.noisy(1500, 0.05) * factor, self.noisy(300, 0.05),
-                   max_tokens=600)
+        yield Call(
+            self.name,
+            "reserve",
+            {
+                "tenant": "initech",
+                "team": "analytics",
+                "feature": "report-writer",
+                "user": f"initech-u{self.rng.randrange(5)}",
+                "plan": "pro",
+                "env": "prod",
+            },
+            "anthropic",
+            "claude-sonnet-4-5",
+            self.noisy(1500, 0.05) * factor,
+            self.noisy(300, 0.05),
+            max_tokens=600,
+        )
 
 
 @dataclass
@@ -197,9 +254,22 @@ class StagingLoadTest(Service):
     """A load test against staging that runs into the staging cap (the load tool reads decisions only)."""
 
     def one(self, minute: float) -> Iterator[Call]:
-        yield Call(self.name, "check", {"tenant": "acme", "team": "platform", "feature": "checkout-assistant",
-                                        "user": "loadtest", "plan": "pro", "env": "staging"},
-                   "openai", "gpt-4o", self.noisy(3000), self.noisy(400))
+        yield Call(
+            self.name,
+            "check",
+            {
+                "tenant": "acme",
+                "team": "platform",
+                "feature": "checkout-assistant",
+                "user": "loadtest",
+                "plan": "pro",
+                "env": "staging",
+            },
+            "openai",
+            "gpt-4o",
+            self.noisy(3000),
+            self.noisy(400),
+        )
 
 
 @dataclass
@@ -207,10 +277,23 @@ class SupportAgent(Service):
     """Support answers on gpt-4o until the feature's degrade budget answers with the cheaper model."""
 
     def one(self, minute: float) -> Iterator[Call]:
-        yield Call(self.name, "reserve", {"tenant": "globex", "team": "support", "feature": "support-agent",
-                                          "user": f"globex-agent-{self.rng.randrange(4)}", "plan": "pro",
-                                          "env": "prod"},
-                   "openai", "gpt-4o", self.noisy(2000), self.noisy(300), max_tokens=500)
+        yield Call(
+            self.name,
+            "reserve",
+            {
+                "tenant": "globex",
+                "team": "support",
+                "feature": "support-agent",
+                "user": f"globex-agent-{self.rng.randrange(4)}",
+                "plan": "pro",
+                "env": "prod",
+            },
+            "openai",
+            "gpt-4o",
+            self.noisy(2000),
+            self.noisy(300),
+            max_tokens=500,
+        )
 
 
 @dataclass
@@ -218,10 +301,24 @@ class NightlyBatch(Service):
     """A background summarisation job on the standard tier (the batch tier would halve its cost)."""
 
     def one(self, minute: float) -> Iterator[Call]:
-        yield Call(self.name, "reserve", {"tenant": "globex", "team": "data", "feature": "nightly-summaries",
-                                          "user": "batch-runner", "plan": "pro", "env": "prod"},
-                   "openai", "gpt-4o-mini", self.noisy(4000), self.noisy(500), max_tokens=800,
-                   service_tier="standard")
+        yield Call(
+            self.name,
+            "reserve",
+            {
+                "tenant": "globex",
+                "team": "data",
+                "feature": "nightly-summaries",
+                "user": "batch-runner",
+                "plan": "pro",
+                "env": "prod",
+            },
+            "openai",
+            "gpt-4o-mini",
+            self.noisy(4000),
+            self.noisy(500),
+            max_tokens=800,
+            service_tier="standard",
+        )
 
 
 @dataclass
@@ -230,14 +327,30 @@ class ReEmbedder(Service):
 
     def one(self, minute: float) -> Iterator[Call]:
         doc = self.rng.randrange(40)
-        yield Call(self.name, "reserve", {"tenant": "initech", "team": "search", "feature": "doc-embed",
-                                          "user": "indexer", "plan": "pro", "env": "prod"},
-                   "openai", "text-embedding-3-small", 800 + doc * 20, 0, max_tokens=0, operation="embedding",
-                   content_hash=f"doc-{doc:03d}")
+        yield Call(
+            self.name,
+            "reserve",
+            {
+                "tenant": "initech",
+                "team": "search",
+                "feature": "doc-embed",
+                "user": "indexer",
+                "plan": "pro",
+                "env": "prod",
+            },
+            "openai",
+            "text-embedding-3-small",
+            800 + doc * 20,
+            0,
+            max_tokens=0,
+            operation="embedding",
+            content_hash=f"doc-{doc:03d}",
+        )
 
 
 def demo_services(seed: int) -> list[Service]:
     """Every simulated service of the story, each with its own seeded randomness."""
+
     def rng(n: int) -> random.Random:
         return random.Random(seed * 100 + n)
 

@@ -20,8 +20,9 @@ from costplane.redact import Redactor
 LogFormat = Literal["auto", "json", "console"]
 
 
-def redacting_record_factory(redactor: Redactor,
-                              base: Callable[..., logging.LogRecord] | None = None) -> Callable[..., logging.LogRecord]:
+def redacting_record_factory(
+    redactor: Redactor, base: Callable[..., logging.LogRecord] | None = None
+) -> Callable[..., logging.LogRecord]:
     """A LogRecord factory whose records carry their message (and traceback) already redacted.
 
     At record creation rather than in a handler: libraries and the stream framework install handlers of their

@@ -22,8 +22,10 @@ from typing import Any, TextIO
 
 MASK = "***"
 _USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^/\s:@]*):(?P<password>[^/\s@]+)@")
-_QUERY = re.compile(r"(?i)(?P<name>[?&;](?:[\w.-]*(?:token|secret|password|passwd|pwd|sig|signature|api[_-]?key|"
-                    r"routing[_-]?key|auth|key))=)(?P<value>[^&\s#\"']+)")
+_QUERY = re.compile(
+    r"(?i)(?P<name>[?&;](?:[\w.-]*(?:token|secret|password|passwd|pwd|sig|signature|api[_-]?key|"
+    r"routing[_-]?key|auth|key))=)(?P<value>[^&\s#\"']+)"
+)
 _URL = re.compile(r"^(?P<base>[A-Za-z][A-Za-z0-9+.-]*://[^/\s?#]+)")
 #: Shorter values are not treated as secrets: masking "ab" everywhere would mangle output and protect nothing.
 MIN_SECRET_LEN = 6

@@ -40,17 +40,25 @@ class Section:
 
 # -- figures (plain Plotly figure dicts: the page's script draws them) ------------------------------------------
 def _layout(title: str, **more: Any) -> dict[str, Any]:
-    return {"title": {"text": title}, "margin": {"l": 60, "r": 20, "t": 50, "b": 90}, "height": 360,
-            "legend": {"orientation": "h"}, **more}
+    return {
+        "title": {"text": title},
+        "margin": {"l": 60, "r": 20, "t": 50, "b": 90},
+        "height": 360,
+        "legend": {"orientation": "h"},
+        **more,
+    }
 
 
 def bar_figure(title: str, labels: Sequence[str], values: Sequence[float], axis: str) -> dict[str, Any]:
-    return {"data": [{"type": "bar", "x": list(labels), "y": list(values), "name": axis}],
-            "layout": _layout(title, yaxis={"title": {"text": axis}})}
+    return {
+        "data": [{"type": "bar", "x": list(labels), "y": list(values), "name": axis}],
+        "layout": _layout(title, yaxis={"title": {"text": axis}}),
+    }
 
 
-def stacked_figure(title: str, rows: Sequence[Mapping[str, Any]], x: str, stack: str, value: str,
-                   axis: str) -> dict[str, Any]:
+def stacked_figure(
+    title: str, rows: Sequence[Mapping[str, Any]], x: str, stack: str, value: str, axis: str
+) -> dict[str, Any]:
     """Bars of ``value`` per ``x``, stacked by ``stack``."""
     xs = sorted({str(r[x]) for r in rows})
     traces = []
@@ -93,8 +101,7 @@ def time_dimension(base: ReportOptions) -> str:
     return "hour" if (end - base.since).total_seconds() <= 7 * 86_400 else "day"
 
 
-def _result(run: ReportRunner, base: ReportOptions, report: str, by: Sequence[str] = (),
-            top: int | None = None) -> Any:
+def _result(run: ReportRunner, base: ReportOptions, report: str, by: Sequence[str] = (), top: int | None = None) -> Any:
     options = replace(base, report=report, top=top)
     return run(options.with_by(tuple(by)) if by else replace(options, by=()))
 
@@ -102,19 +109,29 @@ def _result(run: ReportRunner, base: ReportOptions, report: str, by: Sequence[st
 def spend_over_time(run: ReportRunner, base: ReportOptions, stack: str) -> Section:
     when = time_dimension(base)
     rows = _result(run, base, "spend", (when, stack)).rows
-    return Section(f"spend-by-{stack}", f"Spend over time by {stack}", (when, stack, "attempts", "cost_nanos",
-                                                                          "cost_usd"), rows,
-                   stacked_figure(f"Spend per {when} by {stack} (USD)", rows, when, stack, "cost_nanos", "USD"))
+    return Section(
+        f"spend-by-{stack}",
+        f"Spend over time by {stack}",
+        (when, stack, "attempts", "cost_nanos", "cost_usd"),
+        rows,
+        stacked_figure(f"Spend per {when} by {stack} (USD)", rows, when, stack, "cost_nanos", "USD"),
+    )
 
 
 def top(run: ReportRunner, base: ReportOptions, *by: str, limit: int = 15) -> Section:
     result = _result(run, base, "spend", by, top=limit)
     rows = result.rows
     name = " × ".join(by)
-    return Section(f"top-{'-'.join(by)}", f"Top {name} by spend", (*by, "requests", "attempts", "cost_nanos",
-                                                                    "cost_usd"), rows,
-                   bar_figure(f"Spend by {name} (USD)", [_label(r, by) for r in rows],
-                              [usd_float(r["cost_nanos"]) for r in rows], "USD"), note=result.reading)
+    return Section(
+        f"top-{'-'.join(by)}",
+        f"Top {name} by spend",
+        (*by, "requests", "attempts", "cost_nanos", "cost_usd"),
+        rows,
+        bar_figure(
+            f"Spend by {name} (USD)", [_label(r, by) for r in rows], [usd_float(r["cost_nanos"]) for r in rows], "USD"
+        ),
+        note=result.reading,
+    )
 
 
 def report_section(run: ReportRunner, base: ReportOptions, name: str) -> Section:
@@ -128,19 +145,34 @@ def report_section(run: ReportRunner, base: ReportOptions, name: str) -> Section
         lines: dict[str, list[Mapping[str, Any]]] = {}
         for r in rows:
             lines.setdefault(_label(r, by), []).append(r)
-        figure = {"data": [{"type": "scatter", "mode": "lines+markers", "name": label,
-                            "x": [str(r["turn"]) for r in members], "y": [r["avg_input_tokens"] for r in members]}
-                           for label, members in lines.items()],
-                  "layout": _layout("Context growth: mean input tokens per turn", xaxis={"title": {"text": "turn"}},
-                                    yaxis={"title": {"text": "tokens"}})}
+        figure = {
+            "data": [
+                {
+                    "type": "scatter",
+                    "mode": "lines+markers",
+                    "name": label,
+                    "x": [str(r["turn"]) for r in members],
+                    "y": [r["avg_input_tokens"] for r in members],
+                }
+                for label, members in lines.items()
+            ],
+            "layout": _layout(
+                "Context growth: mean input tokens per turn",
+                xaxis={"title": {"text": "turn"}},
+                yaxis={"title": {"text": "tokens"}},
+            ),
+        }
     elif name == "leaks" and rows:
         figure = leak_waterfall(rows)
     elif rows and (plotted := _chart_column(columns)) is not None:
         unit = "USD" if plotted.endswith("_nanos") else plotted
-        figure = bar_figure(f"{name}: {plotted.removesuffix('_nanos')} by {', '.join(by) or 'everything'}"
-                            + (" (USD)" if unit == "USD" else ""),
-                            [_label(r, [b for b in by if b in r]) for r in rows],
-                            [_axis(plotted, r.get(plotted)) for r in rows], unit)
+        figure = bar_figure(
+            f"{name}: {plotted.removesuffix('_nanos')} by {', '.join(by) or 'everything'}"
+            + (" (USD)" if unit == "USD" else ""),
+            [_label(r, [b for b in by if b in r]) for r in rows],
+            [_axis(plotted, r.get(plotted)) for r in rows],
+            unit,
+        )
     return Section(f"report-{name}", f"Report: {name}", columns, rows, figure, note=result.reading)
 
 
@@ -150,8 +182,11 @@ def leak_totals(rows: Sequence[Mapping[str, Any]]) -> tuple[int, dict[str, int]]
     ``essential`` is what is left once every leak is taken off, not a leak: the waterfall ends on it.
     """
     whole = next((r for r in rows if r.get("overall")), rows[-1] if rows else {})
-    leaks = {key.removesuffix("_nanos"): int(value) for key, value in whole.items()
-             if key.endswith("_nanos") and key not in ("total_cost_nanos", "essential_nanos") and value is not None}
+    leaks = {
+        key.removesuffix("_nanos"): int(value)
+        for key, value in whole.items()
+        if key.endswith("_nanos") and key not in ("total_cost_nanos", "essential_nanos") and value is not None
+    }
     return int(whole.get("total_cost_nanos") or 0), leaks
 
 
@@ -159,11 +194,18 @@ def leak_waterfall(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Spend, each leak taken off it, and the essential spend left: the leak waterfall."""
     total, leaks = leak_totals(rows)
     names = list(leaks)
-    return {"data": [{"type": "waterfall", "orientation": "v",
-                      "measure": ["absolute", *["relative"] * len(names), "total"],
-                      "x": ["spend", *names, "essential"],
-                      "y": [usd_float(total), *[-usd_float(leaks[n]) for n in names], 0]}],
-            "layout": _layout("Leak waterfall (USD)", yaxis={"title": {"text": "USD"}})}
+    return {
+        "data": [
+            {
+                "type": "waterfall",
+                "orientation": "v",
+                "measure": ["absolute", *["relative"] * len(names), "total"],
+                "x": ["spend", *names, "essential"],
+                "y": [usd_float(total), *[-usd_float(leaks[n]) for n in names], 0],
+            }
+        ],
+        "layout": _layout("Leak waterfall (USD)", yaxis={"title": {"text": "USD"}}),
+    }
 
 
 def advice_section(run: ReportRunner, base: ReportOptions) -> Section:
@@ -175,14 +217,34 @@ def advice_section(run: ReportRunner, base: ReportOptions) -> Section:
     rows = []
     for o in found:
         shown = o.to_json()
-        rows.append({"monthly_saving_nanos": shown["monthly_saving_nanos"], "monthly_saving_usd": shown[
-            "monthly_saving_usd"], "kind": o.kind, "scope": "/".join(str(v) for v in o.scope.values() if v is not None),
-            "confidence": o.confidence, "action": o.action})
-    figure = bar_figure("Monthly saving by change (USD)", [f"{r['kind']} {r['scope']}" for r in rows],
-                        [usd_float(r["monthly_saving_nanos"]) for r in rows], "USD") if rows else None
-    return Section("advice", "What to change (costplane advise)", ("monthly_saving_nanos", "monthly_saving_usd",
-                                                                  "kind", "scope", "confidence", "action"), rows,
-                   figure, note="Each saving is what the range's reports show, extrapolated to 30 days.")
+        rows.append(
+            {
+                "monthly_saving_nanos": shown["monthly_saving_nanos"],
+                "monthly_saving_usd": shown["monthly_saving_usd"],
+                "kind": o.kind,
+                "scope": "/".join(str(v) for v in o.scope.values() if v is not None),
+                "confidence": o.confidence,
+                "action": o.action,
+            }
+        )
+    figure = (
+        bar_figure(
+            "Monthly saving by change (USD)",
+            [f"{r['kind']} {r['scope']}" for r in rows],
+            [usd_float(r["monthly_saving_nanos"]) for r in rows],
+            "USD",
+        )
+        if rows
+        else None
+    )
+    return Section(
+        "advice",
+        "What to change (costplane advise)",
+        ("monthly_saving_nanos", "monthly_saving_usd", "kind", "scope", "confidence", "action"),
+        rows,
+        figure,
+        note="Each saving is what the range's reports show, extrapolated to 30 days.",
+    )
 
 
 def _report_names() -> list[str]:
@@ -203,32 +265,68 @@ OVERVIEW: list[Callable[[ReportRunner, ReportOptions], Section]] = [
 
 def budget_section(status_rows: Sequence[Mapping[str, Any]]) -> Section:
     """Budgets and their state (``budget status --format json`` rows)."""
-    rows = [{"tenant": r["tenant"], "budget_id": r["budget_id"], "member": r["member"], "unit": r["unit"],
-             "spent": r["spent"], "limit": r["limit"], "used": f"{float(r['used']):.1%}",
-             "decision": r.get("action") or "", "ledger_spent": r.get("ledger_spent", ""),
-             "drift": r.get("drift", "")} for r in status_rows]
+    rows = [
+        {
+            "tenant": r["tenant"],
+            "budget_id": r["budget_id"],
+            "member": r["member"],
+            "unit": r["unit"],
+            "spent": r["spent"],
+            "limit": r["limit"],
+            "used": f"{float(r['used']):.1%}",
+            "decision": r.get("action") or "",
+            "ledger_spent": r.get("ledger_spent", ""),
+            "drift": r.get("drift", ""),
+        }
+        for r in status_rows
+    ]
     labels = [f"{r['budget_id']} {r['member']}" for r in rows]
     figure = bar_figure("Budget used (% of limit)", labels, [float(r["used"]) * 100 for r in status_rows], "%")
-    return Section("budgets", "Budgets and their state", ("tenant", "budget_id", "member", "unit", "spent", "limit",
-                                                          "used", "decision", "ledger_spent", "drift"), rows, figure)
+    return Section(
+        "budgets",
+        "Budgets and their state",
+        ("tenant", "budget_id", "member", "unit", "spent", "limit", "used", "decision", "ledger_spent", "drift"),
+        rows,
+        figure,
+    )
 
 
 def decisions_section(decisions: Sequence[Mapping[str, Any]]) -> Section:
-    rows = [{"at": _iso(d.get("at_ms")), "tenant": d["tenant"], "budget_id": d["budget_id"], "member": d["member"],
-             "action": d["action"], "reason": d.get("reason") or ""} for d in decisions]
-    return Section("decisions", "Enforcement decisions", ("at", "tenant", "budget_id", "member", "action", "reason"),
-                   rows)
+    rows = [
+        {
+            "at": _iso(d.get("at_ms")),
+            "tenant": d["tenant"],
+            "budget_id": d["budget_id"],
+            "member": d["member"],
+            "action": d["action"],
+            "reason": d.get("reason") or "",
+        }
+        for d in decisions
+    ]
+    return Section(
+        "decisions", "Enforcement decisions", ("at", "tenant", "budget_id", "member", "action", "reason"), rows
+    )
 
 
 def alerts_section(alerts: Sequence[Mapping[str, Any]]) -> Section:
-    rows = [{"at": _iso(a.get("occurred_at")), "kind": a.get("kind"), "action": a.get("action"),
-             "severity": a.get("severity"), "tenant": a.get("tenant"), "summary": a.get("summary")} for a in alerts]
+    rows = [
+        {
+            "at": _iso(a.get("occurred_at")),
+            "kind": a.get("kind"),
+            "action": a.get("action"),
+            "severity": a.get("severity"),
+            "tenant": a.get("tenant"),
+            "summary": a.get("summary"),
+        }
+        for a in alerts
+    ]
     counts: dict[str, int] = {}
     for r in rows:
         counts[str(r["kind"])] = counts.get(str(r["kind"]), 0) + (1 if r["action"] == "trigger" else 0)
     figure = bar_figure("Alerts triggered by kind", list(counts), list(counts.values()), "alerts") if rows else None
-    return Section("alerts", "Alerts in the range", ("at", "kind", "action", "severity", "tenant", "summary"), rows,
-                   figure)
+    return Section(
+        "alerts", "Alerts in the range", ("at", "kind", "action", "severity", "tenant", "summary"), rows, figure
+    )
 
 
 def _iso(ms: Any) -> str:
@@ -237,10 +335,14 @@ def _iso(ms: Any) -> str:
     return datetime.fromtimestamp(int(ms) / 1000, tz=UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def build_sections(run: ReportRunner, base: ReportOptions, *,
-                   budgets: Sequence[Mapping[str, Any]] | None = None,
-                   decisions: Sequence[Mapping[str, Any]] | None = None,
-                   alerts: Sequence[Mapping[str, Any]] | None = None) -> list[Section]:
+def build_sections(
+    run: ReportRunner,
+    base: ReportOptions,
+    *,
+    budgets: Sequence[Mapping[str, Any]] | None = None,
+    decisions: Sequence[Mapping[str, Any]] | None = None,
+    alerts: Sequence[Mapping[str, Any]] | None = None,
+) -> list[Section]:
     """The overview, every report, then budgets, decisions and alerts when the caller has them.
 
     ``base`` carries the range and tenant (``ReportOptions.parse("spend", since=…, until=…, tenant=…)``).
@@ -286,20 +388,27 @@ def _shown(column: str, value: Any) -> str:
 def _cell(column: str, value: Any) -> str:
     shown = _shown(column, value)
     numeric = isinstance(value, int | float) and not isinstance(value, bool)
-    return (f'<td data-col="{html.escape(column)}" data-value="{html.escape(json.dumps(value, default=str))}"'
-            f'{" class=num" if numeric else ""}>{html.escape(shown)}</td>')
+    return (
+        f'<td data-col="{html.escape(column)}" data-value="{html.escape(json.dumps(value, default=str))}"'
+        f"{' class=num' if numeric else ''}>{html.escape(shown)}</td>"
+    )
 
 
 def _section_html(section: Section) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in section.columns)
     body = "".join("<tr>" + "".join(_cell(c, row.get(c)) for c in section.columns) + "</tr>" for row in section.rows)
-    chart = (f'<div class="chart" id="chart-{section.key}" data-figure="{html.escape(json.dumps(section.figure))}">'
-             "</div>") if section.figure is not None and section.rows else ""
+    chart = (
+        (f'<div class="chart" id="chart-{section.key}" data-figure="{html.escape(json.dumps(section.figure))}"></div>')
+        if section.figure is not None and section.rows
+        else ""
+    )
     note = f'<p class="note">{html.escape(section.note)}</p>' if section.note else ""
     empty = "" if section.rows else '<p class="note">nothing in this range</p>'
-    return (f'<section id="{section.key}" data-section="{section.key}"><h2>{html.escape(section.title)}</h2>{note}'
-            f'{chart}<div class="numbers"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
-            f"{empty}</div></section>")
+    return (
+        f'<section id="{section.key}" data-section="{section.key}"><h2>{html.escape(section.title)}</h2>{note}'
+        f'{chart}<div class="numbers"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+        f"{empty}</div></section>"
+    )
 
 
 DRAW = """
@@ -316,10 +425,12 @@ def render(sections: Sequence[Section], title: str, subtitle: str) -> str:
 
     bundle = get_plotlyjs().replace("</script", "<\\/script")
     body = "".join(_section_html(s) for s in sections)
-    return ("<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
-            f"<title>{html.escape(title)}</title><style>{STYLE}</style><script>{bundle}</script></head><body>"
-            f"<h1>{html.escape(title)}</h1><div class=meta>{html.escape(subtitle)}</div>{body}"
-            f"<script>{DRAW}</script></body></html>")
+    return (
+        "<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
+        f"<title>{html.escape(title)}</title><style>{STYLE}</style><script>{bundle}</script></head><body>"
+        f"<h1>{html.escape(title)}</h1><div class=meta>{html.escape(subtitle)}</div>{body}"
+        f"<script>{DRAW}</script></body></html>"
+    )
 
 
 def subtitle_for(base: ReportOptions, generated: datetime) -> str:
@@ -328,5 +439,7 @@ def subtitle_for(base: ReportOptions, generated: datetime) -> str:
 
     scope = f"tenant {base.tenant}" if base.tenant else "every tenant"
     end = when(base.until) if base.until else "now"
-    return (f"{scope}, from {when(base.since)} to {end}; "
-            f"generated {generated.isoformat(timespec='seconds').replace('+00:00', 'Z')}")
+    return (
+        f"{scope}, from {when(base.since)} to {end}; "
+        f"generated {generated.isoformat(timespec='seconds').replace('+00:00', 'Z')}"
+    )

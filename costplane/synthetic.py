@@ -58,8 +58,14 @@ def _uuid7_like(rng: random.Random, millis: int) -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-def generate(count: int, *, seed: int = 7, start_ms: int = 1_767_225_600_000, rate_per_s: float = 100.0,
-             shape: TrafficShape | None = None) -> Iterator[UsageEvent]:
+def generate(
+    count: int,
+    *,
+    seed: int = 7,
+    start_ms: int = 1_767_225_600_000,
+    rate_per_s: float = 100.0,
+    shape: TrafficShape | None = None,
+) -> Iterator[UsageEvent]:
     """Yield ``count`` usage events (attempts), timestamps advancing at ``rate_per_s`` from ``start_ms``."""
     shape = shape or TrafficShape()
     rng = random.Random(seed)
@@ -73,8 +79,16 @@ def generate(count: int, *, seed: int = 7, start_ms: int = 1_767_225_600_000, ra
         provider, model, _ = rng.choices(MODELS, weights)[0]
         feature = "doc-embed" if model.startswith("text-embedding") else rng.choice(FEATURES[:3] + FEATURES[4:])
         user = f"{tenant}-u{rng.randrange(shape.users_per_tenant):03d}"
-        incident = next((i for i in shape.incidents if i.tenant == tenant and i.start_ms <= now_ms < i.end_ms
-                         and (i.feature is None or i.feature == feature)), None)
+        incident = next(
+            (
+                i
+                for i in shape.incidents
+                if i.tenant == tenant
+                and i.start_ms <= now_ms < i.end_ms
+                and (i.feature is None or i.feature == feature)
+            ),
+            None,
+        )
         prompt = int(rng.lognormvariate(6.5, 0.8)) + 20
         if incident is not None and incident.kind == "spike":
             prompt = int(prompt * (1 + incident.intensity * 10))
@@ -90,13 +104,25 @@ def generate(count: int, *, seed: int = 7, start_ms: int = 1_767_225_600_000, ra
             embedding = model.startswith("text-embedding")
             output = 0 if embedding or failed else int(rng.lognormvariate(5.0, 0.7)) + 1
             yield UsageEvent(
-                event_id=_uuid7_like(rng, now_ms), occurred_at=now_ms, tenant=tenant, provider=provider, model=model,
-                request_id=request_id, attempt=attempt, status=rng.choice(("error", "timeout", "rate_limited"))
-                if failed else "ok", input_tokens=prompt - cached, cached_input_tokens=cached,
-                output_tokens=output, operation="embedding" if embedding else "chat",
-                user_id=user, team=rng.choice(TEAMS), feature=feature, env="prod",
+                event_id=_uuid7_like(rng, now_ms),
+                occurred_at=now_ms,
+                tenant=tenant,
+                provider=provider,
+                model=model,
+                request_id=request_id,
+                attempt=attempt,
+                status=rng.choice(("error", "timeout", "rate_limited")) if failed else "ok",
+                input_tokens=prompt - cached,
+                cached_input_tokens=cached,
+                output_tokens=output,
+                operation="embedding" if embedding else "chat",
+                user_id=user,
+                team=rng.choice(TEAMS),
+                feature=feature,
+                env="prod",
                 plan=PLANS[int(user[-3:]) % len(PLANS)],
-                max_tokens=None if embedding else 1024, latency_ms=rng.randrange(80, 4000),
+                max_tokens=None if embedding else 1024,
+                latency_ms=rng.randrange(80, 4000),
             )
             produced += 1
             if not failed:

@@ -35,8 +35,7 @@ class RedisClusterBudgetStore:
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "cp", timeout_s: float = 0.05) -> RedisClusterBudgetStore:
-        client = RedisCluster.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
-                                       retry=NO_RETRY)
+        client = RedisCluster.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry=NO_RETRY)
         return cls(client, KeyLayout(prefix))
 
     # guard side
@@ -72,10 +71,12 @@ class RedisClusterBudgetStore:
     def clear_decision(self, tenant: str, budget_id: str, member: str) -> None:
         self.client.delete(self.keys.decision(tenant, budget_id, member))
 
-    def reconcile(self, tenant: str, budget_id: str, member: str, bucket_start_ms: int, authoritative: int,
-                  ttl_ms: int) -> None:
-        self.client.eval(SOURCES["reconcile"], 1, self.keys.spent(tenant, budget_id, member), bucket_start_ms,
-                         authoritative, ttl_ms)
+    def reconcile(
+        self, tenant: str, budget_id: str, member: str, bucket_start_ms: int, authoritative: int, ttl_ms: int
+    ) -> None:
+        self.client.eval(
+            SOURCES["reconcile"], 1, self.keys.spent(tenant, budget_id, member), bucket_start_ms, authoritative, ttl_ms
+        )
 
     def ping(self) -> bool:
         return bool(self.client.ping())

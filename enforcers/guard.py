@@ -57,7 +57,8 @@ ScopeKey = tuple[tuple[str, str | None], ...]
 def scope_local(exc: BaseException) -> bool:
     """True for an error reply about the data one call touched (not about Redis as a whole)."""
     return isinstance(exc, redis.ResponseError) and not isinstance(
-        exc, redis.exceptions.ReadOnlyError | redis.exceptions.OutOfMemoryError | redis.exceptions.BusyLoadingError)
+        exc, redis.exceptions.ReadOnlyError | redis.exceptions.OutOfMemoryError | redis.exceptions.BusyLoadingError
+    )
 
 
 @dataclass(slots=True)
@@ -72,10 +73,10 @@ class GuardMetrics:
         r = self.registry
         self.answers = Counter("costplane_guard_answers_total", "Guard answers", ["kind"], registry=r)
         self.fail_open = Counter("costplane_guard_fail_open_total", "Calls allowed because Redis failed", registry=r)
-        self.fail_closed = Counter("costplane_guard_fail_closed_total", "Calls blocked because Redis failed",
-                                   registry=r)
-        self.cache_hits = Counter("costplane_guard_cache_hits_total", "Answers served from the local cache",
-                                  registry=r)
+        self.fail_closed = Counter(
+            "costplane_guard_fail_closed_total", "Calls blocked because Redis failed", registry=r
+        )
+        self.cache_hits = Counter("costplane_guard_cache_hits_total", "Answers served from the local cache", registry=r)
         # Children resolved once: ``labels()`` costs more than the rest of a cached answer.
         self.by_kind = {kind: self.answers.labels(kind) for kind in ("allow", "block", "degrade")}
 
@@ -83,10 +84,18 @@ class GuardMetrics:
 class GuardCore:
     """State and pure steps shared by the sync and async guards (budget cache, decision cache, policy)."""
 
-    def __init__(self, *, policy: FailurePolicy | None = None, breaker: CircuitBreaker | None = None,
-                 reservation_ttl_s: float = 300.0, budget_cache_s: float = 5.0, decision_cache_s: float = 1.0,
-                 catalog: Any = None, registry: CollectorRegistry | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        *,
+        policy: FailurePolicy | None = None,
+        breaker: CircuitBreaker | None = None,
+        reservation_ttl_s: float = 300.0,
+        budget_cache_s: float = 5.0,
+        decision_cache_s: float = 1.0,
+        catalog: Any = None,
+        registry: CollectorRegistry | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.policy = policy or FailurePolicy()
         self.breaker = breaker or CircuitBreaker()
         self.reservation_ttl_ms = int(reservation_ttl_s * 1000)
@@ -107,8 +116,7 @@ class GuardCore:
             self._plans = PlanCache(keys, reservation_ttl_ms=self.reservation_ttl_ms)
         return self._plans
 
-    def settle_request(self, request: ReserveRequest, scope: Mapping[str, str | None], now_ms: int
-                       ) -> ReserveRequest:
+    def settle_request(self, request: ReserveRequest, scope: Mapping[str, str | None], now_ms: int) -> ReserveRequest:
         """The request a settle at ``now_ms`` sends: its plan rolled forward once its bucket has rolled over.
 
         The settle then charges the bucket it happens in and moves the state of the window the reserves beside it
@@ -194,21 +202,32 @@ class GuardCore:
             return self.on_failure(scope, None)
         return None
 
-    def reserve_request(self, keys: KeyLayout, tenant: str, scope: Mapping[str, str | None], skey: ScopeKey,
-                        now_ms: int, budgets: list[Budget], nanos: int, tokens: int) -> ReserveRequest:
+    def reserve_request(
+        self,
+        keys: KeyLayout,
+        tenant: str,
+        scope: Mapping[str, str | None],
+        skey: ScopeKey,
+        now_ms: int,
+        budgets: list[Budget],
+        nanos: int,
+        tokens: int,
+    ) -> ReserveRequest:
         """This call's reservation against the scope's plan (the plan is cached until a bucket rolls over)."""
         plan = self.plans(keys).plan(skey, tenant, scope, budgets, now_ms)
         return ReserveRequest(self.reservation_id(), now_ms, now_ms + self.reservation_ttl_ms, plan, nanos, tokens)
 
-    def reserve_answer(self, skey: ScopeKey, now_ms: int, request: ReserveRequest, result: ReserveResult | None
-                       ) -> tuple[Answer, ReserveRequest | None]:
+    def reserve_answer(
+        self, skey: ScopeKey, now_ms: int, request: ReserveRequest, result: ReserveResult | None
+    ) -> tuple[Answer, ReserveRequest | None]:
         """The store answered (``None``: nothing to ask it): the answer, and the request if the call holds it."""
         self.breaker.success()
         answer = self.remember(skey, answer_from_reserve(request, result) if result is not None else ALLOW, now_ms)
         return answer, (request if answer.allowed and request.plan.slots else None)
 
-    def settle_args(self, reservation: Reservation, usage: Mapping[str, int]
-                    ) -> tuple[ReserveRequest, int, int, int] | None:
+    def settle_args(
+        self, reservation: Reservation, usage: Mapping[str, int]
+    ) -> tuple[ReserveRequest, int, int, int] | None:
         """The store's ``settle`` arguments, or None when there is nothing to send: settled before, held nothing,
         or the circuit is open (skipped rather than paying a timeout: the reservation expires by its TTL and the
         worker's reconcile brings the counter to the exact total). Marks the reservation settled either way."""
@@ -229,8 +248,16 @@ class GuardCore:
             self.breaker.failure()
         log.warning("settle failed; the reservation will expire", error=repr(exc))
 
-    def amounts(self, *, provider: str, model: str, prompt: str | None, messages: list[dict[str, Any]] | None,
-                prompt_tokens: int | None, max_tokens: int) -> tuple[int, int]:
+    def amounts(
+        self,
+        *,
+        provider: str,
+        model: str,
+        prompt: str | None,
+        messages: list[dict[str, Any]] | None,
+        prompt_tokens: int | None,
+        max_tokens: int,
+    ) -> tuple[int, int]:
         """(worst-case nano-USD, worst-case tokens) of a call before it is made."""
         if prompt_tokens is None:
             from costplane.pricing.tokens import count_messages, count_text
@@ -278,9 +305,18 @@ def check_steps(core: GuardCore, keys: Any, scope: Mapping[str, str | None]) -> 
     return core.remember(skey, answer, now)
 
 
-def reserve_steps(core: GuardCore, keys: Any, scope: Mapping[str, str | None], *, model: str,
-                  provider: str | None, prompt: str | None, messages: list[dict[str, Any]] | None,
-                  prompt_tokens: int | None, max_tokens: int) -> Steps:
+def reserve_steps(
+    core: GuardCore,
+    keys: Any,
+    scope: Mapping[str, str | None],
+    *,
+    model: str,
+    provider: str | None,
+    prompt: str | None,
+    messages: list[dict[str, Any]] | None,
+    prompt_tokens: int | None,
+    max_tokens: int,
+) -> Steps:
     """The reservation, as store steps (the asyncio guard's); returns ``(answer, request or None, provider)``.
 
     :meth:`BudgetGuard.reserve` is the same flow written out for a synchronous store: driving a generator costs
@@ -292,8 +328,14 @@ def reserve_steps(core: GuardCore, keys: Any, scope: Mapping[str, str | None], *
     early = core.early_answer(scope, skey, now)
     if early is not None:
         return early, None, resolved
-    nanos, tokens = core.amounts(provider=resolved, model=model, prompt=prompt, messages=messages,
-                                 prompt_tokens=prompt_tokens, max_tokens=max_tokens)
+    nanos, tokens = core.amounts(
+        provider=resolved,
+        model=model,
+        prompt=prompt,
+        messages=messages,
+        prompt_tokens=prompt_tokens,
+        max_tokens=max_tokens,
+    )
     try:
         tenant = str(scope["tenant"])  # never renamed by scope_attrs
         budgets = core.cached_budgets(tenant, now)
@@ -333,8 +375,15 @@ def _usage_buckets(usage: Any) -> dict[str, int]:
 class Reservation:
     """An admitted (or refused) call. Settle it with the real usage; leaving the block unsettled releases it."""
 
-    def __init__(self, guard: Any, scope: Mapping[str, str | None], answer: Answer,
-                 request: ReserveRequest | None, provider: str, model: str) -> None:
+    def __init__(
+        self,
+        guard: Any,
+        scope: Mapping[str, str | None],
+        answer: Answer,
+        request: ReserveRequest | None,
+        provider: str,
+        model: str,
+    ) -> None:
         self._guard = guard
         self.scope = scope
         self.answer = answer
@@ -355,8 +404,9 @@ class Reservation:
     def _publish(self, publisher: Any, usage: Any, buckets: dict[str, int], event_fields: dict[str, Any]) -> None:
         if publisher is None or usage is None:
             return
-        fields: dict[str, Any] = {k: v for k, v in self.scope.items() if k in ("tenant", "team", "feature", "env",
-                                                                               "plan")}
+        fields: dict[str, Any] = {
+            k: v for k, v in self.scope.items() if k in ("tenant", "team", "feature", "env", "plan")
+        }
         user = self.scope.get("user") or self.scope.get("user_id")
         if user is not None:
             fields["user_id"] = user
@@ -403,8 +453,9 @@ class Reservation:
     async def __aenter__(self) -> Reservation:
         return self
 
-    async def __aexit__(self, _t: type[BaseException] | None, _e: BaseException | None,
-                        _tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, _t: type[BaseException] | None, _e: BaseException | None, _tb: TracebackType | None
+    ) -> None:
         if not self.settled:
             await self._guard.settle_reservation(self, {})
 
@@ -466,9 +517,17 @@ class BudgetGuard(_GuardShell):
             return hit
         return cast(Answer, self.run(check_steps(core, self.store.keys, scope)))
 
-    def reserve(self, scope: Mapping[str, str | None], *, model: str, provider: str | None = None,
-                prompt: str | None = None, messages: list[dict[str, Any]] | None = None,
-                prompt_tokens: int | None = None, max_tokens: int = 1024) -> Reservation:
+    def reserve(
+        self,
+        scope: Mapping[str, str | None],
+        *,
+        model: str,
+        provider: str | None = None,
+        prompt: str | None = None,
+        messages: list[dict[str, Any]] | None = None,
+        prompt_tokens: int | None = None,
+        max_tokens: int = 1024,
+    ) -> Reservation:
         """Reserve the call's worst case against every matching budget (all or nothing) and read decisions.
 
         The flow of :func:`reserve_steps`, written out for a synchronous store. On a store that sends and reads
@@ -481,8 +540,14 @@ class BudgetGuard(_GuardShell):
         early = core.early_answer(scope, skey, now)
         if early is not None:
             return Reservation(self, scope, early, None, resolved, model)
-        nanos, tokens = core.amounts(provider=resolved, model=model, prompt=prompt, messages=messages,
-                                     prompt_tokens=prompt_tokens, max_tokens=max_tokens)
+        nanos, tokens = core.amounts(
+            provider=resolved,
+            model=model,
+            prompt=prompt,
+            messages=messages,
+            prompt_tokens=prompt_tokens,
+            max_tokens=max_tokens,
+        )
         try:
             tenant = str(scope["tenant"])  # never renamed by scope_attrs
             budgets = core.cached_budgets(tenant, now)
@@ -563,12 +628,30 @@ class AsyncBudgetGuard(_GuardShell):
     async def check(self, scope: Mapping[str, str | None]) -> Answer:
         return cast(Answer, await self.run(check_steps(self.core, self.store.keys, scope)))
 
-    async def reserve(self, scope: Mapping[str, str | None], *, model: str, provider: str | None = None,
-                      prompt: str | None = None, messages: list[dict[str, Any]] | None = None,
-                      prompt_tokens: int | None = None, max_tokens: int = 1024) -> Reservation:
-        answer, request, resolved = await self.run(reserve_steps(
-            self.core, self.store.keys, scope, model=model, provider=provider, prompt=prompt, messages=messages,
-            prompt_tokens=prompt_tokens, max_tokens=max_tokens))
+    async def reserve(
+        self,
+        scope: Mapping[str, str | None],
+        *,
+        model: str,
+        provider: str | None = None,
+        prompt: str | None = None,
+        messages: list[dict[str, Any]] | None = None,
+        prompt_tokens: int | None = None,
+        max_tokens: int = 1024,
+    ) -> Reservation:
+        answer, request, resolved = await self.run(
+            reserve_steps(
+                self.core,
+                self.store.keys,
+                scope,
+                model=model,
+                provider=provider,
+                prompt=prompt,
+                messages=messages,
+                prompt_tokens=prompt_tokens,
+                max_tokens=max_tokens,
+            )
+        )
         return Reservation(self, scope, answer, request, resolved, model)
 
     async def settle_reservation(self, reservation: Reservation, usage: Mapping[str, int]) -> None:

@@ -101,7 +101,8 @@ class InMemoryBudgetStore:
         with self._lock:
             self._values.pop(self.keys.decision(tenant, budget_id, member), None)
 
-    def reconcile(self, tenant: str, budget_id: str, member: str, bucket_start_ms: int, authoritative: int,
-                  ttl_ms: int) -> None:
+    def reconcile(
+        self, tenant: str, budget_id: str, member: str, bucket_start_ms: int, authoritative: int, ttl_ms: int
+    ) -> None:
         with self._lock:
             self._counters.setdefault(self.keys.spent(tenant, budget_id, member), {})[bucket_start_ms] = authoritative

@@ -180,8 +180,9 @@ def decision_keys(keys: KeyLayout, tenant: str, matched: Sequence[tuple[Budget, 
     return tuple(keys.decision(tenant, b.id, m) for b, m in matched)
 
 
-def make_slot(keys: KeyLayout, tenant: str, budget: Budget, member: str, now_ms: int,
-              reservation_ttl_ms: int = 300_000) -> Slot:
+def make_slot(
+    keys: KeyLayout, tenant: str, budget: Budget, member: str, now_ms: int, reservation_ttl_ms: int = 300_000
+) -> Slot:
     bucket = bucket_for(budget.period, budget.tz, now_ms)
     window = window_for(budget.period, budget.tz, now_ms)
     ckey = keys.spent(tenant, budget.id, member)
@@ -190,9 +191,18 @@ def make_slot(keys: KeyLayout, tenant: str, budget: Budget, member: str, now_ms:
     # under this field needs the counter past its end + a window (the buckets) or + a reservation TTL (records).
     keep = window.end_ms + max(length, reservation_ttl_ms) + 60_000
     state = f"_{window.start_ms}:{keep}:{budget.limit}"
-    slot = Slot(budget=budget, member=member, counter_key=ckey,
-                window_start_ms=window.start_ms, bucket_start_ms=bucket.start_ms, bucket_end_ms=bucket.end_ms,
-                window_end_ms=window.end_ms, keep_until_ms=keep, state_field=state, wire_keys=bulks((ckey,)))
+    slot = Slot(
+        budget=budget,
+        member=member,
+        counter_key=ckey,
+        window_start_ms=window.start_ms,
+        bucket_start_ms=bucket.start_ms,
+        bucket_end_ms=bucket.end_ms,
+        window_end_ms=window.end_ms,
+        keep_until_ms=keep,
+        state_field=state,
+        wire_keys=bulks((ckey,)),
+    )
     code = slot.reserve_code
     return replace(slot, wire_reserve=bulks((code, state)), wire_settle=bulks((code.lower(), state, bucket.start_ms)))
 
@@ -206,12 +216,12 @@ def _evalsha_head(script: str, nargs: int, keys: bytes, nkeys: int) -> bytes:
 RESERVE_VALUES, SETTLE_VALUES = 4, 6
 
 
-def build_plan(keys: KeyLayout, tenant: str, matched: Sequence[tuple[Budget, str]], now_ms: int,
-               reservation_ttl_ms: int = 300_000) -> ReservePlan:
+def build_plan(
+    keys: KeyLayout, tenant: str, matched: Sequence[tuple[Budget, str]], now_ms: int, reservation_ttl_ms: int = 300_000
+) -> ReservePlan:
     """The plan of a scope: decisions to read, and the enforcing (block / degrade) budgets to reserve on."""
     dkeys = decision_keys(keys, tenant, matched)
-    slots = tuple(make_slot(keys, tenant, b, m, now_ms, reservation_ttl_ms) for b, m in matched
-                  if b.action != "notify")
+    slots = tuple(make_slot(keys, tenant, b, m, now_ms, reservation_ttl_ms) for b, m in matched if b.action != "notify")
     valid_until = min((s.bucket_end_ms for s in slots), default=now_ms + 3_600_000)
     nb, nd = len(slots), len(dkeys)
     slot_keys = b"".join(s.wire_keys for s in slots)
@@ -237,8 +247,14 @@ class PlanCache:
         self.reservation_ttl_ms = reservation_ttl_ms
         self._entries: dict[tuple[tuple[str, str | None], ...], tuple[object, ReservePlan]] = {}
 
-    def plan(self, scope_key: tuple[tuple[str, str | None], ...], tenant: str, scope: Mapping[str, str | None],
-             budgets: Sequence[Budget], now_ms: int) -> ReservePlan:
+    def plan(
+        self,
+        scope_key: tuple[tuple[str, str | None], ...],
+        tenant: str,
+        scope: Mapping[str, str | None],
+        budgets: Sequence[Budget],
+        now_ms: int,
+    ) -> ReservePlan:
         hit = self._entries.get(scope_key)
         if hit is not None and hit[0] is budgets and now_ms < hit[1].valid_until_ms:
             return hit[1]
@@ -255,11 +271,18 @@ class PlanCache:
         beside it; the reservation's own budgets are settled even if the tenant's list changed since.
         """
         hit = self._entries.get(scope_key)
-        if hit is not None and now_ms < hit[1].valid_until_ms and len(hit[1].slots) == len(plan.slots) and all(
-                a.budget is b.budget and a.member == b.member for a, b in zip(hit[1].slots, plan.slots, strict=True)):
+        if (
+            hit is not None
+            and now_ms < hit[1].valid_until_ms
+            and len(hit[1].slots) == len(plan.slots)
+            and all(
+                a.budget is b.budget and a.member == b.member for a, b in zip(hit[1].slots, plan.slots, strict=True)
+            )
+        ):
             return hit[1]
-        return build_plan(self.keys, plan.tenant, [(s.budget, s.member) for s in plan.slots], now_ms,
-                          self.reservation_ttl_ms)
+        return build_plan(
+            self.keys, plan.tenant, [(s.budget, s.member) for s in plan.slots], now_ms, self.reservation_ttl_ms
+        )
 
 
 def answer_from_decisions(raw: Sequence[str | bytes], now_ms: int) -> Answer:
@@ -273,12 +296,20 @@ def answer_from_decisions(raw: Sequence[str | bytes], now_ms: int) -> Answer:
     for d in parsed:
         if d.get("action") == "block":
             end = int(d.get("window_end_ms") or now_ms)
-            return Answer("block", reason=f"budget {d.get('budget_id')} exhausted: {d.get('reason', 'limit reached')}",
-                          retry_after_s=max(end - now_ms, 0) / 1000, budget_id=d.get("budget_id"))
+            return Answer(
+                "block",
+                reason=f"budget {d.get('budget_id')} exhausted: {d.get('reason', 'limit reached')}",
+                retry_after_s=max(end - now_ms, 0) / 1000,
+                budget_id=d.get("budget_id"),
+            )
     for d in parsed:
         if d.get("action") == "degrade" and d.get("degrade_model"):
-            return Answer("degrade", reason=f"budget {d.get('budget_id')} over its limit",
-                          model=str(d["degrade_model"]), budget_id=d.get("budget_id"))
+            return Answer(
+                "degrade",
+                reason=f"budget {d.get('budget_id')} over its limit",
+                model=str(d["degrade_model"]),
+                budget_id=d.get("budget_id"),
+            )
     return ALLOW
 
 
@@ -289,13 +320,22 @@ def answer_from_reserve(req: ReserveRequest, result: ReserveResult) -> Answer:
         return answer_from_decisions(result.decisions, req.now_ms)
     if result.exhausted is not None:
         slot = req.slots[result.exhausted]
-        return Answer("block", reason=f"budget {slot.budget.id} ({slot.budget.limit_display()}) would be exceeded",
-                      retry_after_s=max(slot.window_end_ms - req.now_ms, 0) / 1000, budget_id=slot.budget.id,
-                      held=result.held, limit=slot.budget.limit)
+        return Answer(
+            "block",
+            reason=f"budget {slot.budget.id} ({slot.budget.limit_display()}) would be exceeded",
+            retry_after_s=max(slot.window_end_ms - req.now_ms, 0) / 1000,
+            budget_id=slot.budget.id,
+            held=result.held,
+            limit=slot.budget.limit,
+        )
     if result.degraded:
         slot = req.slots[result.degraded[0]]
-        return Answer("degrade", reason=f"budget {slot.budget.id} would be exceeded", model=slot.budget.degrade_model,
-                      budget_id=slot.budget.id)
+        return Answer(
+            "degrade",
+            reason=f"budget {slot.budget.id} would be exceeded",
+            model=slot.budget.degrade_model,
+            budget_id=slot.budget.id,
+        )
     return ALLOW
 
 

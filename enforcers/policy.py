@@ -33,8 +33,9 @@ class FailurePolicy:
 class CircuitBreaker:
     """After ``threshold`` consecutive failures, skip Redis for ``cooldown_s``; then let one call probe it."""
 
-    def __init__(self, threshold: int = 3, cooldown_s: float = 2.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, threshold: int = 3, cooldown_s: float = 2.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.threshold = threshold
         self.cooldown_s = cooldown_s
         self._clock = clock

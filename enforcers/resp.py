@@ -18,4 +18,3 @@ def bulk(value: str | int | bytes) -> bytes:
 
 def bulks(values: Iterable[str | int | bytes]) -> bytes:
     return b"".join(bulk(v) for v in values)
-

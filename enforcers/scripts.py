@@ -16,6 +16,9 @@ def source(name: str) -> str:
 #: Shared Lua functions, prepended to the scripts that call them (Redis scripts cannot call each other).
 SET_COUNTER = source("set_counter")
 SWEEP = source("sweep")
-SOURCES = {"reserve": SWEEP + source("reserve"), "settle": SWEEP + source("settle"),
-           "reconcile": SET_COUNTER + source("reconcile")}
+SOURCES = {
+    "reserve": SWEEP + source("reserve"),
+    "settle": SWEEP + source("settle"),
+    "reconcile": SET_COUNTER + source("reconcile"),
+}
 SHAS = {name: hashlib.sha1(src.encode()).hexdigest().encode() for name, src in SOURCES.items()}

@@ -52,8 +52,18 @@ def reserve_wire(req: ReserveRequest) -> bytes:
     """The whole ``EVALSHA`` of :func:`reserve_args`: the plan's encoded head and tail around four values."""
     plan = req.plan
     field, now, n, tk = req.field.encode(), b"%d" % req.now_ms, b"%d" % req.nanos, b"%d" % req.tokens
-    return _FOUR % (plan.wire_reserve_head, len(field), field, len(now), now, len(n), n, len(tk), tk,
-                    plan.wire_reserve_tail)
+    return _FOUR % (
+        plan.wire_reserve_head,
+        len(field),
+        field,
+        len(now),
+        now,
+        len(n),
+        n,
+        len(tk),
+        tk,
+        plan.wire_reserve_tail,
+    )
 
 
 def settle_args(req: ReserveRequest, nanos: int, tokens: int, now_ms: int) -> tuple[list[str], list[Any]]:
@@ -70,8 +80,22 @@ def settle_wire(req: ReserveRequest, nanos: int, tokens: int, now_ms: int) -> by
     plan = req.plan
     field, now, n, tk = req.field.encode(), b"%d" % now_ms, b"%d" % nanos, b"%d" % tokens
     mn, mt = b"%d" % (nanos - req.nanos), b"%d" % (tokens - req.tokens)
-    return _SIX % (plan.wire_settle_head, len(field), field, len(now), now, len(n), n, len(tk), tk, len(mn), mn,
-                   len(mt), mt, plan.wire_settle_tail)
+    return _SIX % (
+        plan.wire_settle_head,
+        len(field),
+        field,
+        len(now),
+        now,
+        len(n),
+        n,
+        len(tk),
+        tk,
+        len(mn),
+        mn,
+        len(mt),
+        mt,
+        plan.wire_settle_tail,
+    )
 
 
 #: A command written to one of the guard's connections whose reply has not been read yet: (lane, command).
@@ -113,8 +137,7 @@ class RedisBudgetStore:
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "cp", timeout_s: float = 0.05) -> RedisBudgetStore:
-        client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
-                                      retry=NO_RETRY)
+        client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry=NO_RETRY)
         return cls(client, KeyLayout(prefix))
 
     def _transport(self) -> Lanes:
@@ -192,16 +215,18 @@ class RedisBudgetStore:
     def clear_decision(self, tenant: str, budget_id: str, member: str) -> None:
         self.client.delete(self.keys.decision(tenant, budget_id, member))
 
-    def reconcile(self, tenant: str, budget_id: str, member: str, bucket_start_ms: int, authoritative: int,
-                  ttl_ms: int) -> None:
+    def reconcile(
+        self, tenant: str, budget_id: str, member: str, bucket_start_ms: int, authoritative: int, ttl_ms: int
+    ) -> None:
         """Set a counter bucket to the worker's exact total (open reservations are untouched).
 
         One script, so the guard's running spent total moves with the bucket. Sent as ``EVAL`` with its source:
         on a pipeline store (the worker's batch) it is queued with the other commands, and a server that lost
         its script cache (restart, ``SCRIPT FLUSH``) can never fail the batch with ``NOSCRIPT``.
         """
-        self.client.eval(SOURCES["reconcile"], 1, self.keys.spent(tenant, budget_id, member), bucket_start_ms,
-                         authoritative, ttl_ms)
+        self.client.eval(
+            SOURCES["reconcile"], 1, self.keys.spent(tenant, budget_id, member), bucket_start_ms, authoritative, ttl_ms
+        )
 
     def ping(self) -> bool:
         return bool(self.client.ping())
@@ -218,8 +243,9 @@ class AsyncRedisBudgetStore:
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "cp", timeout_s: float = 0.05) -> AsyncRedisBudgetStore:
-        client = aredis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
-                                       retry=AsyncRetry(NoBackoff(), 0))
+        client = aredis.Redis.from_url(
+            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry=AsyncRetry(NoBackoff(), 0)
+        )
         return cls(client, KeyLayout(prefix))
 
     async def load_budgets(self, tenant: str) -> list[Budget]:

@@ -84,8 +84,10 @@ class Lanes:
 
     def _drop(self, lane: Lane) -> None:
         if lane.unread:
-            log.warning("settles not confirmed: their connection failed; the reservations expire by their TTL",
-                        settles=len(lane.unread))
+            log.warning(
+                "settles not confirmed: their connection failed; the reservations expire by their TTL",
+                settles=len(lane.unread),
+            )
             lane.unread.clear()
         lane.conn.disconnect()  # a late reply must never be read as the next command's answer
 

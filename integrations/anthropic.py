@@ -21,12 +21,26 @@ class BudgetExceeded(_BudgetExceeded, _anthropic.AnthropicError):
     """The budget guard blocked the call; an ``anthropic.AnthropicError``, so the app's handlers catch it."""
 
 
-def instrument(client: ClientT, *, publisher: Any, guard: Any = None, fallback: Callable[[Any], Any] | None = None,
-               **attributes: Any) -> ClientT:
+def instrument(
+    client: ClientT,
+    *,
+    publisher: Any,
+    guard: Any = None,
+    fallback: Callable[[Any], Any] | None = None,
+    **attributes: Any,
+) -> ClientT:
     """Instrument ``client`` in place and return it; the arguments are those of the OpenAI integration's."""
     if not isinstance(client, _anthropic.Anthropic | _anthropic.AsyncAnthropic):
-        raise TypeError(f"expected an anthropic.Anthropic or anthropic.AsyncAnthropic client, got "
-                        f"{type(client).__name__}")
-    return instrument_client(client, is_async=isinstance(client, _anthropic.AsyncAnthropic), provider="anthropic",
-                             publisher=publisher, guard=guard, fallback=fallback, attributes=attributes,
-                             error=BudgetExceeded)
+        raise TypeError(
+            f"expected an anthropic.Anthropic or anthropic.AsyncAnthropic client, got {type(client).__name__}"
+        )
+    return instrument_client(
+        client,
+        is_async=isinstance(client, _anthropic.AsyncAnthropic),
+        provider="anthropic",
+        publisher=publisher,
+        guard=guard,
+        fallback=fallback,
+        attributes=attributes,
+        error=BudgetExceeded,
+    )

@@ -48,8 +48,13 @@ def _plan(instr: Instrumentation, options: Any, stream: bool) -> CallPlan:
     try:
         data = _json_of(options)
         url = str(getattr(options, "url", ""))
-        if (stream and data is not None and url.rstrip("/").endswith("/chat/completions")
-                and "stream_options" not in data and instr.provider in ("openai", "azure")):
+        if (
+            stream
+            and data is not None
+            and url.rstrip("/").endswith("/chat/completions")
+            and "stream_options" not in data
+            and instr.provider in ("openai", "azure")
+        ):
             data = {**data, "stream_options": {"include_usage": True}}
             options = _with_json(options, data)
             state.added_usage_chunk = True
@@ -69,11 +74,22 @@ def _reserve_args(instr: Instrumentation, plan: CallPlan) -> dict[str, Any] | No
     if not isinstance(model, str) or not model:
         return None
     default = 0 if url.rstrip("/").endswith("/embeddings") else DEFAULT_RESERVED_OUTPUT  # embeddings: no output
-    max_tokens = next((v for k in ("max_tokens", "max_completion_tokens", "max_output_tokens")
-                       if type(v := data.get(k)) is int and v >= 0), default)
+    max_tokens = next(
+        (
+            v
+            for k in ("max_tokens", "max_completion_tokens", "max_output_tokens")
+            if type(v := data.get(k)) is int and v >= 0
+        ),
+        default,
+    )
     messages, prompt = prompt_of(data)
-    return {"model": model, "provider": instr.provider, "messages": messages, "prompt": prompt if messages is None
-            else None, "max_tokens": max_tokens}
+    return {
+        "model": model,
+        "provider": instr.provider,
+        "messages": messages,
+        "prompt": prompt if messages is None else None,
+        "max_tokens": max_tokens,
+    }
 
 
 def _after_answer(instr: Instrumentation, plan: CallPlan, reservation: Any) -> None:
@@ -93,8 +109,9 @@ def _blocked(instr: Instrumentation, answer: Any, error: Callable[[Any], BaseExc
     raise error(answer)
 
 
-def wrap_request_sync(instr: Instrumentation, original: Callable[..., Any],
-                      error: Callable[[Any], BaseException]) -> Callable[..., Any]:
+def wrap_request_sync(
+    instr: Instrumentation, original: Callable[..., Any], error: Callable[[Any], BaseException]
+) -> Callable[..., Any]:
     """The instance's new ``request``: plan, reserve, send through the SDK (and its retries), settle."""
 
     def request(cast_to: Any, options: Any, *args: Any, **kwargs: Any) -> Any:
@@ -120,8 +137,9 @@ def wrap_request_sync(instr: Instrumentation, original: Callable[..., Any],
     return request
 
 
-def wrap_request_async(instr: Instrumentation, original: Callable[..., Any],
-                       error: Callable[[Any], BaseException]) -> Callable[..., Any]:
+def wrap_request_async(
+    instr: Instrumentation, original: Callable[..., Any], error: Callable[[Any], BaseException]
+) -> Callable[..., Any]:
     """:func:`wrap_request_sync` for the asyncio clients (an async or a sync guard)."""
 
     async def request(cast_to: Any, options: Any, *args: Any, **kwargs: Any) -> Any:

@@ -105,14 +105,34 @@ def _openai_row(row: dict[str, Any], tenant: str | None) -> UsageEvent:
         raise InvalidEvent("bad_value", "input_cached_tokens", "input_cached_tokens exceeds input_tokens")
     attrs = {k: str(row[k]) for k in ("project_id", "api_key_id", "num_model_requests") if row.get(k)}
     batch = str(row.get("batch") or "").strip().lower() in ("true", "1")
-    key = ("openai-usage-csv", tenant, occurred_at, model, row.get("project_id"), row.get("user_id"),
-           row.get("api_key_id"), batch)
+    key = (
+        "openai-usage-csv",
+        tenant,
+        occurred_at,
+        model,
+        row.get("project_id"),
+        row.get("user_id"),
+        row.get("api_key_id"),
+        batch,
+    )
     event_id = derived_id(*key)
-    event = UsageEvent(event_id=event_id, occurred_at=occurred_at, tenant=tenant, provider="openai", model=model,
-                       request_id=event_id, attempt=1, status="ok", input_tokens=inp - cached,
-                       cached_input_tokens=cached, output_tokens=out, operation="chat",
-                       service_tier="batch" if batch else None, user_id=row.get("user_id") or None,
-                       attributes=attrs)
+    event = UsageEvent(
+        event_id=event_id,
+        occurred_at=occurred_at,
+        tenant=tenant,
+        provider="openai",
+        model=model,
+        request_id=event_id,
+        attempt=1,
+        status="ok",
+        input_tokens=inp - cached,
+        cached_input_tokens=cached,
+        output_tokens=out,
+        operation="chat",
+        service_tier="batch" if batch else None,
+        user_id=row.get("user_id") or None,
+        attributes=attrs,
+    )
     validate_event(event)
     return event
 
@@ -153,13 +173,21 @@ def _litellm_row(row: dict[str, Any], tenant: str | None) -> UsageEvent:
     if spend not in (None, ""):
         attrs["litellm_spend_usd"] = str(spend)
     event = UsageEvent(
-        event_id=derived_id("litellm", request_id), occurred_at=_millis(row.get("startTime"), "startTime"),
-        tenant=str(chosen_tenant), provider=provider or "openai", model=model,
-        request_id=str(row.get("session_id") or request_id), attempt=1,
+        event_id=derived_id("litellm", request_id),
+        occurred_at=_millis(row.get("startTime"), "startTime"),
+        tenant=str(chosen_tenant),
+        provider=provider or "openai",
+        model=model,
+        request_id=str(row.get("session_id") or request_id),
+        attempt=1,
         status="ok" if status in ("success", "ok", "") else "error",
-        input_tokens=_count(row, "prompt_tokens"), output_tokens=_count(row, "completion_tokens"),
-        user_id=str(row.get("end_user") or row.get("user") or "") or None, team=str(team) if team else None,
-        result_cache_hit=str(row.get("cache_hit")).strip().lower() == "true" or None, attributes=attrs)
+        input_tokens=_count(row, "prompt_tokens"),
+        output_tokens=_count(row, "completion_tokens"),
+        user_id=str(row.get("end_user") or row.get("user") or "") or None,
+        team=str(team) if team else None,
+        result_cache_hit=str(row.get("cache_hit")).strip().lower() == "true" or None,
+        attributes=attrs,
+    )
     validate_event(event)
     return event
 
@@ -192,8 +220,7 @@ def _rows(lines: Iterable[str]) -> Iterator[tuple[int, dict[str, Any] | None, st
             yield n, dict(zip(header, values, strict=True)), ""
 
 
-def parse_history(lines: Iterable[str], fmt: str, *, tenant: str | None = None
-                  ) -> Iterator[UsageEvent | Rejected]:
+def parse_history(lines: Iterable[str], fmt: str, *, tenant: str | None = None) -> Iterator[UsageEvent | Rejected]:
     """Each data line of ``lines`` in format ``fmt`` as a validated event or the reason it is not one."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; one of {', '.join(FORMATS)}")

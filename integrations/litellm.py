@@ -64,12 +64,14 @@ class CostplaneLogger(CustomLogger):  # type: ignore[misc]
     def log_failure_event(self, kwargs: dict[str, Any], response_obj: Any, start_time: Any, end_time: Any) -> None:
         self._record(kwargs, response_obj)
 
-    async def async_log_success_event(self, kwargs: dict[str, Any], response_obj: Any, start_time: Any,
-                                      end_time: Any) -> None:
+    async def async_log_success_event(
+        self, kwargs: dict[str, Any], response_obj: Any, start_time: Any, end_time: Any
+    ) -> None:
         self._record(kwargs, response_obj)
 
-    async def async_log_failure_event(self, kwargs: dict[str, Any], response_obj: Any, start_time: Any,
-                                      end_time: Any) -> None:
+    async def async_log_failure_event(
+        self, kwargs: dict[str, Any], response_obj: Any, start_time: Any, end_time: Any
+    ) -> None:
         self._record(kwargs, response_obj)
 
     def _attempt(self, trace_id: str) -> int:
@@ -101,14 +103,19 @@ class CostplaneLogger(CustomLogger):  # type: ignore[misc]
         provider = str(slo.get("custom_llm_provider") or "openai")
         model = str(slo.get("model") or kwargs.get("model") or "unknown")
         if model.startswith(provider + "/"):
-            model = model[len(provider) + 1:]
+            model = model[len(provider) + 1 :]
         base: dict[str, Any] = dict(self.attributes)
         org = meta.get("user_api_key_org_id")
         if org:
             base["tenant"] = org
         optional = kwargs.get("optional_params") or {}
-        user = (slo.get("end_user") or meta.get("user_api_key_end_user_id") or optional.get("user")
-                or kwargs.get("user") or meta.get("user_api_key_user_id"))
+        user = (
+            slo.get("end_user")
+            or meta.get("user_api_key_end_user_id")
+            or optional.get("user")
+            or kwargs.get("user")
+            or meta.get("user_api_key_user_id")
+        )
         if user:
             base["user_id"] = user
         team = meta.get("user_api_key_team_id") or meta.get("user_api_key_team_alias")
@@ -120,18 +127,28 @@ class CostplaneLogger(CustomLogger):  # type: ignore[misc]
         if slo.get("model_group"):
             base["litellm_model_group"] = slo["model_group"]
         fields = event_fields(base, current_attributes())
-        usage = parse_usage(getattr(response_obj, "usage", None) or meta.get("usage_object")) \
-            if slo.get("status") == "success" else None
+        usage = (
+            parse_usage(getattr(response_obj, "usage", None) or meta.get("usage_object"))
+            if slo.get("status") == "success"
+            else None
+        )
         if usage is None and slo.get("status") == "success":
-            usage = {"input_tokens": int(slo.get("prompt_tokens") or 0),
-                     "output_tokens": int(slo.get("completion_tokens") or 0)}
+            usage = {
+                "input_tokens": int(slo.get("prompt_tokens") or 0),
+                "output_tokens": int(slo.get("completion_tokens") or 0),
+            }
         start, end = slo.get("startTime"), slo.get("endTime")
         max_tokens = optional.get("max_tokens") or optional.get("max_completion_tokens")
         fields.update(usage or {})
         fields.update(
-            event_id=str(uuid.uuid5(_NAMESPACE, f"{trace_id}:{slo.get('id')}")), request_id=trace_id,
-            attempt=self._attempt(trace_id), status=_status(slo, kwargs.get("exception")), provider=provider,
-            model=model, operation="embedding" if "embedding" in str(slo.get("call_type") or "") else "chat")
+            event_id=str(uuid.uuid5(_NAMESPACE, f"{trace_id}:{slo.get('id')}")),
+            request_id=trace_id,
+            attempt=self._attempt(trace_id),
+            status=_status(slo, kwargs.get("exception")),
+            provider=provider,
+            model=model,
+            operation="embedding" if "embedding" in str(slo.get("call_type") or "") else "chat",
+        )
         if isinstance(end, int | float):
             fields["occurred_at"] = int(end * 1000)
             if isinstance(start, int | float):

@@ -21,8 +21,14 @@ class BudgetExceeded(_BudgetExceeded, _openai.OpenAIError):
     """The budget guard blocked the call; an ``openai.OpenAIError``, so the app's OpenAI handlers catch it."""
 
 
-def instrument(client: ClientT, *, publisher: Any, guard: Any = None, fallback: Callable[[Any], Any] | None = None,
-               **attributes: Any) -> ClientT:
+def instrument(
+    client: ClientT,
+    *,
+    publisher: Any,
+    guard: Any = None,
+    fallback: Callable[[Any], Any] | None = None,
+    **attributes: Any,
+) -> ClientT:
     """Instrument ``client`` in place and return it.
 
     ``attributes`` (``tenant``, ``feature``, ``team``, ``env``, ``plan``, ``user_id``… or any other key) go on every
@@ -33,6 +39,13 @@ def instrument(client: ClientT, *, publisher: Any, guard: Any = None, fallback: 
     if not isinstance(client, _openai.OpenAI | _openai.AsyncOpenAI):
         raise TypeError(f"expected an openai.OpenAI or openai.AsyncOpenAI client, got {type(client).__name__}")
     provider = "azure" if isinstance(client, _openai.AzureOpenAI | _openai.AsyncAzureOpenAI) else "openai"
-    return instrument_client(client, is_async=isinstance(client, _openai.AsyncOpenAI), provider=provider,
-                             publisher=publisher, guard=guard, fallback=fallback, attributes=attributes,
-                             error=BudgetExceeded)
+    return instrument_client(
+        client,
+        is_async=isinstance(client, _openai.AsyncOpenAI),
+        provider=provider,
+        publisher=publisher,
+        guard=guard,
+        fallback=fallback,
+        attributes=attributes,
+        error=BudgetExceeded,
+    )

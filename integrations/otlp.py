@@ -27,8 +27,13 @@ from costplane.publisher.validation import InvalidEvent, validate_event
 MAX_BODY_BYTES = 32 * 1024 * 1024
 _NAMESPACE = uuid.UUID("5d0c1c2e-7b8a-4d6e-9f43-2a1b3c4d5e6f")
 #: ``gen_ai.operation.name`` values that are billed model calls, and the event operation each one is.
-MODEL_OPERATIONS = {"chat": "chat", "text_completion": "completion", "generate_content": "chat",
-                    "embeddings": "embedding", "responses": "chat"}
+MODEL_OPERATIONS = {
+    "chat": "chat",
+    "text_completion": "completion",
+    "generate_content": "chat",
+    "embeddings": "embedding",
+    "responses": "chat",
+}
 
 
 class BadRequest(ValueError):
@@ -142,10 +147,18 @@ def spans_from_json(body: bytes) -> list[Span]:
                 for s in ss.get("spans") or []:
                     status = s.get("status") or {}
                     code = status.get("code")
-                    out.append(Span(_hex_id(s.get("traceId"), 16, "traceId"), _hex_id(s.get("spanId"), 8, "spanId"),
-                                    str(s.get("name") or ""), int(s.get("startTimeUnixNano") or 0),
-                                    int(s.get("endTimeUnixNano") or 0),
-                                    code in (2, "STATUS_CODE_ERROR"), _attrs_json(s.get("attributes")), resource))
+                    out.append(
+                        Span(
+                            _hex_id(s.get("traceId"), 16, "traceId"),
+                            _hex_id(s.get("spanId"), 8, "spanId"),
+                            str(s.get("name") or ""),
+                            int(s.get("startTimeUnixNano") or 0),
+                            int(s.get("endTimeUnixNano") or 0),
+                            code in (2, "STATUS_CODE_ERROR"),
+                            _attrs_json(s.get("attributes")),
+                            resource,
+                        )
+                    )
     except (AttributeError, TypeError, ValueError) as exc:
         if isinstance(exc, BadRequest):
             raise
@@ -183,9 +196,18 @@ def spans_from_protobuf(body: bytes) -> list[Span]:
         resource = {a.key: _any_value_pb(a.value) for a in rs.resource.attributes}
         for ss in rs.scope_spans:
             for s in ss.spans:
-                out.append(Span(bytes(s.trace_id), bytes(s.span_id), s.name, s.start_time_unix_nano,
-                                s.end_time_unix_nano, s.status.code == Status.STATUS_CODE_ERROR,
-                                {a.key: _any_value_pb(a.value) for a in s.attributes}, resource))
+                out.append(
+                    Span(
+                        bytes(s.trace_id),
+                        bytes(s.span_id),
+                        s.name,
+                        s.start_time_unix_nano,
+                        s.end_time_unix_nano,
+                        s.status.code == Status.STATUS_CODE_ERROR,
+                        {a.key: _any_value_pb(a.value) for a in s.attributes},
+                        resource,
+                    )
+                )
     return out
 
 
@@ -253,17 +275,31 @@ def span_to_event(span: Span, mapping: AttributeMap) -> UsageEvent | None:
     event_id = span_event_id(span.trace_id, span.span_id)
     max_tokens = attrs.get("gen_ai.request.max_tokens")
     event = UsageEvent(
-        event_id=event_id, occurred_at=(span.end_ns or span.start_ns) // 1_000_000, tenant=tenant,
-        provider=str(provider), model=str(model or "unknown"), request_id=event_id, attempt=1, status=_status(span),
-        input_tokens=total_in - cache_read - cache_write, cached_input_tokens=cache_read,
-        cache_write_tokens=cache_write, output_tokens=total_out - reasoning, reasoning_tokens=reasoning,
-        operation=MODEL_OPERATIONS[operation], user_id=_pick(span, mapping.user_id), team=_pick(span, mapping.team),
-        feature=_pick(span, mapping.feature), env=_pick(span, mapping.env),
+        event_id=event_id,
+        occurred_at=(span.end_ns or span.start_ns) // 1_000_000,
+        tenant=tenant,
+        provider=str(provider),
+        model=str(model or "unknown"),
+        request_id=event_id,
+        attempt=1,
+        status=_status(span),
+        input_tokens=total_in - cache_read - cache_write,
+        cached_input_tokens=cache_read,
+        cache_write_tokens=cache_write,
+        output_tokens=total_out - reasoning,
+        reasoning_tokens=reasoning,
+        operation=MODEL_OPERATIONS[operation],
+        user_id=_pick(span, mapping.user_id),
+        team=_pick(span, mapping.team),
+        feature=_pick(span, mapping.feature),
+        env=_pick(span, mapping.env),
         session_id=_pick(span, mapping.session_id),
-        max_tokens=int(max_tokens) if isinstance(max_tokens, int) and not isinstance(max_tokens, bool)
-        and max_tokens >= 0 else None,
+        max_tokens=int(max_tokens)
+        if isinstance(max_tokens, int) and not isinstance(max_tokens, bool) and max_tokens >= 0
+        else None,
         latency_ms=max(0, (span.end_ns - span.start_ns) // 1_000_000) if span.end_ns and span.start_ns else None,
-        attributes={"otel.trace_id": span.trace_id.hex(), "otel.span_id": span.span_id.hex()})
+        attributes={"otel.trace_id": span.trace_id.hex(), "otel.span_id": span.span_id.hex()},
+    )
     validate_event(event)
     return event
 

@@ -69,8 +69,9 @@ def _answer_body(protobuf: bool, result: ExportResult | None, error: str | None)
 class OtlpReceiver:
     """Decode exports, map spans, hand events to ``publisher`` (anything with ``emit``)."""
 
-    def __init__(self, publisher: Any, mapping: AttributeMap | None = None,
-                 metrics: ReceiverMetrics | None = None) -> None:
+    def __init__(
+        self, publisher: Any, mapping: AttributeMap | None = None, metrics: ReceiverMetrics | None = None
+    ) -> None:
         self.publisher = publisher
         self.mapping = mapping or AttributeMap()
         self.metrics = metrics or ReceiverMetrics()

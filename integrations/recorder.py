@@ -30,8 +30,16 @@ from costplane.publisher.metrics import RateLimitedLog
 class Instrumentation:
     """What one instrumented client shares: publisher, provider name, attributes, guard, and the error path."""
 
-    def __init__(self, *, publisher: Any, provider: str, attributes: Mapping[str, Any], guard: Any = None,
-                 fallback: Any = None, strip_added_usage_chunk: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        publisher: Any,
+        provider: str,
+        attributes: Mapping[str, Any],
+        guard: Any = None,
+        fallback: Any = None,
+        strip_added_usage_chunk: bool = True,
+    ) -> None:
         self.publisher = publisher
         self.provider = provider
         self.attributes = dict(attributes)
@@ -46,8 +54,12 @@ class Instrumentation:
         try:
             if metrics is not None:
                 metrics.errors.labels("instrumentation").inc()
-            self.log.warning(f"instrumentation:{kind}", "instrumentation failed; the call went on unrecorded",
-                             step=kind, error=repr(exc))
+            self.log.warning(
+                f"instrumentation:{kind}",
+                "instrumentation failed; the call went on unrecorded",
+                step=kind,
+                error=repr(exc),
+            )
         except Exception:  # noqa: BLE001 - even the error path must not reach the app; nothing left to report to
             return
 
@@ -151,11 +163,16 @@ def _status_of_code(code: int) -> str:
 class Attempt:
     """One HTTP attempt: started when the request goes out, ended (and emitted, once) when its body ends."""
 
-    __slots__ = ("instr", "_info", "call", "number", "request_id", "_fields", "_started", "_code", "reader",
-                 "_ended")
+    __slots__ = ("instr", "_info", "call", "number", "request_id", "_fields", "_started", "_code", "reader", "_ended")
 
-    def __init__(self, instr: Instrumentation, info: RequestInfo, call: CallState | None, retry_header: str | None,
-                 idempotency_key: str | None) -> None:
+    def __init__(
+        self,
+        instr: Instrumentation,
+        info: RequestInfo,
+        call: CallState | None,
+        retry_header: str | None,
+        idempotency_key: str | None,
+    ) -> None:
         self.instr = instr
         self._info = info
         self.call = call
@@ -174,12 +191,12 @@ class Attempt:
         self.reader: BodyReader | None = None
         self._ended = False
 
-    def on_response(self, code: int, content_type: str, content_encoding: str, drop_usage_chunk: bool
-                    ) -> BodyReader:
+    def on_response(self, code: int, content_type: str, content_encoding: str, drop_usage_chunk: bool) -> BodyReader:
         self._code = code
         sse = "text/event-stream" in content_type
-        self.reader = BodyReader(sse=sse, content_encoding=content_encoding,
-                                 drop_usage_chunk=drop_usage_chunk and sse and code < 400)
+        self.reader = BodyReader(
+            sse=sse, content_encoding=content_encoding, drop_usage_chunk=drop_usage_chunk and sse and code < 400
+        )
         return self.reader
 
     def end(self, *, body_ended: bool, exc: BaseException | None = None) -> None:
@@ -191,10 +208,17 @@ class Attempt:
         try:
             latency_ms = int((time.perf_counter() - self._started) * 1000)
             status, usage, estimated = self._result(body_ended, exc)
-            fields = {**self._fields, **usage, "provider": self.instr.provider,
-                      "model": self._info.model or "unknown", "operation": self._info.operation,
-                      "request_id": self.request_id, "attempt": self.number, "status": status,
-                      "latency_ms": latency_ms}
+            fields = {
+                **self._fields,
+                **usage,
+                "provider": self.instr.provider,
+                "model": self._info.model or "unknown",
+                "operation": self._info.operation,
+                "request_id": self.request_id,
+                "attempt": self.number,
+                "status": status,
+                "latency_ms": latency_ms,
+            }
             if self._info.max_tokens is not None:
                 fields["max_tokens"] = self._info.max_tokens
             if estimated:
@@ -238,8 +262,10 @@ class Attempt:
             self.instr.internal_error("estimate", exc)
             counted = estimate_usage(model, output_text=output)
         partial = outcome.partial
-        if partial is not None and sum(partial[k] for k in ("input_tokens", "cached_input_tokens",
-                                                           "cache_write_tokens")) > 0:
+        if (
+            partial is not None
+            and sum(partial[k] for k in ("input_tokens", "cached_input_tokens", "cache_write_tokens")) > 0
+        ):
             counted.update({k: partial[k] for k in ("input_tokens", "cached_input_tokens", "cache_write_tokens")})
             counted["output_tokens"] = max(counted["output_tokens"], partial["output_tokens"])
         return counted

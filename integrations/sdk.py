@@ -19,14 +19,23 @@ _MARK = "_costplane_instrumentation"
 ClientT = TypeVar("ClientT")
 
 
-def instrument_client(client: ClientT, *, is_async: bool, provider: str, publisher: Any, guard: Any,
-                      fallback: Callable[[Any], Any] | None, attributes: Mapping[str, Any],
-                      error: Callable[[Any], BaseException]) -> ClientT:
+def instrument_client(
+    client: ClientT,
+    *,
+    is_async: bool,
+    provider: str,
+    publisher: Any,
+    guard: Any,
+    fallback: Callable[[Any], Any] | None,
+    attributes: Mapping[str, Any],
+    error: Callable[[Any], BaseException],
+) -> ClientT:
     """Instrument ``client`` in place and return it; a client instrumented before is returned unchanged."""
     if getattr(client, _MARK, None) is not None:
         return client
-    instr = Instrumentation(publisher=publisher, provider=provider, attributes=attributes, guard=guard,
-                            fallback=fallback)
+    instr = Instrumentation(
+        publisher=publisher, provider=provider, attributes=attributes, guard=guard, fallback=fallback
+    )
     _instrument(client, instr, is_async, error)
     return client
 

@@ -31,13 +31,19 @@ def _begin(instr: Instrumentation, request: Any) -> tuple[Attempt, bool] | None:
         except Exception:  # noqa: BLE001 - a streamed upload (files): not a model call we can read
             return None
         call = CURRENT_CALL.get()
-        info: RequestInfo | None = parse_request(request.method, request.url.path, content,
-                                                 call.body if call is not None else None)
+        info: RequestInfo | None = parse_request(
+            request.method, request.url.path, content, call.body if call is not None else None
+        )
         if info is None:
             return None
         headers = request.headers
-        attempt = Attempt(instr, info, call, headers.get("x-stainless-retry-count"),
-                          headers.get("idempotency-key") or headers.get("x-stainless-idempotency-key"))
+        attempt = Attempt(
+            instr,
+            info,
+            call,
+            headers.get("x-stainless-retry-count"),
+            headers.get("idempotency-key") or headers.get("x-stainless-idempotency-key"),
+        )
         added = call is not None and call.added_usage_chunk and instr.strip_added_usage_chunk
         return attempt, added
     except Exception as exc:  # noqa: BLE001 - the request goes out unrecorded rather than failing
@@ -48,8 +54,9 @@ def _begin(instr: Instrumentation, request: Any) -> tuple[Attempt, bool] | None:
 def _attach(attempt: Attempt, response: Any, drop: bool) -> BodyReader | None:
     try:
         headers = response.headers
-        reader = attempt.on_response(response.status_code, headers.get("content-type", ""),
-                                     headers.get("content-encoding", ""), drop)
+        reader = attempt.on_response(
+            response.status_code, headers.get("content-type", ""), headers.get("content-encoding", ""), drop
+        )
         if reader.sse and drop and response.status_code < 400:
             # The reader forwards decoded bytes (without the usage chunk the app did not ask for).
             if "content-encoding" in headers:
@@ -83,8 +90,9 @@ class InstrumentedTransport:
         if reader is None:
             attempt.end(body_ended=False)
             return response
-        response.stream = _sync_stream_class(_library(response))(response.stream, attempt, reader,
-                                                                  drop and reader.sse and response.status_code < 400)
+        response.stream = _sync_stream_class(_library(response))(
+            response.stream, attempt, reader, drop and reader.sse and response.status_code < 400
+        )
         return response
 
     def close(self) -> None:
@@ -120,7 +128,8 @@ class AsyncInstrumentedTransport:
             attempt.end(body_ended=False)
             return response
         response.stream = _async_stream_class(_library(response))(
-            response.stream, attempt, reader, drop and reader.sse and response.status_code < 400)
+            response.stream, attempt, reader, drop and reader.sse and response.status_code < 400
+        )
         return response
 
     async def aclose(self) -> None:

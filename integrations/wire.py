@@ -75,8 +75,13 @@ def parse_request(method: str, path: str, content: bytes, body: Any = None) -> R
         return RequestInfo(operation, model=_deployment(path))
     model = body.get("model")
     max_tokens = next((v for k in _MAX_TOKEN_KEYS if type(v := body.get(k)) is int and v >= 0), None)
-    return RequestInfo(operation, model=model if isinstance(model, str) and model else _deployment(path),
-                       max_tokens=max_tokens, stream=body.get("stream") is True, body=body)
+    return RequestInfo(
+        operation,
+        model=model if isinstance(model, str) and model else _deployment(path),
+        max_tokens=max_tokens,
+        stream=body.get("stream") is True,
+        body=body,
+    )
 
 
 def prompt_of(body: dict[str, Any]) -> tuple[list[dict[str, Any]] | None, str]:
@@ -359,7 +364,7 @@ def _json_usage(body: bytes) -> tuple[dict[str, int] | None, list[str]]:
     if at >= 0:
         start = body.find(b"{", at)
         colon = body.find(b":", at)
-        if 0 <= colon < start and body[colon + 1:start].strip() == b"":
+        if 0 <= colon < start and body[colon + 1 : start].strip() == b"":
             try:
                 usage, _ = json.JSONDecoder().raw_decode(body[start:].decode("utf-8", "replace"))
             except ValueError:

@@ -86,7 +86,10 @@ def reprice(
     return catalog.price_tokens(
         target.provider if target.provider is not None else provider,
         target.model if target.model is not None else model,
-        buckets.input_tokens, buckets.cached_input_tokens, buckets.cache_write_tokens, buckets.output_tokens,
+        buckets.input_tokens,
+        buckets.cached_input_tokens,
+        buckets.cache_write_tokens,
+        buckets.output_tokens,
         buckets.reasoning_tokens,
         service_tier=target.service_tier if target.service_tier is not None else service_tier,
         occurred_at_ms=at,

@@ -31,8 +31,13 @@ def _int(value: Any) -> int:
 
 
 def _buckets(i: int = 0, c: int = 0, w: int = 0, o: int = 0, r: int = 0) -> dict[str, int]:
-    return {"input_tokens": i, "cached_input_tokens": c, "cache_write_tokens": w, "output_tokens": o,
-            "reasoning_tokens": r}
+    return {
+        "input_tokens": i,
+        "cached_input_tokens": c,
+        "cache_write_tokens": w,
+        "output_tokens": o,
+        "reasoning_tokens": r,
+    }
 
 
 def _has(obj: Any, *names: str) -> bool:
@@ -57,14 +62,28 @@ def usage_from_openai(usage: Any) -> dict[str, int]:
 
 def usage_from_anthropic(usage: Any) -> dict[str, int]:
     """Anthropic Messages usage: input, cache read and cache creation are already disjoint."""
-    return _buckets(_int(_get(usage, "input_tokens")), _int(_get(usage, "cache_read_input_tokens")),
-                    _int(_get(usage, "cache_creation_input_tokens")), _int(_get(usage, "output_tokens")))
+    return _buckets(
+        _int(_get(usage, "input_tokens")),
+        _int(_get(usage, "cache_read_input_tokens")),
+        _int(_get(usage, "cache_creation_input_tokens")),
+        _int(_get(usage, "output_tokens")),
+    )
 
 
-_GEMINI_SNAKE = ("prompt_token_count", "candidates_token_count", "cached_content_token_count",
-                 "thoughts_token_count", "tool_use_prompt_token_count")
-_GEMINI_CAMEL = ("promptTokenCount", "candidatesTokenCount", "cachedContentTokenCount", "thoughtsTokenCount",
-                 "toolUsePromptTokenCount")
+_GEMINI_SNAKE = (
+    "prompt_token_count",
+    "candidates_token_count",
+    "cached_content_token_count",
+    "thoughts_token_count",
+    "tool_use_prompt_token_count",
+)
+_GEMINI_CAMEL = (
+    "promptTokenCount",
+    "candidatesTokenCount",
+    "cachedContentTokenCount",
+    "thoughtsTokenCount",
+    "toolUsePromptTokenCount",
+)
 
 
 def usage_from_gemini(usage: Any) -> dict[str, int]:
@@ -81,8 +100,12 @@ def usage_from_gemini(usage: Any) -> dict[str, int]:
 
 def usage_from_bedrock(usage: Any) -> dict[str, int]:
     """Bedrock Converse ``usage``: ``inputTokens`` excludes the cache reads and writes reported beside it."""
-    return _buckets(_int(_get(usage, "inputTokens")), _int(_get(usage, "cacheReadInputTokens")),
-                    _int(_get(usage, "cacheWriteInputTokens")), _int(_get(usage, "outputTokens")))
+    return _buckets(
+        _int(_get(usage, "inputTokens")),
+        _int(_get(usage, "cacheReadInputTokens")),
+        _int(_get(usage, "cacheWriteInputTokens")),
+        _int(_get(usage, "outputTokens")),
+    )
 
 
 def usage_from_cohere(usage: Any) -> dict[str, int]:

@@ -44,8 +44,13 @@ def status_for(exc: BaseException | None) -> str:
     return "error"
 
 
-def estimate_usage(model: Any, *, messages: list[dict[str, Any]] | None = None, prompt: str | None = None,
-                   output_text: str | None = None) -> dict[str, int]:
+def estimate_usage(
+    model: Any,
+    *,
+    messages: list[dict[str, Any]] | None = None,
+    prompt: str | None = None,
+    output_text: str | None = None,
+) -> dict[str, int]:
     """Input and output tokens counted offline with the model's tokenizer (an estimate for non-OpenAI models)."""
     from costplane.pricing.tokens import count_messages, count_text
 
@@ -56,8 +61,13 @@ def estimate_usage(model: Any, *, messages: list[dict[str, Any]] | None = None, 
     elif prompt:
         prompt_tokens = count_text(prompt, name).tokens
     output = count_text(output_text, name).tokens if output_text else 0
-    return {"input_tokens": prompt_tokens, "cached_input_tokens": 0, "cache_write_tokens": 0,
-            "output_tokens": output, "reasoning_tokens": 0}
+    return {
+        "input_tokens": prompt_tokens,
+        "cached_input_tokens": 0,
+        "cache_write_tokens": 0,
+        "output_tokens": output,
+        "reasoning_tokens": 0,
+    }
 
 
 class AttemptRecorder:
@@ -71,8 +81,14 @@ class AttemptRecorder:
         self.extra: dict[str, Any] = {}
         self._started = 0.0
 
-    def usage_from(self, response_or_usage: Any, *, messages: list[dict[str, Any]] | None = None,
-                   prompt: str | None = None, output_text: str | None = None) -> None:
+    def usage_from(
+        self,
+        response_or_usage: Any,
+        *,
+        messages: list[dict[str, Any]] | None = None,
+        prompt: str | None = None,
+        output_text: str | None = None,
+    ) -> None:
         """Take token counts from a provider response / usage object (dict or SDK object).
 
         OpenAI, Anthropic, Gemini, Bedrock Converse, Mistral and Cohere shapes are recognised. Any other shape is
@@ -84,8 +100,9 @@ class AttemptRecorder:
             self.usage = found
             return
         self._request.unrecognised(type(response_or_usage).__name__)
-        self.usage = estimate_usage(self._request.common.get("model"), messages=messages, prompt=prompt,
-                                    output_text=output_text)
+        self.usage = estimate_usage(
+            self._request.common.get("model"), messages=messages, prompt=prompt, output_text=output_text
+        )
         self.extra["tokens_estimated"] = True
 
     def set_usage(self, **buckets: int) -> None:
@@ -114,17 +131,24 @@ class AttemptRecorder:
     async def __aenter__(self) -> AttemptRecorder:
         return self._begin()
 
-    async def __aexit__(self, _t: type[BaseException] | None, exc: BaseException | None,
-                        _tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, _t: type[BaseException] | None, exc: BaseException | None, _tb: TracebackType | None
+    ) -> None:
         self._end(exc)
 
 
 class RequestRecorder:
     """Groups attempts under one ``request_id``; usable with ``with`` / ``async with`` or on its own."""
 
-    def __init__(self, record: Callable[..., bool], *, clock: Callable[[], float] = time.time,
-                 new_id: Callable[[], str] | None = None, on_unrecognised: Callable[[str], None] | None = None,
-                 **common: Any) -> None:
+    def __init__(
+        self,
+        record: Callable[..., bool],
+        *,
+        clock: Callable[[], float] = time.time,
+        new_id: Callable[[], str] | None = None,
+        on_unrecognised: Callable[[str], None] | None = None,
+        **common: Any,
+    ) -> None:
         self._record = record
         self._on_unrecognised = on_unrecognised
         self.clock = clock
@@ -143,8 +167,13 @@ class RequestRecorder:
 
     def emit_attempt(self, attempt: AttemptRecorder, latency_ms: int) -> None:
         fields = {**self.common, **attempt.extra, **attempt.usage}
-        fields.update(request_id=self.request_id, attempt=attempt.number, status=attempt.status,
-                      latency_ms=latency_ms, occurred_at=int(self.clock() * 1000))
+        fields.update(
+            request_id=self.request_id,
+            attempt=attempt.number,
+            status=attempt.status,
+            latency_ms=latency_ms,
+            occurred_at=int(self.clock() * 1000),
+        )
         self._record(**fields)
 
     def __enter__(self) -> RequestRecorder:

@@ -35,8 +35,15 @@ def estimate_size(event: UsageEvent) -> int:
     Only the strings that are always present and the unbounded attribute map are measured; the optional strings are
     capped by validation, and the estimate errs on the large side for them through the base.
     """
-    size = (_BASE_EVENT_BYTES + len(event.tenant) + len(event.provider) + len(event.model) + len(event.request_id)
-            + len(event.feature or "") + len(event.user_id or ""))
+    size = (
+        _BASE_EVENT_BYTES
+        + len(event.tenant)
+        + len(event.provider)
+        + len(event.model)
+        + len(event.request_id)
+        + len(event.feature or "")
+        + len(event.user_id or "")
+    )
     if event.attributes:
         size += sum(len(k) + len(v) + 4 for k, v in event.attributes.items())
     return size
@@ -122,8 +129,10 @@ class TenantBatcher:
     @property
     def over_limit(self) -> bool:
         """More is held in memory than the bound allows."""
-        return (self.buffered_events >= self.limits.max_buffered_events
-                or self.buffered_bytes >= self.limits.max_buffered_bytes)
+        return (
+            self.buffered_events >= self.limits.max_buffered_events
+            or self.buffered_bytes >= self.limits.max_buffered_bytes
+        )
 
     def next_deadline(self) -> float | None:
         """When the oldest open batch lingers out (None when nothing is open)."""

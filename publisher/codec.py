@@ -124,7 +124,10 @@ def _header(headers: Headers | Mapping[str, bytes] | None, key: str) -> bytes | 
 
 #: Header values naming the usage schemas: the short name, or the full name other-language producers may use.
 _SCHEMA_NAMES = {
-    BATCH: BATCH, EVENT: EVENT, f"{NAMESPACE}.{BATCH}": BATCH, f"{NAMESPACE}.{EVENT}": EVENT,
+    BATCH: BATCH,
+    EVENT: EVENT,
+    f"{NAMESPACE}.{BATCH}": BATCH,
+    f"{NAMESPACE}.{EVENT}": EVENT,
 }
 
 
@@ -279,8 +282,14 @@ class UsageCodec:
                 rejects.append(Reject("schema_mismatch", str(exc)[:500], None, index))
                 continue
             if tenant is not None and event.tenant != tenant:
-                rejects.append(Reject("tenant_mismatch", f"event tenant {event.tenant!r} in a batch of tenant "
-                                      f"{tenant!r}"[:500], _json_or_none(event), index))
+                rejects.append(
+                    Reject(
+                        "tenant_mismatch",
+                        f"event tenant {event.tenant!r} in a batch of tenant {tenant!r}"[:500],
+                        _json_or_none(event),
+                        index,
+                    )
+                )
                 continue
             try:
                 if validate is None:
@@ -313,8 +322,9 @@ class UsageCodec:
             raise _Rejected("unknown_schema", f"schema {text!r} is not a usage schema")
         version = _header(headers, VERSION_HEADER) or SCHEMA_VERSION
         if version != SCHEMA_VERSION:
-            raise _Rejected("unknown_schema",
-                            f"{name} version {version.decode(errors='replace')} is not known to this reader")
+            raise _Rejected(
+                "unknown_schema", f"{name} version {version.decode(errors='replace')} is not known to this reader"
+            )
         return self._read_own(name, bytes(value))
 
     def _read_own(self, name: str, body: bytes) -> _Read:
@@ -346,8 +356,11 @@ class UsageCodec:
         when it is exactly ours, so that no schema resolution is needed.
         """
         if self._registry is None:
-            raise _Rejected("unknown_schema", f"registry-framed message (schema id {schema_id}) but no registry "
-                            "is configured (set the schema registry URL)")
+            raise _Rejected(
+                "unknown_schema",
+                f"registry-framed message (schema id {schema_id}) but no registry "
+                "is configured (set the schema registry URL)",
+            )
         registry: Any = self._registry
         registered = self._registry_call(schema_id, lambda: registry.get_schema(schema_id))
         if getattr(registered, "schema_type", "AVRO") not in (None, "AVRO"):
@@ -375,6 +388,7 @@ class UsageCodec:
             raise _Rejected("unknown_schema", f"schema id {schema_id}: references nest too deeply")
         registry: Any = self._registry
         for ref in refs:
+
             def lookup(ref: Any = ref) -> Any:
                 return registry.get_version(ref.subject, ref.version)
 

@@ -48,8 +48,9 @@ class SpecialisedCodec:
 
     def __init__(self, event_schema: dict[str, Any]) -> None:
         self._cache: dict[str, bytes] = {}  # tenants and attribute keys/values
-        self._write_events = _generate_writer(event_schema["fields"], self._string_cached, self._CACHE_MAX,
-                                              self._UNCACHED)
+        self._write_events = _generate_writer(
+            event_schema["fields"], self._string_cached, self._CACHE_MAX, self._UNCACHED
+        )
         #: ``encode_valid_event(ev)``: ``ev``'s encoding when it keeps the field rules of
         #: :data:`validation.RULES`, checked on the way. None means "not decided here": the event breaks a rule,
         #: is not a UsageEvent, or holds an unusual value (non-ASCII text, say) that the fast path leaves to
@@ -86,8 +87,9 @@ class SpecialisedCodec:
         except (KeyError, AttributeError, TypeError) as exc:
             # The slow path only: name the event that does not fit, as a ValueError like the writers' own checks.
             culprit = next((ev for ev in events if not self._fits(ev)), None)
-            raise ValueError(f"event {getattr(culprit, 'event_id', '?')!r} does not fit the schema: "
-                             f"{type(exc).__name__}: {exc}") from exc
+            raise ValueError(
+                f"event {getattr(culprit, 'event_id', '?')!r} does not fit the schema: {type(exc).__name__}: {exc}"
+            ) from exc
         return b"".join(parts)
 
     def _fits(self, ev: UsageEvent) -> bool:
@@ -204,6 +206,7 @@ def _read_string(buf: bytes, pos: int) -> tuple[str, int]:
 # -- the generated reader ------------------------------------------------------------------------------------
 # Inlined varints are what make it fast: a function call per field would cost as much as fastavro.
 
+
 def _varint(indent: str, target: str) -> list[str]:
     return [
         f"{indent}b = buf[pos]; pos += 1",
@@ -215,10 +218,12 @@ def _varint(indent: str, target: str) -> list[str]:
 
 
 def _string_lines(indent: str, target: str) -> list[str]:
-    return [*_varint(indent, "size"),
-            f"{indent}end = pos + size",
-            f"{indent}if size < 0 or end > limit: raise Bad('string length out of bounds')",
-            f"{indent}{target} = buf[pos:end].decode(); pos = end"]
+    return [
+        *_varint(indent, "size"),
+        f"{indent}end = pos + size",
+        f"{indent}if size < 0 or end > limit: raise Bad('string length out of bounds')",
+        f"{indent}{target} = buf[pos:end].decode(); pos = end",
+    ]
 
 
 def _field_lines(schema: Any, indent: str, target: str, consts: dict[str, Any]) -> list[str]:
@@ -230,36 +235,44 @@ def _field_lines(schema: Any, indent: str, target: str, consts: dict[str, Any]) 
     if kind == "string":
         return _string_lines(indent, target)
     if kind == "boolean":
-        return [f"{indent}b = buf[pos]; pos += 1",
-                f"{indent}if b > 1: raise Bad('bad boolean byte')",
-                f"{indent}{target} = b == 1"]
+        return [
+            f"{indent}b = buf[pos]; pos += 1",
+            f"{indent}if b > 1: raise Bad('bad boolean byte')",
+            f"{indent}{target} = b == 1",
+        ]
     if kind == "enum":
         name = f"SYMBOLS_{len(consts)}"
         consts[name] = tuple(schema["symbols"])
-        return [*_varint(indent, "index"),
-                f"{indent}if not 0 <= index < {len(schema['symbols'])}: raise Bad('enum index out of range')",
-                f"{indent}{target} = {name}[index]"]
+        return [
+            *_varint(indent, "index"),
+            f"{indent}if not 0 <= index < {len(schema['symbols'])}: raise Bad('enum index out of range')",
+            f"{indent}{target} = {name}[index]",
+        ]
     if kind == "map" and schema["values"] == "string":
         inner = indent + "        "
-        return [f"{indent}{target} = {{}}",
-                *_varint(indent, "count"),
-                f"{indent}while count:",
-                f"{indent}    if count < 0:",
-                f"{indent}        count = -count",
-                *_varint(inner, "_size"),
-                f"{indent}    for _ in range(count):",
-                *_string_lines(inner, "key"),
-                *_string_lines(inner, "value"),
-                f"{inner}{target}[key] = value",
-                *_varint(indent + "    ", "count")]
+        return [
+            f"{indent}{target} = {{}}",
+            *_varint(indent, "count"),
+            f"{indent}while count:",
+            f"{indent}    if count < 0:",
+            f"{indent}        count = -count",
+            *_varint(inner, "_size"),
+            f"{indent}    for _ in range(count):",
+            *_string_lines(inner, "key"),
+            *_string_lines(inner, "value"),
+            f"{inner}{target}[key] = value",
+            *_varint(indent + "    ", "count"),
+        ]
     if isinstance(schema, list) and len(schema) == 2 and schema[0] == "null":
-        return [f"{indent}b = buf[pos]; pos += 1",
-                f"{indent}if b == 0:",
-                f"{indent}    {target} = None",
-                f"{indent}elif b == 2:",
-                *_field_lines(schema[1], indent + "    ", target, consts),
-                f"{indent}else:",
-                f"{indent}    raise Bad('union index out of range')"]
+        return [
+            f"{indent}b = buf[pos]; pos += 1",
+            f"{indent}if b == 0:",
+            f"{indent}    {target} = None",
+            f"{indent}elif b == 2:",
+            *_field_lines(schema[1], indent + "    ", target, consts),
+            f"{indent}else:",
+            f"{indent}    raise Bad('union index out of range')",
+        ]
     raise ValueError(f"no specialised Avro reader for {schema!r}")
 
 
@@ -280,8 +293,10 @@ def _generate_reader(field_types: list[Any]) -> Callable[[bytes, int], tuple[Usa
 # table or cache lookup on the common path), the rare shapes handed to the checked writers above. A function call
 # per field is what made the first encoder cost as much as half of fastavro.
 
+
 def _miss(cache: dict[Any, bytes], limit: int, encode: Callable[[Any], bytes]) -> Callable[[Any], bytes]:
     """The slow path of a cached string field: encode ``value``, keep it (``cache`` bounded to ``limit``)."""
+
     def miss(value: Any) -> bytes:
         encoded = encode(value)
         if len(cache) >= limit:
@@ -330,8 +345,16 @@ def _slot_helpers(name: str, slot: int, optional: bool, consts: dict[str, Any]) 
     return _SlotHelpers(const, v, get, tag)
 
 
-def _field_expr(name: str, schema: Any, *, cached: bool, slot: int, consts: dict[str, Any],
-                cache_max: int, string_cached: Callable[[str], bytes]) -> list[str]:
+def _field_expr(
+    name: str,
+    schema: Any,
+    *,
+    cached: bool,
+    slot: int,
+    consts: dict[str, Any],
+    cache_max: int,
+    string_cached: Callable[[str], bytes],
+) -> list[str]:
     """Tuple elements (Python expressions) that encode field ``name`` of ``ev``."""
     optional = isinstance(schema, list) and len(schema) == 2 and schema[0] == "null"
     inner = schema[1] if optional else schema
@@ -354,9 +377,13 @@ def _field_expr(name: str, schema: Any, *, cached: bool, slot: int, consts: dict
         small, first = ("SMALL_TAGGED", "FIRST_TAGGED") if optional else ("SMALL", "FIRST")
         end = "LONG_END" if kind == "long" else "INT_END"
         value = v if optional else get
-        return [tag(f"{small}[{v}] if type({value}) is int and 0 <= {v} < SMALL_MAX "
-                    f"else {first}[{v} & 63] + ({highs}.get(h := {v} >> 6) or {high}(h)) "
-                    f"if type({v}) is int and SMALL_MAX <= {v} < {end} else {slow}({v})")]
+        return [
+            tag(
+                f"{small}[{v}] if type({value}) is int and 0 <= {v} < SMALL_MAX "
+                f"else {first}[{v} & 63] + ({highs}.get(h := {v} >> 6) or {high}(h)) "
+                f"if type({v}) is int and SMALL_MAX <= {v} < {end} else {slow}({v})"
+            )
+        ]
     if kind == "string" and cached:
         cache: dict[Any, bytes] = {}
         miss = const("miss", _miss(cache, cache_max, _tagged(_string) if optional else _string))
@@ -367,8 +394,9 @@ def _field_expr(name: str, schema: Any, *, cached: bool, slot: int, consts: dict
     if kind == "string":
         slow = const("slow", _long)
         if optional:
-            return [tag(f"SMALL_TAGGED[n] + r if (n := len(r := {v}.encode())) < SMALL_MAX "
-                        f"else b'\\x02' + {slow}(n) + r")]
+            return [
+                tag(f"SMALL_TAGGED[n] + r if (n := len(r := {v}.encode())) < SMALL_MAX else b'\\x02' + {slow}(n) + r")
+            ]
         return [f"(SMALL[n] if (n := len(r := ev.{name}.encode())) < SMALL_MAX else {slow}(n))", "r"]
     if kind == "boolean":
         slow = const("slow", _tagged(_boolean) if optional else _boolean)
@@ -387,25 +415,43 @@ def _field_expr(name: str, schema: Any, *, cached: bool, slot: int, consts: dict
     raise ValueError(f"no specialised Avro writer for {schema!r}")
 
 
-def _generate_writer(fields: list[dict[str, Any]], string_cached: Callable[[str], bytes], cache_max: int,
-                     uncached: frozenset[str]) -> Callable[[Sequence[UsageEvent], list[bytes]], None]:
+def _generate_writer(
+    fields: list[dict[str, Any]], string_cached: Callable[[str], bytes], cache_max: int, uncached: frozenset[str]
+) -> Callable[[Sequence[UsageEvent], list[bytes]], None]:
     """``write(events, parts)``: append the Avro encoding of each event to ``parts``, field by field."""
     consts: dict[str, Any] = {}
     elements: list[str] = []
     for slot, f in enumerate(fields):
-        elements += _field_expr(f["name"], f["type"], cached=f["name"] not in uncached, slot=slot, consts=consts,
-                                cache_max=cache_max, string_cached=string_cached)
-    lines = ["def write_events(events, parts):",
-             "    extend = parts.extend",
-             "    for ev in events:",
-             "        extend((",
-             *[f"            {e}," for e in elements],
-             "        ))"]
-    namespace: dict[str, Any] = {"SMALL": _SMALL, "SMALL_TAGGED": _SMALL_TAGGED, "SMALL_MAX": _SMALL_MAX,
-                                 "FIRST": _FIRST, "FIRST_TAGGED": _FIRST_TAGGED, "LONG_END": 2**63,
-                                 "INT_END": 2**31,
-                                 "NULL": b"\x00", "TRUE_TAGGED": b"\x02\x01", "FALSE_TAGGED": b"\x02\x00",
-                                 **consts}
+        elements += _field_expr(
+            f["name"],
+            f["type"],
+            cached=f["name"] not in uncached,
+            slot=slot,
+            consts=consts,
+            cache_max=cache_max,
+            string_cached=string_cached,
+        )
+    lines = [
+        "def write_events(events, parts):",
+        "    extend = parts.extend",
+        "    for ev in events:",
+        "        extend((",
+        *[f"            {e}," for e in elements],
+        "        ))",
+    ]
+    namespace: dict[str, Any] = {
+        "SMALL": _SMALL,
+        "SMALL_TAGGED": _SMALL_TAGGED,
+        "SMALL_MAX": _SMALL_MAX,
+        "FIRST": _FIRST,
+        "FIRST_TAGGED": _FIRST_TAGGED,
+        "LONG_END": 2**63,
+        "INT_END": 2**31,
+        "NULL": b"\x00",
+        "TRUE_TAGGED": b"\x02\x01",
+        "FALSE_TAGGED": b"\x02\x00",
+        **consts,
+    }
     source = "\n".join(lines)
     exec(compile(source, "<costplane usage_event writer>", "exec"), namespace)  # noqa: S102 - from our schema
     writer: Callable[[Sequence[UsageEvent], list[bytes]], None] = namespace["write_events"]
@@ -416,6 +462,7 @@ def _generate_writer(fields: list[dict[str, Any]], string_cached: Callable[[str]
 # The same inline expressions, narrowed to what validation accepts (``validation.RULES``): a value outside its
 # rule raises _NotFast instead of reaching a general writer, and the caller falls back to validate_event and the
 # plain writer. Used by the publisher's emit, where validating and encoding in one pass reads every field once.
+
 
 class _NotFast(Exception):
     """The checked writer leaves this event to the full validation (it may be invalid, or only unusual)."""
@@ -452,8 +499,13 @@ def _checked_labels(rule: FieldRule, cache: dict[Any, bytes], limit: int) -> Cal
             raise _NotFast
         parts = [_long(len(value))]
         for k, v in value.items():
-            if (type(k) is not str or type(v) is not str or not 0 < len(k) <= rule.max_len
-                    or len(v) > rule.max_len or not (k + v).isascii()):
+            if (
+                type(k) is not str
+                or type(v) is not str
+                or not 0 < len(k) <= rule.max_len
+                or len(v) > rule.max_len
+                or not (k + v).isascii()
+            ):
                 raise _NotFast
             parts.append(cache.get(k) or encode(k))
             parts.append(cache.get(v) or encode(v))
@@ -463,8 +515,9 @@ def _checked_labels(rule: FieldRule, cache: dict[Any, bytes], limit: int) -> Cal
     return write_labels
 
 
-def _checked_expr(name: str, schema: Any, rule: FieldRule, *, slot: int, consts: dict[str, Any],
-                  cache_max: int) -> list[str]:
+def _checked_expr(
+    name: str, schema: Any, rule: FieldRule, *, slot: int, consts: dict[str, Any], cache_max: int
+) -> list[str]:
     """Tuple elements encoding field ``name`` when its value keeps ``rule``; anything else raises _NotFast."""
     optional = isinstance(schema, list) and len(schema) == 2 and schema[0] == "null"
     inner = schema[1] if optional else schema
@@ -485,9 +538,13 @@ def _checked_expr(name: str, schema: Any, rule: FieldRule, *, slot: int, consts:
         highs = const("highs", high_cache)
         high = const("high", _miss(high_cache, cache_max, _varint_bytes))
         small, first = ("SMALL_TAGGED", "FIRST_TAGGED") if optional else ("SMALL", "FIRST")
-        return [tag(f"{small}[{v}] if type({value}) is int and {rule.low} <= {v} < SMALL_MAX "
-                    f"else {first}[{v} & 63] + ({highs}.get(h := {v} >> 6) or {high}(h)) "
-                    f"if type({v}) is int and SMALL_MAX <= {v} <= {rule.high} else REJECT()")]
+        return [
+            tag(
+                f"{small}[{v}] if type({value}) is int and {rule.low} <= {v} < SMALL_MAX "
+                f"else {first}[{v} & 63] + ({highs}.get(h := {v} >> 6) or {high}(h)) "
+                f"if type({v}) is int and SMALL_MAX <= {v} <= {rule.high} else REJECT()"
+            )
+        ]
     if rule.kind == "text" and kind == "string":
         if rule.max_len >= _SMALL_MAX:
             raise ValueError(f"{name}: no inline check for strings of {rule.max_len} characters")
@@ -504,8 +561,9 @@ def _checked_expr(name: str, schema: Any, rule: FieldRule, *, slot: int, consts:
             return [tag(f"SMALL_TAGGED[n] + {v}.encode() if {check} else REJECT()")]
         return [tag(f"SMALL[n] if {check} else REJECT()"), f"{v}.encode()"]
     if rule.kind == "choice" and kind == "enum":
-        symbols = {s: (b"\x02" if optional else b"") + _long(i) for i, s in enumerate(inner["symbols"])
-                   if s in rule.choices}
+        symbols = {
+            s: (b"\x02" if optional else b"") + _long(i) for i, s in enumerate(inner["symbols"]) if s in rule.choices
+        }
         table = const("choice", symbols)
         return [tag(f"{table}.get({value}) or REJECT()")]
     if rule.kind == "flag" and kind == "boolean":
@@ -517,28 +575,39 @@ def _checked_expr(name: str, schema: Any, rule: FieldRule, *, slot: int, consts:
     raise ValueError(f"{name}: no checked writer for rule {rule.kind} on {schema!r}")
 
 
-def _generate_checked_writer(fields: list[dict[str, Any]], rules: Mapping[str, FieldRule],
-                             cache_max: int) -> Callable[[UsageEvent], bytes | None]:
+def _generate_checked_writer(
+    fields: list[dict[str, Any]], rules: Mapping[str, FieldRule], cache_max: int
+) -> Callable[[UsageEvent], bytes | None]:
     """``write(ev)``: the encoding of one event whose every field keeps its rule; otherwise None."""
     if [f["name"] for f in fields] != list(rules):
         raise ValueError("the validation rules do not cover the schema's fields in order")
     consts: dict[str, Any] = {}
     elements: list[str] = []
     for slot, f in enumerate(fields):
-        elements += _checked_expr(f["name"], f["type"], rules[f["name"]], slot=slot, consts=consts,
-                                  cache_max=cache_max)
-    lines = ["def write_checked(ev):",
-             "    try:",
-             "        return b''.join((",
-             *[f"            {e}," for e in elements],
-             "        ))",
-             "    except HAND_ON:",  # broken rules, unusual values, not an event at all: validate_event decides
-             "        return None"]
-    namespace: dict[str, Any] = {"SMALL": _SMALL, "SMALL_TAGGED": _SMALL_TAGGED, "SMALL_MAX": _SMALL_MAX,
-                                 "FIRST": _FIRST, "FIRST_TAGGED": _FIRST_TAGGED, "NULL": b"\x00",
-                                 "TRUE_TAGGED": b"\x02\x01", "FALSE_TAGGED": b"\x02\x00",
-                                 "REJECT": _not_fast, "MATCH_UUID": EVENT_ID_PATTERN,
-                                 "HAND_ON": (_NotFast, AttributeError, TypeError, ValueError), **consts}
+        elements += _checked_expr(f["name"], f["type"], rules[f["name"]], slot=slot, consts=consts, cache_max=cache_max)
+    lines = [
+        "def write_checked(ev):",
+        "    try:",
+        "        return b''.join((",
+        *[f"            {e}," for e in elements],
+        "        ))",
+        "    except HAND_ON:",  # broken rules, unusual values, not an event at all: validate_event decides
+        "        return None",
+    ]
+    namespace: dict[str, Any] = {
+        "SMALL": _SMALL,
+        "SMALL_TAGGED": _SMALL_TAGGED,
+        "SMALL_MAX": _SMALL_MAX,
+        "FIRST": _FIRST,
+        "FIRST_TAGGED": _FIRST_TAGGED,
+        "NULL": b"\x00",
+        "TRUE_TAGGED": b"\x02\x01",
+        "FALSE_TAGGED": b"\x02\x00",
+        "REJECT": _not_fast,
+        "MATCH_UUID": EVENT_ID_PATTERN,
+        "HAND_ON": (_NotFast, AttributeError, TypeError, ValueError),
+        **consts,
+    }
     exec(compile("\n".join(lines), "<costplane usage_event checked writer>", "exec"), namespace)  # noqa: S102
     writer: Callable[[UsageEvent], bytes | None] = namespace["write_checked"]
     return writer

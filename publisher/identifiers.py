@@ -36,8 +36,7 @@ def tenant_problem(value: object) -> str | None:
         return "a tenant is a non-empty string"
     if _TENANT(value) is None:
         shown = value if len(value) <= 40 else value[:40] + "…"
-        return (f"tenant {shown!r} ({len(value)} characters) must be 1-{TENANT_MAX_LEN} characters of "
-                f"{TENANT_CHARS}")
+        return f"tenant {shown!r} ({len(value)} characters) must be 1-{TENANT_MAX_LEN} characters of {TENANT_CHARS}"
     return None
 
 
@@ -55,8 +54,10 @@ def tenant_tag(tenant: str) -> str:
     """
     if _TENANT(tenant) is not None:
         return tenant
-    return _NOT_TENANT.sub(lambda m: "".join(f"%{b:02X}" for b in m.group().encode("utf-8", "surrogatepass")),
-                           tenant) or "%"
+    return (
+        _NOT_TENANT.sub(lambda m: "".join(f"%{b:02X}" for b in m.group().encode("utf-8", "surrogatepass")), tenant)
+        or "%"
+    )
 
 
 def has_control(value: str) -> bool:

@@ -67,7 +67,7 @@ class UUIDv7Source:
             self._next = at + 16
         finally:
             lock.release()
-        return f"{prefix}{seq:03x}-{_VARIANT[pool[at]]}{pool[at + 1:at + 4]}-{pool[at + 4:at + 16]}"
+        return f"{prefix}{seq:03x}-{_VARIANT[pool[at]]}{pool[at + 1 : at + 4]}-{pool[at + 4 : at + 16]}"
 
     def _after_fork(self) -> None:
         self._lock = threading.Lock()

@@ -23,26 +23,36 @@ class PublisherMetrics:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.emitted = Counter("costplane_publisher_events_total", "Events accepted by emit()", registry=r)
-        self.invalid = Counter("costplane_publisher_invalid_events_total", "Events refused by validation",
-                               ["reason"], registry=r)
-        self.errors = Counter("costplane_publisher_errors_total", "Internal errors swallowed in lenient mode",
-                              ["kind"], registry=r)
+        self.invalid = Counter(
+            "costplane_publisher_invalid_events_total", "Events refused by validation", ["reason"], registry=r
+        )
+        self.errors = Counter(
+            "costplane_publisher_errors_total", "Internal errors swallowed in lenient mode", ["kind"], registry=r
+        )
         self.batches = Counter("costplane_publisher_batches_total", "Batches handed to the Kafka client", registry=r)
-        self.delivered = Counter("costplane_publisher_delivered_events_total", "Events acknowledged by the broker",
-                                 registry=r)
-        self.spooled = Counter("costplane_publisher_spooled_batches_total", "Batches written to the local spool",
-                               registry=r)
-        self.replayed = Counter("costplane_publisher_replayed_batches_total", "Spooled batches delivered later",
-                                registry=r)
-        self.lost = Counter("costplane_publisher_lost_batches_total", "Batches the spool could not keep",
-                            ["reason"], registry=r)
-        self.overflow = Counter("costplane_publisher_overflow_batches_total",
-                                "Batches the emitting thread moved out of memory itself (memory bound reached)",
-                                registry=r)
+        self.delivered = Counter(
+            "costplane_publisher_delivered_events_total", "Events acknowledged by the broker", registry=r
+        )
+        self.spooled = Counter(
+            "costplane_publisher_spooled_batches_total", "Batches written to the local spool", registry=r
+        )
+        self.replayed = Counter(
+            "costplane_publisher_replayed_batches_total", "Spooled batches delivered later", registry=r
+        )
+        self.lost = Counter(
+            "costplane_publisher_lost_batches_total", "Batches the spool could not keep", ["reason"], registry=r
+        )
+        self.overflow = Counter(
+            "costplane_publisher_overflow_batches_total",
+            "Batches the emitting thread moved out of memory itself (memory bound reached)",
+            registry=r,
+        )
         self.unrecognised_usage = Counter(
             "costplane_publisher_unrecognised_usage_total",
             "Usage objects of an unknown shape (their events carry offline-counted, estimated tokens)",
-            ["shape"], registry=r)
+            ["shape"],
+            registry=r,
+        )
         self.buffered = Gauge("costplane_publisher_buffered_events", "Events waiting in memory", registry=r)
 
 

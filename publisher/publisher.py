@@ -44,8 +44,14 @@ from costplane.publisher.validation import InvalidEvent, validate_event
 class ProducerLike(Protocol):
     """The part of ``confluent_kafka.Producer`` the publisher uses (a fake one drives the unit tests)."""
 
-    def produce(self, topic: str, value: bytes, key: bytes, headers: list[tuple[str, bytes]],
-                on_delivery: Callable[[Any, Any], None]) -> None: ...
+    def produce(
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes,
+        headers: list[tuple[str, bytes]],
+        on_delivery: Callable[[Any, Any], None],
+    ) -> None: ...
     def poll(self, timeout: float) -> int: ...
     def flush(self, timeout: float) -> int: ...
     def purge(self, in_queue: bool = True, in_flight: bool = True, blocking: bool = True) -> None: ...
@@ -57,8 +63,9 @@ class ProducerLike(Protocol):
 _ADOPT_INTERVAL_S = 30.0
 
 
-def build_producer(kafka: KafkaSettings, settings: PublisherSettings,
-                   on_error: Callable[[Any], None] | None = None) -> ProducerLike:
+def build_producer(
+    kafka: KafkaSettings, settings: PublisherSettings, on_error: Callable[[Any], None] | None = None
+) -> ProducerLike:
     """An idempotent, compressing producer whose failures surface within ``delivery_timeout_ms``.
 
     Its own queue is bounded (64 MiB / 100 000 batches): when it is full, ``produce`` raises ``BufferError`` and
@@ -141,12 +148,18 @@ class UsagePublisher:
         self.topic = self.kafka.topic("usage")
         self.strict = strict
         self.metrics = PublisherMetrics(registry)
-        self._codec = codec or (UsageCodec.with_registry(self.kafka.schema_registry_url)
-                                if self.kafka.schema_registry_url else UsageCodec.schemaless())
+        self._codec = codec or (
+            UsageCodec.with_registry(self.kafka.schema_registry_url)
+            if self.kafka.schema_registry_url
+            else UsageCodec.schemaless()
+        )
         self._encode_valid = self._codec.valid_event_encoder()
         self._own_producer = producer is None
-        self._producer = producer if producer is not None else \
-            build_producer(self.kafka, self.settings, _client_error_handler(weakref.ref(self)))
+        self._producer = (
+            producer
+            if producer is not None
+            else build_producer(self.kafka, self.settings, _client_error_handler(weakref.ref(self)))
+        )
         self._log = RateLimitedLog()
         self._spool = self._open_spool()
         s = self.settings
@@ -155,8 +168,13 @@ class UsagePublisher:
         self._lock = threading.Lock()
         self._ship_lock = threading.Lock()
         self._batcher = TenantBatcher(
-            BatchLimits(max_events=s.max_batch_events, max_bytes=s.max_batch_bytes, linger_s=s.linger_ms / 1000,
-                        max_buffered_events=s.max_buffered_events, max_buffered_bytes=s.max_buffered_bytes),
+            BatchLimits(
+                max_events=s.max_batch_events,
+                max_bytes=s.max_batch_bytes,
+                linger_s=s.linger_ms / 1000,
+                max_buffered_events=s.max_buffered_events,
+                max_buffered_bytes=s.max_buffered_bytes,
+            ),
             clock,
         )
         self._wake = threading.Event()
@@ -182,14 +200,19 @@ class UsagePublisher:
         """This process's spool slot; in lenient mode a missing one degrades to counting, never to a crash."""
         s = self.settings
         try:
-            return open_spool(s.spool_dir, max_bytes=s.spool_max_bytes, fsync=s.spool_fsync,
-                              when_full=s.spool_when_full)
+            return open_spool(
+                s.spool_dir, max_bytes=s.spool_max_bytes, fsync=s.spool_fsync, when_full=s.spool_when_full
+            )
         except (OSError, SpoolLocked) as exc:
             if self.strict:
                 raise
             self.metrics.errors.labels("spool_open").inc()
-            self._log.warning("spool_open", "no spool: batches the broker cannot take will be lost",
-                              directory=str(s.spool_dir), error=repr(exc))
+            self._log.warning(
+                "spool_open",
+                "no spool: batches the broker cannot take will be lost",
+                directory=str(s.spool_dir),
+                error=repr(exc),
+            )
             return NoSpool(repr(exc))
 
     def _start_thread(self) -> None:
@@ -314,8 +337,9 @@ class UsagePublisher:
 
     def request(self, **common: Any) -> RequestRecorder:
         """Record every attempt of one logical request: ``with pub.request(...) as req: with req.attempt(): …``."""
-        return RequestRecorder(self.record, clock=self._clock, new_id=self._new_id,
-                               on_unrecognised=self.unrecognised_usage, **common)
+        return RequestRecorder(
+            self.record, clock=self._clock, new_id=self._new_id, on_unrecognised=self.unrecognised_usage, **common
+        )
 
     def unrecognised_usage(self, shape: str, **context: Any) -> None:
         """A usage object of unknown shape: counted, and logged at most once per interval per shape.
@@ -324,8 +348,12 @@ class UsagePublisher:
         never recorded as free; this makes the gap visible to whoever watches the app's metrics and logs.
         """
         self.metrics.unrecognised_usage.labels(shape[:64]).inc()
-        self._log.warning(f"unrecognised_usage:{shape[:64]}", "usage object of unknown shape; tokens estimated",
-                          shape=shape, **context)
+        self._log.warning(
+            f"unrecognised_usage:{shape[:64]}",
+            "usage object of unknown shape; tokens estimated",
+            shape=shape,
+            **context,
+        )
 
     def flush(self, timeout: float = 10.0) -> int:
         """Send everything buffered and wait up to ``timeout`` for acknowledgements; returns messages still out."""
@@ -370,8 +398,13 @@ class UsagePublisher:
         with self._lock:
             buffered, accepted = self._batcher.buffered_events, self._batcher.accepted
         self._sync_counters(buffered, accepted)
-        return {"buffered": buffered, "broker_up": self._broker_up, "spool_bytes": self._spool.size_bytes(),
-                "spool": self._spool.stats, "emitted": accepted}
+        return {
+            "buffered": buffered,
+            "broker_up": self._broker_up,
+            "spool_bytes": self._spool.size_bytes(),
+            "spool": self._spool.stats,
+            "emitted": accepted,
+        }
 
     def __enter__(self) -> UsagePublisher:
         return self
@@ -421,8 +454,9 @@ class UsagePublisher:
             value, headers = self._codec.encode_batch_bodies(batch.tenant, batch.events)
         except Exception as exc:  # noqa: BLE001 - validated events should always encode; never raise into the app
             self.metrics.lost.labels("encode").inc()
-            self._log.warning("encode", "batch could not be encoded; dropped", error=repr(exc),
-                              events=len(batch.events))
+            self._log.warning(
+                "encode", "batch could not be encoded; dropped", error=repr(exc), events=len(batch.events)
+            )
             return
         self._send(SpooledMessage(batch.tenant.encode(), value, headers), len(batch.events))
 
@@ -433,8 +467,13 @@ class UsagePublisher:
             self._to_spool(msg)
             return
         try:
-            self._producer.produce(self.topic, value=msg.value, key=msg.key, headers=msg.headers,
-                                   on_delivery=self._delivery_callback(msg, events))
+            self._producer.produce(
+                self.topic,
+                value=msg.value,
+                key=msg.key,
+                headers=msg.headers,
+                on_delivery=self._delivery_callback(msg, events),
+            )
             self.metrics.batches.inc()
         except BufferError:
             self._to_spool(msg)
@@ -588,8 +627,9 @@ class UsagePublisher:
     def _produce_blocking(self, msg: SpooledMessage, on_delivery: Callable[[Any, Any], None]) -> None:
         while True:
             try:
-                self._producer.produce(self.topic, value=msg.value, key=msg.key, headers=msg.headers,
-                                       on_delivery=on_delivery)
+                self._producer.produce(
+                    self.topic, value=msg.value, key=msg.key, headers=msg.headers, on_delivery=on_delivery
+                )
                 return
             except BufferError:
                 self._producer.poll(0.05)

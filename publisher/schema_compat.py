@@ -125,8 +125,10 @@ class _Resolver:
         if isinstance(reader, list):
             if any(not self._quiet(writer, branch) for branch in reader):
                 return []
-            return [f"{path}: writer type {_kind(writer)} matches no branch of the reader union "
-                    f"{[_kind(b) for b in reader]}"]
+            return [
+                f"{path}: writer type {_kind(writer)} matches no branch of the reader union "
+                f"{[_kind(b) for b in reader]}"
+            ]
         wk, rk = _kind(writer), _kind(reader)
         if wk in _PRIMITIVES or rk in _PRIMITIVES:
             if wk != rk and rk not in _PROMOTIONS.get(wk, frozenset()):

@@ -72,7 +72,7 @@ def decode_payload(payload: bytes) -> SpooledMessage:
         nonlocal pos
         if pos + n > len(payload):
             raise ValueError("truncated spool payload")
-        chunk = payload[pos:pos + n]
+        chunk = payload[pos : pos + n]
         pos += n
         return chunk
 
@@ -97,8 +97,15 @@ class SpoolStats:
 class DiskSpool:
     """Thread-safe segment spool; see the module docstring for the format and durability policy."""
 
-    def __init__(self, directory: Path, *, max_bytes: int = 512 * 1024 * 1024, segment_bytes: int = 8 * 1024 * 1024,
-                 fsync: FsyncPolicy = "roll", when_full: FullPolicy = "drop_oldest") -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        max_bytes: int = 512 * 1024 * 1024,
+        segment_bytes: int = 8 * 1024 * 1024,
+        fsync: FsyncPolicy = "roll",
+        when_full: FullPolicy = "drop_oldest",
+    ) -> None:
         self.directory = directory
         self.max_bytes = max_bytes
         self.segment_bytes = segment_bytes
@@ -190,7 +197,7 @@ class DiskSpool:
         pos = 0
         while pos + _HEAD.size <= len(data):
             length, crc = _HEAD.unpack_from(data, pos)
-            payload = data[pos + _HEAD.size: pos + _HEAD.size + length]
+            payload = data[pos + _HEAD.size : pos + _HEAD.size + length]
             if len(payload) < length or zlib.crc32(payload) != crc:
                 self.stats.corrupt += 1
                 return

@@ -64,8 +64,9 @@ class InMemoryPublisher:
         return self.emit(event)
 
     def request(self, **common: Any) -> RequestRecorder:
-        return RequestRecorder(self.record, clock=self._clock, new_id=self._new_id,
-                               on_unrecognised=self.unrecognised_usage, **common)
+        return RequestRecorder(
+            self.record, clock=self._clock, new_id=self._new_id, on_unrecognised=self.unrecognised_usage, **common
+        )
 
     def unrecognised_usage(self, shape: str, **context: Any) -> None:
         """Kept in ``.unrecognised`` (the real publisher counts and logs it)."""
@@ -79,8 +80,7 @@ class InMemoryPublisher:
         """The same keys as ``UsagePublisher.stats()``; nothing is ever buffered or spooled here."""
         with self._lock:
             emitted = len(self.events)
-        return {"buffered": 0, "broker_up": True, "spool_bytes": 0, "emitted": emitted,
-                "rejected": len(self.rejected)}
+        return {"buffered": 0, "broker_up": True, "spool_bytes": 0, "emitted": emitted, "rejected": len(self.rejected)}
 
     def close(self, timeout: float | None = None) -> None:
         self.closed = True

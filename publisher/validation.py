@@ -70,8 +70,11 @@ def _count_problem(field: str, value: object, limit: int, *, limit_is_sanity: bo
     if type(value) is not int:  # bool is an int subclass: refuse it too
         raise InvalidEvent("bad_type", field, f"{field} must be an integer, got {type(value).__name__}")
     if value < 0:
-        raise InvalidEvent("negative_tokens" if field.endswith("tokens") else "negative_value", field,
-                           f"{field} is {value}; counts are never negative")
+        raise InvalidEvent(
+            "negative_tokens" if field.endswith("tokens") else "negative_value",
+            field,
+            f"{field} is {value}; counts are never negative",
+        )
     if limit_is_sanity:
         raise InvalidEvent("absurd_tokens", field, f"{field} is {value}, above the sanity limit {limit}")
     raise InvalidEvent("out_of_range", field, f"{field} is {value}, larger than the schema type holds ({limit})")
@@ -96,35 +99,55 @@ def validate_event(
     # Unrolled on purpose: this runs on every emit and every decoded event, and a loop of getattr costs twice as
     # much. The common case is a short non-empty ASCII str; anything else goes to the helper that names the reason.
     tenant, provider, model, request_id = ev.tenant, ev.provider, ev.model, ev.request_id
-    if not (type(tenant) is str and type(provider) is str and type(model) is str and type(request_id) is str
-            and 0 < len(tenant) <= max_string_len and 0 < len(provider) <= max_string_len
-            and 0 < len(model) <= max_string_len and 0 < len(request_id) <= max_string_len
-            and (tenant + provider + model + request_id).isascii() and (provider + model).isprintable()
-            and is_tenant(tenant)):
+    if not (
+        type(tenant) is str
+        and type(provider) is str
+        and type(model) is str
+        and type(request_id) is str
+        and 0 < len(tenant) <= max_string_len
+        and 0 < len(provider) <= max_string_len
+        and 0 < len(model) <= max_string_len
+        and 0 < len(request_id) <= max_string_len
+        and (tenant + provider + model + request_id).isascii()
+        and (provider + model).isprintable()
+        and is_tenant(tenant)
+    ):
         for name in _REQUIRED_STRINGS:
             _text_problem(name, getattr(ev, name), max_string_len, required=True)
     occurred_at = ev.occurred_at
     if type(occurred_at) is not int or not 0 < occurred_at <= MAX_OCCURRED_AT_MS:
-        raise InvalidEvent("bad_timestamp", "occurred_at",
-                           f"occurred_at must be positive UTC epoch milliseconds before year 10000, got "
-                           f"{occurred_at!r}"[:200])
+        raise InvalidEvent(
+            "bad_timestamp",
+            "occurred_at",
+            f"occurred_at must be positive UTC epoch milliseconds before year 10000, got {occurred_at!r}"[:200],
+        )
     if now_ms is not None and max_clock_skew_ms is not None and abs(occurred_at - now_ms) > max_clock_skew_ms:
-        raise InvalidEvent("clock_skew", "occurred_at",
-                           f"occurred_at is {(occurred_at - now_ms) / 1000:+.0f}s from now, "
-                           f"beyond the allowed skew of {max_clock_skew_ms / 1000:.0f}s")
+        raise InvalidEvent(
+            "clock_skew",
+            "occurred_at",
+            f"occurred_at is {(occurred_at - now_ms) / 1000:+.0f}s from now, "
+            f"beyond the allowed skew of {max_clock_skew_ms / 1000:.0f}s",
+        )
     attempt = ev.attempt
     if type(attempt) is not int or not 1 <= attempt <= _INT_MAX:
         raise InvalidEvent("bad_attempt", "attempt", f"attempt must be an integer from 1, got {attempt!r}")
     status = ev.status
     if not isinstance(status, str) or status not in STATUSES:
-        raise InvalidEvent("unknown_status", "status",
-                           f"status {status!r} is not one of {', '.join(sorted(STATUSES))}")
+        raise InvalidEvent("unknown_status", "status", f"status {status!r} is not one of {', '.join(sorted(STATUSES))}")
     a, b, c = ev.input_tokens, ev.cached_input_tokens, ev.cache_write_tokens
     d, e = ev.output_tokens, ev.reasoning_tokens
-    if not (type(a) is int and type(b) is int and type(c) is int and type(d) is int and type(e) is int
-            and 0 <= a <= max_tokens_per_bucket and 0 <= b <= max_tokens_per_bucket
-            and 0 <= c <= max_tokens_per_bucket and 0 <= d <= max_tokens_per_bucket
-            and 0 <= e <= max_tokens_per_bucket):
+    if not (
+        type(a) is int
+        and type(b) is int
+        and type(c) is int
+        and type(d) is int
+        and type(e) is int
+        and 0 <= a <= max_tokens_per_bucket
+        and 0 <= b <= max_tokens_per_bucket
+        and 0 <= c <= max_tokens_per_bucket
+        and 0 <= d <= max_tokens_per_bucket
+        and 0 <= e <= max_tokens_per_bucket
+    ):
         for name in TOKEN_BUCKETS:
             value = getattr(ev, name)
             if type(value) is not int or not 0 <= value <= max_tokens_per_bucket:
@@ -137,8 +160,9 @@ def validate_event(
         raise InvalidEvent("unknown_service_tier", "service_tier", f"service_tier {tier!r} is not known")
     for name in _OPTIONAL_STRINGS:
         value = getattr(ev, name)
-        if value is not None and (type(value) is not str or len(value) > max_string_len or not value.isascii()
-                                  or not value.isprintable()):
+        if value is not None and (
+            type(value) is not str or len(value) > max_string_len or not value.isascii() or not value.isprintable()
+        ):
             _text_problem(name, value, max_string_len, required=False)
     _check_optional_counts(ev, max_tokens_per_bucket)
     estimated, cache_hit = ev.tokens_estimated, ev.result_cache_hit
@@ -148,8 +172,9 @@ def validate_event(
         raise InvalidEvent("bad_type", "result_cache_hit", "result_cache_hit must be a boolean")
     attributes = ev.attributes
     if type(attributes) is not dict or len(attributes) > MAX_ATTRIBUTES:
-        raise InvalidEvent("bad_attributes", "attributes",
-                           f"attributes must be a map of at most {MAX_ATTRIBUTES} string labels")
+        raise InvalidEvent(
+            "bad_attributes", "attributes", f"attributes must be a map of at most {MAX_ATTRIBUTES} string labels"
+        )
     for key, value in attributes.items():
         if type(key) is not str or not key or len(key) > max_string_len or not key.isascii():
             if key == "":
@@ -163,8 +188,13 @@ def validate_event(
 
 def _check_optional_counts(ev: UsageEvent, max_tokens: int) -> None:
     """Optional integers: absent, or within the Avro type (and the sanity bound for token counts)."""
-    turn, system, cap, latency, billed = ev.turn, ev.system_prompt_tokens, ev.max_tokens, ev.latency_ms, \
-        ev.billed_cost_nanos
+    turn, system, cap, latency, billed = (
+        ev.turn,
+        ev.system_prompt_tokens,
+        ev.max_tokens,
+        ev.latency_ms,
+        ev.billed_cost_nanos,
+    )
     if turn is not None and (type(turn) is not int or not 0 <= turn <= _INT_MAX):
         _count_problem("turn", turn, _INT_MAX, limit_is_sanity=False)
     if system is not None and (type(system) is not int or not 0 <= system <= max_tokens):
@@ -214,14 +244,19 @@ RULES: dict[str, FieldRule] = {
     "event_id": FieldRule("uuid"),
     "occurred_at": _count(MAX_OCCURRED_AT_MS, low=1),
     "tenant": FieldRule("text", non_empty=True, max_len=128, charset="tenant"),
-    "provider": _DIMENSION, "model": _DIMENSION, "request_id": _TEXT,
+    "provider": _DIMENSION,
+    "model": _DIMENSION,
+    "request_id": _TEXT,
     "attempt": _count(_INT_MAX, low=1),
     "status": FieldRule("choice", choices=STATUSES),
     **{name: _count(DEFAULT_MAX_TOKENS) for name in TOKEN_BUCKETS},
     "operation": FieldRule("choice", optional=True, choices=OPERATIONS),
     "service_tier": FieldRule("choice", optional=True, choices=SERVICE_TIERS),
-    "user_id": _OPTIONAL_DIMENSION, "team": _OPTIONAL_DIMENSION, "feature": _OPTIONAL_DIMENSION,
-    "env": _OPTIONAL_DIMENSION, "session_id": _OPTIONAL_TEXT,
+    "user_id": _OPTIONAL_DIMENSION,
+    "team": _OPTIONAL_DIMENSION,
+    "feature": _OPTIONAL_DIMENSION,
+    "env": _OPTIONAL_DIMENSION,
+    "session_id": _OPTIONAL_TEXT,
     "turn": _count(_INT_MAX, optional=True),
     "plan": _OPTIONAL_DIMENSION,
     "system_prompt_tokens": _count(DEFAULT_MAX_TOKENS, optional=True),

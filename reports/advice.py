@@ -52,10 +52,17 @@ class Opportunity:
     def to_json(self) -> Row:
         """The JSON object of ``costplane advise --format json`` (money as ``*_nanos`` with ``*_usd`` beside)."""
         (evidence,) = present([self.evidence])
-        return {"kind": self.kind, "scope": self.scope, "evidence": evidence,
-                "monthly_saving_nanos": self.monthly_saving_nanos, "monthly_saving_usd": usd(self.monthly_saving_nanos),
-                "confidence": self.confidence, "confidence_reason": self.reason, "action": self.action,
-                "caveat": self.caveat}
+        return {
+            "kind": self.kind,
+            "scope": self.scope,
+            "evidence": evidence,
+            "monthly_saving_nanos": self.monthly_saving_nanos,
+            "monthly_saving_usd": usd(self.monthly_saving_nanos),
+            "confidence": self.confidence,
+            "confidence_reason": self.reason,
+            "action": self.action,
+            "caveat": self.caveat,
+        }
 
     def line(self) -> str:
         """One line for people."""
@@ -80,78 +87,133 @@ def _command(report: str, by: Sequence[str], scope: Mapping[str, Any]) -> str:
 
 def _cache(row: Row, by: Sequence[str]) -> tuple[int, dict[str, Any], str, str, str, str | None] | None:
     saving = row["would_save_nanos"]
-    return saving, {k: row[k] for k in ("uncached_prefix_tokens", "uncached_prefix_cost_nanos", "would_save_nanos")}, \
-        "medium", "priced with the calls' own cache-read prices; assumes the system prompt is the same on every call", \
-        "Put the static system prompt first and enable prompt caching so it is billed at the cache-read price.", None
+    return (
+        saving,
+        {k: row[k] for k in ("uncached_prefix_tokens", "uncached_prefix_cost_nanos", "would_save_nanos")},
+        "medium",
+        "priced with the calls' own cache-read prices; assumes the system prompt is the same on every call",
+        "Put the static system prompt first and enable prompt caching so it is billed at the cache-read price.",
+        None,
+    )
 
 
 def _batch(row: Row, by: Sequence[str]) -> tuple[int, dict[str, Any], str, str, str, str | None] | None:
     if row["saving_nanos"] is None:
         return None
     configured = row["reasons"] == ["configured feature"]
-    return row["saving_nanos"], {k: row[k] for k in ("calls", "cost_nanos", "batch_cost_nanos", "reasons")}, \
-        "high" if configured else "medium", \
-        "configured as background work" if configured else f"looks like background work: {', '.join(row['reasons'])}", \
-        "Send these calls through the provider's batch API (results within 24 h at the batch price).", None
+    return (
+        row["saving_nanos"],
+        {k: row[k] for k in ("calls", "cost_nanos", "batch_cost_nanos", "reasons")},
+        "high" if configured else "medium",
+        "configured as background work" if configured else f"looks like background work: {', '.join(row['reasons'])}",
+        "Send these calls through the provider's batch API (results within 24 h at the batch price).",
+        None,
+    )
 
 
 def _route(row: Row, by: Sequence[str]) -> tuple[int, dict[str, Any], str, str, str, str | None] | None:
     if row["saving_nanos"] is None or (row["short_output_share"] or 0) < ROUTING_SHORT_SHARE:
         return None
-    return row["saving_nanos"], {k: row[k] for k in ("calls", "p50_output_tokens", "short_output_share", "cost_nanos",
-                                                      "cheaper_model", "cost_on_cheaper_nanos")}, \
-        "medium", f"{percent(row['short_output_share'])} of outputs are ≤ {SHORT_OUTPUT_TOKENS} tokens " \
-                  "(classification or extraction shapes)", \
-        f"Route these calls to {row['cheaper_model']}.", \
-        "A smaller model can answer worse: compare a sample of its outputs before switching."
+    return (
+        row["saving_nanos"],
+        {
+            k: row[k]
+            for k in (
+                "calls",
+                "p50_output_tokens",
+                "short_output_share",
+                "cost_nanos",
+                "cheaper_model",
+                "cost_on_cheaper_nanos",
+            )
+        },
+        "medium",
+        f"{percent(row['short_output_share'])} of outputs are ≤ {SHORT_OUTPUT_TOKENS} tokens "
+        "(classification or extraction shapes)",
+        f"Route these calls to {row['cheaper_model']}.",
+        "A smaller model can answer worse: compare a sample of its outputs before switching.",
+    )
 
 
 def _max_tokens(row: Row, by: Sequence[str]) -> tuple[int, dict[str, Any], str, str, str, str | None] | None:
     if not row["calls_without_max_tokens"]:
         return None
-    return row["excess_output_cost_nanos"], {k: row[k] for k in (
-        "calls", "calls_without_max_tokens", "p50_output_tokens", "p99_output_tokens", "excess_output_cost_nanos")}, \
-        "low", "the output tokens above the p99 on uncapped calls, at their own prices: what a cap there would " \
-               "have cut", \
-        f"Set max_tokens (about {row['p99_output_tokens']} here, the p99 output) so one runaway generation cannot " \
-        "bill thousands of tokens.", \
-        "A cap too low truncates answers: set it above the outputs you need, and watch for finish_reason=length."
+    return (
+        row["excess_output_cost_nanos"],
+        {
+            k: row[k]
+            for k in (
+                "calls",
+                "calls_without_max_tokens",
+                "p50_output_tokens",
+                "p99_output_tokens",
+                "excess_output_cost_nanos",
+            )
+        },
+        "low",
+        "the output tokens above the p99 on uncapped calls, at their own prices: what a cap there would have cut",
+        f"Set max_tokens (about {row['p99_output_tokens']} here, the p99 output) so one runaway generation cannot "
+        "bill thousands of tokens.",
+        "A cap too low truncates answers: set it above the outputs you need, and watch for finish_reason=length.",
+    )
 
 
 def _retries(row: Row, by: Sequence[str]) -> tuple[int, dict[str, Any], str, str, str, str | None] | None:
-    return row["wasted_cost_nanos"], {k: row[k] for k in ("requests", "retried_requests", "retry_rate",
-                                                         "failed_attempts", "wasted_cost_nanos")}, \
-        "high", "failed attempts are billed in full", \
-        "Fix what makes these attempts fail (validate output with structured outputs, back off on 429s) " \
-        "instead of resending the whole prompt.", None
+    return (
+        row["wasted_cost_nanos"],
+        {k: row[k] for k in ("requests", "retried_requests", "retry_rate", "failed_attempts", "wasted_cost_nanos")},
+        "high",
+        "failed attempts are billed in full",
+        "Fix what makes these attempts fail (validate output with structured outputs, back off on 429s) "
+        "instead of resending the whole prompt.",
+        None,
+    )
 
 
 def _embeddings(row: Row, by: Sequence[str]) -> tuple[int, dict[str, Any], str, str, str, str | None] | None:
-    return row["repeat_cost_nanos"], {k: row[k] for k in ("embedding_calls", "distinct_content", "repeat_calls",
-                                                         "repeat_cost_nanos")}, \
-        "high", "the same content_hash was embedded again with the same model", \
-        "Cache embeddings by content hash and embed only changed content.", None
+    return (
+        row["repeat_cost_nanos"],
+        {k: row[k] for k in ("embedding_calls", "distinct_content", "repeat_calls", "repeat_cost_nanos")},
+        "high",
+        "the same content_hash was embedded again with the same model",
+        "Cache embeddings by content hash and embed only changed content.",
+        None,
+    )
 
 
 def _nonprod(row: Row, by: Sequence[str]) -> tuple[int, dict[str, Any], str, str, str, str | None] | None:
     if not row["nonprod"]:
         return None
-    return row["cost_nanos"], {k: row[k] for k in ("env", "attempts", "cost_nanos", "share")}, \
-        "medium", f"spend in the {row['env']} environment", \
-        f"Cap {row['env']} with a budget (costplane budget set … --scope env={row['env']}) or use a mock model " \
-        "for load tests.", None
+    return (
+        row["cost_nanos"],
+        {k: row[k] for k in ("env", "attempts", "cost_nanos", "share")},
+        "medium",
+        f"spend in the {row['env']} environment",
+        f"Cap {row['env']} with a budget (costplane budget set … --scope env={row['env']}) or use a mock model "
+        "for load tests.",
+        None,
+    )
 
 
 def _context(row: Row, by: Sequence[str]) -> tuple[int, dict[str, Any], str, str, str, str | None] | None:
-    return row["history_cost_nanos"], {"history_cost_nanos": row["history_cost_nanos"], "growth": row["growth"]}, \
-        "medium", "conversation history is re-sent on every turn", \
-        "Summarise or window the history after a few turns, and cache the stable part of the prompt.", \
-        "Trimming history changes what the model sees: check long conversations still work."
+    return (
+        row["history_cost_nanos"],
+        {"history_cost_nanos": row["history_cost_nanos"], "growth": row["growth"]},
+        "medium",
+        "conversation history is re-sent on every turn",
+        "Summarise or window the history after a few turns, and cache the stable part of the prompt.",
+        "Trimming history changes what the model sees: check long conversations still work.",
+    )
 
 
 BUILDERS: dict[str, Callable[[Row, Sequence[str]], tuple[int, dict[str, Any], str, str, str, str | None] | None]] = {
-    "cache_static_prefix": _cache, "batch_background": _batch, "route_smaller_model": _route,
-    "set_max_tokens": _max_tokens, "fix_retries": _retries, "stop_reembedding": _embeddings, "cap_nonprod": _nonprod,
+    "cache_static_prefix": _cache,
+    "batch_background": _batch,
+    "route_smaller_model": _route,
+    "set_max_tokens": _max_tokens,
+    "fix_retries": _retries,
+    "stop_reembedding": _embeddings,
+    "cap_nonprod": _nonprod,
     "trim_context": _context,
 }
 
@@ -201,8 +263,9 @@ class Answer(Protocol):
     notes: list[str]
 
 
-def gather(run: Callable[[ReportOptions], Answer], base: ReportOptions,
-           floor_nanos: int) -> tuple[list[Opportunity], list[str]]:
+def gather(
+    run: Callable[[ReportOptions], Answer], base: ReportOptions, floor_nanos: int
+) -> tuple[list[Opportunity], list[str]]:
     """Run every source report for ``base``'s range and tenant through ``run`` (local or the worker's API) and rank
     the opportunities; also the reports' notes (a range the raw TTL cut)."""
     end = base.until or base.now.replace(second=0, microsecond=0)

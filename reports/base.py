@@ -116,5 +116,3 @@ def present(rows: list[Row]) -> list[Row]:
                 shown[key[: -len("_nanos")] + "_usd"] = None if value is None else usd(int(value))
         out.append(shown)
     return out
-
-

@@ -14,8 +14,21 @@ from costplane.reports.errors import ReportError
 
 #: Rollup families and the dimensions each keeps (``sql/migrations/0005_report_rollups.sql``).
 FAMILY_DIMENSIONS: dict[str, frozenset[str]] = {
-    "spend": frozenset({"tenant", "team", "feature", "model", "provider", "env", "status", "service_tier", "plan",
-                        "operation", "unpriced"}),
+    "spend": frozenset(
+        {
+            "tenant",
+            "team",
+            "feature",
+            "model",
+            "provider",
+            "env",
+            "status",
+            "service_tier",
+            "plan",
+            "operation",
+            "unpriced",
+        }
+    ),
     "users": frozenset({"tenant", "user_id", "plan", "team", "feature", "env"}),
 }
 
@@ -75,7 +88,7 @@ ATTRIBUTE_PREFIX = "attr."
 def resolve_dimension(name: str) -> Dimension:
     """The dimension a user's name means (``user_id`` → user, ``attr.region`` → that attribute)."""
     if name.startswith(ATTRIBUTE_PREFIX) and len(name) > len(ATTRIBUTE_PREFIX):
-        key = name[len(ATTRIBUTE_PREFIX):]
+        key = name[len(ATTRIBUTE_PREFIX) :]
         return Dimension(name, "attributes", "", "", attribute=key)
     found = DIMENSIONS.get(ALIASES.get(name, name))
     if found is None:

@@ -15,9 +15,21 @@ from costplane.reports.money import usd
 from costplane.reports.options import ReportOptions
 
 FOCUS_COLUMNS: tuple[str, ...] = (
-    "BilledCost", "EffectiveCost", "ListCost", "BillingCurrency", "ChargePeriodStart", "ChargePeriodEnd",
-    "ChargeCategory", "ChargeDescription", "ProviderName", "ServiceName", "ServiceCategory", "ResourceId",
-    "ConsumedQuantity", "ConsumedUnit", "Tags",
+    "BilledCost",
+    "EffectiveCost",
+    "ListCost",
+    "BillingCurrency",
+    "ChargePeriodStart",
+    "ChargePeriodEnd",
+    "ChargeCategory",
+    "ChargeDescription",
+    "ProviderName",
+    "ServiceName",
+    "ServiceCategory",
+    "ResourceId",
+    "ConsumedQuantity",
+    "ConsumedUnit",
+    "Tags",
 )
 #: FOCUS's allowed ServiceCategory value for model APIs.
 SERVICE_CATEGORY = "AI and Machine Learning"
@@ -39,12 +51,23 @@ def focus_rows(rows: list[dict[str, Any]], options: ReportOptions) -> list[dict[
         tags = {g.given: r[f"d{i}"] for i, g in enumerate(options.by) if r[f"d{i}"] is not None}
         cost = usd(int(r["cost_nanos"]))
         group = ", ".join(f"{k}={v}" for k, v in tags.items()) or "untagged"
-        out.append({
-            "BilledCost": cost, "EffectiveCost": cost, "ListCost": cost, "BillingCurrency": "USD",
-            "ChargePeriodStart": _iso(start), "ChargePeriodEnd": _iso(end), "ChargeCategory": "Usage",
-            "ChargeDescription": f"{r['_model']} tokens ({group})", "ProviderName": r["_provider"],
-            "ServiceName": f"{r['_provider']} model API", "ServiceCategory": SERVICE_CATEGORY,
-            "ResourceId": r["_model"], "ConsumedQuantity": str(int(r["tokens"])), "ConsumedUnit": "Tokens",
-            "Tags": json.dumps({str(k): str(v) for k, v in tags.items()}, sort_keys=True),
-        })
+        out.append(
+            {
+                "BilledCost": cost,
+                "EffectiveCost": cost,
+                "ListCost": cost,
+                "BillingCurrency": "USD",
+                "ChargePeriodStart": _iso(start),
+                "ChargePeriodEnd": _iso(end),
+                "ChargeCategory": "Usage",
+                "ChargeDescription": f"{r['_model']} tokens ({group})",
+                "ProviderName": r["_provider"],
+                "ServiceName": f"{r['_provider']} model API",
+                "ServiceCategory": SERVICE_CATEGORY,
+                "ResourceId": r["_model"],
+                "ConsumedQuantity": str(int(r["tokens"])),
+                "ConsumedUnit": "Tokens",
+                "Tags": json.dumps({str(k): str(v) for k, v in tags.items()}, sort_keys=True),
+            }
+        )
     return out

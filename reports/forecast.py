@@ -24,8 +24,21 @@ from costplane.reports.projection import Projection, history_start, project
 Row = dict[str, Any]
 
 #: JSON keys of a forecast row, in order (``present`` adds ``*_usd`` after each ``*_nanos``).
-COLUMNS = ("tenant", "budget_id", "member", "month", "basis", "history_days", "month_to_date_nanos",
-           "projected_nanos", "low_nanos", "high_nanos", "limit_nanos", "projected_share", "projected_cross_date")
+COLUMNS = (
+    "tenant",
+    "budget_id",
+    "member",
+    "month",
+    "basis",
+    "history_days",
+    "month_to_date_nanos",
+    "projected_nanos",
+    "low_nanos",
+    "high_nanos",
+    "limit_nanos",
+    "projected_share",
+    "projected_cross_date",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,8 +92,9 @@ def _until(options: ReportOptions, until: datetime | None) -> ReportOptions:
     return replace(options, until=floor_minute(until))
 
 
-def requests_for(budgets: Iterable[Budget], now: datetime, tenant: str | None, budget_id: str | None,
-                 until: datetime | None = None) -> list[SpendRequest]:
+def requests_for(
+    budgets: Iterable[Budget], now: datetime, tenant: str | None, budget_id: str | None, until: datetime | None = None
+) -> list[SpendRequest]:
     """What to read: the tenants (unless one budget was asked for) and every monthly USD budget in scope."""
     chosen = list(budgets)
     if budget_id is not None:
@@ -123,12 +137,21 @@ def daily_by_member(request: SpendRequest, rows: Sequence[Row]) -> dict[tuple[st
 def projection_row(tenant: str, budget: Budget | None, member: str | None, p: Projection) -> Row:
     """One forecast row (JSON keys as :data:`COLUMNS`)."""
     limit = budget.limit if budget is not None else None
-    return {"tenant": tenant, "budget_id": budget.id if budget is not None else None, "member": member,
-            "month": p.month_start.isoformat()[:7], "basis": p.basis, "history_days": p.history_days,
-            "month_to_date_nanos": p.month_to_date, "projected_nanos": p.projected, "low_nanos": p.low,
-            "high_nanos": p.high, "limit_nanos": limit,
-            "projected_share": p.projected / limit if limit else None,
-            "projected_cross_date": p.cross_date.isoformat() if p.cross_date is not None else None}
+    return {
+        "tenant": tenant,
+        "budget_id": budget.id if budget is not None else None,
+        "member": member,
+        "month": p.month_start.isoformat()[:7],
+        "basis": p.basis,
+        "history_days": p.history_days,
+        "month_to_date_nanos": p.month_to_date,
+        "projected_nanos": p.projected,
+        "low_nanos": p.low,
+        "high_nanos": p.high,
+        "limit_nanos": limit,
+        "projected_share": p.projected / limit if limit else None,
+        "projected_cross_date": p.cross_date.isoformat() if p.cross_date is not None else None,
+    }
 
 
 def forecast_rows(answers: Sequence[tuple[SpendRequest, Sequence[Row]]], now: datetime) -> list[Row]:
@@ -160,5 +183,7 @@ def reading(rows: Sequence[Row]) -> str:
     if not over:
         return "no monthly budget is projected to reach its limit this month"
     first = min(over, key=lambda r: (r["projected_cross_date"], r["budget_id"], r["member"]))
-    return (f"{len(over)} budget member(s) projected to reach the limit; first: {first['budget_id']} "
-            f"({first['member']}) on {first['projected_cross_date']}")
+    return (
+        f"{len(over)} budget member(s) projected to reach the limit; first: {first['budget_id']} "
+        f"({first['member']}) on {first['projected_cross_date']}"
+    )

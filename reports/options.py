@@ -116,8 +116,7 @@ class ReportOptions:
             raise ReportError("--tenant must not be empty")
         if price_version is not None and not price_version.strip():
             raise ReportError("--price-version must not be empty")
-        return cls(report, start, end, tenant, groupings, tuple(filters), top, allocate, envs, moment,
-                   price_version)
+        return cls(report, start, end, tenant, groupings, tuple(filters), top, allocate, envs, moment, price_version)
 
     def with_by(self, names: tuple[str, ...]) -> ReportOptions:
         """The same request grouped by ``names`` (a report's default grouping when none was given)."""
@@ -125,8 +124,11 @@ class ReportOptions:
 
     def to_query_string(self) -> str:
         """How the options travel to the worker: ``GET /api/report?report=…&since=…`` (times as ISO 8601)."""
-        params: list[tuple[str, str]] = [("report", self.report), ("since", self.since.isoformat()),
-                                         ("now", self.now.isoformat())]
+        params: list[tuple[str, str]] = [
+            ("report", self.report),
+            ("since", self.since.isoformat()),
+            ("now", self.now.isoformat()),
+        ]
         if self.until is not None:
             params.append(("until", self.until.isoformat()))
         if self.tenant is not None:
@@ -162,8 +164,15 @@ class ReportOptions:
             except ValueError:
                 raise ReportError(f"cannot read now={now_text!r}") from None
         return cls.parse(
-            one("report") or "spend", since=one("since"), until=one("until"), tenant=one("tenant"),
-            by=values.get("by", []), where=values.get("where", []), top=int(top) if top is not None else None,
-            allocate=one("allocate") or "none", production_envs=one("production"), now=now,
+            one("report") or "spend",
+            since=one("since"),
+            until=one("until"),
+            tenant=one("tenant"),
+            by=values.get("by", []),
+            where=values.get("where", []),
+            top=int(top) if top is not None else None,
+            allocate=one("allocate") or "none",
+            production_envs=one("production"),
+            now=now,
             price_version=one("price_version"),
         )

@@ -75,8 +75,9 @@ def history_start(now: datetime) -> date:
     return min(now.date() - timedelta(days=LOOKBACK_DAYS), month_bounds(now)[0])
 
 
-def _rates(daily: Mapping[date, int], today: date, elapsed: Fraction) -> tuple[
-        Callable[[date], tuple[Fraction, Fraction, Fraction]], Basis, int]:
+def _rates(
+    daily: Mapping[date, int], today: date, elapsed: Fraction
+) -> tuple[Callable[[date], tuple[Fraction, Fraction, Fraction]], Basis, int]:
     """``rate(day) → (mean, low, high)`` per whole day, the basis, and the complete days of history."""
     earliest = today - timedelta(days=LOOKBACK_DAYS)
     spent_days = [d for d, v in daily.items() if v and earliest <= d < today]
@@ -116,13 +117,21 @@ def project(daily: Mapping[date, int], now: datetime, limit: int | None = None) 
     projected, low, high = (round_half_even(t.numerator, t.denominator) for t in totals)
     cross = None
     if limit is not None and projected >= limit:
-        cross = _cross_date(daily, first, today, last, limit, rate(today)[0] * (1 - elapsed),
-                            {d: rate(d)[0] for d in ahead})
+        cross = _cross_date(
+            daily, first, today, last, limit, rate(today)[0] * (1 - elapsed), {d: rate(d)[0] for d in ahead}
+        )
     return Projection(first, last, mtd, projected, low, high, limit, cross, basis, history)
 
 
-def _cross_date(daily: Mapping[date, int], first: date, today: date, last: date, limit: int,
-                rest_of_today: Fraction, ahead: Mapping[date, Fraction]) -> date:
+def _cross_date(
+    daily: Mapping[date, int],
+    first: date,
+    today: date,
+    last: date,
+    limit: int,
+    rest_of_today: Fraction,
+    ahead: Mapping[date, Fraction],
+) -> date:
     """The first day the running total reaches ``limit``: among the days gone by, today, or the days projected."""
     running = Fraction(0)
     day = first

@@ -45,7 +45,7 @@ def cover(start: datetime, end: datetime | None, coarsest: str = "day") -> list[
         raise ValueError("cover() needs whole minutes")
     pieces: list[Piece] = []
     lo, hi, level = start, end, "minute"
-    for coarser in GRANULARITIES[1: GRANULARITIES.index(coarsest) + 1]:
+    for coarser in GRANULARITIES[1 : GRANULARITIES.index(coarsest) + 1]:
         inner_lo = _ceil(lo, coarser)
         inner_hi = None if hi is None else _floor(hi, coarser)
         if inner_hi is not None and inner_lo >= inner_hi:

@@ -26,6 +26,8 @@ def half_even(units: str, divisor: str) -> str:
         f"if({divisor} IS NULL, NULL, intDiv({units}, {divisor}) + if(2 * ({units} % {divisor}) > {divisor} OR "
         f"(2 * ({units} % {divisor}) = {divisor} AND intDiv({units}, {divisor}) % 2 = 1), 1, 0))"
     )
+
+
 _TIER = "ifNull(service_tier, 'standard')"
 _PROMPT = "(input_tokens + cached_input_tokens + cache_write_tokens)"
 #: The raw row's token bucket columns, in the catalog's rate order (less the 1-hour cache write).
@@ -63,8 +65,11 @@ def compile_routes(
     divisor_cases: list[str] = []
     skipped: list[str] = []
     tiers = [f.normalize_tier(tier)] if tier is not None else list(f.SERVICE_TIERS)
-    starts = ([version_start(catalog, price_version)] if price_version is not None
-              else [v.effective_from_ms for v in catalog.versions])
+    starts = (
+        [version_start(catalog, price_version)]
+        if price_version is not None
+        else [v.effective_from_ms for v in catalog.versions]
+    )
     for n, ((provider, model), (to_provider, to_model)) in enumerate(sorted(routes.items())):
         params[f"{param_prefix}p{n}"], params[f"{param_prefix}m{n}"] = provider, model
         row = f"provider = {{{param_prefix}p{n}:String}} AND model = {{{param_prefix}m{n}:String}}"

@@ -30,8 +30,9 @@ def _models_in_range(ctx: Context) -> list[tuple[str, str]]:
     if ctx.options.tenant is not None:
         where.append("tenant = {t:String}")
         params["t"] = ctx.options.tenant
-    rows = ctx.fetch(f"SELECT DISTINCT provider, model FROM {ctx.database}.usage_events WHERE {' AND '.join(where)}",
-                     params)
+    rows = ctx.fetch(
+        f"SELECT DISTINCT provider, model FROM {ctx.database}.usage_events WHERE {' AND '.join(where)}", params
+    )
     return [(str(p), str(m)) for p, m in rows]
 
 
@@ -49,10 +50,12 @@ def cheaper_routes(ctx: Context) -> dict[tuple[str, str], tuple[str, str]]:
 def _background_sql(ctx: Context, prepared: Prepared) -> str:
     prepared.params["bg_features"] = list(ctx.assumptions.background_features)
     prepared.params["bg_envs"] = list(ctx.assumptions.batch_envs)
-    return ("if(ifNull(service_tier, 'standard') NOT IN ('standard', 'priority'), '', "
-            "multiIf(ifNull(feature, '') IN {bg_features:Array(String)}, 'configured feature', "
-            "session_id IS NULL AND ifNull(operation, '') = 'embedding', 'embedding without a session', "
-            "session_id IS NULL AND ifNull(env, '') IN {bg_envs:Array(String)}, 'batch environment', ''))")
+    return (
+        "if(ifNull(service_tier, 'standard') NOT IN ('standard', 'priority'), '', "
+        "multiIf(ifNull(feature, '') IN {bg_features:Array(String)}, 'configured feature', "
+        "session_id IS NULL AND ifNull(operation, '') = 'embedding', 'embedding without a session', "
+        "session_id IS NULL AND ifNull(env, '') IN {bg_envs:Array(String)}, 'batch environment', ''))"
+    )
 
 
 def _prepare_models(ctx: Context) -> Prepared:
@@ -64,15 +67,24 @@ def _prepare_models(ctx: Context) -> Prepared:
         params.update({f"sp{n}": provider, f"sm{n}": model, f"st{n}": target})
         cases.append(f"provider = {{sp{n}:String}} AND model = {{sm{n}:String}}, {{st{n}:String}}")
     suggested = f"multiIf({', '.join(cases)}, NULL)" if cases else "CAST(NULL AS Nullable(String))"
-    return Prepared({"units": compiled.units, "divisor": compiled.divisor, "suggested": suggested,
-                     "half_even": half_even("_units", "_div")}, params)
+    return Prepared(
+        {
+            "units": compiled.units,
+            "divisor": compiled.divisor,
+            "suggested": suggested,
+            "half_even": half_even("_units", "_div"),
+        },
+        params,
+    )
 
 
 def _prepare_batch(ctx: Context) -> Prepared:
     identity = {pair: pair for pair in _models_in_range(ctx)}
     compiled = compile_routes(ctx.catalog, identity, tier="batch")
-    prepared = Prepared({"units": compiled.units, "divisor": compiled.divisor,
-                         "half_even": half_even("_units", "_div")}, compiled.params)
+    prepared = Prepared(
+        {"units": compiled.units, "divisor": compiled.divisor, "half_even": half_even("_units", "_div")},
+        compiled.params,
+    )
     prepared.sql["background"] = _background_sql(ctx, prepared)
     return prepared
 
@@ -80,22 +92,32 @@ def _prepare_batch(ctx: Context) -> Prepared:
 def _prepare_max_tokens(ctx: Context) -> Prepared:
     """Price only the output tokens above the group's p99 (``_excess``), at each call's own prices."""
     identity = {pair: pair for pair in _models_in_range(ctx)}
-    only_excess = {"input_tokens": "0", "cached_input_tokens": "0", "cache_write_tokens": "0",
-                   "output_tokens": "_excess", "reasoning_tokens": "0"}
+    only_excess = {
+        "input_tokens": "0",
+        "cached_input_tokens": "0",
+        "cache_write_tokens": "0",
+        "output_tokens": "_excess",
+        "reasoning_tokens": "0",
+    }
     compiled = compile_routes(ctx.catalog, identity, buckets=only_excess)
-    return Prepared({"units": compiled.units, "divisor": compiled.divisor,
-                     "half_even": half_even("_units", "_div")}, compiled.params)
+    return Prepared(
+        {"units": compiled.units, "divisor": compiled.divisor, "half_even": half_even("_units", "_div")},
+        compiled.params,
+    )
 
 
 def _prepare_leaks(ctx: Context) -> Prepared:
     model = compile_routes(ctx.catalog, cheaper_routes(ctx), param_prefix="lm")
-    batch = compile_routes(ctx.catalog, {pair: pair for pair in _models_in_range(ctx)}, tier="batch",
-                           param_prefix="lb")
+    batch = compile_routes(ctx.catalog, {pair: pair for pair in _models_in_range(ctx)}, tier="batch", param_prefix="lb")
     prepared = Prepared(
-        {"model_units": model.units, "model_divisor": model.divisor,
-         "model_half_even": half_even("_model_units", "_model_div"),
-         "batch_units": batch.units, "batch_divisor": batch.divisor,
-         "batch_half_even": half_even("_batch_units", "_batch_div")},
+        {
+            "model_units": model.units,
+            "model_divisor": model.divisor,
+            "model_half_even": half_even("_model_units", "_model_div"),
+            "batch_units": batch.units,
+            "batch_divisor": batch.divisor,
+            "batch_half_even": half_even("_batch_units", "_batch_div"),
+        },
         {**model.params, **batch.params, "production": list(ctx.options.production_envs)},
     )
     prepared.sql["background"] = _background_sql(ctx, prepared)
@@ -111,14 +133,18 @@ def _finish_models(rows: list[Row], options: ReportOptions) -> list[Row]:
         calls, cost = int(r["calls"]), int(r["cost_nanos"])
         repriced = int(r["_not_repriced"]) == 0 and r["_cheaper_sum"] is not None
         on_cheaper = int(r["_cheaper_sum"]) if repriced else None
-        out.append({
-            **group_values(r, options), "calls": calls,
-            **int_fields(r, ("p50_output_tokens", "p90_output_tokens")),
-            "short_output_share": fraction(int(r["_short"]), calls), "cost_nanos": cost,
-            "cheaper_model": r.get("_suggested") if on_cheaper is not None else None,
-            "cost_on_cheaper_nanos": on_cheaper,
-            "saving_nanos": cost - on_cheaper if on_cheaper is not None else None,
-        })
+        out.append(
+            {
+                **group_values(r, options),
+                "calls": calls,
+                **int_fields(r, ("p50_output_tokens", "p90_output_tokens")),
+                "short_output_share": fraction(int(r["_short"]), calls),
+                "cost_nanos": cost,
+                "cheaper_model": r.get("_suggested") if on_cheaper is not None else None,
+                "cost_on_cheaper_nanos": on_cheaper,
+                "saving_nanos": cost - on_cheaper if on_cheaper is not None else None,
+            }
+        )
     return out
 
 
@@ -127,9 +153,11 @@ def _read_models(rows: list[Row], options: ReportOptions) -> str:
     if not candidates:
         return "no model in this range has a cheaper suggestion in the routing map"
     top = max(candidates, key=lambda r: r["saving_nanos"])
-    return (f"{row_label(top, options)} on {top['cheaper_model']} would have cost {usd_display(top['saving_nanos'])} "
-            f"less; {percent(top['short_output_share'])} of its outputs are short (≤ {SHORT_OUTPUT_TOKENS} tokens) — "
-            "check quality before routing")
+    return (
+        f"{row_label(top, options)} on {top['cheaper_model']} would have cost {usd_display(top['saving_nanos'])} "
+        f"less; {percent(top['short_output_share'])} of its outputs are short (≤ {SHORT_OUTPUT_TOKENS} tokens) — "
+        "check quality before routing"
+    )
 
 
 # -- batch -----------------------------------------------------------------------------------------------------
@@ -140,17 +168,27 @@ def _finish_batch(rows: list[Row], options: ReportOptions) -> list[Row]:
     for r in rows:
         cost = int(r["cost_nanos"])
         batch = int(r["_batch_sum"]) if int(r["_not_repriced"]) == 0 and r["_batch_sum"] is not None else None
-        out.append({**group_values(r, options), "calls": int(r["calls"]), "cost_nanos": cost,
-                    "batch_cost_nanos": batch, "saving_nanos": cost - batch if batch is not None else None,
-                    "reasons": list(r["reasons"]), "_total_cost": r["_total_cost_nanos"],
-                    "_total_saving": r["_total_saving_nanos"]})
+        out.append(
+            {
+                **group_values(r, options),
+                "calls": int(r["calls"]),
+                "cost_nanos": cost,
+                "batch_cost_nanos": batch,
+                "saving_nanos": cost - batch if batch is not None else None,
+                "reasons": list(r["reasons"]),
+                "_total_cost": r["_total_cost_nanos"],
+                "_total_saving": r["_total_saving_nanos"],
+            }
+        )
     return out
 
 
 def _read_batch(rows: list[Row], options: ReportOptions) -> str:
     saving, cost = first_total(rows, "_total_saving"), first_total(rows, "_total_cost")
-    return (f"background work cost {usd_display(cost)} at the standard or priority tier; the batch tier would have "
-            f"saved {usd_display(saving)} ({percent(fraction(saving, cost))})")
+    return (
+        f"background work cost {usd_display(cost)} at the standard or priority tier; the batch tier would have "
+        f"saved {usd_display(saving)} ({percent(fraction(saving, cost))})"
+    )
 
 
 # -- max tokens ------------------------------------------------------------------------------------------------
@@ -161,28 +199,42 @@ def _finish_max_tokens(rows: list[Row], options: ReportOptions) -> list[Row]:
     for r in rows:
         p50_max = int(r["_p50_max"]) if int(r["_with_max"]) else None
         p99 = int(r["p99_output_tokens"])
-        out.append({**group_values(r, options), **int_fields(r, ("calls", "calls_without_max_tokens")),
-                    "p50_max_tokens": p50_max, **int_fields(r, ("p50_output_tokens", "p99_output_tokens")),
-                    "headroom": fraction(p50_max, p99) if p50_max is not None else None,
-                    "excess_output_cost_nanos": int(r["_excess_cost_nanos"]),
-                    "_total_calls": r["_total_calls"], "_total_without": r["_total_without"]})
+        out.append(
+            {
+                **group_values(r, options),
+                **int_fields(r, ("calls", "calls_without_max_tokens")),
+                "p50_max_tokens": p50_max,
+                **int_fields(r, ("p50_output_tokens", "p99_output_tokens")),
+                "headroom": fraction(p50_max, p99) if p50_max is not None else None,
+                "excess_output_cost_nanos": int(r["_excess_cost_nanos"]),
+                "_total_calls": r["_total_calls"],
+                "_total_without": r["_total_without"],
+            }
+        )
     return out
 
 
 def _read_max_tokens(rows: list[Row], options: ReportOptions) -> str:
     calls, uncapped = first_total(rows, "_total_calls"), first_total(rows, "_total_without")
-    return (f"{uncapped:,} of {calls:,} successful calls ({percent(fraction(uncapped, calls))}) set no max_tokens: "
-            "one runaway generation is billed in full")
+    return (
+        f"{uncapped:,} of {calls:,} successful calls ({percent(fraction(uncapped, calls))}) set no max_tokens: "
+        "one runaway generation is billed in full"
+    )
 
 
 # -- embeddings ------------------------------------------------------------------------------------------------
 
 
 def _finish_embeddings(rows: list[Row], options: ReportOptions) -> list[Row]:
-    return [{**group_values(r, options),
-             **int_fields(r, ("embedding_calls", "distinct_content", "repeat_calls", "repeat_cost_nanos")),
-             "_total_repeats": r["_total_repeats"], "_total_repeat_cost": r["_total_repeat_cost"]}
-            for r in rows]
+    return [
+        {
+            **group_values(r, options),
+            **int_fields(r, ("embedding_calls", "distinct_content", "repeat_calls", "repeat_cost_nanos")),
+            "_total_repeats": r["_total_repeats"],
+            "_total_repeat_cost": r["_total_repeat_cost"],
+        }
+        for r in rows
+    ]
 
 
 def _read_embeddings(rows: list[Row], options: ReportOptions) -> str:
@@ -197,24 +249,42 @@ def _finish_billing(rows: list[Row], options: ReportOptions) -> list[Row]:
     out = []
     for r in rows:
         billed, computed = int(r["billed_nanos"]), int(r["computed_nanos"])
-        out.append({**group_values(r, options), "events_with_billed": int(r["events_with_billed"]),
-                    "billed_nanos": billed, "computed_nanos": computed, "difference_nanos": billed - computed,
-                    "difference": fraction(billed - computed, computed)})
+        out.append(
+            {
+                **group_values(r, options),
+                "events_with_billed": int(r["events_with_billed"]),
+                "billed_nanos": billed,
+                "computed_nanos": computed,
+                "difference_nanos": billed - computed,
+                "difference": fraction(billed - computed, computed),
+            }
+        )
     return out
 
 
 def _read_billing(rows: list[Row], options: ReportOptions) -> str:
     worst = max(rows, key=lambda r: abs(r["difference"] or 0))
-    return (f"largest gap: {row_label(worst, options)} billed {usd_display(worst['billed_nanos'])} against "
-            f"{usd_display(worst['computed_nanos'])} computed ({percent(worst['difference'])}) — a stale or wrong "
-            "catalog entry shows here first")
+    return (
+        f"largest gap: {row_label(worst, options)} billed {usd_display(worst['billed_nanos'])} against "
+        f"{usd_display(worst['computed_nanos'])} computed ({percent(worst['difference'])}) — a stale or wrong "
+        "catalog entry shows here first"
+    )
 
 
 # -- leaks -----------------------------------------------------------------------------------------------------
 
 #: In the order the waterfall deducts them (each takes at most what the earlier ones left), then the rest.
-LEAK_COLUMNS = ("total_cost_nanos", "nonprod_nanos", "retry_waste_nanos", "repeat_embedding_nanos", "history_nanos",
-                "uncached_prefix_nanos", "model_saving_nanos", "batch_saving_nanos", "essential_nanos")
+LEAK_COLUMNS = (
+    "total_cost_nanos",
+    "nonprod_nanos",
+    "retry_waste_nanos",
+    "repeat_embedding_nanos",
+    "history_nanos",
+    "uncached_prefix_nanos",
+    "model_saving_nanos",
+    "batch_saving_nanos",
+    "essential_nanos",
+)
 
 
 def _finish_leaks(rows: list[Row], options: ReportOptions) -> list[Row]:
@@ -241,35 +311,100 @@ def _read_leaks(rows: list[Row], options: ReportOptions) -> str:
     biggest = max(leaks, key=lambda k: leaks[k])
     multiplier = whole["leak_multiplier"]
     shown = "—" if multiplier is None else f"{multiplier:.2f}×"
-    return (f"spent {usd_display(whole['total_cost_nanos'])} for {usd_display(whole['essential_nanos'])} of "
-            f"essential work ({shown}); the largest leak: {biggest.replace('_', ' ')} "
-            f"{usd_display(leaks[biggest])}")
+    return (
+        f"spent {usd_display(whole['total_cost_nanos'])} for {usd_display(whole['essential_nanos'])} of "
+        f"essential work ({shown}); the largest leak: {biggest.replace('_', ' ')} "
+        f"{usd_display(leaks[biggest])}"
+    )
 
 
 SAVINGS: tuple[Report, ...] = (
-    Report("models", "Which features use a bigger model than their calls need, and what would a cheaper one cost?",
-           "models", ("feature", "model"),
-           ("calls", "p50_output_tokens", "p90_output_tokens", "short_output_share", "cost_nanos", "cheaper_model",
-            "cost_on_cheaper_nanos", "saving_nanos"),
-           "cost_nanos DESC", _finish_models, _read_models, raw_only=True, always_by=("model",),
-           prepare=_prepare_models),
-    Report("batch", "Which background work runs on the standard tier, and what would the batch tier save?", "batch",
-           ("feature", "model"), ("calls", "cost_nanos", "batch_cost_nanos", "saving_nanos", "reasons"),
-           "cost_nanos DESC", _finish_batch, _read_batch, raw_only=True, prepare=_prepare_batch),
-    Report("max-tokens", "Which calls leave max_tokens unset, and how does the cap compare with the output?",
-           "max_tokens", ("feature", "model"),
-           ("calls", "calls_without_max_tokens", "p50_max_tokens", "p50_output_tokens", "p99_output_tokens",
-            "headroom", "excess_output_cost_nanos"),
-           "_cost DESC", _finish_max_tokens, _read_max_tokens, raw_only=True, prepare=_prepare_max_tokens),
-    Report("embeddings", "How much is spent embedding content that was embedded before?", "embeddings",
-           ("feature",), ("embedding_calls", "distinct_content", "repeat_calls", "repeat_cost_nanos"),
-           "repeat_cost_nanos DESC", _finish_embeddings, _read_embeddings, raw_only=True),
-    Report("billing", "Does the provider's billed cost match what costplane computed for the same calls?",
-           "billing", ("provider", "model"),
-           ("events_with_billed", "billed_nanos", "computed_nanos", "difference_nanos", "difference"),
-           "abs(billed_nanos - computed_nanos) DESC", _finish_billing, _read_billing, raw_only=True),
-    Report("leaks", "How much of the spend was essential, and where did the rest leak?", "leaks", ("tenant",),
-           (*LEAK_COLUMNS, "leak_multiplier", "overall"), "total_cost_nanos DESC", _finish_leaks, _read_leaks,
-           raw_only=True, prepare=_prepare_leaks),
+    Report(
+        "models",
+        "Which features use a bigger model than their calls need, and what would a cheaper one cost?",
+        "models",
+        ("feature", "model"),
+        (
+            "calls",
+            "p50_output_tokens",
+            "p90_output_tokens",
+            "short_output_share",
+            "cost_nanos",
+            "cheaper_model",
+            "cost_on_cheaper_nanos",
+            "saving_nanos",
+        ),
+        "cost_nanos DESC",
+        _finish_models,
+        _read_models,
+        raw_only=True,
+        always_by=("model",),
+        prepare=_prepare_models,
+    ),
+    Report(
+        "batch",
+        "Which background work runs on the standard tier, and what would the batch tier save?",
+        "batch",
+        ("feature", "model"),
+        ("calls", "cost_nanos", "batch_cost_nanos", "saving_nanos", "reasons"),
+        "cost_nanos DESC",
+        _finish_batch,
+        _read_batch,
+        raw_only=True,
+        prepare=_prepare_batch,
+    ),
+    Report(
+        "max-tokens",
+        "Which calls leave max_tokens unset, and how does the cap compare with the output?",
+        "max_tokens",
+        ("feature", "model"),
+        (
+            "calls",
+            "calls_without_max_tokens",
+            "p50_max_tokens",
+            "p50_output_tokens",
+            "p99_output_tokens",
+            "headroom",
+            "excess_output_cost_nanos",
+        ),
+        "_cost DESC",
+        _finish_max_tokens,
+        _read_max_tokens,
+        raw_only=True,
+        prepare=_prepare_max_tokens,
+    ),
+    Report(
+        "embeddings",
+        "How much is spent embedding content that was embedded before?",
+        "embeddings",
+        ("feature",),
+        ("embedding_calls", "distinct_content", "repeat_calls", "repeat_cost_nanos"),
+        "repeat_cost_nanos DESC",
+        _finish_embeddings,
+        _read_embeddings,
+        raw_only=True,
+    ),
+    Report(
+        "billing",
+        "Does the provider's billed cost match what costplane computed for the same calls?",
+        "billing",
+        ("provider", "model"),
+        ("events_with_billed", "billed_nanos", "computed_nanos", "difference_nanos", "difference"),
+        "abs(billed_nanos - computed_nanos) DESC",
+        _finish_billing,
+        _read_billing,
+        raw_only=True,
+    ),
+    Report(
+        "leaks",
+        "How much of the spend was essential, and where did the rest leak?",
+        "leaks",
+        ("tenant",),
+        (*LEAK_COLUMNS, "leak_multiplier", "overall"),
+        "total_cost_nanos DESC",
+        _finish_leaks,
+        _read_leaks,
+        raw_only=True,
+        prepare=_prepare_leaks,
+    ),
 )
-

@@ -77,8 +77,7 @@ def _share(name: str, text: str | None, *, at_most_one: bool) -> Fraction:
     except (InvalidOperation, ValueError):
         raise ScenarioError(f"{name} must be a number, not {text!r}") from None
     if value < 0 or (at_most_one and value > 1):
-        raise ScenarioError(f"{name} must be between 0 and {'1' if at_most_one else 'any positive number'}, "
-                            f"not {text}")
+        raise ScenarioError(f"{name} must be between 0 and {'1' if at_most_one else 'any positive number'}, not {text}")
     return value
 
 
@@ -166,12 +165,21 @@ class ScenarioCost:
         return round_half_even(self.monthly_cost_nanos, self.calls) if self.calls else None
 
     def row(self) -> dict[str, Any]:
-        return {"model": self.model, "provider": self.provider, "price_version": self.price_version,
-                "tier": self.tier, "calls": self.calls, "retry_attempts": self.retry_attempts,
-                "input_tokens": self.input_tokens, "cached_input_tokens": self.cached_input_tokens,
-                "output_tokens": self.output_tokens, "retry_input_tokens": self.retry_input_tokens,
-                "per_call_nanos": self.per_call_nanos, "retry_cost_nanos": self.retry_cost_nanos,
-                "monthly_cost_nanos": self.monthly_cost_nanos}
+        return {
+            "model": self.model,
+            "provider": self.provider,
+            "price_version": self.price_version,
+            "tier": self.tier,
+            "calls": self.calls,
+            "retry_attempts": self.retry_attempts,
+            "input_tokens": self.input_tokens,
+            "cached_input_tokens": self.cached_input_tokens,
+            "output_tokens": self.output_tokens,
+            "retry_input_tokens": self.retry_input_tokens,
+            "per_call_nanos": self.per_call_nanos,
+            "retry_cost_nanos": self.retry_cost_nanos,
+            "monthly_cost_nanos": self.monthly_cost_nanos,
+        }
 
 
 def price_scenario(catalog: PriceCatalog, scenario: Scenario, model: str, provider: str = "") -> ScenarioCost:
@@ -182,12 +190,20 @@ def price_scenario(catalog: PriceCatalog, scenario: Scenario, model: str, provid
     totals = [0] * 6
     calls_cost = retry_cost = 0
     for shape in call_shapes(scenario):
-        call = catalog.price_tokens(provider or None, model, shape.input_tokens, shape.cached_input_tokens, 0,
-                                    shape.output_tokens, service_tier=scenario.tier)
+        call = catalog.price_tokens(
+            provider or None,
+            model,
+            shape.input_tokens,
+            shape.cached_input_tokens,
+            0,
+            shape.output_tokens,
+            service_tier=scenario.tier,
+        )
         calls_cost += shape.count * call.cost_nanos
         if shape.retries:
-            retry = catalog.price_tokens(provider or None, model, shape.input_tokens, shape.cached_input_tokens,
-                                         service_tier=scenario.tier)
+            retry = catalog.price_tokens(
+                provider or None, model, shape.input_tokens, shape.cached_input_tokens, service_tier=scenario.tier
+            )
             retry_cost += shape.retries * retry.cost_nanos
         prompt = shape.input_tokens + shape.cached_input_tokens
         totals[0] += shape.count * shape.input_tokens + shape.retries * shape.input_tokens
@@ -195,10 +211,20 @@ def price_scenario(catalog: PriceCatalog, scenario: Scenario, model: str, provid
         totals[2] += shape.count * shape.output_tokens
         totals[3] += shape.retries
         totals[4] += shape.retries * prompt
-    return ScenarioCost(model=model, provider=rates.provider, price_version=rates.price_version, tier=scenario.tier,
-                        calls=scenario.calls, retry_attempts=totals[3], input_tokens=totals[0],
-                        cached_input_tokens=totals[1], output_tokens=totals[2], retry_input_tokens=totals[4],
-                        calls_cost_nanos=calls_cost, retry_cost_nanos=retry_cost)
+    return ScenarioCost(
+        model=model,
+        provider=rates.provider,
+        price_version=rates.price_version,
+        tier=scenario.tier,
+        calls=scenario.calls,
+        retry_attempts=totals[3],
+        input_tokens=totals[0],
+        cached_input_tokens=totals[1],
+        output_tokens=totals[2],
+        retry_input_tokens=totals[4],
+        calls_cost_nanos=calls_cost,
+        retry_cost_nanos=retry_cost,
+    )
 
 
 def compare(catalog: PriceCatalog, scenario: Scenario, models: Sequence[str], provider: str = "") -> list[ScenarioCost]:

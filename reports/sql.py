@@ -171,8 +171,10 @@ def build(
             where.append(f"tenant = {b.bind(options.tenant, 'String')}")
         where += _where(b, options, raw=True)
         # Text, not LowCardinality, inside argMin: ClickHouse keeps LowCardinality states several times slower.
-        inner = "".join(f"argMin({_as_text(g, b.expr(g.dimension, True))}, attempt) AS d{i},\n        "
-                        for i, g in enumerate(groupings))
+        inner = "".join(
+            f"argMin({_as_text(g, b.expr(g.dimension, True))}, attempt) AS d{i},\n        "
+            for i, g in enumerate(groupings)
+        )
         dims = "".join(f"{b.expr(g.dimension, True)} AS d{i},\n    " for i, g in enumerate(groupings))
         source = "raw events (usage_events)"
         source_sql = ""
@@ -181,8 +183,11 @@ def build(
             since = covered = _clip_to_raw(options, raw_ttl_days, notes)
             raw_where = _raw_range(b, since, options.until)
             tenant_cond = f"AND tenant = {b.bind(options.tenant, 'String')}" if options.tenant is not None else ""
-            source_sql = "(" + Template(load_query("raw_as_rollup")).substitute(
-                db=database, range=raw_where, tenant=tenant_cond) + ")"
+            source_sql = (
+                "("
+                + Template(load_query("raw_as_rollup")).substitute(db=database, range=raw_where, tenant=tenant_cond)
+                + ")"
+            )
             source = "raw events (usage_events)"
         else:
             source_sql = _rollup_source(b, family, options, coarsest, database)
@@ -199,11 +204,13 @@ def build(
         b.params["production"] = list(options.production_envs)
     history_rows = session_history_rows = ""
     if "$history_rows" in template:
-        history_rows = Template(load_query("history_rows")).substitute(db=database, dims=dims,
-                                                                       where=" AND ".join(where))
+        history_rows = Template(load_query("history_rows")).substitute(
+            db=database, dims=dims, where=" AND ".join(where)
+        )
     if "$session_history_rows" in template:  # only attempts in sessions: they alone carry history
         session_history_rows = Template(load_query("history_rows")).substitute(
-            db=database, dims=dims, where=" AND ".join([*where, "session_id IS NOT NULL AND turn IS NOT NULL"]))
+            db=database, dims=dims, where=" AND ".join([*where, "session_id IS NOT NULL AND turn IS NOT NULL"])
+        )
     text = Template(template).safe_substitute(
         history_rows=history_rows,
         session_history_rows=session_history_rows,

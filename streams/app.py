@@ -53,28 +53,39 @@ T = TypeVar("T")
 class Runtime:
     """Everything the agents share: codec, catalog, budgets, windows, metrics. One per process."""
 
-    def __init__(self, kafka: KafkaSettings, redis_settings: RedisSettings, worker: WorkerSettings,
-                 metrics: WorkerMetrics, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        redis_settings: RedisSettings,
+        worker: WorkerSettings,
+        metrics: WorkerMetrics,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         from costplane.enforcers.store import RedisBudgetStore
         from costplane.pricing.catalog import default_catalog
 
         self.kafka, self.worker, self.metrics, self.clock = kafka, worker, metrics, clock
-        self.codec = (UsageCodec.with_registry(kafka.schema_registry_url) if kafka.schema_registry_url
-                      else UsageCodec.schemaless())
+        self.codec = (
+            UsageCodec.with_registry(kafka.schema_registry_url)
+            if kafka.schema_registry_url
+            else UsageCodec.schemaless()
+        )
         self.catalog = default_catalog()
-        self.store = RedisBudgetStore.from_url(redis_settings.url.get_secret_value(), prefix=redis_settings.key_prefix,
-                                               timeout_s=2.0)
-        self.windows = WorkerWindows(RedisWindowBackend(self.store.client,
-                                                        WindowKeys(redis_settings.key_prefix, group_id(kafka, worker))),
-                                     WindowKeys(redis_settings.key_prefix, group_id(kafka, worker)), self.store.keys,
-                                     cache_limit=worker.window_cache_keys)
+        self.store = RedisBudgetStore.from_url(
+            redis_settings.url.get_secret_value(), prefix=redis_settings.key_prefix, timeout_s=2.0
+        )
+        self.windows = WorkerWindows(
+            RedisWindowBackend(self.store.client, WindowKeys(redis_settings.key_prefix, group_id(kafka, worker))),
+            WindowKeys(redis_settings.key_prefix, group_id(kafka, worker)),
+            self.store.keys,
+            cache_limit=worker.window_cache_keys,
+        )
         self.dlq_fence = DlqFence(self.store.client, redis_settings.key_prefix, group_id(kafka, worker))
         self.budgets: dict[str, Budget] = {}
         self.budgets_loaded = asyncio.Event()
         self.recent = RecentIds(worker.recent_ids_per_partition)
         metrics.watch_recent_ids(self.recent.held)
-        self.invalid = InvalidRatioGuard(worker.invalid_ratio_limit, worker.invalid_window_s,
-                                         worker.invalid_min_events)
+        self.invalid = InvalidRatioGuard(worker.invalid_ratio_limit, worker.invalid_window_s, worker.invalid_min_events)
         self.ready = False
         self.waiting: str | None = None  # what the stream role waits for (Redis), for /readyz
         self.published_tenants: set[str] = set()
@@ -88,11 +99,17 @@ def group_id(kafka: KafkaSettings, worker: WorkerSettings) -> str:
     return worker.group_id or f"{kafka.topic_prefix}.worker"
 
 
-def create_app(kafka: KafkaSettings, redis_settings: RedisSettings, worker: WorkerSettings,
-               clickhouse: ClickHouseSettings | None, metrics: WorkerMetrics,
-               report: Callable[[str], Any] | None = None,
-               sink_ready: Callable[[], bool] | None = None, alerts: AlertSettings | None = None,
-               sink_waiting: Callable[[], str | None] | None = None) -> faust.App:
+def create_app(
+    kafka: KafkaSettings,
+    redis_settings: RedisSettings,
+    worker: WorkerSettings,
+    clickhouse: ClickHouseSettings | None,
+    metrics: WorkerMetrics,
+    report: Callable[[str], Any] | None = None,
+    sink_ready: Callable[[], bool] | None = None,
+    alerts: AlertSettings | None = None,
+    sink_waiting: Callable[[], str | None] | None = None,
+) -> faust.App:
     """The Faust app with its agents, timers and web pages (``report`` serves ``/api/report`` when given)."""
     stream_role = worker.role in ("stream", "all")
     worker.data_dir.mkdir(parents=True, exist_ok=True)  # Faust creates its own folder in it, not the parents
@@ -137,9 +154,14 @@ def create_app(kafka: KafkaSettings, redis_settings: RedisSettings, worker: Work
 
     @app.page("/readyz")
     async def readyz(self: Any, request: Any) -> Any:
-        waiting = {part: what for part, what in (("stream", rt.waiting if rt is not None else None),
-                                                  ("sink", sink_waiting() if sink_waiting is not None else None))
-                   if what is not None}
+        waiting = {
+            part: what
+            for part, what in (
+                ("stream", rt.waiting if rt is not None else None),
+                ("sink", sink_waiting() if sink_waiting is not None else None),
+            )
+            if what is not None
+        }
         ok = (rt is None or rt.ready) and (sink_ready is None or sink_ready()) and not waiting
         return self.json({"ready": ok, "waiting": waiting}, status=200 if ok else 503)
 
@@ -181,8 +203,14 @@ def _scoped(view: Any, request: Any, worker: WorkerSettings) -> tuple[Any | None
     return None, query
 
 
-def _api_pages(app: faust.App, redis_settings: RedisSettings, worker: WorkerSettings, metrics: WorkerMetrics,
-               rt: Runtime | None, report: Callable[[str], Any] | None) -> None:
+def _api_pages(
+    app: faust.App,
+    redis_settings: RedisSettings,
+    worker: WorkerSettings,
+    metrics: WorkerMetrics,
+    rt: Runtime | None,
+    report: Callable[[str], Any] | None,
+) -> None:
     """``/api/budgets/status`` and ``/api/decisions/recent``, and the sink role's drift measurement."""
     import redis
 
@@ -200,7 +228,8 @@ def _api_pages(app: faust.App, redis_settings: RedisSettings, worker: WorkerSett
             return denied
         try:
             rows = await asyncio.get_running_loop().run_in_executor(
-                None, budget_status, client, keys, int(time.time() * 1000), query, report)
+                None, budget_status, client, keys, int(time.time() * 1000), query, report
+            )
         except UnknownScope as exc:
             return self.json({"error": str(exc)}, status=404)
         except ValueError as exc:
@@ -229,24 +258,31 @@ def _api_pages(app: faust.App, redis_settings: RedisSettings, worker: WorkerSett
             """Budget counters against the ledger, exported as ``costplane_budget_drift`` (see docs/operations.md)."""
             try:
                 snapshot = await asyncio.get_running_loop().run_in_executor(
-                    None, measure_drift, client, keys, int(time.time() * 1000), sink_report)
+                    None, measure_drift, client, keys, int(time.time() * 1000), sink_report
+                )
             except (RedisError, OSError, ValueError) as exc:
                 log.warning("budget_drift_failed", error=str(exc))
                 return
             metrics.drift.update(snapshot)
 
 
-def _stream_role(app: faust.App, kafka: KafkaSettings, worker: WorkerSettings, rt: Runtime,
-                 alert_settings: AlertSettings) -> None:
+def _stream_role(
+    app: faust.App, kafka: KafkaSettings, worker: WorkerSettings, rt: Runtime, alert_settings: AlertSettings
+) -> None:
     usage_name = kafka.topic("usage")
-    usage = app.topic(usage_name, value_serializer="raw", key_serializer="raw",
-                      partitions=worker.usage_partitions)
+    usage = app.topic(usage_name, value_serializer="raw", key_serializer="raw", partitions=worker.usage_partitions)
     dlq = app.topic(kafka.topic("usage.dlq"), value_serializer="raw", key_serializer="raw")
     decisions = app.topic(kafka.topic("decisions"), value_serializer="raw", key_serializer="raw")
     m = rt.metrics
-    alerts = WorkerAlerts.for_app(app, kafka.topic("alerts"), kafka.topic("alerts.dlq"), alert_settings,
-                                  clock=rt.clock, store=RedisStateStore(rt.store.client, rt.store.keys.prefix),
-                                  metrics=m)
+    alerts = WorkerAlerts.for_app(
+        app,
+        kafka.topic("alerts"),
+        kafka.topic("alerts.dlq"),
+        alert_settings,
+        clock=rt.clock,
+        store=RedisStateStore(rt.store.client, rt.store.keys.prefix),
+        metrics=m,
+    )
     alerts.attach(app, usage_name)
 
     # One batch or re-evaluation at a time between computing windows and committing them: a timer's re-check
@@ -277,6 +313,7 @@ def _stream_role(app: faust.App, kafka: KafkaSettings, worker: WorkerSettings, r
     async def count(located: list[Located]) -> Pending:
         """The batch's window writes, computed against what Redis holds (tenant fences and states not cached yet
         are read first); decision-free tenants' commits are already on their way to Redis."""
+
         def counted() -> Pending:
             with collections_deferred():  # the whole batch is alive until count returns: nothing to collect
                 return rt.windows.count(located, list(rt.budgets.values()), rt.now_ms(), send_early=True)
@@ -297,8 +334,9 @@ def _stream_role(app: faust.App, kafka: KafkaSettings, worker: WorkerSettings, r
                 m.decisions.labels(d.type).inc()
                 rt.recent_decisions.add(record)
             await app.producer.flush()
-        report = await until_redis_answers(lambda: rt.windows.commit(pending), len(pending.decisions),
-                                           len(pending.commits))
+        report = await until_redis_answers(
+            lambda: rt.windows.commit(pending), len(pending.decisions), len(pending.commits)
+        )
         alerts.outcome(pending.decisions, True if pending.commits else None, rt.now_ms(), commits=len(pending.commits))
         if report.fenced:
             m.fenced.inc(len(report.fenced))
@@ -320,15 +358,21 @@ def _stream_role(app: faust.App, kafka: KafkaSettings, worker: WorkerSettings, r
                     await asyncio.sleep(0)  # keep the web server and heartbeats responsive under load
                 msg = event.message
                 headers = [(k, v) for k, v in (msg.headers or [])]
-                decoded = rt.codec.decode(msg.value, headers, now_ms=now_ms,
-                                          max_clock_skew_ms=worker.max_clock_skew_ms)
+                decoded = rt.codec.decode(msg.value, headers, now_ms=now_ms, max_clock_skew_ms=worker.max_clock_skew_ms)
                 if decoded.rejects:
                     invalid += len(decoded.rejects)
                     if await until_redis_answers(partial(rt.dlq_fence.done, msg.partition, msg.offset), 0, 0):
                         m.dlq_redelivered.inc(len(decoded.rejects))  # dead-lettered before this redelivery
                     else:
-                        for dl in dead_letters(decoded.rejects, topic=msg.topic, partition=msg.partition,
-                                               offset=msg.offset, key=msg.key, value=msg.value, headers=headers):
+                        for dl in dead_letters(
+                            decoded.rejects,
+                            topic=msg.topic,
+                            partition=msg.partition,
+                            offset=msg.offset,
+                            key=msg.key,
+                            value=msg.value,
+                            headers=headers,
+                        ):
                             await dlq.send(key=dl.key, value=dl.value, headers=dl.headers)
                         lettered[msg.partition] = msg.offset
                         for rej in decoded.rejects:
@@ -367,8 +411,9 @@ def _stream_role(app: faust.App, kafka: KafkaSettings, worker: WorkerSettings, r
 
     async def reevaluate_all(budget_ids: set[str] | None) -> None:
         async with window_lock:
-            pending = await until_redis_answers(lambda: rt.windows.reevaluate(rt.budgets, budget_ids, rt.now_ms()),
-                                                0, 0)
+            pending = await until_redis_answers(
+                lambda: rt.windows.reevaluate(rt.budgets, budget_ids, rt.now_ms()), 0, 0
+            )
             await write(pending)
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
@@ -386,8 +431,11 @@ def _stream_role(app: faust.App, kafka: KafkaSettings, worker: WorkerSettings, r
         if set_fetch_max_wait(app.consumer, worker.fetch_max_wait_ms):
             log.info("stream_fetch_wait", ms=worker.fetch_max_wait_ms)
         else:
-            log.warning("stream_fetch_wait_not_applied", ms=worker.fetch_max_wait_ms,
-                        reason="the Faust consumer's aiokafka fetcher was not found; Faust's 1500 ms stays")
+            log.warning(
+                "stream_fetch_wait_not_applied",
+                ms=worker.fetch_max_wait_ms,
+                reason="the Faust consumer's aiokafka fetcher was not found; Faust's 1500 ms stays",
+            )
         loaded = rt.windows.take_over(assigned)
         log.info("windows_taken_over", partitions=sorted(assigned), tenants=loaded)
         if rt.budgets_loaded.is_set():
@@ -409,8 +457,12 @@ def _stream_role(app: faust.App, kafka: KafkaSettings, worker: WorkerSettings, r
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
         topic = kafka.topic("budgets")
-        consumer = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, enable_auto_commit=False,
-                                    group_id=None, auto_offset_reset="earliest")
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=kafka.bootstrap_servers,
+            enable_auto_commit=False,
+            group_id=None,
+            auto_offset_reset="earliest",
+        )
         await consumer.start()
         try:
             parts = consumer.partitions_for_topic(topic) or set()

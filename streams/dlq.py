@@ -46,15 +46,27 @@ def error_class(reason: str) -> str:
     return "decode" if reason in MESSAGE_LEVEL or reason == "schema_mismatch" else "validation"
 
 
-def dead_letters(reject_list: list[Reject], *, topic: str, partition: int, offset: int, key: bytes | None,
-                 value: bytes | None, headers: Headers | None) -> list[DeadLetter]:
+def dead_letters(
+    reject_list: list[Reject],
+    *,
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes | None,
+    headers: Headers | None,
+) -> list[DeadLetter]:
     """The DLQ records for the rejects of one message (one per reject; the whole message when it did not decode)."""
     out: list[DeadLetter] = []
     for index, rej in enumerate(reject_list):
         meta: Headers = [
-            (H_TOPIC, topic.encode()), (H_PARTITION, str(partition).encode()), (H_OFFSET, str(offset).encode()),
-            (H_ERROR_CLASS, error_class(rej.reason).encode()), (H_REASON, rej.reason.encode()),
-            (H_MESSAGE, rej.message[:1000].encode()), (H_ID, f"{topic}:{partition}:{offset}:{index}".encode()),
+            (H_TOPIC, topic.encode()),
+            (H_PARTITION, str(partition).encode()),
+            (H_OFFSET, str(offset).encode()),
+            (H_ERROR_CLASS, error_class(rej.reason).encode()),
+            (H_REASON, rej.reason.encode()),
+            (H_MESSAGE, rej.message[:1000].encode()),
+            (H_ID, f"{topic}:{partition}:{offset}:{index}".encode()),
         ]
         if rej.event is not None:
             body = json.dumps(rej.event, sort_keys=True, default=str).encode()
@@ -65,8 +77,9 @@ def dead_letters(reject_list: list[Reject], *, topic: str, partition: int, offse
     return out
 
 
-def describe(key: bytes | None, value: bytes | None, headers: Headers | None, partition: int,
-             offset: int) -> dict[str, Any]:
+def describe(
+    key: bytes | None, value: bytes | None, headers: Headers | None, partition: int, offset: int
+) -> dict[str, Any]:
     """A DLQ record as a JSON-able dict (``costplane dlq inspect``): where from, why, and the payload."""
     h = {k: v for k, v in (headers or [])}
 
@@ -83,10 +96,17 @@ def describe(key: bytes | None, value: bytes | None, headers: Headers | None, pa
     else:
         payload = {"base64": base64.b64encode(value or b"").decode(), "bytes": len(value or b"")}
     return {
-        "dlq_partition": partition, "dlq_offset": offset,
-        "topic": text(H_TOPIC), "partition": int(text(H_PARTITION) or -1), "offset": int(text(H_OFFSET) or -1),
-        "error_class": text(H_ERROR_CLASS), "reason": text(H_REASON), "message": text(H_MESSAGE),
-        "key": key.decode(errors="replace") if key else None, "payload": payload, "id": text(H_ID),
+        "dlq_partition": partition,
+        "dlq_offset": offset,
+        "topic": text(H_TOPIC),
+        "partition": int(text(H_PARTITION) or -1),
+        "offset": int(text(H_OFFSET) or -1),
+        "error_class": text(H_ERROR_CLASS),
+        "reason": text(H_REASON),
+        "message": text(H_MESSAGE),
+        "key": key.decode(errors="replace") if key else None,
+        "payload": payload,
+        "id": text(H_ID),
     }
 
 
@@ -131,4 +151,5 @@ class InvalidRatioGuard:
             raise InvalidRatioExceeded(
                 f"stopping: {self._invalid} of {total} events ({self.ratio:.1%}) in the last {self.window_s:g} s "
                 f"were invalid, above COSTPLANE_WORKER_INVALID_RATIO_LIMIT={self.limit:g}; the rejected records "
-                f"are on the dead-letter topic (costplane dlq inspect). Fix the producer, or raise the limit.")
+                f"are on the dead-letter topic (costplane dlq inspect). Fix the producer, or raise the limit."
+            )

@@ -30,13 +30,15 @@ def topic_specs(kafka: KafkaSettings, worker: WorkerSettings) -> list[TopicSpec]
     return [
         TopicSpec(kafka.topic("usage"), parts, rf),
         TopicSpec(kafka.topic("usage.backfill"), parts, rf),
-        TopicSpec(kafka.topic("usage.dlq"), 1, rf,
-                  {"retention.ms": str(worker.dlq_retention_ms), "cleanup.policy": "delete"}),
+        TopicSpec(
+            kafka.topic("usage.dlq"), 1, rf, {"retention.ms": str(worker.dlq_retention_ms), "cleanup.policy": "delete"}
+        ),
         TopicSpec(kafka.topic("budgets"), 1, rf, {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"}),
         TopicSpec(kafka.topic("decisions"), parts, rf),
         TopicSpec(kafka.topic("alerts"), 1, rf),
-        TopicSpec(kafka.topic("alerts.dlq"), 1, rf,
-                  {"retention.ms": str(worker.dlq_retention_ms), "cleanup.policy": "delete"}),
+        TopicSpec(
+            kafka.topic("alerts.dlq"), 1, rf, {"retention.ms": str(worker.dlq_retention_ms), "cleanup.policy": "delete"}
+        ),
     ]
 
 
@@ -48,8 +50,13 @@ def create_topics(kafka: KafkaSettings, worker: WorkerSettings, timeout_s: float
     admin = AdminClient(kafka.confluent_config())
     specs = topic_specs(kafka, worker)
     futures = admin.create_topics(
-        [NewTopic(s.name, num_partitions=s.partitions, replication_factor=s.replication, config=s.config)
-         for s in specs], operation_timeout=timeout_s, request_timeout=timeout_s)
+        [
+            NewTopic(s.name, num_partitions=s.partitions, replication_factor=s.replication, config=s.config)
+            for s in specs
+        ],
+        operation_timeout=timeout_s,
+        request_timeout=timeout_s,
+    )
     result: dict[str, str] = {}
     for name, fut in futures.items():
         try:

@@ -60,9 +60,7 @@ def _unique(prefix: str) -> str:
 @pytest.fixture
 def kafka_settings(dev_stack: dict[str, Any]) -> KafkaSettings:
     """Kafka settings pointing at the stack with a topic prefix no other test uses."""
-    return load_settings(
-        KafkaSettings, bootstrap_servers=dev_stack["kafka"]["bootstrap"], topic_prefix=_unique("t")
-    )
+    return load_settings(KafkaSettings, bootstrap_servers=dev_stack["kafka"]["bootstrap"], topic_prefix=_unique("t"))
 
 
 @pytest.fixture

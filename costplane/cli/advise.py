@@ -14,14 +14,20 @@ def register(app: typer.Typer) -> None:
 
 
 def advise(
-    since: Annotated[str | None, typer.Option("--since", help="From this time (ISO, epoch ms or ago: 7d). "
-                                              "Default: 30 days ago.")] = None,
+    since: Annotated[
+        str | None, typer.Option("--since", help="From this time (ISO, epoch ms or ago: 7d). Default: 30 days ago.")
+    ] = None,
     until: Annotated[str | None, typer.Option("--until", help="Before this time (exclusive). Default: now.")] = None,
     tenant: Annotated[str | None, typer.Option("--tenant", help="Only this tenant.")] = None,
     fmt: Annotated[str, typer.Option("--format", help="table | json")] = "table",
-    api_url: Annotated[str | None, typer.Option(
-        "--api-url", envvar="COSTPLANE_WORKER_API_URL",
-        help="Ask this worker's /api/report instead of opening ClickHouse (default: the directory owner's).")] = None,
+    api_url: Annotated[
+        str | None,
+        typer.Option(
+            "--api-url",
+            envvar="COSTPLANE_WORKER_API_URL",
+            help="Ask this worker's /api/report instead of opening ClickHouse (default: the directory owner's).",
+        ),
+    ] = None,
 ) -> None:
     """Ranked opportunities: each change, its scope, the evidence and the report that shows it, and its saving
     extrapolated to 30 days (nothing under COSTPLANE_REPORTS_ADVISE_FLOOR_USD a month)."""
@@ -40,8 +46,9 @@ def advise(
     settings = load_settings(ReportSettings)
     floor = int(settings.advise_floor_usd * 10**9)
     with ledger_failures("advise"):
-        base = ReportOptions.parse("spend", since=since, until=until, tenant=tenant, now=now,
-                                   production_envs=settings.production_envs)
+        base = ReportOptions.parse(
+            "spend", since=since, until=until, tenant=tenant, now=now, production_envs=settings.production_envs
+        )
         opportunities, notes = gather(lambda options: collect(options, api_url), base, floor)
     for note in notes:
         err.print(f"[yellow]note: {note}[/]")
@@ -61,10 +68,15 @@ def advise(
         table.add_column(column, justify="right" if column.startswith("saving") else "left")
     for o in opportunities:
         scope = ", ".join(f"{k}={v}" for k, v in o.scope.items() if v is not None)
-        action = (o.action + (f"\n[yellow]{o.caveat}[/]" if o.caveat else "")
-                  + f"\n[dim]{o.reason} — {o.evidence['report']}[/]")
+        action = (
+            o.action
+            + (f"\n[yellow]{o.caveat}[/]" if o.caveat else "")
+            + f"\n[dim]{o.reason} — {o.evidence['report']}[/]"
+        )
         table.add_row(usd_display(o.monthly_saving_nanos), o.kind, scope, o.confidence, action)
     out.print(table)
     total = sum(o.monthly_saving_nanos for o in opportunities)
-    out.print(f"{len(opportunities)} change(s) worth {usd_display(total)} a month together "
-              "(before overlaps: the leaks report splits overlapping savings)")
+    out.print(
+        f"{len(opportunities)} change(s) worth {usd_display(total)} a month together "
+        "(before overlaps: the leaks report splits overlapping savings)"
+    )

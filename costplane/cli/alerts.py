@@ -43,9 +43,11 @@ def alert_line(event: AlertEvent) -> str:
     if event.contributors:
         c = event.contributors[0]
         top = f" · top {c.dimension}={c.value} {usd(c.cost_nanos)}"
-    return (f"{iso(event.occurred_at_ms)} [{style}]{action:<8}[/] [{sev}]{event.severity:<8}[/] "
-            f"[bold]{escape(event.kind)}[/] {escape(event.tenant)} {escape(subject)} — {escape(event.summary)}"
-            f"{escape(top)} [dim]{escape(event.runbook)} key={escape(event.dedup_key)}[/]")
+    return (
+        f"{iso(event.occurred_at_ms)} [{style}]{action:<8}[/] [{sev}]{event.severity:<8}[/] "
+        f"[bold]{escape(event.kind)}[/] {escape(event.tenant)} {escape(subject)} — {escape(event.summary)}"
+        f"{escape(top)} [dim]{escape(event.runbook)} key={escape(event.dedup_key)}[/]"
+    )
 
 
 @alerts_app.command("tail")
@@ -55,7 +57,8 @@ def tail(
     from_beginning: bool = typer.Option(False, "--from-beginning", help="Start at the oldest retained alert."),
     max_alerts: int | None = typer.Option(None, "--max", min=1, help="Exit after printing this many alerts."),
     idle_timeout: float | None = typer.Option(
-        None, "--idle-timeout", min=0.1, help="Exit after this many seconds without a new alert."),
+        None, "--idle-timeout", min=0.1, help="Exit after this many seconds without a new alert."
+    ),
 ) -> None:
     """Print alerts as they arrive on the alerts topic (Ctrl-C to stop)."""
     from confluent_kafka import Consumer, KafkaError
@@ -68,17 +71,21 @@ def tail(
     topic = kafka.topic("alerts")
     err = console(stderr=True)
     out = console()
-    consumer = Consumer({
-        **kafka.confluent_config(),
-        "group.id": f"costplane-alerts-tail-{uuid.uuid4().hex[:12]}",
-        "enable.auto.commit": False,
-        "auto.offset.reset": "earliest" if from_beginning else "latest",
-        "topic.metadata.refresh.interval.ms": 5000,
-    })
+    consumer = Consumer(
+        {
+            **kafka.confluent_config(),
+            "group.id": f"costplane-alerts-tail-{uuid.uuid4().hex[:12]}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest" if from_beginning else "latest",
+            "topic.metadata.refresh.interval.ms": 5000,
+        }
+    )
     consumer.subscribe([topic])
     if not as_json:
-        err.print(f"[dim]tailing {topic} on {kafka.bootstrap_servers}"
-                  f"{' from the beginning' if from_beginning else ''} (Ctrl-C to stop)[/]")
+        err.print(
+            f"[dim]tailing {topic} on {kafka.bootstrap_servers}"
+            f"{' from the beginning' if from_beginning else ''} (Ctrl-C to stop)[/]"
+        )
     printed, warned_missing = 0, False
     last_alert = time.monotonic()
     try:
@@ -144,8 +151,10 @@ def test_delivery(
     settings = load_settings(AlertSettings)
     targets = targets_from_settings(settings)
     if not targets:
-        console(stderr=True).print("[yellow]no alert target configured: set COSTPLANE_ALERTS_SLACK_WEBHOOK_URL, "
-                                   "_PAGERDUTY_ROUTING_KEY or _WEBHOOK_URLS[/]")
+        console(stderr=True).print(
+            "[yellow]no alert target configured: set COSTPLANE_ALERTS_SLACK_WEBHOOK_URL, "
+            "_PAGERDUTY_ROUTING_KEY or _WEBHOOK_URLS[/]"
+        )
         raise typer.Exit(2)
     import structlog
 
@@ -157,12 +166,15 @@ def test_delivery(
         if as_json:
             print_json({"tenant": tenant, "kind": kind, "severity": severity, **subject, "targets": reached})
         else:
-            console().print(f"{kind} ({severity}) for {tenant}{''.join(f', {k} {v}' for k, v in subject.items())}"
-                            f" → {', '.join(reached) if reached else 'no target'}")
+            console().print(
+                f"{kind} ({severity}) for {tenant}{''.join(f', {k} {v}' for k, v in subject.items())}"
+                f" → {', '.join(reached) if reached else 'no target'}"
+            )
         return
     with structlog.testing.capture_logs():
-        rows = asyncio.run(_send_test(targets, policy_from_settings(settings), tenant, severity, resolve, kind,
-                                      subject))
+        rows = asyncio.run(
+            _send_test(targets, policy_from_settings(settings), tenant, severity, resolve, kind, subject)
+        )
     if as_json:
         print_json(rows)
     else:
@@ -173,8 +185,14 @@ def test_delivery(
             table.add_column(column)
         for row in rows:
             delivered = {True: "yes", False: "[red]no[/]", None: "skipped"}[row["delivered"]]
-            table.add_row(str(row["target"]), str(row["action"]), delivered,
-                          str(row["attempts"]), str(row["status"] or ""), str(row["error"] or ""))
+            table.add_row(
+                str(row["target"]),
+                str(row["action"]),
+                delivered,
+                str(row["attempts"]),
+                str(row["status"] or ""),
+                str(row["error"] or ""),
+            )
         console().print(table)
     if any(row["delivered"] is False for row in rows):
         raise typer.Exit(1)
@@ -185,16 +203,32 @@ def _test_event(tenant: str, severity: str, kind: str, subject: dict[str, str]) 
 
     now = time.time_ns() // 1_000_000
     return AlertEvent(
-        alert_id=str(uuid.uuid4()), dedup_key=f"test:{tenant}:{uuid.uuid4().hex[:8]}", kind=kind, action="trigger",
+        alert_id=str(uuid.uuid4()),
+        dedup_key=f"test:{tenant}:{uuid.uuid4().hex[:8]}",
+        kind=kind,
+        action="trigger",
         severity="critical" if severity == "critical" else "warning" if severity == "warning" else "info",
-        tenant=tenant, summary="Test alert from costplane alerts test: delivery works, nothing to do.",
-        window_start_ms=now - 60_000, window_end_ms=now, occurred_at_ms=now, subject=dict(subject),
-        numbers={"test": "1"}, suggested_action="None: this is a test.", runbook="docs/alerts.md#delivery",
+        tenant=tenant,
+        summary="Test alert from costplane alerts test: delivery works, nothing to do.",
+        window_start_ms=now - 60_000,
+        window_end_ms=now,
+        occurred_at_ms=now,
+        subject=dict(subject),
+        numbers={"test": "1"},
+        suggested_action="None: this is a test.",
+        runbook="docs/alerts.md#delivery",
     )
 
 
-async def _send_test(targets: list[Any], policy: Any, tenant: str, severity: str,
-                     resolve: bool, kind: str = "test", subject: dict[str, str] | None = None) -> list[dict[str, Any]]:
+async def _send_test(
+    targets: list[Any],
+    policy: Any,
+    tenant: str,
+    severity: str,
+    resolve: bool,
+    kind: str = "test",
+    subject: dict[str, str] | None = None,
+) -> list[dict[str, Any]]:
     import dataclasses
 
     import httpx
@@ -204,20 +238,37 @@ async def _send_test(targets: list[Any], policy: Any, tenant: str, severity: str
     trigger = _test_event(tenant, severity, kind, subject or {})
     events = [trigger]
     if resolve:
-        events.append(dataclasses.replace(trigger, action="resolve", alert_id=str(uuid.uuid4()),
-                                          summary="Resolved: " + trigger.summary))
+        events.append(
+            dataclasses.replace(
+                trigger, action="resolve", alert_id=str(uuid.uuid4()), summary="Resolved: " + trigger.summary
+            )
+        )
     rows: list[dict[str, Any]] = []
     async with httpx.AsyncClient() as client:
         for target in targets:
             for event in events:
                 if not target.wants(event):
-                    rows.append({"target": target.name, "action": event.action, "delivered": None, "attempts": 0,
-                                 "status": None,
-                                 "error": "skipped: below the target's minimum severity, or not routed to it"})
+                    rows.append(
+                        {
+                            "target": target.name,
+                            "action": event.action,
+                            "delivered": None,
+                            "attempts": 0,
+                            "status": None,
+                            "error": "skipped: below the target's minimum severity, or not routed to it",
+                        }
+                    )
                     continue
                 result = await send_with_retries(client, target, event, policy)
                 letter = result.dead_letter
-                rows.append({"target": target.name, "action": event.action, "delivered": result.ok,
-                             "attempts": result.attempts, "status": result.status,
-                             "error": letter.error if letter else None})
+                rows.append(
+                    {
+                        "target": target.name,
+                        "action": event.action,
+                        "delivered": result.ok,
+                        "attempts": result.attempts,
+                        "status": result.status,
+                        "error": letter.error if letter else None,
+                    }
+                )
     return rows

@@ -15,8 +15,9 @@ import typer
 
 from costplane.cli.output import console, print_json
 
-budget_app = typer.Typer(help="Budgets: limits per scope and period, enforced by the worker and the guard.",
-                         no_args_is_help=True)
+budget_app = typer.Typer(
+    help="Budgets: limits per scope and period, enforced by the worker and the guard.", no_args_is_help=True
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -52,8 +53,11 @@ def read_budgets(timeout_s: float = 20.0) -> dict[str, Any]:
         try:
             budgets[key] = Budget.from_json(value)
         except (ValidationError, ValueError) as exc:
-            typer.secho(f"warning: stored budget {key[:128]!r} is not valid and is ignored: {error_line(exc)}",
-                        fg=typer.colors.YELLOW, err=True)
+            typer.secho(
+                f"warning: stored budget {key[:128]!r} is not valid and is ignored: {error_line(exc)}",
+                fg=typer.colors.YELLOW,
+                err=True,
+            )
     return budgets
 
 
@@ -65,8 +69,9 @@ def read_budget_records(timeout_s: float = 20.0) -> dict[str, bytes]:
 
     kafka = load_settings(KafkaSettings)
     topic = kafka.topic("budgets")
-    consumer = Consumer({**kafka.confluent_config(), "group.id": "costplane-budget-reader",
-                         "enable.auto.commit": False})
+    consumer = Consumer(
+        {**kafka.confluent_config(), "group.id": "costplane-budget-reader", "enable.auto.commit": False}
+    )
     budgets: dict[str, bytes] = {}
     try:
         info = consumer.list_topics(topic, timeout=10).topics.get(topic)
@@ -146,8 +151,16 @@ def set_budget(
     from costplane.budgets import Budget, BudgetError
 
     try:
-        budget = Budget.from_cli(budget_id, scope=scope, period=period, tz=tz, limit_usd=limit_usd,
-                                 limit_tokens=limit_tokens, soft=soft, action=action)
+        budget = Budget.from_cli(
+            budget_id,
+            scope=scope,
+            period=period,
+            tz=tz,
+            limit_usd=limit_usd,
+            limit_tokens=limit_tokens,
+            soft=soft,
+            action=action,
+        )
         check_degrade_model(budget)
     except (BudgetError, ValidationError) as exc:
         raise _fail(f"invalid budget: {error_line(exc)}") from None
@@ -156,8 +169,10 @@ def set_budget(
     if json_out:
         print_json(budget.model_dump(mode="json"))
     else:
-        console().print(f"budget {budget.id} v{budget.version}: {budget.limit_display()} per {budget.period} "
-                        f"for {budget.scope}, action {budget.action}")
+        console().print(
+            f"budget {budget.id} v{budget.version}: {budget.limit_display()} per {budget.period} "
+            f"for {budget.scope}, action {budget.action}"
+        )
 
 
 @budget_app.command("list")
@@ -173,8 +188,16 @@ def list_budgets(
         return
     table = Table("id", "scope", "period", "tz", "limit", "soft", "action", "version")
     for b in budgets:
-        table.add_row(b.id, ",".join(f"{k}={v}" for k, v in b.scope.items()), b.period, b.tz, b.limit_display(),
-                      ",".join(f"{x:g}" for x in b.soft), b.action, str(b.version))
+        table.add_row(
+            b.id,
+            ",".join(f"{k}={v}" for k, v in b.scope.items()),
+            b.period,
+            b.tz,
+            b.limit_display(),
+            ",".join(f"{x:g}" for x in b.soft),
+            b.action,
+            str(b.version),
+        )
     console().print(table)
 
 
@@ -219,11 +242,21 @@ def status(
     tenant: Annotated[str | None, typer.Option("--tenant", help="Only this tenant.")] = None,
     budget_id: Annotated[str | None, typer.Option("--budget", help="Only this budget id.")] = None,
     fmt: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
-    reconcile: Annotated[bool, typer.Option("--reconcile", help="Add the ClickHouse ledger's spend for the same "
-                                            "window and the drift (counter - ledger).")] = False,
-    api_url: Annotated[str | None, typer.Option(
-        "--api-url", envvar="COSTPLANE_WORKER_API_URL",
-        help="With --reconcile: ask this worker's /api/report (default: the chDB directory owner's).")] = None,
+    reconcile: Annotated[
+        bool,
+        typer.Option(
+            "--reconcile",
+            help="Add the ClickHouse ledger's spend for the same window and the drift (counter - ledger).",
+        ),
+    ] = False,
+    api_url: Annotated[
+        str | None,
+        typer.Option(
+            "--api-url",
+            envvar="COSTPLANE_WORKER_API_URL",
+            help="With --reconcile: ask this worker's /api/report (default: the chDB directory owner's).",
+        ),
+    ] = None,
 ) -> None:
     """Per budget and member: spent, limit, used, window end, standing decision and open reservations (live Redis)."""
     import time
@@ -300,20 +333,39 @@ def _status_table(rows: list[Any], reconcile: bool) -> None:
         return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M") if ms else ""
 
     # With the ledger beside the counter, the window and decision times give way (--format json has them all).
-    columns = ["tenant", "budget", "member", "spent", "limit", "used", *(() if reconcile else ("window end (UTC)",)),
-               "decision", *(() if reconcile else ("until",)), "open res.", *(("ledger", "drift") if reconcile else ())]
+    columns = [
+        "tenant",
+        "budget",
+        "member",
+        "spent",
+        "limit",
+        "used",
+        *(() if reconcile else ("window end (UTC)",)),
+        "decision",
+        *(() if reconcile else ("until",)),
+        "open res.",
+        *(("ledger", "drift") if reconcile else ()),
+    ]
     table = Table(title="budget status (live Redis state)")
     for name in columns:
-        table.add_column(name, no_wrap=name in ("tenant", "budget", "member", "decision"),
-                         justify="left" if name in ("tenant", "budget", "member", "decision") else "right")
+        table.add_column(
+            name,
+            no_wrap=name in ("tenant", "budget", "member", "decision"),
+            justify="left" if name in ("tenant", "budget", "member", "decision") else "right",
+        )
     for r in rows:
         cells = [r.tenant, r.budget_id, r.member, _amount(r.spent, r.unit), _amount(r.limit, r.unit), f"{r.used:.1%}"]
-        cells += [r.action or "", str(r.open_reservations)] if reconcile else [
-            when(r.window_end_ms), r.action or "", when(r.decision_until_ms), str(r.open_reservations)]
+        cells += (
+            [r.action or "", str(r.open_reservations)]
+            if reconcile
+            else [when(r.window_end_ms), r.action or "", when(r.decision_until_ms), str(r.open_reservations)]
+        )
         if reconcile:
             fraction = r.drift_fraction
-            cells += [_amount(r.ledger_spent, r.unit),
-                      _amount(r.drift, r.unit) + ("" if fraction is None else f" ({fraction:+.2%})")]
+            cells += [
+                _amount(r.ledger_spent, r.unit),
+                _amount(r.drift, r.unit) + ("" if fraction is None else f" ({fraction:+.2%})"),
+            ]
         table.add_row(*cells)
     console().print(table)
     if not rows:

@@ -13,8 +13,7 @@ from costplane import config as config_module
 from costplane.cli.output import console, print_json
 from costplane.redact import mask_url
 
-config_app = typer.Typer(help="Show the effective configuration and every COSTPLANE_* variable.",
-                         no_args_is_help=True)
+config_app = typer.Typer(help="Show the effective configuration and every COSTPLANE_* variable.", no_args_is_help=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -40,12 +39,14 @@ def variable_rows() -> list[dict[str, str]]:
                 default = "unset"
             else:
                 default = str(field.default)
-            rows.append({
-                "variable": f"{prefix}{name.upper()}",
-                "default": default,
-                "description": field.description or "",
-                "component": cls.__name__,
-            })
+            rows.append(
+                {
+                    "variable": f"{prefix}{name.upper()}",
+                    "default": default,
+                    "description": field.description or "",
+                    "component": cls.__name__,
+                }
+            )
     return rows
 
 

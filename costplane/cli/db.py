@@ -81,11 +81,18 @@ def status(database: DatabaseOpt = None, json_out: JsonOpt = False) -> None:
     with _client(database) as (client, settings):
         states = migrations.status(client, settings.database)
     if json_out:
-        print_json([
-            {"version": s.version, "name": s.name, "status": s.status, "checksum": s.checksum,
-             "applied_at": s.applied_at.isoformat() if s.applied_at else None}
-            for s in states
-        ])
+        print_json(
+            [
+                {
+                    "version": s.version,
+                    "name": s.name,
+                    "status": s.status,
+                    "checksum": s.checksum,
+                    "applied_at": s.applied_at.isoformat() if s.applied_at else None,
+                }
+                for s in states
+            ]
+        )
     else:
         table = Table(title=f"migrations of {settings.database}")
         for col in ("version", "name", "status", "applied at"):

@@ -33,8 +33,10 @@ def decision_line(record: dict[str, Any]) -> str:
     what = action if kind == "decision" else f"{kind} {action}" if kind == "lift" else kind
     until = record.get("until_ms")
     tail = f" until {iso(int(until))}" if kind == "decision" and until else ""
-    return (f"{at}  {what:<16} {record.get('budget_id', '?')}  {record.get('member', '?')}{tail}  "
-            f"— {record.get('reason', '')}")
+    return (
+        f"{at}  {what:<16} {record.get('budget_id', '?')}  {record.get('member', '?')}{tail}  "
+        f"— {record.get('reason', '')}"
+    )
 
 
 @decisions_app.command("tail")
@@ -44,7 +46,8 @@ def tail(
     from_beginning: bool = typer.Option(False, "--from-beginning", help="Start at the oldest retained record."),
     max_records: int | None = typer.Option(None, "--max", min=1, help="Exit after printing this many records."),
     idle_timeout: float | None = typer.Option(
-        None, "--idle-timeout", min=0.1, help="Exit after this many seconds without a new record."),
+        None, "--idle-timeout", min=0.1, help="Exit after this many seconds without a new record."
+    ),
 ) -> None:
     """Print decisions as the stream worker writes them (Ctrl-C to stop)."""
     from confluent_kafka import Consumer, KafkaError
@@ -54,17 +57,21 @@ def tail(
     kafka = load_settings(KafkaSettings)
     topic = kafka.topic("decisions")
     err, out = console(stderr=True), console()
-    consumer = Consumer({
-        **kafka.confluent_config(),
-        "group.id": f"costplane-decisions-tail-{uuid.uuid4().hex[:12]}",
-        "enable.auto.commit": False,
-        "auto.offset.reset": "earliest" if from_beginning else "latest",
-        "topic.metadata.refresh.interval.ms": 5000,
-    })
+    consumer = Consumer(
+        {
+            **kafka.confluent_config(),
+            "group.id": f"costplane-decisions-tail-{uuid.uuid4().hex[:12]}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest" if from_beginning else "latest",
+            "topic.metadata.refresh.interval.ms": 5000,
+        }
+    )
     consumer.subscribe([topic])
     if not as_json:
-        err.print(f"[dim]tailing {topic} on {kafka.bootstrap_servers}"
-                  f"{' from the beginning' if from_beginning else ''} (Ctrl-C to stop)[/]")
+        err.print(
+            f"[dim]tailing {topic} on {kafka.bootstrap_servers}"
+            f"{' from the beginning' if from_beginning else ''} (Ctrl-C to stop)[/]"
+        )
     printed, last = 0, time.monotonic()
     try:
         while max_records is None or printed < max_records:

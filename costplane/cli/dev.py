@@ -9,8 +9,9 @@ from rich.table import Table
 
 from costplane.cli.output import console, print_json
 
-dev_app = typer.Typer(help="Run the local stack: Kafka (KRaft), redis-server and embedded ClickHouse.",
-                      no_args_is_help=True)
+dev_app = typer.Typer(
+    help="Run the local stack: Kafka (KRaft), redis-server and embedded ClickHouse.", no_args_is_help=True
+)
 
 
 def register(app: typer.Typer) -> None:

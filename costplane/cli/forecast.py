@@ -28,20 +28,29 @@ def _fail(message: str) -> None:
 @forecast_app.callback()
 def forecast(
     ctx: typer.Context,
-    tenant: Annotated[str | None, typer.Option("--tenant", help="Only this tenant (and budgets in its scope).")]
-    = None,
+    tenant: Annotated[str | None, typer.Option("--tenant", help="Only this tenant (and budgets in its scope).")] = None,
     budget: Annotated[str | None, typer.Option("--budget", help="Only this monthly budget's members.")] = None,
     fmt: Annotated[str, typer.Option("--format", help="table | json")] = "table",
-    at: Annotated[str | None, typer.Option(
-        "--at", help="Forecast as of this time (ISO 8601, UTC if naive); spend after it is left out. Default: now.")]
-    = None,
-    budgets_file: Annotated[Path | None, typer.Option(
-        "--budgets", help="Read budgets from this YAML file (as `budget apply` takes) instead of the budgets topic.")]
-    = None,
-    api_url: Annotated[str | None, typer.Option(
-        "--api-url", envvar="COSTPLANE_WORKER_API_URL",
-        help="Ask this worker's /api/report instead of opening ClickHouse (default: the directory owner's).")]
-    = None,
+    at: Annotated[
+        str | None,
+        typer.Option(
+            "--at", help="Forecast as of this time (ISO 8601, UTC if naive); spend after it is left out. Default: now."
+        ),
+    ] = None,
+    budgets_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--budgets", help="Read budgets from this YAML file (as `budget apply` takes) instead of the budgets topic."
+        ),
+    ] = None,
+    api_url: Annotated[
+        str | None,
+        typer.Option(
+            "--api-url",
+            envvar="COSTPLANE_WORKER_API_URL",
+            help="Ask this worker's /api/report instead of opening ClickHouse (default: the directory owner's).",
+        ),
+    ] = None,
     database: Annotated[str | None, typer.Option("--database", help="Database (default: from settings).")] = None,
 ) -> None:
     """Month-end projection per tenant and per monthly budget member: month-to-date, run rate, range, crossing day."""
@@ -101,14 +110,34 @@ def _forecast_table(rows: list[dict[str, Any]], now: Any) -> None:
         return "—" if value is None else usd_display(int(value))
 
     table = Table(title=f"month-end forecast as of {now:%Y-%m-%d %H:%MZ}")
-    for column in ("tenant", "budget", "member", "basis", "to date", "projected", "low", "high", "limit",
-                   "share", "crosses"):
+    for column in (
+        "tenant",
+        "budget",
+        "member",
+        "basis",
+        "to date",
+        "projected",
+        "low",
+        "high",
+        "limit",
+        "share",
+        "crosses",
+    ):
         table.add_column(column, justify="left" if column in ("tenant", "budget", "member", "basis") else "right")
     for r in rows:
-        table.add_row(r["tenant"], r["budget_id"] or "", r["member"] or "", r["basis"],
-                      money(r["month_to_date_nanos"]), money(r["projected_nanos"]), money(r["low_nanos"]),
-                      money(r["high_nanos"]), money(r["limit_nanos"]), percent(r["projected_share"]),
-                      r["projected_cross_date"] or "")
+        table.add_row(
+            r["tenant"],
+            r["budget_id"] or "",
+            r["member"] or "",
+            r["basis"],
+            money(r["month_to_date_nanos"]),
+            money(r["projected_nanos"]),
+            money(r["low_nanos"]),
+            money(r["high_nanos"]),
+            money(r["limit_nanos"]),
+            percent(r["projected_share"]),
+            r["projected_cross_date"] or "",
+        )
     out = console()
     if rows:
         out.print(table)
@@ -119,24 +148,26 @@ def _forecast_table(rows: list[dict[str, Any]], now: Any) -> None:
 def scenario(
     sessions: Annotated[int | None, typer.Option("--sessions", help="Sessions per month.")] = None,
     messages: Annotated[int | None, typer.Option("--messages", help="Messages (calls) per session.")] = None,
-    requests: Annotated[int | None, typer.Option("--requests", help="Calls per month (instead of sessions).")]
-    = None,
+    requests: Annotated[int | None, typer.Option("--requests", help="Calls per month (instead of sessions).")] = None,
     input_tokens: Annotated[int, typer.Option("--input", help="New input tokens per call.")] = 0,
     output_tokens: Annotated[int, typer.Option("--output", help="Output tokens per call.")] = 0,
     model: Annotated[str | None, typer.Option("--model", help="Model as the app calls it, e.g. gpt-4o.")] = None,
     provider: Annotated[str, typer.Option("--provider", help="Provider, e.g. openai, anthropic, gemini.")] = "",
     system_prompt: Annotated[int, typer.Option("--system-prompt", help="System-prompt tokens in every call.")] = 0,
-    cached_share: Annotated[str | None, typer.Option(
-        "--cached-share", help="Share of each prompt read from the prompt cache, 0..1.")] = None,
+    cached_share: Annotated[
+        str | None, typer.Option("--cached-share", help="Share of each prompt read from the prompt cache, 0..1.")
+    ] = None,
     tier: Annotated[str, typer.Option("--tier", help="standard | batch | flex | priority.")] = "standard",
-    retry_rate: Annotated[str | None, typer.Option(
-        "--retry-rate", help="Extra attempts per call (e.g. 0.05), billed as input.")] = None,
-    growth: Annotated[int, typer.Option(
-        "--growth", help="Prompt tokens each turn of a session adds (history re-sent).")] = 0,
-    compare_models: Annotated[str | None, typer.Option(
-        "--compare", help="Also price on these models (comma-separated), one row each.")] = None,
-    catalog: Annotated[Path | None, typer.Option("--catalog", help="Catalog file (default: the one in force).")]
-    = None,
+    retry_rate: Annotated[
+        str | None, typer.Option("--retry-rate", help="Extra attempts per call (e.g. 0.05), billed as input.")
+    ] = None,
+    growth: Annotated[
+        int, typer.Option("--growth", help="Prompt tokens each turn of a session adds (history re-sent).")
+    ] = 0,
+    compare_models: Annotated[
+        str | None, typer.Option("--compare", help="Also price on these models (comma-separated), one row each.")
+    ] = None,
+    catalog: Annotated[Path | None, typer.Option("--catalog", help="Catalog file (default: the one in force).")] = None,
     fmt: Annotated[str, typer.Option("--format", help="table | json")] = "table",
 ) -> None:
     """A monthly cost from first principles: calls × per-call price, each call shape priced like `costplane price`."""
@@ -147,9 +178,18 @@ def scenario(
     try:
         if fmt not in ("table", "json"):
             raise ScenarioError(f"--format must be table or json, not {fmt!r}")
-        plan = parse_scenario(sessions=sessions, messages=messages, requests=requests, input_tokens=input_tokens,
-                              output_tokens=output_tokens, system_prompt_tokens=system_prompt,
-                              cached_share=cached_share, tier=tier, retry_rate=retry_rate, growth=growth)
+        plan = parse_scenario(
+            sessions=sessions,
+            messages=messages,
+            requests=requests,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            system_prompt_tokens=system_prompt,
+            cached_share=cached_share,
+            tier=tier,
+            retry_rate=retry_rate,
+            growth=growth,
+        )
         cat = load_catalog(catalog) if catalog is not None else default_catalog()
         models = ([model] if model else []) + (compare_models.split(",") if compare_models else [])
         results = compare(cat, plan, models, provider)
@@ -173,6 +213,13 @@ def _scenario_table(rows: list[dict[str, Any]], calls: int) -> None:
         table.add_column(column, justify="left" if column == "model" else "right")
     for r in rows:
         per_call = "—" if r["per_call_nanos"] is None else usd_display(r["per_call_nanos"])
-        table.add_row(r["model"], per_call, usd_display(r["monthly_cost_nanos"]), f"{r['retry_attempts']:,}",
-                      f"{r['input_tokens']:,}", f"{r['cached_input_tokens']:,}", f"{r['output_tokens']:,}")
+        table.add_row(
+            r["model"],
+            per_call,
+            usd_display(r["monthly_cost_nanos"]),
+            f"{r['retry_attempts']:,}",
+            f"{r['input_tokens']:,}",
+            f"{r['cached_input_tokens']:,}",
+            f"{r['output_tokens']:,}",
+        )
     console().print(table)

@@ -38,10 +38,18 @@ def publish_history(events: Iterable[Any], kafka: Any, *, timeout_s: float = 60.
 
     from costplane.publisher.codec import UsageCodec
 
-    codec = UsageCodec.with_registry(kafka.schema_registry_url) if kafka.schema_registry_url \
-        else UsageCodec.schemaless()
-    producer = Producer({**kafka.confluent_config(), "enable.idempotence": True, "acks": "all", "linger.ms": 20,
-                         "compression.type": "lz4"})
+    codec = (
+        UsageCodec.with_registry(kafka.schema_registry_url) if kafka.schema_registry_url else UsageCodec.schemaless()
+    )
+    producer = Producer(
+        {
+            **kafka.confluent_config(),
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 20,
+            "compression.type": "lz4",
+        }
+    )
     topic = kafka.topic("usage.backfill")
     outcome = {"ok": 0, "failed": 0}
     pending: dict[str, list[Any]] = {}
@@ -54,8 +62,13 @@ def publish_history(events: Iterable[Any], kafka: Any, *, timeout_s: float = 60.
 
         while True:
             try:
-                producer.produce(topic, key=tenant.encode(), value=value, headers=list(headers),  # type: ignore[arg-type]
-                                 on_delivery=delivered)
+                producer.produce(
+                    topic,
+                    key=tenant.encode(),
+                    value=value,
+                    headers=list(headers),  # type: ignore[arg-type]
+                    on_delivery=delivered,
+                )
                 break
             except BufferError:
                 producer.poll(0.1)
@@ -78,11 +91,16 @@ def publish_history(events: Iterable[Any], kafka: Any, *, timeout_s: float = 60.
 
 def import_history(
     file: str = typer.Argument(..., help="History file, or - for stdin."),
-    fmt: str = typer.Option("jsonl", "--format", "-f",
-                            help="jsonl (usage events, schema field names), openai-usage-csv (OpenAI's usage "
-                                 "export), litellm-spendlogs (LiteLLM_SpendLogs rows as CSV or JSON lines)."),
-    tenant: str | None = typer.Option(None, "--tenant",
-                                      help="Tenant of lines that name none (required for openai-usage-csv)."),
+    fmt: str = typer.Option(
+        "jsonl",
+        "--format",
+        "-f",
+        help="jsonl (usage events, schema field names), openai-usage-csv (OpenAI's usage "
+        "export), litellm-spendlogs (LiteLLM_SpendLogs rows as CSV or JSON lines).",
+    ),
+    tenant: str | None = typer.Option(
+        None, "--tenant", help="Tenant of lines that name none (required for openai-usage-csv)."
+    ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Parse and report; send nothing."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
 ) -> None:
@@ -99,8 +117,13 @@ def import_history(
     if fmt not in FORMATS:
         raise _fail(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     try:
-        stream: IO[str] = sys.stdin if file == "-" else Path(file).open(  # noqa: SIM115 - closed by the with below
-            encoding="utf-8", errors="replace")
+        stream: IO[str] = (
+            sys.stdin
+            if file == "-"
+            else Path(file).open(  # noqa: SIM115 - closed by the with below
+                encoding="utf-8", errors="replace"
+            )
+        )
     except OSError as exc:
         raise _fail(f"cannot read {file}: {exc.strerror or exc}") from None
     rejected: list[Rejected] = []
@@ -124,8 +147,14 @@ def import_history(
             from costplane.config import KafkaSettings, load_settings
 
             sent, failed = publish_history(events(), load_settings(KafkaSettings))
-    summary = {"read": counted["events"] + len(rejected), "events": counted["events"], "sent": sent,
-               "failed": failed, "rejected": [r.as_dict() for r in rejected], "dry_run": dry_run}
+    summary = {
+        "read": counted["events"] + len(rejected),
+        "events": counted["events"],
+        "sent": sent,
+        "failed": failed,
+        "rejected": [r.as_dict() for r in rejected],
+        "dry_run": dry_run,
+    }
     if as_json:
         print_json(summary)
     else:
@@ -133,8 +162,10 @@ def import_history(
         for r in rejected:
             err.print(f"line {r.line}: [yellow]{r.reason}[/] — {r.message}")
         verb = "parsed" if dry_run else "sent to the backfill topic"
-        console().print(f"{counted['events']} events {verb}, {len(rejected)} lines rejected"
-                        + (f", {failed} events not acknowledged" if failed else ""))
+        console().print(
+            f"{counted['events']} events {verb}, {len(rejected)} lines rejected"
+            + (f", {failed} events not acknowledged" if failed else "")
+        )
     if failed:
         raise typer.Exit(EXIT_UNDELIVERED)
     if rejected:

@@ -8,13 +8,14 @@ import typer
 
 from costplane.cli.output import console
 
-ingest_app = typer.Typer(help="Receive usage from other telemetry: OTLP/HTTP traces with GenAI spans.",
-                         no_args_is_help=True)
+ingest_app = typer.Typer(
+    help="Receive usage from other telemetry: OTLP/HTTP traces with GenAI spans.", no_args_is_help=True
+)
 
 
 MAP_HELP = {
     "tenant_attr": "Span/resource attribute naming the tenant; repeat or comma-separate to try several in order "
-                   "(default: costplane.tenant, tenant.id).",
+    "(default: costplane.tenant, tenant.id).",
     "feature_attr": "… the feature (default: costplane.feature, service.name).",
     "user_attr": "… the user (default: costplane.user_id, user.id, enduser.id).",
     "session_attr": "… the session (default: costplane.session_id, session.id, gen_ai.conversation.id).",
@@ -35,8 +36,9 @@ def _keys(values: list[str] | None, default: tuple[str, ...]) -> tuple[str, ...]
 def otlp(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0 for every interface)."),
     port: int = typer.Option(4318, "--port", min=0, max=65535, help="Port (4318 is OTLP/HTTP's)."),
-    default_tenant: str = typer.Option("default", "--default-tenant",
-                                       help="Tenant of spans that carry no tenant attribute ('' refuses them)."),
+    default_tenant: str = typer.Option(
+        "default", "--default-tenant", help="Tenant of spans that carry no tenant attribute ('' refuses them)."
+    ),
     tenant_attr: Annotated[list[str] | None, typer.Option("--tenant-attr", help=MAP_HELP["tenant_attr"])] = None,
     feature_attr: Annotated[list[str] | None, typer.Option("--feature-attr", help=MAP_HELP["feature_attr"])] = None,
     user_attr: Annotated[list[str] | None, typer.Option("--user-attr", help=MAP_HELP["user_attr"])] = None,
@@ -48,9 +50,13 @@ def otlp(
     from costplane.publisher import UsagePublisher
 
     base = AttributeMap()
-    mapping = AttributeMap(tenant=_keys(tenant_attr, base.tenant), feature=_keys(feature_attr, base.feature),
-                           user_id=_keys(user_attr, base.user_id), session_id=_keys(session_attr, base.session_id),
-                           default_tenant=default_tenant or None)
+    mapping = AttributeMap(
+        tenant=_keys(tenant_attr, base.tenant),
+        feature=_keys(feature_attr, base.feature),
+        user_id=_keys(user_attr, base.user_id),
+        session_id=_keys(session_attr, base.session_id),
+        default_tenant=default_tenant or None,
+    )
     receiver = OtlpReceiver(None, mapping)
     try:
         server = make_server(receiver, host, port)

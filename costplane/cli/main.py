@@ -63,8 +63,11 @@ def run() -> None:
     redactor = Redactor(settings_secrets())
     sys.stdout = RedactingStream(sys.stdout, redactor)
     sys.stderr = RedactingStream(sys.stderr, redactor)
-    configure_logging(os.environ.get("COSTPLANE_LOG_LEVEL", "INFO"),
-                      "json" if os.environ.get("COSTPLANE_LOG_FORMAT") == "json" else "auto", redactor)
+    configure_logging(
+        os.environ.get("COSTPLANE_LOG_LEVEL", "INFO"),
+        "json" if os.environ.get("COSTPLANE_LOG_FORMAT") == "json" else "auto",
+        redactor,
+    )
     build_app()
     try:
         app()

@@ -55,8 +55,13 @@ class ReplaySummary:
         return 0
 
     def as_dict(self) -> dict[str, object]:
-        return {"published": self.published, "skipped": [s.as_dict() for s in self.skipped],
-                "stopped": self.stopped, "spooled_bytes": self.spooled_bytes, "exit_code": self.exit_code}
+        return {
+            "published": self.published,
+            "skipped": [s.as_dict() for s in self.skipped],
+            "stopped": self.stopped,
+            "spooled_bytes": self.spooled_bytes,
+            "exit_code": self.exit_code,
+        }
 
 
 def parse_lines(lines: Iterable[str]) -> Iterator[tuple[int, UsageEvent | BadLine]]:
@@ -100,10 +105,16 @@ def _default_publisher() -> ReplayPublisher:
     return UsagePublisher()
 
 
-def run_replay(lines: Iterable[str], publisher: ReplayPublisher, *, rate: float = 0.0, strict: bool = False,
-               on_line: Callable[[int, BadLine | None], None] | None = None,
-               clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
-               ) -> ReplaySummary:
+def run_replay(
+    lines: Iterable[str],
+    publisher: ReplayPublisher,
+    *,
+    rate: float = 0.0,
+    strict: bool = False,
+    on_line: Callable[[int, BadLine | None], None] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> ReplaySummary:
     """Publish every valid line; ``rate`` > 0 paces to that many events per second. Closes the publisher."""
     summary = ReplaySummary()
     started = clock()
@@ -165,8 +176,9 @@ def replay(
     except OSError as exc:
         err.print(f"[red]cannot read {file}: {exc}[/]")
         raise typer.Exit(EXIT_UNREADABLE) from None
-    progress = Progress(TextColumn("replaying"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                        console=err, disable=as_json)
+    progress = Progress(
+        TextColumn("replaying"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err, disable=as_json
+    )
 
     with progress, stream:
         task = progress.add_task("replay", total=total)
@@ -180,9 +192,10 @@ def replay(
     if as_json:
         print_json(summary.as_dict())
     else:
-        console().print(f"published {summary.published} events, skipped {len(summary.skipped)} lines"
-                        + (" (stopped by --strict)" if summary.stopped else "")
-                        + (f", {summary.spooled_bytes} bytes waiting in the local spool" if summary.spooled_bytes
-                           else ""))
+        console().print(
+            f"published {summary.published} events, skipped {len(summary.skipped)} lines"
+            + (" (stopped by --strict)" if summary.stopped else "")
+            + (f", {summary.spooled_bytes} bytes waiting in the local spool" if summary.spooled_bytes else "")
+        )
     if summary.exit_code:
         raise typer.Exit(summary.exit_code)

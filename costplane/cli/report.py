@@ -9,7 +9,6 @@ which runs the very same :func:`costplane.streams.sink.query.run_report`.
 their annotations at registration.)
 """
 
-
 import csv
 import json
 import sys
@@ -40,7 +39,8 @@ class ReportGroup(TyperGroup):
 
 
 report_app = typer.Typer(
-    cls=ReportGroup, invoke_without_command=True,
+    cls=ReportGroup,
+    invoke_without_command=True,
     help="Where the money goes: attribution reports over ClickHouse (costplane report --list).",
 )
 
@@ -64,8 +64,9 @@ def _reports(
         typer.echo(ctx.get_help())
         raise typer.Exit(0)
     if as_json:
-        print_json([{"name": r.name, "question": r.question, "default_by": list(r.default_by)}
-                    for r in REPORTS.values()])
+        print_json(
+            [{"name": r.name, "question": r.question, "default_by": list(r.default_by)} for r in REPORTS.values()]
+        )
         return
     from rich.table import Table
 
@@ -185,8 +186,10 @@ def _print_table(result: Any) -> None:
     columns = [c for c in (rows[0] if rows else {}) if not c.endswith("_usd")]
     table = Table(title=f"{result.report} by {', '.join(result.by) or 'everything'}", caption=result.source)
     for c in columns:
-        table.add_column(c.removesuffix("_nanos") if c.endswith("_nanos") else c,
-                         justify="left" if c in result.by or isinstance(rows[0][c], str) else "right")
+        table.add_column(
+            c.removesuffix("_nanos") if c.endswith("_nanos") else c,
+            justify="left" if c in result.by or isinstance(rows[0][c], str) else "right",
+        )
     for row in rows:
         table.add_row(*(_cell(c, row[c]) for c in columns))
     if rows:
@@ -198,45 +201,83 @@ def _print_csv(columns: list[str], rows: list[dict[str, Any]]) -> None:
     writer = csv.writer(sys.stdout, lineterminator="\n")
     writer.writerow(columns)
     for row in rows:
-        writer.writerow(["" if row.get(c) is None else (json.dumps(row[c]) if isinstance(row[c], list) else row[c])
-                         for c in columns])
+        writer.writerow(
+            [
+                "" if row.get(c) is None else (json.dumps(row[c]) if isinstance(row[c], list) else row[c])
+                for c in columns
+            ]
+        )
 
 
 def _make_command(name: str, question: str) -> Any:
     def command(
-        by: Annotated[list[str] | None, typer.Option(
-            "--by", help="Group by these dimensions (comma-separated or repeated): tenant, team, feature, user, "
-            "model, provider, env, plan, status, service_tier, operation, session, request, day, hour, month, "
-            "attr.KEY.")] = None,
-        where: Annotated[list[str] | None, typer.Option(
-            "--where", help="Only rows where DIM=VALUE (repeatable; an empty VALUE means the dimension is missing).")
+        by: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--by",
+                help="Group by these dimensions (comma-separated or repeated): tenant, team, feature, user, "
+                "model, provider, env, plan, status, service_tier, operation, session, request, day, hour, month, "
+                "attr.KEY.",
+            ),
         ] = None,
-        since: Annotated[str | None, typer.Option(
-            "--since", help="From this time: ISO date or time (UTC if naive), or ago: 30m, 24h, 7d, 2w. "
-            "Default: 30 days ago.")] = None,
-        until: Annotated[str | None, typer.Option("--until", help="Before this time (exclusive). Default: now.")]
-        = None,
+        where: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--where", help="Only rows where DIM=VALUE (repeatable; an empty VALUE means the dimension is missing)."
+            ),
+        ] = None,
+        since: Annotated[
+            str | None,
+            typer.Option(
+                "--since",
+                help="From this time: ISO date or time (UTC if naive), or ago: 30m, 24h, 7d, 2w. Default: 30 days ago.",
+            ),
+        ] = None,
+        until: Annotated[
+            str | None, typer.Option("--until", help="Before this time (exclusive). Default: now.")
+        ] = None,
         tenant: Annotated[str | None, typer.Option("--tenant", help="Only this tenant.")] = None,
         top: Annotated[int | None, typer.Option("--top", help="Only the first N rows.")] = None,
-        fmt: Annotated[str, typer.Option(
-            "--format", help="table | json | csv" + (" | focus (FinOps FOCUS CSV)" if name == "chargeback" else "")
-        )] = "table",
-        allocate: Annotated[str, typer.Option(
-            "--allocate", hidden=name != "chargeback",
-            help="none: untagged spend is its own row; proportional: spread over the tagged groups.")] = "none",
-        production: Annotated[str | None, typer.Option(
-            "--production", hidden=name not in ("environments", "leaks"),
-            help="Environments that count as production (comma-separated). "
-            "Default: COSTPLANE_REPORTS_PRODUCTION_ENVS (prod,production).")] = None,
-        price_version: Annotated[str | None, typer.Option(
-            "--price-version", help="Show costs re-priced per call at this catalog version (from the raw events) "
-            "instead of the stored rating.")] = None,
-        api_url: Annotated[str | None, typer.Option(
-            "--api-url", envvar="COSTPLANE_WORKER_API_URL",
-            help="Ask this worker's /api/report instead of opening ClickHouse (default: the directory owner's).")]
-        = None,
-        database: Annotated[str | None, typer.Option("--database", help="Database (default: from settings).")]
-        = None,
+        fmt: Annotated[
+            str,
+            typer.Option(
+                "--format", help="table | json | csv" + (" | focus (FinOps FOCUS CSV)" if name == "chargeback" else "")
+            ),
+        ] = "table",
+        allocate: Annotated[
+            str,
+            typer.Option(
+                "--allocate",
+                hidden=name != "chargeback",
+                help="none: untagged spend is its own row; proportional: spread over the tagged groups.",
+            ),
+        ] = "none",
+        production: Annotated[
+            str | None,
+            typer.Option(
+                "--production",
+                hidden=name not in ("environments", "leaks"),
+                help="Environments that count as production (comma-separated). "
+                "Default: COSTPLANE_REPORTS_PRODUCTION_ENVS (prod,production).",
+            ),
+        ] = None,
+        price_version: Annotated[
+            str | None,
+            typer.Option(
+                "--price-version",
+                help="Show costs re-priced per call at this catalog version (from the raw events) "
+                "instead of the stored rating.",
+            ),
+        ] = None,
+        api_url: Annotated[
+            str | None,
+            typer.Option(
+                "--api-url",
+                envvar="COSTPLANE_WORKER_API_URL",
+                help="Ask this worker's /api/report instead of opening ClickHouse (default: the directory owner's).",
+            ),
+        ] = None,
+        database: Annotated[str | None, typer.Option("--database", help="Database (default: from settings).")] = None,
     ) -> None:
         from costplane.reports.errors import ReportError
         from costplane.reports.options import ReportOptions
@@ -251,15 +292,26 @@ def _make_command(name: str, question: str) -> Any:
             if production is not None and name not in ("environments", "leaks"):
                 raise ReportError("--production applies to the environments and leaks reports only")
             if fmt == "focus" and allocate != "none":
-                raise ReportError("--format focus writes spend as charged; --allocate applies to the table, JSON "
-                                  "and CSV of the chargeback report")
+                raise ReportError(
+                    "--format focus writes spend as charged; --allocate applies to the table, JSON "
+                    "and CSV of the chargeback report"
+                )
             if production is None:
                 from costplane.config import ReportSettings, load_settings
 
                 production = load_settings(ReportSettings).production_envs
-            options = ReportOptions.parse(name, since=since, until=until, tenant=tenant, by=by or [],
-                                          where=where or [], top=top, allocate=allocate, production_envs=production,
-                                          price_version=price_version)
+            options = ReportOptions.parse(
+                name,
+                since=since,
+                until=until,
+                tenant=tenant,
+                by=by or [],
+                where=where or [],
+                top=top,
+                allocate=allocate,
+                production_envs=production,
+                price_version=price_version,
+            )
             result = collect(options, api_url, database, fmt="focus" if fmt == "focus" else "")
         if fmt == "focus":
             from costplane.reports.focus import FOCUS_COLUMNS
@@ -284,14 +336,23 @@ def _make_command(name: str, question: str) -> Any:
 @report_app.command("html")
 def html_report(
     out: Annotated[Path, typer.Option("--out", help="The HTML file to write (one self-contained file).")],
-    since: Annotated[str | None, typer.Option(
-        "--since", help="From this time: ISO date or time (UTC if naive), or ago: 30m, 24h, 7d, 2w. "
-        "Default: 30 days ago.")] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since",
+            help="From this time: ISO date or time (UTC if naive), or ago: 30m, 24h, 7d, 2w. Default: 30 days ago.",
+        ),
+    ] = None,
     until: Annotated[str | None, typer.Option("--until", help="Before this time (exclusive). Default: now.")] = None,
     tenant: Annotated[str | None, typer.Option("--tenant", help="Only this tenant.")] = None,
-    api_url: Annotated[str | None, typer.Option(
-        "--api-url", envvar="COSTPLANE_WORKER_API_URL",
-        help="Ask this worker's /api/report instead of opening ClickHouse (default: the directory owner's).")] = None,
+    api_url: Annotated[
+        str | None,
+        typer.Option(
+            "--api-url",
+            envvar="COSTPLANE_WORKER_API_URL",
+            help="Ask this worker's /api/report instead of opening ClickHouse (default: the directory owner's).",
+        ),
+    ] = None,
     database: Annotated[str | None, typer.Option("--database", help="Database (default: from settings).")] = None,
 ) -> None:
     """Every report as one offline HTML page: each chart beside its numbers, budgets and their state, alerts."""

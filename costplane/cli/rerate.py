@@ -58,22 +58,38 @@ def _run(request: Any, api_url: str | None, database: str | None) -> Any:
 
 
 def rerate(
-    catalog: Annotated[Path | None, typer.Option(
-        "--catalog", help="Price with this catalog file (either format): each event at the version in force at "
-        "its time.")] = None,
-    price_version: Annotated[str | None, typer.Option(
-        "--price-version", help="Price every event with this version of the catalog in force.")] = None,
-    since: Annotated[str | None, typer.Option(
-        "--since", help="From this day (ISO date or time, or ago: 7d, 2w); widened to whole UTC days. "
-        "Default: 30 days ago.")] = None,
-    until: Annotated[str | None, typer.Option(
-        "--until", help="Before this time, widened to the end of its UTC day. Default: through today.")] = None,
+    catalog: Annotated[
+        Path | None,
+        typer.Option(
+            "--catalog",
+            help="Price with this catalog file (either format): each event at the version in force at its time.",
+        ),
+    ] = None,
+    price_version: Annotated[
+        str | None, typer.Option("--price-version", help="Price every event with this version of the catalog in force.")
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since",
+            help="From this day (ISO date or time, or ago: 7d, 2w); widened to whole UTC days. Default: 30 days ago.",
+        ),
+    ] = None,
+    until: Annotated[
+        str | None,
+        typer.Option("--until", help="Before this time, widened to the end of its UTC day. Default: through today."),
+    ] = None,
     tenant: Annotated[str | None, typer.Option("--tenant", help="Only this tenant's events.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show old vs new totals; write nothing.")] = False,
     fmt: Annotated[str, typer.Option("--format", help="table | json")] = "table",
-    api_url: Annotated[str | None, typer.Option(
-        "--api-url", envvar="COSTPLANE_WORKER_API_URL",
-        help="Run it in this worker (default: the owner of the embedded chDB directory, if any).")] = None,
+    api_url: Annotated[
+        str | None,
+        typer.Option(
+            "--api-url",
+            envvar="COSTPLANE_WORKER_API_URL",
+            help="Run it in this worker (default: the owner of the embedded chDB directory, if any).",
+        ),
+    ] = None,
     database: Annotated[str | None, typer.Option("--database", help="Database (default: from settings).")] = None,
 ) -> None:
     """Recompute the cost (and per-event amounts) of stored events under another price version; rollups rebuilt."""
@@ -94,9 +110,15 @@ def rerate(
         end = parse_time(until, now) if until else None
         if catalog is not None:
             load_catalog(catalog)  # a file that does not parse is one line here, before any work
-        request = RerateRequest.build(start, end, now=now, tenant=tenant,
-                                      catalog=str(catalog.resolve()) if catalog is not None else None,
-                                      price_version=price_version, dry_run=dry_run)
+        request = RerateRequest.build(
+            start,
+            end,
+            now=now,
+            tenant=tenant,
+            catalog=str(catalog.resolve()) if catalog is not None else None,
+            price_version=price_version,
+            dry_run=dry_run,
+        )
         answer = _run(request, api_url, database)
     answer["rows"] = present(answer["rows"])
     if fmt == "json":
@@ -115,14 +137,22 @@ def _table(answer: dict[str, Any], request: Any) -> None:
     for column in ("tenant", "model", "events", "changed", "old", "new", "difference"):
         table.add_column(column, justify="left" if column in ("tenant", "model") else "right")
     for r in answer["rows"]:
-        table.add_row(r["tenant"], r["model"], f"{r['events']:,}", f"{r['changed_events']:,}",
-                      usd_display(r["old_cost_nanos"]), usd_display(r["new_cost_nanos"]),
-                      usd_display(r["difference_nanos"]))
+        table.add_row(
+            r["tenant"],
+            r["model"],
+            f"{r['events']:,}",
+            f"{r['changed_events']:,}",
+            usd_display(r["old_cost_nanos"]),
+            usd_display(r["new_cost_nanos"]),
+            usd_display(r["difference_nanos"]),
+        )
     out = console()
     if answer["rows"]:
         out.print(table)
     if answer["written"]:
-        out.print(f"re-rated {answer['events']:,} events ({answer['changed_events']:,} changed); rebuilt "
-                  f"{len(answer['partitions'])} partitions of the raw events and rollups")
+        out.print(
+            f"re-rated {answer['events']:,} events ({answer['changed_events']:,} changed); rebuilt "
+            f"{len(answer['partitions'])} partitions of the raw events and rollups"
+        )
     else:
         out.print(f"nothing written: {answer['events']:,} events, {answer['changed_events']:,} would change")

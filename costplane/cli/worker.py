@@ -22,8 +22,9 @@ def register(app: typer.Typer) -> None:
 
 
 def worker(
-    role: Annotated[str | None, typer.Option("--role", help="stream, sink or all (default: "
-                                             "COSTPLANE_WORKER_ROLE, else all).")] = None,
+    role: Annotated[
+        str | None, typer.Option("--role", help="stream, sink or all (default: COSTPLANE_WORKER_ROLE, else all).")
+    ] = None,
     web_port: Annotated[int | None, typer.Option("--web-port", help="Health/metrics/report port.")] = None,
     loglevel: Annotated[str, typer.Option("--loglevel", help="Faust log level.")] = "WARNING",
 ) -> None:
@@ -42,11 +43,19 @@ def worker(
         overrides["web_port"] = web_port
     settings = load_settings(WorkerSettings, **overrides)
     try:
-        run_worker(load_settings(KafkaSettings), load_settings(RedisSettings), load_settings(ClickHouseSettings),
-                   settings, loglevel=loglevel)
+        run_worker(
+            load_settings(KafkaSettings),
+            load_settings(RedisSettings),
+            load_settings(ClickHouseSettings),
+            settings,
+            loglevel=loglevel,
+        )
     except DirectoryOwned as exc:
-        typer.secho(f"costplane worker: {exc}. Run this process with --role stream, or stop the owner.",
-                    fg=typer.colors.RED, err=True)
+        typer.secho(
+            f"costplane worker: {exc}. Run this process with --role stream, or stop the owner.",
+            fg=typer.colors.RED,
+            err=True,
+        )
         raise typer.Exit(5) from None
 
 
@@ -59,12 +68,19 @@ def topics_create(json_out: Annotated[bool, typer.Option("--json", help="Print J
     kafka, worker_settings = load_settings(KafkaSettings), load_settings(WorkerSettings)
     result = create_topics(kafka, worker_settings)
     if json_out:
-        print_json([{"topic": s.name, "partitions": s.partitions, "config": s.config, "status": result.get(s.name)}
-                    for s in topic_specs(kafka, worker_settings)])
+        print_json(
+            [
+                {"topic": s.name, "partitions": s.partitions, "config": s.config, "status": result.get(s.name)}
+                for s in topic_specs(kafka, worker_settings)
+            ]
+        )
         return
     for spec in topic_specs(kafka, worker_settings):
-        console().print(f"{spec.name}: {result.get(spec.name)} ({spec.partitions} partitions"
-                      + (f", {spec.config}" if spec.config else "") + ")")
+        console().print(
+            f"{spec.name}: {result.get(spec.name)} ({spec.partitions} partitions"
+            + (f", {spec.config}" if spec.config else "")
+            + ")"
+        )
 
 
 def _read_dlq(limit: int | None, timeout_s: float) -> list[tuple[Any, ...]]:
@@ -117,8 +133,13 @@ def dlq_inspect(
     table = Table("source", "reason", "class", "message", "tenant")
     for r in rows:
         payload = r["payload"] if isinstance(r["payload"], dict) else {}
-        table.add_row(f"{r['topic']}[{r['partition']}]@{r['offset']}", str(r["reason"]), str(r["error_class"]),
-                      str(r["message"])[:80], str(payload.get("tenant") or r["key"] or ""))
+        table.add_row(
+            f"{r['topic']}[{r['partition']}]@{r['offset']}",
+            str(r["reason"]),
+            str(r["error_class"]),
+            str(r["message"])[:80],
+            str(payload.get("tenant") or r["key"] or ""),
+        )
     console().print(table)
     console().print(f"{len(rows)} dead letter(s)")
 
@@ -169,8 +190,12 @@ def dlq_replay(
             replayed += 1
             if not dry_run:
                 body, hdrs = codec.encode_batch(ev.tenant, [ev])
-                producer.produce(kafka.topic("usage"), key=ev.tenant.encode(), value=body,
-                                 headers=cast(list[tuple[str, str | bytes | None]], hdrs))
+                producer.produce(
+                    kafka.topic("usage"),
+                    key=ev.tenant.encode(),
+                    value=body,
+                    headers=cast(list[tuple[str, str | bytes | None]], hdrs),
+                )
                 producer.poll(0)
     if not dry_run:
         producer.flush(30)

@@ -61,7 +61,10 @@ class ClickHouseTarget:
         try:
             out = subprocess.run(  # noqa: S603
                 [sys.executable, "-c", _PROBE, str(self.settings.chdb_path)],
-                capture_output=True, text=True, timeout=timeout_s, check=False,
+                capture_output=True,
+                text=True,
+                timeout=timeout_s,
+                check=False,
             )
         except subprocess.TimeoutExpired:
             return False
@@ -78,8 +81,12 @@ class ClickHouseTarget:
         password = self.settings.password.get_secret_value() if self.settings.password else (url.password or "")
         try:
             client = clickhouse_connect.get_client(
-                host=url.hostname or "localhost", port=url.port or 8123, username=url.username or "default",
-                password=password, secure=url.scheme == "https", connect_timeout=3,
+                host=url.hostname or "localhost",
+                port=url.port or 8123,
+                username=url.username or "default",
+                password=password,
+                secure=url.scheme == "https",
+                connect_timeout=3,
             )
             return bool(client.query("SELECT 1").result_rows[0][0] == 1)
         except Exception:  # noqa: BLE001 - any client/network failure means "not healthy"

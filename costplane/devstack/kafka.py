@@ -53,8 +53,14 @@ class KafkaBroker:
         template = resources.files("costplane.devstack").joinpath("templates/kafka-pom.xml").read_text()
         (work / "pom.xml").write_text(template.replace("@KAFKA_VERSION@", self.settings.kafka_version))
         cmd = [
-            "mvn", "-B", "-q", "-f", str(work / "pom.xml"), "dependency:copy-dependencies",
-            f"-DoutputDirectory={self.jar_dir}", "-DincludeScope=runtime",
+            "mvn",
+            "-B",
+            "-q",
+            "-f",
+            str(work / "pom.xml"),
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={self.jar_dir}",
+            "-DincludeScope=runtime",
         ]
         result = subprocess.run(cmd, capture_output=True, text=True, check=False)  # noqa: S603
         if result.returncode != 0 or not any(self.jar_dir.glob("kafka_2.13-*.jar")):
@@ -104,9 +110,16 @@ class KafkaBroker:
 
     def _java(self, main: str, *args: str, heap: str = "256m") -> list[str]:
         return [
-            "java", f"-Xmx{heap}", "-XX:+UseG1GC", "-Djava.awt.headless=true",
-            f"-Dlog4j.configuration=file:{self.log4j_file}", f"-Dcostplane.home={self.home}",
-            "-cp", f"{self.jar_dir}/*", main, *args,
+            "java",
+            f"-Xmx{heap}",
+            "-XX:+UseG1GC",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j.configuration=file:{self.log4j_file}",
+            f"-Dcostplane.home={self.home}",
+            "-cp",
+            f"{self.jar_dir}/*",
+            main,
+            *args,
         ]
 
     def formatted(self) -> bool:
@@ -161,15 +174,27 @@ class KafkaBroker:
                 delivered.append((msg.partition(), msg.offset()))  # type: ignore[attr-defined]
 
         quiet = {"log_level": 0, "logger": _silent_logger()}
-        producer = Producer({"bootstrap.servers": self.bootstrap, "message.timeout.ms": int(timeout_s * 1000),
-                             "socket.connection.setup.timeout.ms": 2000, **quiet})
+        producer = Producer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "message.timeout.ms": int(timeout_s * 1000),
+                "socket.connection.setup.timeout.ms": 2000,
+                **quiet,
+            }
+        )
         producer.produce(HEALTH_TOPIC, value=token, partition=0, on_delivery=on_delivery)
         producer.flush(timeout_s)
         if not delivered:
             return False
         partition, offset = delivered[0]
-        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"costplane-health-{token.decode()}",
-                             "enable.auto.commit": False, **quiet})
+        consumer = Consumer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "group.id": f"costplane-health-{token.decode()}",
+                "enable.auto.commit": False,
+                **quiet,
+            }
+        )
         try:
             consumer.assign([TopicPartition(HEALTH_TOPIC, partition, offset)])
             deadline = time.monotonic() + timeout_s

@@ -29,10 +29,15 @@ class Prerequisite:
         )
 
 
-JAVA = Prerequisite("java", "Java 17+ runtime for the Kafka broker",
-                    "sudo apt-get install -y openjdk-17-jre-headless", "brew install openjdk@17")
-MAVEN = Prerequisite("mvn", "Maven, resolves Apache Kafka from Maven Central",
-                     "sudo apt-get install -y maven", "brew install maven")
+JAVA = Prerequisite(
+    "java",
+    "Java 17+ runtime for the Kafka broker",
+    "sudo apt-get install -y openjdk-17-jre-headless",
+    "brew install openjdk@17",
+)
+MAVEN = Prerequisite(
+    "mvn", "Maven, resolves Apache Kafka from Maven Central", "sudo apt-get install -y maven", "brew install maven"
+)
 REDIS = Prerequisite("redis-server", "the Redis server", "sudo apt-get install -y redis-server", "brew install redis")
 
 

@@ -107,7 +107,8 @@ class Target:
     def wants(self, event: AlertEvent) -> bool:
         """Severity routing; a resolve carries the incident's top severity, so it goes wherever a trigger went."""
         return severity_rank(event.severity) >= severity_rank(self.min_severity) and (
-            self.route is None or self.route(event))
+            self.route is None or self.route(event)
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,9 +124,15 @@ class DeadLetter:
     failed_at_ms: int
 
     def to_json_dict(self) -> dict[str, Any]:
-        return {"target": self.target, "reason": self.reason, "error": self.error, "attempts": self.attempts,
-                "last_status": self.last_status, "failed_at": self.failed_at_ms,
-                "alert": alert_to_json_dict(self.alert)}
+        return {
+            "target": self.target,
+            "reason": self.reason,
+            "error": self.error,
+            "attempts": self.attempts,
+            "last_status": self.last_status,
+            "failed_at": self.failed_at_ms,
+            "alert": alert_to_json_dict(self.alert),
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,8 +171,7 @@ async def send_with_retries(
 
     def dead(reason: str, error: str, attempts: int, status: int | None) -> DeliveryResult:
         letter = DeadLetter(target.name, event, reason, _scrub(error, target), attempts, status, clock_ms())
-        log.warning("alert_dead_letter", **where, reason=reason, attempts=attempts, status=status,
-                    error=letter.error)
+        log.warning("alert_dead_letter", **where, reason=reason, attempts=attempts, status=status, error=letter.error)
         return DeliveryResult(False, attempts, status, letter)
 
     try:
@@ -179,8 +185,9 @@ async def send_with_retries(
     for attempt in range(1, policy.max_attempts + 1):
         retry_after: float | None = None
         try:
-            response = await client.post(url, json=body, headers=target.headers,
-                                         timeout=httpx.Timeout(policy.timeout_s))
+            response = await client.post(
+                url, json=body, headers=target.headers, timeout=httpx.Timeout(policy.timeout_s)
+            )
         except httpx.HTTPError as exc:  # transport trouble: connect, read, timeouts, protocol
             status, error = None, f"{type(exc).__name__}: {exc}"
         else:
@@ -197,8 +204,14 @@ async def send_with_retries(
         delay = policy.backoff(attempt, rng)
         if retry_after is not None:
             delay = max(delay, min(retry_after, policy.max_retry_after_s))
-        log.info("alert_delivery_retry", **where, attempt=attempt, status=status, delay_s=round(delay, 3),
-                 error=_scrub(error, target))
+        log.info(
+            "alert_delivery_retry",
+            **where,
+            attempt=attempt,
+            status=status,
+            delay_s=round(delay, 3),
+            error=_scrub(error, target),
+        )
         await sleep(delay)
     raise AssertionError("unreachable: the loop returns on its last attempt")
 
@@ -261,8 +274,17 @@ class AlertDispatcher:
                 self._queues[target.name].put_nowait(event)
                 queued += 1
             except asyncio.QueueFull:
-                self._dead(DeadLetter(target.name, event, "queue_full",
-                                      f"delivery queue full ({self._queue_size})", 0, None, self._clock_ms()))
+                self._dead(
+                    DeadLetter(
+                        target.name,
+                        event,
+                        "queue_full",
+                        f"delivery queue full ({self._queue_size})",
+                        0,
+                        None,
+                        self._clock_ms(),
+                    )
+                )
         return queued
 
     def pending(self) -> int:
@@ -281,8 +303,9 @@ class AlertDispatcher:
         for name, queue in self._queues.items():
             while not queue.empty():
                 event = queue.get_nowait()
-                self._dead(DeadLetter(name, event, "stopped", "dispatcher stopped before delivery", 0, None,
-                                      self._clock_ms()))
+                self._dead(
+                    DeadLetter(name, event, "stopped", "dispatcher stopped before delivery", 0, None, self._clock_ms())
+                )
         self._tasks.clear()
         self._started = False
         if self._owns_client and self._client is not None:
@@ -301,19 +324,32 @@ class AlertDispatcher:
         while True:
             event = await queue.get()
             try:
-                result = await send_with_retries(self._client, target, event, self.policy, sleep=self._sleep,
-                                                 rng=self._rng, clock_ms=self._clock_ms)
+                result = await send_with_retries(
+                    self._client, target, event, self.policy, sleep=self._sleep, rng=self._rng, clock_ms=self._clock_ms
+                )
                 if result.ok:
                     self.delivered += 1
                 elif result.dead_letter is not None:
                     self._dead(result.dead_letter)
             except asyncio.CancelledError:
-                self._dead(DeadLetter(target.name, event, "stopped", "dispatcher stopped during delivery", 0, None,
-                                      self._clock_ms()))
+                self._dead(
+                    DeadLetter(
+                        target.name, event, "stopped", "dispatcher stopped during delivery", 0, None, self._clock_ms()
+                    )
+                )
                 raise
             except Exception as exc:  # noqa: BLE001 - one bad alert must not stop this target's queue
-                self._dead(DeadLetter(target.name, event, "internal", _scrub(f"{type(exc).__name__}: {exc}", target),
-                                      0, None, self._clock_ms()))
+                self._dead(
+                    DeadLetter(
+                        target.name,
+                        event,
+                        "internal",
+                        _scrub(f"{type(exc).__name__}: {exc}", target),
+                        0,
+                        None,
+                        self._clock_ms(),
+                    )
+                )
             finally:
                 queue.task_done()
 
@@ -333,41 +369,62 @@ def build_targets(
     """The targets a configuration asks for (see :func:`targets_from_settings` for ``AlertSettings``)."""
     targets: list[Target] = []
     if slack_webhook_url is not None and slack_webhook_url.get_secret_value():
-        targets.append(Target("slack", slack_webhook_url, lambda e: slack_message(e, runbook_base_url),
-                              min_severity=slack_min_severity))
+        targets.append(
+            Target(
+                "slack",
+                slack_webhook_url,
+                lambda e: slack_message(e, runbook_base_url),
+                min_severity=slack_min_severity,
+            )
+        )
     if pagerduty_routing_key is not None and pagerduty_routing_key.get_secret_value():
         key = pagerduty_routing_key.get_secret_value()
-        targets.append(Target(
-            "pagerduty", SecretStr(pagerduty_url),
-            lambda e: pagerduty_event(e, key, source=pagerduty_source, runbook_base_url=runbook_base_url),
-            validate=validate_pagerduty_event, min_severity=pagerduty_min_severity,
-        ))
+        targets.append(
+            Target(
+                "pagerduty",
+                SecretStr(pagerduty_url),
+                lambda e: pagerduty_event(e, key, source=pagerduty_source, runbook_base_url=runbook_base_url),
+                validate=validate_pagerduty_event,
+                min_severity=pagerduty_min_severity,
+            )
+        )
     for i, url in enumerate(webhook_urls):
-        targets.append(Target(f"webhook-{i}", url, lambda e: webhook_body(e, runbook_base_url),
-                              min_severity=webhook_min_severity))
+        targets.append(
+            Target(f"webhook-{i}", url, lambda e: webhook_body(e, runbook_base_url), min_severity=webhook_min_severity)
+        )
     return targets
 
 
-def routing_targets(routing: Routing, *, pagerduty_url: str = "https://events.pagerduty.com/v2/enqueue",
-                    pagerduty_source: str = "costplane", runbook_base_url: str | None = None) -> list[Target]:
+def routing_targets(
+    routing: Routing,
+    *,
+    pagerduty_url: str = "https://events.pagerduty.com/v2/enqueue",
+    pagerduty_source: str = "costplane",
+    runbook_base_url: str | None = None,
+) -> list[Target]:
     """One target per named destination, each taking the alerts its routes send it."""
     targets: list[Target] = []
     for dest in routing.destinations.values():
+
         def routed(event: AlertEvent, name: str = dest.name) -> bool:
             return name in routing.destinations_for(event)
 
         if dest.kind == "slack":
-            targets.append(Target(dest.name, SecretStr(dest.secret), lambda e: slack_message(e, runbook_base_url),
-                                  route=routed))
+            targets.append(
+                Target(dest.name, SecretStr(dest.secret), lambda e: slack_message(e, runbook_base_url), route=routed)
+            )
         elif dest.kind == "pagerduty":
+
             def page(event: AlertEvent, key: str = dest.secret) -> dict[str, Any]:
                 return pagerduty_event(event, key, source=pagerduty_source, runbook_base_url=runbook_base_url)
 
-            targets.append(Target(dest.name, SecretStr(pagerduty_url), page, validate=validate_pagerduty_event,
-                                  route=routed))
+            targets.append(
+                Target(dest.name, SecretStr(pagerduty_url), page, validate=validate_pagerduty_event, route=routed)
+            )
         else:
-            targets.append(Target(dest.name, SecretStr(dest.secret), lambda e: webhook_body(e, runbook_base_url),
-                                  route=routed))
+            targets.append(
+                Target(dest.name, SecretStr(dest.secret), lambda e: webhook_body(e, runbook_base_url), route=routed)
+            )
     return targets
 
 
@@ -384,18 +441,34 @@ def routing_from_settings(settings: AlertSettings) -> Routing | None:
 def targets_from_settings(settings: AlertSettings) -> list[Target]:
     """The targets ``AlertSettings`` configures (none when nothing is set: alerts still reach the topic)."""
     routing = routing_from_settings(settings)
-    routed = routing_targets(routing, pagerduty_url=settings.pagerduty_url, pagerduty_source=settings.pagerduty_source,
-                             runbook_base_url=settings.runbook_base_url) if routing is not None else []
+    routed = (
+        routing_targets(
+            routing,
+            pagerduty_url=settings.pagerduty_url,
+            pagerduty_source=settings.pagerduty_source,
+            runbook_base_url=settings.runbook_base_url,
+        )
+        if routing is not None
+        else []
+    )
     return routed + build_targets(
-        slack_webhook_url=settings.slack_webhook_url, slack_min_severity=settings.slack_min_severity,
-        pagerduty_routing_key=settings.pagerduty_routing_key, pagerduty_url=settings.pagerduty_url,
-        pagerduty_source=settings.pagerduty_source, pagerduty_min_severity=settings.pagerduty_min_severity,
-        webhook_urls=settings.webhook_urls, webhook_min_severity=settings.webhook_min_severity,
+        slack_webhook_url=settings.slack_webhook_url,
+        slack_min_severity=settings.slack_min_severity,
+        pagerduty_routing_key=settings.pagerduty_routing_key,
+        pagerduty_url=settings.pagerduty_url,
+        pagerduty_source=settings.pagerduty_source,
+        pagerduty_min_severity=settings.pagerduty_min_severity,
+        webhook_urls=settings.webhook_urls,
+        webhook_min_severity=settings.webhook_min_severity,
         runbook_base_url=settings.runbook_base_url,
     )
 
 
 def policy_from_settings(settings: AlertSettings) -> RetryPolicy:
-    return RetryPolicy(max_attempts=settings.retries + 1, base_delay_s=settings.backoff_base_s,
-                       max_delay_s=settings.backoff_max_s, max_retry_after_s=settings.max_retry_after_s,
-                       timeout_s=settings.timeout_s)
+    return RetryPolicy(
+        max_attempts=settings.retries + 1,
+        base_delay_s=settings.backoff_base_s,
+        max_delay_s=settings.backoff_max_s,
+        max_retry_after_s=settings.max_retry_after_s,
+        timeout_s=settings.timeout_s,
+    )

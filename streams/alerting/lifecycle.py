@@ -48,9 +48,12 @@ class LifecycleConfig:
 
     @classmethod
     def from_settings(cls, settings: AlertSettings) -> LifecycleConfig:
-        return cls(resolve_after_ms=round(settings.resolve_after_s * 1000),
-                   cooldown_ms=round(settings.cooldown_s * 1000),
-                   stale_after_ms=round(settings.stale_after_s * 1000), max_tracked=settings.max_tracked)
+        return cls(
+            resolve_after_ms=round(settings.resolve_after_s * 1000),
+            cooldown_ms=round(settings.cooldown_s * 1000),
+            stale_after_ms=round(settings.stale_after_s * 1000),
+            max_tracked=settings.max_tracked,
+        )
 
 
 @dataclass(slots=True)
@@ -70,16 +73,23 @@ class IncidentState:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "status": self.status, "finding": finding_to_dict(self.finding), "opened_ms": self.opened_ms,
-            "last_seen_ms": self.last_seen_ms, "sent_severity": self.sent_severity,
-            "clear_since_ms": self.clear_since_ms, "resolved_ms": self.resolved_ms,
+            "status": self.status,
+            "finding": finding_to_dict(self.finding),
+            "opened_ms": self.opened_ms,
+            "last_seen_ms": self.last_seen_ms,
+            "sent_severity": self.sent_severity,
+            "clear_since_ms": self.clear_since_ms,
+            "resolved_ms": self.resolved_ms,
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> IncidentState:
         return cls(
-            status=cast(Status, d["status"]), finding=finding_from_dict(d["finding"]), opened_ms=int(d["opened_ms"]),
-            last_seen_ms=int(d["last_seen_ms"]), sent_severity=cast(Severity, d["sent_severity"]),
+            status=cast(Status, d["status"]),
+            finding=finding_from_dict(d["finding"]),
+            opened_ms=int(d["opened_ms"]),
+            last_seen_ms=int(d["last_seen_ms"]),
+            sent_severity=cast(Severity, d["sent_severity"]),
             clear_since_ms=None if d.get("clear_since_ms") is None else int(d["clear_since_ms"]),
             resolved_ms=None if d.get("resolved_ms") is None else int(d["resolved_ms"]),
         )
@@ -88,22 +98,37 @@ class IncidentState:
 def finding_to_dict(f: Finding) -> dict[str, Any]:
     """JSON-compatible form of a finding (for lifecycle state and debugging)."""
     return {
-        "kind": f.kind, "dedup_key": f.dedup_key, "tenant": f.tenant, "active": f.active, "severity": f.severity,
-        "summary": f.summary, "window_start_ms": f.window_start_ms, "window_end_ms": f.window_end_ms,
-        "subject": dict(f.subject), "numbers": dict(f.numbers),
+        "kind": f.kind,
+        "dedup_key": f.dedup_key,
+        "tenant": f.tenant,
+        "active": f.active,
+        "severity": f.severity,
+        "summary": f.summary,
+        "window_start_ms": f.window_start_ms,
+        "window_end_ms": f.window_end_ms,
+        "subject": dict(f.subject),
+        "numbers": dict(f.numbers),
         "contributors": [contributor_to_dict(c) for c in f.contributors],
-        "suggested_action": f.suggested_action, "runbook": f.runbook,
+        "suggested_action": f.suggested_action,
+        "runbook": f.runbook,
     }
 
 
 def finding_from_dict(d: dict[str, Any]) -> Finding:
     return Finding(
-        kind=str(d["kind"]), dedup_key=str(d["dedup_key"]), tenant=str(d["tenant"]), active=bool(d["active"]),
-        severity=cast(Severity, d["severity"]), summary=str(d["summary"]),
-        window_start_ms=int(d["window_start_ms"]), window_end_ms=int(d["window_end_ms"]),
-        subject=dict(d.get("subject") or {}), numbers=dict(d.get("numbers") or {}),
+        kind=str(d["kind"]),
+        dedup_key=str(d["dedup_key"]),
+        tenant=str(d["tenant"]),
+        active=bool(d["active"]),
+        severity=cast(Severity, d["severity"]),
+        summary=str(d["summary"]),
+        window_start_ms=int(d["window_start_ms"]),
+        window_end_ms=int(d["window_end_ms"]),
+        subject=dict(d.get("subject") or {}),
+        numbers=dict(d.get("numbers") or {}),
         contributors=tuple(contributor_from_dict(c) for c in d.get("contributors") or ()),
-        suggested_action=str(d.get("suggested_action", "")), runbook=str(d.get("runbook", "")),
+        suggested_action=str(d.get("suggested_action", "")),
+        runbook=str(d.get("runbook", "")),
     )
 
 
@@ -115,8 +140,7 @@ def alert_id(dedup_key: str, opened_ms: int, action: str, severity: str) -> str:
 class AlertLifecycle:
     """Edge-triggering state machine over findings, one incident per dedup key at a time."""
 
-    def __init__(self, config: LifecycleConfig | None = None,
-                 states: dict[str, IncidentState] | None = None) -> None:
+    def __init__(self, config: LifecycleConfig | None = None, states: dict[str, IncidentState] | None = None) -> None:
         self.config = config or LifecycleConfig()
         self._states: dict[str, IncidentState] = dict(states or {})
         self.overflowed = 0  # findings not tracked because max_tracked keys were all open incidents
@@ -159,7 +183,9 @@ class AlertLifecycle:
             previous = latest.get(f.dedup_key)
             # Several findings for one key in one evaluation: active beats inactive, then the higher severity.
             if previous is None or (f.active, severity_rank(f.severity)) >= (
-                    previous.active, severity_rank(previous.severity)):
+                previous.active,
+                severity_rank(previous.severity),
+            ):
                 latest[f.dedup_key] = f
         events: list[AlertEvent] = []
         for key, f in latest.items():
@@ -229,8 +255,14 @@ class AlertLifecycle:
         st.status, st.resolved_ms, st.clear_since_ms = "closed", now_ms, None
         return [self._event(st, "resolve", f, now_ms)]
 
-    def _event(self, st: IncidentState, action: Literal["trigger", "resolve"], current: Finding | None,
-               now_ms: int, escalated: bool = False) -> AlertEvent:
+    def _event(
+        self,
+        st: IncidentState,
+        action: Literal["trigger", "resolve"],
+        current: Finding | None,
+        now_ms: int,
+        escalated: bool = False,
+    ) -> AlertEvent:
         base = st.finding
         if action == "resolve":
             # The resolve describes the incident (its subject, contributors, top severity) with the latest window
@@ -241,22 +273,40 @@ class AlertLifecycle:
             numbers = dict(latest.numbers) if current is not None else dict(base.numbers)
             severity = st.sent_severity
         else:
-            summary, window, numbers, severity = base.summary, (base.window_start_ms, base.window_end_ms), \
-                dict(base.numbers), base.severity
+            summary, window, numbers, severity = (
+                base.summary,
+                (base.window_start_ms, base.window_end_ms),
+                dict(base.numbers),
+                base.severity,
+            )
         return AlertEvent(
             alert_id=alert_id(base.dedup_key, st.opened_ms, action, severity),
-            dedup_key=base.dedup_key, kind=base.kind, action=action, escalated=escalated, severity=severity,
-            tenant=base.tenant, subject=dict(base.subject), summary=summary[:1024],
-            window_start_ms=window[0], window_end_ms=window[1], numbers=numbers, contributors=base.contributors,
-            suggested_action=base.suggested_action, runbook=base.runbook, occurred_at_ms=now_ms,
+            dedup_key=base.dedup_key,
+            kind=base.kind,
+            action=action,
+            escalated=escalated,
+            severity=severity,
+            tenant=base.tenant,
+            subject=dict(base.subject),
+            summary=summary[:1024],
+            window_start_ms=window[0],
+            window_end_ms=window[1],
+            numbers=numbers,
+            contributors=base.contributors,
+            suggested_action=base.suggested_action,
+            runbook=base.runbook,
+            occurred_at_ms=now_ms,
         )
 
     def _has_room(self) -> bool:
         if len(self._states) < self.config.max_tracked:
             return True
         # Make room by forgetting the longest-resolved keys; open incidents are never dropped (they owe a resolve).
-        closed = sorted((st.resolved_ms or st.last_seen_ms, k) for k, st in self._states.items()
-                        if st.status in ("closed", "suppressed"))
+        closed = sorted(
+            (st.resolved_ms or st.last_seen_ms, k)
+            for k, st in self._states.items()
+            if st.status in ("closed", "suppressed")
+        )
         if not closed:
             return False
         del self._states[closed[0][1]]
@@ -264,7 +314,9 @@ class AlertLifecycle:
 
     def _forget_and_bound(self, now_ms: int) -> None:
         cooldown = self.config.cooldown_ms
-        for key in [k for k, st in self._states.items()
-                    if st.status == "closed" and (st.resolved_ms is None or now_ms - st.resolved_ms >= cooldown)]:
+        for key in [
+            k
+            for k, st in self._states.items()
+            if st.status == "closed" and (st.resolved_ms is None or now_ms - st.resolved_ms >= cooldown)
+        ]:
             del self._states[key]
-

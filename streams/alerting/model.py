@@ -47,13 +47,23 @@ class AlertEvent:
 
 
 def contributor_to_dict(c: Contributor) -> dict[str, Any]:
-    return {"dimension": c.dimension, "value": c.value, "cost_nanos": c.cost_nanos, "tokens": c.tokens,
-            "attempts": c.attempts}
+    return {
+        "dimension": c.dimension,
+        "value": c.value,
+        "cost_nanos": c.cost_nanos,
+        "tokens": c.tokens,
+        "attempts": c.attempts,
+    }
 
 
 def contributor_from_dict(d: dict[str, Any]) -> Contributor:
-    return Contributor(dimension=str(d["dimension"]), value=str(d["value"]), cost_nanos=int(d.get("cost_nanos", 0)),
-                       tokens=int(d.get("tokens", 0)), attempts=int(d.get("attempts", 0)))
+    return Contributor(
+        dimension=str(d["dimension"]),
+        value=str(d["value"]),
+        cost_nanos=int(d.get("cost_nanos", 0)),
+        tokens=int(d.get("tokens", 0)),
+        attempts=int(d.get("attempts", 0)),
+    )
 
 
 def alert_to_json_dict(event: AlertEvent) -> dict[str, Any]:

@@ -102,11 +102,20 @@ def _list_problems(event: dict[str, Any], name: str, required: str, allowed: set
     return problems
 
 
-def pagerduty_event(event: AlertEvent, routing_key: str, *, source: str = "costplane",
-                    runbook_base_url: str | None = None, max_contributors: int = 5) -> dict[str, Any]:
+def pagerduty_event(
+    event: AlertEvent,
+    routing_key: str,
+    *,
+    source: str = "costplane",
+    runbook_base_url: str | None = None,
+    max_contributors: int = 5,
+) -> dict[str, Any]:
     """The Events v2 body for one alert: trigger with payload and links, or a bare resolve."""
-    body: dict[str, Any] = {"routing_key": routing_key, "event_action": event.action,
-                            "dedup_key": event.dedup_key[:MAX_DEDUP_KEY]}
+    body: dict[str, Any] = {
+        "routing_key": routing_key,
+        "event_action": event.action,
+        "dedup_key": event.dedup_key[:MAX_DEDUP_KEY],
+    }
     if event.action == "resolve":
         return body
     summary = f"{event.kind} ({event.tenant}): {event.summary}"
@@ -116,9 +125,14 @@ def pagerduty_event(event: AlertEvent, routing_key: str, *, source: str = "costp
         "subject": dict(event.subject),
         "numbers": dict(event.numbers),
         "top_contributors": [
-            {"dimension": c.dimension, "value": c.value,
-             "cost_usd": str((Decimal(c.cost_nanos) / 10**9).quantize(_NANO)), "cost": usd(c.cost_nanos),
-             "tokens": c.tokens, "attempts": c.attempts}
+            {
+                "dimension": c.dimension,
+                "value": c.value,
+                "cost_usd": str((Decimal(c.cost_nanos) / 10**9).quantize(_NANO)),
+                "cost": usd(c.cost_nanos),
+                "tokens": c.tokens,
+                "attempts": c.attempts,
+            }
             for c in event.contributors[:max_contributors]
         ],
         "suggested_action": event.suggested_action,

@@ -55,8 +55,13 @@ class Route:
     def matches(self, event: AlertEvent) -> bool:
         if severity_rank(event.severity) < severity_rank(self.severity):  # type: ignore[arg-type]
             return False
-        values = {"tenant": event.tenant, "kind": event.kind, "severity": event.severity,
-                  "team": event.subject.get("team"), "feature": event.subject.get("feature")}
+        values = {
+            "tenant": event.tenant,
+            "kind": event.kind,
+            "severity": event.severity,
+            "team": event.subject.get("team"),
+            "feature": event.subject.get("feature"),
+        }
         return all(values[key] in wanted for key, wanted in self.match.items())
 
 

@@ -34,8 +34,12 @@ DEAD_LETTER_SCHEMA = "AlertDeadLetter"
 def dead_letter_record(letter: DeadLetter) -> tuple[bytes, bytes, Headers]:
     """Key (tenant), JSON value and headers of a dead-letter record: readable by people and any tool."""
     value = json.dumps(letter.to_json_dict(), sort_keys=True).encode()
-    headers: Headers = [("costplane-schema", DEAD_LETTER_SCHEMA.encode()), ("costplane-schema-version", b"1"),
-                        ("costplane-dlq-reason", letter.reason.encode()), ("costplane-target", letter.target.encode())]
+    headers: Headers = [
+        ("costplane-schema", DEAD_LETTER_SCHEMA.encode()),
+        ("costplane-schema-version", b"1"),
+        ("costplane-dlq-reason", letter.reason.encode()),
+        ("costplane-target", letter.target.encode()),
+    ]
     return letter.alert.tenant.encode(), value, headers
 
 
@@ -56,8 +60,11 @@ class AlertService:
         self._publish = publish
         self._publish_dead_letter = publish_dead_letter
         self.dispatcher = AlertDispatcher(
-            targets if targets is not None else targets_from_settings(settings), self._dead_letter,
-            policy=policy_from_settings(settings), queue_size=settings.queue_size, client=client,
+            targets if targets is not None else targets_from_settings(settings),
+            self._dead_letter,
+            policy=policy_from_settings(settings),
+            queue_size=settings.queue_size,
+            client=client,
         )
 
     async def start(self) -> None:

@@ -36,15 +36,22 @@ def slack_message(event: AlertEvent, runbook_base_url: str | None = None, max_co
     if event.numbers:
         fields = [{"type": "mrkdwn", "text": _clip(f"*{k}*\n{v}", 2000)} for k, v in sorted(event.numbers.items())]
         for i in range(0, min(len(fields), 20), 10):  # Slack allows 10 fields per section
-            blocks.append({"type": "section", "fields": fields[i:i + 10]})
+            blocks.append({"type": "section", "fields": fields[i : i + 10]})
     if event.contributors:
-        lines = [f"• `{c.dimension}={c.value}` {usd(c.cost_nanos)}, {c.tokens:,} tokens, {c.attempts:,} attempts"
-                 for c in event.contributors[:max_contributors]]
-        blocks.append({"type": "section", "text": {"type": "mrkdwn",
-                                                   "text": _clip("*Top contributors*\n" + "\n".join(lines))}})
+        lines = [
+            f"• `{c.dimension}={c.value}` {usd(c.cost_nanos)}, {c.tokens:,} tokens, {c.attempts:,} attempts"
+            for c in event.contributors[:max_contributors]
+        ]
+        blocks.append(
+            {"type": "section", "text": {"type": "mrkdwn", "text": _clip("*Top contributors*\n" + "\n".join(lines))}}
+        )
     link = runbook_url(event, runbook_base_url)
     action = f"*Suggested action:* {event.suggested_action}\n" if event.suggested_action else ""
     blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _clip(f"{action}*Runbook:* <{link}>")}})
-    blocks.append({"type": "context", "elements": [{"type": "mrkdwn",
-                                                    "text": f"dedup `{event.dedup_key}` · alert `{event.alert_id}`"}]})
+    blocks.append(
+        {
+            "type": "context",
+            "elements": [{"type": "mrkdwn", "text": f"dedup `{event.dedup_key}` · alert `{event.alert_id}`"}],
+        }
+    )
     return {"text": text, "blocks": blocks}

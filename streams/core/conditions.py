@@ -91,8 +91,11 @@ class _Held:
     def from_dict(cls, d: Mapping[str, Any]) -> _Held:
         f = dict(d["finding"])
         f["contributors"] = tuple(Contributor(**c) for c in f.get("contributors") or ())
-        return cls(Finding(**f), None if d.get("until_ms") is None else int(d["until_ms"]),
-                   None if d.get("ended_ms") is None else int(d["ended_ms"]))
+        return cls(
+            Finding(**f),
+            None if d.get("until_ms") is None else int(d["until_ms"]),
+            None if d.get("ended_ms") is None else int(d["ended_ms"]),
+        )
 
 
 @dataclass(slots=True)
@@ -137,17 +140,28 @@ class WorkerConditions:
         labels = {"budget_id": budget_id, "member": member, "threshold": threshold}
         share = _ratio(spent, limit)
         finding = Finding(
-            kind="budget_threshold", dedup_key=dedup_key("budget_threshold", tenant, labels), tenant=tenant,
-            active=True, severity="warning",
+            kind="budget_threshold",
+            dedup_key=dedup_key("budget_threshold", tenant, labels),
+            tenant=tenant,
+            active=True,
+            severity="warning",
             summary=f"budget {budget_id} ({member}) passed {(Decimal(threshold) * 100).normalize():f} % of its limit: "
-                    f"{_amount(spent, unit)} of {_amount(limit, unit)}",
-            window_start_ms=start, window_end_ms=end, subject={"tenant": tenant, **labels},
-            numbers={"spent": str(spent), "limit": str(limit), "unit": unit, "threshold": threshold,
-                     "share": share, **({"spent_usd": _usd(spent), "limit_usd": _usd(limit)} if unit == "usd"
-                                        else {})},
+            f"{_amount(spent, unit)} of {_amount(limit, unit)}",
+            window_start_ms=start,
+            window_end_ms=end,
+            subject={"tenant": tenant, **labels},
+            numbers={
+                "spent": str(spent),
+                "limit": str(limit),
+                "unit": unit,
+                "threshold": threshold,
+                "share": share,
+                **({"spent_usd": _usd(spent), "limit_usd": _usd(limit)} if unit == "usd" else {}),
+            },
             suggested_action="See who is spending (the cost-spike contributor query) and raise the limit or cut "
-                             "the usage before the hard limit applies.",
-            runbook="docs/runbook.md#budget-threshold")
+            "the usage before the hard limit applies.",
+            runbook="docs/runbook.md#budget-threshold",
+        )
         self._hold(finding, until_ms=end)
 
     def decided(self, decision: Mapping[str, Any]) -> None:
@@ -166,24 +180,37 @@ class WorkerConditions:
         doing = f"degraded to {degrade}" if action == "degrade" else "blocked"
         severity: Severity = "critical" if action == "block" else "warning"
         finding = Finding(
-            kind="budget_blocked", dedup_key=dedup_key("budget_blocked", tenant, labels), tenant=tenant,
-            active=True, severity=severity,
+            kind="budget_blocked",
+            dedup_key=dedup_key("budget_blocked", tenant, labels),
+            tenant=tenant,
+            active=True,
+            severity=severity,
             summary=f"budget {budget_id} ({member}) reached its limit: calls are {doing} "
-                    f"({_amount(spent, unit)} of {_amount(limit, unit)})",
-            window_start_ms=start, window_end_ms=end, subject={"tenant": tenant, **labels},
-            numbers={"action": action, "spent": str(spent), "limit": str(limit), "unit": unit,
-                     "share": _ratio(spent, limit), "until_ms": str(end),
-                     **({"degrade_model": str(degrade)} if degrade else {}),
-                     **({"spent_usd": _usd(spent), "limit_usd": _usd(limit)} if unit == "usd" else {})},
+            f"({_amount(spent, unit)} of {_amount(limit, unit)})",
+            window_start_ms=start,
+            window_end_ms=end,
+            subject={"tenant": tenant, **labels},
+            numbers={
+                "action": action,
+                "spent": str(spent),
+                "limit": str(limit),
+                "unit": unit,
+                "share": _ratio(spent, limit),
+                "until_ms": str(end),
+                **({"degrade_model": str(degrade)} if degrade else {}),
+                **({"spent_usd": _usd(spent), "limit_usd": _usd(limit)} if unit == "usd" else {}),
+            },
             suggested_action="Tell the owners of the scope; raise the limit (costplane budget set …) if the "
-                             "business needs the traffic.",
-            runbook="docs/runbook.md#budget-blocked")
+            "business needs the traffic.",
+            runbook="docs/runbook.md#budget-blocked",
+        )
         self._hold(finding, until_ms=end + self.config.block_grace_ms)
 
     def lifted(self, lift: Mapping[str, Any], now_ms: int) -> None:
         """A lift (a ``lift`` record, ``Decision.to_dict()``): the block or degrade of that member is over."""
-        key = dedup_key("budget_blocked", str(lift["tenant"]),
-                        {"budget_id": str(lift["budget_id"]), "member": str(lift["member"])})
+        key = dedup_key(
+            "budget_blocked", str(lift["tenant"]), {"budget_id": str(lift["budget_id"]), "member": str(lift["member"])}
+        )
         held = self._held.get(key)
         if held is not None and held.ended_ms is None:
             held.ended_ms = now_ms
@@ -265,22 +292,34 @@ class WorkerConditions:
                 continue
             severity: Severity = "critical" if per_minute >= 10 * cfg.dead_letters_per_minute else "warning"
             top = sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))
-            self._hold(Finding(
-                kind="dead_letter_flood", dedup_key=key, tenant=tenant, active=True, severity=severity,
-                summary=f"{dead} usage events went to the dead-letter topic in the last "
-                        f"{cfg.dead_letter_window_ms // 1000} s ({float(per_minute):.0f}/min, threshold "
-                        f"{cfg.dead_letters_per_minute}/min); top reason {top[0][0]}",
-                window_start_ms=now_ms - cfg.dead_letter_window_ms, window_end_ms=now_ms,
-                subject={"tenant": tenant},
-                numbers={"dead_letters": str(dead), "valid_events": str(valid),
-                         "dead_letter_share": _ratio(dead, dead + valid),
-                         "per_minute": str(round(per_minute)), "threshold_per_minute": str(cfg.dead_letters_per_minute),
-                         "window_s": str(cfg.dead_letter_window_ms // 1000),
-                         **{f"reason_{reason}": str(n) for reason, n in top}},
-                contributors=tuple(Contributor("reason", reason, attempts=n) for reason, n in top[:5]),
-                suggested_action="Read a few dead letters (costplane dlq inspect): the reason names the problem; "
-                                 "roll back or fix the producer, then costplane dlq replay.",
-                runbook="docs/runbook.md#dead-letter-flood"))
+            self._hold(
+                Finding(
+                    kind="dead_letter_flood",
+                    dedup_key=key,
+                    tenant=tenant,
+                    active=True,
+                    severity=severity,
+                    summary=f"{dead} usage events went to the dead-letter topic in the last "
+                    f"{cfg.dead_letter_window_ms // 1000} s ({float(per_minute):.0f}/min, threshold "
+                    f"{cfg.dead_letters_per_minute}/min); top reason {top[0][0]}",
+                    window_start_ms=now_ms - cfg.dead_letter_window_ms,
+                    window_end_ms=now_ms,
+                    subject={"tenant": tenant},
+                    numbers={
+                        "dead_letters": str(dead),
+                        "valid_events": str(valid),
+                        "dead_letter_share": _ratio(dead, dead + valid),
+                        "per_minute": str(round(per_minute)),
+                        "threshold_per_minute": str(cfg.dead_letters_per_minute),
+                        "window_s": str(cfg.dead_letter_window_ms // 1000),
+                        **{f"reason_{reason}": str(n) for reason, n in top},
+                    },
+                    contributors=tuple(Contributor("reason", reason, attempts=n) for reason, n in top[:5]),
+                    suggested_action="Read a few dead letters (costplane dlq inspect): the reason names the problem; "
+                    "roll back or fix the producer, then costplane dlq replay.",
+                    runbook="docs/runbook.md#dead-letter-flood",
+                )
+            )
 
     def _judge_fail_open(self, now_ms: int) -> None:
         key = dedup_key("fail_open", ALL_TENANTS, {"store": "redis"})
@@ -290,18 +329,30 @@ class WorkerConditions:
             return
         lasted = max(now_ms - fail.since_ms, 0)
         severity: Severity = "critical" if lasted >= self.config.fail_open_critical_ms else "warning"
-        self._hold(Finding(
-            kind="fail_open", dedup_key=key, tenant=ALL_TENANTS, active=True, severity=severity,
-            summary=f"the worker cannot write decisions and counters to Redis ({fail.failures} failed writes in "
-                    f"{lasted // 1000} s): budgets are not enforced in real time (the worker log says why: "
-                    f"redis_effects_failed)",
-            window_start_ms=fail.since_ms, window_end_ms=max(fail.last_ms, now_ms),
-            subject={"tenant": ALL_TENANTS, "store": "redis"},
-            numbers={"failed_writes": str(fail.failures), "skipped_decisions": str(fail.skipped_decisions),
-                     "skipped_counter_updates": str(fail.skipped_counters), "failing_for_s": str(lasted // 1000)},
-            suggested_action="Restore Redis (memory, connections, network, failover); the worker reconciles "
-                             "counters and decisions once it is back.",
-            runbook="docs/runbook.md#fail-open"))
+        self._hold(
+            Finding(
+                kind="fail_open",
+                dedup_key=key,
+                tenant=ALL_TENANTS,
+                active=True,
+                severity=severity,
+                summary=f"the worker cannot write decisions and counters to Redis ({fail.failures} failed writes in "
+                f"{lasted // 1000} s): budgets are not enforced in real time (the worker log says why: "
+                f"redis_effects_failed)",
+                window_start_ms=fail.since_ms,
+                window_end_ms=max(fail.last_ms, now_ms),
+                subject={"tenant": ALL_TENANTS, "store": "redis"},
+                numbers={
+                    "failed_writes": str(fail.failures),
+                    "skipped_decisions": str(fail.skipped_decisions),
+                    "skipped_counter_updates": str(fail.skipped_counters),
+                    "failing_for_s": str(lasted // 1000),
+                },
+                suggested_action="Restore Redis (memory, connections, network, failover); the worker reconciles "
+                "counters and decisions once it is back.",
+                runbook="docs/runbook.md#fail-open",
+            )
+        )
 
     def _hold(self, finding: Finding, until_ms: int | None = None) -> None:
         held = self._held.get(finding.dedup_key)
@@ -319,8 +370,11 @@ class WorkerConditions:
     # -- state -----------------------------------------------------------------------------------------------
     def state(self, tenant: str) -> dict[str, Any]:
         """A tenant's held budget conditions as plain JSON (dead-letter counts are short-lived: not kept)."""
-        return {key: h.to_dict() for key, h in self._held.items()
-                if h.finding.tenant == tenant and h.finding.kind in ("budget_threshold", "budget_blocked")}
+        return {
+            key: h.to_dict()
+            for key, h in self._held.items()
+            if h.finding.tenant == tenant and h.finding.kind in ("budget_threshold", "budget_blocked")
+        }
 
     def load_state(self, data: Mapping[str, Any]) -> None:
         """Restore :meth:`state` output (conditions already held here are kept)."""

@@ -172,9 +172,11 @@ def _contributor_bounds(data: _Minute) -> dict[str, str]:
     floor = data.floor
     if not any(floor):
         return {}
-    return {"contributors_cost_nanos_over_by_at_most": str(floor[0]),
-            "contributors_tokens_over_by_at_most": str(floor[1]),
-            "contributors_attempts_over_by_at_most": str(floor[2])}
+    return {
+        "contributors_cost_nanos_over_by_at_most": str(floor[0]),
+        "contributors_tokens_over_by_at_most": str(floor[1]),
+        "contributors_attempts_over_by_at_most": str(floor[2]),
+    }
 
 
 @dataclass(slots=True)
@@ -325,8 +327,13 @@ class Detectors:
     :meth:`set_budgets`) feed the user-share and forecast detectors.
     """
 
-    def __init__(self, config: DetectorConfig | None = None, *, configs: Mapping[str, DetectorConfig] | None = None,
-                 budgets: Iterable[Budget] = ()) -> None:
+    def __init__(
+        self,
+        config: DetectorConfig | None = None,
+        *,
+        configs: Mapping[str, DetectorConfig] | None = None,
+        budgets: Iterable[Budget] = (),
+    ) -> None:
         self._default = config or DetectorConfig()
         self._configs = dict(configs or {})
         self._open: dict[int, dict[tuple[str, ...], _Minute]] = {}
@@ -421,8 +428,10 @@ class Detectors:
             minute = max(e.occurred_at // MINUTE_MS * MINUTE_MS, self._closed_until)
             dims = self._dims.get(e.tenant)
             if dims is None:
-                dims = self._dims[e.tenant] = (tuple(_ATTR.get(d, d) for d in cfg.dimensions),
-                                               [d for d in ("user", "feature", "model") if d not in cfg.dimensions])
+                dims = self._dims[e.tenant] = (
+                    tuple(_ATTR.get(d, d) for d in cfg.dimensions),
+                    [d for d in ("user", "feature", "model") if d not in cfg.dimensions],
+                )
             fields, contrib_dims = dims
             subject = (e.tenant, *(str(getattr(e, f, None) or "-") for f in fields))
             subjects = self._open.get(minute)
@@ -488,7 +497,7 @@ class Detectors:
             s = _Session(e.tenant, e.user_id, e.feature, e.turn, [prompt], e.occurred_at)
             self._sessions[key] = s
         elif e.turn > s.last_turn:
-            s.prompts = (s.prompts + [prompt])[-cfg.session_turns:] if prompt > s.prompts[-1] else [prompt]
+            s.prompts = (s.prompts + [prompt])[-cfg.session_turns :] if prompt > s.prompts[-1] else [prompt]
             s.last_turn = e.turn
         s.last_ms = max(s.last_ms, e.occurred_at)
         self._sessions.move_to_end(key)
@@ -563,8 +572,9 @@ class Detectors:
         first = self._closed_until or min(self._open, default=None)
         if first is None or last < first:
             return []
-        due = sorted({m for m in self._open if m <= last} | set(range(max(first, last - 59 * MINUTE_MS), last + 1,
-                                                                        MINUTE_MS)))
+        due = sorted(
+            {m for m in self._open if m <= last} | set(range(max(first, last - 59 * MINUTE_MS), last + 1, MINUTE_MS))
+        )
         judged: list[tuple[int, list[Finding]]] = []
         for minute in due:
             judged.append((minute, self._judge_minute(minute)))
@@ -582,12 +592,22 @@ class Detectors:
         for key in set(models) | set(self._models):
             current.extend(self._judge_model(key, models.get(key), minute))
         for (tenant, provider, model), count in unpriced.items():
-            current.append(self._finding(
-                "unpriced_model", tenant, {"provider": provider, "model": model}, True, "warning",
-                f"{count} attempts of {provider}/{model} had no price: their spend is counted as $0", minute, end,
-                {"attempts": str(count)}, (),
-                "Add the model to the price catalog (costplane prices import, or an override), then re-rate the "
-                "window."))
+            current.append(
+                self._finding(
+                    "unpriced_model",
+                    tenant,
+                    {"provider": provider, "model": model},
+                    True,
+                    "warning",
+                    f"{count} attempts of {provider}/{model} had no price: their spend is counted as $0",
+                    minute,
+                    end,
+                    {"attempts": str(count)},
+                    (),
+                    "Add the model to the price catalog (costplane prices import, or an override), then re-rate the "
+                    "window.",
+                )
+            )
         current.extend(self._judge_billing(self._open_billed.pop(minute, {}), minute))
         current.extend(self._judge_requests(minute))
         current.extend(self._judge_sessions(minute))
@@ -619,9 +639,16 @@ class Detectors:
                 self._cleared.discard(key)
                 continue
             self._cleared.add(key)
-            out.append(inactive.get(key) or replace(last, active=False, window_start_ms=minute,
-                                                    window_end_ms=minute + MINUTE_MS,
-                                                    summary=f"cleared: {last.summary}"))
+            out.append(
+                inactive.get(key)
+                or replace(
+                    last,
+                    active=False,
+                    window_start_ms=minute,
+                    window_end_ms=minute + MINUTE_MS,
+                    summary=f"cleared: {last.summary}",
+                )
+            )
         return out
 
     def _judge_subject(self, subject: tuple[str, ...], m: _Minute | None, minute: int) -> list[Finding]:
@@ -635,17 +662,32 @@ class Detectors:
             ratio = Fraction(data.retries, data.attempts)
             active = ratio > Fraction(cfg.retry_ratio) and data.retries >= cfg.min_retries
             severity: Severity = "critical" if ratio > 4 * Fraction(cfg.retry_ratio) else "warning"
-            out.append(self._finding(
-                "retry_storm", tenant, labels, active, severity,
-                f"{_ratio(data.retries, data.attempts)} of {data.attempts} attempts were retries; failed attempts "
-                f"cost ${_usd(data.failed_nanos)}", minute, end,
-                {"attempts": str(data.attempts), "retries": str(data.retries),
-                 "retry_ratio": _ratio(data.retries, data.attempts), "threshold": str(cfg.retry_ratio),
-                 "failed_attempts": str(data.failed), "wasted_tokens": str(data.failed_tokens),
-                 "wasted_cost_nanos": str(data.failed_nanos), "wasted_usd": _usd(data.failed_nanos),
-                 **_contributor_bounds(data)},
-                self._top(data, 3, cfg),
-                "Check the provider status and the failing statuses; cap retries with backoff and jitter."))
+            out.append(
+                self._finding(
+                    "retry_storm",
+                    tenant,
+                    labels,
+                    active,
+                    severity,
+                    f"{_ratio(data.retries, data.attempts)} of {data.attempts} attempts were retries; failed attempts "
+                    f"cost ${_usd(data.failed_nanos)}",
+                    minute,
+                    end,
+                    {
+                        "attempts": str(data.attempts),
+                        "retries": str(data.retries),
+                        "retry_ratio": _ratio(data.retries, data.attempts),
+                        "threshold": str(cfg.retry_ratio),
+                        "failed_attempts": str(data.failed),
+                        "wasted_tokens": str(data.failed_tokens),
+                        "wasted_cost_nanos": str(data.failed_nanos),
+                        "wasted_usd": _usd(data.failed_nanos),
+                        **_contributor_bounds(data),
+                    },
+                    self._top(data, 3, cfg),
+                    "Check the provider status and the failing statuses; cap retries with backoff and jitter.",
+                )
+            )
         base = self._subjects.get(subject)
         if base is None:
             if m is None:
@@ -656,26 +698,42 @@ class Detectors:
             spiking = _spiking(base, data.nanos, cfg.spike_floor_nanos, cfg)
             if spiking or self._was_active("cost_spike", tenant, labels):
                 factor = _ratio(data.nanos, base.level) if base.level else "inf"
-                out.append(self._finding(
-                    "cost_spike", tenant, labels, spiking,
-                    "critical" if data.nanos > 5 * base.level else "warning",
-                    f"${_usd(data.nanos)} in a minute, {factor}× the usual ${_usd(base.level)}", minute, end,
-                    {"cost_nanos": str(data.nanos), "cost_usd": _usd(data.nanos),
-                     "baseline_nanos": str(base.level), "baseline_usd": _usd(base.level), "factor": factor,
-                     "baseline_stddev_usd": _usd(math.isqrt(base.var)),
-                     "threshold_factor": str(cfg.spike_factor), "floor_usd": _usd(cfg.spike_floor_nanos),
-                     "attempts": str(data.attempts), "tokens": str(data.tokens),
-                     **_contributor_bounds(data)},
-                    self._top(data, 0, cfg),
-                    "Find the top contributor; set or lower a budget with action degrade or block for it."))
+                out.append(
+                    self._finding(
+                        "cost_spike",
+                        tenant,
+                        labels,
+                        spiking,
+                        "critical" if data.nanos > 5 * base.level else "warning",
+                        f"${_usd(data.nanos)} in a minute, {factor}× the usual ${_usd(base.level)}",
+                        minute,
+                        end,
+                        {
+                            "cost_nanos": str(data.nanos),
+                            "cost_usd": _usd(data.nanos),
+                            "baseline_nanos": str(base.level),
+                            "baseline_usd": _usd(base.level),
+                            "factor": factor,
+                            "baseline_stddev_usd": _usd(math.isqrt(base.var)),
+                            "threshold_factor": str(cfg.spike_factor),
+                            "floor_usd": _usd(cfg.spike_floor_nanos),
+                            "attempts": str(data.attempts),
+                            "tokens": str(data.tokens),
+                            **_contributor_bounds(data),
+                        },
+                        self._top(data, 0, cfg),
+                        "Find the top contributor; set or lower a budget with action degrade or block for it.",
+                    )
+                )
         _learn(base, data.nanos, cfg, spiking)
         if m is not None:
             base.last_seen = minute
         out.extend(self._judge_cache(subject, labels, data, minute, cfg))
         return out
 
-    def _judge_cache(self, subject: tuple[str, ...], labels: dict[str, str], data: _Minute, minute: int,
-                     cfg: DetectorConfig) -> list[Finding]:
+    def _judge_cache(
+        self, subject: tuple[str, ...], labels: dict[str, str], data: _Minute, minute: int, cfg: DetectorConfig
+    ) -> list[Finding]:
         if data.prompt < cfg.cache_min_prompt_tokens:
             return []
         rate = Fraction(data.cached, data.prompt)
@@ -685,18 +743,30 @@ class Detectors:
         active = False
         if base.minutes >= cfg.warmup_minutes and base.rate >= floor:
             active = rate < floor and base.rate - rate >= Fraction(cfg.cache_drop_points)
-            out.append(self._finding(
-                "cache_hit_drop", subject[0], labels, active, "warning",
-                f"prompt-cache hit rate {float(rate):.1%} (usually {float(base.rate):.1%})", minute,
-                minute + MINUTE_MS,
-                {"hit_rate": f"{Decimal(rate.numerator) / Decimal(rate.denominator):.4f}",
-                 "baseline_hit_rate": f"{Decimal(base.rate.numerator) / Decimal(base.rate.denominator):.4f}",
-                 "cached_tokens": str(data.cached), "prompt_tokens": str(data.prompt),
-                 "floor": str(cfg.cache_hit_floor), "cost_nanos": str(data.nanos),
-                 **_contributor_bounds(data)},
-                self._top(data, 1, cfg),
-                "Look for a change that moved variable content before the cached prefix (timestamps, ids, "
-                "reordered tools) and restore a stable prefix."))
+            out.append(
+                self._finding(
+                    "cache_hit_drop",
+                    subject[0],
+                    labels,
+                    active,
+                    "warning",
+                    f"prompt-cache hit rate {float(rate):.1%} (usually {float(base.rate):.1%})",
+                    minute,
+                    minute + MINUTE_MS,
+                    {
+                        "hit_rate": f"{Decimal(rate.numerator) / Decimal(rate.denominator):.4f}",
+                        "baseline_hit_rate": f"{Decimal(base.rate.numerator) / Decimal(base.rate.denominator):.4f}",
+                        "cached_tokens": str(data.cached),
+                        "prompt_tokens": str(data.prompt),
+                        "floor": str(cfg.cache_hit_floor),
+                        "cost_nanos": str(data.nanos),
+                        **_contributor_bounds(data),
+                    },
+                    self._top(data, 1, cfg),
+                    "Look for a change that moved variable content before the cached prefix (timestamps, ids, "
+                    "reordered tools) and restore a stable prefix.",
+                )
+            )
         if not active:  # the usual rate is learnt from normal minutes only
             alpha = Fraction(cfg.ewma_alpha)
             if base.minutes < cfg.warmup_minutes:
@@ -722,14 +792,27 @@ class Detectors:
             spiking = _spiking(base, tokens, cfg.token_spike_floor, cfg)
             if spiking or self._was_active("token_spike", tenant, labels):
                 factor = _ratio(tokens, base.level) if base.level else "inf"
-                out.append(self._finding(
-                    "token_spike", tenant, labels, spiking, "warning",
-                    f"{tokens} tokens in a minute on {model}, {factor}× the usual {base.level}", minute,
-                    minute + MINUTE_MS,
-                    {"tokens": str(tokens), "baseline_tokens": str(base.level), "factor": factor,
-                     "threshold_factor": str(cfg.spike_factor), "attempts": str(cell[1] if cell else 0)},
-                    (), "Check which feature drives the model's volume; watch the provider's tokens-per-minute "
-                        "limit."))
+                out.append(
+                    self._finding(
+                        "token_spike",
+                        tenant,
+                        labels,
+                        spiking,
+                        "warning",
+                        f"{tokens} tokens in a minute on {model}, {factor}× the usual {base.level}",
+                        minute,
+                        minute + MINUTE_MS,
+                        {
+                            "tokens": str(tokens),
+                            "baseline_tokens": str(base.level),
+                            "factor": factor,
+                            "threshold_factor": str(cfg.spike_factor),
+                            "attempts": str(cell[1] if cell else 0),
+                        },
+                        (),
+                        "Check which feature drives the model's volume; watch the provider's tokens-per-minute limit.",
+                    )
+                )
         _learn(base, tokens, cfg, spiking)
         if cell is not None:
             base.last_seen = minute
@@ -756,24 +839,48 @@ class Detectors:
             billed = sum(c[1] for c in window)
             computed = sum(c[2] for c in window)
             events = sum(c[3] for c in window)
-            active = (events >= cfg.price_mismatch_min_events and computed > 0
-                      and abs(billed - computed) >= cfg.price_mismatch_ratio * computed)
+            active = (
+                events >= cfg.price_mismatch_min_events
+                and computed > 0
+                and abs(billed - computed) >= cfg.price_mismatch_ratio * computed
+            )
             if active or self._was_active("price_mismatch", tenant, labels):
                 out.append(self._billing_finding(tenant, labels, active, billed, computed, events, minute, cfg))
         return out
 
-    def _billing_finding(self, tenant: str, labels: dict[str, str], active: bool, billed: int, computed: int,
-                         events: int, minute: int, cfg: DetectorConfig) -> Finding:
+    def _billing_finding(
+        self,
+        tenant: str,
+        labels: dict[str, str],
+        active: bool,
+        billed: int,
+        computed: int,
+        events: int,
+        minute: int,
+        cfg: DetectorConfig,
+    ) -> Finding:
         gap = _ratio(billed - computed, computed) if computed else "n/a"
         return self._finding(
-            "price_mismatch", tenant, labels, active, "warning",
+            "price_mismatch",
+            tenant,
+            labels,
+            active,
+            "warning",
             f"{labels['provider']}/{labels['model']}: billed {_usd(billed)} for {events} events the catalog prices at "
             f"{_usd(computed)} ({gap} difference)",
-            minute - (cfg.price_mismatch_minutes - 1) * MINUTE_MS, minute + MINUTE_MS,
-            {"billed_nanos": str(billed), "computed_nanos": str(computed), "events": str(events),
-             "difference": gap, "threshold": str(cfg.price_mismatch_ratio)}, (),
+            minute - (cfg.price_mismatch_minutes - 1) * MINUTE_MS,
+            minute + MINUTE_MS,
+            {
+                "billed_nanos": str(billed),
+                "computed_nanos": str(computed),
+                "events": str(events),
+                "difference": gap,
+                "threshold": str(cfg.price_mismatch_ratio),
+            },
+            (),
             "Compare the model's catalog entry with the provider's price list (costplane prices show MODEL); fix it "
-            "with an override or a new catalog, then re-rate the range (costplane rerate).")
+            "with an override or a new catalog, then re-rate the range (costplane rerate).",
+        )
 
     def _judge_requests(self, minute: int) -> list[Finding]:
         out: list[Finding] = []
@@ -783,13 +890,27 @@ class Detectors:
             attempts = max(req.attempts, req.max_attempt)
             if attempts <= cfg.runaway_attempts or not minute <= req.last_ms < end:
                 continue
-            out.append(self._finding(
-                "runaway_loop", tenant, {**req.subject, "request_id": request_id}, True, "critical",
-                f"request {request_id} made {attempts} attempts (limit {cfg.runaway_attempts})", minute, end,
-                {"attempts": str(attempts), "limit": str(cfg.runaway_attempts), "retry_cost_nanos": str(req.nanos),
-                 "retry_cost_usd": _usd(req.nanos), "retry_tokens": str(req.tokens)},
-                (Contributor("user_id", req.user, req.nanos, req.tokens, attempts),) if req.user else (),
-                "Cap attempts per request in the client and stop retrying deterministic failures."))
+            out.append(
+                self._finding(
+                    "runaway_loop",
+                    tenant,
+                    {**req.subject, "request_id": request_id},
+                    True,
+                    "critical",
+                    f"request {request_id} made {attempts} attempts (limit {cfg.runaway_attempts})",
+                    minute,
+                    end,
+                    {
+                        "attempts": str(attempts),
+                        "limit": str(cfg.runaway_attempts),
+                        "retry_cost_nanos": str(req.nanos),
+                        "retry_cost_usd": _usd(req.nanos),
+                        "retry_tokens": str(req.tokens),
+                    },
+                    (Contributor("user_id", req.user, req.nanos, req.tokens, attempts),) if req.user else (),
+                    "Cap attempts per request in the client and stop retrying deterministic failures.",
+                )
+            )
         return out
 
     def _judge_sessions(self, minute: int) -> list[Finding]:
@@ -803,14 +924,28 @@ class Detectors:
             if last < cfg.session_min_prompt_tokens or last < Fraction(cfg.session_growth) * first:
                 continue
             subject = {"session_id": session_id} | ({"feature": s.feature} if s.feature else {})
-            out.append(self._finding(
-                "runaway_loop", tenant, subject, True, "warning",
-                f"session {session_id}: the prompt grew on {len(s.prompts)} turns in a row, {first} → {last} tokens",
-                minute, end,
-                {"turn": str(s.last_turn), "turns_growing": str(len(s.prompts)), "first_prompt_tokens": str(first),
-                 "last_prompt_tokens": str(last), "growth": _ratio(last, first)},
-                (Contributor("user_id", s.user),) if s.user else (),
-                "Bound the conversation history (truncate or summarise old turns) and cap turns per session."))
+            out.append(
+                self._finding(
+                    "runaway_loop",
+                    tenant,
+                    subject,
+                    True,
+                    "warning",
+                    f"session {session_id}: the prompt grew on {len(s.prompts)} turns in a row, "
+                    f"{first} → {last} tokens",
+                    minute,
+                    end,
+                    {
+                        "turn": str(s.last_turn),
+                        "turns_growing": str(len(s.prompts)),
+                        "first_prompt_tokens": str(first),
+                        "last_prompt_tokens": str(last),
+                        "growth": _ratio(last, first),
+                    },
+                    (Contributor("user_id", s.user),) if s.user else (),
+                    "Bound the conversation history (truncate or summarise old turns) and cap turns per session.",
+                )
+            )
         return out
 
     def _judge_user_share(self, minute: int) -> list[Finding]:
@@ -823,18 +958,36 @@ class Detectors:
             for user in sorted(day.over):
                 nanos, tokens = day.users[user]
                 spent = nanos if b.unit == "usd" else tokens
-                out.append(self._finding(
-                    "user_share", tenant, {"user_id": user}, True, "warning",
-                    f"user {user} used {_ratio(spent * 100, b.limit)} % of the tenant's daily budget {b.id}",
-                    day.window_start, day.window_end,
-                    {"spent": str(spent), "unit": b.unit, "limit": str(b.limit), "share": _ratio(spent, b.limit),
-                     "threshold": str(cfg.user_share), "budget_id": b.id, "cost_usd": _usd(nanos),
-                     "tokens": str(tokens),
-                     **({"overstated_by_at_most": str(day.floor[0 if b.unit == "usd" else 1])} if any(day.floor)
-                        else {})},
-                    (Contributor("user_id", user, nanos, tokens),),
-                    "Check the user's traffic for abuse or a stuck client; give users a per-user budget "
-                    "(costplane budget set … --scope tenant=T,user=*)."))
+                out.append(
+                    self._finding(
+                        "user_share",
+                        tenant,
+                        {"user_id": user},
+                        True,
+                        "warning",
+                        f"user {user} used {_ratio(spent * 100, b.limit)} % of the tenant's daily budget {b.id}",
+                        day.window_start,
+                        day.window_end,
+                        {
+                            "spent": str(spent),
+                            "unit": b.unit,
+                            "limit": str(b.limit),
+                            "share": _ratio(spent, b.limit),
+                            "threshold": str(cfg.user_share),
+                            "budget_id": b.id,
+                            "cost_usd": _usd(nanos),
+                            "tokens": str(tokens),
+                            **(
+                                {"overstated_by_at_most": str(day.floor[0 if b.unit == "usd" else 1])}
+                                if any(day.floor)
+                                else {}
+                            ),
+                        },
+                        (Contributor("user_id", user, nanos, tokens),),
+                        "Check the user's traffic for abuse or a stuck client; give users a per-user budget "
+                        "(costplane budget set … --scope tenant=T,user=*).",
+                    )
+                )
         return out
 
     def _judge_forecasts(self, minute: int) -> list[Finding]:
@@ -865,21 +1018,39 @@ class Detectors:
             p = project(daily, now, b.limit)
             if p.month_to_date <= 0:
                 continue
-            out.append(self._finding(
-                "budget_forecast", tenant, {"budget_id": budget_id, "member": member}, p.overrun, "warning",
-                f"budget {budget_id} ({member}) projected at {p.projected} of {b.limit} {b.unit} by month end"
-                + (f", reaching it on {p.cross_date.isoformat()}" if p.cross_date is not None else ""),
-                w.start_ms, w.end_ms,
-                {"spent": str(p.month_to_date), "limit": str(b.limit), "unit": b.unit, "projected": str(p.projected),
-                 "low": str(p.low), "high": str(p.high), "projected_share": _ratio(p.projected, b.limit),
-                 "basis": p.basis, "crossing_date": p.cross_date.isoformat() if p.cross_date is not None else "",
-                 "month_end_ms": str(w.end_ms)},
-                (), "Find what grew this month (costplane report spend --by feature,model --since the month start) "
-                    "and raise the budget or cut the growth before the crossing date."))
+            out.append(
+                self._finding(
+                    "budget_forecast",
+                    tenant,
+                    {"budget_id": budget_id, "member": member},
+                    p.overrun,
+                    "warning",
+                    f"budget {budget_id} ({member}) projected at {p.projected} of {b.limit} {b.unit} by month end"
+                    + (f", reaching it on {p.cross_date.isoformat()}" if p.cross_date is not None else ""),
+                    w.start_ms,
+                    w.end_ms,
+                    {
+                        "spent": str(p.month_to_date),
+                        "limit": str(b.limit),
+                        "unit": b.unit,
+                        "projected": str(p.projected),
+                        "low": str(p.low),
+                        "high": str(p.high),
+                        "projected_share": _ratio(p.projected, b.limit),
+                        "basis": p.basis,
+                        "crossing_date": p.cross_date.isoformat() if p.cross_date is not None else "",
+                        "month_end_ms": str(w.end_ms),
+                    },
+                    (),
+                    "Find what grew this month (costplane report spend --by feature,model --since the month start) "
+                    "and raise the budget or cut the growth before the crossing date.",
+                )
+            )
         return out
 
     def _evict(self, minute: int) -> None:
         """Forget subjects idle for ``idle_evict_minutes`` and requests/sessions past their TTL."""
+
         def idle(tenant: str, base: _Baseline) -> bool:
             return base.last_seen < minute - self.config_for(tenant).idle_evict_minutes * MINUTE_MS
 
@@ -903,18 +1074,44 @@ class Detectors:
     def _top(self, data: _Minute, metric: int, cfg: DetectorConfig) -> tuple[Contributor, ...]:
         """Top contributors by ``metric`` (0 cost, 1 tokens, 2 attempts, 3 retries), cost as tie-breaker."""
         # nsmallest, not a full sort: a busy subject's minute has one contributor per user (thousands).
-        ranked = heapq.nsmallest(cfg.top_contributors, data.contrib.items(),
-                                 key=lambda kv: (-kv[1][metric], -kv[1][0], kv[0]))
-        return tuple(Contributor("user_id" if dim == "user" else dim, value, v[0], v[1], v[2])
-                     for (dim, value), v in ranked if v[metric] > 0)
+        ranked = heapq.nsmallest(
+            cfg.top_contributors, data.contrib.items(), key=lambda kv: (-kv[1][metric], -kv[1][0], kv[0])
+        )
+        return tuple(
+            Contributor("user_id" if dim == "user" else dim, value, v[0], v[1], v[2])
+            for (dim, value), v in ranked
+            if v[metric] > 0
+        )
 
-    def _finding(self, kind: str, tenant: str, labels: Mapping[str, str], active: bool, severity: Severity,
-                 summary: str, start: int, end: int, numbers: dict[str, str], contributors: tuple[Contributor, ...],
-                 action: str) -> Finding:
-        return Finding(kind=kind, dedup_key=_dedup_key(kind, tenant, labels), tenant=tenant, active=active,
-                       severity=severity, summary=summary, window_start_ms=start, window_end_ms=end,
-                       subject={"tenant": tenant, **labels}, numbers=numbers, contributors=contributors,
-                       suggested_action=action, runbook=f"docs/runbook.md#{kind.replace('_', '-')}")
+    def _finding(
+        self,
+        kind: str,
+        tenant: str,
+        labels: Mapping[str, str],
+        active: bool,
+        severity: Severity,
+        summary: str,
+        start: int,
+        end: int,
+        numbers: dict[str, str],
+        contributors: tuple[Contributor, ...],
+        action: str,
+    ) -> Finding:
+        return Finding(
+            kind=kind,
+            dedup_key=_dedup_key(kind, tenant, labels),
+            tenant=tenant,
+            active=active,
+            severity=severity,
+            summary=summary,
+            window_start_ms=start,
+            window_end_ms=end,
+            subject={"tenant": tenant, **labels},
+            numbers=numbers,
+            contributors=contributors,
+            suggested_action=action,
+            runbook=f"docs/runbook.md#{kind.replace('_', '-')}",
+        )
 
     def baselines(self) -> dict[str, Any]:
         """The learnt baselines as plain JSON (the worker may checkpoint them so a restart skips the warm-up).
@@ -926,8 +1123,10 @@ class Detectors:
             "subjects": [[list(k), b.level, b.var, b.minutes, b.last_seen] for k, b in self._subjects.items()],
             "models": [[list(k), b.level, b.var, b.minutes, b.last_seen] for k, b in self._models.items()],
             "cache": [[list(k), c.rate.numerator, c.rate.denominator, c.minutes] for k, c in self._cache.items()],
-            "months": [[[_member_tenant(member), budget_id, member], {str(d): v for d, v in days.items()}]
-                       for (budget_id, member), days in self._month.items()],
+            "months": [
+                [[_member_tenant(member), budget_id, member], {str(d): v for d, v in days.items()}]
+                for (budget_id, member), days in self._month.items()
+            ],
         }
 
     def load_baselines(self, data: Mapping[str, Any]) -> None:
@@ -972,9 +1171,16 @@ class Detectors:
 
     def tracked(self) -> dict[str, int]:
         """Sizes of the internal tables (for metrics and the memory-bound tests)."""
-        return {"subjects": len(self._subjects), "models": len(self._models), "requests": len(self._requests),
-                "sessions": len(self._sessions), "open_minutes": len(self._open), "recent": len(self._recent),
-                "user_days": sum(len(d.users) for d in self._user_days.values()), "months": len(self._month)}
+        return {
+            "subjects": len(self._subjects),
+            "models": len(self._models),
+            "requests": len(self._requests),
+            "sessions": len(self._sessions),
+            "open_minutes": len(self._open),
+            "recent": len(self._recent),
+            "user_days": sum(len(d.users) for d in self._user_days.values()),
+            "months": len(self._month),
+        }
 
 
 def _member_tenant(member: str) -> str:

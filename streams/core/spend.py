@@ -107,8 +107,9 @@ def event_tokens(p: PricedEvent) -> int:
 
 
 # -- spend windows ------------------------------------------------------------------------------------------------
-def aggregate(events: Iterable[PricedEvent], budgets: Iterable[Budget],
-              windows: WindowCache | None = None) -> dict[str, dict[int, list[int]]]:
+def aggregate(
+    events: Iterable[PricedEvent], budgets: Iterable[Budget], windows: WindowCache | None = None
+) -> dict[str, dict[int, list[int]]]:
     """Sum a batch per table key and bucket first (``{key: {bucket_start: [tokens, nanos]}}``), so each key is
     read and written once per batch however many of its events the batch holds."""
     matchers = [(b.id, b.period, b.tz, b.event_member()) for b in budgets]
@@ -128,8 +129,13 @@ def aggregate(events: Iterable[PricedEvent], budgets: Iterable[Budget],
     return out
 
 
-def add(state: State | None, budget: Budget, increments: Mapping[int, Iterable[int]], now_ms: int,
-        windows: WindowCache | None = None) -> State:
+def add(
+    state: State | None,
+    budget: Budget,
+    increments: Mapping[int, Iterable[int]],
+    now_ms: int,
+    windows: WindowCache | None = None,
+) -> State:
     """A new state: ``state`` plus one key's batch increments, with buckets older than the window dropped."""
     new = copy_state(state)
     buckets: dict[str, list[int]] = new["b"]
@@ -150,8 +156,9 @@ def total(state: State | None, budget: Budget, now_ms: int, windows: WindowCache
     """The member's spend in the window containing ``now_ms``, in the budget's unit (tokens or nano-USD)."""
     if not state:
         return 0
-    return _total(state, 0 if budget.unit == "tokens" else 1,
-                  (windows or WindowCache()).window(budget.period, budget.tz, now_ms))
+    return _total(
+        state, 0 if budget.unit == "tokens" else 1, (windows or WindowCache()).window(budget.period, budget.tz, now_ms)
+    )
 
 
 def _total(state: State, idx: int, w: Window) -> int:
@@ -166,8 +173,12 @@ def _total(state: State, idx: int, w: Window) -> int:
 def copy_state(state: State | None) -> State:
     if not state:
         return empty_state()
-    return {**state, "b": {k: list(v) for k, v in state.get("b", {}).items()}, "soft": list(state.get("soft", [])),
-            "d": dict(state["d"]) if state.get("d") else None}
+    return {
+        **state,
+        "b": {k: list(v) for k, v in state.get("b", {}).items()},
+        "soft": list(state.get("soft", [])),
+        "d": dict(state["d"]) if state.get("d") else None,
+    }
 
 
 def _until(budget: Budget, state: State, now_ms: int, spent: int, w: Window) -> int:
@@ -186,9 +197,16 @@ def _until(budget: Budget, state: State, now_ms: int, spent: int, w: Window) -> 
 
 
 # -- decisions ----------------------------------------------------------------------------------------------------
-def evaluate(budget: Budget | None, key: str, state: State | None, now_ms: int,
-             budget_id: str | None = None, windows: WindowCache | None = None,
-             *, in_place: bool = False) -> tuple[State, list[Decision]]:
+def evaluate(
+    budget: Budget | None,
+    key: str,
+    state: State | None,
+    now_ms: int,
+    budget_id: str | None = None,
+    windows: WindowCache | None = None,
+    *,
+    in_place: bool = False,
+) -> tuple[State, list[Decision]]:
     """Re-check one member: after a batch, after a budget change, or on a timer (lifts at rollover).
 
     Returns the new state (write it back when it differs) and the decisions to apply, in order. ``budget`` None
@@ -201,9 +219,23 @@ def evaluate(budget: Budget | None, key: str, state: State | None, now_ms: int,
     standing: dict[str, Any] | None = new.get("d")
     if budget is None:
         if standing and standing["action"] != "notify":
-            out.append(_record("lift", standing["action"], budget_id or bid, member, "budget deleted", 0,
-                               int(standing.get("limit", 0)), str(standing.get("unit", "")), 0,
-                               int(standing["window_end_ms"]), now_ms, int(standing.get("version", 0)), now_ms))
+            out.append(
+                _record(
+                    "lift",
+                    standing["action"],
+                    budget_id or bid,
+                    member,
+                    "budget deleted",
+                    0,
+                    int(standing.get("limit", 0)),
+                    str(standing.get("unit", "")),
+                    0,
+                    int(standing["window_end_ms"]),
+                    now_ms,
+                    int(standing.get("version", 0)),
+                    now_ms,
+                )
+            )
         return {**new, "d": None, "soft": []}, out
     windows = windows or WindowCache()
     w = windows.window(budget.period, budget.tz, now_ms)
@@ -213,21 +245,57 @@ def evaluate(budget: Budget | None, key: str, state: State | None, now_ms: int,
     until = _until(budget, new, now_ms, spent, w) if over else w.end_ms
 
     def record(kind: DecisionType, act: str, reason: str, threshold: float | None = None) -> Decision:
-        return _record(kind, act, budget.id, member, reason, spent, budget.limit, budget.unit, w.start_ms, w.end_ms,
-                       until, budget.version, now_ms, budget.degrade_model if act == "degrade" else None, threshold)
+        return _record(
+            kind,
+            act,
+            budget.id,
+            member,
+            reason,
+            spent,
+            budget.limit,
+            budget.unit,
+            w.start_ms,
+            w.end_ms,
+            until,
+            budget.version,
+            now_ms,
+            budget.degrade_model if act == "degrade" else None,
+            threshold,
+        )
 
     if standing is not None:
         rolled = budget.period not in ROLLING and int(standing["window_end_ms"]) <= w.start_ms
         changed = (int(standing.get("version", 0)), int(standing.get("limit", 0)), standing["action"]) != (
-            budget.version, budget.limit, action)
+            budget.version,
+            budget.limit,
+            action,
+        )
         if not over or rolled or standing["action"] != action:
             if standing["action"] != "notify":
-                reason = ("window rolled over" if rolled else
-                          "budget raised" if changed and not over else
-                          "budget action changed" if standing["action"] != action else
-                          "spend aged out of the rolling window")
-                lifted = _record("lift", standing["action"], budget.id, member, reason, spent, budget.limit,
-                                 budget.unit, w.start_ms, w.end_ms, now_ms, budget.version, now_ms)
+                reason = (
+                    "window rolled over"
+                    if rolled
+                    else "budget raised"
+                    if changed and not over
+                    else "budget action changed"
+                    if standing["action"] != action
+                    else "spend aged out of the rolling window"
+                )
+                lifted = _record(
+                    "lift",
+                    standing["action"],
+                    budget.id,
+                    member,
+                    reason,
+                    spent,
+                    budget.limit,
+                    budget.unit,
+                    w.start_ms,
+                    w.end_ms,
+                    now_ms,
+                    budget.version,
+                    now_ms,
+                )
                 out.append(lifted)
             standing = None
         elif changed or int(standing.get("until_ms", 0)) != until:
@@ -248,14 +316,21 @@ def evaluate(budget: Budget | None, key: str, state: State | None, now_ms: int,
     for threshold in budget.soft:
         if threshold not in notified and Fraction(spent) >= Fraction(str(threshold)) * budget.limit:
             notified.append(threshold)
-            out.append(record("threshold", "notify", f"{threshold:.0%} of {budget.limit_display()} reached "
-                                                     f"({spent} of {budget.limit} {budget.unit})", threshold))
+            out.append(
+                record(
+                    "threshold",
+                    "notify",
+                    f"{threshold:.0%} of {budget.limit_display()} reached ({spent} of {budget.limit} {budget.unit})",
+                    threshold,
+                )
+            )
     new["soft"] = sorted(notified)
     return new, out
 
 
-def apply_batch(events: Iterable[PricedEvent], budgets: Iterable[Budget], states: Mapping[str, State | None],
-                now_ms: int) -> tuple[dict[str, State], list[Decision]]:
+def apply_batch(
+    events: Iterable[PricedEvent], budgets: Iterable[Budget], states: Mapping[str, State | None], now_ms: int
+) -> tuple[dict[str, State], list[Decision]]:
     """Count a batch and evaluate each touched key once (aggregates the batch itself; see :class:`SpendWindows`
     to aggregate once, read the touched keys, then apply)."""
     budget_list = list(budgets)
@@ -263,9 +338,13 @@ def apply_batch(events: Iterable[PricedEvent], budgets: Iterable[Budget], states
     return apply_increments(aggregate(events, budget_list, windows), budget_list, states, now_ms, windows)
 
 
-def apply_increments(increments: Mapping[str, Mapping[int, Iterable[int]]], budgets: Iterable[Budget],
-                     states: Mapping[str, State | None], now_ms: int,
-                     windows: WindowCache | None = None) -> tuple[dict[str, State], list[Decision]]:
+def apply_increments(
+    increments: Mapping[str, Mapping[int, Iterable[int]]],
+    budgets: Iterable[Budget],
+    states: Mapping[str, State | None],
+    now_ms: int,
+    windows: WindowCache | None = None,
+) -> tuple[dict[str, State], list[Decision]]:
     """Add :func:`aggregate`'s per-key increments to their states and evaluate each key once.
 
     ``states`` holds the current table value (or None) of every key in ``increments``. Returns the new values of
@@ -293,8 +372,12 @@ def apply_increments(increments: Mapping[str, Mapping[int, Iterable[int]]], budg
         w = in_force.get(budget_id)
         if w is None:
             w = in_force[budget_id] = windows.window(budget.period, budget.tz, now_ms)
-        if state["d"] is None and not state["soft"] and not budget.soft and \
-                _prune_total(state, 0 if budget.unit == "tokens" else 1, w) < budget.limit:
+        if (
+            state["d"] is None
+            and not state["soft"]
+            and not budget.soft
+            and _prune_total(state, 0 if budget.unit == "tokens" else 1, w) < budget.limit
+        ):
             # Nearly every key: under its limit, nothing standing, no threshold to arm. What evaluate would
             # conclude (pruned state, no decision) without its bookkeeping.
             new_states[key] = state
@@ -344,12 +427,18 @@ class SpendWindows:
     def aggregate(self, events: Iterable[PricedEvent], budgets: Iterable[Budget]) -> dict[str, dict[int, list[int]]]:
         return aggregate(events, budgets, self.cache)
 
-    def apply(self, increments: Mapping[str, Mapping[int, Iterable[int]]], budgets: Iterable[Budget],
-              states: Mapping[str, State | None], now_ms: int) -> tuple[dict[str, State], list[Decision]]:
+    def apply(
+        self,
+        increments: Mapping[str, Mapping[int, Iterable[int]]],
+        budgets: Iterable[Budget],
+        states: Mapping[str, State | None],
+        now_ms: int,
+    ) -> tuple[dict[str, State], list[Decision]]:
         return apply_increments(increments, budgets, states, now_ms, self.cache)
 
-    def evaluate(self, budget: Budget | None, key: str, state: State | None,
-                 now_ms: int) -> tuple[State, list[Decision]]:
+    def evaluate(
+        self, budget: Budget | None, key: str, state: State | None, now_ms: int
+    ) -> tuple[State, list[Decision]]:
         return evaluate(budget, key, state, now_ms, windows=self.cache)
 
     def total(self, state: State | None, budget: Budget, now_ms: int) -> int:
@@ -357,8 +446,14 @@ class SpendWindows:
 
 
 def _standing(action: str, window_end_ms: int, until_ms: int, budget: Budget) -> dict[str, Any]:
-    return {"action": action, "window_end_ms": window_end_ms, "until_ms": until_ms, "version": budget.version,
-            "limit": budget.limit, "unit": budget.unit}
+    return {
+        "action": action,
+        "window_end_ms": window_end_ms,
+        "until_ms": until_ms,
+        "version": budget.version,
+        "limit": budget.limit,
+        "unit": budget.unit,
+    }
 
 
 def _reason(budget: Budget, spent: int) -> str:
@@ -366,9 +461,38 @@ def _reason(budget: Budget, spent: int) -> str:
     return f"{spent} {what} spent reached the limit {budget.limit_display()} per {budget.period}"
 
 
-def _record(kind: DecisionType, action: str, budget_id: str, member: str, reason: str, spent: int, limit: int,
-            unit: str, start: int, end: int, until: int, version: int, now_ms: int, degrade_model: str | None = None,
-            threshold: float | None = None) -> Decision:
-    return Decision(type=kind, action=action, tenant=tenant_of(member), budget_id=budget_id, member=member,
-                    reason=reason, spent=spent, limit=limit, unit=unit, window_start_ms=start, window_end_ms=end,
-                    until_ms=until, version=version, at_ms=now_ms, degrade_model=degrade_model, threshold=threshold)
+def _record(
+    kind: DecisionType,
+    action: str,
+    budget_id: str,
+    member: str,
+    reason: str,
+    spent: int,
+    limit: int,
+    unit: str,
+    start: int,
+    end: int,
+    until: int,
+    version: int,
+    now_ms: int,
+    degrade_model: str | None = None,
+    threshold: float | None = None,
+) -> Decision:
+    return Decision(
+        type=kind,
+        action=action,
+        tenant=tenant_of(member),
+        budget_id=budget_id,
+        member=member,
+        reason=reason,
+        spent=spent,
+        limit=limit,
+        unit=unit,
+        window_start_ms=start,
+        window_end_ms=end,
+        until_ms=until,
+        version=version,
+        at_ms=now_ms,
+        degrade_model=degrade_model,
+        threshold=threshold,
+    )

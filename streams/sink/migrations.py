@@ -99,7 +99,9 @@ def status(client: Any, database: str, migrations: list[Migration] | None = None
     applied = _applied(client, database)
     return [
         MigrationState(
-            m.version, m.name, m.checksum,
+            m.version,
+            m.name,
+            m.checksum,
             applied[m.version][2] if m.version in applied else None,
             applied[m.version][1] if m.version in applied else None,
         )
@@ -166,7 +168,8 @@ def backfill_report_rollups(client: Any, database: str) -> None:
         parameters={"v": REPORT_ROLLUPS_VERSION},
     ).result_rows[0][0]
     source = Template(load_query("raw_as_rollup")).substitute(
-        db=database, range="ingested_at < {cutoff:DateTime64(3, 'UTC')}", tenant="")
+        db=database, range="ingested_at < {cutoff:DateTime64(3, 'UTC')}", tenant=""
+    )
     start_of = {"minute": "toStartOfMinute", "hour": "toStartOfHour", "day": "toStartOfDay"}
     for family in FAMILIES:
         dims = ", ".join(family.dimensions)

@@ -23,14 +23,46 @@ _BUCKET_MS: dict[Granularity, int] = {"minute": 60_000, "hour": 3_600_000, "day"
 
 #: Raw table columns in insert order (``sql/migrations/0001_usage_events.sql``).
 RAW_COLUMNS: tuple[str, ...] = (
-    "event_id", "occurred_at", "tenant", "provider", "model", "request_id", "attempt", "status",
+    "event_id",
+    "occurred_at",
+    "tenant",
+    "provider",
+    "model",
+    "request_id",
+    "attempt",
+    "status",
     *TOKEN_BUCKETS,
-    "operation", "service_tier", "user_id", "team", "feature", "env", "session_id", "turn", "plan",
-    "system_prompt_tokens", "max_tokens", "latency_ms", "tokens_estimated", "result_cache_hit", "content_hash",
-    "billed_cost_nanos", "attributes",
-    "cost_nanos", "price_version", "unpriced", "ingested_at", "sink_batch_id", "kafka_partition", "kafka_offset",
-    "input_cost_nanos", "cache_saved_nanos", "system_prompt_cost_nanos", "uncached_prefix_tokens",
-    "uncached_prefix_cost_nanos", "prefix_cache_saving_nanos", "result_cache_avoided_nanos",
+    "operation",
+    "service_tier",
+    "user_id",
+    "team",
+    "feature",
+    "env",
+    "session_id",
+    "turn",
+    "plan",
+    "system_prompt_tokens",
+    "max_tokens",
+    "latency_ms",
+    "tokens_estimated",
+    "result_cache_hit",
+    "content_hash",
+    "billed_cost_nanos",
+    "attributes",
+    "cost_nanos",
+    "price_version",
+    "unpriced",
+    "ingested_at",
+    "sink_batch_id",
+    "kafka_partition",
+    "kafka_offset",
+    "input_cost_nanos",
+    "cache_saved_nanos",
+    "system_prompt_cost_nanos",
+    "uncached_prefix_tokens",
+    "uncached_prefix_cost_nanos",
+    "prefix_cache_saving_nanos",
+    "result_cache_avoided_nanos",
 )
 _I = {name: i for i, name in enumerate(RAW_COLUMNS)}
 
@@ -41,10 +73,26 @@ LEDGER_COLUMNS: tuple[str, ...] = LedgerAmounts._fields
 
 #: What every rollup row sums (``sql/migrations/0005_report_rollups.sql``), then first_at / last_at.
 ROLLUP_MEASURES: tuple[str, ...] = (
-    "requests", "retried_requests", "attempts", "retries", "failed_attempts", *TOKEN_BUCKETS, "failed_tokens",
-    "cost_nanos", "failed_cost_nanos", "unpriced_attempts", "unpriced_tokens", "input_cost_nanos",
-    "cache_saved_nanos", "system_prompt_tokens", "system_prompt_cost_nanos", "uncached_prefix_tokens",
-    "uncached_prefix_cost_nanos", "prefix_cache_saving_nanos", "result_cache_hits", "result_cache_avoided_nanos",
+    "requests",
+    "retried_requests",
+    "attempts",
+    "retries",
+    "failed_attempts",
+    *TOKEN_BUCKETS,
+    "failed_tokens",
+    "cost_nanos",
+    "failed_cost_nanos",
+    "unpriced_attempts",
+    "unpriced_tokens",
+    "input_cost_nanos",
+    "cache_saved_nanos",
+    "system_prompt_tokens",
+    "system_prompt_cost_nanos",
+    "uncached_prefix_tokens",
+    "uncached_prefix_cost_nanos",
+    "prefix_cache_saving_nanos",
+    "result_cache_hits",
+    "result_cache_avoided_nanos",
 )
 
 
@@ -64,9 +112,22 @@ class RollupFamily:
 
 
 #: The rollup families the sink writes and the reports read.
-SPEND = RollupFamily("spend", (
-    "tenant", "team", "feature", "model", "provider", "env", "status", "service_tier", "plan", "operation", "unpriced",
-))
+SPEND = RollupFamily(
+    "spend",
+    (
+        "tenant",
+        "team",
+        "feature",
+        "model",
+        "provider",
+        "env",
+        "status",
+        "service_tier",
+        "plan",
+        "operation",
+        "unpriced",
+    ),
+)
 USERS = RollupFamily("users", ("tenant", "user_id", "plan", "team", "feature", "env"))
 FAMILIES: tuple[RollupFamily, ...] = (SPEND, USERS)
 
@@ -105,20 +166,55 @@ def raw_row(item: Pending, batch_id: str, ingested_at: datetime) -> tuple[Any, .
     """One raw table row, in :data:`RAW_COLUMNS` order."""
     e = item.priced.event
     return (
-        e.event_id, _utc(e.occurred_at), e.tenant, e.provider, e.model, e.request_id, e.attempt, e.status,
-        e.input_tokens, e.cached_input_tokens, e.cache_write_tokens, e.output_tokens, e.reasoning_tokens,
-        e.operation, e.service_tier, e.user_id, e.team, e.feature, e.env, e.session_id, e.turn, e.plan,
-        e.system_prompt_tokens, e.max_tokens, e.latency_ms, e.tokens_estimated, e.result_cache_hit, e.content_hash,
-        e.billed_cost_nanos, dict(e.attributes),
-        item.priced.cost_nanos, item.priced.price_version, item.priced.unpriced,
-        ingested_at, batch_id, item.partition, item.offset, *item.ledger,
+        e.event_id,
+        _utc(e.occurred_at),
+        e.tenant,
+        e.provider,
+        e.model,
+        e.request_id,
+        e.attempt,
+        e.status,
+        e.input_tokens,
+        e.cached_input_tokens,
+        e.cache_write_tokens,
+        e.output_tokens,
+        e.reasoning_tokens,
+        e.operation,
+        e.service_tier,
+        e.user_id,
+        e.team,
+        e.feature,
+        e.env,
+        e.session_id,
+        e.turn,
+        e.plan,
+        e.system_prompt_tokens,
+        e.max_tokens,
+        e.latency_ms,
+        e.tokens_estimated,
+        e.result_cache_hit,
+        e.content_hash,
+        e.billed_cost_nanos,
+        dict(e.attributes),
+        item.priced.cost_nanos,
+        item.priced.price_version,
+        item.priced.unpriced,
+        ingested_at,
+        batch_id,
+        item.partition,
+        item.offset,
+        *item.ledger,
     )
 
 
 def seen_rows(rows: Sequence[tuple[Any, ...]], marked_at: datetime) -> list[tuple[Any, ...]]:
     """``seen_event_ids`` rows for raw rows (one unpartitioned block per insert, so no ordering is needed)."""
     i_id, i_tenant, i_part, i_off, i_batch = (
-        _I["event_id"], _I["tenant"], _I["kafka_partition"], _I["kafka_offset"], _I["sink_batch_id"]
+        _I["event_id"],
+        _I["tenant"],
+        _I["kafka_partition"],
+        _I["kafka_offset"],
+        _I["sink_batch_id"],
     )
     return [(r[i_id], r[i_tenant], r[i_part], r[i_off], r[i_batch], marked_at) for r in rows]
 
@@ -140,8 +236,13 @@ def _measures(rows: Sequence[tuple[Any, ...]]) -> list[list[Any]]:
     tokens_of = itemgetter(*[_I[b] for b in TOKEN_BUCKETS])
     ledger_of = itemgetter(*[_I[c] for c in LEDGER_COLUMNS])
     i_at, i_status, i_cost, i_attempt, i_unpriced, i_system, i_hit = (
-        _I["occurred_at"], _I["status"], _I["cost_nanos"], _I["attempt"], _I["unpriced"],
-        _I["system_prompt_tokens"], _I["result_cache_hit"],
+        _I["occurred_at"],
+        _I["status"],
+        _I["cost_nanos"],
+        _I["attempt"],
+        _I["unpriced"],
+        _I["system_prompt_tokens"],
+        _I["result_cache_hit"],
     )
     out: list[list[Any]] = []
     for r in rows:
@@ -152,15 +253,34 @@ def _measures(rows: Sequence[tuple[Any, ...]]) -> list[list[Any]]:
         attempt = r[i_attempt]
         tokens = tokens_of(r)
         total = sum(tokens)
-        (input_cost, cache_saved, system_cost, prefix_tokens, prefix_cost, prefix_saving,
-         avoided) = ledger_of(r)
+        (input_cost, cache_saved, system_cost, prefix_tokens, prefix_cost, prefix_saving, avoided) = ledger_of(r)
         at = _utc(_millis(r[i_at]))
-        out.append([
-            1 if attempt == 1 else 0, 1 if attempt == 2 else 0, 1, 1 if attempt > 1 else 0, 1 if failed else 0,
-            *tokens, total if failed else 0, cost, cost if failed else 0, 1 if unpriced else 0,
-            total if unpriced else 0, input_cost, cache_saved, r[i_system] or 0, system_cost, prefix_tokens,
-            prefix_cost, prefix_saving, 1 if r[i_hit] else 0, avoided, at, at,
-        ])
+        out.append(
+            [
+                1 if attempt == 1 else 0,
+                1 if attempt == 2 else 0,
+                1,
+                1 if attempt > 1 else 0,
+                1 if failed else 0,
+                *tokens,
+                total if failed else 0,
+                cost,
+                cost if failed else 0,
+                1 if unpriced else 0,
+                total if unpriced else 0,
+                input_cost,
+                cache_saved,
+                r[i_system] or 0,
+                system_cost,
+                prefix_tokens,
+                prefix_cost,
+                prefix_saving,
+                1 if r[i_hit] else 0,
+                avoided,
+                at,
+                at,
+            ]
+        )
     return out
 
 
@@ -180,7 +300,8 @@ def rollup_rows(
 
 
 def rollup_all(
-    rows: Sequence[tuple[Any, ...]], granularities: Sequence[Granularity] = GRANULARITIES,
+    rows: Sequence[tuple[Any, ...]],
+    granularities: Sequence[Granularity] = GRANULARITIES,
     families: Sequence[RollupFamily] = FAMILIES,
 ) -> dict[str, dict[Granularity, list[tuple[Any, ...]]]]:
     """Rollup rows of every family and granularity: one pass per family for the finest, then coarsen.

@@ -37,16 +37,30 @@ class ReportResult:
     since: datetime | None = None  # where the answer starts (later than asked when the raw TTL cut the range)
 
     def to_json(self) -> dict[str, Any]:
-        return {"report": self.report, "rows": self.rows, "reading": self.reading, "source": self.source,
-                "notes": self.notes, "by": self.by, "since": self.since.isoformat() if self.since else None}
+        return {
+            "report": self.report,
+            "rows": self.rows,
+            "reading": self.reading,
+            "source": self.source,
+            "notes": self.notes,
+            "by": self.by,
+            "since": self.since.isoformat() if self.since else None,
+        }
 
     @classmethod
     def from_json(cls, data: Any) -> ReportResult:
         if not isinstance(data, dict) or not isinstance(data.get("rows"), list):
             raise ValueError("the worker's report answer is not a report object")
         since = datetime.fromisoformat(data["since"]) if data.get("since") else None
-        return cls(str(data["report"]), data["rows"], str(data.get("reading", "")), str(data.get("source", "")),
-                   list(data.get("notes", [])), list(data.get("by", [])), since)
+        return cls(
+            str(data["report"]),
+            data["rows"],
+            str(data.get("reading", "")),
+            str(data.get("source", "")),
+            list(data.get("notes", [])),
+            list(data.get("by", [])),
+            since,
+        )
 
 
 def report_definition(name: str) -> Report:
@@ -109,8 +123,17 @@ def _prepared(client: Any, report: Report, options: ReportOptions, database: str
 def _query(client: Any, report: Report, options: ReportOptions, database: str, raw_ttl_days: int) -> Query:
     query_name = "request_list" if report.name == "requests" and per_request(options) else report.query
     prepared = _prepared(client, report, options, database)
-    query = build(query_name, options, database, raw_only=report.raw_only, families=report.families,
-                  needs=report.needs, order_by=report.order_by, raw_ttl_days=raw_ttl_days, extra=prepared.sql)
+    query = build(
+        query_name,
+        options,
+        database,
+        raw_only=report.raw_only,
+        families=report.families,
+        needs=report.needs,
+        order_by=report.order_by,
+        raw_ttl_days=raw_ttl_days,
+        extra=prepared.sql,
+    )
     query.params.update(prepared.params)
     query.notes.extend(prepared.notes)
     if options.price_version is not None:
@@ -134,20 +157,29 @@ def _reprice_raw(client: Any, query: Query, options: ReportOptions, database: st
     if options.until is not None:
         where.append("occurred_at < {pv_until:DateTime64(3, 'UTC')}")
         params["pv_until"] = options.until
-    pairs = client.query(f"SELECT DISTINCT provider, model FROM {database}.usage_events WHERE {' AND '.join(where)}",
-                         parameters=params).result_rows
+    pairs = client.query(
+        f"SELECT DISTINCT provider, model FROM {database}.usage_events WHERE {' AND '.join(where)}", parameters=params
+    ).result_rows
     try:
-        compiled = compile_routes(catalog, {(str(p), str(m)): (str(p), str(m)) for p, m in pairs},
-                                  param_prefix="pv", price_version=options.price_version)
+        compiled = compile_routes(
+            catalog,
+            {(str(p), str(m)): (str(p), str(m)) for p, m in pairs},
+            param_prefix="pv",
+            price_version=options.price_version,
+        )
     except UnknownVersion as exc:
         raise ReportError(str(exc)) from None
-    repriced = (f"(SELECT * REPLACE (toInt64(if(ifNull(result_cache_hit, false), 0, "
-                f"ifNull({half_even('_pv_units', '_pv_div')}, 0))) AS cost_nanos) FROM (SELECT *, "
-                f"{compiled.units} AS _pv_units, {compiled.divisor} AS _pv_div FROM {database}.usage_events))")
+    repriced = (
+        f"(SELECT * REPLACE (toInt64(if(ifNull(result_cache_hit, false), 0, "
+        f"ifNull({half_even('_pv_units', '_pv_div')}, 0))) AS cost_nanos) FROM (SELECT *, "
+        f"{compiled.units} AS _pv_units, {compiled.divisor} AS _pv_div FROM {database}.usage_events))"
+    )
     query.sql = query.sql.replace(f"{database}.usage_events", repriced)
     query.params.update(compiled.params)
-    query.notes.append(f"costs re-priced per call at price version {options.price_version}, from the raw events; "
-                       "the savings amounts (cache, system prompt, prefix) keep their stored rating")
+    query.notes.append(
+        f"costs re-priced per call at price version {options.price_version}, from the raw events; "
+        "the savings amounts (cache, system prompt, prefix) keep their stored rating"
+    )
 
 
 def _check_tenant(client: Any, options: ReportOptions, database: str) -> None:
@@ -177,8 +209,9 @@ def run_report(client: Any, options: ReportOptions, database: str, raw_ttl_days:
     query = _query(client, report, options, database, raw_ttl_days)
     finished = report.finish(_rows(client, query), options)
     reading = report.reading(finished, options) if finished else "nothing in this range"
-    return ReportResult(report.name, present(finished), reading, query.source, query.notes,
-                        [g.given for g in options.by], query.since)
+    return ReportResult(
+        report.name, present(finished), reading, query.source, query.notes, [g.given for g in options.by], query.since
+    )
 
 
 def run_focus(client: Any, options: ReportOptions, database: str, raw_ttl_days: int = 0) -> list[dict[str, str]]:
@@ -186,8 +219,14 @@ def run_focus(client: Any, options: ReportOptions, database: str, raw_ttl_days: 
     report = report_definition("chargeback")
     options = resolved_options(report, options)
     _check_tenant(client, options, database)
-    query = build("focus", options, database, families=("spend",), needs=frozenset({"provider", "model"}),
-                  raw_ttl_days=raw_ttl_days)
+    query = build(
+        "focus",
+        options,
+        database,
+        families=("spend",),
+        needs=frozenset({"provider", "model"}),
+        raw_ttl_days=raw_ttl_days,
+    )
     return focus_rows(_rows(client, query), options)
 
 

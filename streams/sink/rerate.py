@@ -43,9 +43,21 @@ log = get_logger(__name__)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 DAY = timedelta(days=1)
 #: What pricing an event reads from its raw row, then what a re-rate replaces.
-PRICING_COLUMNS = ("event_id", "tenant", "provider", "model", "occurred_at", "input_tokens", "cached_input_tokens",
-                   "cache_write_tokens", "output_tokens", "reasoning_tokens", "service_tier", "system_prompt_tokens",
-                   "result_cache_hit")
+PRICING_COLUMNS = (
+    "event_id",
+    "tenant",
+    "provider",
+    "model",
+    "occurred_at",
+    "input_tokens",
+    "cached_input_tokens",
+    "cache_write_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+    "service_tier",
+    "system_prompt_tokens",
+    "result_cache_hit",
+)
 RATED_COLUMNS = ("cost_nanos", "price_version", "unpriced", *LedgerAmounts._fields)
 
 
@@ -65,8 +77,17 @@ class RerateRequest:
     dry_run: bool = False
 
     @classmethod
-    def build(cls, since: datetime, until: datetime | None, *, now: datetime, tenant: str | None = None,
-              catalog: str | None = None, price_version: str | None = None, dry_run: bool = False) -> RerateRequest:
+    def build(
+        cls,
+        since: datetime,
+        until: datetime | None,
+        *,
+        now: datetime,
+        tenant: str | None = None,
+        catalog: str | None = None,
+        price_version: str | None = None,
+        dry_run: bool = False,
+    ) -> RerateRequest:
         """Widen the range to whole UTC days (``until`` None: through today) and check the choice of catalog."""
         if (catalog is None) == (price_version is None):
             raise RerateError("give exactly one of --catalog FILE or --price-version V")
@@ -102,8 +123,15 @@ class RerateRequest:
             until = datetime.fromisoformat(one("until") or "")
         except ValueError:
             raise RerateError("rerate needs since and until as ISO 8601 times") from None
-        return cls.build(since, until, now=until, tenant=one("tenant"), catalog=one("catalog"),
-                         price_version=one("price_version"), dry_run=one("dry_run") == "1")
+        return cls.build(
+            since,
+            until,
+            now=until,
+            tenant=one("tenant"),
+            catalog=one("catalog"),
+            price_version=one("price_version"),
+            dry_run=one("dry_run") == "1",
+        )
 
 
 def rating_catalog(request: RerateRequest) -> PriceCatalog:
@@ -146,11 +174,22 @@ def millis(value: datetime) -> int:
 
 def rate(catalog: PriceCatalog, row: Sequence[Any]) -> tuple[Any, ...]:
     """The :data:`RATED_COLUMNS` of one event (a row in :data:`PRICING_COLUMNS` order), as the worker prices it."""
-    (_id, _tenant, provider, model, occurred_at, input_tokens, cached, write, output, reasoning, tier, system,
-     hit) = row
-    event = _Event(str(provider), str(model), millis(occurred_at), int(input_tokens), int(cached), int(write),
-                   int(output), int(reasoning), tier, None if system is None else int(system),
-                   None if hit is None else bool(hit))
+    (_id, _tenant, provider, model, occurred_at, input_tokens, cached, write, output, reasoning, tier, system, hit) = (
+        row
+    )
+    event = _Event(
+        str(provider),
+        str(model),
+        millis(occurred_at),
+        int(input_tokens),
+        int(cached),
+        int(write),
+        int(output),
+        int(reasoning),
+        tier,
+        None if system is None else int(system),
+        None if hit is None else bool(hit),
+    )
     cost = catalog.price_event(event)
     nanos = 0 if event.result_cache_hit else cost.cost_nanos
     return (nanos, cost.price_version, cost.unpriced, *ledger_amounts(catalog, event))
@@ -168,8 +207,15 @@ class RerateResult:
     partitions: list[str]
 
     def to_json(self) -> dict[str, Any]:
-        return {"report": "rerate", "rows": self.rows, "events": self.events, "changed_events": self.changed,
-                "price_versions": self.versions, "written": self.written, "partitions": self.partitions}
+        return {
+            "report": "rerate",
+            "rows": self.rows,
+            "events": self.events,
+            "changed_events": self.changed,
+            "price_versions": self.versions,
+            "written": self.written,
+            "partitions": self.partitions,
+        }
 
 
 def _range_sql(request: RerateRequest, time_column: str) -> tuple[str, dict[str, Any]]:
@@ -187,15 +233,24 @@ def _totals(old: Sequence[Sequence[Any]], new: Sequence[Sequence[Any]]) -> tuple
     changed = 0
     for before, after in zip(old, new, strict=True):
         g = groups[(str(before[1]), str(before[3]))]
-        differs = tuple(before[len(PRICING_COLUMNS):]) != tuple(after)
+        differs = tuple(before[len(PRICING_COLUMNS) :]) != tuple(after)
         g[0] += 1
         g[1] += 1 if differs else 0
         g[2] += int(before[len(PRICING_COLUMNS)])
         g[3] += int(after[0])
         changed += 1 if differs else 0
     rows: list[dict[str, Any]] = [
-        {"tenant": t, "model": m, "events": v[0], "changed_events": v[1], "old_cost_nanos": v[2],
-         "new_cost_nanos": v[3], "difference_nanos": v[3] - v[2]} for (t, m), v in groups.items()]
+        {
+            "tenant": t,
+            "model": m,
+            "events": v[0],
+            "changed_events": v[1],
+            "old_cost_nanos": v[2],
+            "new_cost_nanos": v[3],
+            "difference_nanos": v[3] - v[2],
+        }
+        for (t, m), v in groups.items()
+    ]
     rows.sort(key=lambda r: (-r["new_cost_nanos"], r["tenant"], r["model"]))
     return rows, changed
 
@@ -203,13 +258,15 @@ def _totals(old: Sequence[Sequence[Any]], new: Sequence[Sequence[Any]]) -> tuple
 def _check_rollups_complete(client: Any, database: str, request: RerateRequest, events: int) -> None:
     """The rollups are rebuilt from the raw events: refuse when the day rollups hold more than the raw table."""
     where, params = _range_sql(request, "bucket")
-    counted = client.query(f"SELECT sum(attempts) FROM {database}.rollup_spend_day WHERE {where}",
-                           parameters=params).result_rows
+    counted = client.query(
+        f"SELECT sum(attempts) FROM {database}.rollup_spend_day WHERE {where}", parameters=params
+    ).result_rows
     in_rollups = int(counted[0][0] or 0) if counted else 0
     if in_rollups != events:
         raise RerateError(
             f"the rollups count {in_rollups} events in {request.since:%Y-%m-%d} – {request.until:%Y-%m-%d} but "
-            f"{events} raw events remain (raw TTL?): re-rating would drop the others from the rollups; narrow --since")
+            f"{events} raw events remain (raw TTL?): re-rating would drop the others from the rollups; narrow --since"
+        )
 
 
 def run_rerate(client: Any, request: RerateRequest, database: str) -> RerateResult:
@@ -217,18 +274,30 @@ def run_rerate(client: Any, request: RerateRequest, database: str) -> RerateResu
     input. Call it where nothing else writes to the database meanwhile (see the module docstring)."""
     catalog = rating_catalog(request)
     where, params = _range_sql(request, "occurred_at")
-    old = [tuple(r) for r in client.query(
-        f"SELECT {', '.join((*PRICING_COLUMNS, *RATED_COLUMNS))} FROM {database}.usage_events WHERE {where} "
-        "ORDER BY tenant, occurred_at, event_id", parameters=params).result_rows]
-    new = [rate(catalog, r[:len(PRICING_COLUMNS)]) for r in old]
+    old = [
+        tuple(r)
+        for r in client.query(
+            f"SELECT {', '.join((*PRICING_COLUMNS, *RATED_COLUMNS))} FROM {database}.usage_events WHERE {where} "
+            "ORDER BY tenant, occurred_at, event_id",
+            parameters=params,
+        ).result_rows
+    ]
+    new = [rate(catalog, r[: len(PRICING_COLUMNS)]) for r in old]
     rows, changed = _totals(old, new)
     versions = sorted({str(n[1]) for n in new})
     if request.dry_run or not old:
         return RerateResult(rows, len(old), changed, versions, False, [])
     _check_rollups_complete(client, database, request, len(old))
     partitions = _write(client, database, request, old, new)
-    log.info("rerate_done", since=request.since.isoformat(), until=request.until.isoformat(), tenant=request.tenant,
-             events=len(old), changed=changed, versions=versions)
+    log.info(
+        "rerate_done",
+        since=request.since.isoformat(),
+        until=request.until.isoformat(),
+        tenant=request.tenant,
+        events=len(old),
+        changed=changed,
+        versions=versions,
+    )
     return RerateResult(rows, len(old), changed, versions, True, partitions)
 
 
@@ -242,31 +311,39 @@ def _staging(client: Any, database: str, table: str) -> str:
 
 
 def _partition_key(client: Any, database: str, table: str) -> str:
-    found = client.query("SELECT partition_key FROM system.tables WHERE database = {d:String} AND name = {t:String}",
-                         parameters={"d": database, "t": table}).result_rows
+    found = client.query(
+        "SELECT partition_key FROM system.tables WHERE database = {d:String} AND name = {t:String}",
+        parameters={"d": database, "t": table},
+    ).result_rows
     if not found or not found[0][0]:
         raise RerateError(f"{database}.{table} is not partitioned: cannot swap a re-rated partition in")
     return str(found[0][0])
 
 
 def _partitions(client: Any, database: str, table: str, key: str, where: str, params: dict[str, Any]) -> list[str]:
-    result = client.query(f"SELECT DISTINCT toString({key}) FROM {database}.{table} WHERE {where} ORDER BY 1",
-                          parameters=params).result_rows
+    result = client.query(
+        f"SELECT DISTINCT toString({key}) FROM {database}.{table} WHERE {where} ORDER BY 1", parameters=params
+    ).result_rows
     return [str(r[0]) for r in result]
 
 
-def _write(client: Any, database: str, request: RerateRequest, old: Sequence[Sequence[Any]],
-           new: Sequence[Sequence[Any]]) -> list[str]:
+def _write(
+    client: Any, database: str, request: RerateRequest, old: Sequence[Sequence[Any]], new: Sequence[Sequence[Any]]
+) -> list[str]:
     """Raw events first, then each rollup table, one partition swap at a time."""
     values = f"{database}.rerate_values"
     client.command(f"DROP TABLE IF EXISTS {values}")
-    client.command(f"CREATE TABLE {values} (event_id String, tenant String, "
-                   "cost_nanos Int64, price_version String, unpriced Bool, "
-                   + ", ".join(f"{c} {'UInt64' if c == 'uncached_prefix_tokens' else 'Int64'}"
-                               for c in LedgerAmounts._fields)
-                   + ") ENGINE = MergeTree ORDER BY (tenant, event_id)")
-    client.insert(values, [(o[0], o[1], *n) for o, n in zip(old, new, strict=True)],
-                  column_names=["event_id", "tenant", *RATED_COLUMNS])
+    client.command(
+        f"CREATE TABLE {values} (event_id String, tenant String, "
+        "cost_nanos Int64, price_version String, unpriced Bool, "
+        + ", ".join(f"{c} {'UInt64' if c == 'uncached_prefix_tokens' else 'Int64'}" for c in LedgerAmounts._fields)
+        + ") ENGINE = MergeTree ORDER BY (tenant, event_id)"
+    )
+    client.insert(
+        values,
+        [(o[0], o[1], *n) for o, n in zip(old, new, strict=True)],
+        column_names=["event_id", "tenant", *RATED_COLUMNS],
+    )
     swapped: list[str] = []
     raw_where, params = _range_sql(request, "occurred_at")
     key = _partition_key(client, database, "usage_events")
@@ -277,32 +354,48 @@ def _write(client: Any, database: str, request: RerateRequest, old: Sequence[Seq
             f"INSERT INTO {staging} SELECT e.* REPLACE ({replaced}) FROM {database}.usage_events AS e "
             f"LEFT JOIN {values} AS v ON v.event_id = e.event_id AND v.tenant = e.tenant "
             f"WHERE toString({key.replace('occurred_at', 'e.occurred_at')}) = {{p:String}}",
-            parameters={"p": partition}, settings={"join_use_nulls": 0})
+            parameters={"p": partition},
+            settings={"join_use_nulls": 0},
+        )
         _swap(client, database, "usage_events", staging, partition)
         swapped.append(f"usage_events:{partition}")
-    rated = [tuple(r) for r in client.query(
-        f"SELECT {', '.join(RAW_COLUMNS)} FROM {database}.usage_events WHERE {raw_where} ORDER BY event_id",
-        parameters=params).result_rows]
+    rated = [
+        tuple(r)
+        for r in client.query(
+            f"SELECT {', '.join(RAW_COLUMNS)} FROM {database}.usage_events WHERE {raw_where} ORDER BY event_id",
+            parameters=params,
+        ).result_rows
+    ]
     rollups = rollup_all(rated)
     bucket_where, bucket_params = _range_sql(request, "bucket")
     for family in FAMILIES:
         for granularity in GRANULARITIES:
             table = family.table(granularity)
-            swapped += _rebuild_rollup(client, database, table, family.columns, rollups[family.name][granularity],
-                                       bucket_where, bucket_params)
+            swapped += _rebuild_rollup(
+                client, database, table, family.columns, rollups[family.name][granularity], bucket_where, bucket_params
+            )
     client.command(f"DROP TABLE IF EXISTS {values}")
     return swapped
 
 
-def _rebuild_rollup(client: Any, database: str, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]],
-                    where: str, params: dict[str, Any]) -> list[str]:
+def _rebuild_rollup(
+    client: Any,
+    database: str,
+    table: str,
+    columns: Sequence[str],
+    rows: list[tuple[Any, ...]],
+    where: str,
+    params: dict[str, Any],
+) -> list[str]:
     key = _partition_key(client, database, table)
     out: list[str] = []
     for partition in _partitions(client, database, table, key, where, params):
         staging = _staging(client, database, table)
-        client.command(f"INSERT INTO {staging} SELECT * FROM {database}.{table} "
-                       f"WHERE toString({key}) = {{p:String}} AND NOT ({where})",
-                       parameters={**params, "p": partition})
+        client.command(
+            f"INSERT INTO {staging} SELECT * FROM {database}.{table} "
+            f"WHERE toString({key}) = {{p:String}} AND NOT ({where})",
+            parameters={**params, "p": partition},
+        )
         mine = [r for r in rows if _key_of(key, r[0]) == partition]
         if mine:
             client.insert(staging, mine, column_names=list(columns))

@@ -30,7 +30,9 @@ class Writer(Protocol):
     """What the sink needs from its writer (:class:`~costplane.streams.sink.writer.BatchWriter`)."""
 
     def recover(
-        self, partitions: Sequence[int] | None = None, begun_within_s: int | None = None,
+        self,
+        partitions: Sequence[int] | None = None,
+        begun_within_s: int | None = None,
         begun_before_s: int | None = None,
     ) -> int: ...
     def filter_new(self, items: Sequence[Pending]) -> list[Pending]: ...

@@ -67,7 +67,7 @@ class BatchWriter:
         """Which of ``event_ids`` are marked seen (queried in chunks so a big batch stays one cheap query each)."""
         found: set[str] = set()
         for start in range(0, len(event_ids), LOOKUP_CHUNK):
-            chunk = list(event_ids[start:start + LOOKUP_CHUNK])
+            chunk = list(event_ids[start : start + LOOKUP_CHUNK])
             sql = f"SELECT event_id FROM {self._t('seen_event_ids')} WHERE event_id IN "
             if _PLAIN_IDS.fullmatch("".join(chunk)):
                 # Event ids are validated UUIDs: written as a literal directly, since binding escapes each one
@@ -86,7 +86,8 @@ class BatchWriter:
 
     def _journal(self, batch_id: str, stage: str, events: int, partitions: Sequence[int] = ()) -> None:
         self.client.insert(
-            self._t("sink_batches"), [(batch_id, stage, events, self._now(), sorted(partitions))],
+            self._t("sink_batches"),
+            [(batch_id, stage, events, self._now(), sorted(partitions))],
             column_names=["sink_batch_id", "stage", "events", "at", "partitions"],
         )
 
@@ -109,7 +110,9 @@ class BatchWriter:
             for granularity in GRANULARITIES:
                 table = family.table(granularity)
                 self.client.insert(
-                    self._t(table), rollups[family.name][granularity], column_names=list(family.columns),
+                    self._t(table),
+                    rollups[family.name][granularity],
+                    column_names=list(family.columns),
                     settings={"insert_deduplication_token": f"{batch_id}:{table}"},
                 )
                 self._fault(table)
@@ -119,7 +122,9 @@ class BatchWriter:
         if not rows:
             return
         self.client.insert(
-            self._t("seen_event_ids"), seen_rows(rows, self._now()), column_names=list(SEEN_COLUMNS),
+            self._t("seen_event_ids"),
+            seen_rows(rows, self._now()),
+            column_names=list(SEEN_COLUMNS),
             settings={"insert_deduplication_token": f"{batch_id}:seen"},
         )
         self._fault("seen")
@@ -128,7 +133,9 @@ class BatchWriter:
     # -- recovery ---------------------------------------------------------------------------------------------------
 
     def pending_batches(
-        self, partitions: Sequence[int] | None = None, begun_within_s: int | None = None,
+        self,
+        partitions: Sequence[int] | None = None,
+        begun_within_s: int | None = None,
         begun_before_s: int | None = None,
     ) -> list[str]:
         """Open batches: all, or those touching ``partitions``; optionally begun within / before N seconds ago."""
@@ -152,7 +159,9 @@ class BatchWriter:
         return [str(r[0]) for r in result.result_rows]
 
     def recover(
-        self, partitions: Sequence[int] | None = None, begun_within_s: int | None = None,
+        self,
+        partitions: Sequence[int] | None = None,
+        begun_within_s: int | None = None,
         begun_before_s: int | None = None,
     ) -> int:
         """Roll interrupted batches forward from the raw rows they managed to write; returns batches recovered.
@@ -172,7 +181,9 @@ class BatchWriter:
             if rows:
                 self._write_rollups(batch_id, rows)
                 self.client.insert(
-                    self._t("seen_event_ids"), seen_rows(rows, self._now()), column_names=list(SEEN_COLUMNS),
+                    self._t("seen_event_ids"),
+                    seen_rows(rows, self._now()),
+                    column_names=list(SEEN_COLUMNS),
                     settings={"insert_deduplication_token": f"{batch_id}:seen"},
                 )
             self._journal(batch_id, "done", len(rows))

@@ -55,8 +55,10 @@ def exposure_problem(worker: WorkerSettings) -> str | None:
     """Why this worker must not start (its API would answer anyone on the network), or None."""
     if is_loopback(worker.web_host) or worker.api_token is not None or worker.api_tenant_tokens is not None:
         return None
-    return (f"COSTPLANE_WORKER_WEB_HOST={worker.web_host} serves /api/* beyond this machine: set "
-            "COSTPLANE_WORKER_API_TOKEN (or COSTPLANE_WORKER_API_TENANT_TOKENS), or bind 127.0.0.1")
+    return (
+        f"COSTPLANE_WORKER_WEB_HOST={worker.web_host} serves /api/* beyond this machine: set "
+        "COSTPLANE_WORKER_API_TOKEN (or COSTPLANE_WORKER_API_TENANT_TOKENS), or bind 127.0.0.1"
+    )
 
 
 def check(header: str | None, worker: WorkerSettings, tokens: dict[str, str]) -> Access:

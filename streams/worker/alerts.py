@@ -101,9 +101,11 @@ class RedisStateStore:
 
 
 def conditions_config(settings: AlertSettings) -> ConditionConfig:
-    return ConditionConfig(dead_letters_per_minute=settings.dead_letters_per_minute,
-                           dead_letter_window_ms=round(settings.dead_letter_window_s * 1000),
-                           fail_open_critical_ms=round(settings.fail_open_critical_s * 1000))
+    return ConditionConfig(
+        dead_letters_per_minute=settings.dead_letters_per_minute,
+        dead_letter_window_ms=round(settings.dead_letter_window_s * 1000),
+        fail_open_critical_ms=round(settings.fail_open_critical_s * 1000),
+    )
 
 
 def reject_tenant(rejects: Sequence[Reject], key: bytes | None) -> str:
@@ -121,10 +123,19 @@ def reject_tenant(rejects: Sequence[Reject], key: bytes | None) -> str:
 class WorkerAlerts:
     """Detectors, the worker's own conditions and the alert service of one stream process."""
 
-    def __init__(self, settings: AlertSettings, publish: Publish, publish_dead_letter: Publish, *,
-                 clock: Callable[[], float] = time.time, detectors: Detectors | None = None,
-                 store: StateStore | None = None, metrics: WorkerMetrics | None = None,
-                 targets: list[Target] | None = None, client: httpx.AsyncClient | None = None) -> None:
+    def __init__(
+        self,
+        settings: AlertSettings,
+        publish: Publish,
+        publish_dead_letter: Publish,
+        *,
+        clock: Callable[[], float] = time.time,
+        detectors: Detectors | None = None,
+        store: StateStore | None = None,
+        metrics: WorkerMetrics | None = None,
+        targets: list[Target] | None = None,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
         self.settings, self.clock, self.store, self.metrics = settings, clock, store, metrics
         self.detectors = detectors or Detectors()
         self.conditions = WorkerConditions(conditions_config(settings))
@@ -161,8 +172,9 @@ class WorkerAlerts:
         # Not a tenant to keep state for: the key of an undecodable message may be anything (bounded in conditions).
         self.conditions.dead_lettered(reject_tenant(rejects, key), (r.reason for r in rejects), now_ms)
 
-    def outcome(self, decisions: Sequence[Decision], effects_written: bool | None, now_ms: int, *,
-                commits: int = 0) -> None:
+    def outcome(
+        self, decisions: Sequence[Decision], effects_written: bool | None, now_ms: int, *, commits: int = 0
+    ) -> None:
         """A committed batch's decision records, in order; ``effects_written`` is None when the batch wrote nothing
         to Redis, True when it did (which ends a fail-open).
 
@@ -183,8 +195,12 @@ class WorkerAlerts:
             else:  # decision (block / degrade) or notify
                 self.conditions.decided(record)
         if effects_written is not None:
-            self.conditions.effects_written(effects_written, now_ms, counters=commits,
-                                            decisions=sum(r["type"] in ("decision", "lift") for r in records))
+            self.conditions.effects_written(
+                effects_written,
+                now_ms,
+                counters=commits,
+                decisions=sum(r["type"] in ("decision", "lift") for r in records),
+            )
         if records or effects_written is False:
             self._wake.set()
 
@@ -269,7 +285,8 @@ class WorkerAlerts:
         """What is saved per tenant: learnt baselines, both lifecycles' keys, held budget conditions (one pass)."""
         wanted = set(tenants)
         out: dict[str, dict[str, Any]] = {
-            t: {"v": STATE_VERSION, "baselines": {}, "incidents": {}, "own": {}, "conditions": {}} for t in wanted}
+            t: {"v": STATE_VERSION, "baselines": {}, "incidents": {}, "own": {}, "conditions": {}} for t in wanted
+        }
         for name, rows in self.detectors.baselines().items():
             for row in rows:
                 if row[0][0] in wanted:
@@ -356,16 +373,26 @@ class WorkerAlerts:
         app.on_before_shutdown.connect(shutdown)
 
     @classmethod
-    def for_app(cls, app: Any, alerts_topic: str, dlq_topic: str, settings: AlertSettings, *,
-                clock: Callable[[], float], store: StateStore | None, metrics: WorkerMetrics) -> WorkerAlerts:
+    def for_app(
+        cls,
+        app: Any,
+        alerts_topic: str,
+        dlq_topic: str,
+        settings: AlertSettings,
+        *,
+        clock: Callable[[], float],
+        store: StateStore | None,
+        metrics: WorkerMetrics,
+    ) -> WorkerAlerts:
         """Publishing through the Faust app's producer buffer (``send_soon``: in order, never blocking)."""
-        topics = {name: app.topic(name, value_serializer="raw", key_serializer="raw")
-                  for name in (alerts_topic, dlq_topic)}
+        topics = {
+            name: app.topic(name, value_serializer="raw", key_serializer="raw") for name in (alerts_topic, dlq_topic)
+        }
 
         def publisher(name: str) -> Publish:
             def publish(key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> None:
                 topics[name].send_soon(key=key, value=value, headers=headers)
+
             return publish
 
-        return cls(settings, publisher(alerts_topic), publisher(dlq_topic), clock=clock, store=store,
-                   metrics=metrics)
+        return cls(settings, publisher(alerts_topic), publisher(dlq_topic), clock=clock, store=store, metrics=metrics)

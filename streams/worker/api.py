@@ -37,15 +37,17 @@ def query_values(query_string: str) -> dict[str, str]:
 Report = Callable[[str], Any]
 
 
-def budget_status(client: redis.Redis, keys: KeyLayout, now_ms: int, query_string: str,
-                  report: Report | None) -> list[dict[str, Any]]:
+def budget_status(
+    client: redis.Redis, keys: KeyLayout, now_ms: int, query_string: str, report: Report | None
+) -> list[dict[str, Any]]:
     """``GET /api/budgets/status?tenant=&budget=&reconcile=1``: the rows of ``costplane budget status --format json``.
 
     Raises ``UnknownScope`` (→ 404) and ``ValueError`` (→ 400, e.g. reconcile on a worker without ClickHouse).
     """
     values = query_values(query_string)
-    rows = read_status(client, keys, now_ms, tenant=values.get("tenant") or None,
-                       budget_id=values.get("budget") or None)
+    rows = read_status(
+        client, keys, now_ms, tenant=values.get("tenant") or None, budget_id=values.get("budget") or None
+    )
     if values.get("reconcile", "") in ("1", "true", "yes") and rows:
         if report is None:
             raise ValueError("reconcile needs the worker that owns ClickHouse (role sink or all)")
@@ -53,8 +55,9 @@ def budget_status(client: redis.Redis, keys: KeyLayout, now_ms: int, query_strin
     return [r.to_json() for r in rows]
 
 
-def reconciled(client: redis.Redis, keys: KeyLayout, rows: Sequence[MemberStatus],
-               report: Report) -> list[MemberStatus]:
+def reconciled(
+    client: redis.Redis, keys: KeyLayout, rows: Sequence[MemberStatus], report: Report
+) -> list[MemberStatus]:
     """Rows with the ledger beside them, the ledger read through the sink's own report function."""
     from costplane.streams.sink.query import ReportResult
 
@@ -64,8 +67,9 @@ def reconciled(client: redis.Redis, keys: KeyLayout, rows: Sequence[MemberStatus
     return reconcile(rows, ledgers(rows, budgets_of(rows, client, keys), run))
 
 
-def measure_drift(client: redis.Redis, keys: KeyLayout, now_ms: int,
-                  report: Report) -> dict[tuple[str, str, str], tuple[int, int]]:
+def measure_drift(
+    client: redis.Redis, keys: KeyLayout, now_ms: int, report: Report
+) -> dict[tuple[str, str, str], tuple[int, int]]:
     """Every published budget's drift, for the ``costplane_budget_drift`` gauges."""
     rows = read_status(client, keys, now_ms)
     return drift_by_budget(reconciled(client, keys, rows, report)) if rows else {}

@@ -82,8 +82,11 @@ def _pack(ids: list[str]) -> tuple[list[str], list[str], _Packed]:
     if joined == lower or joined == joined.upper():  # one spelling for the whole batch: the common case
         halves = _halves(ids, joined)
         if halves is not None:
-            upper = np.zeros(len(ids), dtype=bool) if joined == lower else \
-                np.fromiter((e != e.lower() for e in ids), dtype=bool, count=len(ids))  # digits only: lowercase
+            upper = (
+                np.zeros(len(ids), dtype=bool)
+                if joined == lower
+                else np.fromiter((e != e.lower() for e in ids), dtype=bool, count=len(ids))
+            )  # digits only: lowercase
             return ids, [], _Packed.of(*halves, upper)
     packs: list[str] = []
     others: list[str] = []
@@ -175,8 +178,11 @@ class _Ring:
         """The distinct ids of ``event_ids`` not held here, in order of first occurrence."""
         batch = dict.fromkeys(event_ids)
         pending, others = self.pending, self.others
-        new = [e for e in batch if e not in pending and e not in others] if others else \
-            [e for e in batch if e not in pending]
+        new = (
+            [e for e in batch if e not in pending and e not in others]
+            if others
+            else [e for e in batch if e not in pending]
+        )
         if new and len(self.packed):
             packs, _, packed = _pack(new)
             if packs:
@@ -261,7 +267,7 @@ class RecentIds:
         done = 0
         while done < len(new):  # a generation may fill in the middle of the batch: the bounds hold id by id
             take = min(self._share - ring.counts[-1], len(new) - done)
-            ring.pending.update(new[done:done + take])
+            ring.pending.update(new[done : done + take])
             ring.counts[-1] += take
             done += take
             if ring.counts[-1] >= self._share:

@@ -18,42 +18,59 @@ class WorkerMetrics:
         r = self.registry
         self.events = Counter("costplane_worker_events", "Valid usage events processed", ["role"], registry=r)
         self.unpriced = Counter("costplane_worker_unpriced_events", "Events of models without a price", registry=r)
-        self.duplicates = Counter("costplane_worker_duplicate_events", "Events skipped as duplicates in windows",
-                                  registry=r)
-        self.dead_letters = Counter("costplane_worker_dead_letters", "Records sent to the DLQ", ["reason"],
-                                    registry=r)
-        self.dlq_redelivered = Counter("costplane_worker_dlq_redelivered",
-                                       "Rejected items not dead-lettered again: their message was redelivered after "
-                                       "its dead letters were flushed (the DLQ fence)", registry=r)
-        self.waiting = Gauge("costplane_worker_waiting", "1 while a part of the worker waits for a service to "
-                             "come back (sink: ClickHouse or the broker's offset commit; stream: Redis)", ["part"],
-                             registry=r)
-        self.decisions = Counter("costplane_worker_decisions", "Decisions, lifts and threshold notices", ["type"],
-                                 registry=r)
+        self.duplicates = Counter(
+            "costplane_worker_duplicate_events", "Events skipped as duplicates in windows", registry=r
+        )
+        self.dead_letters = Counter("costplane_worker_dead_letters", "Records sent to the DLQ", ["reason"], registry=r)
+        self.dlq_redelivered = Counter(
+            "costplane_worker_dlq_redelivered",
+            "Rejected items not dead-lettered again: their message was redelivered after "
+            "its dead letters were flushed (the DLQ fence)",
+            registry=r,
+        )
+        self.waiting = Gauge(
+            "costplane_worker_waiting",
+            "1 while a part of the worker waits for a service to "
+            "come back (sink: ClickHouse or the broker's offset commit; stream: Redis)",
+            ["part"],
+            registry=r,
+        )
+        self.decisions = Counter(
+            "costplane_worker_decisions", "Decisions, lifts and threshold notices", ["type"], registry=r
+        )
         self.sink_batches = Counter("costplane_worker_sink_batches", "ClickHouse batches written", registry=r)
         self.sink_rows = Counter("costplane_worker_sink_rows", "Raw rows inserted into ClickHouse", registry=r)
         self.sink_retries = Counter("costplane_worker_sink_retries", "ClickHouse flushes retried", registry=r)
-        self.fail_opens = Counter("costplane_worker_fail_opens", "Effects skipped because Redis failed (fail-open)",
-                                  registry=r)
-        self.window_retries = Counter("costplane_worker_window_retries",
-                                      "Window commits retried because Redis failed (the stream waits)", registry=r)
-        self.fenced = Counter("costplane_worker_fenced_commits",
-                              "Tenant commits refused because another worker advanced the fence", registry=r)
-        self.alerts = Counter("costplane_worker_alerts", "Alert lifecycle events published", ["kind", "action"],
-                              registry=r)
-        self.alert_errors = Counter("costplane_worker_alert_errors", "Alert evaluations or state writes that failed",
-                                    ["stage"], registry=r)
+        self.fail_opens = Counter(
+            "costplane_worker_fail_opens", "Effects skipped because Redis failed (fail-open)", registry=r
+        )
+        self.window_retries = Counter(
+            "costplane_worker_window_retries",
+            "Window commits retried because Redis failed (the stream waits)",
+            registry=r,
+        )
+        self.fenced = Counter(
+            "costplane_worker_fenced_commits",
+            "Tenant commits refused because another worker advanced the fence",
+            registry=r,
+        )
+        self.alerts = Counter(
+            "costplane_worker_alerts", "Alert lifecycle events published", ["kind", "action"], registry=r
+        )
+        self.alert_errors = Counter(
+            "costplane_worker_alert_errors", "Alert evaluations or state writes that failed", ["stage"], registry=r
+        )
         self.lag = Gauge("costplane_worker_consumer_lag", "Messages behind the log end", ["role"], registry=r)
-        self.invalid_ratio = Gauge("costplane_worker_invalid_ratio", "Invalid share in the current window",
-                                   registry=r)
+        self.invalid_ratio = Gauge("costplane_worker_invalid_ratio", "Invalid share in the current window", registry=r)
 
         self.drift = _Drift()
         r.register(self.drift)
 
     def watch_recent_ids(self, held: Callable[[], Mapping[int, int]]) -> None:
         """Report the window-dedup ids held per partition, read when scraped (nothing to update per event)."""
-        self.registry.register(_PerPartition("costplane_worker_recent_ids",
-                                             "Event ids held per partition for window dedup", held))
+        self.registry.register(
+            _PerPartition("costplane_worker_recent_ids", "Event ids held per partition for window dedup", held)
+        )
 
 
 class _PerPartition(Collector):
@@ -90,16 +107,28 @@ class _Drift(Collector):
         self._last = dict(snapshot)
 
     def describe(self) -> Iterator[GaugeMetricFamily]:
-        yield GaugeMetricFamily("costplane_budget_drift", "Budget counter minus ledger, summed over members",
-                                labels=["tenant", "budget", "unit"])
-        yield GaugeMetricFamily("costplane_budget_drift_members", "Members whose counter differs from the ledger",
-                                labels=["tenant", "budget"])
+        yield GaugeMetricFamily(
+            "costplane_budget_drift",
+            "Budget counter minus ledger, summed over members",
+            labels=["tenant", "budget", "unit"],
+        )
+        yield GaugeMetricFamily(
+            "costplane_budget_drift_members",
+            "Members whose counter differs from the ledger",
+            labels=["tenant", "budget"],
+        )
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        total = GaugeMetricFamily("costplane_budget_drift", "Budget counter minus ledger, summed over members",
-                                  labels=["tenant", "budget", "unit"])
-        members = GaugeMetricFamily("costplane_budget_drift_members", "Members whose counter differs from the ledger",
-                                    labels=["tenant", "budget"])
+        total = GaugeMetricFamily(
+            "costplane_budget_drift",
+            "Budget counter minus ledger, summed over members",
+            labels=["tenant", "budget", "unit"],
+        )
+        members = GaugeMetricFamily(
+            "costplane_budget_drift_members",
+            "Members whose counter differs from the ledger",
+            labels=["tenant", "budget"],
+        )
         for (tenant, budget, unit), (drift, count) in sorted(self._last.items()):
             total.add_metric([tenant, budget, unit], drift)
             members.add_metric([tenant, budget], count)

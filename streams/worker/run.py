@@ -14,8 +14,13 @@ from costplane.streams.worker.priority import lower_priority
 log = get_logger(__name__)
 
 
-def run_worker(kafka: KafkaSettings, redis_settings: RedisSettings, clickhouse: ClickHouseSettings,
-               worker: WorkerSettings, loglevel: str = "WARNING") -> None:
+def run_worker(
+    kafka: KafkaSettings,
+    redis_settings: RedisSettings,
+    clickhouse: ClickHouseSettings,
+    worker: WorkerSettings,
+    loglevel: str = "WARNING",
+) -> None:
     """Run until a signal (or a deliberate stop); never returns normally (the Faust worker exits the process)."""
     import faust
 
@@ -42,10 +47,16 @@ def run_worker(kafka: KafkaSettings, redis_settings: RedisSettings, clickhouse: 
         sink = SinkLoop(kafka, clickhouse, worker, metrics, f"{group_id(kafka, worker)}.sink")
         # One process per chDB directory: takes the lock (or raises DirectoryOwned naming the owner) first.
         sink.open(api_url=f"http://{worker.web_host}:{worker.web_port}")
-    app = create_app(kafka, redis_settings, worker, clickhouse, metrics,
-                     report=sink.report if sink is not None else None,
-                     sink_ready=(lambda: sink.ready and sink.error is None) if sink is not None else None,
-                     sink_waiting=(lambda: sink.waiting) if sink is not None else None)
+    app = create_app(
+        kafka,
+        redis_settings,
+        worker,
+        clickhouse,
+        metrics,
+        report=sink.report if sink is not None else None,
+        sink_ready=(lambda: sink.ready and sink.error is None) if sink is not None else None,
+        sink_waiting=(lambda: sink.waiting) if sink is not None else None,
+    )
     if sink is not None:
         loop_sink = sink
 

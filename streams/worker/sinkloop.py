@@ -38,8 +38,17 @@ BACKFILL_PARTITION_BASE = 100_000
 class SinkLoop:
     """Consume usage, price, buffer in :class:`ClickHouseSink`, flush by size or age with offsets committed inside."""
 
-    def __init__(self, kafka: KafkaSettings, clickhouse: ClickHouseSettings, worker: WorkerSettings,
-                 metrics: WorkerMetrics, group: str, *, source: str = "usage", partition_base: int = 0) -> None:
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        clickhouse: ClickHouseSettings,
+        worker: WorkerSettings,
+        metrics: WorkerMetrics,
+        group: str,
+        *,
+        source: str = "usage",
+        partition_base: int = 0,
+    ) -> None:
         self.kafka, self.clickhouse, self.worker, self.metrics = kafka, clickhouse, worker, metrics
         self.group = group
         self.source, self.partition_base = source, partition_base
@@ -59,9 +68,12 @@ class SinkLoop:
         from costplane.streams.sink.runtime import open_sink
         from costplane.streams.sink.sink import FlushPolicy
 
-        self.opened = open_sink(self.clickhouse, self._commit,
-                                policy=FlushPolicy(self.worker.sink_max_events, self.worker.sink_max_age_s),
-                                api_url=api_url)
+        self.opened = open_sink(
+            self.clickhouse,
+            self._commit,
+            policy=FlushPolicy(self.worker.sink_max_events, self.worker.sink_max_age_s),
+            api_url=api_url,
+        )
 
     def close(self) -> None:
         if self.opened is not None:
@@ -75,8 +87,10 @@ class SinkLoop:
 
         topic = self.kafka.topic(self.source)
         try:
-            self._consumer.commit(offsets=[TopicPartition(topic, p - self.partition_base, o)
-                                           for p, o in offsets.items()], asynchronous=False)
+            self._consumer.commit(
+                offsets=[TopicPartition(topic, p - self.partition_base, o) for p, o in offsets.items()],
+                asynchronous=False,
+            )
         except KafkaException as exc:
             raise SinkUnavailable(f"Kafka offset commit failed, retry later: {exc}") from exc
 
@@ -101,18 +115,26 @@ class SinkLoop:
         from costplane.streams.sink.errors import SinkUnavailable
         from costplane.streams.sink.sink import FlushResult
 
-        codec = UsageCodec.with_registry(self.kafka.schema_registry_url) if self.kafka.schema_registry_url \
+        codec = (
+            UsageCodec.with_registry(self.kafka.schema_registry_url)
+            if self.kafka.schema_registry_url
             else UsageCodec.schemaless()
+        )
         catalog = default_catalog()
         topic = self.kafka.topic(self.source)
         skew = self.worker.max_clock_skew_ms if self.source == "usage" else None
         base = self.partition_base
-        consumer = Consumer({
-            **self.kafka.confluent_config(), "group.id": self.group, "enable.auto.commit": False,
-            "auto.offset.reset": "earliest", "session.timeout.ms": int(self.worker.session_timeout_s * 1000),
-            "heartbeat.interval.ms": max(int(self.worker.session_timeout_s * 100), 300),
-            "partition.assignment.strategy": "cooperative-sticky",
-        })
+        consumer = Consumer(
+            {
+                **self.kafka.confluent_config(),
+                "group.id": self.group,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "session.timeout.ms": int(self.worker.session_timeout_s * 1000),
+                "heartbeat.interval.ms": max(int(self.worker.session_timeout_s * 100), 300),
+                "partition.assignment.strategy": "cooperative-sticky",
+            }
+        )
 
         self._consumer = consumer
         sink = self._own_sink if self._own_sink is not None else self.opened.sink
@@ -163,11 +185,11 @@ class SinkLoop:
                         log.warning("sink_consume_error", error=str(msg.error()))
                         continue
                     headers = cast(list[tuple[str, bytes]], msg.headers() or [])
-                    decoded = codec.decode(msg.value(), headers, now_ms=int(time.time() * 1000),
-                                           max_clock_skew_ms=skew)
+                    decoded = codec.decode(msg.value(), headers, now_ms=int(time.time() * 1000), max_clock_skew_ms=skew)
                     for priced in price_events(catalog, decoded.events):
-                        sink.add(priced, (msg.partition() or 0) + base, msg.offset(),
-                                 ledger_amounts(catalog, priced.event))
+                        sink.add(
+                            priced, (msg.partition() or 0) + base, msg.offset(), ledger_amounts(catalog, priced.event)
+                        )
                     self.metrics.events.labels(self.role).inc(len(decoded.events))
                 if self.waiting is not None and not paused:
                     paused = list(consumer.assignment())  # hold what is buffered; keep polling for the group
@@ -206,7 +228,6 @@ class SinkLoop:
         return lag
 
 
-
 class Backoff:
     """When the next attempt is due after failures: ``initial_s``, doubling up to ``max_s``; reset on success."""
 
@@ -232,10 +253,21 @@ def backfill_loop(primary: SinkLoop) -> SinkLoop:
     from costplane.streams.sink.sink import ClickHouseSink, FlushPolicy
     from costplane.streams.sink.writer import BatchWriter
 
-    loop = SinkLoop(primary.kafka, primary.clickhouse, primary.worker, primary.metrics, f"{primary.group}.backfill",
-                    source="usage.backfill", partition_base=BACKFILL_PARTITION_BASE)
+    loop = SinkLoop(
+        primary.kafka,
+        primary.clickhouse,
+        primary.worker,
+        primary.metrics,
+        f"{primary.group}.backfill",
+        source="usage.backfill",
+        partition_base=BACKFILL_PARTITION_BASE,
+    )
     loop.opened, loop.client_lock = primary.opened, primary.client_lock
     policy = FlushPolicy(primary.worker.sink_max_events, primary.worker.sink_max_age_s)
-    loop._own_sink = ClickHouseSink(BatchWriter(primary.opened.client, primary.clickhouse.database), loop._commit,
-                                    policy, shared=primary.clickhouse.url is not None)
+    loop._own_sink = ClickHouseSink(
+        BatchWriter(primary.opened.client, primary.clickhouse.database),
+        loop._commit,
+        policy,
+        shared=primary.clickhouse.url is not None,
+    )
     return loop

@@ -23,17 +23,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def worker_env(kafka: KafkaSettings, redis_settings: RedisSettings, clickhouse: ClickHouseSettings | None,
-               **worker: Any) -> dict[str, str]:
+def worker_env(
+    kafka: KafkaSettings, redis_settings: RedisSettings, clickhouse: ClickHouseSettings | None, **worker: Any
+) -> dict[str, str]:
     """The environment of a worker subprocess pointed at these settings (``worker`` → COSTPLANE_WORKER_*)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("COSTPLANE_")}
-    env.update({
-        "COSTPLANE_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
-        "COSTPLANE_KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
-        "COSTPLANE_REDIS_URL": redis_settings.url.get_secret_value(),
-        "COSTPLANE_REDIS_KEY_PREFIX": redis_settings.key_prefix,
-        "COSTPLANE_WORKER_SESSION_TIMEOUT_S": "6",
-    })
+    env.update(
+        {
+            "COSTPLANE_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+            "COSTPLANE_KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
+            "COSTPLANE_REDIS_URL": redis_settings.url.get_secret_value(),
+            "COSTPLANE_REDIS_KEY_PREFIX": redis_settings.key_prefix,
+            "COSTPLANE_WORKER_SESSION_TIMEOUT_S": "6",
+        }
+    )
     if clickhouse is not None:
         env["COSTPLANE_CLICKHOUSE_DATABASE"] = clickhouse.database
         if clickhouse.url:
@@ -60,8 +63,9 @@ class WorkerProcess:
 
     def start(self) -> WorkerProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child for its lifetime
-        self.proc = subprocess.Popen([sys.executable, "-m", "costplane.cli", "worker"], env=self.env,
-                                     stdout=log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "costplane.cli", "worker"], env=self.env, stdout=log, stderr=subprocess.STDOUT
+        )
         log.close()
         return self
 

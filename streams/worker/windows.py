@@ -33,8 +33,11 @@ def state_json(state: State) -> str:
     states read back are this function's own output.
     """
     if len(state) == 3 and state.get("d", 0) is None and state.get("soft") == []:
-        return '{"b":{' + ",".join([f'"{start}":[{v[0]},{v[1]}]' for start, v in state["b"].items()]) + \
-            '},"soft":[],"d":null}'
+        return (
+            '{"b":{'
+            + ",".join([f'"{start}":[{v[0]},{v[1]}]' for start, v in state["b"].items()])
+            + '},"soft":[],"d":null}'
+        )
     return _compact_json(state)
 
 
@@ -84,8 +87,9 @@ class CommitReport:
 class WorkerWindows:
     """Windows, guard counters and decisions of the budgets this worker's partitions carry."""
 
-    def __init__(self, backend: WindowBackend, keys: WindowKeys, guard_keys: KeyLayout,
-                 cache_limit: int = 200_000) -> None:
+    def __init__(
+        self, backend: WindowBackend, keys: WindowKeys, guard_keys: KeyLayout, cache_limit: int = 200_000
+    ) -> None:
         self.backend = backend
         self.keys = keys
         self.guard_keys = guard_keys
@@ -96,8 +100,9 @@ class WorkerWindows:
         self.registered: set[str] = set()
 
     # -- the batch path -----------------------------------------------------------------------------------------
-    def count(self, items: Sequence[Located], budgets: Sequence[Budget], now_ms: int, *,
-              send_early: bool = False) -> Pending:
+    def count(
+        self, items: Sequence[Located], budgets: Sequence[Budget], now_ms: int, *, send_early: bool = False
+    ) -> Pending:
         """Compute a batch's writes (reads Redis only for tenants and keys this process has not seen yet).
 
         Tenant by tenant: each tenant's keys are applied and evaluated, then its commit is built. With
@@ -134,9 +139,16 @@ class WorkerWindows:
         pending.stream = stream if pending.sent else None
         return pending
 
-    def _count_tenants(self, pending: Pending, by_tenant: Mapping[str, Mapping[str, Mapping[int, Sequence[int]]]],
-                       fences: Mapping[str, Mapping[int, int]], states: Mapping[str, State | None],
-                       budgets: Sequence[Budget], now_ms: int, stream: CommitStream | None) -> None:
+    def _count_tenants(
+        self,
+        pending: Pending,
+        by_tenant: Mapping[str, Mapping[str, Mapping[int, Sequence[int]]]],
+        fences: Mapping[str, Mapping[int, int]],
+        states: Mapping[str, State | None],
+        budgets: Sequence[Budget],
+        now_ms: int,
+        stream: CommitStream | None,
+    ) -> None:
         by_id = {b.id: b for b in budgets}
         shapes: dict[str, _Shape] = {}
         for tenant, tenant_increments in by_tenant.items():
@@ -307,8 +319,16 @@ class WorkerWindows:
         size = ROLLING[budget.period][0] if budget.period in ROLLING else length
         return _Shape(0 if budget.unit == "tokens" else 1, size, length, max(window.end_ms - now_ms, 0) + length)
 
-    def _write_state(self, commit: TenantCommit, key: str, before: State | None, state: State, shape: _Shape,
-                     increments: Mapping[int, Sequence[int]], now_ms: int) -> None:
+    def _write_state(
+        self,
+        commit: TenantCommit,
+        key: str,
+        before: State | None,
+        state: State,
+        shape: _Shape,
+        increments: Mapping[int, Sequence[int]],
+        now_ms: int,
+    ) -> None:
         budget_id, _, member = key.partition("|")
         commit.set(self.keys.tenant_window(commit.tenant, key), state_json(state), shape.state_ttl_ms)
         commit.states[key] = state

@@ -177,8 +177,10 @@ class TenantCommit:
         if not body.isascii():
             return _packed_eval_bytes(sha, *self.script_args())
         numkeys = str(len(self.keys) + 1)
-        return b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%s\r\n" % (len(self.keys) + len(head) + len(self.ops) + 4, sha) + (
-            f"${len(numkeys)}\r\n{numkeys}\r\n{body}").encode()
+        return (
+            b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%s\r\n" % (len(self.keys) + len(head) + len(self.ops) + 4, sha)
+            + (f"${len(numkeys)}\r\n{numkeys}\r\n{body}").encode()
+        )
 
 
 class WindowBackend(Protocol):
@@ -379,7 +381,12 @@ class RedisCommitStream:
             tenant = commit.tenant.encode()
             registry = self.backend.keys.tenants().encode()
             packed = b"*3\r\n$4\r\nSADD\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n%s" % (
-                len(registry), registry, len(tenant), tenant, packed)
+                len(registry),
+                registry,
+                len(tenant),
+                tenant,
+                packed,
+            )
         try:
             if self.conn is None:
                 self.conn = self.pool.get_connection()
@@ -512,5 +519,5 @@ def _ops(args: Sequence[str | int]) -> Iterable[tuple[str, Sequence[str | int]]]
     while i < len(args):
         op = str(args[i])
         n = _ARITY[op]
-        yield op, args[i + 1:i + 1 + n]
+        yield op, args[i + 1 : i + 1 + n]
         i += 1 + n

@@ -50,8 +50,9 @@ class ScriptedLLM:
                 length = int(self.headers.get("content-length") or 0)
                 raw = self.rfile.read(length)
                 with outer._lock:
-                    outer.requests.append({"path": self.path, "body": json.loads(raw or b"{}"),
-                                           "headers": dict(self.headers)})
+                    outer.requests.append(
+                        {"path": self.path, "body": json.loads(raw or b"{}"), "headers": dict(self.headers)}
+                    )
                     reply = outer.replies.pop(0) if outer.replies else Reply(500, {"error": {"message": "no script"}})
                 outer._answer(self, reply)
 
@@ -120,12 +121,23 @@ def scripted(replies: list[Reply]) -> Iterator[ScriptedLLM]:
 
 
 def openai_chat(prompt: int, completion: int, cached: int = 0, reasoning: int = 0, text: str = "hello") -> Reply:
-    return Reply(200, {
-        "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
-                  "prompt_tokens_details": {"cached_tokens": cached},
-                  "completion_tokens_details": {"reasoning_tokens": reasoning}}})
+    return Reply(
+        200,
+        {
+            "id": "chatcmpl-1",
+            "object": "chat.completion",
+            "created": 1,
+            "model": "gpt-4o-mini",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            "usage": {
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+                "total_tokens": prompt + completion,
+                "prompt_tokens_details": {"cached_tokens": cached},
+                "completion_tokens_details": {"reasoning_tokens": reasoning},
+            },
+        },
+    )
 
 
 def openai_chat_stream(words: list[str], usage: dict[str, Any] | None, stall_after: int | None = None) -> Reply:
@@ -133,7 +145,8 @@ def openai_chat_stream(words: list[str], usage: dict[str, Any] | None, stall_aft
     base = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o-mini"}
     events: list[tuple[str | None, Any]] = [
         (None, {**base, "choices": [{"index": 0, "delta": {"content": w}, "finish_reason": None}], "usage": None})
-        for w in words]
+        for w in words
+    ]
     events.append((None, {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "usage": None}))
     if usage is not None:
         events.append((None, {**base, "choices": [], "usage": usage}))
@@ -142,31 +155,70 @@ def openai_chat_stream(words: list[str], usage: dict[str, Any] | None, stall_aft
 
 
 def anthropic_message(inp: int, out: int, cache_read: int = 0, cache_write: int = 0) -> Reply:
-    return Reply(200, {
-        "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-3-5-haiku-20241022",
-        "content": [{"type": "text", "text": "hello"}], "stop_reason": "end_turn", "stop_sequence": None,
-        "usage": {"input_tokens": inp, "output_tokens": out, "cache_read_input_tokens": cache_read,
-                  "cache_creation_input_tokens": cache_write}})
+    return Reply(
+        200,
+        {
+            "id": "msg_1",
+            "type": "message",
+            "role": "assistant",
+            "model": "claude-3-5-haiku-20241022",
+            "content": [{"type": "text", "text": "hello"}],
+            "stop_reason": "end_turn",
+            "stop_sequence": None,
+            "usage": {
+                "input_tokens": inp,
+                "output_tokens": out,
+                "cache_read_input_tokens": cache_read,
+                "cache_creation_input_tokens": cache_write,
+            },
+        },
+    )
 
 
-def anthropic_stream(words: list[str], inp: int, out: int, cache_read: int = 0,
-                     stall_after: int | None = None) -> Reply:
-    start = {"type": "message_start", "message": {
-        "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-3-5-haiku-20241022", "content": [],
-        "stop_reason": None, "stop_sequence": None,
-        "usage": {"input_tokens": inp, "output_tokens": 1, "cache_read_input_tokens": cache_read,
-                  "cache_creation_input_tokens": 0}}}
+def anthropic_stream(
+    words: list[str], inp: int, out: int, cache_read: int = 0, stall_after: int | None = None
+) -> Reply:
+    start = {
+        "type": "message_start",
+        "message": {
+            "id": "msg_1",
+            "type": "message",
+            "role": "assistant",
+            "model": "claude-3-5-haiku-20241022",
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {
+                "input_tokens": inp,
+                "output_tokens": 1,
+                "cache_read_input_tokens": cache_read,
+                "cache_creation_input_tokens": 0,
+            },
+        },
+    }
     events: list[tuple[str | None, Any]] = [
         ("message_start", start),
-        ("content_block_start", {"type": "content_block_start", "index": 0,
-                                 "content_block": {"type": "text", "text": ""}})]
-    events += [("content_block_delta", {"type": "content_block_delta", "index": 0,
-                                        "delta": {"type": "text_delta", "text": w}}) for w in words]
+        (
+            "content_block_start",
+            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        ),
+    ]
+    events += [
+        ("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": w}})
+        for w in words
+    ]
     events += [
         ("content_block_stop", {"type": "content_block_stop", "index": 0}),
-        ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-                           "usage": {"output_tokens": out}}),
-        ("message_stop", {"type": "message_stop"})]
+        (
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                "usage": {"output_tokens": out},
+            },
+        ),
+        ("message_stop", {"type": "message_stop"}),
+    ]
     return Reply(200, events=events, stall_after=stall_after)
 
 

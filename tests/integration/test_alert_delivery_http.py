@@ -77,21 +77,35 @@ def receiver() -> Iterator[Receiver]:
 
 
 def synthetic(kind: str, active: bool, t: int) -> Finding:
-    numbers = ({"retry_ratio": "0.22" if active else "0.01", "threshold": "0.05"} if kind == "retry_storm"
-               else {"rate_usd_per_min": "4.10" if active else "1.02", "baseline_usd_per_min": "1.00"})
+    numbers = (
+        {"retry_ratio": "0.22" if active else "0.01", "threshold": "0.05"}
+        if kind == "retry_storm"
+        else {"rate_usd_per_min": "4.10" if active else "1.02", "baseline_usd_per_min": "1.00"}
+    )
     return Finding(
-        kind=kind, dedup_key=f"{kind}:acme:feature=chat:model=gpt-4o", tenant="acme", active=active,
-        severity="critical", summary=f"{kind} on acme/chat/gpt-4o", window_start_ms=t - MIN, window_end_ms=t,
-        subject={"feature": "chat", "model": "gpt-4o"}, numbers=numbers,
+        kind=kind,
+        dedup_key=f"{kind}:acme:feature=chat:model=gpt-4o",
+        tenant="acme",
+        active=active,
+        severity="critical",
+        summary=f"{kind} on acme/chat/gpt-4o",
+        window_start_ms=t - MIN,
+        window_end_ms=t,
+        subject={"feature": "chat", "model": "gpt-4o"},
+        numbers=numbers,
         contributors=(Contributor("user_id", "u-17", 3_210_000_000, 120_000, 300),),
-        suggested_action="Look at the top contributor first.", runbook=f"docs/runbook.md#{kind.replace('_', '-')}",
+        suggested_action="Look at the top contributor first.",
+        runbook=f"docs/runbook.md#{kind.replace('_', '-')}",
     )
 
 
 async def _run_incidents(receiver: Receiver, letters: list[DeadLetter]) -> None:
-    targets = build_targets(slack_webhook_url=SecretStr(receiver.base + "/slack/T0/B0/secret"),
-                            pagerduty_routing_key=SecretStr(KEY), pagerduty_url=receiver.base + "/pd",
-                            pagerduty_min_severity="warning")
+    targets = build_targets(
+        slack_webhook_url=SecretStr(receiver.base + "/slack/T0/B0/secret"),
+        pagerduty_routing_key=SecretStr(KEY),
+        pagerduty_url=receiver.base + "/pd",
+        pagerduty_min_severity="warning",
+    )
     dispatcher = AlertDispatcher(targets, letters.append, policy=FAST)
     await dispatcher.start()
     lifecycle = AlertLifecycle(LifecycleConfig(resolve_after_ms=2 * MIN, cooldown_ms=10 * MIN))
@@ -126,8 +140,9 @@ def test_500_then_200_is_retried_until_delivered(receiver: Receiver) -> None:
     letters: list[DeadLetter] = []
 
     async def go() -> AlertDispatcher:
-        dispatcher = AlertDispatcher(build_targets(webhook_urls=[SecretStr(receiver.base + "/hook")]),
-                                     letters.append, policy=FAST)
+        dispatcher = AlertDispatcher(
+            build_targets(webhook_urls=[SecretStr(receiver.base + "/hook")]), letters.append, policy=FAST
+        )
         await dispatcher.start()
         lifecycle = AlertLifecycle()
         for event in lifecycle.observe([synthetic("retry_storm", True, T0)], T0):
@@ -158,7 +173,11 @@ def test_a_receiver_that_always_fails_yields_a_dead_letter(receiver: Receiver) -
     [letter] = letters
     record = letter.to_json_dict()
     assert (record["target"], record["reason"], record["attempts"], record["last_status"]) == (
-        "pagerduty", "http_status", 4, 503)
+        "pagerduty",
+        "http_status",
+        4,
+        503,
+    )
     assert record["alert"]["kind"] == "cost_spike" and KEY not in json.dumps(record)
 
 
@@ -168,20 +187,31 @@ def test_alerts_test_command_reaches_every_target_and_reports_failures(receiver:
     from costplane.cli.main import build_app
 
     receiver.script["/broken"] = [404]
-    env = {"COSTPLANE_ALERTS_PAGERDUTY_ROUTING_KEY": KEY, "COSTPLANE_ALERTS_PAGERDUTY_URL": receiver.base + "/pd",
-           "COSTPLANE_ALERTS_WEBHOOK_URLS": f"{receiver.base}/hook,{receiver.base}/broken",
-           "COSTPLANE_ALERTS_SLACK_WEBHOOK_URL": "", "COSTPLANE_ALERTS_RETRIES": "0"}
+    env = {
+        "COSTPLANE_ALERTS_PAGERDUTY_ROUTING_KEY": KEY,
+        "COSTPLANE_ALERTS_PAGERDUTY_URL": receiver.base + "/pd",
+        "COSTPLANE_ALERTS_WEBHOOK_URLS": f"{receiver.base}/hook,{receiver.base}/broken",
+        "COSTPLANE_ALERTS_SLACK_WEBHOOK_URL": "",
+        "COSTPLANE_ALERTS_RETRIES": "0",
+    }
     result = CliRunner().invoke(build_app(), ["alerts", "test", "--json"], env=env)
     assert result.exit_code == 1, result.output
     rows = json.loads(result.stdout)
     assert [(r["target"], r["action"], r["delivered"]) for r in rows] == [
-        ("pagerduty", "trigger", True), ("pagerduty", "resolve", True),
-        ("webhook-0", "trigger", True), ("webhook-0", "resolve", True),
-        ("webhook-1", "trigger", False), ("webhook-1", "resolve", False)]
+        ("pagerduty", "trigger", True),
+        ("pagerduty", "resolve", True),
+        ("webhook-0", "trigger", True),
+        ("webhook-0", "resolve", True),
+        ("webhook-1", "trigger", False),
+        ("webhook-1", "resolve", False),
+    ]
     assert [b["event_action"] for b in receiver.bodies("/pd")] == ["trigger", "resolve"]
     assert [validate_pagerduty_event(b) for b in receiver.bodies("/pd")] == [[], []]
     assert "/broken" not in result.stdout  # errors name the host, never the URL's path
-    ok = CliRunner().invoke(build_app(), ["alerts", "test", "--severity", "warning"],
-                            env={**env, "COSTPLANE_ALERTS_WEBHOOK_URLS": receiver.base + "/hook"})
+    ok = CliRunner().invoke(
+        build_app(),
+        ["alerts", "test", "--severity", "warning"],
+        env={**env, "COSTPLANE_ALERTS_WEBHOOK_URLS": receiver.base + "/hook"},
+    )
     assert ok.exit_code == 0, ok.output  # PagerDuty (critical only) is skipped, not failed
     assert "skipped" in ok.stdout

@@ -32,10 +32,13 @@ RATE = 20.0  # events per second, all one tenant
 
 
 def _alerts() -> list[AlertEvent]:
-    shape = TrafficShape(tenants=("acme",), incidents=[
-        Incident("retry_storm", "acme", T0 + 20 * MIN, T0 + 25 * MIN, feature="chat", intensity=0.5),
-        Incident("spike", "acme", T0 + 30 * MIN, T0 + 34 * MIN, feature="support-agent", intensity=0.5),
-    ])
+    shape = TrafficShape(
+        tenants=("acme",),
+        incidents=[
+            Incident("retry_storm", "acme", T0 + 20 * MIN, T0 + 25 * MIN, feature="chat", intensity=0.5),
+            Incident("spike", "acme", T0 + 30 * MIN, T0 + 34 * MIN, feature="support-agent", intensity=0.5),
+        ],
+    )
     catalog = default_catalog()
     events = generate(int(MINUTES * 60 * RATE), seed=11, start_ms=T0, rate_per_s=RATE, shape=shape)
     detectors = Detectors()
@@ -62,8 +65,9 @@ def test_retry_storm_and_spike_each_page_once_and_resolve_once(receiver: Receive
         if not a.escalated:
             by_key[a.dedup_key].append(a.action)
     storm = sorted({a.dedup_key for a in alerts if a.kind == "retry_storm" and a.subject.get("feature") == "chat"})
-    spike = sorted({a.dedup_key for a in alerts
-                    if a.kind == "cost_spike" and a.subject.get("feature") == "support-agent"})
+    spike = sorted(
+        {a.dedup_key for a in alerts if a.kind == "cost_spike" and a.subject.get("feature") == "support-agent"}
+    )
     assert storm and spike, sorted(by_key)
     for key in storm + spike:
         assert by_key[key] == ["trigger", "resolve"], (key, by_key[key])
@@ -71,9 +75,12 @@ def test_retry_storm_and_spike_each_page_once_and_resolve_once(receiver: Receive
     letters: list[DeadLetter] = []
 
     async def deliver() -> None:
-        targets = build_targets(slack_webhook_url=SecretStr(receiver.base + "/slack"),
-                                pagerduty_routing_key=SecretStr(KEY), pagerduty_url=receiver.base + "/pd",
-                                pagerduty_min_severity="info")
+        targets = build_targets(
+            slack_webhook_url=SecretStr(receiver.base + "/slack"),
+            pagerduty_routing_key=SecretStr(KEY),
+            pagerduty_url=receiver.base + "/pd",
+            pagerduty_min_severity="info",
+        )
         dispatcher = AlertDispatcher(targets, letters.append, policy=RetryPolicy(max_attempts=2, base_delay_s=0.01))
         await dispatcher.start()
         for a in alerts:
@@ -86,7 +93,10 @@ def test_retry_storm_and_spike_each_page_once_and_resolve_once(receiver: Receive
     pd = receiver.bodies("/pd")
     assert all(validate_pagerduty_event(b) == [] for b in pd)
     for key in storm + spike:
-        assert [b["event_action"] for b in pd if b["dedup_key"] == key and not b.get("payload", {}).get(
-            "custom_details", {}).get("escalated")] == ["trigger", "resolve"]
+        assert [
+            b["event_action"]
+            for b in pd
+            if b["dedup_key"] == key and not b.get("payload", {}).get("custom_details", {}).get("escalated")
+        ] == ["trigger", "resolve"]
         slack = [b["text"] for b in receiver.bodies("/slack") if f"`{key}`" in str(b["blocks"])]
         assert [t.split("[")[1].split("]")[0] for t in slack if "[ESCALATED]" not in t] == ["TRIGGERED", "RESOLVED"]

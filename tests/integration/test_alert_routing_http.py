@@ -42,20 +42,34 @@ def receiver() -> Iterator[tuple[str, list[str]]]:
 def test_alerts_reach_only_their_routed_destinations(receiver: tuple[str, list[str]], tmp_path: Path) -> None:
     base, paths = receiver
     routing = {
-        "destinations": {"growth": {"slack": f"{base}/growth-token-123456"},
-                         "core": {"slack": f"{base}/core-token-123456"},
-                         "audit": {"webhook": f"{base}/audit-token-123456"}},
+        "destinations": {
+            "growth": {"slack": f"{base}/growth-token-123456"},
+            "core": {"slack": f"{base}/core-token-123456"},
+            "audit": {"webhook": f"{base}/audit-token-123456"},
+        },
         "routes": [{"match": {"team": "growth"}, "to": ["growth"]}, {"match": {"team": "core"}, "to": ["core"]}],
         "default": ["audit"],
     }
     (tmp_path / "routing.json").write_text(json.dumps(routing))
     env = {k: v for k, v in os.environ.items() if not k.startswith("COSTPLANE_")}
-    env.update({"COSTPLANE_ALERTS_ROUTING_FILE": str(tmp_path / "routing.json"), "COSTPLANE_ALERTS_RETRIES": "0",
-                "COSTPLANE_DEV_STATE_DIR": str(tmp_path / "state"), "COSTPLANE_LOG_LEVEL": "DEBUG"})
+    env.update(
+        {
+            "COSTPLANE_ALERTS_ROUTING_FILE": str(tmp_path / "routing.json"),
+            "COSTPLANE_ALERTS_RETRIES": "0",
+            "COSTPLANE_DEV_STATE_DIR": str(tmp_path / "state"),
+            "COSTPLANE_LOG_LEVEL": "DEBUG",
+        }
+    )
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "costplane.cli", "alerts", "test", "--json", *args], env=env,
-                              capture_output=True, text=True, timeout=60, check=False)
+        return subprocess.run(
+            [sys.executable, "-m", "costplane.cli", "alerts", "test", "--json", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
 
     done = run("--team", "growth", "--no-resolve")
     assert done.returncode == 0, done.stderr

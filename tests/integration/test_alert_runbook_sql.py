@@ -26,12 +26,26 @@ def _recent_events(now_ms: int) -> list[PricedEvent]:
     out = []
     for i in range(120):
         event = UsageEvent(
-            event_id=f"ev-{i}", occurred_at=now_ms - (i % 90) * 60_000 - 1, tenant="acme", provider="openai",
-            model=("gpt-4o", "gpt-4o-mini", "mystery-model")[i % 3], request_id=f"req-{i // 3}", attempt=1 + i % 3,
-            status=("ok", "rate_limited", "timeout")[i % 3], input_tokens=1000 + i, cached_input_tokens=i * 3,
-            cache_write_tokens=i % 7, output_tokens=200 + i, reasoning_tokens=i % 11, feature=("chat", "search")[i % 2],
-            team=("search", None)[i % 2], user_id=f"u-{i % 5}", session_id=f"s-{i % 4}", turn=i // 4,
-            system_prompt_tokens=500, plan="pro",
+            event_id=f"ev-{i}",
+            occurred_at=now_ms - (i % 90) * 60_000 - 1,
+            tenant="acme",
+            provider="openai",
+            model=("gpt-4o", "gpt-4o-mini", "mystery-model")[i % 3],
+            request_id=f"req-{i // 3}",
+            attempt=1 + i % 3,
+            status=("ok", "rate_limited", "timeout")[i % 3],
+            input_tokens=1000 + i,
+            cached_input_tokens=i * 3,
+            cache_write_tokens=i % 7,
+            output_tokens=200 + i,
+            reasoning_tokens=i % 11,
+            feature=("chat", "search")[i % 2],
+            team=("search", None)[i % 2],
+            user_id=f"u-{i % 5}",
+            session_id=f"s-{i % 4}",
+            turn=i // 4,
+            system_prompt_tokens=500,
+            plan="pro",
         )
         out.append(PricedEvent(event, 0 if i % 3 == 2 else 1_000_000 + i * 12_345, "v1", unpriced=i % 3 == 2))
     return out
@@ -42,7 +56,8 @@ def test_runbook_has_queries() -> None:
 
 
 def test_every_runbook_query_runs_and_the_retry_storm_one_sees_the_retries(
-        clickhouse_settings: ClickHouseSettings) -> None:
+    clickhouse_settings: ClickHouseSettings,
+) -> None:
     client = open_client(clickhouse_settings)
     migrate(client, clickhouse_settings.database)
     sink = ClickHouseSink(BatchWriter(client, clickhouse_settings.database), lambda offsets: None)

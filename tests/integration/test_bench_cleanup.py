@@ -20,8 +20,11 @@ def _topics(kafka: KafkaSettings) -> set[str]:
 
 
 def test_drop_topics_deletes_only_the_runs_own_topics(kafka_settings: KafkaSettings) -> None:
-    other = load_settings(KafkaSettings, bootstrap_servers=kafka_settings.bootstrap_servers,
-                          topic_prefix=kafka_settings.topic_prefix + "x")  # shares the text, not the prefix
+    other = load_settings(
+        KafkaSettings,
+        bootstrap_servers=kafka_settings.bootstrap_servers,
+        topic_prefix=kafka_settings.topic_prefix + "x",
+    )  # shares the text, not the prefix
     created = set(create_topics(kafka_settings, load_settings(WorkerSettings)))
     kept = set(create_topics(other, load_settings(WorkerSettings)))
     assert created <= _topics(kafka_settings)

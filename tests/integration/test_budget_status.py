@@ -53,8 +53,10 @@ def _status(env: dict[str, str], *args: str) -> Result:
 
 
 def _budgets() -> list[Budget]:
-    return [Budget.from_cli("tokens-daily", scope=f"tenant={TENANT},user=*", limit_tokens=1_000),
-            Budget.from_cli("tenant-month", scope=f"tenant={TENANT}", period="month", limit_usd="5")]
+    return [
+        Budget.from_cli("tokens-daily", scope=f"tenant={TENANT},user=*", limit_tokens=1_000),
+        Budget.from_cli("tenant-month", scope=f"tenant={TENANT}", period="month", limit_usd="5"),
+    ]
 
 
 def test_spent_reservations_and_standing_decision(store: RedisBudgetStore, redis_settings: RedisSettings) -> None:
@@ -63,16 +65,29 @@ def test_spent_reservations_and_standing_decision(store: RedisBudgetStore, redis
     # u1 settles three calls of 100 + 50 tokens; u2 holds one reservation (40 + 60 tokens worst case) open.
     for _ in range(3):
         guard.reserve({"tenant": TENANT, "user": "u1"}, prompt_tokens=100, max_tokens=100, **GPT).settle(
-            {"input_tokens": 100, "output_tokens": 50})
+            {"input_tokens": 100, "output_tokens": 50}
+        )
     held = guard.reserve({"tenant": TENANT, "user": "u2"}, prompt_tokens=40, max_tokens=60, **GPT)
     assert held.allowed
     guard.flush()
     now_ms = int(time.time() * 1000)
     day = window_for("day", "UTC", now_ms)
-    decision = {"type": "decision", "action": "block", "tenant": TENANT, "budget_id": "tokens-daily",
-                "member": f"tenant={TENANT},user=u3", "reason": "over", "spent": 1200, "limit": 1000,
-                "unit": "tokens", "window_start_ms": day.start_ms, "window_end_ms": day.end_ms,
-                "until_ms": day.end_ms, "version": 1, "at_ms": now_ms}
+    decision = {
+        "type": "decision",
+        "action": "block",
+        "tenant": TENANT,
+        "budget_id": "tokens-daily",
+        "member": f"tenant={TENANT},user=u3",
+        "reason": "over",
+        "spent": 1200,
+        "limit": 1000,
+        "unit": "tokens",
+        "window_start_ms": day.start_ms,
+        "window_end_ms": day.end_ms,
+        "until_ms": day.end_ms,
+        "version": 1,
+        "at_ms": now_ms,
+    }
     store.write_decision(TENANT, "tokens-daily", f"tenant={TENANT},user=u3", json.dumps(decision), day.end_ms)
 
     done = _status(_env(redis_settings), "--tenant", TENANT, "--format", "json")
@@ -108,15 +123,32 @@ def test_unknown_tenant_or_budget_is_one_line(store: RedisBudgetStore, redis_set
 def _ledger_events(now_ms: int) -> list[PricedEvent]:
     """u1: 2 events of 300 + 100 tokens (800 in all); u2: 1 of 70 tokens. Costs are arbitrary exact integers."""
     rows = [("u1", 300, 100, 1_000), ("u1", 300, 100, 2_000), ("u2", 50, 20, 3_000)]
-    return [PricedEvent(UsageEvent(event_id=f"led-{i}", occurred_at=now_ms - 1_000 * (i + 1), tenant=TENANT,
-                                   provider="openai", model="gpt-4o-mini", request_id=f"r{i}", attempt=1,
-                                   status="ok", input_tokens=inp, output_tokens=out, user_id=user), cost, "v1")
-            for i, (user, inp, out, cost) in enumerate(rows)]
+    return [
+        PricedEvent(
+            UsageEvent(
+                event_id=f"led-{i}",
+                occurred_at=now_ms - 1_000 * (i + 1),
+                tenant=TENANT,
+                provider="openai",
+                model="gpt-4o-mini",
+                request_id=f"r{i}",
+                attempt=1,
+                status="ok",
+                input_tokens=inp,
+                output_tokens=out,
+                user_id=user,
+            ),
+            cost,
+            "v1",
+        )
+        for i, (user, inp, out, cost) in enumerate(rows)
+    ]
 
 
 @pytest.mark.clickhouse
-def test_reconcile_shows_ledger_and_drift(store: RedisBudgetStore, redis_settings: RedisSettings,
-                                          clickhouse_settings: ClickHouseSettings) -> None:
+def test_reconcile_shows_ledger_and_drift(
+    store: RedisBudgetStore, redis_settings: RedisSettings, clickhouse_settings: ClickHouseSettings
+) -> None:
     store.publish_budgets(TENANT, _budgets())
     now_ms = int(time.time() * 1000)
     if window_for("day", "UTC", now_ms - 10_000).start_ms != window_for("day", "UTC", now_ms).start_ms:

@@ -23,8 +23,16 @@ LIST_PRICES = {
     ("anthropic", "claude-sonnet-4-5"): ("3.00", "0.30", "15.00"),
     ("openai", "text-embedding-3-small"): ("0.02", "0.02", "0"),
 }
-SERVICES = {"chat", "invoice-extract", "agent-loop", "report-writer", "checkout-assistant", "support-agent",
-            "nightly-summaries", "doc-embed"}
+SERVICES = {
+    "chat",
+    "invoice-extract",
+    "agent-loop",
+    "report-writer",
+    "checkout-assistant",
+    "support-agent",
+    "nightly-summaries",
+    "doc-embed",
+}
 
 
 def nanos_per_token(usd_per_million: str) -> int:
@@ -44,16 +52,28 @@ def list_price(event: dict[str, Any]) -> int:
 def _demo(tmp_path: Path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "COSTPLANE_CLICKHOUSE_CHDB_PATH": str(tmp_path / "chdb")}
     env.pop("COSTPLANE_CLICKHOUSE_URL", None)
-    return subprocess.run([sys.executable, "-m", "costplane.cli", "demo", "--out-dir", str(tmp_path / "runs"), *args],
-                          env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "costplane.cli", "demo", "--out-dir", str(tmp_path / "runs"), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def test_demo_runs_the_whole_loop(dev_stack: dict[str, Any], tmp_path: Path) -> None:
     done = _demo(tmp_path, "--seconds", "60", "--json")
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(done.stdout.strip().splitlines()[-1])
-    assert set(summary) == {"events_published", "total_cost_nanos", "decisions", "guard_blocked_calls", "alerts",
-                            "report_html"}
+    assert set(summary) == {
+        "events_published",
+        "total_cost_nanos",
+        "decisions",
+        "guard_blocked_calls",
+        "alerts",
+        "report_html",
+    }
     run_dir = Path(summary["report_html"]).parent
     events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
     assert len(events) == summary["events_published"] > 0

@@ -39,13 +39,18 @@ def private_stack_env(tmp_path: Path) -> Iterator[dict[str, str]]:
     env.pop("COSTPLANE_KAFKA_BOOTSTRAP_SERVERS", None)
     env.pop("COSTPLANE_REDIS_URL", None)
     yield env
-    subprocess.run([sys.executable, "-m", "costplane.cli", "dev", "down"], env=env, check=False,
-                   capture_output=True)
+    subprocess.run([sys.executable, "-m", "costplane.cli", "dev", "down"], env=env, check=False, capture_output=True)
 
 
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "costplane.cli", *args], env=env, capture_output=True,
-                          text=True, timeout=300, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "costplane.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
 
 
 def _produce(bootstrap: str, topic: str, value: bytes) -> tuple[int, int]:
@@ -122,11 +127,18 @@ def test_commands_read_endpoints_from_the_running_stack(private_stack_env: dict[
         "print(load_settings(KafkaSettings).bootstrap_servers)\n"
         "print(load_settings(RedisSettings).url.get_secret_value())\n"
     )
-    out = subprocess.run([sys.executable, "-c", probe], env={**env, "XDG_STATE_HOME": "/nonexistent"},
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        env={**env, "XDG_STATE_HOME": "/nonexistent"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     # COSTPLANE_DEV_STATE_DIR points at the private stack, so its endpoints win over the defaults …
-    assert out.stdout.split() == [f"127.0.0.1:{env['COSTPLANE_DEV_KAFKA_PORT']}",
-                                  f"redis://127.0.0.1:{env['COSTPLANE_DEV_REDIS_PORT']}/0"]
+    assert out.stdout.split() == [
+        f"127.0.0.1:{env['COSTPLANE_DEV_KAFKA_PORT']}",
+        f"redis://127.0.0.1:{env['COSTPLANE_DEV_REDIS_PORT']}/0",
+    ]
     # … and explicit COSTPLANE_* settings win over the stack.
     override = {**env, "COSTPLANE_KAFKA_BOOTSTRAP_SERVERS": "kafka.example:9092"}
     out = subprocess.run([sys.executable, "-c", probe], env=override, capture_output=True, text=True, check=True)

@@ -43,8 +43,9 @@ TEN_YEARS_MS = 10 * 366 * DAY
 
 
 @pytest.fixture
-def start_worker(kafka_settings: KafkaSettings, redis_settings: RedisSettings,
-                 tmp_path: Path) -> Iterator[Callable[[], tuple[WorkerProcess, dict[str, str]]]]:
+def start_worker(
+    kafka_settings: KafkaSettings, redis_settings: RedisSettings, tmp_path: Path
+) -> Iterator[Callable[[], tuple[WorkerProcess, dict[str, str]]]]:
     started: list[WorkerProcess] = []
     create_topics(kafka_settings, load_settings(WorkerSettings, usage_partitions=1))
 
@@ -62,8 +63,17 @@ def start_worker(kafka_settings: KafkaSettings, redis_settings: RedisSettings,
 
 def ten_dollars(at_ms: int) -> UsageEvent:
     """1 000 000 gpt-4o output tokens at $10 per million (the shipped catalog): $10."""
-    return UsageEvent(event_id=str(uuid.uuid4()), occurred_at=at_ms, tenant="acme", provider="openai",
-                      model="gpt-4o", request_id=str(uuid.uuid4()), attempt=1, status="ok", output_tokens=1_000_000)
+    return UsageEvent(
+        event_id=str(uuid.uuid4()),
+        occurred_at=at_ms,
+        tenant="acme",
+        provider="openai",
+        model="gpt-4o",
+        request_id=str(uuid.uuid4()),
+        attempt=1,
+        status="ok",
+        output_tokens=1_000_000,
+    )
 
 
 def publish(kafka: KafkaSettings, spool: Path, events: list[UsageEvent]) -> None:
@@ -87,16 +97,39 @@ def forecast_alerts(consumer: Consumer, seen: list[AlertEvent], timeout_s: float
 
 
 def test_forecast_alert_continues_the_month_after_a_restart(
-        start_worker: Callable[[], tuple[WorkerProcess, dict[str, str]]], kafka_settings: KafkaSettings,
-        redis_settings: RedisSettings, tmp_path: Path) -> None:
+    start_worker: Callable[[], tuple[WorkerProcess, dict[str, str]]],
+    kafka_settings: KafkaSettings,
+    redis_settings: RedisSettings,
+    tmp_path: Path,
+) -> None:
     worker, env = start_worker()
     done = subprocess.run(
-        [sys.executable, "-m", "costplane.cli", "budget", "set", "acme-month", "--scope", "tenant=acme",
-         "--period", "month", "--limit-usd", "400", "--action", "notify"],
-        env=env, capture_output=True, text=True, timeout=60, check=False)
+        [
+            sys.executable,
+            "-m",
+            "costplane.cli",
+            "budget",
+            "set",
+            "acme-month",
+            "--scope",
+            "tenant=acme",
+            "--period",
+            "month",
+            "--limit-usd",
+            "400",
+            "--action",
+            "notify",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
-    consumer = Consumer({**kafka_settings.confluent_config(), "group.id": f"t-{uuid.uuid4().hex}",
-                         "auto.offset.reset": "earliest"})
+    consumer = Consumer(
+        {**kafka_settings.confluent_config(), "group.id": f"t-{uuid.uuid4().hex}", "auto.offset.reset": "earliest"}
+    )
     consumer.subscribe([kafka_settings.topic("alerts")])
     seen: list[AlertEvent] = []
     try:

@@ -43,17 +43,29 @@ BUDGETS = """
 
 
 def _event(n: int, at_ms: int, cost_nanos: int, user: str | None) -> PricedEvent:
-    event = UsageEvent(event_id=f"ev-{n}", occurred_at=at_ms, tenant="acme", provider="openai", model="gpt-4o",
-                       request_id=f"r-{n}", attempt=1, status="ok", input_tokens=100, output_tokens=10,
-                       user_id=user)
+    event = UsageEvent(
+        event_id=f"ev-{n}",
+        occurred_at=at_ms,
+        tenant="acme",
+        provider="openai",
+        model="gpt-4o",
+        request_id=f"r-{n}",
+        attempt=1,
+        status="ok",
+        input_tokens=100,
+        output_tokens=10,
+        user_id=user,
+    )
     return PricedEvent(event, cost_nanos, "v1")
 
 
 def _history() -> list[PricedEvent]:
     out: list[PricedEvent] = []
     for day in range(9):  # Nov 1–9: u1 10 a day, in two events
-        out += [_event(len(out), NOV1 + day * DAY + 9 * HOUR, 5 * USD, "u1"),
-                _event(len(out) + 1, NOV1 + day * DAY + 15 * HOUR, 5 * USD, "u1")]
+        out += [
+            _event(len(out), NOV1 + day * DAY + 9 * HOUR, 5 * USD, "u1"),
+            _event(len(out) + 1, NOV1 + day * DAY + 15 * HOUR, 5 * USD, "u1"),
+        ]
     for day in range(2, 9):  # Nov 3–9: u2 1 a day
         out.append(_event(len(out), NOV1 + day * DAY + 10 * HOUR, 1 * USD, "u2"))
     out.append(_event(len(out), NOV1 + 4 * DAY + 11 * HOUR, 7 * USD, None))  # Nov 5, no user
@@ -96,9 +108,25 @@ def test_tenant_and_budget_member_projections(loaded: Path) -> None:
     ]
     tenant, u1, month, u2 = rows
     assert list(tenant) == [
-        "tenant", "budget_id", "member", "month", "basis", "history_days", "month_to_date_nanos",
-        "month_to_date_usd", "projected_nanos", "projected_usd", "low_nanos", "low_usd", "high_nanos", "high_usd",
-        "limit_nanos", "limit_usd", "projected_share", "projected_cross_date"]
+        "tenant",
+        "budget_id",
+        "member",
+        "month",
+        "basis",
+        "history_days",
+        "month_to_date_nanos",
+        "month_to_date_usd",
+        "projected_nanos",
+        "projected_usd",
+        "low_nanos",
+        "low_usd",
+        "high_nanos",
+        "high_usd",
+        "limit_nanos",
+        "limit_usd",
+        "projected_share",
+        "projected_cross_date",
+    ]
     # acme: 10 + 10 + 84 + 4 = 108 so far; rate 12 (11 | 18): half of today and 20 days ahead
     assert tenant["month"] == "2026-11" and tenant["basis"] == "recent_days" and tenant["history_days"] == 9
     assert tenant["month_to_date_nanos"] == 108 * USD

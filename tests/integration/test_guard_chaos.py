@@ -46,9 +46,23 @@ class PrivateRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                                      "--appendonly", "no", "--dir", str(self.workdir)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         client = redis.Redis.from_url(self.url)
         for _ in range(100):
             try:
@@ -85,8 +99,9 @@ def _worker(url: str, prefix: str, threads: int, seed: int, out: Any) -> None:
         for _ in range(40):
             # Up to $0.10 (1 % of the limit) a call: a refusal is only right once 99 % of the limit is held.
             prompt = rng.randrange(2_000, 36_000)
-            r = guard.reserve({"tenant": "acme"}, provider="openai", model="gpt-4o", prompt_tokens=prompt,
-                              max_tokens=1000)
+            r = guard.reserve(
+                {"tenant": "acme"}, provider="openai", model="gpt-4o", prompt_tokens=prompt, max_tokens=1000
+            )
             worst = r.request.amounts[0] if r.request else 0
             with lock:
                 results.append((r.answer.kind, worst, r.answer.held or 0))
@@ -133,8 +148,13 @@ def test_redis_stopped_mid_run_fails_open_or_closed_per_scope_then_recovers(priv
     store = RedisBudgetStore.from_url(private_redis.url, prefix="fo", timeout_s=0.05)
     store.publish_budgets("acme", [Budget.from_cli("tok", scope="tenant=acme", limit_tokens=10**9)])
     policy = FailurePolicy(default="open", rules=[({"feature": "free-chat"}, "closed")])
-    guard = BudgetGuard(store, policy=policy, breaker=CircuitBreaker(threshold=3, cooldown_s=0.5),
-                        budget_cache_s=0.0, decision_cache_s=0.0)
+    guard = BudgetGuard(
+        store,
+        policy=policy,
+        breaker=CircuitBreaker(threshold=3, cooldown_s=0.5),
+        budget_cache_s=0.0,
+        decision_cache_s=0.0,
+    )
     open_scope = {"tenant": "acme", "feature": "search"}
     closed_scope = {"tenant": "acme", "feature": "free-chat"}
     call = {"provider": "openai", "model": "gpt-4o-mini", "prompt_tokens": 100, "max_tokens": 100}
@@ -171,8 +191,7 @@ def test_redis_stopped_mid_run_fails_open_or_closed_per_scope_then_recovers(priv
 def _hold_and_die(url: str, ready: Any) -> None:
     store = RedisBudgetStore.from_url(url, prefix="kk", timeout_s=2.0)
     guard = BudgetGuard(store, reservation_ttl_s=2.0)
-    r = guard.reserve({"tenant": "acme"}, provider="openai", model="gpt-4o-mini", prompt_tokens=6000,
-                      max_tokens=2000)
+    r = guard.reserve({"tenant": "acme"}, provider="openai", model="gpt-4o-mini", prompt_tokens=6000, max_tokens=2000)
     ready.put(r.allowed)
     time.sleep(60)  # killed long before this
 

@@ -83,8 +83,13 @@ def test_settle_charges_actual_and_is_idempotent(store_and_clock: tuple[Any, Clo
 
 def test_all_or_nothing_across_budgets(store_and_clock: tuple[Any, Clock]) -> None:
     store, clock = store_and_clock
-    store.publish_budgets("acme", [Budget.from_cli("tenant", scope="tenant=acme", limit_tokens=100_000),
-                                   Budget.from_cli("user", scope="tenant=acme,user=*", limit_tokens=3000)])
+    store.publish_budgets(
+        "acme",
+        [
+            Budget.from_cli("tenant", scope="tenant=acme", limit_tokens=100_000),
+            Budget.from_cli("user", scope="tenant=acme,user=*", limit_tokens=3000),
+        ],
+    )
     guard = _guard(store, clock)
     scope = {"tenant": "acme", "user": "u1"}
     assert guard.reserve(scope, prompt_tokens=1000, max_tokens=1000, **GPT).allowed
@@ -106,18 +111,30 @@ def test_reservations_expire(store_and_clock: tuple[Any, Clock]) -> None:
 
 def test_stream_decisions_block_or_degrade_and_lift(store_and_clock: tuple[Any, Clock]) -> None:
     store, clock = store_and_clock
-    budgets = [_usd("b", "tenant=acme,feature=*", "100"), _usd("d", "tenant=acme,user=*", "100",
-                                                                 action="degrade:gpt-4o-mini")]
+    budgets = [
+        _usd("b", "tenant=acme,feature=*", "100"),
+        _usd("d", "tenant=acme,user=*", "100", action="degrade:gpt-4o-mini"),
+    ]
     store.publish_budgets("acme", budgets)
     guard = _guard(store, clock)
     scope = {"tenant": "acme", "feature": "search", "user": "u1"}
     end_ms = int(NOW * 1000) + 3_600_000
-    store.write_decision("acme", "d", "tenant=acme,user=u1", json.dumps(
-        {"action": "degrade", "budget_id": "d", "degrade_model": "gpt-4o-mini", "window_end_ms": end_ms}), end_ms)
+    store.write_decision(
+        "acme",
+        "d",
+        "tenant=acme,user=u1",
+        json.dumps({"action": "degrade", "budget_id": "d", "degrade_model": "gpt-4o-mini", "window_end_ms": end_ms}),
+        end_ms,
+    )
     r = guard.reserve(scope, provider="openai", model="gpt-4o", prompt_tokens=10, max_tokens=10)
     assert r.answer.kind == "degrade" and r.model == "gpt-4o-mini"
-    store.write_decision("acme", "b", "tenant=acme,feature=search", json.dumps(
-        {"action": "block", "budget_id": "b", "reason": "over $100", "window_end_ms": end_ms}), end_ms)
+    store.write_decision(
+        "acme",
+        "b",
+        "tenant=acme,feature=search",
+        json.dumps({"action": "block", "budget_id": "b", "reason": "over $100", "window_end_ms": end_ms}),
+        end_ms,
+    )
     blocked = guard.check(scope)
     assert blocked.kind == "block" and blocked.retry_after_s == pytest.approx(3600)  # block beats degrade
     assert guard.check({"tenant": "acme", "feature": "chat"}).kind == "allow"  # other member unaffected
@@ -128,8 +145,9 @@ def test_stream_decisions_block_or_degrade_and_lift(store_and_clock: tuple[Any, 
 
 def test_degrade_budget_answers_degrade_when_it_would_be_exceeded(store_and_clock: tuple[Any, Clock]) -> None:
     store, clock = store_and_clock
-    store.publish_budgets("acme", [Budget.from_cli("soft", scope="tenant=acme", limit_tokens=1000,
-                                                   action="degrade:gpt-4o-mini")])
+    store.publish_budgets(
+        "acme", [Budget.from_cli("soft", scope="tenant=acme", limit_tokens=1000, action="degrade:gpt-4o-mini")]
+    )
     guard = _guard(store, clock)
     r = guard.reserve({"tenant": "acme"}, provider="openai", model="gpt-4o", prompt_tokens=900, max_tokens=500)
     assert r.allowed and r.answer.kind == "degrade" and r.model == "gpt-4o-mini"
@@ -169,11 +187,11 @@ def test_no_budgets_means_allow(store_and_clock: tuple[Any, Clock]) -> None:
 
 def test_rolling_window_forgets_spend_once_its_bucket_leaves(store_and_clock: tuple[Any, Clock]) -> None:
     store, clock = store_and_clock
-    store.publish_budgets("acme", [Budget.from_cli("m", scope="tenant=acme", period="rolling-1m",
-                                                   limit_tokens=3000)])
+    store.publish_budgets("acme", [Budget.from_cli("m", scope="tenant=acme", period="rolling-1m", limit_tokens=3000)])
     guard = _guard(store, clock)
     guard.reserve({"tenant": "acme"}, prompt_tokens=1000, max_tokens=1000, **GPT).settle(
-        {"input_tokens": 1000, "output_tokens": 1000})
+        {"input_tokens": 1000, "output_tokens": 1000}
+    )
     clock.t += 30
     assert not guard.reserve({"tenant": "acme"}, prompt_tokens=1000, max_tokens=500, **GPT).allowed  # 2000 + 1500
     clock.t += 31  # the first call's 5-second bucket is now older than the minute
@@ -195,9 +213,13 @@ def test_a_settle_after_expiry_still_charges_once(store_and_clock: tuple[Any, Cl
 
 def test_a_degraded_call_is_charged_to_the_budget_that_degraded_it(store_and_clock: tuple[Any, Clock]) -> None:
     store, clock = store_and_clock
-    store.publish_budgets("acme", [Budget.from_cli("soft", scope="tenant=acme", limit_tokens=1000,
-                                                   action="degrade:gpt-4o-mini"),
-                                   Budget.from_cli("hard", scope="tenant=acme", limit_tokens=100_000)])
+    store.publish_budgets(
+        "acme",
+        [
+            Budget.from_cli("soft", scope="tenant=acme", limit_tokens=1000, action="degrade:gpt-4o-mini"),
+            Budget.from_cli("hard", scope="tenant=acme", limit_tokens=100_000),
+        ],
+    )
     guard = _guard(store, clock)
     r = guard.reserve({"tenant": "acme"}, provider="openai", model="gpt-4o", prompt_tokens=900, max_tokens=500)
     assert r.answer.kind == "degrade"
@@ -219,10 +241,10 @@ def test_a_changed_limit_counts_at_once(store_and_clock: tuple[Any, Clock]) -> N
 
 
 def test_a_settle_after_its_bucket_rolled_over_charges_the_bucket_it_happens_in(
-        store_and_clock: tuple[Any, Clock]) -> None:
+    store_and_clock: tuple[Any, Clock],
+) -> None:
     store, clock = store_and_clock
-    store.publish_budgets("acme", [Budget.from_cli("m", scope="tenant=acme", period="rolling-1m",
-                                                   limit_tokens=3000)])
+    store.publish_budgets("acme", [Budget.from_cli("m", scope="tenant=acme", period="rolling-1m", limit_tokens=3000)])
     guard = _guard(store, clock)
     clock.t = (int(NOW) // 5 + 1) * 5 + 1.0  # one second into a 5-second bucket
     slow = guard.reserve({"tenant": "acme"}, prompt_tokens=1000, max_tokens=1000, **GPT)

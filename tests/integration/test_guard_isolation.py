@@ -81,5 +81,5 @@ def test_members_that_used_to_collide_are_counted_apart(store: RedisBudgetStore)
     hostile = {"tenant": "acme}:x", "user": "u"}  # a tenant the contract refuses: its keys stay in their own slot
     assert guard.reserve(hostile, prompt_tokens=1, max_tokens=1, **GPT).allowed
     keys = [k.decode() for k in store.client.scan_iter(f"{store.keys.prefix}:*", count=1000)]
-    assert all("}" not in k[k.index("{") + 1:k.index("}")] for k in keys)
+    assert all("}" not in k[k.index("{") + 1 : k.index("}")] for k in keys)
     assert sorted(k.split("}", 1)[0] + "}" for k in keys) == [f"{store.keys.prefix}:{{acme}}"] * len(keys)

@@ -31,16 +31,24 @@ def _keys(store: RedisBudgetStore) -> list[str]:
 
 
 def test_reserve_and_settle_leave_only_expiring_counters(store: RedisBudgetStore) -> None:
-    store.publish_budgets("acme", [Budget.from_cli("day", scope="tenant=acme", limit_tokens=10**6),
-                                   Budget.from_cli("hour", scope="tenant=acme,user=*", period="rolling-1h",
-                                                   limit_tokens=10**6)])
+    store.publish_budgets(
+        "acme",
+        [
+            Budget.from_cli("day", scope="tenant=acme", limit_tokens=10**6),
+            Budget.from_cli("hour", scope="tenant=acme,user=*", period="rolling-1h", limit_tokens=10**6),
+        ],
+    )
     guard = BudgetGuard(store, decision_cache_s=0.0)
     for i in range(50):
         guard.reserve({"tenant": "acme", "user": f"u{i % 2}"}, prompt_tokens=10, max_tokens=10, **GPT).settle(
-            {"input_tokens": 10, "output_tokens": 5})
+            {"input_tokens": 10, "output_tokens": 5}
+        )
     guard.flush()  # a settle does not wait for its reply; read through another connection only after a flush
-    counters = [store.keys.spent("acme", "day", "tenant=acme"), store.keys.spent("acme", "hour", "tenant=acme,user=u0"),
-                store.keys.spent("acme", "hour", "tenant=acme,user=u1")]
+    counters = [
+        store.keys.spent("acme", "day", "tenant=acme"),
+        store.keys.spent("acme", "hour", "tenant=acme,user=u0"),
+        store.keys.spent("acme", "hour", "tenant=acme,user=u1"),
+    ]
     # No key per reservation or per settle: a busy app does not grow Redis by one key per call.
     assert _keys(store) == sorted([store.keys.budgets("acme"), *counters])
     for key in counters:
@@ -79,9 +87,19 @@ def test_a_counter_of_the_earlier_layout_is_rebuilt_by_the_first_reserve(store: 
     bucket = bucket_for(budget.period, budget.tz, now_ms).start_ms
     key = store.keys.spent("acme", "day", "tenant=acme")
     # What the earlier layout left: a running state, an open reservation and a degraded budget's zero record.
-    store.client.hset(key, mapping={str(bucket): 4000, "_s": 4000, "_w": bucket, "_o": 3000, "_n": now_ms + 60_000,
-                                    "_x": now_ms + 86_400_000, f"r{now_ms + 60_000}:old": 3000,
-                                    f"r{now_ms + 60_000}:deg": 0})
+    store.client.hset(
+        key,
+        mapping={
+            str(bucket): 4000,
+            "_s": 4000,
+            "_w": bucket,
+            "_o": 3000,
+            "_n": now_ms + 60_000,
+            "_x": now_ms + 86_400_000,
+            f"r{now_ms + 60_000}:old": 3000,
+            f"r{now_ms + 60_000}:deg": 0,
+        },
+    )
     guard = BudgetGuard(store, decision_cache_s=0.0)
     assert not guard.reserve({"tenant": "acme"}, prompt_tokens=2000, max_tokens=1500, **GPT).allowed  # 7000 + 3500
     r = guard.reserve({"tenant": "acme"}, prompt_tokens=2000, max_tokens=1000, **GPT)
@@ -94,8 +112,7 @@ def test_a_counter_of_the_earlier_layout_is_rebuilt_by_the_first_reserve(store: 
 
 
 def test_a_caller_whose_clock_is_behind_keeps_the_newer_window(store: RedisBudgetStore) -> None:
-    store.publish_budgets("acme", [Budget.from_cli("m", scope="tenant=acme", period="rolling-1h",
-                                                   limit_tokens=10**6)])
+    store.publish_budgets("acme", [Budget.from_cli("m", scope="tenant=acme", period="rolling-1h", limit_tokens=10**6)])
     t = (int(time.time()) // 60 + 1) * 60 + 1.0  # one second into a minute bucket
     ahead = BudgetGuard(store, decision_cache_s=0.0, clock=lambda: t)
     behind = BudgetGuard(store, decision_cache_s=0.0, clock=lambda: t - 2)  # still in the previous bucket

@@ -28,8 +28,9 @@ def client(redis_settings: RedisSettings) -> Iterator[redis.Redis]:
     c.close()
 
 
-def test_a_command_sent_after_unwaited_ones_sees_them_applied(client: redis.Redis,
-                                                              redis_settings: RedisSettings) -> None:
+def test_a_command_sent_after_unwaited_ones_sees_them_applied(
+    client: redis.Redis, redis_settings: RedisSettings
+) -> None:
     lanes = Lanes(client.connection_pool)
     key = f"{redis_settings.key_prefix}:n"
     for _ in range(10):
@@ -51,7 +52,8 @@ def test_replies_owed_stay_bounded_and_flush_reads_them(client: redis.Redis, red
 
 
 def test_an_error_reply_to_an_unwaited_command_keeps_the_connection_in_step(
-        client: redis.Redis, redis_settings: RedisSettings) -> None:
+    client: redis.Redis, redis_settings: RedisSettings
+) -> None:
     lanes = Lanes(client.connection_pool)
     text, number = f"{redis_settings.key_prefix}:s", f"{redis_settings.key_prefix}:n"
     client.set(text, "not a number")
@@ -97,8 +99,9 @@ def test_the_guards_settle_is_written_not_waited_for(client: redis.Redis, redis_
     from costplane.budgets import Budget
     from costplane.enforcers import BudgetGuard, RedisBudgetStore
 
-    store = RedisBudgetStore.from_url(redis_settings.url.get_secret_value(), prefix=redis_settings.key_prefix,
-                                      timeout_s=1.0)
+    store = RedisBudgetStore.from_url(
+        redis_settings.url.get_secret_value(), prefix=redis_settings.key_prefix, timeout_s=1.0
+    )
     store.publish_budgets("acme", [Budget.from_cli("day", scope="tenant=acme", limit_tokens=1000)])
     guard = BudgetGuard(store, decision_cache_s=0.0)
     r = guard.reserve({"tenant": "acme"}, provider="openai", model="gpt-4o-mini", prompt_tokens=100, max_tokens=100)

@@ -36,8 +36,14 @@ DAY_MS = 86_400_000
 
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "costplane.cli", *args], env=env, capture_output=True, text=True,
-                          timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "costplane.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def _history(now_ms: int) -> list[dict[str, Any]]:
@@ -47,8 +53,18 @@ def _history(now_ms: int) -> list[dict[str, Any]]:
     rows = [(d60 + i * 1000, "gpt-4o-mini", 1000 + i, 100 * i) for i in range(3)]
     rows += [(d59 + i * 1000, "gpt-4o", 2000 + i, 50) for i in range(2)]
     rows += [(now_ms - 3_600_000, "gpt-4o-mini", 777, 7)]
-    return [{"occurred_at": at, "tenant": "hist", "provider": "openai", "model": model, "input_tokens": inp,
-             "output_tokens": out, "feature": "import"} for at, model, inp, out in rows]
+    return [
+        {
+            "occurred_at": at,
+            "tenant": "hist",
+            "provider": "openai",
+            "model": model,
+            "input_tokens": inp,
+            "output_tokens": out,
+            "feature": "import",
+        }
+        for at, model, inp, out in rows
+    ]
 
 
 def _spent(client: redis.Redis, prefix: str) -> int:
@@ -58,14 +74,21 @@ def _spent(client: redis.Redis, prefix: str) -> int:
     return total
 
 
-def test_history_reaches_the_report_once_and_no_window(kafka_settings: KafkaSettings, redis_settings: RedisSettings,
-                                                      clickhouse_settings: ClickHouseSettings,
-                                                      tmp_path: Path) -> None:
+def test_history_reaches_the_report_once_and_no_window(
+    kafka_settings: KafkaSettings,
+    redis_settings: RedisSettings,
+    clickhouse_settings: ClickHouseSettings,
+    tmp_path: Path,
+) -> None:
     create_topics(kafka_settings, load_settings(WorkerSettings, usage_partitions=1))
     ch = clickhouse_settings.model_copy(update={"chdb_path": tmp_path / "chdb"})
     env = worker_env(kafka_settings, redis_settings, ch, sink_max_age_s=0.2)
-    assert cli(env, "budget", "set", "hist-day", "--scope", "tenant=hist", "--period", "day",
-               "--limit-tokens", "100000000").returncode == 0
+    assert (
+        cli(
+            env, "budget", "set", "hist-day", "--scope", "tenant=hist", "--period", "day", "--limit-tokens", "100000000"
+        ).returncode
+        == 0
+    )
     now_ms = int(time.time() * 1000)
     rows = _history(now_ms)
     path = tmp_path / "history.jsonl"
@@ -98,9 +121,20 @@ def test_history_reaches_the_report_once_and_no_window(kafka_settings: KafkaSett
         today = datetime.fromtimestamp(now_ms / 1000, tz=UTC).date().isoformat()
         expected[today][0] += 1  # the live event
         expected[today][1] += 40
-        expected[today][2] += catalog.price_event(UsageEvent(
-            event_id="x", request_id="x", attempt=1, status="ok", occurred_at=now_ms, tenant="hist",
-            provider="openai", model="gpt-4o-mini", input_tokens=40, output_tokens=2)).cost_nanos
+        expected[today][2] += catalog.price_event(
+            UsageEvent(
+                event_id="x",
+                request_id="x",
+                attempt=1,
+                status="ok",
+                occurred_at=now_ms,
+                tenant="hist",
+                provider="openai",
+                model="gpt-4o-mini",
+                input_tokens=40,
+                output_tokens=2,
+            )
+        ).cost_nanos
 
         spec = ReportOptions.parse("spend", by=["day"], since="90d", tenant="hist").to_query_string()
         got: dict[str, list[int]] = {}
@@ -108,13 +142,13 @@ def test_history_reaches_the_report_once_and_no_window(kafka_settings: KafkaSett
         while time.monotonic() < deadline:
             status, report = worker.get("/api/report?" + spec, 30)
             assert status == 200, report
-            got = {r["day"]: [int(r["attempts"]), int(r["input_tokens"]), int(r["cost_nanos"])]
-                   for r in report["rows"]}
+            got = {r["day"]: [int(r["attempts"]), int(r["input_tokens"]), int(r["cost_nanos"])] for r in report["rows"]}
             if sum(v[0] for v in got.values()) >= 7:
                 time.sleep(2.0)  # a second copy arriving late would show up now
                 status, report = worker.get("/api/report?" + spec, 30)
-                got = {r["day"]: [int(r["attempts"]), int(r["input_tokens"]), int(r["cost_nanos"])]
-                       for r in report["rows"]}
+                got = {
+                    r["day"]: [int(r["attempts"]), int(r["input_tokens"]), int(r["cost_nanos"])] for r in report["rows"]
+                }
                 break
             time.sleep(0.5)
         assert got == dict(expected), worker.log_tail()
@@ -122,8 +156,9 @@ def test_history_reaches_the_report_once_and_no_window(kafka_settings: KafkaSett
         since = datetime.fromtimestamp((now_ms - 61 * DAY_MS) / 1000, tz=UTC).date().isoformat()
         done = cli(env, "report", "spend", "--by", "day", "--tenant", "hist", "--since", since, "--format", "json")
         assert done.returncode == 0, done.stderr
-        assert {r["day"]: [r["attempts"], r["input_tokens"], r["cost_nanos"]] for r in json.loads(done.stdout)} == \
-            dict(expected)
+        assert {r["day"]: [r["attempts"], r["input_tokens"], r["cost_nanos"]] for r in json.loads(done.stdout)} == dict(
+            expected
+        )
         # Only the live event is in the budget window: 42 tokens, not the 784 of the recent imported one too.
         assert _spent(client, redis_settings.key_prefix) == 42
     finally:

@@ -58,7 +58,8 @@ def test_openai_retries_are_three_attempts_of_one_request() -> None:
     assert len({e.request_id for e in pub.events}) == 1 and len({e.event_id for e in pub.events}) == 3
     assert [_tokens(e) for e in pub.events] == [(0,) * 5, (0,) * 5, (1000, 200, 0, 180, 120)]
     assert {(e.tenant, e.feature, e.provider, e.model, e.operation, e.max_tokens) for e in pub.events} == {
-        ("acme", "search", "openai", GPT, "chat", 400)}
+        ("acme", "search", "openai", GPT, "chat", 400)
+    }
     assert all(e.tokens_estimated is None and e.latency_ms is not None for e in pub.events)
 
 
@@ -74,7 +75,9 @@ def test_openai_stream_asks_for_usage_and_the_app_never_sees_that_chunk() -> Non
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == "Once upon a"
     assert [b.get("stream_options") for b in sent] == [{"include_usage": True}] * 2
     assert [(e.attempt, e.status, _tokens(e)) for e in pub.events] == [
-        (1, "error", (0,) * 5), (2, "ok", (40, 0, 0, 3, 0))]
+        (1, "error", (0,) * 5),
+        (2, "ok", (40, 0, 0, 3, 0)),
+    ]
 
 
 def test_openai_stream_options_set_by_the_caller_are_left_alone() -> None:
@@ -82,8 +85,14 @@ def test_openai_stream_options_set_by_the_caller_are_left_alone() -> None:
     usage = {"prompt_tokens": 40, "completion_tokens": 1}
     with scripted([openai_chat_stream(["Hi"], usage)]) as server:
         client = _openai(server.url, pub)
-        chunks = list(client.chat.completions.create(model=GPT, messages=MESSAGES,  # type: ignore[arg-type]
-                                                     stream=True, stream_options={"include_usage": True}))
+        chunks = list(
+            client.chat.completions.create(
+                model=GPT,
+                messages=MESSAGES,  # type: ignore[arg-type]
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+        )
     assert chunks[-1].choices == [] and chunks[-1].usage is not None  # what the caller asked for
     assert [_tokens(e) for e in pub.events] == [(40, 0, 0, 1, 0)]
 
@@ -105,20 +114,30 @@ def test_openai_stream_abandoned_halfway_is_one_cancelled_estimated_attempt() ->
 
 def test_anthropic_retries_streams_and_an_abandoned_stream() -> None:
     pub = InMemoryPublisher(strict=True)
-    replies = [ERROR_500, ERROR_429, anthropic_message(20, 90, cache_read=3000, cache_write=500),
-               anthropic_stream(["A", " lighthouse"], 25, 7, cache_read=100),
-               anthropic_stream(["A", " lighthouse", " keeper"], 25, 9, stall_after=3)]
+    replies = [
+        ERROR_500,
+        ERROR_429,
+        anthropic_message(20, 90, cache_read=3000, cache_write=500),
+        anthropic_stream(["A", " lighthouse"], 25, 7, cache_read=100),
+        anthropic_stream(["A", " lighthouse", " keeper"], 25, 9, stall_after=3),
+    ]
     with scripted(replies) as server:
-        client = instrument_anthropic(anthropic.Anthropic(base_url=server.url, api_key="test"), publisher=pub,
-                                      tenant="acme")
+        client = instrument_anthropic(
+            anthropic.Anthropic(base_url=server.url, api_key="test"), publisher=pub, tenant="acme"
+        )
         message = client.messages.create(model=CLAUDE, max_tokens=256, messages=MESSAGES)  # type: ignore[arg-type]
         with client.messages.stream(model=CLAUDE, max_tokens=256, messages=MESSAGES) as stream:  # type: ignore[arg-type]
             text = stream.get_final_text()
         with client.messages.stream(model=CLAUDE, max_tokens=256, messages=MESSAGES) as stream:  # type: ignore[arg-type]
             first = next(iter(stream.text_stream))
     assert message.usage.output_tokens == 90 and text == "A lighthouse" and first == "A"
-    assert [(e.attempt, e.status) for e in pub.events] == [(1, "error"), (2, "rate_limited"), (3, "ok"), (1, "ok"),
-                                                           (1, "cancelled")]
+    assert [(e.attempt, e.status) for e in pub.events] == [
+        (1, "error"),
+        (2, "rate_limited"),
+        (3, "ok"),
+        (1, "ok"),
+        (1, "cancelled"),
+    ]
     assert len({e.request_id for e in pub.events}) == 3
     assert [_tokens(e) for e in pub.events[:4]] == [(0,) * 5, (0,) * 5, (20, 3000, 500, 90, 0), (25, 100, 0, 7, 0)]
     cut = pub.events[4]
@@ -130,33 +149,55 @@ def test_anthropic_retries_streams_and_an_abandoned_stream() -> None:
 
 def test_responses_api_and_embeddings_usage() -> None:
     pub = InMemoryPublisher(strict=True)
-    responses_body = {"id": "resp_1", "object": "response", "created_at": 1, "model": GPT, "status": "completed",
-                      "output": [], "parallel_tool_calls": False, "tool_choice": "auto", "tools": [],
-                      "usage": {"input_tokens": 500, "output_tokens": 900, "total_tokens": 1400,
-                                "input_tokens_details": {"cached_tokens": 100},
-                                "output_tokens_details": {"reasoning_tokens": 700}}}
-    embeddings_body = {"object": "list", "model": "text-embedding-3-small",
-                       "data": [{"object": "embedding", "index": 0, "embedding": [0.5] * 8}],
-                       "usage": {"prompt_tokens": 9, "total_tokens": 9}}
+    responses_body = {
+        "id": "resp_1",
+        "object": "response",
+        "created_at": 1,
+        "model": GPT,
+        "status": "completed",
+        "output": [],
+        "parallel_tool_calls": False,
+        "tool_choice": "auto",
+        "tools": [],
+        "usage": {
+            "input_tokens": 500,
+            "output_tokens": 900,
+            "total_tokens": 1400,
+            "input_tokens_details": {"cached_tokens": 100},
+            "output_tokens_details": {"reasoning_tokens": 700},
+        },
+    }
+    embeddings_body = {
+        "object": "list",
+        "model": "text-embedding-3-small",
+        "data": [{"object": "embedding", "index": 0, "embedding": [0.5] * 8}],
+        "usage": {"prompt_tokens": 9, "total_tokens": 9},
+    }
     with scripted([Reply(200, responses_body), Reply(200, embeddings_body)]) as server:
         client = _openai(server.url, pub)
         client.responses.create(model=GPT, input="hi", max_output_tokens=1000)
         client.embeddings.create(model="text-embedding-3-small", input="hello")
-    assert [(e.operation, _tokens(e)) for e in pub.events] == [("chat", (400, 100, 0, 200, 700)),
-                                                               ("embedding", (9, 0, 0, 0, 0))]
+    assert [(e.operation, _tokens(e)) for e in pub.events] == [
+        ("chat", (400, 100, 0, 200, 700)),
+        ("embedding", (9, 0, 0, 0, 0)),
+    ]
     assert pub.events[0].max_tokens == 1000
 
 
 def test_timeouts_and_connection_errors_are_attempts_too() -> None:
     pub = InMemoryPublisher(strict=True)
     with scripted([Reply(200, {"x": 1}, delay_s=2.0)]) as server:
-        client = instrument_openai(openai.OpenAI(base_url=server.url + "/v1", api_key="t", max_retries=0,
-                                                 timeout=0.3), publisher=pub, tenant="acme")
+        client = instrument_openai(
+            openai.OpenAI(base_url=server.url + "/v1", api_key="t", max_retries=0, timeout=0.3),
+            publisher=pub,
+            tenant="acme",
+        )
         with pytest.raises(openai.APITimeoutError):
             client.chat.completions.create(model=GPT, messages=MESSAGES)  # type: ignore[arg-type]
         closed_port = server.url  # the server is gone after this block
-    client = instrument_openai(openai.OpenAI(base_url=closed_port + "/v1", api_key="t", max_retries=1),
-                               publisher=pub, tenant="acme")
+    client = instrument_openai(
+        openai.OpenAI(base_url=closed_port + "/v1", api_key="t", max_retries=1), publisher=pub, tenant="acme"
+    )
     with pytest.raises(openai.APIConnectionError):
         client.chat.completions.create(model=GPT, messages=MESSAGES)  # type: ignore[arg-type]
     assert [(e.attempt, e.status) for e in pub.events] == [(1, "timeout"), (1, "error"), (2, "error")]
@@ -166,8 +207,9 @@ def test_async_client_attributes_follow_each_task() -> None:
     pub = InMemoryPublisher(strict=True)
 
     async def main(url: str) -> None:
-        client = instrument_openai(openai.AsyncOpenAI(base_url=url + "/v1", api_key="t"), publisher=pub,
-                                   tenant="acme", team="core")
+        client = instrument_openai(
+            openai.AsyncOpenAI(base_url=url + "/v1", api_key="t"), publisher=pub, tenant="acme", team="core"
+        )
 
         async def one(user: str, turn: int) -> None:
             with costplane.attributes(user_id=user, session_id=f"s-{user}", turn=turn, channel="web"):
@@ -186,8 +228,9 @@ def test_async_stream_and_a_cancelled_task() -> None:
     usage = {"prompt_tokens": 40, "completion_tokens": 2}
 
     async def main(url: str) -> None:
-        client = instrument_openai(openai.AsyncOpenAI(base_url=url + "/v1", api_key="t", max_retries=0),
-                                   publisher=pub, tenant="acme")
+        client = instrument_openai(
+            openai.AsyncOpenAI(base_url=url + "/v1", api_key="t", max_retries=0), publisher=pub, tenant="acme"
+        )
         stream = await client.chat.completions.create(model=GPT, messages=MESSAGES, stream=True)  # type: ignore
         assert [c.choices[0].delta.content async for c in stream][:2] == ["Hi", " there"]
         task = asyncio.create_task(client.chat.completions.create(model=GPT, messages=MESSAGES))  # type: ignore
@@ -204,8 +247,11 @@ def test_async_stream_and_a_cancelled_task() -> None:
 def test_azure_client_copies_and_an_unknown_body() -> None:
     pub = InMemoryPublisher(strict=True)
     with scripted([ERROR_500, openai_chat(10, 2), Reply(200, {"id": "x", "choices": []})]) as server:
-        azure = instrument_openai(openai.AzureOpenAI(azure_endpoint=server.url, api_key="t", api_version="2024-10-21"),
-                                  publisher=pub, tenant="acme")
+        azure = instrument_openai(
+            openai.AzureOpenAI(azure_endpoint=server.url, api_key="t", api_version="2024-10-21"),
+            publisher=pub,
+            tenant="acme",
+        )
         azure.with_options(max_retries=1).chat.completions.create(model="prod-gpt", messages=MESSAGES)  # type: ignore
         client = _openai(server.url, pub)
         client.chat.completions.create(model=GPT, messages=MESSAGES)  # type: ignore[arg-type]
@@ -289,10 +335,15 @@ def test_async_guard_settles_a_streamed_call_with_every_attempt_when_the_stream_
     usage = {"prompt_tokens": 40, "completion_tokens": 3}
 
     async def main(url: str) -> tuple[str, BaseException | None]:
-        client = instrument_openai(openai.AsyncOpenAI(base_url=url + "/v1", api_key="t"), publisher=pub,
-                                   guard=guard, tenant="acme")
-        stream = await client.chat.completions.create(model=GPT, messages=MESSAGES, max_tokens=20,  # type: ignore
-                                                      stream=True)
+        client = instrument_openai(
+            openai.AsyncOpenAI(base_url=url + "/v1", api_key="t"), publisher=pub, guard=guard, tenant="acme"
+        )
+        stream = await client.chat.completions.create(
+            model=GPT,
+            messages=MESSAGES,
+            max_tokens=20,  # type: ignore
+            stream=True,
+        )
         text = "".join([c.choices[0].delta.content or "" async for c in stream])
         try:
             await client.chat.completions.create(model=GPT, messages=MESSAGES, max_tokens=20)  # type: ignore
@@ -311,8 +362,12 @@ def test_anthropic_block_is_an_anthropic_error() -> None:
 
     guard = _memory_guard(Budget.from_cli("none", scope="tenant=acme", limit_tokens=1))
     with scripted([]) as server:
-        client = instrument_anthropic(anthropic.Anthropic(base_url=server.url, api_key="t"),
-                                      publisher=InMemoryPublisher(), guard=guard, tenant="acme")
+        client = instrument_anthropic(
+            anthropic.Anthropic(base_url=server.url, api_key="t"),
+            publisher=InMemoryPublisher(),
+            guard=guard,
+            tenant="acme",
+        )
         with pytest.raises(anthropic.AnthropicError) as caught:
             client.messages.create(model=CLAUDE, max_tokens=100, messages=MESSAGES)  # type: ignore[arg-type]
     assert isinstance(caught.value, BudgetExceeded) and caught.value.retry_after_s > 0
@@ -322,8 +377,7 @@ def test_async_anthropic_retry_and_stream() -> None:
     pub = InMemoryPublisher(strict=True)
 
     async def main(url: str) -> str:
-        client = instrument_anthropic(anthropic.AsyncAnthropic(base_url=url, api_key="t"), publisher=pub,
-                                      tenant="acme")
+        client = instrument_anthropic(anthropic.AsyncAnthropic(base_url=url, api_key="t"), publisher=pub, tenant="acme")
         async with client.messages.stream(model=CLAUDE, max_tokens=64, messages=MESSAGES) as stream:  # type: ignore
             return await stream.get_final_text()
 
@@ -331,7 +385,9 @@ def test_async_anthropic_retry_and_stream() -> None:
         text = asyncio.run(main(server.url))
     assert text == "Sea breeze"
     assert [(e.attempt, e.status, _tokens(e)) for e in pub.events] == [
-        (1, "rate_limited", (0,) * 5), (2, "ok", (30, 12, 0, 4, 0))]
+        (1, "rate_limited", (0,) * 5),
+        (2, "ok", (30, 12, 0, 4, 0)),
+    ]
 
 
 def test_gzip_bodies_and_a_gzip_stream_with_the_added_usage_chunk() -> None:

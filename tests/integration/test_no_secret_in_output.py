@@ -60,25 +60,33 @@ def receiver() -> Iterator[str]:
 
 def _env(base: str, tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("COSTPLANE_")}
-    env.update({
-        "COSTPLANE_LOG_LEVEL": "DEBUG",
-        "COSTPLANE_DEV_STATE_DIR": str(tmp_path / "state"),  # no stack there: nothing is discovered
-        "COSTPLANE_ALERTS_SLACK_WEBHOOK_URL": f"{base}/services/T0/B0/{SECRETS['slack']}",
-        "COSTPLANE_ALERTS_WEBHOOK_URLS": f"{base}/hook?token={SECRETS['webhook']}",
-        "COSTPLANE_ALERTS_PAGERDUTY_ROUTING_KEY": SECRETS["pagerduty"],
-        "COSTPLANE_ALERTS_PAGERDUTY_URL": f"{base}/v2/enqueue",
-        "COSTPLANE_ALERTS_RETRIES": "0",
-        "COSTPLANE_CLICKHOUSE_URL": f"http://ops:{SECRETS['clickhouse']}@127.0.0.1:9/",
-        "COSTPLANE_KAFKA_SCHEMA_REGISTRY_URL": f"http://ops:{SECRETS['registry']}@127.0.0.1:9",
-        "COSTPLANE_KAFKA_SASL_PASSWORD": SECRETS["sasl"],
-        "COSTPLANE_REDIS_URL": f"redis://:{SECRETS['redis']}@127.0.0.1:9/0",
-    })
+    env.update(
+        {
+            "COSTPLANE_LOG_LEVEL": "DEBUG",
+            "COSTPLANE_DEV_STATE_DIR": str(tmp_path / "state"),  # no stack there: nothing is discovered
+            "COSTPLANE_ALERTS_SLACK_WEBHOOK_URL": f"{base}/services/T0/B0/{SECRETS['slack']}",
+            "COSTPLANE_ALERTS_WEBHOOK_URLS": f"{base}/hook?token={SECRETS['webhook']}",
+            "COSTPLANE_ALERTS_PAGERDUTY_ROUTING_KEY": SECRETS["pagerduty"],
+            "COSTPLANE_ALERTS_PAGERDUTY_URL": f"{base}/v2/enqueue",
+            "COSTPLANE_ALERTS_RETRIES": "0",
+            "COSTPLANE_CLICKHOUSE_URL": f"http://ops:{SECRETS['clickhouse']}@127.0.0.1:9/",
+            "COSTPLANE_KAFKA_SCHEMA_REGISTRY_URL": f"http://ops:{SECRETS['registry']}@127.0.0.1:9",
+            "COSTPLANE_KAFKA_SASL_PASSWORD": SECRETS["sasl"],
+            "COSTPLANE_REDIS_URL": f"redis://:{SECRETS['redis']}@127.0.0.1:9/0",
+        }
+    )
     return env
 
 
 def _run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "costplane.cli", *args], env=env, capture_output=True, text=True,
-                          timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "costplane.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def test_no_command_prints_a_secret(receiver: str, tmp_path: Path) -> None:
@@ -107,16 +115,19 @@ def test_redactor_masks_urls_and_known_secrets() -> None:
     assert mask_url("http://u:p4ss@h:1/x?token=abc&x=1") == "http://u:***@h:1/x?token=***&x=1"
     assert mask_url("clickhouse://default:s3cret@ch:8123/db") == "clickhouse://default:***@ch:8123/db"
     redact = Redactor(["https://hooks.slack.com/services/T/B/xyzsecret", "routingkey123"])
-    assert redact("POST https://hooks.slack.com/services/T/B/xyzsecret \"HTTP/1.1 200\"") == \
-        "POST https://hooks.slack.com/*** \"HTTP/1.1 200\""
+    assert (
+        redact('POST https://hooks.slack.com/services/T/B/xyzsecret "HTTP/1.1 200"')
+        == 'POST https://hooks.slack.com/*** "HTTP/1.1 200"'
+    )
     assert redact("key=routingkey123") == "key=***"
     assert redact.value({"e": ValueError("http://a:bcdefg@h")}) == {"e": "ValueError('http://a:***@h')"}
 
 
 @pytest.mark.kafka
 @pytest.mark.redis
-def test_a_worker_with_every_secret_set_logs_none_of_them(receiver: str, tmp_path: Path,
-                                                          kafka_settings: Any, redis_settings: Any) -> None:
+def test_a_worker_with_every_secret_set_logs_none_of_them(
+    receiver: str, tmp_path: Path, kafka_settings: Any, redis_settings: Any
+) -> None:
     """The stream worker at DEBUG, delivering real alerts (a dead-letter flood) to Slack, PagerDuty and a webhook
     on a loopback receiver, its API called with and without its tokens: its whole log holds no secret."""
     from confluent_kafka import Producer
@@ -127,12 +138,23 @@ def test_a_worker_with_every_secret_set_logs_none_of_them(receiver: str, tmp_pat
 
     secrets = {"api": "apiT0ken-full-0123456789", "tenant": "apiT0ken-acme-0123456789", **SECRETS}
     create_topics(kafka_settings, load_settings(WorkerSettings))
-    env = worker_env(kafka_settings, redis_settings, None, api_token=secrets["api"],
-                     api_tenant_tokens=f"acme={secrets['tenant']}")
-    env.update({key: value for key, value in _env(receiver, tmp_path).items()
-                if key.startswith("COSTPLANE_ALERTS_") or key == "COSTPLANE_LOG_LEVEL"})
-    env.update({"COSTPLANE_ALERTS_DEAD_LETTERS_PER_MINUTE": "60", "COSTPLANE_ALERTS_DEAD_LETTER_WINDOW_S": "5",
-                "COSTPLANE_ALERTS_PAGERDUTY_MIN_SEVERITY": "info"})
+    env = worker_env(
+        kafka_settings, redis_settings, None, api_token=secrets["api"], api_tenant_tokens=f"acme={secrets['tenant']}"
+    )
+    env.update(
+        {
+            key: value
+            for key, value in _env(receiver, tmp_path).items()
+            if key.startswith("COSTPLANE_ALERTS_") or key == "COSTPLANE_LOG_LEVEL"
+        }
+    )
+    env.update(
+        {
+            "COSTPLANE_ALERTS_DEAD_LETTERS_PER_MINUTE": "60",
+            "COSTPLANE_ALERTS_DEAD_LETTER_WINDOW_S": "5",
+            "COSTPLANE_ALERTS_PAGERDUTY_MIN_SEVERITY": "info",
+        }
+    )
     worker = WorkerProcess(env, tmp_path / "worker.log", role="stream").start()
     try:
         worker.wait_ready(90)
@@ -144,8 +166,10 @@ def test_a_worker_with_every_secret_set_logs_none_of_them(receiver: str, tmp_pat
         while "alert_delivered" not in worker.log_tail(1_000_000) and time.monotonic() < deadline:
             time.sleep(0.5)
         for token in (None, "wrong", secrets["api"], secrets["tenant"]):
-            request = urllib.request.Request(f"{worker.url}/api/decisions/recent?tenant=acme",
-                                             headers={"Authorization": f"Bearer {token}"} if token else {})
+            request = urllib.request.Request(
+                f"{worker.url}/api/decisions/recent?tenant=acme",
+                headers={"Authorization": f"Bearer {token}"} if token else {},
+            )
             with contextlib.suppress(urllib.error.HTTPError):
                 urllib.request.urlopen(request, timeout=10).read()  # noqa: S310 - local test URL
     finally:

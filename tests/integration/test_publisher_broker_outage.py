@@ -30,9 +30,15 @@ def _free_port() -> int:
 
 @pytest.fixture
 def private_kafka(tmp_path: Path) -> Iterator[DevStack]:
-    settings = load_settings(DevStackSettings, state_dir=tmp_path / "stack", kafka_port=_free_port(),
-                             kafka_controller_port=_free_port(), redis_port=_free_port(), kafka_heap="384m",
-                             kafka_partitions=3)
+    settings = load_settings(
+        DevStackSettings,
+        state_dir=tmp_path / "stack",
+        kafka_port=_free_port(),
+        kafka_controller_port=_free_port(),
+        redis_port=_free_port(),
+        kafka_heap="384m",
+        kafka_partitions=3,
+    )
     stack = DevStack(settings, load_settings(ClickHouseSettings, chdb_path=tmp_path / "ch"))
     stack.start_service("kafka")
     yield stack
@@ -41,8 +47,14 @@ def private_kafka(tmp_path: Path) -> Iterator[DevStack]:
 
 def _consume_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 120.0) -> list[str]:
     codec = UsageCodec.schemaless()
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": uuid.uuid4().hex,
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": uuid.uuid4().hex,
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
     metadata = consumer.list_topics(topic, timeout=10)
     consumer.assign([TopicPartition(topic, p, 0) for p in metadata.topics[topic].partitions])
     ids: list[str] = []
@@ -63,8 +75,13 @@ def test_fifty_thousand_emits_across_a_thirty_second_outage_lose_nothing(
     private_kafka: DevStack, tmp_path: Path, record_property: Callable[[str, object], None]
 ) -> None:
     kafka = load_settings(KafkaSettings, bootstrap_servers=private_kafka.kafka.bootstrap, topic_prefix="outage")
-    settings = load_settings(PublisherSettings, spool_dir=tmp_path / "spool", delivery_timeout_ms=3000,
-                             probe_interval_s=0.5, close_timeout_s=30)
+    settings = load_settings(
+        PublisherSettings,
+        spool_dir=tmp_path / "spool",
+        delivery_timeout_ms=3000,
+        probe_interval_s=0.5,
+        close_timeout_s=30,
+    )
     events = list(generate(50_000, seed=11))
     publisher = UsagePublisher(kafka, settings)
     caller_exceptions = 0
@@ -105,7 +122,9 @@ def test_fifty_thousand_emits_across_a_thirty_second_outage_lose_nothing(
     duplicates = len(ids) - len(set(ids))
     record_property("duplicates", duplicates)
     record_property("spooled_batches", publisher.metrics.spooled._value.get())
-    print(f"outage: {len(events)} events, {duplicates} duplicates, "
-          f"{publisher.metrics.spooled._value.get():.0f} batches spooled, "
-          f"{publisher.metrics.replayed._value.get():.0f} replayed")
+    print(
+        f"outage: {len(events)} events, {duplicates} duplicates, "
+        f"{publisher.metrics.spooled._value.get():.0f} batches spooled, "
+        f"{publisher.metrics.replayed._value.get():.0f} replayed"
+    )
     assert duplicates <= len(events) // 10

@@ -31,8 +31,9 @@ def _write(path: Path, bad_lines: dict[int, str], total: int = 30) -> list[str]:
 
 def _published_ids(kafka: KafkaSettings, expected: int) -> set[str]:
     topic = kafka.topic("usage")
-    consumer = Consumer({"bootstrap.servers": kafka.bootstrap_servers, "group.id": uuid.uuid4().hex,
-                         "enable.auto.commit": False})
+    consumer = Consumer(
+        {"bootstrap.servers": kafka.bootstrap_servers, "group.id": uuid.uuid4().hex, "enable.auto.commit": False}
+    )
     ids: set[str] = set()
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
@@ -48,9 +49,11 @@ def _published_ids(kafka: KafkaSettings, expected: int) -> set[str]:
 
 
 def _env(kafka: KafkaSettings, tmp_path: Path) -> dict[str, str]:
-    return {"COSTPLANE_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
-            "COSTPLANE_KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
-            "COSTPLANE_PUBLISHER_SPOOL_DIR": str(tmp_path / "spool")}
+    return {
+        "COSTPLANE_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+        "COSTPLANE_KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
+        "COSTPLANE_PUBLISHER_SPOOL_DIR": str(tmp_path / "spool"),
+    }
 
 
 def test_replay_skips_invalid_lines_and_publishes_the_rest(kafka_settings: KafkaSettings, tmp_path: Path) -> None:
@@ -68,12 +71,16 @@ def test_replay_strict_stops_at_the_first_invalid_line(kafka_settings: KafkaSett
     path = tmp_path / "events.jsonl"
     bad = dict(next(iter([event_to_json_dict(e) for e in generate(1, seed=2)])), input_tokens=-4)
     _write(path, {5: json.dumps(bad)})
-    result = CliRunner().invoke(build_app(), ["replay", str(path), "--strict", "--json"],
-                                env=_env(kafka_settings, tmp_path))
+    result = CliRunner().invoke(
+        build_app(), ["replay", str(path), "--strict", "--json"], env=_env(kafka_settings, tmp_path)
+    )
     assert result.exit_code == 2
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["published"] == 4 and summary["skipped"][0] == {
-        "line": 5, "reason": "negative_tokens", "message": summary["skipped"][0]["message"]}
+        "line": 5,
+        "reason": "negative_tokens",
+        "message": summary["skipped"][0]["message"],
+    }
     assert _published_ids(kafka_settings, 4) and len(_published_ids(kafka_settings, 4)) == 4
 
 

@@ -23,8 +23,9 @@ pytestmark = [pytest.mark.kafka]
 
 def _consumed_ids(kafka: KafkaSettings, expected: int, timeout_s: float = 60.0) -> list[str]:
     topic = kafka.topic("usage")
-    consumer = Consumer({"bootstrap.servers": kafka.bootstrap_servers, "group.id": uuid.uuid4().hex,
-                         "enable.auto.commit": False})
+    consumer = Consumer(
+        {"bootstrap.servers": kafka.bootstrap_servers, "group.id": uuid.uuid4().hex, "enable.auto.commit": False}
+    )
     ids: list[str] = []
     codec = UsageCodec.schemaless()
     try:
@@ -46,10 +47,12 @@ def _consumed_ids(kafka: KafkaSettings, expected: int, timeout_s: float = 60.0) 
 
 def test_a_new_publisher_delivers_what_an_old_one_spooled(kafka_settings: KafkaSettings, tmp_path: Path) -> None:
     spool = tmp_path / "spool"
-    unreachable = load_settings(KafkaSettings, bootstrap_servers="127.0.0.1:9",
-                                topic_prefix=kafka_settings.topic_prefix)
-    first = UsagePublisher(unreachable, load_settings(PublisherSettings, spool_dir=spool, delivery_timeout_ms=1000,
-                                                      close_timeout_s=1))
+    unreachable = load_settings(
+        KafkaSettings, bootstrap_servers="127.0.0.1:9", topic_prefix=kafka_settings.topic_prefix
+    )
+    first = UsagePublisher(
+        unreachable, load_settings(PublisherSettings, spool_dir=spool, delivery_timeout_ms=1000, close_timeout_s=1)
+    )
     events = list(generate(800, seed=31))
     for e in events:
         assert first.emit(e)
@@ -74,13 +77,18 @@ for line in sys.stdin:
     publisher.emit(event_from_json_dict(json.loads(line)))
 # no close(): the atexit hook must deliver what is buffered
 """
-    env = {**os.environ, "COSTPLANE_KAFKA_BOOTSTRAP_SERVERS": kafka_settings.bootstrap_servers,
-           "COSTPLANE_KAFKA_TOPIC_PREFIX": kafka_settings.topic_prefix,
-           "COSTPLANE_PUBLISHER_SPOOL_DIR": str(tmp_path / "spool"),
-           # Nothing leaves by linger or size: only the exit flush can send it.
-           "COSTPLANE_PUBLISHER_LINGER_MS": "60000", "COSTPLANE_PUBLISHER_MAX_BATCH_EVENTS": "10000"}
+    env = {
+        **os.environ,
+        "COSTPLANE_KAFKA_BOOTSTRAP_SERVERS": kafka_settings.bootstrap_servers,
+        "COSTPLANE_KAFKA_TOPIC_PREFIX": kafka_settings.topic_prefix,
+        "COSTPLANE_PUBLISHER_SPOOL_DIR": str(tmp_path / "spool"),
+        # Nothing leaves by linger or size: only the exit flush can send it.
+        "COSTPLANE_PUBLISHER_LINGER_MS": "60000",
+        "COSTPLANE_PUBLISHER_MAX_BATCH_EVENTS": "10000",
+    }
     lines = "".join(json.dumps(event_to_json_dict(e)) + "\n" for e in events)
-    done = subprocess.run([sys.executable, "-c", script], input=lines, text=True, env=env, timeout=60,
-                          capture_output=True)
+    done = subprocess.run(
+        [sys.executable, "-c", script], input=lines, text=True, env=env, timeout=60, capture_output=True
+    )
     assert done.returncode == 0, done.stderr
     assert set(_consumed_ids(kafka_settings, len(events))) == {e.event_id for e in events}

@@ -44,17 +44,51 @@ def cluster(tmp_path: Path) -> Iterator[RedisCluster]:
     for port in ports:
         node_dir = home / str(port)
         node_dir.mkdir()
-        procs.append(subprocess.Popen(  # noqa: S603 - our own redis-server, loopback only
-            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
-             "--cluster-config-file", str(node_dir / "nodes.conf"), "--cluster-node-timeout", "3000",
-             "--dir", str(node_dir), "--save", "", "--appendonly", "no", "--protected-mode", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        procs.append(
+            subprocess.Popen(  # noqa: S603 - our own redis-server, loopback only
+                [
+                    "redis-server",
+                    "--port",
+                    str(port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    str(node_dir / "nodes.conf"),
+                    "--cluster-node-timeout",
+                    "3000",
+                    "--dir",
+                    str(node_dir),
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--protected-mode",
+                    "no",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
     try:
         for port in ports:
             _wait(lambda p=port: redis.Redis(port=p).ping(), 20)
         created = subprocess.run(  # noqa: S603
-            ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports), "--cluster-replicas", "0",
-             "--cluster-yes"], capture_output=True, text=True, timeout=60, check=False)
+            [
+                "redis-cli",
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{p}" for p in ports),
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
         assert created.returncode == 0, created.stdout + created.stderr
         _wait(lambda: all(redis.Redis(port=p).cluster("info")["cluster_state"] == "ok" for p in ports), 30)
         client = RedisCluster(startup_nodes=[ClusterNode("127.0.0.1", p) for p in ports])
@@ -104,8 +138,13 @@ def test_each_tenant_keeps_one_slot_and_tenants_use_every_master(cluster: RedisC
     owners = set()
     for tenant in TENANTS:
         member = f"tenant={tenant},user=u%2C1"
-        names = [keys.budgets(tenant), keys.decision(tenant, "b", member), keys.spent(tenant, "b", member),
-                 win.meta(tenant), win.tenant_window(tenant, f"b|{member}")]
+        names = [
+            keys.budgets(tenant),
+            keys.decision(tenant, "b", member),
+            keys.spent(tenant, "b", member),
+            win.meta(tenant),
+            win.tenant_window(tenant, f"b|{member}"),
+        ]
         slots = {int(cluster.execute_command("CLUSTER KEYSLOT", name)) for name in names}
         assert slots == {int(cluster.execute_command("CLUSTER KEYSLOT", f"{{{tenant_tag(tenant)}}}"))}
         owners.add(cluster.get_node_from_key(names[0]).name)
@@ -129,15 +168,26 @@ def test_guard_contract_on_the_cluster(cluster: RedisCluster) -> None:
     # A stream decision blocks before any reservation, on the decision key's node.
     tenant = TENANTS[0]
     member = "tenant=" + tenant + ",user=u%2C2"
-    store.write_decision(tenant, "tok", member, json.dumps({"action": "block", "budget_id": "tok"}),
-                         int(time.time() * 1000) + 60_000)
+    store.write_decision(
+        tenant, "tok", member, json.dumps({"action": "block", "budget_id": "tok"}), int(time.time() * 1000) + 60_000
+    )
     assert guard.reserve({"tenant": tenant, "user": "u,2"}, prompt_tokens=1, max_tokens=1, **GPT).answer.kind == "block"
     assert not guard.core.breaker.open
 
 
 def _located(tenant: str, user: str, tokens: int, offset: int, now: int) -> Located:
-    ev = UsageEvent(event_id=str(uuid.uuid4()), occurred_at=now, tenant=tenant, provider="openai", model="m",
-                    request_id=str(uuid.uuid4()), attempt=1, status="ok", input_tokens=tokens, user_id=user)
+    ev = UsageEvent(
+        event_id=str(uuid.uuid4()),
+        occurred_at=now,
+        tenant=tenant,
+        provider="openai",
+        model="m",
+        request_id=str(uuid.uuid4()),
+        attempt=1,
+        status="ok",
+        input_tokens=tokens,
+        user_id=user,
+    )
     return Located(PricedEvent(ev, 10 * tokens, "v1"), offset % 3, offset)
 
 
@@ -146,11 +196,11 @@ def test_window_commits_on_the_cluster_match_the_memory_backend(cluster: RedisCl
     keys, layout = WindowKeys(prefix, "g"), KeyLayout(prefix)
     budget = Budget(id="b", scope={"tenant": "*", "user": "*"}, unit="tokens", limit=1000, version=1)
     now = int(time.time() * 1000)
-    batches = [[_located(t, f"u{i % 2}", 300 + i, n * 100 + i, now) for i, t in enumerate(TENANTS)]
-               for n in range(4)]
+    batches = [[_located(t, f"u{i % 2}", 300 + i, n * 100 + i, now) for i, t in enumerate(TENANTS)] for n in range(4)]
 
-    def run(backend: RedisWindowBackend | MemoryWindowBackend, wkeys: WindowKeys, klayout: KeyLayout
-            ) -> list[tuple[str, str, int]]:
+    def run(
+        backend: RedisWindowBackend | MemoryWindowBackend, wkeys: WindowKeys, klayout: KeyLayout
+    ) -> list[tuple[str, str, int]]:
         windows = WorkerWindows(backend, wkeys, klayout)
         out = []
         for batch in [*batches, batches[1]]:  # the second batch is redelivered: fenced, not counted again
@@ -163,8 +213,12 @@ def test_window_commits_on_the_cluster_match_the_memory_backend(cluster: RedisCl
     assert run(RedisWindowBackend(cluster, keys), keys, layout) == run(memory, memory.keys, KeyLayout("mem"))
     for tenant in TENANTS:  # the guard's counters on each tenant's node hold the exact totals
         for user in ("u0", "u1"):
-            mine = [loc for batch in batches for loc in batch
-                    if loc.priced.event.tenant == tenant and loc.priced.event.user_id == user]
+            mine = [
+                loc
+                for batch in batches
+                for loc in batch
+                if loc.priced.event.tenant == tenant and loc.priced.event.user_id == user
+            ]
             counter = cluster.hgetall(layout.spent(tenant, "b", f"tenant={tenant},user={user}"))
             spent = sum(int(v) for k, v in counter.items() if k.isdigit())
             assert spent == sum(loc.priced.event.input_tokens for loc in mine)

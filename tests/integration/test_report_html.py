@@ -42,12 +42,29 @@ ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 def _events() -> list[PricedEvent]:
     out = []
     for i in range(120):
-        out.append(PricedEvent(UsageEvent(
-            event_id=f"html-{i}", occurred_at=T0 + (i % 6) * HOUR + i, tenant=("acme", "globex")[i % 2],
-            provider="openai", model=("gpt-4o", "gpt-4o-mini")[i // 2 % 2], request_id=f"r{i // 3}",
-            attempt=1 + i % 3, status="ok" if i % 3 == 2 else "error", input_tokens=100 + i,
-            cached_input_tokens=(i % 4) * 10, output_tokens=2 * i, user_id=f"u{i % 5}",
-            feature=("chat", "search")[i % 2], session_id=f"s{i % 4}", turn=1 + i % 6), 1_000_003 * (i + 1), "v1"))
+        out.append(
+            PricedEvent(
+                UsageEvent(
+                    event_id=f"html-{i}",
+                    occurred_at=T0 + (i % 6) * HOUR + i,
+                    tenant=("acme", "globex")[i % 2],
+                    provider="openai",
+                    model=("gpt-4o", "gpt-4o-mini")[i // 2 % 2],
+                    request_id=f"r{i // 3}",
+                    attempt=1 + i % 3,
+                    status="ok" if i % 3 == 2 else "error",
+                    input_tokens=100 + i,
+                    cached_input_tokens=(i % 4) * 10,
+                    output_tokens=2 * i,
+                    user_id=f"u{i % 5}",
+                    feature=("chat", "search")[i % 2],
+                    session_id=f"s{i % 4}",
+                    turn=1 + i % 6,
+                ),
+                1_000_003 * (i + 1),
+                "v1",
+            )
+        )
     return out
 
 
@@ -111,16 +128,33 @@ def _chromium() -> str:
 
 def _offline(*args: str) -> list[str]:
     """Chromium with every host name unresolvable and a dead proxy: nothing can leave the machine."""
-    return [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-            "--host-resolver-rules=MAP * ~NOTFOUND", "--proxy-server=127.0.0.1:9", "--proxy-bypass-list=<-loopback>",
-            "--virtual-time-budget=10000", *args]
+    return [
+        _chromium(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--hide-scrollbars",
+        "--host-resolver-rules=MAP * ~NOTFOUND",
+        "--proxy-server=127.0.0.1:9",
+        "--proxy-bypass-list=<-loopback>",
+        "--virtual-time-budget=10000",
+        *args,
+    ]
 
 
 def _alert(n: int, occurred_at_ms: int) -> AlertEvent:
-    return AlertEvent(alert_id=f"a{n}", dedup_key=f"retry_storm|tenant=acme|n={n}", kind="retry_storm",
-                      action="trigger", severity="critical", tenant="acme", summary=f"storm {n}",
-                      window_start_ms=occurred_at_ms - 60_000, window_end_ms=occurred_at_ms,
-                      occurred_at_ms=occurred_at_ms)
+    return AlertEvent(
+        alert_id=f"a{n}",
+        dedup_key=f"retry_storm|tenant=acme|n={n}",
+        kind="retry_storm",
+        action="trigger",
+        severity="critical",
+        tenant="acme",
+        summary=f"storm {n}",
+        window_start_ms=occurred_at_ms - 60_000,
+        window_end_ms=occurred_at_ms,
+        occurred_at_ms=occurred_at_ms,
+    )
 
 
 def _publish_alerts(kafka: KafkaSettings, alerts: list[AlertEvent]) -> None:
@@ -133,8 +167,12 @@ def _publish_alerts(kafka: KafkaSettings, alerts: list[AlertEvent]) -> None:
 
 
 def test_page_draws_every_chart_offline_with_the_json_numbers(
-        clickhouse_settings: ClickHouseSettings, redis_settings: RedisSettings, kafka_settings: KafkaSettings,
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    clickhouse_settings: ClickHouseSettings,
+    redis_settings: RedisSettings,
+    kafka_settings: KafkaSettings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     settings = clickhouse_settings
     client = open_client(settings)
     migrate(client, settings.database)
@@ -143,8 +181,9 @@ def test_page_draws_every_chart_offline_with_the_json_numbers(
     for offset, pe in enumerate(events):
         sink.add(pe, 0, offset)
     sink.flush()
-    store = RedisBudgetStore(redis.Redis.from_url(redis_settings.url.get_secret_value()),
-                             KeyLayout(redis_settings.key_prefix))
+    store = RedisBudgetStore(
+        redis.Redis.from_url(redis_settings.url.get_secret_value()), KeyLayout(redis_settings.key_prefix)
+    )
     store.publish_budgets("acme", [Budget.from_cli("acme-day", scope="tenant=acme", limit_tokens=5_000)])
     now_ms = int(time.time() * 1000)
     store.reconcile("acme", "acme-day", "tenant=acme", window_for("day", "UTC", now_ms).start_ms, 1_200, 3_600_000)
@@ -166,8 +205,9 @@ def test_page_draws_every_chart_offline_with_the_json_numbers(
     written.feed(out.read_text())
     assert written.external == []  # self-contained: no script, style, image or frame comes from anywhere
 
-    dom = subprocess.run(_offline("--dump-dom", out.as_uri()), capture_output=True, text=True, timeout=120,
-                         check=True).stdout
+    dom = subprocess.run(
+        _offline("--dump-dom", out.as_uri()), capture_output=True, text=True, timeout=120, check=True
+    ).stdout
     parsed = _Page()
     parsed.feed(dom)
     assert len(parsed.charts) >= 12, sorted(parsed.charts)
@@ -188,27 +228,37 @@ def test_page_draws_every_chart_offline_with_the_json_numbers(
     for name in REPORTS:
         assert parsed.tables[f"report-{name}"] == report(name), name
     tenants = report("spend", "--by", "tenant", "--top", "15")
-    assert parsed.tables["top-tenant"] == [{k: r[k] for k in ("tenant", "requests", "attempts", "cost_nanos",
-                                                                "cost_usd")} for r in tenants]
+    assert parsed.tables["top-tenant"] == [
+        {k: r[k] for k in ("tenant", "requests", "attempts", "cost_nanos", "cost_usd")} for r in tenants
+    ]
     assert sum(r["cost_nanos"] for r in tenants) == sum(pe.cost_nanos for pe in events)  # and they add up
     by_hour = report("spend", "--by", "hour,model")  # six hours of data: the page's time axis is the hour
-    assert sorted((r["hour"], r["model"], r["attempts"], r["cost_nanos"]) for r in parsed.tables["spend-by-model"]) \
-        == sorted((r["hour"], r["model"], r["attempts"], r["cost_nanos"]) for r in by_hour)
+    assert sorted(
+        (r["hour"], r["model"], r["attempts"], r["cost_nanos"]) for r in parsed.tables["spend-by-model"]
+    ) == sorted((r["hour"], r["model"], r["attempts"], r["cost_nanos"]) for r in by_hour)
     advice = CliRunner().invoke(build_app(), ["advise", *window, "--format", "json"])
     assert advice.exit_code == 0, advice.output
     assert [(r["kind"], r["monthly_saving_nanos"]) for r in parsed.tables["advice"]] == [
-        (o["kind"], o["monthly_saving_nanos"]) for o in json.loads(advice.stdout)]
+        (o["kind"], o["monthly_saving_nanos"]) for o in json.loads(advice.stdout)
+    ]
     wasted = sum(pe.cost_nanos for pe in events if pe.event.status != "ok")
     assert sum(r["wasted_cost_nanos"] for r in parsed.tables["report-retries"]) == wasted
     assert [(r["budget_id"], r["member"], r["spent"], r["limit"], r["used"]) for r in parsed.tables["budgets"]] == [
-        ("acme-day", "tenant=acme", 1_200, 5_000, "24.0%")]
+        ("acme-day", "tenant=acme", 1_200, 5_000, "24.0%")
+    ]
 
     assert [(r["kind"], r["action"], r["summary"]) for r in parsed.tables["alerts"]] == [
-        ("retry_storm", "trigger", "storm 1")]
+        ("retry_storm", "trigger", "storm 1")
+    ]
 
     shot = tmp_path / "report.png"
-    subprocess.run(_offline("--window-size=1400,5000", f"--screenshot={shot}", out.as_uri()), capture_output=True,
-                   timeout=120, check=True, cwd=tmp_path)
+    subprocess.run(
+        _offline("--window-size=1400,5000", f"--screenshot={shot}", out.as_uri()),
+        capture_output=True,
+        timeout=120,
+        check=True,
+        cwd=tmp_path,
+    )
     assert shot.stat().st_size > 50_000
     ARTIFACTS.mkdir(exist_ok=True)
     shutil.copy(shot, ARTIFACTS / "report-html.png")

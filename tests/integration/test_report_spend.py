@@ -38,10 +38,20 @@ def _events() -> list[PricedEvent]:
     out: list[PricedEvent] = []
     for i in range(240):
         event = UsageEvent(
-            event_id=f"ev-{i}", occurred_at=T0 + (i % 48) * HOUR + i, tenant=("acme", "globex")[i // 2 % 2],
-            provider="openai", model=("gpt-4o", "gpt-4o-mini", "o3")[i % 3], request_id=f"req-{i // 2}",
-            attempt=1 + i % 2, status="ok" if i % 5 else "timeout", input_tokens=1000 + i, cached_input_tokens=i,
-            cache_write_tokens=i % 7, output_tokens=3 * i, reasoning_tokens=i % 11, team=("a", None)[i % 2],
+            event_id=f"ev-{i}",
+            occurred_at=T0 + (i % 48) * HOUR + i,
+            tenant=("acme", "globex")[i // 2 % 2],
+            provider="openai",
+            model=("gpt-4o", "gpt-4o-mini", "o3")[i % 3],
+            request_id=f"req-{i // 2}",
+            attempt=1 + i % 2,
+            status="ok" if i % 5 else "timeout",
+            input_tokens=1000 + i,
+            cached_input_tokens=i,
+            cache_write_tokens=i % 7,
+            output_tokens=3 * i,
+            reasoning_tokens=i % 11,
+            team=("a", None)[i % 2],
             plan=("free", "pro", None)[i % 3],
         )
         out.append(PricedEvent(event, 999_999_999 + i * 1_234_567, "v1"))
@@ -114,9 +124,20 @@ def test_json_rows_are_exact_and_shaped(loaded: Any, monkeypatch: pytest.MonkeyP
     assert rows == _truth(events, ("tenant", "model"))
     by_tenant = _json_report("--by", "tenant")
     assert [(r["requests"], r["attempts"]) for r in by_tenant] == [(60, 120), (60, 120)]  # requests vs attempts
-    assert list(rows[0]) == ["tenant", "model", "requests", "attempts", "retries", "failed_attempts",
-                             "failed_cost_nanos", "failed_cost_usd", "unpriced_attempts", *TOKEN_BUCKETS,
-                             "cost_nanos", "cost_usd"]
+    assert list(rows[0]) == [
+        "tenant",
+        "model",
+        "requests",
+        "attempts",
+        "retries",
+        "failed_attempts",
+        "failed_cost_nanos",
+        "failed_cost_usd",
+        "unpriced_attempts",
+        *TOKEN_BUCKETS,
+        "cost_nanos",
+        "cost_usd",
+    ]
     assert all(isinstance(r["cost_nanos"], int) and isinstance(r["cost_usd"], str) for r in rows)
     assert sum(r["cost_nanos"] for r in rows) == sum(pe.cost_nanos for pe in events)
     # Missing dimensions are null, not "".
@@ -225,5 +246,6 @@ def test_server_url_runs_the_same_code(loaded: Any, monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("COSTPLANE_CLICKHOUSE_URL", "https://reporter@ch.example.com:8443")
     monkeypatch.setenv("COSTPLANE_CLICKHOUSE_PASSWORD", "s3cret")
     assert _json_report("--by", "provider") == _truth(events, ("provider",))
-    assert calls == [{"host": "ch.example.com", "port": 8443, "username": "reporter", "password": "s3cret",
-                      "secure": True}]
+    assert calls == [
+        {"host": "ch.example.com", "port": 8443, "username": "reporter", "password": "s3cret", "secure": True}
+    ]

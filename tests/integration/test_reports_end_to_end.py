@@ -79,13 +79,17 @@ class Truth:
 
 def truth_of(e: UsageEvent) -> Truth:
     prompt = e.input_tokens + e.cached_input_tokens + e.cache_write_tokens
-    rates = default_catalog().explain(e.provider, e.model, prompt_tokens=prompt, service_tier=e.service_tier,
-                                      occurred_at_ms=e.occurred_at)
+    rates = default_catalog().explain(
+        e.provider, e.model, prompt_tokens=prompt, service_tier=e.service_tier, occurred_at_ms=e.occurred_at
+    )
     if rates is None:
         return Truth(e, 0, True, prompt, 0, 0, 0, 0, 0, 0, 0)
     p = {name: rate.usd for name, rate in rates.items()}
-    prompt_usd = e.input_tokens * p["input"] + e.cached_input_tokens * p["cached_input"] \
+    prompt_usd = (
+        e.input_tokens * p["input"]
+        + e.cached_input_tokens * p["cached_input"]
         + e.cache_write_tokens * p["cache_write"]
+    )
     full = prompt_usd + e.output_tokens * p["output"] + e.reasoning_tokens * p["reasoning"]
     if e.result_cache_hit:
         return Truth(e, 0, False, prompt, 0, 0, 0, 0, 0, 0, _half_even(full * NANO))
@@ -94,10 +98,16 @@ def truth_of(e: UsageEvent) -> Truth:
     if system >= 1024:
         prefix = min(max(system - e.cached_input_tokens - e.cache_write_tokens, 0), e.input_tokens)
     return Truth(
-        e, _half_even(full * NANO), False, prompt, _half_even(prompt_usd * NANO),
+        e,
+        _half_even(full * NANO),
+        False,
+        prompt,
+        _half_even(prompt_usd * NANO),
         _half_even(e.cached_input_tokens * (p["input"] - p["cached_input"]) * NANO),
         _half_even(prompt_usd * NANO * min(system, prompt) / prompt) if prompt else 0,
-        prefix, _half_even(prefix * p["input"] * NANO), _half_even(prefix * (p["input"] - p["cached_input"]) * NANO),
+        prefix,
+        _half_even(prefix * p["input"] * NANO),
+        _half_even(prefix * (p["input"] - p["cached_input"]) * NANO),
         0,
     )
 
@@ -111,8 +121,15 @@ def dataset(now_ms: int) -> list[UsageEvent]:
     def add(**kw: Any) -> None:
         nonlocal n
         n += 1
-        fields: dict[str, Any] = dict(event_id=str(uuid.uuid4()), occurred_at=base + n * 37_000, tenant="acme",
-                                      provider="openai", request_id=f"req-{n}", attempt=1, status="ok")
+        fields: dict[str, Any] = dict(
+            event_id=str(uuid.uuid4()),
+            occurred_at=base + n * 37_000,
+            tenant="acme",
+            provider="openai",
+            request_id=f"req-{n}",
+            attempt=1,
+            status="ok",
+        )
         fields.update(kw)
         out.append(UsageEvent(**fields))
 
@@ -124,33 +141,84 @@ def dataset(now_ms: int) -> list[UsageEvent]:
             prompt = 2000 + 900 * (turn - 1) + 10 * s
             cached = 0 if turn == 1 else 1024
             write = 1024 if turn == 1 and s % 3 == 0 else 0
-            add(model="gpt-4o", feature="chat", team="search", env="prod", plan="pro" if s < 6 else "free",
-                user_id=f"u{s % 4}", session_id=f"sess-{s}", turn=turn, system_prompt_tokens=system,
-                input_tokens=prompt - cached - write, cached_input_tokens=cached, cache_write_tokens=write,
-                output_tokens=150 + 5 * s, request_id=f"chat-{s}-{turn}", operation="chat")
+            add(
+                model="gpt-4o",
+                feature="chat",
+                team="search",
+                env="prod",
+                plan="pro" if s < 6 else "free",
+                user_id=f"u{s % 4}",
+                session_id=f"sess-{s}",
+                turn=turn,
+                system_prompt_tokens=system,
+                input_tokens=prompt - cached - write,
+                cached_input_tokens=cached,
+                cache_write_tokens=write,
+                output_tokens=150 + 5 * s,
+                request_id=f"chat-{s}-{turn}",
+                operation="chat",
+            )
     # Extraction with malformed-JSON retries: a third of the requests fail twice before they succeed, a third once.
     for r in range(9):
-        attempts = [(("invalid_output", 700), ("rate_limited", 0), ("ok", 300)), (("timeout", 0), ("ok", 310)),
-                    (("ok", 320),)][r % 3]
+        attempts = [
+            (("invalid_output", 700), ("rate_limited", 0), ("ok", 300)),
+            (("timeout", 0), ("ok", 310)),
+            (("ok", 320),),
+        ][r % 3]
         for a, (status, output) in enumerate(attempts, start=1):
-            add(model="gpt-4o-mini", feature="extract", team="data", env="prod", plan="pro", user_id=f"u{r % 3}",
-                request_id=f"extract-{r}", attempt=a, status=status, input_tokens=1200 if output else 0,
-                output_tokens=output, system_prompt_tokens=300)
+            add(
+                model="gpt-4o-mini",
+                feature="extract",
+                team="data",
+                env="prod",
+                plan="pro",
+                user_id=f"u{r % 3}",
+                request_id=f"extract-{r}",
+                attempt=a,
+                status=status,
+                input_tokens=1200 if output else 0,
+                output_tokens=output,
+                system_prompt_tokens=300,
+            )
     # A staging load test nobody tagged with a team.
     for _ in range(8):
         add(model="gpt-4o-mini", feature="loadtest", env="staging", input_tokens=5000, output_tokens=800)
     # Answers served from the app's own result cache: cost nothing, the saving is recorded.
     for i in range(4):
-        add(model="gpt-4o", feature="faq", team="support", env="prod", plan="free", user_id=f"u{i}",
-            input_tokens=900, output_tokens=200, result_cache_hit=True)
+        add(
+            model="gpt-4o",
+            feature="faq",
+            team="support",
+            env="prod",
+            plan="free",
+            user_id=f"u{i}",
+            input_tokens=900,
+            output_tokens=200,
+            result_cache_hit=True,
+        )
     # A model the catalog does not price.
     for _ in range(5):
-        add(provider="acme-labs", model="internal-llm-7", feature="chat", team="search", env="prod",
-            input_tokens=3000, output_tokens=400)
+        add(
+            provider="acme-labs",
+            model="internal-llm-7",
+            feature="chat",
+            team="search",
+            env="prod",
+            input_tokens=3000,
+            output_tokens=400,
+        )
     # Another tenant: embeddings on a free plan, no env.
     for i in range(6):
-        add(tenant="globex", model="text-embedding-3-small", feature="index", team="platform", plan="free",
-            user_id=f"g{i % 2}", operation="embedding", input_tokens=8000 + i)
+        add(
+            tenant="globex",
+            model="text-embedding-3-small",
+            feature="index",
+            team="platform",
+            plan="free",
+            user_id=f"g{i % 2}",
+            operation="embedding",
+            input_tokens=8000 + i,
+        )
     return out
 
 
@@ -158,11 +226,13 @@ def dataset(now_ms: int) -> list[UsageEvent]:
 
 
 @pytest.fixture(scope="module")
-def loaded(tmp_path_factory: pytest.TempPathFactory, dev_stack: dict[str, Any]) -> Iterator[tuple[WorkerProcess,
-                                                                                                 list[Truth]]]:
+def loaded(
+    tmp_path_factory: pytest.TempPathFactory, dev_stack: dict[str, Any]
+) -> Iterator[tuple[WorkerProcess, list[Truth]]]:
     tmp = tmp_path_factory.mktemp("reports-e2e")
-    kafka = load_settings(KafkaSettings, bootstrap_servers=dev_stack["kafka"]["bootstrap"],
-                          topic_prefix=f"t{uuid.uuid4().hex[:10]}")
+    kafka = load_settings(
+        KafkaSettings, bootstrap_servers=dev_stack["kafka"]["bootstrap"], topic_prefix=f"t{uuid.uuid4().hex[:10]}"
+    )
     redis_settings = load_settings(RedisSettings, url=dev_stack["redis"]["url"], key_prefix=f"t{uuid.uuid4().hex[:8]}")
     clickhouse = load_settings(ClickHouseSettings, chdb_path=tmp / "chdb", database=f"t{uuid.uuid4().hex[:10]}")
     from costplane.config import WorkerSettings
@@ -232,12 +302,16 @@ def test_spend_counts_requests_attempts_failures_and_unpriced(loaded: tuple[Work
     rows = rows_of(worker, "spend", by=["tenant,feature"])
     want = {}
     for (tenant, feature), ts in group(truths, lambda t: (t.e.tenant, t.e.feature)).items():
-        row: dict[str, Any] = {"tenant": tenant, "feature": feature,
-                               "requests": sum(t.e.attempt == 1 for t in ts), "attempts": len(ts),
-                               "retries": sum(t.e.attempt > 1 for t in ts),
-                               "failed_attempts": sum(t.failed for t in ts),
-                               **money("failed_cost_nanos", sum(t.cost for t in ts if t.failed)),
-                               "unpriced_attempts": sum(t.unpriced for t in ts)}
+        row: dict[str, Any] = {
+            "tenant": tenant,
+            "feature": feature,
+            "requests": sum(t.e.attempt == 1 for t in ts),
+            "attempts": len(ts),
+            "retries": sum(t.e.attempt > 1 for t in ts),
+            "failed_attempts": sum(t.failed for t in ts),
+            **money("failed_cost_nanos", sum(t.cost for t in ts if t.failed)),
+            "unpriced_attempts": sum(t.unpriced for t in ts),
+        }
         row.update({b: sum(getattr(t.e, b) for t in ts) for b in TOKEN_BUCKETS})
         row.update(money("cost_nanos", sum(t.cost for t in ts)))
         want[(tenant, feature)] = row
@@ -259,25 +333,40 @@ def test_requests_with_all_their_attempts(loaded: tuple[WorkerProcess, list[Trut
         costs = sorted(sum(t.cost for t in r) for r in requests)
         n = len(costs)
         assert rows[(feature,)] == {
-            "feature": feature, "requests": n,
+            "feature": feature,
+            "requests": n,
             **money("avg_cost_nanos", _half_even(Fraction(sum(costs), n))),
             **money("p50_cost_nanos", costs[int(0.5 * n)]),
             **money("p95_cost_nanos", costs[int(0.95 * n)]),
             **money("max_cost_nanos", costs[-1]),
             "avg_attempts": sum(len(r) for r in requests) / n,
         }, feature
-        assert list(rows[(feature,)]) == ["feature", "requests", "avg_cost_nanos", "avg_cost_usd", "p50_cost_nanos",
-                                          "p50_cost_usd", "p95_cost_nanos", "p95_cost_usd", "max_cost_nanos",
-                                          "max_cost_usd", "avg_attempts"]
+        assert list(rows[(feature,)]) == [
+            "feature",
+            "requests",
+            "avg_cost_nanos",
+            "avg_cost_usd",
+            "p50_cost_nanos",
+            "p50_cost_usd",
+            "p95_cost_nanos",
+            "p95_cost_usd",
+            "max_cost_nanos",
+            "max_cost_usd",
+            "avg_attempts",
+        ]
     listed = rows_of(worker, "requests", by=["request_id"], top=3)
     dearest = sorted(per_request.items(), key=lambda kv: (-sum(t.cost for t in kv[1]), kv[0]))[:3]
     assert [r["request_id"] for r in listed] == [key[1] for key, _ in dearest]
     (tenant, request_id), attempts = dearest[0]
     assert listed[0] == {
-        "request_id": request_id, "tenant": tenant, "feature": attempts[0].e.feature, "attempts": len(attempts),
+        "request_id": request_id,
+        "tenant": tenant,
+        "feature": attempts[0].e.feature,
+        "attempts": len(attempts),
         **money("cost_nanos", sum(t.cost for t in attempts)),
         **money("failed_cost_nanos", sum(t.cost for t in attempts if t.failed)),
-        "first_at": listed[0]["first_at"], "last_at": listed[0]["last_at"],
+        "first_at": listed[0]["first_at"],
+        "last_at": listed[0]["last_at"],
         "models": sorted({t.e.model for t in attempts}),
     }
 
@@ -290,17 +379,25 @@ def test_users_per_plan_and_top_users(loaded: tuple[WorkerProcess, list[Truth]])
     want = {}
     for (tenant, plan), ts in group(with_user, lambda t: (t.e.tenant, t.e.plan)).items():
         users, cost = len({t.e.user_id for t in ts}), sum(t.cost for t in ts)
-        want[(tenant, plan)] = {"tenant": tenant, "plan": plan, "users": users,
-                                "requests": sum(t.e.attempt == 1 for t in ts), **money("cost_nanos", cost),
-                                **money("avg_cost_per_user_nanos", _half_even(Fraction(cost, users))),
-                                "share_of_tenant": cost / tenant_cost[tenant]}
+        want[(tenant, plan)] = {
+            "tenant": tenant,
+            "plan": plan,
+            "users": users,
+            "requests": sum(t.e.attempt == 1 for t in ts),
+            **money("cost_nanos", cost),
+            **money("avg_cost_per_user_nanos", _half_even(Fraction(cost, users))),
+            "share_of_tenant": cost / tenant_cost[tenant],
+        }
     same(rows, want)
     top = rows_of(worker, "users", by=["user"], tenant="acme", top=2)
-    per_user = {k: sum(t.cost for t in ts) for k, ts in group(
-        [t for t in with_user if t.e.tenant == "acme"], lambda t: (t.e.user_id,)).items()}
+    per_user = {
+        k: sum(t.cost for t in ts)
+        for k, ts in group([t for t in with_user if t.e.tenant == "acme"], lambda t: (t.e.user_id,)).items()
+    }
     best = sorted(per_user.items(), key=lambda kv: -kv[1])[:2]
     assert [(r["user"], r["cost_nanos"], r["share_of_tenant"]) for r in top] == [
-        (u, c, c / tenant_cost["acme"]) for (u,), c in best]
+        (u, c, c / tenant_cost["acme"]) for (u,), c in best
+    ]
 
 
 def test_retries_waste(loaded: tuple[WorkerProcess, list[Truth]]) -> None:
@@ -309,10 +406,16 @@ def test_retries_waste(loaded: tuple[WorkerProcess, list[Truth]]) -> None:
     want = {}
     for key, ts in group(truths, lambda t: (t.e.feature, t.e.model)).items():
         requests, retried = sum(t.e.attempt == 1 for t in ts), sum(t.e.attempt == 2 for t in ts)
-        want[key] = {"feature": key[0], "model": key[1], "requests": requests, "retried_requests": retried,
-                     "retry_rate": retried / requests, "failed_attempts": sum(t.failed for t in ts),
-                     "wasted_tokens": sum(t.tokens for t in ts if t.failed),
-                     **money("wasted_cost_nanos", sum(t.cost for t in ts if t.failed))}
+        want[key] = {
+            "feature": key[0],
+            "model": key[1],
+            "requests": requests,
+            "retried_requests": retried,
+            "retry_rate": retried / requests,
+            "failed_attempts": sum(t.failed for t in ts),
+            "wasted_tokens": sum(t.tokens for t in ts if t.failed),
+            **money("wasted_cost_nanos", sum(t.cost for t in ts if t.failed)),
+        }
     same(rows, want)
     assert want[("extract", "gpt-4o-mini")]["wasted_cost_nanos"] > 0
 
@@ -323,14 +426,19 @@ def test_caching_savings_and_what_caching_would_save(loaded: tuple[WorkerProcess
     want = {}
     for key, ts in group(truths, lambda t: (t.e.feature, t.e.model)).items():
         prompt, cached = sum(t.prompt for t in ts), sum(t.e.cached_input_tokens for t in ts)
-        want[key] = {"feature": key[0], "model": key[1], "prompt_tokens": prompt, "cached_input_tokens": cached,
-                     "hit_rate": cached / prompt,
-                     **money("saved_nanos", sum(t.cache_saved for t in ts)),
-                     "uncached_prefix_tokens": sum(t.prefix_tokens for t in ts),
-                     **money("uncached_prefix_cost_nanos", sum(t.prefix_cost for t in ts)),
-                     **money("would_save_nanos", sum(t.prefix_saving for t in ts)),
-                     "result_cache_hits": sum(bool(t.e.result_cache_hit) for t in ts),
-                     **money("result_cache_avoided_nanos", sum(t.avoided for t in ts))}
+        want[key] = {
+            "feature": key[0],
+            "model": key[1],
+            "prompt_tokens": prompt,
+            "cached_input_tokens": cached,
+            "hit_rate": cached / prompt,
+            **money("saved_nanos", sum(t.cache_saved for t in ts)),
+            "uncached_prefix_tokens": sum(t.prefix_tokens for t in ts),
+            **money("uncached_prefix_cost_nanos", sum(t.prefix_cost for t in ts)),
+            **money("would_save_nanos", sum(t.prefix_saving for t in ts)),
+            "result_cache_hits": sum(bool(t.e.result_cache_hit) for t in ts),
+            **money("result_cache_avoided_nanos", sum(t.avoided for t in ts)),
+        }
     same(rows, want)
     chat = want[("chat", "gpt-4o")]
     assert chat["saved_nanos"] > 0 and chat["would_save_nanos"] > 0
@@ -340,8 +448,10 @@ def test_caching_savings_and_what_caching_would_save(loaded: tuple[WorkerProcess
 def test_context_growth_and_history_cost(loaded: tuple[WorkerProcess, list[Truth]]) -> None:
     worker, truths = loaded
     sessions = [t for t in truths if t.e.session_id and t.e.turn]
-    base = {k: min(ts, key=lambda t: (t.e.turn, t.e.attempt)).prompt
-            for k, ts in group(sessions, lambda t: (t.e.tenant, t.e.session_id)).items()}
+    base = {
+        k: min(ts, key=lambda t: (t.e.turn, t.e.attempt)).prompt
+        for k, ts in group(sessions, lambda t: (t.e.tenant, t.e.session_id)).items()
+    }
     rows = rows_of(worker, "context")
     want = []
     for (feature,), ts in group(sessions, lambda t: (t.e.feature,)).items():
@@ -349,14 +459,22 @@ def test_context_growth_and_history_cost(loaded: tuple[WorkerProcess, list[Truth
         per_turn = []
         for (turn,), tt in sorted(turns.items()):
             firsts = [t for t in tt if t.e.attempt == 1]
-            history = sum(_half_even(Fraction(t.input_cost * max(t.prompt - base[(t.e.tenant, t.e.session_id)], 0),
-                                              t.prompt)) for t in tt)
-            per_turn.append({"feature": feature, "turn": str(turn), "requests": len(firsts),
-                             "avg_input_tokens": sum(t.prompt for t in firsts) / len(firsts),
-                             "p90_input_tokens": sorted(t.prompt for t in firsts)[int(0.9 * len(firsts))],
-                             "avg_output_tokens": sum(t.e.output_tokens for t in firsts) / len(firsts),
-                             **money("cost_nanos", sum(t.cost for t in tt)),
-                             **money("history_cost_nanos", history)})
+            history = sum(
+                _half_even(Fraction(t.input_cost * max(t.prompt - base[(t.e.tenant, t.e.session_id)], 0), t.prompt))
+                for t in tt
+            )
+            per_turn.append(
+                {
+                    "feature": feature,
+                    "turn": str(turn),
+                    "requests": len(firsts),
+                    "avg_input_tokens": sum(t.prompt for t in firsts) / len(firsts),
+                    "p90_input_tokens": sorted(t.prompt for t in firsts)[int(0.9 * len(firsts))],
+                    "avg_output_tokens": sum(t.e.output_tokens for t in firsts) / len(firsts),
+                    **money("cost_nanos", sum(t.cost for t in tt)),
+                    **money("history_cost_nanos", history),
+                }
+            )
         deep = [r for r in per_turn if r["requests"] >= 10]
         growth = deep[-1]["avg_input_tokens"] / per_turn[0]["avg_input_tokens"]
         want += [{**r, "growth": growth} for r in per_turn]
@@ -370,9 +488,13 @@ def test_system_prompt_share_and_cost(loaded: tuple[WorkerProcess, list[Truth]])
     want = {}
     for (feature,), ts in group(truths, lambda t: (t.e.feature,)).items():
         system, prompt = sum(t.e.system_prompt_tokens or 0 for t in ts), sum(t.prompt for t in ts)
-        want[(feature,)] = {"feature": feature, "system_prompt_tokens": system, "prompt_tokens": prompt,
-                            "share": system / prompt,
-                            **money("system_prompt_cost_nanos", sum(t.system_cost for t in ts))}
+        want[(feature,)] = {
+            "feature": feature,
+            "system_prompt_tokens": system,
+            "prompt_tokens": prompt,
+            "share": system / prompt,
+            **money("system_prompt_cost_nanos", sum(t.system_cost for t in ts)),
+        }
     same(rows, want)
 
 
@@ -383,8 +505,13 @@ def test_environments_call_out_nonprod(loaded: tuple[WorkerProcess, list[Truth]]
     want = {}
     for (env,), ts in group(truths, lambda t: (t.e.env,)).items():
         cost = sum(t.cost for t in ts)
-        want[(env,)] = {"env": env, "attempts": len(ts), **money("cost_nanos", cost),
-                        "share": cost / total, "nonprod": env is not None and env not in ("prod", "production")}
+        want[(env,)] = {
+            "env": env,
+            "attempts": len(ts),
+            **money("cost_nanos", cost),
+            "share": cost / total,
+            "nonprod": env is not None and env not in ("prod", "production"),
+        }
     same(rows, want)
     assert rows[("staging",)]["nonprod"] is True
 
@@ -399,9 +526,12 @@ def test_unpriced_models_are_listed(loaded: tuple[WorkerProcess, list[Truth]]) -
     last = max(t.e.occurred_at for t in unpriced)
     assert list(row) == ["provider", "model", "attempts", *TOKEN_BUCKETS, "tokens", "first_seen", "last_seen"]
     assert {k: v for k, v in row.items() if k not in ("first_seen", "last_seen")} == {
-        "provider": "acme-labs", "model": "internal-llm-7", "attempts": len(unpriced),
+        "provider": "acme-labs",
+        "model": "internal-llm-7",
+        "attempts": len(unpriced),
         **{b: sum(getattr(t.e, b) for t in unpriced) for b in TOKEN_BUCKETS},
-        "tokens": sum(t.tokens for t in unpriced)}
+        "tokens": sum(t.tokens for t in unpriced),
+    }
     from datetime import UTC, datetime
 
     assert datetime.fromisoformat(row["first_seen"]) == datetime.fromtimestamp(first / 1000, UTC)
@@ -413,11 +543,21 @@ def test_chargeback_unallocated_proportional_and_focus(loaded: tuple[WorkerProce
     per_team = {k[0]: sum(t.cost for t in ts) for k, ts in group(truths, lambda t: (t.e.team,)).items()}
     grand = sum(per_team.values())
     shown = keyed(rows_of(worker, "chargeback"), "team")
-    assert list(shown[(None,)]) == ["team", "cost_nanos", "cost_usd", "allocated_nanos", "allocated_usd", "total_nanos",
-                                    "total_usd", "share", "unallocated"]
+    assert list(shown[(None,)]) == [
+        "team",
+        "cost_nanos",
+        "cost_usd",
+        "allocated_nanos",
+        "allocated_usd",
+        "total_nanos",
+        "total_usd",
+        "share",
+        "unallocated",
+    ]
     assert list(shown)[-1] == (None,)  # untagged spend comes last
     assert {k: (r["cost_nanos"], r["unallocated"], r["share"]) for k, r in shown.items()} == {
-        (team,): (cost, team is None, cost / grand) for team, cost in per_team.items()}
+        (team,): (cost, team is None, cost / grand) for team, cost in per_team.items()
+    }
     spread = rows_of(worker, "chargeback", allocate="proportional")
     tagged = {team: cost for team, cost in per_team.items() if team is not None}
     untagged = per_team[None]
@@ -426,8 +566,9 @@ def test_chargeback_unallocated_proportional_and_focus(loaded: tuple[WorkerProce
         exact = Fraction(untagged * tagged[r["team"]], sum(tagged.values()))
         assert abs(r["allocated_nanos"] - exact) < 1 and r["total_nanos"] == r["cost_nanos"] + r["allocated_nanos"]
 
-    out = CliRunner().invoke(build_app(), ["report", "chargeback", "--since", "1d", "--format", "focus",
-                                           "--api-url", worker.url])
+    out = CliRunner().invoke(
+        build_app(), ["report", "chargeback", "--since", "1d", "--format", "focus", "--api-url", worker.url]
+    )
     assert out.exit_code == 0, out.output
     focus = list(csv.DictReader(io.StringIO(out.stdout)))
     assert focus and list(focus[0]) == list(FOCUS_COLUMNS)
@@ -451,14 +592,41 @@ def test_cli_prints_the_same_json_csv_and_a_reading(loaded: tuple[WorkerProcess,
         assert list(parsed[0]) == list(json.loads(as_json.stdout)[0])  # the header is the JSON keys
         table = runner.invoke(build_app(), args)
         assert table.exit_code == 0 and api(worker, report, since="1d")["reading"].split(" ")[0] in table.stdout
-    empty = runner.invoke(build_app(), ["report", "retries", "--since", "2020-01-01", "--until", "2020-01-02",
-                                        "--api-url", worker.url, "--format", "json"])
+    empty = runner.invoke(
+        build_app(),
+        [
+            "report",
+            "retries",
+            "--since",
+            "2020-01-01",
+            "--until",
+            "2020-01-02",
+            "--api-url",
+            worker.url,
+            "--format",
+            "json",
+        ],
+    )
     assert empty.exit_code == 0 and json.loads(empty.stdout) == []
-    empty_csv = runner.invoke(build_app(), ["report", "retries", "--since", "2020-01-01", "--until", "2020-01-02",
-                                            "--api-url", worker.url, "--format", "csv"])
+    empty_csv = runner.invoke(
+        build_app(),
+        [
+            "report",
+            "retries",
+            "--since",
+            "2020-01-01",
+            "--until",
+            "2020-01-02",
+            "--api-url",
+            worker.url,
+            "--format",
+            "csv",
+        ],
+    )
     assert empty_csv.exit_code == 0 and empty_csv.stdout.splitlines() == [
         "feature,model,requests,retried_requests,retry_rate,failed_attempts,wasted_tokens,wasted_cost_nanos,"
-        "wasted_cost_usd"]
+        "wasted_cost_usd"
+    ]
     unknown = runner.invoke(build_app(), ["report", "spend", "--tenant", "nobody", "--api-url", worker.url])
     assert unknown.exit_code == 2 and "no tenant 'nobody'" in unknown.output
 

@@ -27,8 +27,25 @@ DAY = timedelta(days=1)
 
 def _events(at: datetime, n: int, cost: int) -> list[PricedEvent]:
     millis = int(at.timestamp() * 1000)
-    return [PricedEvent(UsageEvent(str(uuid.uuid4()), millis + i, "acme", "openai", "gpt-4o", f"r-{millis}-{i}", 1,
-                                   "ok", input_tokens=100, feature="chat"), cost, "v1") for i in range(n)]
+    return [
+        PricedEvent(
+            UsageEvent(
+                str(uuid.uuid4()),
+                millis + i,
+                "acme",
+                "openai",
+                "gpt-4o",
+                f"r-{millis}-{i}",
+                1,
+                "ok",
+                input_tokens=100,
+                feature="chat",
+            ),
+            cost,
+            "v1",
+        )
+        for i in range(n)
+    ]
 
 
 def _load(client: Any, database: str, events: list[PricedEvent], ingested: datetime) -> None:
@@ -62,8 +79,9 @@ def test_rollup_reports_answer_past_the_raw_ttl_and_raw_reports_say_what_expired
         run_report(client, ReportOptions.parse("requests", since="45d", until="35d", now=now), db, raw_ttl_days=30)
 
 
-def test_reports_show_another_price_version_on_request(clickhouse_settings: ClickHouseSettings,
-                                                       tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_reports_show_another_price_version_on_request(
+    clickhouse_settings: ClickHouseSettings, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The stored rating by default; ``--price-version`` re-prices each call at that version instead."""
     import json
     from decimal import ROUND_HALF_EVEN, Decimal
@@ -71,13 +89,27 @@ def test_reports_show_another_price_version_on_request(clickhouse_settings: Clic
     from costplane.pricing.catalog import load_catalog
 
     def version(label: str, start: str, input_usd: str, output_usd: str) -> dict[str, Any]:
-        return {"price_version": label, "effective_from": start, "models": {"gpt-4o": {
-            "provider": "openai", "input_cost_per_token": input_usd, "output_cost_per_token": output_usd}}}
+        return {
+            "price_version": label,
+            "effective_from": start,
+            "models": {
+                "gpt-4o": {"provider": "openai", "input_cost_per_token": input_usd, "output_cost_per_token": output_usd}
+            },
+        }
 
     path = tmp_path / "catalog.json"
-    path.write_text(json.dumps({"format": "costplane-price-catalog", "format_version": 1, "versions": [
-        version("A@2020", "2020-01-01", "0.0000025", "0.00001"),
-        version("B@2030", "2030-01-01", "0.000001", "0.000004")]}))
+    path.write_text(
+        json.dumps(
+            {
+                "format": "costplane-price-catalog",
+                "format_version": 1,
+                "versions": [
+                    version("A@2020", "2020-01-01", "0.0000025", "0.00001"),
+                    version("B@2030", "2030-01-01", "0.000001", "0.000004"),
+                ],
+            }
+        )
+    )
     monkeypatch.setenv("COSTPLANE_PRICING_CATALOG", str(path))
     catalog = load_catalog(path)
     db = clickhouse_settings.database
@@ -85,8 +117,21 @@ def test_reports_show_another_price_version_on_request(clickhouse_settings: Clic
     migrate(client, db)
     now = datetime.now(UTC).replace(second=0, microsecond=0)
     at = int((now - DAY).timestamp() * 1000)
-    events = [UsageEvent(str(uuid.uuid4()), at + i, "acme", "openai", "gpt-4o", f"r{i}", 1, "ok",
-                         input_tokens=1_001 + i, output_tokens=333 + i) for i in range(6)]
+    events = [
+        UsageEvent(
+            str(uuid.uuid4()),
+            at + i,
+            "acme",
+            "openai",
+            "gpt-4o",
+            f"r{i}",
+            1,
+            "ok",
+            input_tokens=1_001 + i,
+            output_tokens=333 + i,
+        )
+        for i in range(6)
+    ]
     priced = [PricedEvent(e, catalog.price_event(e).cost_nanos, "A@2020") for e in events]
     sink = ClickHouseSink(BatchWriter(client, db), lambda offsets: None)
     for offset, pe in enumerate(priced):

@@ -48,26 +48,68 @@ def catalog_document(label: str) -> dict[str, Any]:
     def usd(nanos: int) -> str:
         return f"{nanos / 10**9:.10f}".rstrip("0")
 
-    models = {m: {"provider": "acme-ai", "input_cost_per_token": usd(i), "cache_read_input_token_cost": usd(c),
-                  "output_cost_per_token": usd(o)} for m, (i, c, o) in PRICES[label].items()}
-    return {"format": "costplane-price-catalog", "format_version": 1,
-            "versions": [{"price_version": f"{label}@2026", "effective_from": "2020-01-01", "models": models}]}
+    models = {
+        m: {
+            "provider": "acme-ai",
+            "input_cost_per_token": usd(i),
+            "cache_read_input_token_cost": usd(c),
+            "output_cost_per_token": usd(o),
+        }
+        for m, (i, c, o) in PRICES[label].items()
+    }
+    return {
+        "format": "costplane-price-catalog",
+        "format_version": 1,
+        "versions": [{"price_version": f"{label}@2026", "effective_from": "2020-01-01", "models": models}],
+    }
 
 
 def events() -> list[UsageEvent]:
     out = []
     for i in range(12):
-        out.append(UsageEvent(
-            event_id=f"00000000-0000-4000-8000-{i:012d}", occurred_at=OCT31_NOON + i * 2 * HOUR,
-            tenant=("acme", "globex")[i % 2], provider="acme-ai", model="beta" if i % 3 == 2 else "alpha",
-            request_id=f"r{i}", attempt=1, status="ok", input_tokens=1000 + 10 * i,
-            cached_input_tokens=200 if i % 4 == 0 else 0, output_tokens=100 + i))
-    out.append(UsageEvent(event_id="00000000-0000-4000-8000-000000000100", occurred_at=OCT31_NOON - 2 * 24 * HOUR,
-                          tenant="acme", provider="acme-ai", model="alpha", request_id="old", attempt=1,
-                          status="ok", input_tokens=500, output_tokens=50))
-    out.append(UsageEvent(event_id="00000000-0000-4000-8000-000000000101", occurred_at=OCT31_NOON + 4 * 24 * HOUR,
-                          tenant="globex", provider="acme-ai", model="beta", request_id="new", attempt=1,
-                          status="ok", input_tokens=700, output_tokens=70))
+        out.append(
+            UsageEvent(
+                event_id=f"00000000-0000-4000-8000-{i:012d}",
+                occurred_at=OCT31_NOON + i * 2 * HOUR,
+                tenant=("acme", "globex")[i % 2],
+                provider="acme-ai",
+                model="beta" if i % 3 == 2 else "alpha",
+                request_id=f"r{i}",
+                attempt=1,
+                status="ok",
+                input_tokens=1000 + 10 * i,
+                cached_input_tokens=200 if i % 4 == 0 else 0,
+                output_tokens=100 + i,
+            )
+        )
+    out.append(
+        UsageEvent(
+            event_id="00000000-0000-4000-8000-000000000100",
+            occurred_at=OCT31_NOON - 2 * 24 * HOUR,
+            tenant="acme",
+            provider="acme-ai",
+            model="alpha",
+            request_id="old",
+            attempt=1,
+            status="ok",
+            input_tokens=500,
+            output_tokens=50,
+        )
+    )
+    out.append(
+        UsageEvent(
+            event_id="00000000-0000-4000-8000-000000000101",
+            occurred_at=OCT31_NOON + 4 * 24 * HOUR,
+            tenant="globex",
+            provider="acme-ai",
+            model="beta",
+            request_id="new",
+            attempt=1,
+            status="ok",
+            input_tokens=700,
+            output_tokens=70,
+        )
+    )
     return out
 
 
@@ -125,8 +167,9 @@ def expected_spend(rerated: set[str]) -> dict[tuple[str, str], int]:
 
 
 def raw_ratings(client: Any, database: str) -> dict[str, tuple[int, str, int]]:
-    rows = client.query(f"SELECT event_id, cost_nanos, price_version, input_cost_nanos FROM {database}.usage_events"
-                        ).result_rows
+    rows = client.query(
+        f"SELECT event_id, cost_nanos, price_version, input_cost_nanos FROM {database}.usage_events"
+    ).result_rows
     return {str(r[0]): (int(r[1]), str(r[2]), int(r[3])) for r in rows}
 
 
@@ -154,8 +197,10 @@ def test_rerate_makes_spend_match_the_second_catalog_and_a_second_run_changes_no
     assert done.exit_code == 0, done.output
     assert answer_of(done)["written"] is True
     assert spend_by_tenant_model() == expected_spend({"acme", "globex"})
-    leftovers = client.query("SELECT name FROM system.tables WHERE database = {d:String} AND name LIKE '%rerate%'",
-                             parameters={"d": database}).result_rows
+    leftovers = client.query(
+        "SELECT name FROM system.tables WHERE database = {d:String} AND name LIKE '%rerate%'",
+        parameters={"d": database},
+    ).result_rows
     assert leftovers == []  # the working tables are dropped when done
     ratings = raw_ratings(client, database)
     for e in events():
@@ -164,8 +209,9 @@ def test_rerate_makes_spend_match_the_second_catalog_and_a_second_run_changes_no
         assert ratings[e.event_id] == (cost(e, label), f"{label}@2026", e.input_tokens * i + e.cached_input_tokens * c)
     by_day = cli("report", "spend", "--by", "day", "--since", "2026-10-01", "--format", "json")
     days = {r["day"]: r["cost_nanos"] for r in json.loads(by_day.stdout)}
-    assert days["2026-10-31"] == sum(cost(e, "B") for e in events() if in_range(e) and e.occurred_at < OCT31_NOON
-                                     + 12 * HOUR)
+    assert days["2026-10-31"] == sum(
+        cost(e, "B") for e in events() if in_range(e) and e.occurred_at < OCT31_NOON + 12 * HOUR
+    )
 
     again = cli("rerate", "--catalog", str(paths["B"]), *RANGE, "--format", "json")
     assert again.exit_code == 0, again.output
@@ -189,9 +235,15 @@ def test_one_tenant_and_an_interrupted_rerate(stored: Any, monkeypatch: pytest.M
 
     monkeypatch.setattr(rerate_module, "_swap", crash_on_second)
     with pytest.raises(RuntimeError, match="killed"):
-        rerate_module.run_rerate(client, rerate_module.RerateRequest.from_query_string(
-            rerate_module.RerateRequest.build(*_range(), now=_range()[1], tenant="acme", catalog=str(paths["B"]))
-            .to_query_string()), database)
+        rerate_module.run_rerate(
+            client,
+            rerate_module.RerateRequest.from_query_string(
+                rerate_module.RerateRequest.build(
+                    *_range(), now=_range()[1], tenant="acme", catalog=str(paths["B"])
+                ).to_query_string()
+            ),
+            database,
+        )
     # October's raw partition was swapped, November's was not: every event has one whole rating, A or B.
     ratings = raw_ratings(client, database)
     for e in events():
@@ -230,8 +282,10 @@ def test_bad_input_is_one_line_and_exit_2(stored: Any, tmp_path: Path) -> None:
 
 def test_refuses_when_raw_events_are_gone(stored: Any) -> None:
     client, database, paths = stored
-    client.command(f"ALTER TABLE {database}.usage_events DELETE WHERE event_id = '00000000-0000-4000-8000-000000000003'"
-                   , settings={"mutations_sync": 2})
+    client.command(
+        f"ALTER TABLE {database}.usage_events DELETE WHERE event_id = '00000000-0000-4000-8000-000000000003'",
+        settings={"mutations_sync": 2},
+    )
     result = cli("rerate", "--catalog", str(paths["B"]), *RANGE)
     assert result.exit_code == 2
     assert "narrow --since" in result.stderr
@@ -239,7 +293,8 @@ def test_refuses_when_raw_events_are_gone(stored: Any) -> None:
 
 
 def test_price_version_applies_one_version_of_the_catalog_in_force(
-        stored: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    stored: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     client, database, _paths = stored
     both = catalog_document("A")
     later = catalog_document("B")["versions"][0]

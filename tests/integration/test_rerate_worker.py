@@ -41,10 +41,21 @@ NOV20 = 1_795_132_800_000  # 2026-11-20T00:00:00Z
 
 
 def streaming() -> list[UsageEvent]:
-    return [UsageEvent(event_id=str(uuid.uuid4()), occurred_at=(OCT15, NOV20)[i % 2] + i * 1000,
-                       tenant=("acme", "globex")[i % 2], provider="acme-ai", model="alpha", request_id=f"s{i}",
-                       attempt=1, status="ok", input_tokens=100 + i, output_tokens=10)
-            for i in range(200)]
+    return [
+        UsageEvent(
+            event_id=str(uuid.uuid4()),
+            occurred_at=(OCT15, NOV20)[i % 2] + i * 1000,
+            tenant=("acme", "globex")[i % 2],
+            provider="acme-ai",
+            model="alpha",
+            request_id=f"s{i}",
+            attempt=1,
+            status="ok",
+            input_tokens=100 + i,
+            output_tokens=10,
+        )
+        for i in range(200)
+    ]
 
 
 def publish(kafka: KafkaSettings, spool: Path, batch: list[UsageEvent]) -> None:
@@ -57,20 +68,26 @@ def publish(kafka: KafkaSettings, spool: Path, batch: list[UsageEvent]) -> None:
 
 
 def cli(env: dict[str, str], *args: str) -> Any:
-    done = subprocess.run([sys.executable, "-m", "costplane.cli", *args], env=env, capture_output=True, text=True,
-                          timeout=600, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "costplane.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
 
 def test_rerate_through_the_worker_while_events_arrive(
-        kafka_settings: KafkaSettings, redis_settings: RedisSettings, tmp_path: Path) -> None:
+    kafka_settings: KafkaSettings, redis_settings: RedisSettings, tmp_path: Path
+) -> None:
     for label in ("A", "B"):
         (tmp_path / f"{label}.json").write_text(json.dumps(catalog_document(label)))
     clickhouse = load_settings(ClickHouseSettings, chdb_path=tmp_path / "chdb", database=f"t{uuid.uuid4().hex[:10]}")
     create_topics(kafka_settings, load_settings(WorkerSettings))
-    env = worker_env(kafka_settings, redis_settings, clickhouse, max_clock_skew_ms=10 * 366 * DAY,
-                     sink_max_age_s=0.5)
+    env = worker_env(kafka_settings, redis_settings, clickhouse, max_clock_skew_ms=10 * 366 * DAY, sink_max_age_s=0.5)
     env["COSTPLANE_PRICING_CATALOG"] = str(tmp_path / "A.json")
     worker = WorkerProcess(env, tmp_path / "worker.log", role="sink").start()
     try:
@@ -88,11 +105,24 @@ def test_rerate_through_the_worker_while_events_arrive(
         assert attempts() == len(history), worker.log_tail()
 
         more = streaming()
-        sender = threading.Thread(target=lambda: [publish(kafka_settings, tmp_path / f"spool-{i}", more[i:i + 20])
-                                                  for i in range(0, len(more), 20)])
+        sender = threading.Thread(
+            target=lambda: [
+                publish(kafka_settings, tmp_path / f"spool-{i}", more[i : i + 20]) for i in range(0, len(more), 20)
+            ]
+        )
         sender.start()
-        answer = cli(env, "rerate", "--catalog", str(tmp_path / "B.json"), "--since", "2026-10-31",
-                     "--until", "2026-11-01T12:00Z", "--format", "json")
+        answer = cli(
+            env,
+            "rerate",
+            "--catalog",
+            str(tmp_path / "B.json"),
+            "--since",
+            "2026-10-31",
+            "--until",
+            "2026-11-01T12:00Z",
+            "--format",
+            "json",
+        )
         sender.join(120)
         assert answer["written"] is True and answer["price_versions"] == ["B@2026"]
 
@@ -100,8 +130,19 @@ def test_rerate_through_the_worker_while_events_arrive(
         deadline = time.monotonic() + 90
         while attempts() < len(everything) and time.monotonic() < deadline:
             time.sleep(0.5)
-        rows = cli(env, "report", "spend", "--by", "tenant,model", "--since", "2026-10-01", "--until", "2026-12-01",
-                   "--format", "json")
+        rows = cli(
+            env,
+            "report",
+            "spend",
+            "--by",
+            "tenant,model",
+            "--since",
+            "2026-10-01",
+            "--until",
+            "2026-12-01",
+            "--format",
+            "json",
+        )
         got = {(r["tenant"], r["model"]): (r["attempts"], r["cost_nanos"]) for r in rows}
         want: dict[tuple[str, str], tuple[int, int]] = {}
         re_rated = {e.event_id for e in history if 1_793_404_800_000 <= e.occurred_at < 1_793_577_600_000}
@@ -111,8 +152,18 @@ def test_rerate_through_the_worker_while_events_arrive(
         assert got == want, worker.log_tail()
         assert PRICES["B"]["alpha"][0] == 3000  # the table the expectations use
 
-        again = cli(env, "rerate", "--catalog", str(tmp_path / "B.json"), "--since", "2026-10-31",
-                    "--until", "2026-11-01T12:00Z", "--format", "json")
+        again = cli(
+            env,
+            "rerate",
+            "--catalog",
+            str(tmp_path / "B.json"),
+            "--since",
+            "2026-10-31",
+            "--until",
+            "2026-11-01T12:00Z",
+            "--format",
+            "json",
+        )
         assert again["changed_events"] == 0 and again["events"] == len(re_rated)
     finally:
         worker.stop()

@@ -105,7 +105,7 @@ class Consumer:
         while True:
             progressed = False
             for partition, events in self.topic.items():
-                batch = events[position[partition]:position[partition] + chunk]
+                batch = events[position[partition] : position[partition] + chunk]
                 for i, pe in enumerate(batch):
                     sink.add(pe, partition, position[partition] + i)
                 position[partition] += len(batch)
@@ -166,21 +166,25 @@ def test_crash_at_every_step_and_full_replay_change_no_total(clickhouse_settings
     truth = ground_truth(topic)
     consumer = Consumer(topic)
     crash = SimulatedCrash
-    faults = Faults({
-        ("inserted", 2): crash("after insert, before commit"),
-        ("committed", 3): crash("after commit, before mark seen"),
-        ("raw", 5): crash("mid-batch: raw rows written, no rollups"),
-        ("rollup_spend_minute", 6): crash("mid-batch: one rollup written"),
-        ("rollup_users_hour", 7): crash("mid-batch: five rollups written"),
-        ("seen", 8): crash("seen marked, journal not closed"),
-        ("begin", 9): crash("journal opened, nothing written"),
-        ("rollup_spend_day", 4): ConnectionResetError("ClickHouse went away"),
-    })
+    faults = Faults(
+        {
+            ("inserted", 2): crash("after insert, before commit"),
+            ("committed", 3): crash("after commit, before mark seen"),
+            ("raw", 5): crash("mid-batch: raw rows written, no rollups"),
+            ("rollup_spend_minute", 6): crash("mid-batch: one rollup written"),
+            ("rollup_users_hour", 7): crash("mid-batch: five rollups written"),
+            ("seen", 8): crash("seen marked, journal not closed"),
+            ("begin", 9): crash("journal opened, nothing written"),
+            ("rollup_spend_day", 4): ConnectionResetError("ClickHouse went away"),
+        }
+    )
     sleeps: list[float] = []
     restarts = 0
     while True:
         sink = ClickHouseSink(
-            BatchWriter(client, db, fault=faults), consumer.commit, FlushPolicy(max_events=1_500, max_age_s=1e9),
+            BatchWriter(client, db, fault=faults),
+            consumer.commit,
+            FlushPolicy(max_events=1_500, max_age_s=1e9),
             fault=faults,
         )
         try:

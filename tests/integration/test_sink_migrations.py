@@ -42,9 +42,18 @@ def test_migrate_is_idempotent_and_records_checksums(clickhouse_settings: ClickH
     recorded = client.query(f"SELECT version, name, checksum FROM {db}.schema_migrations ORDER BY version").result_rows
     assert recorded == [(m.version, m.name, m.checksum) for m in files]
     tables = {r[0] for r in client.query(f"SHOW TABLES FROM {db}").result_rows}
-    assert {"usage_events", "seen_event_ids", "sink_batches", "rollup_spend_minute", "rollup_spend_hour",
-            "rollup_spend_day", "rollup_users_minute", "rollup_users_hour", "rollup_users_day",
-            "schema_migrations"} <= tables
+    assert {
+        "usage_events",
+        "seen_event_ids",
+        "sink_batches",
+        "rollup_spend_minute",
+        "rollup_spend_hour",
+        "rollup_spend_day",
+        "rollup_users_minute",
+        "rollup_users_hour",
+        "rollup_users_day",
+        "schema_migrations",
+    } <= tables
 
 
 def test_changed_applied_file_is_refused_with_its_name(clickhouse_settings: ClickHouseSettings) -> None:
@@ -114,10 +123,16 @@ def test_cli_refuses_a_directory_another_process_owns(
 
     owned = f"{tmp_path}/owned"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from pathlib import Path; "
-         "from costplane.streams.sink.ownership import DirectoryLock; "
-         "lock = DirectoryLock.acquire(Path(sys.argv[1])); print('locked', flush=True); time.sleep(60)", owned],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; "
+            "from costplane.streams.sink.ownership import DirectoryLock; "
+            "lock = DirectoryLock.acquire(Path(sys.argv[1])); print('locked', flush=True); time.sleep(60)",
+            owned,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
@@ -153,12 +168,25 @@ def test_upgrading_rolls_up_the_raw_events_stored_before_the_report_rollups(
     at = int((now - timedelta(days=3)).timestamp() * 1000)
     old_columns = [c for c in RAW_COLUMNS if c not in LEDGER_COLUMNS]
     rows = []
-    events = [UsageEvent(f"e-{i}", at + i * 61_000, ("acme", "acme", "globex")[i % 3], "openai", "gpt-4o",
-                         f"r{i // 2}", 1 + i % 2, "ok" if i % 4 else "error", input_tokens=100 + i, feature="chat")
-              for i in range(12)]
+    events = [
+        UsageEvent(
+            f"e-{i}",
+            at + i * 61_000,
+            ("acme", "acme", "globex")[i % 3],
+            "openai",
+            "gpt-4o",
+            f"r{i // 2}",
+            1 + i % 2,
+            "ok" if i % 4 else "error",
+            input_tokens=100 + i,
+            feature="chat",
+        )
+        for i in range(12)
+    ]
     for i, event in enumerate(events):
-        row = dict(zip(RAW_COLUMNS, raw_row(Pending(PricedEvent(event, 1_000 + i, "v1"), 0, i), "old", now),
-                       strict=True))
+        row = dict(
+            zip(RAW_COLUMNS, raw_row(Pending(PricedEvent(event, 1_000 + i, "v1"), 0, i), "old", now), strict=True)
+        )
         rows.append([row[c] for c in old_columns])
     client.insert(f"{db}.usage_events", rows, column_names=old_columns)
 
@@ -169,8 +197,12 @@ def test_upgrading_rolls_up_the_raw_events_stored_before_the_report_rollups(
     want = {}
     for tenant in ("acme", "globex"):
         mine = [(i, e) for i, e in enumerate(events) if e.tenant == tenant]
-        want[tenant] = (len(mine), sum(e.attempt == 1 for _, e in mine), sum(e.status != "ok" for _, e in mine),
-                        sum(1_000 + i for i, _ in mine))
+        want[tenant] = (
+            len(mine),
+            sum(e.attempt == 1 for _, e in mine),
+            sum(e.status != "ok" for _, e in mine),
+            sum(1_000 + i for i, _ in mine),
+        )
     got = {r["tenant"]: (r["attempts"], r["requests"], r["failed_attempts"], r["cost_nanos"]) for r in spend.rows}
     assert got == want
     assert migrate(client, db) == []  # nothing again: the rollups are not counted twice

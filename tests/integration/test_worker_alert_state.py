@@ -14,8 +14,10 @@ pytestmark = pytest.mark.redis
 def test_save_and_load_round_trip_with_expiry_and_bad_values_skipped(redis_settings: RedisSettings) -> None:
     client = redis.Redis.from_url(redis_settings.url.get_secret_value())
     store = RedisStateStore(client, redis_settings.key_prefix)
-    states = {"acme": {"v": STATE_VERSION, "own": {"k": {"status": "open"}}},
-              "globex": {"v": STATE_VERSION, "baselines": {"subjects": [[["globex", "chat"], 5, 1, 10, 0]]}}}
+    states = {
+        "acme": {"v": STATE_VERSION, "own": {"k": {"status": "open"}}},
+        "globex": {"v": STATE_VERSION, "baselines": {"subjects": [[["globex", "chat"], 5, 1, 10, 0]]}},
+    }
     store.save(states, ttl_ms=60_000)
     assert store.key("acme") == f"{redis_settings.key_prefix}:{{acme}}:alerts:state"
     assert 0 < int(client.pttl(store.key("acme"))) <= 60_000

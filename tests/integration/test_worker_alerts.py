@@ -31,7 +31,8 @@ from urllib.parse import urlsplit
 import pytest
 import redis
 from confluent_kafka import Consumer
-from test_alert_delivery_http import KEY, Receiver, receiver  # noqa: F401 - the fixture is used by name
+from test_alert_delivery_http import KEY, Receiver
+from test_alert_delivery_http import receiver as receiver  # noqa: F401 - the fixture is used by name
 
 from costplane.config import KafkaSettings, PublisherSettings, RedisSettings, WorkerSettings, load_settings
 from costplane.pricing.catalog import default_catalog
@@ -56,21 +57,24 @@ StartWorker = Callable[..., tuple[WorkerProcess, dict[str, str]]]
 
 
 @pytest.fixture
-def start_worker(kafka_settings: KafkaSettings, redis_settings: RedisSettings, tmp_path: Path,
-                 receiver: Receiver) -> Iterator[StartWorker]:  # noqa: F811
+def start_worker(
+    kafka_settings: KafkaSettings, redis_settings: RedisSettings, tmp_path: Path, receiver: Receiver
+) -> Iterator[StartWorker]:
     started: list[WorkerProcess] = []
     create_topics(kafka_settings, load_settings(WorkerSettings, usage_partitions=2))
 
     def start(redis_via: RedisSettings | None = None, **alerts: Any) -> tuple[WorkerProcess, dict[str, str]]:
         env = worker_env(kafka_settings, redis_via or redis_settings, None, usage_partitions=2)
-        env.update({
-            "COSTPLANE_ALERTS_SLACK_WEBHOOK_URL": receiver.base + "/slack",
-            "COSTPLANE_ALERTS_PAGERDUTY_ROUTING_KEY": KEY,
-            "COSTPLANE_ALERTS_PAGERDUTY_URL": receiver.base + "/pd",
-            "COSTPLANE_ALERTS_PAGERDUTY_MIN_SEVERITY": "info",
-            "COSTPLANE_ALERTS_WEBHOOK_URLS": receiver.base + "/hook",
-            "COSTPLANE_ALERTS_BACKOFF_BASE_S": "0.05",
-        })
+        env.update(
+            {
+                "COSTPLANE_ALERTS_SLACK_WEBHOOK_URL": receiver.base + "/slack",
+                "COSTPLANE_ALERTS_PAGERDUTY_ROUTING_KEY": KEY,
+                "COSTPLANE_ALERTS_PAGERDUTY_URL": receiver.base + "/pd",
+                "COSTPLANE_ALERTS_PAGERDUTY_MIN_SEVERITY": "info",
+                "COSTPLANE_ALERTS_WEBHOOK_URLS": receiver.base + "/hook",
+                "COSTPLANE_ALERTS_BACKOFF_BASE_S": "0.05",
+            }
+        )
         env.update({f"COSTPLANE_ALERTS_{k.upper()}": str(v) for k, v in alerts.items()})
         worker = WorkerProcess(env, tmp_path / f"worker{len(started)}.log", role="stream").start()
         started.append(worker)
@@ -137,21 +141,30 @@ def actions_by_key(alerts: list[dict[str, Any]]) -> dict[str, list[str]]:
 
 
 def test_storm_and_spike_through_the_real_worker_page_once_and_resolve_once(
-        start_worker: StartWorker, kafka_settings: KafkaSettings, receiver: Receiver,  # noqa: F811
-        tmp_path: Path) -> None:
+    start_worker: StartWorker,
+    kafka_settings: KafkaSettings,
+    receiver: Receiver,  # noqa: F811
+    tmp_path: Path,
+) -> None:
     worker, _ = start_worker()
     start = (int(time.time() * 1000) // MINUTE_MS - MINUTES - 6) * MINUTE_MS  # a backlog ending 6 minutes ago
-    shape = TrafficShape(tenants=("acme",), incidents=[
-        Incident("retry_storm", "acme", start + 15 * MINUTE_MS, start + 20 * MINUTE_MS, feature="chat",
-                 intensity=0.5),
-        Incident("spike", "acme", start + 25 * MINUTE_MS, start + 29 * MINUTE_MS, feature="support-agent",
-                 intensity=0.5),
-    ])
+    shape = TrafficShape(
+        tenants=("acme",),
+        incidents=[
+            Incident(
+                "retry_storm", "acme", start + 15 * MINUTE_MS, start + 20 * MINUTE_MS, feature="chat", intensity=0.5
+            ),
+            Incident(
+                "spike", "acme", start + 25 * MINUTE_MS, start + 29 * MINUTE_MS, feature="support-agent", intensity=0.5
+            ),
+        ],
+    )
     events = list(generate(int(MINUTES * 60 * RATE), seed=11, start_ms=start, rate_per_s=RATE, shape=shape))
     expected = expected_alerts(events, int(time.time() * 1000))
     storm = sorted({a.dedup_key for a in expected if a.kind == "retry_storm" and a.subject.get("feature") == "chat"})
-    spike = sorted({a.dedup_key for a in expected
-                    if a.kind == "cost_spike" and a.subject.get("feature") == "support-agent"})
+    spike = sorted(
+        {a.dedup_key for a in expected if a.kind == "cost_spike" and a.subject.get("feature") == "support-agent"}
+    )
     assert storm and spike, sorted({a.dedup_key for a in expected})
     keys = storm + spike
     want = [(a.dedup_key, a.action, a.alert_id) for a in expected if a.dedup_key in keys]
@@ -171,33 +184,58 @@ def test_storm_and_spike_through_the_real_worker_page_once_and_resolve_once(
         assert actions_by_key(hook)[key] == ["trigger", "resolve"], key
     assert all(a["occurred_at"] < start + MINUTES * MINUTE_MS for a in hook)  # event time, not the worker's clock
 
-    wait_for(lambda: len([b for b in receiver.bodies("/slack") if any(f"`{k}`" in str(b["blocks"]) for k in keys)])
-             >= len(want), 30, "the Slack messages", worker)
+    wait_for(
+        lambda: (
+            len([b for b in receiver.bodies("/slack") if any(f"`{k}`" in str(b["blocks"]) for k in keys)]) >= len(want)
+        ),
+        30,
+        "the Slack messages",
+        worker,
+    )
     for key in keys:
         slack = [b["text"] for b in receiver.bodies("/slack") if f"`{key}`" in str(b["blocks"])]
         assert [t.split("[")[1].split("]")[0] for t in slack if "[ESCALATED]" not in t] == ["TRIGGERED", "RESOLVED"]
     pd = receiver.bodies("/pd")
     assert pd and all(validate_pagerduty_event(b) == [] for b in pd)
     for key in keys:
-        assert [b["event_action"] for b in pd if b["dedup_key"] == key and not b.get("payload", {}).get(
-            "custom_details", {}).get("escalated")] == ["trigger", "resolve"]
+        assert [
+            b["event_action"]
+            for b in pd
+            if b["dedup_key"] == key and not b.get("payload", {}).get("custom_details", {}).get("escalated")
+        ] == ["trigger", "resolve"]
 
 
 def make_event(tokens: int) -> UsageEvent:
-    return UsageEvent(event_id=str(uuid.uuid4()), occurred_at=int(time.time() * 1000), tenant="acme",
-                      provider="openai", model="gpt-4o-mini", request_id=str(uuid.uuid4()), attempt=1, status="ok",
-                      input_tokens=tokens, output_tokens=0, user_id="u1", feature="chat")
+    return UsageEvent(
+        event_id=str(uuid.uuid4()),
+        occurred_at=int(time.time() * 1000),
+        tenant="acme",
+        provider="openai",
+        model="gpt-4o-mini",
+        request_id=str(uuid.uuid4()),
+        attempt=1,
+        status="ok",
+        input_tokens=tokens,
+        output_tokens=0,
+        user_id="u1",
+        feature="chat",
+    )
 
 
 def cli(env: dict[str, str], *args: str) -> None:
-    done = subprocess.run([sys.executable, "-m", "costplane.cli", *args], env=env, capture_output=True, text=True,
-                          timeout=60, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "costplane.cli", *args], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
     assert done.returncode == 0, done.stderr
 
 
 def test_budget_crossing_blocks_with_one_trigger_and_raising_it_resolves_after_a_restart(
-        start_worker: StartWorker, kafka_settings: KafkaSettings, redis_settings: RedisSettings,
-        receiver: Receiver, tmp_path: Path) -> None:  # noqa: F811
+    start_worker: StartWorker,
+    kafka_settings: KafkaSettings,
+    redis_settings: RedisSettings,
+    receiver: Receiver,
+    tmp_path: Path,
+) -> None:
     worker, env = start_worker(resolve_after_s=1)
     budget = ["budget", "set", "acme-user-day", "--scope", "tenant=acme,user=*", "--period", "day", "--soft", "0.5"]
     cli(env, *budget, "--limit-tokens", "1000", "--action", "block")
@@ -217,8 +255,12 @@ def test_budget_crossing_blocks_with_one_trigger_and_raising_it_resolves_after_a
 
     # A restart while blocked: the stopping worker saves the tenant's alert state, the next one continues it.
     assert worker.stop() == 0
-    state = json.loads(redis.Redis.from_url(redis_settings.url.get_secret_value()).get(
-        f"{redis_settings.key_prefix}:{{acme}}:alerts:state") or b"{}")
+    state = json.loads(
+        redis.Redis.from_url(redis_settings.url.get_secret_value()).get(
+            f"{redis_settings.key_prefix}:{{acme}}:alerts:state"
+        )
+        or b"{}"
+    )
     assert [v["status"] for k, v in state["own"].items() if k.startswith("budget_blocked|")] == ["open"]
     worker, env = start_worker(resolve_after_s=1)
 
@@ -226,16 +268,22 @@ def test_budget_crossing_blocks_with_one_trigger_and_raising_it_resolves_after_a
     wait_for(lambda: ("budget_blocked", "resolve") in kinds("/hook"), 60, "the block to resolve", worker)
     time.sleep(3)  # anything extra would arrive now
     for path in ("/hook", "/pd"):
-        assert kinds(path) == [("budget_threshold", "trigger"), ("budget_blocked", "trigger"),
-                               ("budget_blocked", "resolve")], path
+        assert kinds(path) == [
+            ("budget_threshold", "trigger"),
+            ("budget_blocked", "trigger"),
+            ("budget_blocked", "resolve"),
+        ], path
     assert all(validate_pagerduty_event(b) == [] for b in receiver.bodies("/pd"))
     slack = [b["text"] for b in receiver.bodies("/slack")]
     assert [t.split("]")[0] + "] " + t.split()[3] for t in slack] == [
-        ":warning: [TRIGGERED] budget_threshold", ":rotating_light: [TRIGGERED] budget_blocked",
-        ":white_check_mark: [RESOLVED] budget_blocked"]
+        ":warning: [TRIGGERED] budget_threshold",
+        ":rotating_light: [TRIGGERED] budget_blocked",
+        ":white_check_mark: [RESOLVED] budget_blocked",
+    ]
     # The alerts topic is the record of truth: the same three events, written before delivery, keyed by tenant.
-    consumer = Consumer({**kafka_settings.confluent_config(), "group.id": f"t-{uuid.uuid4().hex}",
-                         "auto.offset.reset": "earliest"})
+    consumer = Consumer(
+        {**kafka_settings.confluent_config(), "group.id": f"t-{uuid.uuid4().hex}", "auto.offset.reset": "earliest"}
+    )
     consumer.subscribe([kafka_settings.topic("alerts")])
     records: list[tuple[bytes | None, AlertEvent]] = []
     deadline = time.monotonic() + 30
@@ -245,13 +293,16 @@ def test_budget_crossing_blocks_with_one_trigger_and_raising_it_resolves_after_a
                 records.append((msg.key(), decode_alert(msg.value(), msg.headers())))
     consumer.close()
     assert [(k, a.kind, a.action) for k, a in records] == [
-        (b"acme", "budget_threshold", "trigger"), (b"acme", "budget_blocked", "trigger"),
-        (b"acme", "budget_blocked", "resolve")]
+        (b"acme", "budget_threshold", "trigger"),
+        (b"acme", "budget_blocked", "trigger"),
+        (b"acme", "budget_blocked", "resolve"),
+    ]
     assert [a.alert_id for _, a in records] == [b["alert"]["alert_id"] for b in receiver.bodies("/hook")]
 
 
 def test_a_flood_of_dead_letters_triggers_once_and_resolves_when_it_stops(
-        start_worker: StartWorker, kafka_settings: KafkaSettings, receiver: Receiver) -> None:  # noqa: F811
+    start_worker: StartWorker, kafka_settings: KafkaSettings, receiver: Receiver
+) -> None:
     from confluent_kafka import Producer
 
     worker, _ = start_worker(resolve_after_s=1, dead_letters_per_minute=60, dead_letter_window_s=5)
@@ -266,8 +317,10 @@ def test_a_flood_of_dead_letters_triggers_once_and_resolves_when_it_stops(
     wait_for(lambda: [a for a in floods() if a["action"] == "resolve"], 60, "the flood to resolve", worker)
     time.sleep(2)
     got = floods()
-    assert [(a["action"], a["tenant"], a["severity"]) for a in got] == [("trigger", "acme", "warning"),
-                                                                         ("resolve", "acme", "warning")]
+    assert [(a["action"], a["tenant"], a["severity"]) for a in got] == [
+        ("trigger", "acme", "warning"),
+        ("resolve", "acme", "warning"),
+    ]
     dead = int(got[0]["numbers"]["dead_letters"])  # as many as the worker had read at that evaluation
     assert 5 <= dead <= 20 and got[0]["numbers"]["per_minute"] == str(dead * 12)
     assert [c["value"] for c in got[0]["contributors"]] == ["unknown_schema"]  # no schema headers at all
@@ -330,24 +383,44 @@ class CuttableProxy:
 
 
 def test_redis_cut_off_from_the_worker_is_one_fail_open_trigger_and_one_resolve(
-        start_worker: StartWorker, redis_settings: RedisSettings, receiver: Receiver,  # noqa: F811
-        kafka_settings: KafkaSettings, tmp_path: Path) -> None:
+    start_worker: StartWorker,
+    redis_settings: RedisSettings,
+    receiver: Receiver,  # noqa: F811
+    kafka_settings: KafkaSettings,
+    tmp_path: Path,
+) -> None:
     url = urlsplit(redis_settings.url.get_secret_value())
     proxy = CuttableProxy(url.hostname or "127.0.0.1", url.port or 6379)
     try:
-        via_proxy = load_settings(RedisSettings, url=f"redis://127.0.0.1:{proxy.port}{url.path}",
-                                  key_prefix=redis_settings.key_prefix)
+        via_proxy = load_settings(
+            RedisSettings, url=f"redis://127.0.0.1:{proxy.port}{url.path}", key_prefix=redis_settings.key_prefix
+        )
         worker, env = start_worker(redis_via=via_proxy, resolve_after_s=1)
-        cli(env, "budget", "set", "acme-user-day", "--scope", "tenant=acme,user=*", "--period", "day",
-            "--limit-tokens", "1000000", "--action", "block")
+        cli(
+            env,
+            "budget",
+            "set",
+            "acme-user-day",
+            "--scope",
+            "tenant=acme,user=*",
+            "--period",
+            "day",
+            "--limit-tokens",
+            "1000000",
+            "--action",
+            "block",
+        )
         publish(kafka_settings, tmp_path / "s1", [make_event(10)])  # a counter write that succeeds
         time.sleep(3)
         proxy.cut()
         publish(kafka_settings, tmp_path / "s2", [make_event(10)])  # its counter write fails: a fail-open
 
         def fail_opens() -> list[tuple[str, str, str]]:
-            return [(b["alert"]["action"], b["alert"]["tenant"], b["alert"]["severity"])
-                    for b in receiver.bodies("/hook") if b["alert"]["kind"] == "fail_open"]
+            return [
+                (b["alert"]["action"], b["alert"]["tenant"], b["alert"]["severity"])
+                for b in receiver.bodies("/hook")
+                if b["alert"]["kind"] == "fail_open"
+            ]
 
         wait_for(lambda: fail_opens(), 30, "the fail_open trigger", worker)
         proxy.restore()

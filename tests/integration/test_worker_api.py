@@ -30,9 +30,20 @@ TENANT = "api-co"
 
 
 def make_event(user: str, tokens: int) -> UsageEvent:
-    return UsageEvent(event_id=str(uuid.uuid4()), occurred_at=int(time.time() * 1000), tenant=TENANT,
-                      provider="openai", model="gpt-4o-mini", request_id=str(uuid.uuid4()), attempt=1, status="ok",
-                      input_tokens=tokens, output_tokens=0, user_id=user, feature="chat")
+    return UsageEvent(
+        event_id=str(uuid.uuid4()),
+        occurred_at=int(time.time() * 1000),
+        tenant=TENANT,
+        provider="openai",
+        model="gpt-4o-mini",
+        request_id=str(uuid.uuid4()),
+        attempt=1,
+        status="ok",
+        input_tokens=tokens,
+        output_tokens=0,
+        user_id=user,
+        feature="chat",
+    )
 
 
 def produce(kafka: KafkaSettings, events: list[UsageEvent]) -> None:
@@ -69,8 +80,15 @@ def _get(url: str, token: str | None = None) -> tuple[int, Any]:
 def worker(kafka_settings: KafkaSettings, redis_settings: RedisSettings, tmp_path: Path) -> Iterator[WorkerProcess]:
     clickhouse = load_settings(ClickHouseSettings, chdb_path=tmp_path / "chdb", database="api")
     create_topics(kafka_settings, load_settings(WorkerSettings))
-    env = worker_env(kafka_settings, redis_settings, clickhouse, api_token=TOKEN, drift_check_s=1,
-                     data_dir=tmp_path / "worker", sink_max_age_s=0.2)
+    env = worker_env(
+        kafka_settings,
+        redis_settings,
+        clickhouse,
+        api_token=TOKEN,
+        drift_check_s=1,
+        data_dir=tmp_path / "worker",
+        sink_max_age_s=0.2,
+    )
     proc = WorkerProcess(env, tmp_path / "worker.log", role="all").start()
     try:
         proc.wait_ready(90)
@@ -83,15 +101,23 @@ def worker(kafka_settings: KafkaSettings, redis_settings: RedisSettings, tmp_pat
         client.close()
 
 
-def test_status_decisions_drift_and_token(worker: WorkerProcess, kafka_settings: KafkaSettings,
-                                          tmp_path: Path) -> None:
+def test_status_decisions_drift_and_token(worker: WorkerProcess, kafka_settings: KafkaSettings, tmp_path: Path) -> None:
     path = tmp_path / "budgets.yaml"
     path.write_text(f"- {{id: api-tokens, scope: 'tenant={TENANT},user=*', limit_tokens: 1000}}\n")
-    done = subprocess.run([sys.executable, "-m", "costplane.cli", "budget", "apply", str(path)], env=worker.env,
-                          capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "costplane.cli", "budget", "apply", str(path)],
+        env=worker.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
-    wait_for(lambda: _get(worker.url + f"/api/budgets/status?tenant={TENANT}", TOKEN)[0] == 200, 30,
-             "the worker to publish the budget")
+    wait_for(
+        lambda: _get(worker.url + f"/api/budgets/status?tenant={TENANT}", TOKEN)[0] == 200,
+        30,
+        "the worker to publish the budget",
+    )
     # u1 spends 600 + 600 tokens: over the 1000-token limit, a block decision; u2 spends 300.
     produce(kafka_settings, [make_event("u1", 600), make_event("u1", 600)])
     produce(kafka_settings, [make_event("u2", 300)])

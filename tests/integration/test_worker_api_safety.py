@@ -46,30 +46,52 @@ def _get(url: str, token: str | None = None) -> tuple[int, Any]:
 
 @pytest.mark.http
 def test_binding_beyond_loopback_without_a_token_refuses_to_start(tmp_path: Path) -> None:
-    env = {"COSTPLANE_DEV_STATE_DIR": str(tmp_path), "COSTPLANE_WORKER_WEB_HOST": "0.0.0.0",
-           "PATH": "/usr/bin:/bin"}
-    done = subprocess.run([sys.executable, "-m", "costplane.cli", "worker"], env=env, capture_output=True,
-                          text=True, timeout=60, check=False)
+    env = {"COSTPLANE_DEV_STATE_DIR": str(tmp_path), "COSTPLANE_WORKER_WEB_HOST": "0.0.0.0", "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(
+        [sys.executable, "-m", "costplane.cli", "worker"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 2
     assert "COSTPLANE_WORKER_WEB_HOST=0.0.0.0" in done.stderr and "COSTPLANE_WORKER_API_TOKEN" in done.stderr
     assert "Traceback" not in done.stderr
 
 
 def _event(tenant: str) -> UsageEvent:
-    return UsageEvent(event_id=str(uuid.uuid4()), occurred_at=int(time.time() * 1000), tenant=tenant,
-                      provider="openai", model="gpt-4o-mini", request_id=str(uuid.uuid4()), attempt=1, status="ok",
-                      input_tokens=100, output_tokens=10)
+    return UsageEvent(
+        event_id=str(uuid.uuid4()),
+        occurred_at=int(time.time() * 1000),
+        tenant=tenant,
+        provider="openai",
+        model="gpt-4o-mini",
+        request_id=str(uuid.uuid4()),
+        attempt=1,
+        status="ok",
+        input_tokens=100,
+        output_tokens=10,
+    )
 
 
 @pytest.mark.kafka
 @pytest.mark.redis
 @pytest.mark.clickhouse
 def test_tenant_tokens_read_their_tenant_only_and_bad_paths_say_404(
-        kafka_settings: KafkaSettings, redis_settings: RedisSettings, tmp_path: Path) -> None:
+    kafka_settings: KafkaSettings, redis_settings: RedisSettings, tmp_path: Path
+) -> None:
     clickhouse = load_settings(ClickHouseSettings, chdb_path=tmp_path / "chdb", database="safety")
     create_topics(kafka_settings, load_settings(WorkerSettings))
-    env = worker_env(kafka_settings, redis_settings, clickhouse, api_token=FULL, api_tenant_tokens=f"acme={ACME}",
-                     data_dir=tmp_path / "worker", sink_max_age_s=0.2)
+    env = worker_env(
+        kafka_settings,
+        redis_settings,
+        clickhouse,
+        api_token=FULL,
+        api_tenant_tokens=f"acme={ACME}",
+        data_dir=tmp_path / "worker",
+        sink_max_age_s=0.2,
+    )
     worker = WorkerProcess(env, tmp_path / "worker.log", role="all").start()
     codec = UsageCodec.schemaless()
     producer = Producer(kafka_settings.confluent_config())
@@ -95,8 +117,18 @@ def test_tenant_tokens_read_their_tenant_only_and_bad_paths_say_404(
         assert _get(f"{worker.url}/api/report?{query}")[0] == 401
         assert _get(f"{worker.url}/api/report?{query}", "wrong-token-0123456789")[0] == 401
 
-        for path in ("/router/", "/router/x/y", "/table/", "/table/usage/", "/graph/", "/stats/", "/nope",
-                     "/api/nope", "/%ff", "/api/report/../../etc/passwd"):
+        for path in (
+            "/router/",
+            "/router/x/y",
+            "/table/",
+            "/table/usage/",
+            "/graph/",
+            "/stats/",
+            "/nope",
+            "/api/nope",
+            "/%ff",
+            "/api/report/../../etc/passwd",
+        ):
             status, body = _get(f"{worker.url}{path}", FULL)
             assert status in (404, 405), (path, status)
             assert "Traceback" not in str(body), path

@@ -46,9 +46,15 @@ def _free_port() -> int:
 
 @pytest.fixture
 def private_kafka(tmp_path: Path) -> Iterator[DevStack]:
-    settings = load_settings(DevStackSettings, state_dir=tmp_path / "stack", kafka_port=_free_port(),
-                             kafka_controller_port=_free_port(), redis_port=_free_port(), kafka_heap="384m",
-                             kafka_partitions=3)
+    settings = load_settings(
+        DevStackSettings,
+        state_dir=tmp_path / "stack",
+        kafka_port=_free_port(),
+        kafka_controller_port=_free_port(),
+        redis_port=_free_port(),
+        kafka_heap="384m",
+        kafka_partitions=3,
+    )
     stack = DevStack(settings, load_settings(ClickHouseSettings, chdb_path=tmp_path / "ch"))
     stack.start_service("kafka")
     yield stack
@@ -62,10 +68,11 @@ def _totals(worker: WorkerProcess) -> dict[str, tuple[int, int]]:
 
 
 def test_broker_sigkill_and_restart_the_worker_rides_through(
-        private_kafka: DevStack, redis_settings: RedisSettings, clickhouse_settings: ClickHouseSettings,
-        tmp_path: Path) -> None:
-    kafka = load_settings(KafkaSettings, bootstrap_servers=private_kafka.kafka.bootstrap,
-                          topic_prefix=f"t{uuid.uuid4().hex[:8]}")
+    private_kafka: DevStack, redis_settings: RedisSettings, clickhouse_settings: ClickHouseSettings, tmp_path: Path
+) -> None:
+    kafka = load_settings(
+        KafkaSettings, bootstrap_servers=private_kafka.kafka.bootstrap, topic_prefix=f"t{uuid.uuid4().hex[:8]}"
+    )
     create_topics(kafka, load_settings(WorkerSettings, usage_partitions=3))
     now = int(time.time() * 1000)
     events = list(generate(EVENTS, seed=23, start_ms=now - 600_000, rate_per_s=40.0))
@@ -80,9 +87,16 @@ def test_broker_sigkill_and_restart_the_worker_rides_through(
     # The sink holds what it read for up to 3 s: when the broker dies it has a batch whose offsets it must commit.
     env = worker_env(kafka, redis_settings, ch, usage_partitions=3, sink_max_events=100_000, sink_max_age_s=3.0)
     worker = WorkerProcess(env, tmp_path / "worker.log").start()
-    publisher = UsagePublisher(kafka, load_settings(PublisherSettings, spool_dir=tmp_path / "spool",
-                                                    delivery_timeout_ms=3000, probe_interval_s=0.5,
-                                                    close_timeout_s=60))
+    publisher = UsagePublisher(
+        kafka,
+        load_settings(
+            PublisherSettings,
+            spool_dir=tmp_path / "spool",
+            delivery_timeout_ms=3000,
+            probe_interval_s=0.5,
+            close_timeout_s=60,
+        ),
+    )
     app_exceptions = 0
 
     def emit(lo: int, hi: int, pace_s: float = 0.0) -> None:

@@ -16,15 +16,18 @@ pytestmark = [pytest.mark.kafka]
 
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "costplane.cli", *args], env=env, capture_output=True, text=True,
-                          timeout=60, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "costplane.cli", *args], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
 
 
 def test_apply_list_delete(kafka_settings: KafkaSettings, redis_settings: RedisSettings, tmp_path: Path) -> None:
     env = worker_env(kafka_settings, redis_settings, None)
     path = tmp_path / "budgets.yaml"
-    path.write_text("- {id: a, scope: 'tenant=acme,user=*', period: rolling-1h, limit_tokens: 100}\n"
-                    "- {id: b, scope: 'tenant=acme', period: month, tz: Europe/Paris, limit_usd: '10', soft: [0.8]}\n")
+    path.write_text(
+        "- {id: a, scope: 'tenant=acme,user=*', period: rolling-1h, limit_tokens: 100}\n"
+        "- {id: b, scope: 'tenant=acme', period: month, tz: Europe/Paris, limit_usd: '10', soft: [0.8]}\n"
+    )
     done = cli(env, "budget", "apply", str(path))
     assert done.returncode == 0, done.stderr
     listed = json.loads(cli(env, "budget", "list", "--format", "json").stdout)
@@ -35,8 +38,21 @@ def test_apply_list_delete(kafka_settings: KafkaSettings, redis_settings: RedisS
     refused = cli(env, "budget", "apply", str(bad))
     assert refused.returncode == 2 and "entry 1 (d)" in refused.stderr  # nothing written: c is not there either
 
-    assert cli(env, "budget", "set", "a", "--scope", "tenant=acme,user=*", "--period", "rolling-1h",
-               "--limit-tokens", "200").returncode == 0
+    assert (
+        cli(
+            env,
+            "budget",
+            "set",
+            "a",
+            "--scope",
+            "tenant=acme,user=*",
+            "--period",
+            "rolling-1h",
+            "--limit-tokens",
+            "200",
+        ).returncode
+        == 0
+    )
     assert cli(env, "budget", "delete", "b").returncode == 0
     listed = json.loads(cli(env, "budget", "list", "--format", "json").stdout)
     assert [(b["id"], b["limit"], b["version"]) for b in listed] == [("a", 200, 2)]

@@ -25,9 +25,20 @@ pytestmark = [pytest.mark.kafka, pytest.mark.redis]
 
 
 def make_event(tenant: str, user: str, tokens: int, now_ms: int | None = None) -> UsageEvent:
-    return UsageEvent(event_id=str(uuid.uuid4()), occurred_at=now_ms or int(time.time() * 1000), tenant=tenant,
-                      provider="openai", model="gpt-4o-mini", request_id=str(uuid.uuid4()), attempt=1, status="ok",
-                      input_tokens=tokens, output_tokens=0, user_id=user, feature="chat")
+    return UsageEvent(
+        event_id=str(uuid.uuid4()),
+        occurred_at=now_ms or int(time.time() * 1000),
+        tenant=tenant,
+        provider="openai",
+        model="gpt-4o-mini",
+        request_id=str(uuid.uuid4()),
+        attempt=1,
+        status="ok",
+        input_tokens=tokens,
+        output_tokens=0,
+        user_id=user,
+        feature="chat",
+    )
 
 
 def produce(kafka: KafkaSettings, events: list[UsageEvent]) -> None:
@@ -39,8 +50,9 @@ def produce(kafka: KafkaSettings, events: list[UsageEvent]) -> None:
 
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "costplane.cli", *args], env=env, capture_output=True, text=True,
-                          timeout=60, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "costplane.cli", *args], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
 
 
 def wait_for(predicate: Callable[[], Any], timeout_s: float, what: str) -> Any:
@@ -55,8 +67,9 @@ def wait_for(predicate: Callable[[], Any], timeout_s: float, what: str) -> Any:
 
 class DecisionsReader:
     def __init__(self, kafka: KafkaSettings) -> None:
-        self.consumer = Consumer({**kafka.confluent_config(), "group.id": f"test-{uuid.uuid4().hex}",
-                                  "auto.offset.reset": "earliest"})
+        self.consumer = Consumer(
+            {**kafka.confluent_config(), "group.id": f"test-{uuid.uuid4().hex}", "auto.offset.reset": "earliest"}
+        )
         self.consumer.subscribe([kafka.topic("decisions")])
         self.records: list[dict[str, Any]] = []
 
@@ -68,8 +81,9 @@ class DecisionsReader:
 
 
 @pytest.fixture
-def stream_worker(kafka_settings: KafkaSettings, redis_settings: RedisSettings,
-                  tmp_path: Path) -> Iterator[tuple[WorkerProcess, dict[str, str]]]:
+def stream_worker(
+    kafka_settings: KafkaSettings, redis_settings: RedisSettings, tmp_path: Path
+) -> Iterator[tuple[WorkerProcess, dict[str, str]]]:
     create_topics(kafka_settings, load_settings(WorkerSettings, usage_partitions=2))
     env = worker_env(kafka_settings, redis_settings, None, usage_partitions=2)
     worker = WorkerProcess(env, tmp_path / "worker.log", role="stream").start()
@@ -80,15 +94,29 @@ def stream_worker(kafka_settings: KafkaSettings, redis_settings: RedisSettings,
         worker.stop()
 
 
-def test_crossing_writes_decision_and_raising_lifts_it(stream_worker: tuple[WorkerProcess, dict[str, str]],
-                                                       kafka_settings: KafkaSettings,
-                                                       redis_settings: RedisSettings) -> None:
+def test_crossing_writes_decision_and_raising_lifts_it(
+    stream_worker: tuple[WorkerProcess, dict[str, str]], kafka_settings: KafkaSettings, redis_settings: RedisSettings
+) -> None:
     worker, env = stream_worker
     # Faust's fixed 1.5 s fetch wait delayed decisions behind idle partitions: the worker's own value is in force.
     wait_for(lambda: "stream_fetch_wait" in worker.log_path.read_text(), 30, "the fetch wait to be set")
     assert "stream_fetch_wait_not_applied" not in worker.log_path.read_text()
-    done = cli(env, "budget", "set", "acme-user-day", "--scope", "tenant=acme,user=*", "--period", "day",
-               "--limit-tokens", "1000", "--soft", "0.5", "--action", "block")
+    done = cli(
+        env,
+        "budget",
+        "set",
+        "acme-user-day",
+        "--scope",
+        "tenant=acme,user=*",
+        "--period",
+        "day",
+        "--limit-tokens",
+        "1000",
+        "--soft",
+        "0.5",
+        "--action",
+        "block",
+    )
     assert done.returncode == 0, done.stderr
     r = redis.Redis.from_url(redis_settings.url.get_secret_value())
     key = f"{redis_settings.key_prefix}:{{acme}}:decision:acme-user-day:tenant=acme,user=u1"
@@ -113,8 +141,20 @@ def test_crossing_writes_decision_and_raising_lifts_it(stream_worker: tuple[Work
     spent = r.hgetall(f"{redis_settings.key_prefix}:{{acme}}:spent:acme-user-day:tenant=acme,user=u1")
     assert [int(v) for k, v in spent.items() if k.isdigit()] == [1100]  # reconciled to the exact total
 
-    done = cli(env, "budget", "set", "acme-user-day", "--scope", "tenant=acme,user=*", "--period", "day",
-               "--limit-tokens", "5000", "--soft", "0.5")
+    done = cli(
+        env,
+        "budget",
+        "set",
+        "acme-user-day",
+        "--scope",
+        "tenant=acme,user=*",
+        "--period",
+        "day",
+        "--limit-tokens",
+        "5000",
+        "--soft",
+        "0.5",
+    )
     assert done.returncode == 0, done.stderr
     wait_for(lambda: r.get(key) is None, 30, "the decision to be lifted")
     lifts = wait_for(lambda: [x for x in reader.poll() if x["type"] == "lift"], 30, "the lift record")

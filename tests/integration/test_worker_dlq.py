@@ -29,9 +29,19 @@ pytestmark = [pytest.mark.kafka, pytest.mark.redis]
 
 
 def event(tenant: str = "acme", **changes: object) -> UsageEvent:
-    ev = UsageEvent(event_id=str(uuid.uuid4()), occurred_at=int(time.time() * 1000), tenant=tenant,
-                    provider="openai", model="gpt-4o-mini", request_id=str(uuid.uuid4()), attempt=1, status="ok",
-                    input_tokens=10, output_tokens=5, user_id="u1")
+    ev = UsageEvent(
+        event_id=str(uuid.uuid4()),
+        occurred_at=int(time.time() * 1000),
+        tenant=tenant,
+        provider="openai",
+        model="gpt-4o-mini",
+        request_id=str(uuid.uuid4()),
+        attempt=1,
+        status="ok",
+        input_tokens=10,
+        output_tokens=5,
+        user_id="u1",
+    )
     return replace(ev, **changes)  # type: ignore[arg-type]
 
 
@@ -43,19 +53,33 @@ def wrong_schema_bytes() -> bytes:
 
 
 def dlq_records(env: dict[str, str]) -> list[dict[str, object]]:
-    done = subprocess.run([sys.executable, "-m", "costplane.cli", "dlq", "inspect", "--limit", "1000", "--json"],
-                          env=env, capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "costplane.cli", "dlq", "inspect", "--limit", "1000", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     records: list[dict[str, object]] = json.loads(done.stdout)
     return records
 
 
-def test_bad_input_is_dead_lettered_and_a_flood_stops_the_worker(kafka_settings: KafkaSettings,
-                                                                  redis_settings: RedisSettings,
-                                                                  tmp_path: Path) -> None:
+def test_bad_input_is_dead_lettered_and_a_flood_stops_the_worker(
+    kafka_settings: KafkaSettings, redis_settings: RedisSettings, tmp_path: Path
+) -> None:
     create_topics(kafka_settings, load_settings(WorkerSettings, usage_partitions=1))
-    env = worker_env(kafka_settings, redis_settings, None, usage_partitions=1, invalid_min_events=200,
-                     invalid_ratio_limit=0.5, invalid_window_s=600, max_clock_skew_ms=60_000)
+    env = worker_env(
+        kafka_settings,
+        redis_settings,
+        None,
+        usage_partitions=1,
+        invalid_min_events=200,
+        invalid_ratio_limit=0.5,
+        invalid_window_s=600,
+        max_clock_skew_ms=60_000,
+    )
     worker = WorkerProcess(env, tmp_path / "worker.log", role="stream").start()
     codec = UsageCodec.schemaless()
     producer = Producer(kafka_settings.confluent_config())
@@ -69,12 +93,15 @@ def test_bad_input_is_dead_lettered_and_a_flood_stops_the_worker(kafka_settings:
         for _ in range(10):  # 500 valid events first, so the few bad ones keep the ratio low
             send(*codec.encode_batch("acme", [event() for _ in range(50)]))
         send(random.Random(7).randbytes(64), [])  # random bytes, no headers
-        send(random.Random(8).randbytes(64), [("costplane-schema", b"UsageBatch"),
-                                              ("costplane-schema-version", b"1")])
+        send(random.Random(8).randbytes(64), [("costplane-schema", b"UsageBatch"), ("costplane-schema-version", b"1")])
         send(wrong_schema_bytes(), [("costplane-schema", b"UsageBatch"), ("costplane-schema-version", b"1")])
         send(b"{}", [("costplane-schema", b"Invoice"), ("costplane-schema-version", b"1")])
-        bad_batch = [event(), event(input_tokens=-5), event(occurred_at=int(time.time() * 1000) + 3_600_000),
-                     event(attempt=0)]
+        bad_batch = [
+            event(),
+            event(input_tokens=-5),
+            event(occurred_at=int(time.time() * 1000) + 3_600_000),
+            event(attempt=0),
+        ]
         send(*codec.encode_batch("acme", bad_batch))
         send(*codec.encode_event(event(tenant="")))
         assert producer.flush(10) == 0
@@ -117,8 +144,14 @@ def test_bad_input_is_dead_lettered_and_a_flood_stops_the_worker(kafka_settings:
 
         # Replay after a fix: with a wider clock-skew bound the future-dated event is valid now, the rest is not.
         fixed = {**env, "COSTPLANE_WORKER_MAX_CLOCK_SKEW_MS": str(2 * 3_600_000)}
-        done = subprocess.run([sys.executable, "-m", "costplane.cli", "dlq", "replay", "--reason", "clock_skew",
-                               "--json"], env=fixed, capture_output=True, text=True, timeout=120, check=False)
+        done = subprocess.run(
+            [sys.executable, "-m", "costplane.cli", "dlq", "replay", "--reason", "clock_skew", "--json"],
+            env=fixed,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout) == {"replayed": 1, "still_invalid": 0, "dry_run": False}
     finally:

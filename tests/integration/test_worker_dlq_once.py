@@ -28,34 +28,62 @@ BAD_BATCHES, PER_BATCH = 24, 50
 
 
 def event(**changes: object) -> UsageEvent:
-    fields: dict[str, object] = {"event_id": str(uuid.uuid4()), "occurred_at": int(time.time() * 1000),
-                                 "tenant": "acme", "provider": "openai", "model": "gpt-4o-mini",
-                                 "request_id": str(uuid.uuid4()), "attempt": 1, "status": "ok", "input_tokens": 10,
-                                 "output_tokens": 5, **changes}
+    fields: dict[str, object] = {
+        "event_id": str(uuid.uuid4()),
+        "occurred_at": int(time.time() * 1000),
+        "tenant": "acme",
+        "provider": "openai",
+        "model": "gpt-4o-mini",
+        "request_id": str(uuid.uuid4()),
+        "attempt": 1,
+        "status": "ok",
+        "input_tokens": 10,
+        "output_tokens": 5,
+        **changes,
+    }
     return UsageEvent(**fields)  # type: ignore[arg-type]
 
 
 def dlq(env: dict[str, str]) -> list[dict[str, object]]:
-    done = subprocess.run([sys.executable, "-m", "costplane.cli", "dlq", "inspect", "--limit", "100000", "--json"],
-                          env=env, capture_output=True, text=True, timeout=120, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "costplane.cli", "dlq", "inspect", "--limit", "100000", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     records: list[dict[str, object]] = json.loads(done.stdout)
     return records
 
 
-def test_each_bad_item_is_dead_lettered_once(kafka_settings: KafkaSettings, redis_settings: RedisSettings,
-                                             tmp_path: Path) -> None:
+def test_each_bad_item_is_dead_lettered_once(
+    kafka_settings: KafkaSettings, redis_settings: RedisSettings, tmp_path: Path
+) -> None:
     from confluent_kafka import Producer
 
     create_topics(kafka_settings, load_settings(WorkerSettings, usage_partitions=1))
-    env = worker_env(kafka_settings, redis_settings, None, usage_partitions=1, invalid_min_events=200,
-                     invalid_ratio_limit=0.5, invalid_window_s=600, batch_max_messages=4)
+    env = worker_env(
+        kafka_settings,
+        redis_settings,
+        None,
+        usage_partitions=1,
+        invalid_min_events=200,
+        invalid_ratio_limit=0.5,
+        invalid_window_s=600,
+        batch_max_messages=4,
+    )
     codec = UsageCodec.schemaless()
     producer = Producer(kafka_settings.confluent_config())
     topic = kafka_settings.topic("usage")
     for _ in range(2):
-        producer.produce(topic, key=b"acme", value=codec.encode_batch("acme", [event() for _ in range(PER_BATCH)])[0],
-                         headers=codec.encode_batch("acme", [event()])[1])
+        producer.produce(
+            topic,
+            key=b"acme",
+            value=codec.encode_batch("acme", [event() for _ in range(PER_BATCH)])[0],
+            headers=codec.encode_batch("acme", [event()])[1],
+        )
     for _ in range(BAD_BATCHES):  # a bad deploy upstream: every event invalid
         value, headers = codec.encode_batch("acme", [event(input_tokens=-1) for _ in range(PER_BATCH)])
         producer.produce(topic, key=b"acme", value=value, headers=headers)

@@ -36,18 +36,30 @@ def synthetic(n: int, dup_share: float, seed: int) -> tuple[list[list[UsageEvent
     unique: list[UsageEvent] = []
     for i in range(n):
         provider, model = rng.choice(MODELS)
-        unique.append(UsageEvent(
-            event_id=str(uuid.UUID(int=rng.getrandbits(128), version=4)), occurred_at=now - rng.randrange(3_600_000),
-            tenant=rng.choice(TENANTS), provider=provider, model=model, request_id=f"r{i}", attempt=1, status="ok",
-            input_tokens=rng.randrange(1, 4000), cached_input_tokens=rng.randrange(0, 2000),
-            output_tokens=rng.randrange(1, 1500), reasoning_tokens=rng.randrange(0, 300),
-            feature=rng.choice(FEATURES), user_id=f"u{rng.randrange(500)}"))
+        unique.append(
+            UsageEvent(
+                event_id=str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+                occurred_at=now - rng.randrange(3_600_000),
+                tenant=rng.choice(TENANTS),
+                provider=provider,
+                model=model,
+                request_id=f"r{i}",
+                attempt=1,
+                status="ok",
+                input_tokens=rng.randrange(1, 4000),
+                cached_input_tokens=rng.randrange(0, 2000),
+                output_tokens=rng.randrange(1, 1500),
+                reasoning_tokens=rng.randrange(0, 300),
+                feature=rng.choice(FEATURES),
+                user_id=f"u{rng.randrange(500)}",
+            )
+        )
     stream = unique + [rng.choice(unique) for _ in range(int(n * dup_share))]
     rng.shuffle(stream)
     by_tenant: dict[str, list[UsageEvent]] = {}
     for ev in stream:
         by_tenant.setdefault(ev.tenant, []).append(ev)
-    messages = [events[i:i + 50] for events in by_tenant.values() for i in range(0, len(events), 50)]
+    messages = [events[i : i + 50] for events in by_tenant.values() for i in range(0, len(events), 50)]
     rng.shuffle(messages)
     catalog = default_catalog()
     truth: dict[tuple[str, str, str], list[int]] = {}
@@ -69,8 +81,9 @@ def produce(kafka: KafkaSettings, messages: list[list[UsageEvent]]) -> None:
 
 
 def report(worker: WorkerProcess) -> Truth:
-    status, answer = worker.get("/api/report?" + ReportOptions.parse("spend", by=["tenant,feature,model"])
-                                .to_query_string(), 30)
+    status, answer = worker.get(
+        "/api/report?" + ReportOptions.parse("spend", by=["tenant,feature,model"]).to_query_string(), 30
+    )
     assert status == 200, answer
     rows = answer["rows"]
     return {(r["tenant"], r["feature"] or "", r["model"]): (int(r["attempts"]), int(r["cost_nanos"])) for r in rows}
@@ -88,9 +101,13 @@ def wait_totals(worker: WorkerProcess, expected_events: int, timeout_s: float) -
     raise AssertionError(f"only {sum(v[0] for v in seen.values())} of {expected_events} events after {timeout_s} s")
 
 
-def run_killed_once(kafka_settings: KafkaSettings, redis_settings: RedisSettings,
-                    clickhouse_settings: ClickHouseSettings, tmp_path: Path,
-                    kill_after: Callable[[WorkerProcess], None]) -> tuple[Truth, Truth]:
+def run_killed_once(
+    kafka_settings: KafkaSettings,
+    redis_settings: RedisSettings,
+    clickhouse_settings: ClickHouseSettings,
+    tmp_path: Path,
+    kill_after: Callable[[WorkerProcess], None],
+) -> tuple[Truth, Truth]:
     messages, truth = synthetic(100_000, 0.02, seed=42)
     create_topics(kafka_settings, load_settings(WorkerSettings, usage_partitions=6))
     produce(kafka_settings, messages)
@@ -111,10 +128,12 @@ def run_killed_once(kafka_settings: KafkaSettings, redis_settings: RedisSettings
     return truth, totals
 
 
-def test_sigkill_mid_stream_keeps_clickhouse_totals_exact(kafka_settings: KafkaSettings,
-                                                          redis_settings: RedisSettings,
-                                                          clickhouse_settings: ClickHouseSettings,
-                                                          tmp_path: Path) -> None:
+def test_sigkill_mid_stream_keeps_clickhouse_totals_exact(
+    kafka_settings: KafkaSettings,
+    redis_settings: RedisSettings,
+    clickhouse_settings: ClickHouseSettings,
+    tmp_path: Path,
+) -> None:
     delay = random.Random().uniform(0.5, 6.0)
 
     def kill_after(worker: WorkerProcess) -> None:
@@ -126,11 +145,12 @@ def test_sigkill_mid_stream_keeps_clickhouse_totals_exact(kafka_settings: KafkaS
     assert Counter(k[2] for k in totals)["no-such-model-x"] == len(TENANTS) * len(FEATURES)  # unpriced: kept
 
 
-
-def test_five_sigkills_in_two_hundred_thousand_events_keep_totals_exact(kafka_settings: KafkaSettings,
-                                                                       redis_settings: RedisSettings,
-                                                                       clickhouse_settings: ClickHouseSettings,
-                                                                       tmp_path: Path) -> None:
+def test_five_sigkills_in_two_hundred_thousand_events_keep_totals_exact(
+    kafka_settings: KafkaSettings,
+    redis_settings: RedisSettings,
+    clickhouse_settings: ClickHouseSettings,
+    tmp_path: Path,
+) -> None:
     """The worker SIGKILLed at five random points while it works through 200 000 events (2 % re-sent ids), each
     time restarted: ClickHouse totals equal the truth to the nano."""
     rng = random.Random()

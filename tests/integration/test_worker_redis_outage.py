@@ -36,8 +36,7 @@ def metric(worker: WorkerProcess, name: str) -> float:
     return 0.0
 
 
-def test_redis_restart_pauses_the_stream_and_keeps_windows_exact(kafka_settings: KafkaSettings,
-                                                                  tmp_path: Path) -> None:
+def test_redis_restart_pauses_the_stream_and_keeps_windows_exact(kafka_settings: KafkaSettings, tmp_path: Path) -> None:
     server = RedisServer(load_settings(DevStackSettings, state_dir=tmp_path / "redis", redis_port=free_port()))
     server.start()
     try:
@@ -50,13 +49,15 @@ def test_redis_restart_pauses_the_stream_and_keeps_windows_exact(kafka_settings:
 def _run(kafka: KafkaSettings, server: RedisServer, tmp_path: Path) -> None:
     redis_settings = load_settings(RedisSettings, url=server.url, key_prefix="out")
     create_topics(kafka, load_settings(WorkerSettings, usage_partitions=2))
-    budget = Budget(id="user-day", scope={"tenant": "*", "user": "*"}, period="day", unit="tokens",
-                    limit=10**12, version=1)
+    budget = Budget(
+        id="user-day", scope={"tenant": "*", "user": "*"}, period="day", unit="tokens", limit=10**12, version=1
+    )
     producer = Producer({**kafka.confluent_config(), "linger.ms": 5})
     producer.produce(kafka.topic("budgets"), key=budget.id.encode(), value=budget.to_json().encode())
     assert producer.flush(10) == 0
-    worker = WorkerProcess(worker_env(kafka, redis_settings, None, usage_partitions=2), tmp_path / "worker.log",
-                           role="stream").start()
+    worker = WorkerProcess(
+        worker_env(kafka, redis_settings, None, usage_partitions=2), tmp_path / "worker.log", role="stream"
+    ).start()
     guard_store = RedisBudgetStore.from_url(server.url, prefix="guard")
     guard_store.publish_budgets("tenant0", [Budget.from_cli("g", scope="tenant=tenant0,user=*", limit_tokens=10**9)])
     guard = BudgetGuard(guard_store, decision_cache_s=0.0, budget_cache_s=0.0)  # every call asks Redis
@@ -67,8 +68,13 @@ def _run(kafka: KafkaSettings, server: RedisServer, tmp_path: Path) -> None:
     def guarded_calls() -> None:  # an app calling the guard all along
         while not stop_guard.is_set():
             try:
-                r = guard.reserve({"tenant": "tenant0", "user": "g"}, provider="openai", model="gpt-4o-mini",
-                                  prompt_tokens=10, max_tokens=10)
+                r = guard.reserve(
+                    {"tenant": "tenant0", "user": "g"},
+                    provider="openai",
+                    model="gpt-4o-mini",
+                    prompt_tokens=10,
+                    max_tokens=10,
+                )
                 answers.append(r.answer.reason)
                 r.release()
             except Exception as exc:  # noqa: BLE001 - counting is the point: the app must never see one
@@ -94,10 +100,21 @@ def _run(kafka: KafkaSettings, server: RedisServer, tmp_path: Path) -> None:
                 assert _wait(server.healthy, 30)
             tenant = f"tenant{i % 3}"
             now_ms = int(time.time() * 1000)
-            events = [UsageEvent(event_id=str(uuid.uuid4()), occurred_at=now_ms, tenant=tenant, provider="openai",
-                                 model="gpt-4o-mini", request_id=str(uuid.uuid4()), attempt=1, status="ok",
-                                 input_tokens=rng.randrange(1, 500), user_id=f"u{rng.randrange(20)}")
-                      for _ in range(25)]
+            events = [
+                UsageEvent(
+                    event_id=str(uuid.uuid4()),
+                    occurred_at=now_ms,
+                    tenant=tenant,
+                    provider="openai",
+                    model="gpt-4o-mini",
+                    request_id=str(uuid.uuid4()),
+                    attempt=1,
+                    status="ok",
+                    input_tokens=rng.randrange(1, 500),
+                    user_id=f"u{rng.randrange(20)}",
+                )
+                for _ in range(25)
+            ]
             for ev in events:
                 key = (ev.tenant, str(ev.user_id))
                 truth[key] = truth.get(key, 0) + ev.total_tokens

@@ -30,17 +30,31 @@ TENANTS = tuple(f"tenant{i}" for i in range(12))
 def make_events(n: int, seed: int) -> list[UsageEvent]:
     rng = random.Random(seed)
     now = int(time.time() * 1000)
-    return [UsageEvent(event_id=str(uuid.UUID(int=rng.getrandbits(128), version=4)),
-                       occurred_at=now - rng.randrange(30_000),
-                       tenant=rng.choice(TENANTS), provider="openai", model="gpt-4o-mini", request_id=f"r{i}",
-                       attempt=1, status="ok", input_tokens=rng.randrange(1, 3000), output_tokens=rng.randrange(1, 900),
-                       feature=rng.choice(("chat", "search")), user_id=f"u{rng.randrange(50)}")
-            for i in range(n)]
+    return [
+        UsageEvent(
+            event_id=str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+            occurred_at=now - rng.randrange(30_000),
+            tenant=rng.choice(TENANTS),
+            provider="openai",
+            model="gpt-4o-mini",
+            request_id=f"r{i}",
+            attempt=1,
+            status="ok",
+            input_tokens=rng.randrange(1, 3000),
+            output_tokens=rng.randrange(1, 900),
+            feature=rng.choice(("chat", "search")),
+            user_id=f"u{rng.randrange(50)}",
+        )
+        for i in range(n)
+    ]
 
 
 def test_two_workers_one_killed_keep_windows_decisions_and_totals_exact(
-        kafka_settings: KafkaSettings, redis_settings: RedisSettings, clickhouse_settings: ClickHouseSettings,
-        tmp_path: Path) -> None:
+    kafka_settings: KafkaSettings,
+    redis_settings: RedisSettings,
+    clickhouse_settings: ClickHouseSettings,
+    tmp_path: Path,
+) -> None:
     events = make_events(60_000, seed=11)
     tokens: dict[str, int] = {}
     for ev in events:
@@ -67,21 +81,24 @@ def test_two_workers_one_killed_keep_windows_decisions_and_totals_exact(
             w.wait_ready(90)
         time.sleep(8)  # both stream workers in the group, partitions split
         codec = UsageCodec.schemaless()
-        chunks = [events[i:i + 6_000] for i in range(0, len(events), 6_000)]
+        chunks = [events[i : i + 6_000] for i in range(0, len(events), 6_000)]
         for n, chunk in enumerate(chunks):
             by_tenant: dict[str, list[UsageEvent]] = {}
             for ev in chunk:
                 by_tenant.setdefault(ev.tenant, []).append(ev)
             for tenant, evs in by_tenant.items():
                 for i in range(0, len(evs), 50):
-                    value, headers = codec.encode_batch(tenant, evs[i:i + 50])
+                    value, headers = codec.encode_batch(tenant, evs[i : i + 50])
                     producer.produce(kafka_settings.topic("usage"), key=tenant.encode(), value=value, headers=headers)
             producer.flush(10)
             if n == 4:
                 time.sleep(1.0)
                 _, metrics = a.get("/metrics")
-                counted = [line for line in str(metrics).splitlines()
-                           if line.startswith('costplane_worker_events_total{role="stream"}')]
+                counted = [
+                    line
+                    for line in str(metrics).splitlines()
+                    if line.startswith('costplane_worker_events_total{role="stream"}')
+                ]
                 assert counted and float(counted[0].split()[-1]) > 0, "worker a must own partitions when killed"
                 a.kill()  # mid-stream: half the traffic counted, some of it maybe not yet committed
             time.sleep(0.7)

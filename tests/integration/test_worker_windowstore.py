@@ -32,8 +32,18 @@ NOW = DAY0 + 3_600_000
 
 
 def located(user: str, tokens: int, offset: int, partition: int = 0) -> Located:
-    ev = UsageEvent(event_id=str(uuid.uuid4()), occurred_at=NOW, tenant="acme", provider="openai", model="m",
-                    request_id=str(uuid.uuid4()), attempt=1, status="ok", input_tokens=tokens, user_id=user)
+    ev = UsageEvent(
+        event_id=str(uuid.uuid4()),
+        occurred_at=NOW,
+        tenant="acme",
+        provider="openai",
+        model="m",
+        request_id=str(uuid.uuid4()),
+        attempt=1,
+        status="ok",
+        input_tokens=tokens,
+        user_id=user,
+    )
     return Located(PricedEvent(ev, 10 * tokens, "v1"), partition, offset)
 
 
@@ -49,8 +59,10 @@ def scenario(backend: WindowBackend, keys: WindowKeys, layout: KeyLayout) -> lis
     """Counts, a crossing, a redelivery, a zombie commit and a lift; returns what happened, in order."""
     happened: list[tuple[str, int]] = []
     first, second = (WorkerWindows(backend, keys, layout) for _ in range(2))
-    for w, batch in ((first, [located("u1", 600, 0), located("u2", 10, 1)]),
-                     (first, [located("u1", 600, 1), located("u1", 500, 2)])):  # offset 1 comes again
+    for w, batch in (
+        (first, [located("u1", 600, 0), located("u2", 10, 1)]),
+        (first, [located("u1", 600, 1), located("u1", 500, 2)]),
+    ):  # offset 1 comes again
         pending = w.count(batch, [BUDGET], NOW)
         happened += [(d.type, d.spent) for d in pending.decisions] + [("redelivered", pending.redelivered)]
         assert w.commit(pending).fenced == []
@@ -70,8 +82,18 @@ def test_redis_backend_behaves_like_the_memory_backend(client: redis.Redis, redi
     on_redis = scenario(RedisWindowBackend(client, keys), keys, layout)
     memory = MemoryWindowBackend()
     in_memory = scenario(memory, memory.keys, KeyLayout("mem"))
-    assert on_redis == in_memory == [("threshold", 600), ("redelivered", 0), ("decision", 1100),
-                                      ("redelivered", 1), ("fenced", 1), ("lift", 1102)]
+    assert (
+        on_redis
+        == in_memory
+        == [
+            ("threshold", 600),
+            ("redelivered", 0),
+            ("decision", 1100),
+            ("redelivered", 1),
+            ("fenced", 1),
+            ("lift", 1102),
+        ]
+    )
     assert client.hgetall(f"{prefix}:{{acme}}:worker:g") == {b"o:0": b"4"}
     assert client.hgetall(layout.spent("acme", "b", "tenant=acme,user=u1")) == {str(DAY0).encode(): b"1102"}
     assert client.get(layout.decision("acme", "b", "tenant=acme,user=u1")) is None
@@ -92,8 +114,9 @@ def test_a_refused_fence_writes_nothing(client: redis.Redis, redis_settings: Red
     assert backend.load_meta(["acme"])["acme"].fences == {3: 10}
 
 
-def test_a_window_commit_keeps_the_guards_running_total_in_step(client: redis.Redis,
-                                                                 redis_settings: RedisSettings) -> None:
+def test_a_window_commit_keeps_the_guards_running_total_in_step(
+    client: redis.Redis, redis_settings: RedisSettings
+) -> None:
     """The guard keeps its state (spent + open - limit, in the field ``_k`` names) beside the buckets; the worker's
     commit sets a bucket with the guard's own ``set_counter``, so the state moves with it."""
     prefix = redis_settings.key_prefix
@@ -109,8 +132,18 @@ def test_a_window_commit_keeps_the_guards_running_total_in_step(client: redis.Re
 
 
 def tenant_event(tenant: str, user: str, tokens: int, offset: int, partition: int) -> Located:
-    ev = UsageEvent(event_id=str(uuid.uuid4()), occurred_at=NOW, tenant=tenant, provider="openai", model="m",
-                    request_id=str(uuid.uuid4()), attempt=1, status="ok", input_tokens=tokens, user_id=user)
+    ev = UsageEvent(
+        event_id=str(uuid.uuid4()),
+        occurred_at=NOW,
+        tenant=tenant,
+        provider="openai",
+        model="m",
+        request_id=str(uuid.uuid4()),
+        attempt=1,
+        status="ok",
+        input_tokens=tokens,
+        user_id=user,
+    )
     return Located(PricedEvent(ev, 10 * tokens, "v1"), partition, offset)
 
 
@@ -119,17 +152,26 @@ PER_USER = Budget(id="pu", scope={"tenant": "*", "user": "*"}, unit="tokens", li
 
 def three_tenant_batch() -> list[Located]:
     """Tenants a and b stay under the limit; tenant c's user crosses it (a decision record)."""
-    return [tenant_event("a", "u1", 100, 0, 0), tenant_event("b", "u1", 200, 0, 1), tenant_event("a", "u2", 50, 1, 0),
-            tenant_event("c", "u9", 1500, 0, 2)]
+    return [
+        tenant_event("a", "u1", 100, 0, 0),
+        tenant_event("b", "u1", 200, 0, 1),
+        tenant_event("a", "u2", 50, 1, 0),
+        tenant_event("c", "u9", 1500, 0, 2),
+    ]
 
 
 def window_contents(client: redis.Redis, prefix: str) -> dict[str, object]:
     out: dict[str, object] = {}
     for raw in client.scan_iter(f"{prefix}:*", count=1000):
-        key = raw.decode()[len(prefix):]
+        key = raw.decode()[len(prefix) :]
         kind = client.type(raw)
-        out[key] = client.hgetall(raw) if kind == b"hash" else client.smembers(raw) if kind == b"set" else \
-            json.loads(client.get(raw) or b"null")
+        out[key] = (
+            client.hgetall(raw)
+            if kind == b"hash"
+            else client.smembers(raw)
+            if kind == b"set"
+            else json.loads(client.get(raw) or b"null")
+        )
     return out
 
 
@@ -140,6 +182,7 @@ def test_early_sent_commits_run_before_commit_and_write_what_the_plain_path_writ
         keys, layout = WindowKeys(prefix, "g"), KeyLayout(prefix)
         w = WorkerWindows(RedisWindowBackend(client, keys), keys, layout)
         pending = w.count(three_tenant_batch(), [PER_USER], NOW, send_early=early)
+
         # Before commit(): early, the decision-free tenants' scripts have run; the crossing tenant's waits (its
         # record is published first); plain, nothing is written yet.
         def fences(keys: WindowKeys = keys) -> dict[str, bytes | None]:

@@ -9,12 +9,22 @@ from costplane.streams.alerting.model import AlertEvent, alert_from_json_dict, a
 from costplane.streams.core.findings import Contributor
 
 EVENT = AlertEvent(
-    alert_id="0b9c6a0e-7d3c-5d52-9d8e-4f0f7b1d2a33", dedup_key="retry_storm:acme:chat", kind="retry_storm",
-    action="trigger", severity="critical", tenant="acme", summary="retry ratio 18%",
-    window_start_ms=1_790_000_000_000, window_end_ms=1_790_000_060_000, occurred_at_ms=1_790_000_061_234,
-    subject={"feature": "chat"}, numbers={"retry_ratio": "0.18", "wasted_usd": "12.345678901"},
+    alert_id="0b9c6a0e-7d3c-5d52-9d8e-4f0f7b1d2a33",
+    dedup_key="retry_storm:acme:chat",
+    kind="retry_storm",
+    action="trigger",
+    severity="critical",
+    tenant="acme",
+    summary="retry ratio 18%",
+    window_start_ms=1_790_000_000_000,
+    window_end_ms=1_790_000_060_000,
+    occurred_at_ms=1_790_000_061_234,
+    subject={"feature": "chat"},
+    numbers={"retry_ratio": "0.18", "wasted_usd": "12.345678901"},
     contributors=(Contributor("user_id", "u-17", 12_345_678_901, 9_000, 40), Contributor("model", "gpt-4o")),
-    suggested_action="Back off.", runbook="docs/runbook.md#retry-storm", escalated=True,
+    suggested_action="Back off.",
+    runbook="docs/runbook.md#retry-storm",
+    escalated=True,
 )
 
 
@@ -43,8 +53,9 @@ def test_round_trip_is_exact_and_headers_name_the_schema() -> None:
         (b"x", [("costplane-schema", b"Alert"), ("costplane-schema-version", b"9")], "version 9"),
     ],
 )
-def test_bad_messages_raise_a_readable_error(value: bytes | None, headers: list[tuple[str, bytes]] | None,
-                                             message: str) -> None:
+def test_bad_messages_raise_a_readable_error(
+    value: bytes | None, headers: list[tuple[str, bytes]] | None, message: str
+) -> None:
     with pytest.raises(AlertDecodeError, match=message):
         decode_alert(value, headers)
 

@@ -32,9 +32,16 @@ from costplane.streams.alerting.webhook import webhook_body
 SLACK_URL = "https://hooks.slack.com/services/T000/B000/SeCrEtToKeN"
 KEY = "R0UT1NGK3Y0123456789abcdefABCDEF"
 EVENT = AlertEvent(
-    alert_id="a1", dedup_key="cost_spike:acme:chat", kind="cost_spike", action="trigger", severity="critical",
-    tenant="acme", summary="spend 3.1x baseline", window_start_ms=1_790_000_000_000,
-    window_end_ms=1_790_000_060_000, occurred_at_ms=1_790_000_061_000,
+    alert_id="a1",
+    dedup_key="cost_spike:acme:chat",
+    kind="cost_spike",
+    action="trigger",
+    severity="critical",
+    tenant="acme",
+    summary="spend 3.1x baseline",
+    window_start_ms=1_790_000_000_000,
+    window_end_ms=1_790_000_060_000,
+    occurred_at_ms=1_790_000_061_000,
 )
 NOW_MS = 1_790_000_100_000
 
@@ -62,8 +69,9 @@ def webhook_target(url: str = SLACK_URL) -> Target:
     return Target("webhook-0", SecretStr(url), webhook_body)
 
 
-def deliver(script: Script, target: Target | None = None, policy: RetryPolicy | None = None,
-            event: AlertEvent = EVENT) -> tuple[Any, list[float]]:
+def deliver(
+    script: Script, target: Target | None = None, policy: RetryPolicy | None = None, event: AlertEvent = EVENT
+) -> tuple[Any, list[float]]:
     slept: list[float] = []
 
     async def sleep(s: float) -> None:
@@ -71,8 +79,15 @@ def deliver(script: Script, target: Target | None = None, policy: RetryPolicy | 
 
     async def go() -> Any:
         async with httpx.AsyncClient(transport=httpx.MockTransport(script)) as client:
-            return await send_with_retries(client, target or webhook_target(), event, policy or RetryPolicy(),
-                                           sleep=sleep, rng=random.Random(7), clock_ms=lambda: NOW_MS)
+            return await send_with_retries(
+                client,
+                target or webhook_target(),
+                event,
+                policy or RetryPolicy(),
+                sleep=sleep,
+                rng=random.Random(7),
+                clock_ms=lambda: NOW_MS,
+            )
 
     return asyncio.run(go()), slept
 
@@ -135,7 +150,8 @@ def test_invalid_pagerduty_event_is_never_sent() -> None:
     result, _ = deliver(script, target=bad_key)
     assert script.requests == [] and result.dead_letter.reason == "invalid_payload"
     assert "routing_key" in result.dead_letter.error and "too-short" not in json.dumps(
-        result.dead_letter.to_json_dict())
+        result.dead_letter.to_json_dict()
+    )
 
 
 def test_pagerduty_target_sends_a_valid_event_to_the_configured_url() -> None:
@@ -147,14 +163,20 @@ def test_pagerduty_target_sends_a_valid_event_to_the_configured_url() -> None:
 
 
 def test_secrets_never_reach_the_logs() -> None:
-    targets = build_targets(slack_webhook_url=SecretStr(SLACK_URL), pagerduty_routing_key=SecretStr(KEY),
-                            pagerduty_url="https://pd.test/v2/enqueue/" + "p" * 8)
+    targets = build_targets(
+        slack_webhook_url=SecretStr(SLACK_URL),
+        pagerduty_routing_key=SecretStr(KEY),
+        pagerduty_url="https://pd.test/v2/enqueue/" + "p" * 8,
+    )
     with structlog.testing.capture_logs() as logs:
         for target in targets:
             deliver(Script(500, 200), target=target)
             deliver(Script(404), target=target)
-            deliver(Script(httpx.ConnectError(target.url.get_secret_value())), target=target,
-                    policy=RetryPolicy(max_attempts=2))
+            deliver(
+                Script(httpx.ConnectError(target.url.get_secret_value())),
+                target=target,
+                policy=RetryPolicy(max_attempts=2),
+            )
     text = json.dumps(logs, default=str, ensure_ascii=False)
     assert logs and "SeCrEtToKeN" not in text and KEY not in text and "pppppppp" not in text
     assert "https://hooks.slack.com/…" in text
@@ -162,8 +184,13 @@ def test_secrets_never_reach_the_logs() -> None:
 
 
 def test_settings_build_targets_and_policy() -> None:
-    settings = load_settings(AlertSettings, slack_webhook_url=SLACK_URL, pagerduty_routing_key=KEY,
-                             webhook_urls="https://a.test/x, https://b.test/y", retries=2)
+    settings = load_settings(
+        AlertSettings,
+        slack_webhook_url=SLACK_URL,
+        pagerduty_routing_key=KEY,
+        webhook_urls="https://a.test/x, https://b.test/y",
+        retries=2,
+    )
     assert [t.name for t in targets_from_settings(settings)] == ["slack", "pagerduty", "webhook-0", "webhook-1"]
     assert policy_from_settings(settings).max_attempts == 3
     assert targets_from_settings(load_settings(AlertSettings)) == []
@@ -189,8 +216,11 @@ def test_dispatcher_never_blocks_routes_by_severity_keeps_order_and_dead_letters
             target = slack if request.url.host == "slack.test" else pager
             return target(request)
 
-        targets = build_targets(slack_webhook_url=SecretStr("https://slack.test/hook"),
-                                pagerduty_routing_key=SecretStr(KEY), pagerduty_url="https://pd.test/enqueue")
+        targets = build_targets(
+            slack_webhook_url=SecretStr("https://slack.test/hook"),
+            pagerduty_routing_key=SecretStr(KEY),
+            pagerduty_url="https://pd.test/enqueue",
+        )
         async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
             dispatcher = AlertDispatcher(targets, letters.append, queue_size=2, client=client)
             await dispatcher.start()
@@ -211,9 +241,15 @@ def test_dispatcher_never_blocks_routes_by_severity_keeps_order_and_dead_letters
     slack_ids = [r.content.decode().split("alert `")[1].split("`")[0] for r in slack.requests]
     assert slack_ids == ["w1", "a1", "a2"]
     assert [(b["event_action"], b["dedup_key"]) for b in pager.bodies()] == [
-        ("trigger", EVENT.dedup_key), ("resolve", EVENT.dedup_key), ("trigger", "x")]
+        ("trigger", EVENT.dedup_key),
+        ("resolve", EVENT.dedup_key),
+        ("trigger", "x"),
+    ]
     assert [(d.target, d.alert.alert_id, d.reason) for d in letters] == [
-        ("slack", "a3", "queue_full"), ("slack", "a4", "queue_full"), ("pagerduty", "a4", "queue_full")]
+        ("slack", "a3", "queue_full"),
+        ("slack", "a4", "queue_full"),
+        ("pagerduty", "a4", "queue_full"),
+    ]
 
 
 def test_stop_dead_letters_what_it_could_not_deliver() -> None:

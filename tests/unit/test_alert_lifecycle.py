@@ -16,14 +16,23 @@ T0 = 1_790_000_000_000
 CFG = LifecycleConfig(resolve_after_ms=2 * MIN, cooldown_ms=10 * MIN, stale_after_ms=5 * MIN, max_tracked=100)
 
 
-def finding(active: bool, t: int, key: str = "retry_storm:acme:chat", severity: Severity = "warning",
-            ratio: str = "0.18") -> Finding:
+def finding(
+    active: bool, t: int, key: str = "retry_storm:acme:chat", severity: Severity = "warning", ratio: str = "0.18"
+) -> Finding:
     return Finding(
-        kind="retry_storm", dedup_key=key, tenant="acme", active=active, severity=severity,
-        summary=f"retry ratio {ratio}", window_start_ms=t - MIN, window_end_ms=t,
-        subject={"feature": "chat", "model": "gpt-4o"}, numbers={"retry_ratio": ratio, "threshold": "0.05"},
+        kind="retry_storm",
+        dedup_key=key,
+        tenant="acme",
+        active=active,
+        severity=severity,
+        summary=f"retry ratio {ratio}",
+        window_start_ms=t - MIN,
+        window_end_ms=t,
+        subject={"feature": "chat", "model": "gpt-4o"},
+        numbers={"retry_ratio": ratio, "threshold": "0.05"},
         contributors=(Contributor("user_id", "u-17", 1_234_567, 900, 12),),
-        suggested_action="Check the provider status.", runbook="docs/runbook.md#retry-storm",
+        suggested_action="Check the provider status.",
+        runbook="docs/runbook.md#retry-storm",
     )
 
 
@@ -86,17 +95,33 @@ def test_clearing_condition_that_disappears_still_resolves() -> None:
 def test_escalation_emits_one_escalated_trigger_and_resolve_carries_top_severity() -> None:
     lc = AlertLifecycle(CFG)
     out = []
-    for i, (active, sev) in enumerate([(True, "warning"), (True, "critical"), (True, "critical"),
-                                       (True, "warning"), (False, "info"), (False, "info"), (False, "info")]):
+    for i, (active, sev) in enumerate(
+        [
+            (True, "warning"),
+            (True, "critical"),
+            (True, "critical"),
+            (True, "warning"),
+            (False, "info"),
+            (False, "info"),
+            (False, "info"),
+        ]
+    ):
         out += lc.observe([finding(active, T0 + i * MIN, severity=sev)], T0 + i * MIN)  # type: ignore[arg-type]
     assert [(e.action, e.severity, e.escalated) for e in out] == [
-        ("trigger", "warning", False), ("trigger", "critical", True), ("resolve", "critical", False)]
+        ("trigger", "warning", False),
+        ("trigger", "critical", True),
+        ("resolve", "critical", False),
+    ]
 
 
 def test_zero_resolve_after_resolves_on_first_clear_evaluation() -> None:
     lc = AlertLifecycle(LifecycleConfig(resolve_after_ms=0, cooldown_ms=0, stale_after_ms=MIN))
-    assert actions(run(lc, [True, False, True, False])) == [(0, "trigger"), (1, "resolve"), (2, "trigger"),
-                                                            (3, "resolve")]
+    assert actions(run(lc, [True, False, True, False])) == [
+        (0, "trigger"),
+        (1, "resolve"),
+        (2, "trigger"),
+        (3, "resolve"),
+    ]
 
 
 def test_independent_keys_and_duplicates_in_one_evaluation() -> None:
@@ -158,8 +183,11 @@ def test_random_noise_never_breaks_the_alternation(seed: int) -> None:
     minute = 0
     for minute in range(240):
         t = T0 + minute * MIN
-        findings = [finding(rng.random() < 0.3, t, key=k, severity=rng.choice(["warning", "critical"]))
-                    for k in keys if rng.random() < 0.9]
+        findings = [
+            finding(rng.random() < 0.3, t, key=k, severity=rng.choice(["warning", "critical"]))
+            for k in keys
+            if rng.random() < 0.9
+        ]
         for e in lc.observe(findings, t):
             seen[e.dedup_key].append("escalate" if e.escalated else e.action)
             if not e.escalated:

@@ -18,13 +18,24 @@ from costplane.streams.core.findings import Contributor
 
 KEY = "R0UT1NGK3Y0123456789abcdefABCDEF"
 EVENT = AlertEvent(
-    alert_id="a1", dedup_key="retry_storm:acme:chat:gpt-4o", kind="retry_storm", action="trigger",
-    severity="critical", tenant="acme", summary="18% of attempts are retries (threshold 5%)",
-    window_start_ms=1_790_000_000_000, window_end_ms=1_790_000_060_000, occurred_at_ms=1_790_000_061_000,
-    subject={"feature": "chat", "model": "gpt-4o"}, numbers={"retry_ratio": "0.18", "threshold": "0.05"},
-    contributors=(Contributor("user_id", "u-17", 12_345_678_901, 9_000, 40),
-                  Contributor("feature", "chat", 500_000_000, 100, 2)),
-    suggested_action="Check the provider's status; cap retries.", runbook="docs/runbook.md#retry-storm",
+    alert_id="a1",
+    dedup_key="retry_storm:acme:chat:gpt-4o",
+    kind="retry_storm",
+    action="trigger",
+    severity="critical",
+    tenant="acme",
+    summary="18% of attempts are retries (threshold 5%)",
+    window_start_ms=1_790_000_000_000,
+    window_end_ms=1_790_000_060_000,
+    occurred_at_ms=1_790_000_061_000,
+    subject={"feature": "chat", "model": "gpt-4o"},
+    numbers={"retry_ratio": "0.18", "threshold": "0.05"},
+    contributors=(
+        Contributor("user_id", "u-17", 12_345_678_901, 9_000, 40),
+        Contributor("feature", "chat", 500_000_000, 100, 2),
+    ),
+    suggested_action="Check the provider's status; cap retries.",
+    runbook="docs/runbook.md#retry-storm",
 )
 RESOLVE = replace(EVENT, action="resolve", alert_id="a2", summary="Resolved: " + EVENT.summary)
 
@@ -91,8 +102,11 @@ def test_validator_names_every_broken_rule(mutate: Any, problem: str) -> None:
 
 
 def test_validator_accepts_the_documented_minimal_events() -> None:
-    trigger = {"routing_key": KEY, "event_action": "trigger",
-               "payload": {"summary": "disk full", "source": "db-1", "severity": "error"}}
+    trigger = {
+        "routing_key": KEY,
+        "event_action": "trigger",
+        "payload": {"summary": "disk full", "source": "db-1", "severity": "error"},
+    }
     assert validate_pagerduty_event(trigger) == []
     assert validate_pagerduty_event({"routing_key": KEY, "event_action": "acknowledge", "dedup_key": "d"}) == []
     assert validate_pagerduty_event("not an object") == ["event must be a JSON object"]
@@ -122,8 +136,13 @@ def test_webhook_body_is_the_alert_record() -> None:
     body = webhook_body(EVENT)
     assert body["schema"] == "costplane.alert.v1"
     assert body["alert"]["dedup_key"] == EVENT.dedup_key and body["alert"]["window_start"] == EVENT.window_start_ms
-    assert body["alert"]["contributors"][0] == {"dimension": "user_id", "value": "u-17", "cost_nanos": 12_345_678_901,
-                                                "tokens": 9000, "attempts": 40}
+    assert body["alert"]["contributors"][0] == {
+        "dimension": "user_id",
+        "value": "u-17",
+        "cost_nanos": 12_345_678_901,
+        "tokens": 9000,
+        "attempts": 40,
+    }
 
 
 def test_money_and_links_format_exactly() -> None:

@@ -11,9 +11,21 @@ from costplane.streams.alerting.format import runbook_url
 from costplane.streams.alerting.model import AlertEvent
 
 RUNBOOK = Path(__file__).resolve().parents[2] / "docs" / "runbook.md"
-KINDS = ("retry_storm", "runaway_loop", "cost_spike", "token_spike", "cache_hit_drop", "user_share",
-         "unpriced_model", "price_mismatch", "budget_forecast", "budget_threshold", "budget_blocked",
-         "dead_letter_flood", "fail_open")
+KINDS = (
+    "retry_storm",
+    "runaway_loop",
+    "cost_spike",
+    "token_spike",
+    "cache_hit_drop",
+    "user_share",
+    "unpriced_model",
+    "price_mismatch",
+    "budget_forecast",
+    "budget_threshold",
+    "budget_blocked",
+    "dead_letter_flood",
+    "fail_open",
+)
 
 
 def sections() -> dict[str, str]:
@@ -33,8 +45,18 @@ def test_every_kind_has_a_complete_section(kind: str) -> None:
 
 
 def test_default_runbook_link_points_at_an_existing_section() -> None:
-    event = AlertEvent(alert_id="a", dedup_key="k", kind="cache_hit_drop", action="trigger", severity="info",
-                       tenant="t", summary="s", window_start_ms=0, window_end_ms=1, occurred_at_ms=1)
+    event = AlertEvent(
+        alert_id="a",
+        dedup_key="k",
+        kind="cache_hit_drop",
+        action="trigger",
+        severity="info",
+        tenant="t",
+        summary="s",
+        window_start_ms=0,
+        window_end_ms=1,
+        occurred_at_ms=1,
+    )
     assert runbook_url(event, None) == "docs/runbook.md#cache-hit-drop"
     assert "cache-hit-drop" in sections()
 

@@ -18,9 +18,17 @@ MIN = 60_000
 
 
 def finding(active: bool, t: int) -> Finding:
-    return Finding(kind="unpriced_model", dedup_key="unpriced_model:acme:mystery", tenant="acme", active=active,
-                   severity="warning", summary="mystery-model has no price", window_start_ms=t - MIN,
-                   window_end_ms=t, runbook="docs/runbook.md#unpriced-model")
+    return Finding(
+        kind="unpriced_model",
+        dedup_key="unpriced_model:acme:mystery",
+        tenant="acme",
+        active=active,
+        severity="warning",
+        summary="mystery-model has no price",
+        window_start_ms=t - MIN,
+        window_end_ms=t,
+        runbook="docs/runbook.md#unpriced-model",
+    )
 
 
 def test_topic_gets_every_event_and_failed_deliveries_become_dead_letter_records() -> None:
@@ -30,11 +38,17 @@ def test_topic_gets_every_event_and_failed_deliveries_become_dead_letter_records
 
     async def go() -> list[str]:
         async with httpx.AsyncClient(transport=httpx.MockTransport(lambda r: httpx.Response(500))) as client:
-            service = AlertService(settings, lambda *r: topic.append(r), lambda *r: dlq.append(r), client=client,
-                                   targets=build_targets(webhook_urls=[SecretStr("https://hooks.test/secret-path")]))
+            service = AlertService(
+                settings,
+                lambda *r: topic.append(r),
+                lambda *r: dlq.append(r),
+                client=client,
+                targets=build_targets(webhook_urls=[SecretStr("https://hooks.test/secret-path")]),
+            )
             await service.start()
-            actions: list[str] = [e.action for t in (0, MIN, 2 * MIN)
-                                  for e in service.observe([finding(t < MIN, t)], t)]
+            actions: list[str] = [
+                e.action for t in (0, MIN, 2 * MIN) for e in service.observe([finding(t < MIN, t)], t)
+            ]
             restored = AlertService(settings, lambda *r: None, lambda *r: None, state=service.state(), targets=[])
             assert restored.lifecycle.open_incidents() == []
             await service.stop()
@@ -45,6 +59,8 @@ def test_topic_gets_every_event_and_failed_deliveries_become_dead_letter_records
     assert all(key == b"acme" for key, _, _ in topic)
     records = [json.loads(value) for _, value, _ in dlq]
     assert [(r["target"], r["reason"], r["alert"]["action"]) for r in records] == [
-        ("webhook-0", "http_status", "trigger"), ("webhook-0", "http_status", "resolve")]
+        ("webhook-0", "http_status", "trigger"),
+        ("webhook-0", "http_status", "resolve"),
+    ]
     assert dict(dlq[0][2])["costplane-schema"] == b"AlertDeadLetter"
     assert b"secret-path" not in b"".join(value for _, value, _ in dlq)

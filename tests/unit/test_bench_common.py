@@ -23,8 +23,7 @@ finally:
 
 def test_a_benchmark_stopped_with_sigterm_runs_its_finally(tmp_path: Path) -> None:
     marker = tmp_path / "marker"
-    child = subprocess.Popen([sys.executable, "-c", _CHILD, str(marker)], cwd=ROOT, stdout=subprocess.PIPE,
-                             text=True)
+    child = subprocess.Popen([sys.executable, "-c", _CHILD, str(marker)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     assert child.stdout is not None and child.stdout.readline().strip() == "ready"
     child.send_signal(signal.SIGTERM)
     assert child.wait(30) == 128 + signal.SIGTERM

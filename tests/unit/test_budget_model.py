@@ -16,8 +16,15 @@ def _ms(text: str, tz: str = "UTC") -> int:
 
 
 def test_cli_shape_and_json_round_trip() -> None:
-    b = Budget.from_cli("acme-users", scope="tenant=acme,user=*", period="month", tz="Europe/Paris",
-                        limit_usd="12.5", soft="0.8,0.5", action="degrade:gpt-4o-mini")
+    b = Budget.from_cli(
+        "acme-users",
+        scope="tenant=acme,user=*",
+        period="month",
+        tz="Europe/Paris",
+        limit_usd="12.5",
+        soft="0.8,0.5",
+        action="degrade:gpt-4o-mini",
+    )
     assert (b.unit, b.limit, b.soft, b.degrade_model) == ("usd", 12_500_000_000, (0.5, 0.8), "gpt-4o-mini")
     assert Budget.from_json(b.to_json()) == b
     assert Budget.from_cli("t", scope="tenant=acme", limit_tokens=10_000).unit == "tokens"
@@ -25,14 +32,16 @@ def test_cli_shape_and_json_round_trip() -> None:
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
-    [({"scope": "user=*", "limit_usd": "1"}, "must name its tenant"),
-     ({"scope": "tenant=acme,colour=red", "limit_usd": "1"}, "unknown scope dimension"),
-     ({"scope": "tenant=acme", "limit_usd": "1", "limit_tokens": 5}, "exactly one"),
-     ({"scope": "tenant=acme", "limit_usd": "ten"}, "not a number"),
-     ({"scope": "tenant=acme", "limit_usd": "1", "period": "fortnight"}, "period"),
-     ({"scope": "tenant=acme", "limit_usd": "1", "tz": "Mars/Olympus"}, "unknown timezone"),
-     ({"scope": "tenant=acme", "limit_usd": "1", "soft": "1.5"}, "between 0 and 1"),
-     ({"scope": "tenant=acme", "limit_usd": "1", "action": "explode"}, "block, notify or degrade")],
+    [
+        ({"scope": "user=*", "limit_usd": "1"}, "must name its tenant"),
+        ({"scope": "tenant=acme,colour=red", "limit_usd": "1"}, "unknown scope dimension"),
+        ({"scope": "tenant=acme", "limit_usd": "1", "limit_tokens": 5}, "exactly one"),
+        ({"scope": "tenant=acme", "limit_usd": "ten"}, "not a number"),
+        ({"scope": "tenant=acme", "limit_usd": "1", "period": "fortnight"}, "period"),
+        ({"scope": "tenant=acme", "limit_usd": "1", "tz": "Mars/Olympus"}, "unknown timezone"),
+        ({"scope": "tenant=acme", "limit_usd": "1", "soft": "1.5"}, "between 0 and 1"),
+        ({"scope": "tenant=acme", "limit_usd": "1", "action": "explode"}, "block, notify or degrade"),
+    ],
 )
 def test_readable_errors(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):

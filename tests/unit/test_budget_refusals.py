@@ -24,23 +24,25 @@ def set_budget(*flags: str) -> tuple[int, str, BaseException | None]:
 
 @pytest.mark.parametrize(
     ("flags", "message"),
-    [(["--limit-usd", "NaN"], "finite"),
-     (["--limit-usd", "Infinity"], "finite"),
-     (["--limit-usd", "-Infinity"], "finite"),
-     (["--limit-usd", "1e400"], "at most $1,000,000"),
-     (["--limit-usd", "1e11"], "at most $1,000,000"),
-     (["--limit-usd", "0"], "more than 0"),
-     (["--limit-usd", "-5"], "more than 0"),
-     (["--limit-usd", "1e-10"], "finer than a nano-USD"),
-     (["--limit-usd", "abc"], "not a number"),
-     (["--limit-tokens", "1000000000000001"], "10^15 tokens"),
-     (["--limit-tokens", "0"], "more than 0"),
-     (["--limit-usd", "5", "--soft", "abc"], "--soft"),
-     (["--limit-usd", "5", "--soft", "nan"], "fractions"),
-     (["--limit-usd", "5", "--soft", "0.5,0.5"], "differ"),
-     (["--limit-usd", "5", "--action", "degrade:no-such-model-xyz"], "does not price"),
-     (["--limit-usd", "5", "--action", "explode"], "must be block"),
-     (["--limit-usd", "5", "--tz", "x" * 5000], "timezone")],
+    [
+        (["--limit-usd", "NaN"], "finite"),
+        (["--limit-usd", "Infinity"], "finite"),
+        (["--limit-usd", "-Infinity"], "finite"),
+        (["--limit-usd", "1e400"], "at most $1,000,000"),
+        (["--limit-usd", "1e11"], "at most $1,000,000"),
+        (["--limit-usd", "0"], "more than 0"),
+        (["--limit-usd", "-5"], "more than 0"),
+        (["--limit-usd", "1e-10"], "finer than a nano-USD"),
+        (["--limit-usd", "abc"], "not a number"),
+        (["--limit-tokens", "1000000000000001"], "10^15 tokens"),
+        (["--limit-tokens", "0"], "more than 0"),
+        (["--limit-usd", "5", "--soft", "abc"], "--soft"),
+        (["--limit-usd", "5", "--soft", "nan"], "fractions"),
+        (["--limit-usd", "5", "--soft", "0.5,0.5"], "differ"),
+        (["--limit-usd", "5", "--action", "degrade:no-such-model-xyz"], "does not price"),
+        (["--limit-usd", "5", "--action", "explode"], "must be block"),
+        (["--limit-usd", "5", "--tz", "x" * 5000], "timezone"),
+    ],
 )
 def test_cli_refuses_in_one_line(flags: list[str], message: str) -> None:
     code, err, exc = set_budget("--scope", "tenant=acme", *flags)
@@ -52,13 +54,15 @@ def test_cli_refuses_in_one_line(flags: list[str], message: str) -> None:
 
 @pytest.mark.parametrize(
     ("scope", "message"),
-    [("tenant=acme,tenant=evil", "twice"),
-     ("tenant=acme,user=a,user=b", "twice"),
-     ("tenant=" + "a" * 10_000, "1-128 characters"),
-     ("tenant=a}b", "1-128 characters"),
-     ("tenant=acme,team=" + "t" * 600, "at most 512"),
-     ("tenant=acme,colour=red", "unknown scope dimension"),
-     ("team=a", "must name its tenant")],
+    [
+        ("tenant=acme,tenant=evil", "twice"),
+        ("tenant=acme,user=a,user=b", "twice"),
+        ("tenant=" + "a" * 10_000, "1-128 characters"),
+        ("tenant=a}b", "1-128 characters"),
+        ("tenant=acme,team=" + "t" * 600, "at most 512"),
+        ("tenant=acme,colour=red", "unknown scope dimension"),
+        ("team=a", "must name its tenant"),
+    ],
 )
 def test_cli_refuses_bad_scopes(scope: str, message: str) -> None:
     code, err, exc = set_budget("--scope", scope, "--limit-usd", "5")
@@ -100,7 +104,8 @@ def test_yaml_refusals() -> None:
 
 def test_scope_values_with_separators_keep_their_meaning() -> None:
     """A mapping scope may hold any value an event may carry; members escape it (publisher/identifiers.py)."""
-    budget = Budget.model_validate({"id": "b", "scope": {"tenant": "acme", "team": "a,user=b"}, "unit": "tokens",
-                                    "limit": 10})
+    budget = Budget.model_validate(
+        {"id": "b", "scope": {"tenant": "acme", "team": "a,user=b"}, "unit": "tokens", "limit": 10}
+    )
     assert budget.member_of({"tenant": "acme", "team": "a,user=b"}) == "tenant=acme,team=a%2Cuser%3Db"
     assert budget.member_of({"tenant": "acme", "team": "a"}) is None

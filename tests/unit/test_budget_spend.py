@@ -29,8 +29,19 @@ def at(text: str, tz: str = "UTC") -> int:
 
 
 def ev(when: int, cost: int = 0, tokens: int = 0, user: str = "u1", tenant: str = "acme") -> PricedEvent:
-    e = UsageEvent(event_id=f"e{next(_ids)}", occurred_at=when, tenant=tenant, provider="openai", model="gpt-4o",
-                   request_id="r", attempt=1, status="ok", input_tokens=tokens, user_id=user, plan="free")
+    e = UsageEvent(
+        event_id=f"e{next(_ids)}",
+        occurred_at=when,
+        tenant=tenant,
+        provider="openai",
+        model="gpt-4o",
+        request_id="r",
+        attempt=1,
+        status="ok",
+        input_tokens=tokens,
+        user_id=user,
+        plan="free",
+    )
     return PricedEvent(e, cost, "test")
 
 
@@ -81,8 +92,13 @@ def test_block_at_the_limit_then_lift_when_the_day_rolls_over() -> None:
     out = run.batch(t + 3, ev(t, 3 * USD))
     assert kinds(out) == [("decision", "block"), ("threshold", "0.8")]
     block = out[0]
-    assert (block.spent, block.limit, block.unit, block.tenant, block.member) == (10 * USD, 10 * USD, "usd", "acme",
-                                                                                  "tenant=acme")
+    assert (block.spent, block.limit, block.unit, block.tenant, block.member) == (
+        10 * USD,
+        10 * USD,
+        "usd",
+        "acme",
+        "tenant=acme",
+    )
     assert block.until_ms == block.window_end_ms == at("2026-03-30T00:00:00", "Europe/Paris")
     assert block.window_end_ms - block.window_start_ms == 23 * 3_600_000  # the spring-forward day
     assert Decision.from_dict(json.loads(block.to_json())) == block
@@ -140,8 +156,13 @@ def test_per_member_budgets_keep_members_apart() -> None:
     users = Budget.from_cli("per-user", scope="tenant=acme,user=*", limit_tokens=100)
     run = Run(users)
     t = at("2026-05-01T12:00:00")
-    out = run.batch(t, ev(t, tokens=60, user="a"), ev(t, tokens=60, user="a"), ev(t, tokens=60, user="b"),
-                    ev(t, tokens=500, tenant="globex"))
+    out = run.batch(
+        t,
+        ev(t, tokens=60, user="a"),
+        ev(t, tokens=60, user="a"),
+        ev(t, tokens=60, user="b"),
+        ev(t, tokens=500, tenant="globex"),
+    )
     assert [(d.type, d.member) for d in out] == [("decision", "tenant=acme,user=a")]
     assert set(run.table) == {"per-user|tenant=acme,user=a", "per-user|tenant=acme,user=b"}
 
@@ -269,11 +290,14 @@ def test_spend_windows_facade_reads_and_writes_each_key_once_per_batch() -> None
     inc = windows.aggregate(batch, [users])
     assert {k: {b: list(v) for b, v in buckets.items()} for k, buckets in inc.items()} == {
         "per-user|tenant=acme,user=u0": {window_start(users, t): [90, 0]},
-        "per-user|tenant=acme,user=u1": {window_start(users, t): [90, 0]}}
+        "per-user|tenant=acme,user=u1": {window_start(users, t): [90, 0]},
+    }
     new, out = windows.apply(inc, [users], {k: table.get(k) for k in inc}, t)
     table.update(new)
-    assert sorted((d.type, d.member) for d in out) == [("threshold", "tenant=acme,user=u0"),
-                                                      ("threshold", "tenant=acme,user=u1")]
+    assert sorted((d.type, d.member) for d in out) == [
+        ("threshold", "tenant=acme,user=u0"),
+        ("threshold", "tenant=acme,user=u1"),
+    ]
     new, out = windows.apply(windows.aggregate([ev(t, tokens=10, user="u0")], [users]), [users], table, t + 1)
     assert [(d.type, d.member, d.spent) for d in out] == [("decision", "tenant=acme,user=u0", 100)]
     assert windows.total(new["per-user|tenant=acme,user=u0"], users, t) == 100
@@ -296,10 +320,12 @@ def test_the_under_limit_shortcut_of_a_batch_is_what_evaluate_concludes() -> Non
     from costplane.streams.core.spend import apply_increments, copy_state
 
     rng = random.Random(7)
-    budgets = [Budget.from_cli("day", scope="tenant=acme,user=*", limit_tokens=1000),
-               Budget.from_cli("hour", scope="tenant=acme,user=*", period="rolling-1h", limit_tokens=1000),
-               Budget.from_cli("soft", scope="tenant=acme,user=*", limit_tokens=1000, soft="0.5,0.8"),
-               Budget.from_cli("usd", scope="tenant=acme,user=*", limit_usd="0.000001", action="notify")]
+    budgets = [
+        Budget.from_cli("day", scope="tenant=acme,user=*", limit_tokens=1000),
+        Budget.from_cli("hour", scope="tenant=acme,user=*", period="rolling-1h", limit_tokens=1000),
+        Budget.from_cli("soft", scope="tenant=acme,user=*", limit_tokens=1000, soft="0.5,0.8"),
+        Budget.from_cli("usd", scope="tenant=acme,user=*", limit_usd="0.000001", action="notify"),
+    ]
     now = at("2026-05-01T12:30:00")
     shortcuts = 0
     for case in range(400):
@@ -308,13 +334,20 @@ def test_the_under_limit_shortcut_of_a_batch_is_what_evaluate_concludes() -> Non
         size = 60_000 * 60 if budget.period == "day" else 60_000
         before: State | None = None
         if rng.random() < 0.8:
-            buckets = {str(window_start(budget, now) + size * rng.randrange(-3, 3)): [rng.randrange(900),
-                                                                                      rng.randrange(900)]
-                       for _ in range(rng.randrange(4))}
+            buckets = {
+                str(window_start(budget, now) + size * rng.randrange(-3, 3)): [rng.randrange(900), rng.randrange(900)]
+                for _ in range(rng.randrange(4))
+            }
             standing = None
             if rng.random() < 0.2:
-                standing = {"action": budget.action, "window_end_ms": now + 1, "until_ms": now + 1,
-                            "version": budget.version, "limit": budget.limit, "unit": budget.unit}
+                standing = {
+                    "action": budget.action,
+                    "window_end_ms": now + 1,
+                    "until_ms": now + 1,
+                    "version": budget.version,
+                    "limit": budget.limit,
+                    "unit": budget.unit,
+                }
             soft = [0.5] if budget.soft and rng.random() < 0.3 else []
             before = {"b": buckets, "soft": soft, "d": standing}
         start = window_start(budget, now) if budget.period == "day" else now - now % 60_000

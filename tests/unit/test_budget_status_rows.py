@@ -35,10 +35,12 @@ def test_spent_counts_only_buckets_inside_the_window_and_open_reservations_only(
 def test_ledger_totals_per_member_and_drift() -> None:
     usd = Budget.from_cli("t", scope="tenant=acme,plan=free,user=*", limit_usd="1")
     assert ledger_dimensions(usd) == ("tenant", "plan", "user")
-    rows = [{"tenant": "acme", "plan": "free", "user": "u1", "cost_nanos": 10, "input_tokens": 1},
-            {"tenant": "acme", "plan": "free", "user": "u1", "cost_nanos": 5, "input_tokens": 1},
-            {"tenant": "acme", "plan": "free", "user": None, "cost_nanos": 7, "input_tokens": 1},
-            {"tenant": "acme", "plan": "pro", "user": "u2", "cost_nanos": 9, "input_tokens": 1}]
+    rows = [
+        {"tenant": "acme", "plan": "free", "user": "u1", "cost_nanos": 10, "input_tokens": 1},
+        {"tenant": "acme", "plan": "free", "user": "u1", "cost_nanos": 5, "input_tokens": 1},
+        {"tenant": "acme", "plan": "free", "user": None, "cost_nanos": 7, "input_tokens": 1},
+        {"tenant": "acme", "plan": "pro", "user": "u2", "cost_nanos": 9, "input_tokens": 1},
+    ]
     assert ledger_totals(usd, rows) == {"tenant=acme,user=u1,plan=free": 15}
     now = T0 + 1000
     a = member_status(usd, "acme", "tenant=acme,user=u1,plan=free", {str(T0).encode(): b"18"}, None, now)
@@ -58,4 +60,3 @@ def test_token_check_and_recent_decisions() -> None:
         recent.add(json.dumps({"tenant": tenant, "n": i}))
     assert [r["n"] for r in recent.query("")] == [3, 2, 1]  # bounded, newest first
     assert [r["n"] for r in recent.query("tenant=a&limit=1")] == [3]
-

@@ -25,20 +25,29 @@ def test_yaml_list_of_cli_fields() -> None:
     daily, users = budgets_from_yaml(GOOD)
     assert (daily.limit, daily.unit, daily.soft, daily.tz) == (10_250_000_000, "usd", (0.5, 0.8), "Europe/Paris")
     assert daily.degrade_model == "gpt-4o-mini"
-    assert (users.scope, users.unit, users.limit, users.period) == ({"tenant": "acme", "user": "*"}, "tokens",
-                                                                    10_000, "rolling-1h")
+    assert (users.scope, users.unit, users.limit, users.period) == (
+        {"tenant": "acme", "user": "*"},
+        "tokens",
+        10_000,
+        "rolling-1h",
+    )
     stored = budgets_from_yaml(f"budgets:\n  - {daily.to_json()}\n")
     assert stored == [daily]
 
 
 @pytest.mark.parametrize(
     ("text", "message"),
-    [("a: [", "not valid YAML"),
-     ("id: x", "holds a list"),
-     ("- id: a\n  scope: tenant=acme\n  limit_usd: 1\n- id: b\n  scope: tenant=acme\n  limit_usd: x", r"entry 1 \(b\)"),
-     ("- id: a\n  scope: tenant=acme\n  limit_usd: 1\n  colour: red", "unknown budget field"),
-     ("- id: a\n  scope: tenant=acme\n  limit_usd: 1\n- id: a\n  scope: tenant=acme\n  limit_usd: 2", "duplicate"),
-     ("- 5", "must be a mapping")],
+    [
+        ("a: [", "not valid YAML"),
+        ("id: x", "holds a list"),
+        (
+            "- id: a\n  scope: tenant=acme\n  limit_usd: 1\n- id: b\n  scope: tenant=acme\n  limit_usd: x",
+            r"entry 1 \(b\)",
+        ),
+        ("- id: a\n  scope: tenant=acme\n  limit_usd: 1\n  colour: red", "unknown budget field"),
+        ("- id: a\n  scope: tenant=acme\n  limit_usd: 1\n- id: a\n  scope: tenant=acme\n  limit_usd: 2", "duplicate"),
+        ("- 5", "must be a mapping"),
+    ],
 )
 def test_yaml_errors_name_the_entry(text: str, message: str) -> None:
     with pytest.raises(BudgetError, match=message):

@@ -42,20 +42,63 @@ def _accepts(event: UsageEvent) -> bool:
 
 
 POOL: list[Any] = [
-    None, "", "x", "é", "\udc80", "日本", "y" * 512, "y" * 513, Text("acme"), "ok", "chat", "batch", "exploded",
-    "019b76da-a800-763c-a6e0-439d6ec9d286", "019b76da-a800-763c-a6e0-439d6ec9d286\n",
-    "019B76DA-A800-763C-A6E0-439D6EC9D28G", "019b76da_a800-763c-a6e0-439d6ec9d286",
-    0, 1, -1, 63, 64, 8191, 8192, 10_000_000, 10_000_001, 2**31 - 1, 2**31, 2**63 - 1, 2**63, -(2**63),
-    253_402_300_799_999, 253_402_300_800_000, 1_767_225_600_000, True, False, 1.0, 1.5, b"bytes", ["ok"],
-    {}, {"k": "v"}, {"k": None}, {1: "v"}, {"": "v"}, {"k": "é"}, {"k": "v" * 513}, {f"k{i}": "v" for i in range(64)},
+    None,
+    "",
+    "x",
+    "é",
+    "\udc80",
+    "日本",
+    "y" * 512,
+    "y" * 513,
+    Text("acme"),
+    "ok",
+    "chat",
+    "batch",
+    "exploded",
+    "019b76da-a800-763c-a6e0-439d6ec9d286",
+    "019b76da-a800-763c-a6e0-439d6ec9d286\n",
+    "019B76DA-A800-763C-A6E0-439D6EC9D28G",
+    "019b76da_a800-763c-a6e0-439d6ec9d286",
+    0,
+    1,
+    -1,
+    63,
+    64,
+    8191,
+    8192,
+    10_000_000,
+    10_000_001,
+    2**31 - 1,
+    2**31,
+    2**63 - 1,
+    2**63,
+    -(2**63),
+    253_402_300_799_999,
+    253_402_300_800_000,
+    1_767_225_600_000,
+    True,
+    False,
+    1.0,
+    1.5,
+    b"bytes",
+    ["ok"],
+    {},
+    {"k": "v"},
+    {"k": None},
+    {1: "v"},
+    {"": "v"},
+    {"k": "é"},
+    {"k": "v" * 513},
+    {f"k{i}": "v" for i in range(64)},
     {f"k{i}": "v" for i in range(65)},
 ]
 
 
 def test_every_valid_example_and_synthetic_event_takes_the_fast_path() -> None:
     codec = UsageCodec.schemaless()
-    events = [e for e in _valid_examples() if all(isinstance(v, str) is False or v.isascii()
-                                                  for v in dataclasses.astuple(e))]
+    events = [
+        e for e in _valid_examples() if all(isinstance(v, str) is False or v.isascii() for v in dataclasses.astuple(e))
+    ]
     events += list(generate(3000, seed=17))
     assert len(events) > 3000
     for event in events:

@@ -113,8 +113,11 @@ def test_tenant_mismatch_inside_a_batch(codec: UsageCodec) -> None:
 @pytest.mark.parametrize(
     ("value", "headers", "reason"),
     [
-        (b"\x03\x99random bytes", [("costplane-schema", b"UsageBatch"), ("costplane-schema-version", b"1")],
-         "undecodable"),
+        (
+            b"\x03\x99random bytes",
+            [("costplane-schema", b"UsageBatch"), ("costplane-schema-version", b"1")],
+            "undecodable",
+        ),
         (b"anything", [("costplane-schema", b"Invoice")], "unknown_schema"),
         (b"anything", [("costplane-schema", b"UsageBatch"), ("costplane-schema-version", b"9")], "unknown_schema"),
         (b"plain text, no headers", None, "unknown_schema"),
@@ -158,7 +161,7 @@ def test_decode_never_raises_on_mutated_messages(codec: UsageCodec) -> None:
             if kind < 0.6:
                 data[pos] = rng.randrange(256)
             elif kind < 0.8:
-                del data[pos:pos + rng.randint(1, 20)]
+                del data[pos : pos + rng.randint(1, 20)]
             else:
                 data[pos:pos] = rng.randbytes(rng.randint(1, 8))
         decoded = codec.decode(bytes(data), headers)
@@ -223,7 +226,7 @@ def test_decoding_costs_less_than_a_bare_fastavro_read() -> None:
 
     codec = UsageCodec.schemaless()
     events = [e for e in generate(1800, seed=8) if e.tenant == "acme"]
-    messages = [codec.encode_batch("acme", events[i:i + 50]) for i in range(0, len(events), 50)]
+    messages = [codec.encode_batch("acme", events[i : i + 50]) for i in range(0, len(events), 50)]
     schema = _schemas().batch_fast
 
     def floor() -> None:
@@ -311,8 +314,24 @@ def test_the_encoder_matches_fastavro_on_random_values_of_every_field() -> None:
     schemas = _schemas()
     codec = UsageCodec.schemaless()
     rng = random.Random(41)
-    longs = [0, 1, 63, 64, 8191, 8192, 8193, 2**31 - 1, 2**62, 2**63 - 1, -1, -64, -65, -(2**63),
-             1_767_225_600_000, 253_402_300_799_999]
+    longs = [
+        0,
+        1,
+        63,
+        64,
+        8191,
+        8192,
+        8193,
+        2**31 - 1,
+        2**62,
+        2**63 - 1,
+        -1,
+        -64,
+        -65,
+        -(2**63),
+        1_767_225_600_000,
+        253_402_300_799_999,
+    ]
     ints = [0, 1, 63, 64, 8191, 8192, 2**31 - 1, -1, -(2**31)]
     strings = ["", "a", "é", "x" * 63, "x" * 64, "y" * 8191, "y" * 8192, "z" * 9000, "日本"]
     kinds: dict[str, Any] = {}
@@ -345,6 +364,7 @@ def test_the_encoder_matches_fastavro_on_random_values_of_every_field() -> None:
         for name in rng.sample(names, rng.randint(1, len(names))):
             setattr(base, name, value(name))
         events.append(base)
+
     class TinyCaches(SpecialisedCodec):
         _CACHE_MAX = 4  # every cache fills and is cleared many times over
 
@@ -353,17 +373,30 @@ def test_the_encoder_matches_fastavro_on_random_values_of_every_field() -> None:
         expected = _fastavro_bytes(schemas.event_fast, _to_record(event))
         assert codec.encode_event(event)[0] == expected and tiny.encode_event(event) == expected
     batch = [e for e in events if e.tenant == events[0].tenant]
-    expected = _fastavro_bytes(schemas.batch_fast, {"tenant": events[0].tenant,
-                                                   "events": [_to_record(e) for e in batch]})
+    expected = _fastavro_bytes(
+        schemas.batch_fast, {"tenant": events[0].tenant, "events": [_to_record(e) for e in batch]}
+    )
     assert codec.encode_batch(events[0].tenant, batch)[0] == expected
 
 
 @pytest.mark.parametrize(
     "change",
-    [{"attempt": 2**31}, {"attempt": -(2**31) - 1}, {"input_tokens": 2**63}, {"input_tokens": -(2**63) - 1},
-     {"occurred_at": 1.5}, {"latency_ms": 2**63}, {"status": "exploded"}, {"operation": "dance"},
-     {"tenant": None}, {"event_id": None}, {"session_id": 7}, {"tokens_estimated": 1},
-     {"attributes": {"a": None}}, {"attributes": {1: "a"}}],
+    [
+        {"attempt": 2**31},
+        {"attempt": -(2**31) - 1},
+        {"input_tokens": 2**63},
+        {"input_tokens": -(2**63) - 1},
+        {"occurred_at": 1.5},
+        {"latency_ms": 2**63},
+        {"status": "exploded"},
+        {"operation": "dance"},
+        {"tenant": None},
+        {"event_id": None},
+        {"session_id": 7},
+        {"tokens_estimated": 1},
+        {"attributes": {"a": None}},
+        {"attributes": {1: "a"}},
+    ],
 )
 def test_the_encoder_refuses_what_the_schema_cannot_hold(change: dict[str, Any]) -> None:
     event = next(generate(1))
@@ -409,7 +442,7 @@ def test_the_specialised_decoder_agrees_with_fastavro_on_mutations() -> None:
             if rng.random() < 0.7:
                 data[pos] = rng.randrange(256)
             else:
-                del data[pos:pos + rng.randint(1, 6)]
+                del data[pos : pos + rng.randint(1, 6)]
         try:
             ours = fast.decode_batch(bytes(data)) if batch else (None, [fast.decode_event(bytes(data))])
         except (ValueError, IndexError):
@@ -424,8 +457,30 @@ def test_whatever_passes_validation_can_be_encoded() -> None:
     import dataclasses
 
     rng = random.Random(31)
-    pool: list[Any] = [None, "", "x", "é", "\udc80", "y" * 513, 0, 1, -1, 2**31, 2**63, 10**7 + 1, True, 1.5,
-                       b"bytes", ["ok"], {"k": "v"}, {"k": None}, {1: "v"}, "ok", "chat", "batch"]
+    pool: list[Any] = [
+        None,
+        "",
+        "x",
+        "é",
+        "\udc80",
+        "y" * 513,
+        0,
+        1,
+        -1,
+        2**31,
+        2**63,
+        10**7 + 1,
+        True,
+        1.5,
+        b"bytes",
+        ["ok"],
+        {"k": "v"},
+        {"k": None},
+        {1: "v"},
+        "ok",
+        "chat",
+        "batch",
+    ]
     names = [f.name for f in dataclasses.fields(UsageEvent)]
     codec = UsageCodec.schemaless()
     passed = 0

@@ -84,8 +84,9 @@ def test_codec_reads_what_confluents_serializer_writes(codec: UsageCodec) -> Non
     """A Confluent producer (any language) writing UsageEvent with the record-name strategy."""
     from confluent_kafka.schema_registry import record_subject_name_strategy
 
-    serializer = AvroSerializer(codec.registry, schema_text("usage_event"),
-                                conf={"subject.name.strategy": record_subject_name_strategy})
+    serializer = AvroSerializer(
+        codec.registry, schema_text("usage_event"), conf={"subject.name.strategy": record_subject_name_strategy}
+    )
     event = _events("acme")[0]
     value = serializer(_as_confluent(event), CTX)
     assert value is not None

@@ -49,10 +49,15 @@ def test_sasl_and_tls_pass_through_and_secrets_are_not_rendered(monkeypatch: pyt
 
 def test_stack_endpoints_file_fills_defaults_and_env_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COSTPLANE_DEV_STATE_DIR", str(tmp_path))
-    (tmp_path / "endpoints.json").write_text(json.dumps({
-        "kafka": {"bootstrap": "127.0.0.1:29092"}, "redis": {"url": "redis://127.0.0.1:26379/0"},
-        "clickhouse": {"chdb_path": str(tmp_path / "ch")},
-    }))
+    (tmp_path / "endpoints.json").write_text(
+        json.dumps(
+            {
+                "kafka": {"bootstrap": "127.0.0.1:29092"},
+                "redis": {"url": "redis://127.0.0.1:26379/0"},
+                "clickhouse": {"chdb_path": str(tmp_path / "ch")},
+            }
+        )
+    )
     monkeypatch.delenv("COSTPLANE_KAFKA_BOOTSTRAP_SERVERS", raising=False)
     assert load_settings(KafkaSettings).bootstrap_servers == "127.0.0.1:29092"
     assert load_settings(RedisSettings).url.get_secret_value() == "redis://127.0.0.1:26379/0"

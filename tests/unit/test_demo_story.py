@@ -46,6 +46,7 @@ def test_retries_happen_in_the_storm_and_resend_the_whole_prompt() -> None:
         assert len({a.prompt_tokens for a in attempts}) == 1  # each retry resends the whole prompt
         assert [a.status for a in attempts] == ["error"] * (len(attempts) - 1) + ["ok"]  # until one parses
 
+
 def test_demo_budgets_cover_the_four_kinds() -> None:
     by_id = {b.id: b for b in demo_budgets()}
     assert by_id["acme-monthly"].period == "month" and by_id["acme-monthly"].soft == (0.5, 0.8)

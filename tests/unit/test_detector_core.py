@@ -19,18 +19,50 @@ from costplane.synthetic import Incident, TrafficShape, generate
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 _ids = itertools.count()
-NANOS_PER_TOKEN = {"gpt-4o-mini": 150, "gpt-4o": 2_500, "claude-haiku-4-5": 800,
-                   "claude-sonnet-4-5": 3_000, "text-embedding-3-small": 20}
+NANOS_PER_TOKEN = {
+    "gpt-4o-mini": 150,
+    "gpt-4o": 2_500,
+    "claude-haiku-4-5": 800,
+    "claude-sonnet-4-5": 3_000,
+    "text-embedding-3-small": 20,
+}
 
 
-def ev(at: int, *, tenant: str = "acme", feature: str = "chat", model: str = "gpt-4o", attempt: int = 1,
-       status: str = "ok", request_id: str | None = None, user: str = "u1", input_tokens: int = 1000,
-       cached: int = 0, output: int = 100, cost: int | None = None, unpriced: bool = False,
-       session: str | None = None, turn: int | None = None) -> PricedEvent:
-    e = UsageEvent(event_id=f"e{next(_ids)}", occurred_at=at, tenant=tenant, provider="openai", model=model,
-                   request_id=request_id or f"r{next(_ids)}", attempt=attempt, status=status,
-                   input_tokens=input_tokens, cached_input_tokens=cached, output_tokens=output, user_id=user,
-                   feature=feature, session_id=session, turn=turn)
+def ev(
+    at: int,
+    *,
+    tenant: str = "acme",
+    feature: str = "chat",
+    model: str = "gpt-4o",
+    attempt: int = 1,
+    status: str = "ok",
+    request_id: str | None = None,
+    user: str = "u1",
+    input_tokens: int = 1000,
+    cached: int = 0,
+    output: int = 100,
+    cost: int | None = None,
+    unpriced: bool = False,
+    session: str | None = None,
+    turn: int | None = None,
+) -> PricedEvent:
+    e = UsageEvent(
+        event_id=f"e{next(_ids)}",
+        occurred_at=at,
+        tenant=tenant,
+        provider="openai",
+        model=model,
+        request_id=request_id or f"r{next(_ids)}",
+        attempt=attempt,
+        status=status,
+        input_tokens=input_tokens,
+        cached_input_tokens=cached,
+        output_tokens=output,
+        user_id=user,
+        feature=feature,
+        session_id=session,
+        turn=turn,
+    )
     tokens = input_tokens + cached + output
     return PricedEvent(e, 0 if unpriced else (cost if cost is not None else tokens * 1_000), "test", unpriced)
 
@@ -47,8 +79,7 @@ def minute_traffic(minute: int, n: int, retries: int = 0, **kw: object) -> list[
     out = []
     for i in range(n):
         retry = i < retries
-        out.append(ev(start + i * (MINUTE_MS // n), attempt=2 if retry else 1, status="error" if retry else "ok",
-                      **kw))  # type: ignore[arg-type]
+        out.append(ev(start + i * (MINUTE_MS // n), attempt=2 if retry else 1, status="error" if retry else "ok", **kw))  # type: ignore[arg-type]
     return out
 
 
@@ -67,8 +98,10 @@ def active(findings: Iterable[Finding], kind: str) -> list[Finding]:
 
 def test_retry_storm_triggers_then_clears() -> None:
     det = Detectors()
-    plan = [(m, minute_traffic(m, 100, retries=1 if m < 10 or m > 12 else 30,
-                                user="u9" if 10 <= m <= 12 else "u1")) for m in range(20)]
+    plan = [
+        (m, minute_traffic(m, 100, retries=1 if m < 10 or m > 12 else 30, user="u9" if 10 <= m <= 12 else "u1"))
+        for m in range(20)
+    ]
     by_minute = run(det, plan)
     assert all(not active(by_minute[m], "retry_storm") for m in range(10))
     storm = active(by_minute[10], "retry_storm")
@@ -88,8 +121,13 @@ def test_retry_storm_triggers_then_clears() -> None:
 
 def test_minimum_volume_and_minimum_retries_suppress() -> None:
     det = Detectors()
-    by_minute = run(det, [(0, minute_traffic(0, 10, retries=5)),  # 50 % but only 10 attempts
-                          (1, minute_traffic(1, 40, retries=4))])  # 10 % but only 4 retries
+    by_minute = run(
+        det,
+        [
+            (0, minute_traffic(0, 10, retries=5)),  # 50 % but only 10 attempts
+            (1, minute_traffic(1, 40, retries=4)),
+        ],
+    )  # 10 % but only 4 retries
     assert not any(f.active for fs in by_minute.values() for f in fs)
     det = Detectors(configs={"acme": DetectorConfig(min_attempts=5, min_retries=1)})
     assert active(run(det, [(0, minute_traffic(0, 10, retries=5))])[0], "retry_storm")
@@ -124,8 +162,15 @@ def test_token_spike_per_model() -> None:
 
 def test_cache_hit_rate_drop_only_where_it_used_to_be_higher() -> None:
     det = Detectors()
-    plan = [(m, minute_traffic(m, 60, input_tokens=200 if m < 12 else 800, cached=800 if m < 12 else 200,
-                               feature="support")) for m in range(15)]
+    plan = [
+        (
+            m,
+            minute_traffic(
+                m, 60, input_tokens=200 if m < 12 else 800, cached=800 if m < 12 else 200, feature="support"
+            ),
+        )
+        for m in range(15)
+    ]
     by_minute = run(det, plan)
     assert all(not active(by_minute[m], "cache_hit_drop") for m in range(12))
     drop = active(by_minute[12], "cache_hit_drop")
@@ -140,13 +185,17 @@ def test_cache_hit_rate_drop_only_where_it_used_to_be_higher() -> None:
 def test_runaway_request_and_growing_session() -> None:
     det = Detectors()
     events = [ev(T0 + i * 1000, request_id="loop-1", attempt=i + 1, status="error") for i in range(12)]
-    growing = [ev(T0 + 30_000 + t * 1000, session="s1", turn=t, input_tokens=3000 * 2 ** t // 2, request_id=f"s{t}")
-               for t in range(1, 9)]
+    growing = [
+        ev(T0 + 30_000 + t * 1000, session="s1", turn=t, input_tokens=3000 * 2**t // 2, request_id=f"s{t}")
+        for t in range(1, 9)
+    ]
     by_minute = run(det, [(0, events + growing), (1, minute_traffic(1, 5))])
     loops = active(by_minute[0], "runaway_loop")
     keys = sorted(f.dedup_key for f in loops)
-    assert keys == ["runaway_loop|tenant=acme|feature=chat|model=gpt-4o|request_id=loop-1",
-                    "runaway_loop|tenant=acme|feature=chat|session_id=s1"]
+    assert keys == [
+        "runaway_loop|tenant=acme|feature=chat|model=gpt-4o|request_id=loop-1",
+        "runaway_loop|tenant=acme|feature=chat|session_id=s1",
+    ]
     request = next(f for f in loops if "request_id" in f.subject)
     assert request.numbers["attempts"] == "12" and request.severity == "critical"
     assert not active(by_minute[1], "runaway_loop")
@@ -236,8 +285,17 @@ def test_idle_subjects_are_evicted_and_memory_stays_bounded() -> None:
     rng = random.Random(5)
     for minute in range(30):
         start = T0 + minute * MINUTE_MS
-        batch = [ev(start + i, feature=f"f{minute}-{i % 3}", request_id=f"r{minute}-{i}", attempt=2,
-                    session=f"s{rng.randrange(10**6)}", turn=1) for i in range(30)]
+        batch = [
+            ev(
+                start + i,
+                feature=f"f{minute}-{i % 3}",
+                request_id=f"r{minute}-{i}",
+                attempt=2,
+                session=f"s{rng.randrange(10**6)}",
+                turn=1,
+            )
+            for i in range(30)
+        ]
         det.observe(batch)
         det.evaluate(start + MINUTE_MS + 6_000)
     sizes = det.tracked()
@@ -297,8 +355,17 @@ def test_per_tenant_thresholds_apply_to_that_tenant_only() -> None:
 
 def test_forgetting_a_tenant_after_a_rebalance_drops_only_its_state() -> None:
     det = Detectors(budgets=[Budget.from_cli("g-day", scope="tenant=globex", limit_usd="1")])
-    run(det, [(0, minute_traffic(0, 100, retries=30) + minute_traffic(0, 30, retries=30, tenant="globex") +
-               [ev(T0, tenant="globex", user="whale", cost=10**9)])])
+    run(
+        det,
+        [
+            (
+                0,
+                minute_traffic(0, 100, retries=30)
+                + minute_traffic(0, 30, retries=30, tenant="globex")
+                + [ev(T0, tenant="globex", user="whale", cost=10**9)],
+            )
+        ],
+    )
     assert det.tracked()["requests"] == 60 and det.tracked()["user_days"] == 2  # globex: u1 and whale
     det.observe(minute_traffic(1, 5, tenant="globex"))
     det.forget_tenant("globex")
@@ -457,9 +524,19 @@ def test_live_traffic_with_a_late_majority_is_still_judged_by_the_clock() -> Non
 
 
 def _billed(at: int, cost: int, billed: int, model: str = "gpt-4o") -> PricedEvent:
-    e = UsageEvent(event_id=f"e{next(_ids)}", occurred_at=at, tenant="acme", provider="openai", model=model,
-                   request_id=f"r{next(_ids)}", attempt=1, status="ok", input_tokens=1000, output_tokens=100,
-                   billed_cost_nanos=billed)
+    e = UsageEvent(
+        event_id=f"e{next(_ids)}",
+        occurred_at=at,
+        tenant="acme",
+        provider="openai",
+        model=model,
+        request_id=f"r{next(_ids)}",
+        attempt=1,
+        status="ok",
+        input_tokens=1000,
+        output_tokens=100,
+        billed_cost_nanos=billed,
+    )
     return PricedEvent(e, cost, "test")
 
 
@@ -478,11 +555,13 @@ def test_price_mismatch_fires_on_a_persistent_gap_and_resolves_when_bills_agree(
     assert f.numbers["billed_nanos"] == str(21 * 1_100_000) and f.numbers["computed_nanos"] == str(21 * 1_000_000)
     assert f.numbers["difference"] == "0.1000" and f.numbers["events"] == "21"
     # A gap under 5 % never fires: 3 % over 30 events of another model.
-    quiet = run(det, [(2, [_billed(T0 + 2 * MINUTE_MS + i, 1_000_000, 1_030_000, model="gpt-4o-mini")
-                            for i in range(30)])])
+    quiet = run(
+        det, [(2, [_billed(T0 + 2 * MINUTE_MS + i, 1_000_000, 1_030_000, model="gpt-4o-mini") for i in range(30)])]
+    )
     assert not [x for x in active(quiet[2], "price_mismatch") if x.subject["model"] == "gpt-4o-mini"]
     # Once the mismatched minutes leave the 5-minute window, the condition clears.
     later = run(det, [(m, []) for m in range(3, 8)])
-    states = [x.active for m in range(3, 8) for x in later[m]
-              if x.kind == "price_mismatch" and x.subject["model"] == "gpt-4o"]
+    states = [
+        x.active for m in range(3, 8) for x in later[m] if x.kind == "price_mismatch" and x.subject["model"] == "gpt-4o"
+    ]
     assert states and states[-1] is False and True in states

@@ -14,8 +14,13 @@ from costplane.streams.core.priced import PricedEvent
 from costplane.synthetic import Incident, TrafficShape, generate
 
 T0 = 1_767_225_600_000
-NANOS_PER_TOKEN = {"gpt-4o-mini": 150, "gpt-4o": 2_500, "claude-haiku-4-5": 800, "claude-sonnet-4-5": 3_000,
-                   "text-embedding-3-small": 20}
+NANOS_PER_TOKEN = {
+    "gpt-4o-mini": 150,
+    "gpt-4o": 2_500,
+    "claude-haiku-4-5": 800,
+    "claude-sonnet-4-5": 3_000,
+    "text-embedding-3-small": 20,
+}
 
 
 def price(events: Iterable[UsageEvent]) -> Iterator[PricedEvent]:
@@ -27,8 +32,11 @@ def price(events: Iterable[UsageEvent]) -> Iterator[PricedEvent]:
 def test_storm_and_spike_page_once_and_resolve_once() -> None:
     storm = Incident("retry_storm", "acme", T0 + 15 * MINUTE_MS, T0 + 18 * MINUTE_MS, feature="chat", intensity=0.4)
     spike = Incident("spike", "globex", T0 + 15 * MINUTE_MS, T0 + 18 * MINUTE_MS, feature="chat", intensity=0.5)
-    events = list(price(generate(35 * 60 * 30, seed=5, start_ms=T0, rate_per_s=30.0,
-                                 shape=TrafficShape(incidents=[storm, spike]))))
+    events = list(
+        price(
+            generate(35 * 60 * 30, seed=5, start_ms=T0, rate_per_s=30.0, shape=TrafficShape(incidents=[storm, spike]))
+        )
+    )
     det, life = Detectors(), AlertLifecycle()
     actions: Counter[tuple[str, str]] = Counter()
     i = 0

@@ -32,8 +32,11 @@ def test_every_missing_program_is_named_with_debian_and_macos_hints(
         check_prerequisites(need_maven=True)
     lines = str(info.value).splitlines()
     assert len(lines) == 3
-    for program, debian, mac in (("java", "openjdk-17-jre-headless", "openjdk@17"), ("mvn", "maven", "maven"),
-                                 ("redis-server", "redis-server", "redis")):
+    for program, debian, mac in (
+        ("java", "openjdk-17-jre-headless", "openjdk@17"),
+        ("mvn", "maven", "maven"),
+        ("redis-server", "redis-server", "redis"),
+    ):
         line = next(ln for ln in lines if f"`{program}`" in ln)
         assert f"apt-get install -y {debian}" in line and f"brew install {mac}" in line
 
@@ -57,10 +60,20 @@ def test_old_java_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_cli_prints_one_line_per_missing_program_and_no_traceback(tmp_path: Path) -> None:
-    env = {**os.environ, "PATH": _path_with_only(tmp_path), "COSTPLANE_DEV_STATE_DIR": str(tmp_path / "s"),
-           "COSTPLANE_DEV_CACHE_DIR": str(tmp_path / "c")}
-    out = subprocess.run([sys.executable, "-m", "costplane.cli", "dev", "up"], env=env, capture_output=True,
-                         text=True, timeout=60, check=False)
+    env = {
+        **os.environ,
+        "PATH": _path_with_only(tmp_path),
+        "COSTPLANE_DEV_STATE_DIR": str(tmp_path / "s"),
+        "COSTPLANE_DEV_CACHE_DIR": str(tmp_path / "c"),
+    }
+    out = subprocess.run(
+        [sys.executable, "-m", "costplane.cli", "dev", "up"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert out.returncode == 3
     assert "Traceback" not in out.stderr + out.stdout
     assert [ln for ln in out.stderr.splitlines() if ln.startswith("missing prerequisite")].__len__() == 3

@@ -21,8 +21,17 @@ BUDGET = Budget.from_cli("acme-month", scope="tenant=acme", period="month", limi
 
 
 def spend(at_ms: int, usd: int) -> PricedEvent:
-    e = UsageEvent(event_id=str(uuid.uuid4()), occurred_at=at_ms, tenant="acme", provider="openai", model="gpt-4o",
-                   request_id=str(uuid.uuid4()), attempt=1, status="ok", output_tokens=1)
+    e = UsageEvent(
+        event_id=str(uuid.uuid4()),
+        occurred_at=at_ms,
+        tenant="acme",
+        provider="openai",
+        model="gpt-4o",
+        request_id=str(uuid.uuid4()),
+        attempt=1,
+        status="ok",
+        output_tokens=1,
+    )
     return PricedEvent(e, usd * USD, "test")
 
 
@@ -61,8 +70,9 @@ def test_restored_days_continue_the_month_after_a_restart() -> None:
     last = OCT1 + 8 * DAY + 9 * HOUR
     assert not [f for f in forecast(judge(before, first_nine_days(), last)) if f.active]  # ≈ 316 of 400
     saved = json.loads(json.dumps(before.baselines()))  # as the worker writes it to Redis
-    assert saved["months"] == [[["acme", "acme-month", "tenant=acme"],
-                                {str(OCT1 + d * DAY): 10 * USD for d in range(9)}]]
+    assert saved["months"] == [
+        [["acme", "acme-month", "tenant=acme"], {str(OCT1 + d * DAY): 10 * USD for d in range(9)}]
+    ]
 
     after = Detectors(budgets=[BUDGET])
     oct10 = OCT1 + 9 * DAY + 9 * HOUR

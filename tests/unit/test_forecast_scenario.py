@@ -73,8 +73,7 @@ def test_batch_tier_uses_the_batch_prices(catalog: PriceCatalog) -> None:
 
 
 def test_cached_share_and_retries_billed_as_input(catalog: PriceCatalog) -> None:
-    plan = parse_scenario(requests=1000, input_tokens=1000, output_tokens=100, cached_share="0.25",
-                          retry_rate="0.1")
+    plan = parse_scenario(requests=1000, input_tokens=1000, output_tokens=100, cached_share="0.25", retry_rate="0.1")
     cost = price_scenario(catalog, plan, "alpha-large")
     # a call: 750 uncached × $0.0000025 + 250 cached × $0.00000125 + 100 × $0.00001
     #       = $0.001875 + $0.0003125 + $0.001 = $0.0031875
@@ -91,8 +90,9 @@ def test_cached_share_and_retries_billed_as_input(catalog: PriceCatalog) -> None
 
 
 def test_growth_prices_each_turn_at_its_own_size_tier(catalog: PriceCatalog) -> None:
-    plan = parse_scenario(sessions=10, messages=3, system_prompt_tokens=100_000, input_tokens=50_000,
-                          output_tokens=1000, growth=60_000)
+    plan = parse_scenario(
+        sessions=10, messages=3, system_prompt_tokens=100_000, input_tokens=50_000, output_tokens=1000, growth=60_000
+    )
     assert [s.input_tokens for s in call_shapes(plan)] == [150_000, 210_000, 270_000]
     cost = price_scenario(catalog, plan, "gamma-tiered")
     # turn 1: 150k ≤ 200k: 150 000 × $0.000003 + 1000 × $0.000015 = $0.45 + $0.015 = $0.465
@@ -149,16 +149,50 @@ runner = CliRunner()
 
 
 def test_cli_json_rows_per_model(catalog_file: Path) -> None:
-    result = runner.invoke(build_app(), [
-        "forecast", "scenario", "--sessions", "500000", "--messages", "8", "--input", "350", "--output", "200",
-        "--model", "alpha-large", "--compare", "beta-small", "--catalog", str(catalog_file), "--format", "json"])
+    result = runner.invoke(
+        build_app(),
+        [
+            "forecast",
+            "scenario",
+            "--sessions",
+            "500000",
+            "--messages",
+            "8",
+            "--input",
+            "350",
+            "--output",
+            "200",
+            "--model",
+            "alpha-large",
+            "--compare",
+            "beta-small",
+            "--catalog",
+            str(catalog_file),
+            "--format",
+            "json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
     assert [r["model"] for r in rows] == ["alpha-large", "beta-small"]
     assert list(rows[0]) == [
-        "model", "provider", "price_version", "tier", "calls", "retry_attempts", "input_tokens",
-        "cached_input_tokens", "output_tokens", "retry_input_tokens", "per_call_nanos", "per_call_usd",
-        "retry_cost_nanos", "retry_cost_usd", "monthly_cost_nanos", "monthly_cost_usd"]
+        "model",
+        "provider",
+        "price_version",
+        "tier",
+        "calls",
+        "retry_attempts",
+        "input_tokens",
+        "cached_input_tokens",
+        "output_tokens",
+        "retry_input_tokens",
+        "per_call_nanos",
+        "per_call_usd",
+        "retry_cost_nanos",
+        "retry_cost_usd",
+        "monthly_cost_nanos",
+        "monthly_cost_usd",
+    ]
     assert rows[0]["monthly_cost_nanos"] == 11_500_000_000_000
     assert rows[0]["monthly_cost_usd"] == "11500.000000000"
     assert rows[1]["per_call_usd"] == "0.000172500"
@@ -183,7 +217,8 @@ def test_cli_bad_input_is_one_line_exit_2(catalog_file: Path, args: list[str]) -
 def test_cli_catalog_that_does_not_parse(tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
-    result = runner.invoke(build_app(), ["forecast", "scenario", "--requests", "1", "--model", "alpha-large",
-                                         "--catalog", str(bad)])
+    result = runner.invoke(
+        build_app(), ["forecast", "scenario", "--requests", "1", "--model", "alpha-large", "--catalog", str(bad)]
+    )
     assert result.exit_code == 2
     assert len(result.stderr.strip().splitlines()) == 1

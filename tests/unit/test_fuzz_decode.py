@@ -41,10 +41,20 @@ BAD_EVENT = (
 
 
 def good_event(rng: random.Random, tenant: str) -> UsageEvent:
-    return UsageEvent(event_id=str(uuid.UUID(int=rng.getrandbits(128), version=4)), occurred_at=NOW - 1000,
-                      tenant=tenant, provider="openai", model="gpt-4o-mini", request_id=f"r{rng.getrandbits(32)}",
-                      attempt=1, status="ok", input_tokens=rng.randrange(0, 5000), output_tokens=rng.randrange(0, 500),
-                      team=rng.choice(["growth", "a,user=b", None]), user_id=rng.choice(["u1", "b,user=X", "é"]))
+    return UsageEvent(
+        event_id=str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+        occurred_at=NOW - 1000,
+        tenant=tenant,
+        provider="openai",
+        model="gpt-4o-mini",
+        request_id=f"r{rng.getrandbits(32)}",
+        attempt=1,
+        status="ok",
+        input_tokens=rng.randrange(0, 5000),
+        output_tokens=rng.randrange(0, 500),
+        team=rng.choice(["growth", "a,user=b", None]),
+        user_id=rng.choice(["u1", "b,user=X", "é"]),
+    )
 
 
 def test_a_hundred_thousand_mutated_messages() -> None:
@@ -72,29 +82,38 @@ def test_a_hundred_thousand_mutated_messages() -> None:
             expected_bad += 1
         elif shape < 0.97:  # a good batch cut short
             value, headers = CODEC.encode_batch(tenant, events)
-            value = value[:rng.randrange(0, len(value) - 1)]
+            value = value[: rng.randrange(0, len(value) - 1)]
             expected_bad += 1
         else:  # a schema the worker does not read
             value, headers = CODEC.encode_batch(tenant, events)[0], [("costplane-schema", b"Invoice")]
             expected_bad += 1
         decoded = CODEC.decode(value, headers, now_ms=NOW, max_clock_skew_ms=3_600_000)
         decoded_good += [e.event_id for e in decoded.events]
-        records = dead_letters(decoded.rejects, topic="usage", partition=0, offset=offset, key=tenant.encode(),
-                               value=value, headers=headers)
+        records = dead_letters(
+            decoded.rejects,
+            topic="usage",
+            partition=0,
+            offset=offset,
+            key=tenant.encode(),
+            value=value,
+            headers=headers,
+        )
         letters += len(records)
         ids |= {dict(r.headers)[H_ID].decode() for r in records}
     assert sorted(decoded_good) == sorted(expected_good)  # every good event once, no bad one counted
     assert letters == expected_bad == len(ids)  # every bad item dead-lettered once, each with its own id
 
 
-EVENT_FIELDS = st.fixed_dictionaries({
-    "tenant": st.one_of(st.sampled_from(["acme", "a}b", "", "x" * 200]), st.text(max_size=8)),
-    "team": st.one_of(st.none(), st.text(max_size=8)),
-    "user_id": st.one_of(st.none(), st.text(max_size=8)),
-    "input_tokens": st.integers(min_value=-5, max_value=20_000_000),
-    "attempt": st.integers(min_value=-1, max_value=3),
-    "occurred_at": st.sampled_from([0, NOW - 10, NOW + 10**8]),
-})
+EVENT_FIELDS = st.fixed_dictionaries(
+    {
+        "tenant": st.one_of(st.sampled_from(["acme", "a}b", "", "x" * 200]), st.text(max_size=8)),
+        "team": st.one_of(st.none(), st.text(max_size=8)),
+        "user_id": st.one_of(st.none(), st.text(max_size=8)),
+        "input_tokens": st.integers(min_value=-5, max_value=20_000_000),
+        "attempt": st.integers(min_value=-1, max_value=3),
+        "occurred_at": st.sampled_from([0, NOW - 10, NOW + 10**8]),
+    }
+)
 
 
 @settings(max_examples=400, deadline=None)

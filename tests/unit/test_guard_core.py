@@ -99,8 +99,13 @@ def test_breaker_stops_touching_a_dead_store_and_recovers_by_itself() -> None:
 def test_a_block_is_answered_from_memory_until_the_cache_expires() -> None:
     guard, spy, clock = _setup(decision_cache_s=1.0)
     end_ms = int(T0 * 1000) + 3_600_000
-    spy.inner.write_decision("acme", "tok", "tenant=acme,user=u1", json.dumps(
-        {"action": "block", "budget_id": "tok", "reason": "limit", "window_end_ms": end_ms}), end_ms)
+    spy.inner.write_decision(
+        "acme",
+        "tok",
+        "tenant=acme,user=u1",
+        json.dumps({"action": "block", "budget_id": "tok", "reason": "limit", "window_end_ms": end_ms}),
+        end_ms,
+    )
     scope = {"tenant": "acme", "user": "u1"}
     assert guard.check(scope).kind == "block"
     io = sum(spy.calls.values())
@@ -122,8 +127,10 @@ def test_settle_and_release_are_idempotent_and_the_block_releases_on_exit() -> N
         r.settle({"input_tokens": 100, "output_tokens": 20})
         r.release()
     assert spy.calls["settle"] == 1
-    with pytest.raises(RuntimeError), guard.reserve(scope, prompt_tokens=400, max_tokens=400,
-                                                    provider="openai", model="gpt-4o-mini") as r2:
+    with (
+        pytest.raises(RuntimeError),
+        guard.reserve(scope, prompt_tokens=400, max_tokens=400, provider="openai", model="gpt-4o-mini") as r2,
+    ):
         assert r2.allowed  # 120 settled + 800 held ≤ 1000
         raise RuntimeError("the model call failed")
     # The failed call's 800 were released on exit: 880 tokens fit beside the 120 settled.
@@ -143,9 +150,21 @@ def test_settle_hands_the_usage_to_a_publisher() -> None:
     r = guard.reserve(scope, **CALL)
     usage = {"prompt_tokens": 90, "completion_tokens": 30, "prompt_tokens_details": {"cached_tokens": 40}}
     r.settle(usage, publisher=Publisher(), latency_ms=120)
-    assert seen == [{"tenant": "acme", "feature": "search", "user_id": "u1", "provider": "openai",
-                     "model": "gpt-4o-mini", "input_tokens": 50, "cached_input_tokens": 40, "cache_write_tokens": 0,
-                     "output_tokens": 30, "reasoning_tokens": 0, "latency_ms": 120}]
+    assert seen == [
+        {
+            "tenant": "acme",
+            "feature": "search",
+            "user_id": "u1",
+            "provider": "openai",
+            "model": "gpt-4o-mini",
+            "input_tokens": 50,
+            "cached_input_tokens": 40,
+            "cache_write_tokens": 0,
+            "output_tokens": 30,
+            "reasoning_tokens": 0,
+            "latency_ms": 120,
+        }
+    ]
 
 
 def test_settle_is_skipped_while_the_circuit_is_open() -> None:
@@ -175,8 +194,9 @@ def test_async_guard_runs_on_the_in_memory_store() -> None:
 
 def test_plans_follow_the_bucket_and_the_budget_list() -> None:
     guard, spy, clock = _setup(budget_cache_s=0.0)
-    spy.inner.publish_budgets("acme", [Budget.from_cli("m", scope="tenant=acme", period="rolling-1m",
-                                                       limit_tokens=10**6)])
+    spy.inner.publish_budgets(
+        "acme", [Budget.from_cli("m", scope="tenant=acme", period="rolling-1m", limit_tokens=10**6)]
+    )
     scope = {"tenant": "acme"}
     first = guard.reserve(scope, **CALL).request
     same = guard.reserve(scope, **CALL).request
@@ -190,10 +210,13 @@ def test_plans_follow_the_bucket_and_the_budget_list() -> None:
 
 def test_pre_encoded_scripts_match_the_generic_encoding() -> None:
     keys = KeyLayout("cp")
-    budgets = [Budget.from_cli("day", scope="tenant=acme", limit_usd="5"),
-               Budget.from_cli("hour", scope="tenant=acme,user=*", period="rolling-1h", limit_tokens=9000,
-                               action="degrade:gpt-4o-mini"),
-               Budget.from_cli("note", scope="tenant=acme", limit_usd="1", action="notify")]
+    budgets = [
+        Budget.from_cli("day", scope="tenant=acme", limit_usd="5"),
+        Budget.from_cli(
+            "hour", scope="tenant=acme,user=*", period="rolling-1h", limit_tokens=9000, action="degrade:gpt-4o-mini"
+        ),
+        Budget.from_cli("note", scope="tenant=acme", limit_usd="1", action="notify"),
+    ]
     scope = {"tenant": "acme", "user": "u1"}
     plan = build_plan(keys, "acme", matching(budgets, scope), int(T0 * 1000))
     assert [s.budget.id for s in plan.slots] == ["day", "hour"] and len(plan.decision_keys) == 3
@@ -232,8 +255,13 @@ def test_settle_builds_a_usage_event_for_an_emit_only_publisher() -> None:
     r = guard.reserve({"tenant": "acme", "user": "u1"}, **CALL)
     r.settle({"input_tokens": 70, "output_tokens": 9}, publisher=Sink())
     (event,) = events
-    assert (event.tenant, event.user_id, event.model, event.input_tokens, event.output_tokens) == \
-        ("acme", "u1", "gpt-4o-mini", 70, 9)
+    assert (event.tenant, event.user_id, event.model, event.input_tokens, event.output_tokens) == (
+        "acme",
+        "u1",
+        "gpt-4o-mini",
+        70,
+        9,
+    )
     assert event.occurred_at == int(T0 * 1000) and event.request_id == event.event_id and event.attempt == 1
 
 

@@ -14,8 +14,14 @@ class Clock:
 
 
 def test_first_matching_rule_wins_else_default() -> None:
-    policy = FailurePolicy(default="open", rules=[({"plan": "free", "feature": "chat"}, "closed"),
-                                                  ({"plan": "free"}, "open"), ({"tenant": "bank"}, "closed")])
+    policy = FailurePolicy(
+        default="open",
+        rules=[
+            ({"plan": "free", "feature": "chat"}, "closed"),
+            ({"plan": "free"}, "open"),
+            ({"tenant": "bank"}, "closed"),
+        ],
+    )
     assert policy.mode_for({"tenant": "acme", "plan": "free", "feature": "chat"}) == "closed"
     assert policy.mode_for({"tenant": "bank", "plan": "free", "feature": "search"}) == "open"
     assert policy.mode_for({"tenant": "bank", "plan": "pro"}) == "closed"

@@ -34,7 +34,7 @@ def hash_tag(key: str) -> str:
     """The part of ``key`` Redis Cluster hashes: between the first ``{`` and the next ``}`` (CLUSTER KEYSLOT)."""
     start = key.find("{")
     end = key.find("}", start + 1)
-    return key[start + 1:end] if start != -1 and end > start + 1 else key
+    return key[start + 1 : end] if start != -1 and end > start + 1 else key
 
 
 def wildcard(dims: tuple[str, ...]) -> Budget:
@@ -49,8 +49,7 @@ def test_escape_round_trips_and_leaves_no_separator(value: str) -> None:
 
 
 @settings(max_examples=300)
-@given(st.lists(st.sampled_from(DIMENSIONS[1:]), min_size=1, max_size=4, unique=True).map(tuple),
-       st.data())
+@given(st.lists(st.sampled_from(DIMENSIONS[1:]), min_size=1, max_size=4, unique=True).map(tuple), st.data())
 def test_distinct_members_never_share_a_string(dims: tuple[str, ...], data: st.DataObject) -> None:
     budget = wildcard(("tenant", *dims))
     a = {"tenant": "acme", **{d: data.draw(ANY_TEXT) for d in dims}}
@@ -77,19 +76,28 @@ def test_tenant_tags_are_injective_and_hold_no_braces(a: str, b: str) -> None:
 
 
 @settings(max_examples=300)
-@given(st.tuples(ANY_TEXT, BUDGET_IDS, st.lists(ANY_TEXT, min_size=1, max_size=2)),
-       st.tuples(ANY_TEXT, BUDGET_IDS, st.lists(ANY_TEXT, min_size=1, max_size=2)))
+@given(
+    st.tuples(ANY_TEXT, BUDGET_IDS, st.lists(ANY_TEXT, min_size=1, max_size=2)),
+    st.tuples(ANY_TEXT, BUDGET_IDS, st.lists(ANY_TEXT, min_size=1, max_size=2)),
+)
 def test_distinct_tuples_never_share_a_key_and_keys_stay_in_their_tenants_slot(
-        one: tuple[str, str, list[str]], two: tuple[str, str, list[str]]) -> None:
+    one: tuple[str, str, list[str]], two: tuple[str, str, list[str]]
+) -> None:
     keys, win = KeyLayout("cp"), WindowKeys("cp", "g")
     made = []
     for tenant, budget_id, values in (one, two):
-        member = wildcard(("tenant", "team", "user")[:len(values) + 1]).member_of(
-            {"tenant": tenant, "team": values[0], "user": values[-1]})
+        member = wildcard(("tenant", "team", "user")[: len(values) + 1]).member_of(
+            {"tenant": tenant, "team": values[0], "user": values[-1]}
+        )
         assert member is not None
         state_key = f"{budget_id}|{member}"
-        named = {"decision": keys.decision(tenant, budget_id, member), "spent": keys.spent(tenant, budget_id, member),
-                 "budgets": keys.budgets(tenant), "meta": win.meta(tenant), "win": win.tenant_window(tenant, state_key)}
+        named = {
+            "decision": keys.decision(tenant, budget_id, member),
+            "spent": keys.spent(tenant, budget_id, member),
+            "budgets": keys.budgets(tenant),
+            "meta": win.meta(tenant),
+            "win": win.tenant_window(tenant, state_key),
+        }
         assert win.window(state_key) == named["win"]  # the tenant read back from the member is the same tenant
         assert tenant_of(member) == tenant
         for key in named.values():
@@ -100,7 +108,8 @@ def test_distinct_tuples_never_share_a_key_and_keys_stay_in_their_tenants_slot(
     for kind_a, key_a in keys_a.items():
         for kind_b, key_b in keys_b.items():
             same_thing = kind_a == kind_b and (
-                tuple_a == tuple_b or (kind_a in ("budgets", "meta") and tuple_a[0] == tuple_b[0]))
+                tuple_a == tuple_b or (kind_a in ("budgets", "meta") and tuple_a[0] == tuple_b[0])
+            )
             assert (key_a == key_b) == same_thing, (kind_a, kind_b, key_a)
 
 
@@ -114,9 +123,16 @@ def test_the_reported_key_collision() -> None:
 
 
 def _event(**fields: object) -> UsageEvent:
-    base: dict[str, object] = {"event_id": str(uuid.uuid4()), "occurred_at": 1_700_000_000_000, "tenant": "acme",
-                               "provider": "openai", "model": "gpt-4o-mini", "request_id": "r", "attempt": 1,
-                               "status": "ok"}
+    base: dict[str, object] = {
+        "event_id": str(uuid.uuid4()),
+        "occurred_at": 1_700_000_000_000,
+        "tenant": "acme",
+        "provider": "openai",
+        "model": "gpt-4o-mini",
+        "request_id": "r",
+        "attempt": 1,
+        "status": "ok",
+    }
     return UsageEvent(**{**base, **fields})  # type: ignore[arg-type]
 
 
@@ -130,8 +146,10 @@ def test_the_contract_accepts_exactly_the_documented_tenants(tenant: str) -> Non
         assert is_tenant(tenant)
 
 
-@given(st.sampled_from(["user_id", "team", "feature", "env", "plan", "model", "provider"]),
-       st.text(alphabet=st.characters(max_codepoint=0x7F), min_size=1, max_size=10))
+@given(
+    st.sampled_from(["user_id", "team", "feature", "env", "plan", "model", "provider"]),
+    st.text(alphabet=st.characters(max_codepoint=0x7F), min_size=1, max_size=10),
+)
 def test_dimension_values_refuse_control_characters(name: str, value: str) -> None:
     has_control = any(ord(c) < 32 or ord(c) == 127 for c in value)
     try:

@@ -41,7 +41,9 @@ def test_prompt_of_each_request_shape() -> None:
     msgs = [{"role": "user", "content": "hi"}]
     assert prompt_of({"messages": msgs}) == (msgs, "")
     assert prompt_of({"messages": msgs, "system": "be brief"}) == (
-        [{"role": "system", "content": "be brief"}, *msgs], "")
+        [{"role": "system", "content": "be brief"}, *msgs],
+        "",
+    )
     assert prompt_of({"input": "hello"}) == (None, "hello")
     assert prompt_of({"input": ["a", "b"]}) == (None, "a\nb")
     assert prompt_of({"input": msgs}) == (msgs, "")
@@ -49,15 +51,25 @@ def test_prompt_of_each_request_shape() -> None:
 
 
 def test_json_body_usage_gzip_and_split_across_chunks() -> None:
-    body = json.dumps({"id": "x", "choices": [{"message": {"content": 'say "usage": 5'}}],
-                       "usage": {"prompt_tokens": 10, "completion_tokens": 4}}).encode()
+    body = json.dumps(
+        {
+            "id": "x",
+            "choices": [{"message": {"content": 'say "usage": 5'}}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 4},
+        }
+    ).encode()
     packed = gzip.compress(body)
     reader = BodyReader(sse=False, content_encoding="gzip")
     for i in range(0, len(packed), 7):
-        reader.feed(packed[i:i + 7])
+        reader.feed(packed[i : i + 7])
     outcome = reader.outcome(body_ended=True)
-    assert outcome.usage == {"input_tokens": 10, "cached_input_tokens": 0, "cache_write_tokens": 0,
-                             "output_tokens": 4, "reasoning_tokens": 0}
+    assert outcome.usage == {
+        "input_tokens": 10,
+        "cached_input_tokens": 0,
+        "cache_write_tokens": 0,
+        "output_tokens": 4,
+        "reasoning_tokens": 0,
+    }
     assert outcome.complete and outcome.recognised
 
 
@@ -83,7 +95,7 @@ def test_openai_chat_stream_usage_chunk_and_drop() -> None:
     usage = {"object": "chat.completion.chunk", "choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 1}}
     raw = _sse(chunk, usage, b"[DONE]")
     reader = BodyReader(sse=True, drop_usage_chunk=True)
-    forwarded = b"".join(reader.feed(raw[i:i + 5]) for i in range(0, len(raw), 5)) + reader.rest()
+    forwarded = b"".join(reader.feed(raw[i : i + 5]) for i in range(0, len(raw), 5)) + reader.rest()
     assert forwarded == _sse(chunk, b"[DONE]")
     outcome = reader.outcome(body_ended=False)  # closed after [DONE] without reading to EOF: still complete
     assert outcome.complete and outcome.usage is not None and outcome.usage["input_tokens"] == 5
@@ -91,16 +103,29 @@ def test_openai_chat_stream_usage_chunk_and_drop() -> None:
 
 
 def test_responses_stream_and_anthropic_stream() -> None:
-    responses = _sse({"type": "response.output_text.delta", "delta": "Hel"},
-                     {"type": "response.completed", "response": {"usage": {
-                         "input_tokens": 8, "output_tokens": 3, "output_tokens_details": {"reasoning_tokens": 1}}}})
+    responses = _sse(
+        {"type": "response.output_text.delta", "delta": "Hel"},
+        {
+            "type": "response.completed",
+            "response": {
+                "usage": {"input_tokens": 8, "output_tokens": 3, "output_tokens_details": {"reasoning_tokens": 1}}
+            },
+        },
+    )
     reader = BodyReader(sse=True)
     reader.feed(responses)
     outcome = reader.outcome(body_ended=True)
-    assert outcome.usage == {"input_tokens": 8, "cached_input_tokens": 0, "cache_write_tokens": 0,
-                             "output_tokens": 2, "reasoning_tokens": 1}
-    start = {"type": "message_start", "message": {"usage": {"input_tokens": 12, "cache_read_input_tokens": 4,
-                                                            "output_tokens": 1}}}
+    assert outcome.usage == {
+        "input_tokens": 8,
+        "cached_input_tokens": 0,
+        "cache_write_tokens": 0,
+        "output_tokens": 2,
+        "reasoning_tokens": 1,
+    }
+    start = {
+        "type": "message_start",
+        "message": {"usage": {"input_tokens": 12, "cache_read_input_tokens": 4, "output_tokens": 1}},
+    }
     delta = {"type": "content_block_delta", "delta": {"type": "text_delta", "text": "Yo"}}
     end = {"type": "message_delta", "usage": {"output_tokens": 6}}
     cut = BodyReader(sse=True)
@@ -110,9 +135,13 @@ def test_responses_stream_and_anthropic_stream() -> None:
     assert partial.partial["input_tokens"] == 12 and partial.text == ["Yo"]
     whole = BodyReader(sse=True)
     whole.feed(_sse(start, delta, end, {"type": "message_stop"}))
-    assert whole.outcome(body_ended=True).usage == {"input_tokens": 12, "cached_input_tokens": 4,
-                                                    "cache_write_tokens": 0, "output_tokens": 6,
-                                                    "reasoning_tokens": 0}
+    assert whole.outcome(body_ended=True).usage == {
+        "input_tokens": 12,
+        "cached_input_tokens": 4,
+        "cache_write_tokens": 0,
+        "output_tokens": 6,
+        "reasoning_tokens": 0,
+    }
 
 
 def test_stream_error_event_marks_the_attempt_failed() -> None:
@@ -127,8 +156,15 @@ def test_attributes_nest_and_map_to_fields_and_scope() -> None:
             fields = event_fields({"tenant": "acme", "env": "prod"}, current_attributes())
         assert current_attributes()["feature"] == "search"
     assert current_attributes() == {}
-    assert fields == {"tenant": "acme", "env": "prod", "feature": "chat", "user_id": "u1", "turn": 3,
-                      "session_id": "s9", "attributes": {"color": "blue"}}
+    assert fields == {
+        "tenant": "acme",
+        "env": "prod",
+        "feature": "chat",
+        "user_id": "u1",
+        "turn": 3,
+        "session_id": "s9",
+        "attributes": {"color": "blue"},
+    }
     assert guard_scope(fields) == {"tenant": "acme", "env": "prod", "feature": "chat", "user": "u1"}
     assert event_fields({}, {"turn": "third"}) == {"attributes": {"turn": "third"}}
 

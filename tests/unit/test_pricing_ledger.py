@@ -16,16 +16,29 @@ def _nanos(usd: Decimal) -> int:
 
 
 def _event(**kw: object) -> UsageEvent:
-    fields: dict[str, object] = dict(event_id="e", occurred_at=T0, tenant="t", provider="openai", model="gpt-4o",
-                                     request_id="r", attempt=1, status="ok")
+    fields: dict[str, object] = dict(
+        event_id="e",
+        occurred_at=T0,
+        tenant="t",
+        provider="openai",
+        model="gpt-4o",
+        request_id="r",
+        attempt=1,
+        status="ok",
+    )
     fields.update(kw)
     return UsageEvent(**fields)  # type: ignore[arg-type]
 
 
 def test_amounts_follow_the_unit_prices() -> None:
     catalog = default_catalog()
-    event = _event(input_tokens=3_000, cached_input_tokens=1_024, cache_write_tokens=0, output_tokens=50,
-                   system_prompt_tokens=2_500)
+    event = _event(
+        input_tokens=3_000,
+        cached_input_tokens=1_024,
+        cache_write_tokens=0,
+        output_tokens=50,
+        system_prompt_tokens=2_500,
+    )
     rates = catalog.explain("openai", "gpt-4o", prompt_tokens=4_024)
     assert rates is not None
     p_in, p_cached = rates["input"].usd, rates["cached_input"].usd

@@ -23,8 +23,7 @@ def test_every_attempt_is_recorded_with_its_status() -> None:
                 raise exc
         with req.attempt() as attempt:
             attempt.usage_from({"prompt_tokens": 1200, "completion_tokens": 40})
-    assert [(e.attempt, e.status) for e in pub.events] == [(1, "timeout"), (2, "rate_limited"), (3, "error"),
-                                                           (4, "ok")]
+    assert [(e.attempt, e.status) for e in pub.events] == [(1, "timeout"), (2, "rate_limited"), (3, "error"), (4, "ok")]
     assert len({e.request_id for e in pub.events}) == 1
     assert all(e.input_tokens == 1200 for e in pub.events) and pub.events[-1].output_tokens == 40
 
@@ -68,9 +67,14 @@ def test_latency_comes_from_the_injected_clock() -> None:
 
 @pytest.mark.parametrize(
     ("exc", "status"),
-    [(None, "ok"), (TimeoutError(), "timeout"), (asyncio.CancelledError(), "cancelled"),
-     (type("APITimeoutError", (Exception,), {})(), "timeout"),
-     (type("RateLimitError", (Exception,), {})(), "rate_limited"), (RuntimeError(), "error")],
+    [
+        (None, "ok"),
+        (TimeoutError(), "timeout"),
+        (asyncio.CancelledError(), "cancelled"),
+        (type("APITimeoutError", (Exception,), {})(), "timeout"),
+        (type("RateLimitError", (Exception,), {})(), "rate_limited"),
+        (RuntimeError(), "error"),
+    ],
 )
 def test_status_for_exceptions(exc: BaseException | None, status: str) -> None:
     assert status_for(exc) == status

@@ -23,8 +23,7 @@ class FakeProducer:
         self.fail_with: str | None = None
         self.reachable = True
 
-    def produce(self, topic: str, value: bytes, key: bytes, headers: list[tuple[str, bytes]],
-                on_delivery: Any) -> None:
+    def produce(self, topic: str, value: bytes, key: bytes, headers: list[tuple[str, bytes]], on_delivery: Any) -> None:
         self.pending.append((topic, value, key, headers, on_delivery))
 
     def poll(self, timeout: float = 0) -> int:
@@ -86,8 +85,7 @@ def test_linger_flushes_a_small_batch(tmp_path: Path) -> None:
     now = [1000.0]
     producer = FakeProducer()
     settings = load_settings(PublisherSettings, spool_dir=tmp_path / "s", linger_ms=20)
-    pub = UsagePublisher(load_settings(KafkaSettings), settings, producer=producer, start=False,
-                         clock=lambda: now[0])
+    pub = UsagePublisher(load_settings(KafkaSettings), settings, producer=producer, start=False, clock=lambda: now[0])
     pub.emit(next(generate(1)))
     pub._drain_buffers(force=False)
     assert producer.pending == []
@@ -110,9 +108,13 @@ def test_lenient_mode_counts_and_never_raises(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("fields", "reason"),
-    [({"input_tokens": -1}, "negative_tokens"), ({"tenant": ""}, "missing_tenant"),
-     ({"status": "exploded"}, "unknown_status"), ({"feature": "x" * 1000}, "string_too_long"),
-     ({"user_id": "\udcff"}, "not_utf8")],
+    [
+        ({"input_tokens": -1}, "negative_tokens"),
+        ({"tenant": ""}, "missing_tenant"),
+        ({"status": "exploded"}, "unknown_status"),
+        ({"feature": "x" * 1000}, "string_too_long"),
+        ({"user_id": "\udcff"}, "not_utf8"),
+    ],
 )
 def test_strict_mode_raises_a_clear_value_error(tmp_path: Path, fields: dict[str, Any], reason: str) -> None:
     pub = _publisher(tmp_path, FakeProducer())
@@ -210,8 +212,14 @@ def test_memory_bound_with_the_broker_down_spills_to_the_spool(tmp_path: Path) -
 
 
 def test_byte_bound_counts_too(tmp_path: Path) -> None:
-    pub = _publisher(tmp_path, FakeProducer(), max_buffered_bytes=64 * 1024, max_batch_events=10_000,
-                     max_batch_bytes=1024 * 1024, linger_ms=60_000)
+    pub = _publisher(
+        tmp_path,
+        FakeProducer(),
+        max_buffered_bytes=64 * 1024,
+        max_batch_events=10_000,
+        max_batch_bytes=1024 * 1024,
+        linger_ms=60_000,
+    )
     big = {f"k{i}": "v" * 200 for i in range(20)}  # ~4 KiB of attributes per event
     for i in range(40):
         assert pub.record(tenant="acme", provider="openai", model="gpt-4o", request_id=f"r{i}", attributes=big)
@@ -235,8 +243,13 @@ def test_a_forked_child_gets_its_own_thread_and_spool_slot(tmp_path: Path) -> No
     pid = os.fork()
     if pid == 0:  # child: report what it sees, then leave without running the parent's cleanup
         try:
-            ok = (pub._thread is not None and pub._thread.is_alive() and pub.stats()["buffered"] == 0
-                  and pub._spool.directory == tmp_path / "spool" / "slot-1" and pub.emit(next(generate(1))))
+            ok = (
+                pub._thread is not None
+                and pub._thread.is_alive()
+                and pub.stats()["buffered"] == 0
+                and pub._spool.directory == tmp_path / "spool" / "slot-1"
+                and pub.emit(next(generate(1)))
+            )
             os.write(write, b"ok" if ok else b"bad")
         finally:
             os._exit(0)
@@ -331,15 +344,21 @@ def test_nothing_raises_into_the_app_in_lenient_mode(tmp_path: Path) -> None:
 
             return broken
 
-    broken_emit = UsagePublisher(load_settings(KafkaSettings), load_settings(
-        PublisherSettings, spool_dir=tmp_path / "s3"), producer=FakeProducer(), codec=BrokenEventCodec(), start=False)
+    broken_emit = UsagePublisher(
+        load_settings(KafkaSettings),
+        load_settings(PublisherSettings, spool_dir=tmp_path / "s3"),
+        producer=FakeProducer(),
+        codec=BrokenEventCodec(),
+        start=False,
+    )
     assert broken_emit.emit(next(generate(1))) is False  # emit encodes: its failure is counted, not raised
     assert broken_emit.metrics.errors.labels("emit")._value.get() == 1
     broken_emit.close()
 
     settings = load_settings(PublisherSettings, spool_dir=tmp_path / "spool")
-    pub = UsagePublisher(load_settings(KafkaSettings), settings, producer=FakeProducer(), codec=BrokenCodec(),
-                         start=False)
+    pub = UsagePublisher(
+        load_settings(KafkaSettings), settings, producer=FakeProducer(), codec=BrokenCodec(), start=False
+    )
     assert pub.emit(None) is False  # type: ignore[arg-type]
     assert pub.metrics.invalid.labels("bad_shape")._value.get() == 1
     assert pub.emit(next(generate(1)))
@@ -347,8 +366,13 @@ def test_nothing_raises_into_the_app_in_lenient_mode(tmp_path: Path) -> None:
     assert pub.metrics.lost.labels("encode")._value.get() == 1
     pub.close()
     assert pub.emit(next(generate(1))) is False and pub.metrics.errors.labels("emit_after_close")._value.get() == 1
-    strict = UsagePublisher(load_settings(KafkaSettings), settings.model_copy(update={"spool_dir": tmp_path / "s2"}),
-                            producer=FakeProducer(), start=False, strict=True)
+    strict = UsagePublisher(
+        load_settings(KafkaSettings),
+        settings.model_copy(update={"spool_dir": tmp_path / "s2"}),
+        producer=FakeProducer(),
+        start=False,
+        strict=True,
+    )
     with pytest.raises(InvalidEvent):
         strict.emit(None)  # type: ignore[arg-type]
 
@@ -359,7 +383,7 @@ def test_slots_left_by_gone_processes_are_adopted_and_drained(tmp_path: Path) ->
     events = [e for e in generate(400, seed=12) if e.tenant == "acme"][:50]
     dead = DiskSpool(base / "slot-2", segment_bytes=2000)  # a worker that spooled and never came back
     for start in range(0, 50, 10):
-        value, headers = codec.encode_batch("acme", events[start:start + 10])
+        value, headers = codec.encode_batch("acme", events[start : start + 10])
         dead.append(SpooledMessage(b"acme", value, headers))
     dead.close()
     live = DiskSpool(base / "slot-1")  # a live worker's slot: never touched
@@ -439,8 +463,7 @@ class FirstProduceWaits(FakeProducer):
         super().__init__()
         self.entered, self.release = threading.Event(), threading.Event()
 
-    def produce(self, topic: str, value: bytes, key: bytes, headers: list[tuple[str, bytes]],
-                on_delivery: Any) -> None:
+    def produce(self, topic: str, value: bytes, key: bytes, headers: list[tuple[str, bytes]], on_delivery: Any) -> None:
         if not self.entered.is_set():
             self.entered.set()
             assert self.release.wait(10)

@@ -22,9 +22,16 @@ def _lines(n: int = 5) -> list[str]:
 def test_parse_lines_reports_numbers_and_reasons() -> None:
     good = _lines(3)
     iso = dict(json.loads(good[2]), occurred_at="2026-01-02T03:04:05.678Z")
-    text = [good[0], "", '{"tenant": ', json.dumps({"tenant": "acme"}), good[1],
-            json.dumps(dict(json.loads(good[1]), output_tokens=-1)), json.dumps(dict(json.loads(good[1]), colour=1)),
-            json.dumps(iso)]
+    text = [
+        good[0],
+        "",
+        '{"tenant": ',
+        json.dumps({"tenant": "acme"}),
+        good[1],
+        json.dumps(dict(json.loads(good[1]), output_tokens=-1)),
+        json.dumps(dict(json.loads(good[1]), colour=1)),
+        json.dumps(iso),
+    ]
     parsed = list(replay_cmd.parse_lines(text))
     bad = [(n, item.reason) for n, item in parsed if isinstance(item, replay_cmd.BadLine)]
     assert bad == [(3, "bad_json"), (4, "missing_field"), (6, "negative_tokens"), (7, "unknown_field")]
@@ -76,8 +83,7 @@ def test_cli_strict_stops_with_exit_status_2(tmp_path: Path, in_memory: InMemory
     assert "line 4" in result.output and len(in_memory.events) == 3
 
 
-def test_cli_clean_file_exits_0_and_reads_non_utf8_as_a_bad_line(tmp_path: Path,
-                                                                  in_memory: InMemoryPublisher) -> None:
+def test_cli_clean_file_exits_0_and_reads_non_utf8_as_a_bad_line(tmp_path: Path, in_memory: InMemoryPublisher) -> None:
     path = tmp_path / "e.jsonl"
     path.write_text("\n".join(_lines(4)) + "\n")
     assert CliRunner().invoke(build_app(), ["replay", str(path)]).exit_code == 0
@@ -101,4 +107,7 @@ def test_deeply_nested_lines_are_reported_not_raised(depth: int) -> None:
     parsed = list(replay_cmd.parse_lines(["[" * depth + "]" * depth, good, '{"a":' * depth + "1" + "}" * depth]))
     shallow = depth == 100  # Python's parser reads it: then it is simply not an event
     assert [(n, getattr(item, "reason", "event")) for n, item in parsed] == [
-        (1, "bad_shape" if shallow else "bad_json"), (2, "event"), (3, "unknown_field" if shallow else "bad_json")]
+        (1, "bad_shape" if shallow else "bad_json"),
+        (2, "event"),
+        (3, "unknown_field" if shallow else "bad_json"),
+    ]

@@ -10,8 +10,10 @@ from costplane.publisher.spool import DiskSpool, SpooledMessage, SpoolFull, Spoo
 
 
 def _msgs(n: int, size: int = 300) -> list[SpooledMessage]:
-    return [SpooledMessage(b"acme", bytes([i % 256]) * size, [("h", b"v"), ("costplane-schema", b"UsageBatch")])
-            for i in range(n)]
+    return [
+        SpooledMessage(b"acme", bytes([i % 256]) * size, [("h", b"v"), ("costplane-schema", b"UsageBatch")])
+        for i in range(n)
+    ]
 
 
 def _drain(spool: DiskSpool) -> list[SpooledMessage]:
@@ -96,12 +98,11 @@ def test_drop_oldest_keeps_the_newest_records(tmp_path: Path) -> None:
     for m in msgs:
         spool.append(m)
     got = _drain(spool)
-    assert got == msgs[-len(got):] and len(got) + spool.stats.dropped_full == len(msgs)
+    assert got == msgs[-len(got) :] and len(got) + spool.stats.dropped_full == len(msgs)
 
 
 @pytest.mark.parametrize(("policy", "appends", "fsyncs"), [("always", 3, 3), ("roll", 3, 0), ("never", 3, 0)])
-def test_fsync_policy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, policy: str, appends: int,
-                      fsyncs: int) -> None:
+def test_fsync_policy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, policy: str, appends: int, fsyncs: int) -> None:
     calls: list[int] = []
     monkeypatch.setattr("costplane.publisher.spool.os.fsync", calls.append)
     spool = DiskSpool(tmp_path, fsync=policy)  # type: ignore[arg-type]

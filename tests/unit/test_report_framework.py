@@ -36,18 +36,21 @@ def test_times_are_iso_epoch_or_ago_and_whole_minutes() -> None:
         parse_time("yesterday", NOW)
 
 
-@pytest.mark.parametrize("kw, message", [
-    ({"since": "2026-03-02", "until": "2026-03-01"}, "must be before"),
-    ({"since": "2026-02-30"}, "cannot read time"),
-    ({"top": 0}, "between 1 and"),
-    ({"top": 10**20}, "between 1 and"),
-    ({"since": "99999999d"}, "cannot read time"),
-    ({"by": ["colour"]}, "unknown dimension"),
-    ({"by": ["model,model"]}, "twice"),
-    ({"where": ["model"]}, "DIM=VALUE"),
-    ({"allocate": "evenly"}, "--allocate"),
-    ({"tenant": " "}, "empty"),
-])
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        ({"since": "2026-03-02", "until": "2026-03-01"}, "must be before"),
+        ({"since": "2026-02-30"}, "cannot read time"),
+        ({"top": 0}, "between 1 and"),
+        ({"top": 10**20}, "between 1 and"),
+        ({"since": "99999999d"}, "cannot read time"),
+        ({"by": ["colour"]}, "unknown dimension"),
+        ({"by": ["model,model"]}, "twice"),
+        ({"where": ["model"]}, "DIM=VALUE"),
+        ({"allocate": "evenly"}, "--allocate"),
+        ({"tenant": " "}, "empty"),
+    ],
+)
 def test_bad_requests_are_one_clear_error(kw: dict[str, object], message: str) -> None:
     with pytest.raises(ReportError, match=message):
         _opts(**kw)
@@ -56,13 +59,24 @@ def test_bad_requests_are_one_clear_error(kw: dict[str, object], message: str) -
 def test_aliases_and_attributes_keep_the_given_name() -> None:
     options = _opts(by=["user_id,attr.region", "day"])
     assert [(g.given, g.dimension.name) for g in options.by] == [
-        ("user_id", "user"), ("attr.region", "attr.region"), ("day", "day")]
+        ("user_id", "user"),
+        ("attr.region", "attr.region"),
+        ("day", "day"),
+    ]
     assert options.by[1].dimension.attribute == "region"
 
 
 def test_query_string_round_trip() -> None:
-    options = _opts(by=["team", "attr.k"], where=["env=prod", "model="], since="7d", until="2026-03-10T00:00Z",
-                    tenant="acme & co", top=5, allocate="proportional", production_envs="live")
+    options = _opts(
+        by=["team", "attr.k"],
+        where=["env=prod", "model="],
+        since="7d",
+        until="2026-03-10T00:00Z",
+        tenant="acme & co",
+        top=5,
+        allocate="proportional",
+        production_envs="live",
+    )
     again = ReportOptions.from_query_string(options.to_query_string())
     assert again == options
 
@@ -105,8 +119,12 @@ def test_sql_binds_every_value_and_picks_the_rollup_that_keeps_the_groupings() -
     assert "x' OR 1=1 --" in query.params.values() and "a'b" in query.params.values()
     assert "cp.rollup_spend_day" in query.sql and "usage_events" not in query.sql
     assert query.source.startswith("rollup_spend")
-    assert "rollup_users_" in build("users", _opts("users", by=["plan"]), "cp", families=("users", "spend"),
-                                    needs=frozenset({"user_id"})).sql
+    assert (
+        "rollup_users_"
+        in build(
+            "users", _opts("users", by=["plan"]), "cp", families=("users", "spend"), needs=frozenset({"user_id"})
+        ).sql
+    )
     raw = build("spend", _opts(by=["session"]), "cp")
     assert "cp.usage_events" in raw.sql and raw.source.startswith("raw")
     hourly = build("spend", _opts(by=["hour"], since="2026-03-01"), "cp")
@@ -126,8 +144,15 @@ def test_raw_reads_say_what_the_raw_ttl_dropped() -> None:
 def test_every_report_has_a_query_a_question_and_columns() -> None:
     for report in REPORTS.values():
         assert report.question.endswith("?") and report.columns and report.default_by
-        build(report.query, _opts(report.name), "cp", raw_only=report.raw_only, families=report.families,
-              needs=report.needs, order_by=report.order_by)
+        build(
+            report.query,
+            _opts(report.name),
+            "cp",
+            raw_only=report.raw_only,
+            families=report.families,
+            needs=report.needs,
+            order_by=report.order_by,
+        )
 
 
 def test_proportional_allocation_is_exact_and_proportional() -> None:
@@ -170,8 +195,11 @@ def test_routing_map_defaults_and_documents() -> None:
     assert shipped.cheaper("no-such-model") is None
     mine = RoutingMap.from_document({"gpt-4o.*": "gpt-4o-mini"}, "routes.yaml", catalog)
     assert mine.cheaper("gpt-4o-2024-11-20") == "gpt-4o-mini"
-    for document, message in (({"gpt-4o": "no-such-model"}, "does not know"), (["a", "b"], "must map"),
-                              ({"(": "gpt-4o-mini"}, "not a regular expression")):
+    for document, message in (
+        ({"gpt-4o": "no-such-model"}, "does not know"),
+        (["a", "b"], "must map"),
+        ({"(": "gpt-4o-mini"}, "not a regular expression"),
+    ):
         with pytest.raises(ReportError, match=message):
             RoutingMap.from_document(document, "bad.yaml", catalog)
 
@@ -179,12 +207,37 @@ def test_routing_map_defaults_and_documents() -> None:
 def test_each_saving_is_extrapolated_from_the_span_its_report_covered() -> None:
     from costplane.reports.advice import advise
 
-    retries = [{"tenant": "a", "feature": "f", "model": "m", "requests": 10, "retried_requests": 2, "retry_rate": 0.2,
-                "failed_attempts": 2, "wasted_cost_nanos": 5 * 10**9}]
-    batch = [{"tenant": "a", "feature": "f", "model": "m", "calls": 3, "cost_nanos": 9 * 10**9,
-              "batch_cost_nanos": 6 * 10**9, "saving_nanos": 3 * 10**9, "reasons": ["configured feature"]}]
-    found = advise({"retries": retries, "batch": batch}, {"retries": timedelta(days=30), "batch": timedelta(days=3)},
-                   floor_nanos=10**9)
+    retries = [
+        {
+            "tenant": "a",
+            "feature": "f",
+            "model": "m",
+            "requests": 10,
+            "retried_requests": 2,
+            "retry_rate": 0.2,
+            "failed_attempts": 2,
+            "wasted_cost_nanos": 5 * 10**9,
+        }
+    ]
+    batch = [
+        {
+            "tenant": "a",
+            "feature": "f",
+            "model": "m",
+            "calls": 3,
+            "cost_nanos": 9 * 10**9,
+            "batch_cost_nanos": 6 * 10**9,
+            "saving_nanos": 3 * 10**9,
+            "reasons": ["configured feature"],
+        }
+    ]
+    found = advise(
+        {"retries": retries, "batch": batch},
+        {"retries": timedelta(days=30), "batch": timedelta(days=3)},
+        floor_nanos=10**9,
+    )
     assert [(o.kind, o.monthly_saving_nanos) for o in found] == [
-        ("batch_background", 30 * 10**9), ("fix_retries", 5 * 10**9)]  # $3 over 3 days; $5 over 30 days
+        ("batch_background", 30 * 10**9),
+        ("fix_retries", 5 * 10**9),
+    ]  # $3 over 3 days; $5 over 30 days
     assert advise({"retries": retries}, {"retries": timedelta(days=30)}, floor_nanos=6 * 10**9) == []

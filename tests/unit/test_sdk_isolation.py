@@ -14,8 +14,15 @@ import sys
 FORBIDDEN = ("faust", "mode", "aiokafka", "clickhouse_connect", "chdb")
 #: The app-side packages; ``costplane.budgets`` joins them when the budget model package is installed.
 SDK_PACKAGES = tuple(
-    name for name in ("costplane.publisher", "costplane.enforcers", "costplane.pricing", "costplane.budgets",
-                      "costplane.reports", "costplane.integrations")
+    name
+    for name in (
+        "costplane.publisher",
+        "costplane.enforcers",
+        "costplane.pricing",
+        "costplane.budgets",
+        "costplane.reports",
+        "costplane.integrations",
+    )
     if importlib.util.find_spec(name) is not None
 )
 
@@ -46,8 +53,13 @@ print(len(imported))
 def test_sdk_modules_import_without_worker_dependencies() -> None:
     out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 0, out.stderr
-    assert {"costplane.publisher", "costplane.enforcers", "costplane.pricing", "costplane.reports",
-            "costplane.integrations"} <= set(SDK_PACKAGES)
+    assert {
+        "costplane.publisher",
+        "costplane.enforcers",
+        "costplane.pricing",
+        "costplane.reports",
+        "costplane.integrations",
+    } <= set(SDK_PACKAGES)
     assert int(out.stdout.strip()) >= len(SDK_PACKAGES)
 
 
@@ -86,7 +98,6 @@ print(count)
 
 
 def test_integrations_import_no_provider_sdk_until_its_own_module_is_used() -> None:
-    out = subprocess.run([sys.executable, "-c", LAZY_PROBE], capture_output=True, text=True, timeout=120,
-                         check=False)
+    out = subprocess.run([sys.executable, "-c", LAZY_PROBE], capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 0, out.stderr
     assert int(out.stdout.strip()) >= 5

@@ -31,11 +31,14 @@ class FakeWriter:
         self.fail_insert = 0
 
     def recover(
-        self, partitions: Sequence[int] | None = None, begun_within_s: int | None = None,
+        self,
+        partitions: Sequence[int] | None = None,
+        begun_within_s: int | None = None,
         begun_before_s: int | None = None,
     ) -> int:
-        self.log.append("recover" if partitions is None and begun_before_s is None else
-                        f"recover:{partitions}:{begun_before_s}")
+        self.log.append(
+            "recover" if partitions is None and begun_before_s is None else f"recover:{partitions}:{begun_before_s}"
+        )
         return 0
 
     def filter_new(self, items: Sequence[Pending]) -> list[Pending]:
@@ -61,8 +64,7 @@ def _sink(policy: FlushPolicy | None = None) -> tuple[ClickHouseSink, FakeWriter
     log: list[str] = []
     writer = FakeWriter(log)
     clock = FakeClock()
-    sink = ClickHouseSink(writer, lambda offsets: log.append(f"commit:{sorted(offsets.items())}"),
-                          policy, clock=clock)
+    sink = ClickHouseSink(writer, lambda offsets: log.append(f"commit:{sorted(offsets.items())}"), policy, clock=clock)
     return sink, writer, log, clock
 
 

@@ -26,8 +26,16 @@ NOW = datetime(2026, 1, 2, tzinfo=UTC)
 
 def _pending(event_id: str, offset: int = 0, **kw: object) -> Pending:
     fields: dict[str, object] = dict(
-        event_id=event_id, occurred_at=T0, tenant="acme", provider="openai", model="gpt-4o", request_id="r1",
-        attempt=1, status="ok", input_tokens=100, output_tokens=10,
+        event_id=event_id,
+        occurred_at=T0,
+        tenant="acme",
+        provider="openai",
+        model="gpt-4o",
+        request_id="r1",
+        attempt=1,
+        status="ok",
+        input_tokens=100,
+        output_tokens=10,
     )
     cost = int(kw.pop("cost", 1_000))  # type: ignore[call-overload]
     ledger = kw.pop("ledger", LedgerAmounts())
@@ -104,8 +112,17 @@ def test_seen_rows_carry_where_each_event_came_from() -> None:
 
 
 def test_one_pass_rollups_equal_per_granularity_rollups() -> None:
-    items = [_pending(f"e{i}", cost=i, occurred_at=T0 + i * 977_000, team=f"t{i % 3}", attempt=1 + i % 2,
-                      status=("ok", "error")[i % 5 == 0]) for i in range(300)]
+    items = [
+        _pending(
+            f"e{i}",
+            cost=i,
+            occurred_at=T0 + i * 977_000,
+            team=f"t{i % 3}",
+            attempt=1 + i % 2,
+            status=("ok", "error")[i % 5 == 0],
+        )
+        for i in range(300)
+    ]
     rows = [raw_row(i, "b", NOW) for i in items]
     combined = rollup_all(rows)
     for family in (SPEND, USERS):
@@ -121,15 +138,28 @@ def test_rollups_equal_a_plain_sum_per_bucket_and_dimensions_on_random_rows() ->
 
     rng = random.Random(11)
     items = [
-        _pending(f"e{i}", i, occurred_at=T0 + rng.randrange(3 * 86_400_000), tenant=rng.choice(["a", "b"]),
-                 model=rng.choice(["m1", "m2"]), attempt=rng.choice([1, 1, 2, 3]), status=rng.choice(["ok", "error"]),
-                 input_tokens=rng.randrange(5000), cached_input_tokens=rng.randrange(50),
-                 output_tokens=rng.randrange(300), feature=rng.choice([None, "chat"]),
-                 user_id=rng.choice([None, "u1", "u2"]), plan=rng.choice([None, "free"]),
-                 operation=rng.choice([None, "chat", "embedding"]), team=rng.choice([None, "t1"]),
-                 system_prompt_tokens=rng.choice([None, 1500]), result_cache_hit=rng.choice([None, True]),
-                 cost=rng.randrange(10**6), unpriced=rng.random() < 0.1,
-                 ledger=LedgerAmounts(*(rng.randrange(1000) for _ in LedgerAmounts._fields)))
+        _pending(
+            f"e{i}",
+            i,
+            occurred_at=T0 + rng.randrange(3 * 86_400_000),
+            tenant=rng.choice(["a", "b"]),
+            model=rng.choice(["m1", "m2"]),
+            attempt=rng.choice([1, 1, 2, 3]),
+            status=rng.choice(["ok", "error"]),
+            input_tokens=rng.randrange(5000),
+            cached_input_tokens=rng.randrange(50),
+            output_tokens=rng.randrange(300),
+            feature=rng.choice([None, "chat"]),
+            user_id=rng.choice([None, "u1", "u2"]),
+            plan=rng.choice([None, "free"]),
+            operation=rng.choice([None, "chat", "embedding"]),
+            team=rng.choice([None, "t1"]),
+            system_prompt_tokens=rng.choice([None, 1500]),
+            result_cache_hit=rng.choice([None, True]),
+            cost=rng.randrange(10**6),
+            unpriced=rng.random() < 0.1,
+            ledger=LedgerAmounts(*(rng.randrange(1000) for _ in LedgerAmounts._fields)),
+        )
         for i in range(600)
     ]
     rows = [raw_row(item, "b1", NOW) for item in items]
@@ -140,18 +170,32 @@ def test_rollups_equal_a_plain_sum_per_bucket_and_dimensions_on_random_rows() ->
             for item in items:
                 e, cost, ledger = item.priced.event, item.priced.cost_nanos, item.ledger
                 failed = e.status != "ok"
-                tokens = [e.input_tokens, e.cached_input_tokens, e.cache_write_tokens, e.output_tokens,
-                          e.reasoning_tokens]
-                dims = [int(item.priced.unpriced) if d == "unpriced" else getattr(e, d) or ""
-                        for d in family.dimensions]
+                tokens = [
+                    e.input_tokens,
+                    e.cached_input_tokens,
+                    e.cache_write_tokens,
+                    e.output_tokens,
+                    e.reasoning_tokens,
+                ]
+                dims = [
+                    int(item.priced.unpriced) if d == "unpriced" else getattr(e, d) or "" for d in family.dimensions
+                ]
                 key = ((e.occurred_at // size) * size, *dims)
                 values = {
-                    "requests": int(e.attempt == 1), "retried_requests": int(e.attempt == 2), "attempts": 1,
-                    "retries": int(e.attempt > 1), "failed_attempts": int(failed),
-                    "input_tokens": tokens[0], "cached_input_tokens": tokens[1], "cache_write_tokens": tokens[2],
-                    "output_tokens": tokens[3], "reasoning_tokens": tokens[4],
-                    "failed_tokens": sum(tokens) if failed else 0, "cost_nanos": cost,
-                    "failed_cost_nanos": cost if failed else 0, "unpriced_attempts": int(item.priced.unpriced),
+                    "requests": int(e.attempt == 1),
+                    "retried_requests": int(e.attempt == 2),
+                    "attempts": 1,
+                    "retries": int(e.attempt > 1),
+                    "failed_attempts": int(failed),
+                    "input_tokens": tokens[0],
+                    "cached_input_tokens": tokens[1],
+                    "cache_write_tokens": tokens[2],
+                    "output_tokens": tokens[3],
+                    "reasoning_tokens": tokens[4],
+                    "failed_tokens": sum(tokens) if failed else 0,
+                    "cost_nanos": cost,
+                    "failed_cost_nanos": cost if failed else 0,
+                    "unpriced_attempts": int(item.priced.unpriced),
                     "unpriced_tokens": sum(tokens) if item.priced.unpriced else 0,
                     "system_prompt_tokens": e.system_prompt_tokens or 0,
                     "result_cache_hits": int(bool(e.result_cache_hit)),
@@ -165,8 +209,11 @@ def test_rollups_equal_a_plain_sum_per_bucket_and_dimensions_on_random_rows() ->
                 sums[-1] = max(int(sums[-1]), e.occurred_at)  # type: ignore[call-overload]
             width = len(family.dimensions)
             rebuilt = {
-                (int(r[0].timestamp() * 1000), *r[1:1 + width]):
-                    [*r[1 + width:-2], int(r[-2].timestamp() * 1000), int(r[-1].timestamp() * 1000)]
+                (int(r[0].timestamp() * 1000), *r[1 : 1 + width]): [
+                    *r[1 + width : -2],
+                    int(r[-2].timestamp() * 1000),
+                    int(r[-1].timestamp() * 1000),
+                ]
                 for r in got[family.name][granularity]  # type: ignore[index]
             }
             assert rebuilt == want, (family.name, granularity)

@@ -18,8 +18,12 @@ from costplane.config import (
 
 
 def test_one_variable_moves_every_local_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("COSTPLANE_CLICKHOUSE_CHDB_PATH", "COSTPLANE_PUBLISHER_SPOOL_DIR", "COSTPLANE_WORKER_DATA_DIR",
-                 "COSTPLANE_CLICKHOUSE_URL"):
+    for name in (
+        "COSTPLANE_CLICKHOUSE_CHDB_PATH",
+        "COSTPLANE_PUBLISHER_SPOOL_DIR",
+        "COSTPLANE_WORKER_DATA_DIR",
+        "COSTPLANE_CLICKHOUSE_URL",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("COSTPLANE_DEV_STATE_DIR", str(tmp_path / "stack-b"))
     state = tmp_path / "stack-b"

@@ -20,10 +20,17 @@ def local_ms(text: str, tz: str) -> int:
 
 @pytest.mark.parametrize(
     ("tz", "day", "hours"),
-    [("Europe/Paris", "2026-03-29", 23), ("Europe/Paris", "2026-10-25", 25), ("Europe/Paris", "2026-06-01", 24),
-     ("America/New_York", "2026-03-08", 23), ("America/New_York", "2026-11-01", 25),
-     ("Australia/Lord_Howe", "2026-10-04", 23.5), ("Australia/Lord_Howe", "2026-04-05", 24.5),
-     ("Asia/Kolkata", "2026-03-29", 24), ("UTC", "2026-03-29", 24)],
+    [
+        ("Europe/Paris", "2026-03-29", 23),
+        ("Europe/Paris", "2026-10-25", 25),
+        ("Europe/Paris", "2026-06-01", 24),
+        ("America/New_York", "2026-03-08", 23),
+        ("America/New_York", "2026-11-01", 25),
+        ("Australia/Lord_Howe", "2026-10-04", 23.5),
+        ("Australia/Lord_Howe", "2026-04-05", 24.5),
+        ("Asia/Kolkata", "2026-03-29", 24),
+        ("UTC", "2026-03-29", 24),
+    ],
 )
 def test_calendar_day_length_follows_dst(tz: str, day: str, hours: float) -> None:
     w = window_for("day", tz, local_ms(f"{day}T12:00:00", tz))

@@ -55,20 +55,43 @@ class DictStore:
         self.data.update(json.loads(json.dumps(dict(states))))
 
 
-def make(clock: Clock, topic: list[tuple[bytes, bytes, Headers]] | None = None, *, store: DictStore | None = None,
-         handler: Callable[[httpx.Request], httpx.Response] | None = None, **settings: Any) -> WorkerAlerts:
+def make(
+    clock: Clock,
+    topic: list[tuple[bytes, bytes, Headers]] | None = None,
+    *,
+    store: DictStore | None = None,
+    handler: Callable[[httpx.Request], httpx.Response] | None = None,
+    **settings: Any,
+) -> WorkerAlerts:
     s = load_settings(AlertSettings, **{"resolve_after_s": 0, "cooldown_s": 60, **settings})
     sink = topic if topic is not None else []
     client = httpx.AsyncClient(transport=httpx.MockTransport(handler)) if handler else None
     targets = build_targets(webhook_urls=[SecretStr("https://hooks.test/alerts")]) if handler else []
-    return WorkerAlerts(s, lambda *r: sink.append(r), lambda *r: None, clock=clock, store=store,
-                        metrics=WorkerMetrics(), targets=targets, client=client)
+    return WorkerAlerts(
+        s,
+        lambda *r: sink.append(r),
+        lambda *r: None,
+        clock=clock,
+        store=store,
+        metrics=WorkerMetrics(),
+        targets=targets,
+        client=client,
+    )
 
 
 def event(tenant: str = "acme", at: int = T0) -> UsageEvent:
-    return UsageEvent(event_id=f"e-{tenant}-{at}", occurred_at=at, tenant=tenant, provider="openai",
-                      model="gpt-4o-mini", request_id=f"r-{at}", attempt=1, status="ok", input_tokens=10,
-                      output_tokens=1)
+    return UsageEvent(
+        event_id=f"e-{tenant}-{at}",
+        occurred_at=at,
+        tenant=tenant,
+        provider="openai",
+        model="gpt-4o-mini",
+        request_id=f"r-{at}",
+        attempt=1,
+        status="ok",
+        input_tokens=10,
+        output_tokens=1,
+    )
 
 
 def located(e: UsageEvent, partition: int = 1) -> Located:
@@ -76,16 +99,42 @@ def located(e: UsageEvent, partition: int = 1) -> Located:
 
 
 def decision(action: str = "block") -> Decision:
-    return Decision(type="decision", action=action, tenant="acme", budget_id="b1", member=MEMBER, reason="r",
-                    spent=1100, limit=1000, unit="tokens", window_start_ms=T0, window_end_ms=T0 + 86_400_000,
-                    until_ms=T0 + 86_400_000, version=1, at_ms=T0,
-                    degrade_model="gpt-4o-mini" if action == "degrade" else None)
+    return Decision(
+        type="decision",
+        action=action,
+        tenant="acme",
+        budget_id="b1",
+        member=MEMBER,
+        reason="r",
+        spent=1100,
+        limit=1000,
+        unit="tokens",
+        window_start_ms=T0,
+        window_end_ms=T0 + 86_400_000,
+        until_ms=T0 + 86_400_000,
+        version=1,
+        at_ms=T0,
+        degrade_model="gpt-4o-mini" if action == "degrade" else None,
+    )
 
 
 def lift() -> Decision:
-    return Decision(type="lift", action="block", tenant="acme", budget_id="b1", member=MEMBER,
-                    reason="budget raised", spent=900, limit=5000, unit="tokens", window_start_ms=T0,
-                    window_end_ms=T0 + 86_400_000, until_ms=T0, version=2, at_ms=T0)
+    return Decision(
+        type="lift",
+        action="block",
+        tenant="acme",
+        budget_id="b1",
+        member=MEMBER,
+        reason="budget raised",
+        spent=900,
+        limit=5000,
+        unit="tokens",
+        window_start_ms=T0,
+        window_end_ms=T0 + 86_400_000,
+        until_ms=T0,
+        version=2,
+        at_ms=T0,
+    )
 
 
 def actions(events: list[AlertEvent], kind: str | None = None) -> list[str]:
@@ -121,7 +170,9 @@ def test_block_then_lift_is_one_trigger_and_one_resolve_on_the_topic_and_at_the_
     assert [decode_alert(v, h).action for _, v, h in topic] == ["trigger", "resolve"]
     assert [k for k, _, _ in topic] == [b"acme", b"acme"]
     assert [(b["alert"]["kind"], b["alert"]["action"]) for b in posted] == [
-        ("budget_blocked", "trigger"), ("budget_blocked", "resolve")]
+        ("budget_blocked", "trigger"),
+        ("budget_blocked", "resolve"),
+    ]
 
 
 def test_fail_open_triggers_on_a_failed_commit_and_resolves_after_a_good_one() -> None:
@@ -162,7 +213,9 @@ def test_dead_letters_of_a_message_count_for_its_tenant() -> None:
 
     events = asyncio.run(go())
     assert [(e.kind, e.tenant, e.action) for e in events] == [
-        ("dead_letter_flood", "acme", "trigger"), ("dead_letter_flood", "acme", "resolve")]
+        ("dead_letter_flood", "acme", "trigger"),
+        ("dead_letter_flood", "acme", "resolve"),
+    ]
 
 
 def test_reject_tenant_prefers_the_event_then_the_key() -> None:
@@ -185,8 +238,10 @@ def priced_minutes(minutes: int, rate: float, shape: TrafficShape) -> Iterator[l
 
 def replay_storm() -> list[AlertEvent]:
     """A backlog (event times an hour before the clock) with a 5-minute retry storm, judged as it arrives."""
-    shape = TrafficShape(tenants=("acme",), incidents=[
-        Incident("retry_storm", "acme", T0 + 12 * MIN, T0 + 17 * MIN, feature="chat", intensity=0.5)])
+    shape = TrafficShape(
+        tenants=("acme",),
+        incidents=[Incident("retry_storm", "acme", T0 + 12 * MIN, T0 + 17 * MIN, feature="chat", intensity=0.5)],
+    )
     clock = Clock(T0 + 90 * MIN)
 
     async def go() -> list[AlertEvent]:
@@ -222,8 +277,10 @@ def test_a_replayed_storm_pages_once_resolves_once_on_event_time_with_the_same_i
 
 
 def test_evaluate_minutes_groups_what_evaluate_returns() -> None:
-    shape = TrafficShape(tenants=("acme",), incidents=[
-        Incident("retry_storm", "acme", T0 + 2 * MIN, T0 + 4 * MIN, feature="chat", intensity=0.5)])
+    shape = TrafficShape(
+        tenants=("acme",),
+        incidents=[Incident("retry_storm", "acme", T0 + 2 * MIN, T0 + 4 * MIN, feature="chat", intensity=0.5)],
+    )
     a, b = Detectors(), Detectors()
     for batch in priced_minutes(6, 20.0, shape):
         a.observe([x.priced for x in batch])
@@ -298,8 +355,7 @@ def test_a_failing_evaluation_is_counted_and_does_not_raise(monkeypatch: pytest.
 
     asyncio.run(go())
     assert alerts.metrics is not None
-    assert alerts.metrics.registry.get_sample_value("costplane_worker_alert_errors_total",
-                                                    {"stage": "evaluate"}) == 1
+    assert alerts.metrics.registry.get_sample_value("costplane_worker_alert_errors_total", {"stage": "evaluate"}) == 1
 
 
 def test_a_failing_state_store_is_counted_and_left_alone_for_a_while() -> None:
@@ -324,8 +380,7 @@ def test_a_failing_state_store_is_counted_and_left_alone_for_a_while() -> None:
     alerts = asyncio.run(go())
     assert Down.calls == 1
     assert alerts.metrics is not None
-    assert alerts.metrics.registry.get_sample_value("costplane_worker_alert_errors_total",
-                                                    {"stage": "state_load"}) == 1
+    assert alerts.metrics.registry.get_sample_value("costplane_worker_alert_errors_total", {"stage": "state_load"}) == 1
 
 
 def test_a_pause_in_a_backlog_does_not_close_its_half_filled_minute() -> None:
@@ -333,10 +388,19 @@ def test_a_pause_in_a_backlog_does_not_close_its_half_filled_minute() -> None:
         out = []
         for i in range(first, first + count):
             at = T0 + minute * MIN + i * 1000
-            e = UsageEvent(event_id=f"s{minute}-{i}", occurred_at=at, tenant="acme", provider="openai",
-                           model="gpt-4o-mini", request_id=f"q{minute}-{i // 2}", attempt=1 + i % 2,
-                           status="error" if i % 2 == 0 else "ok", input_tokens=100, output_tokens=10,
-                           feature="chat")
+            e = UsageEvent(
+                event_id=f"s{minute}-{i}",
+                occurred_at=at,
+                tenant="acme",
+                provider="openai",
+                model="gpt-4o-mini",
+                request_id=f"q{minute}-{i // 2}",
+                attempt=1 + i % 2,
+                status="error" if i % 2 == 0 else "ok",
+                input_tokens=100,
+                output_tokens=10,
+                feature="chat",
+            )
             out.append(PricedEvent(e, 1000, "v1"))
         return out
 

@@ -33,13 +33,16 @@ def test_yaml_entries_become_budgets() -> None:
     assert month.unit == "usd" and month.limit == 250_500_000_000  # exact nano-USD
 
 
-@pytest.mark.parametrize("item", [
-    {"id": "x", "scope": "user=*", "limit_tokens": 1},  # no tenant
-    {"id": "x", "scope": "tenant=a", "limit_tokens": 1, "limit_usd": "1"},  # two limits
-    {"id": "x", "scope": "tenant=a", "limit_tokens": 1, "period": "fortnight"},
-    {"id": "x", "scope": "tenant=a", "limit_tokens": 1, "soft": [1.5]},
-    {"id": "x", "scope": "tenant=a", "limit_tokens": 1, "action": "explode"},
-])
+@pytest.mark.parametrize(
+    "item",
+    [
+        {"id": "x", "scope": "user=*", "limit_tokens": 1},  # no tenant
+        {"id": "x", "scope": "tenant=a", "limit_tokens": 1, "limit_usd": "1"},  # two limits
+        {"id": "x", "scope": "tenant=a", "limit_tokens": 1, "period": "fortnight"},
+        {"id": "x", "scope": "tenant=a", "limit_tokens": 1, "soft": [1.5]},
+        {"id": "x", "scope": "tenant=a", "limit_tokens": 1, "action": "explode"},
+    ],
+)
 def test_invalid_entries_are_refused(item: dict[str, object]) -> None:
     with pytest.raises((BudgetError, ValidationError, ValueError)):
         Budget.from_mapping(item)

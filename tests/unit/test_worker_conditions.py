@@ -16,20 +16,51 @@ MEMBER = "tenant=acme,user=u1"
 
 
 def note(threshold: float = 0.5, start: int = T0, end: int = T0 + 86_400_000, spent: int = 600) -> dict[str, Any]:
-    return {"type": "threshold", "tenant": "acme", "budget_id": "b1", "member": MEMBER, "threshold": threshold,
-            "spent": spent, "limit": 1000, "unit": "tokens", "window_start_ms": start, "window_end_ms": end,
-            "at_ms": start, "dedup_key": f"b1|{MEMBER}|{start}|{threshold}"}
+    return {
+        "type": "threshold",
+        "tenant": "acme",
+        "budget_id": "b1",
+        "member": MEMBER,
+        "threshold": threshold,
+        "spent": spent,
+        "limit": 1000,
+        "unit": "tokens",
+        "window_start_ms": start,
+        "window_end_ms": end,
+        "at_ms": start,
+        "dedup_key": f"b1|{MEMBER}|{start}|{threshold}",
+    }
 
 
 def decision(action: str = "block", end: int = T0 + 86_400_000, unit: str = "tokens") -> dict[str, Any]:
-    return {"type": "decision", "action": action, "tenant": "acme", "budget_id": "b1", "member": MEMBER,
-            "reason": "r", "spent": 1100, "limit": 1000, "unit": unit, "window_start_ms": T0, "window_end_ms": end,
-            "degrade_model": "gpt-4o-mini" if action == "degrade" else None, "version": 1, "decided_at_ms": T0}
+    return {
+        "type": "decision",
+        "action": action,
+        "tenant": "acme",
+        "budget_id": "b1",
+        "member": MEMBER,
+        "reason": "r",
+        "spent": 1100,
+        "limit": 1000,
+        "unit": unit,
+        "window_start_ms": T0,
+        "window_end_ms": end,
+        "degrade_model": "gpt-4o-mini" if action == "degrade" else None,
+        "version": 1,
+        "decided_at_ms": T0,
+    }
 
 
 def lift() -> dict[str, Any]:
-    return {"type": "lift", "tenant": "acme", "budget_id": "b1", "member": MEMBER, "action": "block",
-            "reason": "budget raised", "at_ms": T0}
+    return {
+        "type": "lift",
+        "tenant": "acme",
+        "budget_id": "b1",
+        "member": MEMBER,
+        "action": "block",
+        "reason": "budget raised",
+        "at_ms": T0,
+    }
 
 
 def levels(c: WorkerConditions, now: int, kind: str) -> list[tuple[bool, str]]:
@@ -112,8 +143,13 @@ def test_dead_letter_flood_over_a_sliding_window() -> None:
     found = [f for f in c.findings(T0 + 9 * S) if f.kind == "dead_letter_flood"]
     assert [(f.active, f.severity, f.dedup_key) for f in found] == [(True, "warning", "dead_letter_flood|tenant=acme")]
     n = found[0].numbers
-    assert (n["dead_letters"], n["valid_events"], n["per_minute"], n["reason_undecodable"],
-            n["reason_invalid_event"]) == ("11", "30", "66", "9", "2")
+    assert (
+        n["dead_letters"],
+        n["valid_events"],
+        n["per_minute"],
+        n["reason_undecodable"],
+        n["reason_invalid_event"],
+    ) == ("11", "30", "66", "9", "2")
     assert [(x.value, x.attempts) for x in found[0].contributors] == [("undecodable", 9), ("invalid_event", 2)]
     # The first dead letters leave the window: 2 + … per 10 s is under the threshold again.
     assert levels(c, T0 + 10 * S + 1, "dead_letter_flood") == [(True, "warning")]  # 10 left: 60/min still over
@@ -140,8 +176,11 @@ def test_fail_open_warns_then_escalates_and_clears_on_the_next_successful_write(
     c.effects_written(False, T0 + 20 * S, decisions=1, counters=1)
     found = c.findings(T0 + 30 * S)
     assert [(f.active, f.severity) for f in found] == [(True, "critical")]
-    assert (found[0].numbers["failed_writes"], found[0].numbers["skipped_decisions"],
-            found[0].numbers["skipped_counter_updates"]) == ("2", "3", "6")
+    assert (
+        found[0].numbers["failed_writes"],
+        found[0].numbers["skipped_decisions"],
+        found[0].numbers["skipped_counter_updates"],
+    ) == ("2", "3", "6")
     c.effects_written(True, T0 + 31 * S)
     assert levels(c, T0 + 32 * S, "fail_open") == [(False, "critical")]
 
@@ -164,8 +203,11 @@ def test_through_the_lifecycle_each_condition_is_one_trigger_and_one_resolve() -
     by_kind: dict[str, list[str]] = {}
     for e in events:
         by_kind.setdefault(e.kind, []).append(e.action)
-    assert by_kind == {"budget_blocked": ["trigger", "resolve"], "fail_open": ["trigger", "resolve"],
-                       "dead_letter_flood": ["trigger", "resolve"]}
+    assert by_kind == {
+        "budget_blocked": ["trigger", "resolve"],
+        "fail_open": ["trigger", "resolve"],
+        "dead_letter_flood": ["trigger", "resolve"],
+    }
 
 
 def test_forget_tenant_and_state_round_trip() -> None:

@@ -22,8 +22,15 @@ from costplane.streams.worker.dedup import RecentIds
 
 
 def test_undecodable_message_keeps_its_bytes_and_headers() -> None:
-    [dl] = dead_letters([Reject("undecodable", "bad bytes")], topic="p.usage", partition=3, offset=42, key=b"acme",
-                        value=b"\x00\x01", headers=[("costplane-schema", b"UsageBatch")])
+    [dl] = dead_letters(
+        [Reject("undecodable", "bad bytes")],
+        topic="p.usage",
+        partition=3,
+        offset=42,
+        key=b"acme",
+        value=b"\x00\x01",
+        headers=[("costplane-schema", b"UsageBatch")],
+    )
     headers = dict(dl.headers)
     assert dl.value == b"\x00\x01" and headers["costplane-schema"] == b"UsageBatch"
     assert headers["dlq-topic"] == b"p.usage" and headers["dlq-partition"] == b"3" and headers["dlq-offset"] == b"42"
@@ -96,11 +103,13 @@ def test_recent_ids_keep_between_n_and_n_times_g_over_g_minus_1(generations: int
 def test_recent_ids_in_batches_never_invent_a_duplicate_and_keep_the_last_n(batch: int) -> None:
     per, rng = 300, random.Random(batch)
     recent = RecentIds(per_partition=per)
-    stream = [rng.choice([_uuid(rng.randrange(2000)), f"odd-{rng.randrange(2000)}",
-                          _uuid(rng.randrange(2000)).upper()]) for _ in range(5000)]
+    stream = [
+        rng.choice([_uuid(rng.randrange(2000)), f"odd-{rng.randrange(2000)}", _uuid(rng.randrange(2000)).upper()])
+        for _ in range(5000)
+    ]
     remembered: list[str] = []  # the ids answered "first time", in order
     for start in range(0, len(stream), batch):
-        chunk = stream[start:start + batch]
+        chunk = stream[start : start + batch]
         last_n, ever = set(remembered[-per:]), set(remembered)
         for event_id, fresh in zip(chunk, recent.fresh(0, chunk), strict=True):
             if fresh:
@@ -160,8 +169,12 @@ def test_recent_ids_keep_the_fresh_events_of_a_poll_per_message_in_order() -> No
     assert recent.first_time(1, c.event_id)
     poll = [(0, [a, b]), (1, [c, d]), (0, [b, Ev(a.event_id.upper()), a]), (1, [])]
     kept = recent.keep_fresh(poll)
-    assert [[ev.event_id for ev in evs] for evs in kept] == [[a.event_id, b.event_id], [d.event_id],
-                                                            [a.event_id.upper()], []]
+    assert [[ev.event_id for ev in evs] for evs in kept] == [
+        [a.event_id, b.event_id],
+        [d.event_id],
+        [a.event_id.upper()],
+        [],
+    ]
     assert recent.keep_fresh([(0, [a]), (2, [a])]) == [[], [a]]  # nothing new on 0, and 2 is another ring
     fresh_poll = [(0, [Ev(_uuid(10))]), (1, [Ev(_uuid(11))])]
     assert recent.keep_fresh(fresh_poll) == [evs for _, evs in fresh_poll]

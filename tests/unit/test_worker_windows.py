@@ -23,16 +23,33 @@ NOW = DAY0 + 3_600_000
 MEMBER = "tenant=acme,user=u1"
 
 
-def located(user: str, tokens: int, offset: int, *, nanos: int = 1000, partition: int = 0, at: int = NOW,
-            tenant: str = "acme") -> Located:
-    ev = UsageEvent(event_id=str(uuid.uuid4()), occurred_at=at, tenant=tenant, provider="openai", model="m",
-                    request_id=str(uuid.uuid4()), attempt=1, status="ok", input_tokens=tokens, user_id=user)
+def located(
+    user: str, tokens: int, offset: int, *, nanos: int = 1000, partition: int = 0, at: int = NOW, tenant: str = "acme"
+) -> Located:
+    ev = UsageEvent(
+        event_id=str(uuid.uuid4()),
+        occurred_at=at,
+        tenant=tenant,
+        provider="openai",
+        model="m",
+        request_id=str(uuid.uuid4()),
+        attempt=1,
+        status="ok",
+        input_tokens=tokens,
+        user_id=user,
+    )
     return Located(PricedEvent(ev, nanos, "v1"), partition, offset)
 
 
 def budget(limit: int = 1000, **kw: object) -> Budget:
-    fields: dict[str, object] = {"id": "b", "scope": {"tenant": "acme", "user": "*"}, "unit": "tokens",
-                                 "limit": limit, "soft": (0.5,), "version": 1}
+    fields: dict[str, object] = {
+        "id": "b",
+        "scope": {"tenant": "acme", "user": "*"},
+        "unit": "tokens",
+        "limit": limit,
+        "soft": (0.5,),
+        "version": 1,
+    }
     fields.update(kw)
     return Budget(**fields)  # type: ignore[arg-type]
 
@@ -253,11 +270,23 @@ def test_packed_script_call_is_valid_resp_for_any_text(user: str) -> None:
         size, _, rest = rest.partition(b"\r\n")
         n = int(size[1:])
         items.append(rest[:n].decode())
-        assert rest[n:n + 2] == b"\r\n"
-        rest = rest[n + 2:]
+        assert rest[n : n + 2] == b"\r\n"
+        rest = rest[n + 2 :]
     assert rest == b""
-    assert items == ["EVALSHA", sha.decode(), "2", "p:{acme}:worker:g", f"p:{{acme}}:win:g:b|tenant=acme,user={user}",
-                     "o:0", "", "12", "S", "2", state, "86400000"]
+    assert items == [
+        "EVALSHA",
+        sha.decode(),
+        "2",
+        "p:{acme}:worker:g",
+        f"p:{{acme}}:win:g:b|tenant=acme,user={user}",
+        "o:0",
+        "",
+        "12",
+        "S",
+        "2",
+        state,
+        "86400000",
+    ]
 
 
 def test_state_json_is_the_encoders_json_for_every_state_the_core_makes() -> None:
@@ -269,15 +298,19 @@ def test_state_json_is_the_encoders_json_for_every_state_the_core_makes() -> Non
 
     rng = random.Random(7)
     spend = SpendWindows()
-    budgets = [budget(limit=rng.choice([10**9, 5000]), period=period, soft=soft)
-               for period in ("day", "rolling-1m", "rolling-1h") for soft in ((), (0.5,))]
+    budgets = [
+        budget(limit=rng.choice([10**9, 5000]), period=period, soft=soft)
+        for period in ("day", "rolling-1m", "rolling-1h")
+        for soft in ((), (0.5,))
+    ]
     shapes = {"buckets only": 0, "other": 0}
     for b in budgets:
         state = None
         for step in range(40):
             at = NOW + step * rng.choice([1_000, 7_000, 61_000])
-            inc = spend.aggregate([located("u1", rng.randrange(0, 400), step, nanos=rng.randrange(0, 10**6),
-                                           at=at).priced], [b])
+            inc = spend.aggregate(
+                [located("u1", rng.randrange(0, 400), step, nanos=rng.randrange(0, 10**6), at=at).priced], [b]
+            )
             states, _ = spend.apply(inc, [b], {k: state for k in inc}, at)
             state = next(iter(states.values()))
             text = state_json(state)
