@@ -139,12 +139,30 @@ def test_trailing_garbage_is_undecodable() -> None:
 
 
 def test_clock_skew_is_checked_when_the_consumer_asks() -> None:
+    """Only the future is bounded: an event from ahead of the reference clock by more than the skew is refused."""
     codec = UsageCodec.schemaless()
     event = next(generate(1, start_ms=1_767_225_600_000))
     value, headers = codec.encode_event(event)
-    assert codec.decode(value, headers, now_ms=event.occurred_at + 1000, max_clock_skew_ms=5000).events
-    skewed = codec.decode(value, headers, now_ms=event.occurred_at + 3_600_000, max_clock_skew_ms=300_000)
+    assert codec.decode(value, headers, now_ms=event.occurred_at - 1000, max_clock_skew_ms=5000).events
+    skewed = codec.decode(value, headers, now_ms=event.occurred_at - 3_600_000, max_clock_skew_ms=300_000)
     assert [r.reason for r in skewed.rejects] == ["clock_skew"]
+    assert skewed.rejects[0].message == "occurred_at is +3600s from now, beyond the allowed skew of 300s"
+
+
+def test_old_events_are_not_clock_skew() -> None:
+    """Replays and backfills carry old timestamps: a week-old event is valid whatever the allowed skew."""
+    codec = UsageCodec.schemaless()
+    event = next(generate(1, start_ms=1_767_225_600_000))
+    week_ms = 7 * 24 * 3_600_000
+    value, headers = codec.encode_event(event)
+    decoded = codec.decode(value, headers, now_ms=event.occurred_at + week_ms, max_clock_skew_ms=300_000)
+    assert decoded.events == [event] and decoded.rejects == []
+    validate_event(event, now_ms=event.occurred_at + week_ms, max_clock_skew_ms=300_000)
+    just_inside = event.occurred_at - 300_000  # exactly the allowed skew ahead: still accepted
+    validate_event(event, now_ms=just_inside, max_clock_skew_ms=300_000)
+    with pytest.raises(InvalidEvent) as info:
+        validate_event(event, now_ms=just_inside - 1, max_clock_skew_ms=300_000)
+    assert info.value.reason == "clock_skew" and info.value.field == "occurred_at"
 
 
 def test_decode_never_raises_on_mutated_messages(codec: UsageCodec) -> None:
