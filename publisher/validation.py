@@ -206,6 +206,15 @@ def _checks(max_tokens: int, max_len: int) -> tuple[tuple[_Accept, _Problem], ..
     )
 
 
+def acceptance(rule: FieldRule) -> Callable[[object], bool]:
+    """The rule's acceptance test at the default limits: True for a value the common path takes as it is.
+
+    False is not yet a verdict: the value breaks the rule, or is only unusual (non-ASCII text); ``validate_event``
+    decides. For code that checks a field inline while doing something else with it (the codec's checked writer).
+    """
+    return _ACCEPT[rule.kind](rule, _Limits(DEFAULT_MAX_TOKENS, DEFAULT_MAX_STRING_LEN))
+
+
 def _refuse_all(name: str, rule: FieldRule, _limits: _Limits) -> _Problem:
     """The rule's own reason for whatever value it refused."""
 
