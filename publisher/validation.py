@@ -18,8 +18,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
-from operator import attrgetter
-from typing import Literal, NoReturn
+from typing import Any, Literal, NamedTuple, NoReturn
 
 from costplane.publisher.event import OPERATIONS, SERVICE_TIERS, STATUSES, TOKEN_BUCKETS, UsageEvent
 from costplane.publisher.identifiers import has_control, is_tenant, tenant_problem
@@ -169,9 +168,12 @@ def validate_event(
     an app's own clock is its reference, so the publisher does not). Only the future is bounded: an event more
     than the skew *ahead* of ``now_ms`` is refused, while an old event is valid (replays and backfills of old data).
     """
-    for (accepts, problem), value in zip(_checks(max_tokens_per_bucket, max_string_len), _FIELDS(ev), strict=True):
-        if not accepts(value):
-            problem(value)  # raises the reason, or returns: unusual but valid (non-ASCII text)
+    checker = _checker(max_tokens_per_bucket, max_string_len)
+    if not checker.accepts_all(ev):  # one generated test of every rule; only on a miss, field by field
+        for name, accepts, problem in checker.fields:
+            value = getattr(ev, name)
+            if not accepts(value):
+                problem(value)  # raises the reason, or returns: unusual but valid (non-ASCII text)
     if now_ms is not None and max_clock_skew_ms is not None and ev.occurred_at - now_ms > max_clock_skew_ms:
         raise InvalidEvent(
             "clock_skew",
@@ -193,26 +195,57 @@ class _Limits:
     max_len: int
 
 
-#: Every field's value of an event, in the order of :data:`RULES` (one C call instead of a getattr per field).
-_FIELDS = attrgetter(*RULES)
+class _Checker(NamedTuple):
+    """The checks of :data:`RULES` at one set of limits."""
+
+    #: every field's acceptance test in one generated function (the common, valid path: no call per field)
+    accepts_all: Callable[[UsageEvent], bool]
+    #: (field, acceptance test, reason helper) per rule, in the table's order
+    fields: tuple[tuple[str, _Accept, _Problem], ...]
 
 
 @cache
-def _checks(max_tokens: int, max_len: int) -> tuple[tuple[_Accept, _Problem], ...]:
-    """(acceptance test, reason helper) per rule of :data:`RULES`, in its order, built once per set of limits."""
+def _checker(max_tokens: int, max_len: int) -> _Checker:
+    """The checks of every rule of :data:`RULES`, built once per set of limits.
+
+    Each rule's acceptance test is one Python expression (:func:`_accept_source`); the per-field tests and the
+    all-fields test are compiled from the same expressions, so they cannot disagree.
+    """
     limits = _Limits(max_tokens, max_len)
-    return tuple(
-        (_ACCEPT[rule.kind](rule, limits), _PROBLEM[rule.kind](name, rule, limits)) for name, rule in RULES.items()
+    namespace: dict[str, Any] = {"UUID": _UUID, "IS_TENANT": is_tenant}
+    sources = {name: _accept_source(name, rule, limits, namespace) for name, rule in RULES.items()}
+    lines = ["def accepts_all(ev):"]
+    for name, source in sources.items():
+        lines += [f"    v = ev.{name}", f"    if not ({source}): return False"]
+    lines.append("    return True")
+    exec(compile("\n".join(lines), "<costplane validation rules>", "exec"), namespace)  # noqa: S102 - from RULES
+    fields = tuple(
+        (name, _compile_accept(source, namespace), _PROBLEM[rule.kind](name, rule, limits))
+        for (name, source), rule in zip(sources.items(), RULES.values(), strict=True)
     )
+    return _Checker(namespace["accepts_all"], fields)
 
 
-def acceptance(rule: FieldRule) -> Callable[[object], bool]:
+def _compile_accept(source: str, namespace: dict[str, Any]) -> _Accept:
+    accepts: _Accept = eval(f"lambda v: {source}", namespace)  # noqa: S307 - built from RULES, not from input
+    return accepts
+
+
+def acceptance(rule: FieldRule) -> _Accept:
     """The rule's acceptance test at the default limits: True for a value the common path takes as it is.
 
     False is not yet a verdict: the value breaks the rule, or is only unusual (non-ASCII text); ``validate_event``
     decides. For code that checks a field inline while doing something else with it (the codec's checked writer).
     """
-    return _ACCEPT[rule.kind](rule, _Limits(DEFAULT_MAX_TOKENS, DEFAULT_MAX_STRING_LEN))
+    namespace: dict[str, Any] = {"UUID": _UUID, "IS_TENANT": is_tenant}
+    limits = _Limits(DEFAULT_MAX_TOKENS, DEFAULT_MAX_STRING_LEN)
+    return _compile_accept(_accept_source("field", rule, limits, namespace), namespace)
+
+
+def _accept_source(name: str, rule: FieldRule, limits: _Limits, namespace: dict[str, Any]) -> str:
+    """The rule's acceptance test as an expression of ``v``: True for a value the common path takes as it is."""
+    test = _ACCEPT[rule.kind](name, rule, limits, namespace)
+    return f"v is None or ({test})" if rule.optional else test
 
 
 def _refuse_all(name: str, rule: FieldRule, _limits: _Limits) -> _Problem:
@@ -224,13 +257,12 @@ def _refuse_all(name: str, rule: FieldRule, _limits: _Limits) -> _Problem:
     return problem
 
 
-def _accept_uuid(_rule: FieldRule, _limits: _Limits) -> _Accept:
-    return lambda value: type(value) is str and _UUID(value) is not None
+def _accept_uuid(_name: str, _rule: FieldRule, _limits: _Limits, _namespace: dict[str, Any]) -> str:
+    return "type(v) is str and UUID(v) is not None"
 
 
-def _accept_count(rule: FieldRule, limits: _Limits) -> _Accept:
-    low, high, optional = rule.low, limits.max_tokens if rule.sanity else rule.high, rule.optional
-    return lambda value: (type(value) is int and low <= value <= high) or (optional and value is None)
+def _accept_count(_name: str, rule: FieldRule, limits: _Limits, _namespace: dict[str, Any]) -> str:
+    return f"type(v) is int and {rule.low} <= v <= {limits.max_tokens if rule.sanity else rule.high}"
 
 
 def _count_reason(name: str, rule: FieldRule, limits: _Limits) -> _Problem:
@@ -255,18 +287,10 @@ def _count_problem(field: str, value: object, limit: int, *, limit_is_sanity: bo
     raise InvalidEvent("out_of_range", field, f"{field} is {value}, larger than the schema type holds ({limit})")
 
 
-def _accept_text(rule: FieldRule, limits: _Limits) -> _Accept:
-    low, high, optional = (1 if rule.non_empty else 0), min(rule.max_len, limits.max_len), rule.optional
-    if rule.charset == "tenant":
-        return lambda value: type(value) is str and low <= len(value) <= high and is_tenant(value)
-    if rule.charset == "printable":
-        return lambda value: (
-            (type(value) is str and low <= len(value) <= high and value.isascii() and value.isprintable())
-            or (optional and value is None)
-        )
-    return lambda value: (
-        (type(value) is str and low <= len(value) <= high and value.isascii()) or (optional and value is None)
-    )
+def _accept_text(_name: str, rule: FieldRule, limits: _Limits, _namespace: dict[str, Any]) -> str:
+    length = f"type(v) is str and {1 if rule.non_empty else 0} <= len(v) <= {min(rule.max_len, limits.max_len)}"
+    charset = {"tenant": "IS_TENANT(v)", "printable": "v.isascii() and v.isprintable()", "any": "v.isascii()"}
+    return f"{length} and {charset[rule.charset]}"
 
 
 def _text_reason(name: str, rule: FieldRule, limits: _Limits) -> _Problem:
@@ -297,14 +321,13 @@ def _text_problem(field: str, value: object, max_len: int, *, required: bool, pr
         raise InvalidEvent("control_character", field, f"{field} holds a control character")
 
 
-def _accept_choice(rule: FieldRule, _limits: _Limits) -> _Accept:
-    choices, optional = rule.choices, rule.optional
-    return lambda value: (isinstance(value, str) and value in choices) or (optional and value is None)
+def _accept_choice(name: str, rule: FieldRule, _limits: _Limits, namespace: dict[str, Any]) -> str:
+    namespace[f"CHOICES_{name}"] = rule.choices
+    return f"isinstance(v, str) and v in CHOICES_{name}"
 
 
-def _accept_flag(rule: FieldRule, _limits: _Limits) -> _Accept:
-    optional = rule.optional
-    return lambda value: type(value) is bool or (optional and value is None)
+def _accept_flag(_name: str, _rule: FieldRule, _limits: _Limits, _namespace: dict[str, Any]) -> str:
+    return "type(v) is bool"
 
 
 def _flag_reason(name: str, _rule: FieldRule, _limits: _Limits) -> _Problem:
@@ -314,18 +337,10 @@ def _flag_reason(name: str, _rule: FieldRule, _limits: _Limits) -> _Problem:
     return problem
 
 
-def _accept_labels(rule: FieldRule, limits: _Limits) -> _Accept:
-    max_items, max_len = rule.max_items, min(rule.max_len, limits.max_len)
-
-    def accepts(value: object) -> bool:
-        if type(value) is not dict or len(value) > max_items:
-            return False
-        return all(
-            type(k) is str and type(v) is str and 0 < len(k) <= max_len and len(v) <= max_len and (k + v).isascii()
-            for k, v in value.items()
-        )
-
-    return accepts
+def _accept_labels(_name: str, rule: FieldRule, limits: _Limits, _namespace: dict[str, Any]) -> str:
+    size = min(rule.max_len, limits.max_len)
+    pair = f"type(k) is str and type(x) is str and 0 < len(k) <= {size} and len(x) <= {size} and (k + x).isascii()"
+    return f"type(v) is dict and (not v or len(v) <= {rule.max_items} and all({pair} for k, x in v.items()))"
 
 
 def _labels_reason(name: str, rule: FieldRule, limits: _Limits) -> _Problem:
@@ -345,7 +360,8 @@ def _labels_reason(name: str, rule: FieldRule, limits: _Limits) -> _Problem:
     return problem
 
 
-_ACCEPT: dict[str, Callable[[FieldRule, _Limits], _Accept]] = {
+#: Per rule kind: the acceptance test's source (an expression of ``v``; constants it needs go into the namespace).
+_ACCEPT: dict[str, Callable[[str, FieldRule, _Limits, dict[str, Any]], str]] = {
     "uuid": _accept_uuid,
     "text": _accept_text,
     "count": _accept_count,
