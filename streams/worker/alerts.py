@@ -44,8 +44,8 @@ from costplane.streams.alerting.lifecycle import AlertLifecycle, LifecycleConfig
 from costplane.streams.alerting.model import AlertEvent
 from costplane.streams.alerting.service import AlertService, Publish
 from costplane.streams.core.conditions import ALL_TENANTS, UNKNOWN_TENANT, ConditionConfig, WorkerConditions
-from costplane.streams.core.detectors import MINUTE_MS, Detectors
 from costplane.streams.core.spend import Decision
+from costplane.streams.detectors import MINUTE_MS, Detectors
 from costplane.streams.worker.metrics import WorkerMetrics
 from costplane.streams.worker.windows import Located
 
