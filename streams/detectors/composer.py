@@ -95,6 +95,13 @@ class Detectors:
         self.configs.default = config or DetectorConfig()
         self.tally.reconfigured(None)
 
+    def replace_configs(self, default: DetectorConfig, tenants: Mapping[str, DetectorConfig]) -> None:
+        """All thresholds at once (the worker, after reading the detectors topic): tenants not named get
+        ``default``; applies from the next minute."""
+        self.configs.default = default
+        self.configs.tenants = dict(tenants)
+        self.tally.reconfigured(None)
+
     def set_budgets(self, budgets: Iterable[Budget]) -> None:
         """Replace the budgets (the worker calls this on every budgets-topic change)."""
         budgets = list(budgets)

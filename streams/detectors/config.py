@@ -113,7 +113,7 @@ def parse_overrides(values: Mapping[str, Any]) -> dict[str, Any]:
 def parse_value(name: str, value: Any) -> Any:
     """One setting's value in the type of its default: an integer, an exact decimal, or a list of field names."""
     if name not in FIELDS:
-        raise ValueError(f"unknown detector setting {name!r} (known: {', '.join(FIELDS)})")
+        raise ValueError(f"unknown detector setting {name[:80]!r} (`costplane detectors show` lists them)")
     default = getattr(DEFAULTS, name)
     if isinstance(default, Decimal):
         return _decimal(name, value)
