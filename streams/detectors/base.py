@@ -82,6 +82,27 @@ def dedup_key(kind: str, tenant: str, labels: Mapping[str, str]) -> str:
     return "|".join([kind, f"tenant={tenant}", *(f"{k}={v}" for k, v in sorted(labels.items()))])
 
 
+class Unsaved:
+    """Defaults of a detector whose state is short-lived and rebuilt from traffic: nothing to save or restore,
+    no table worth reporting."""
+
+    def save(self) -> dict[str, list[Any]]:
+        return {}
+
+    def load(self, data: Mapping[str, Any]) -> None:
+        """Nothing saved, nothing to restore."""
+
+    def tracked(self) -> dict[str, int]:
+        return {}
+
+
+def forget_open(open_minutes: dict[int, dict[Any, Any]], tenant: str) -> None:
+    """Drop a tenant's counts from every open minute (keys are tuples starting with the tenant); the minutes stay
+    open."""
+    for minute in list(open_minutes):
+        open_minutes[minute] = {k: v for k, v in open_minutes[minute].items() if k[0] != tenant}
+
+
 def drop_tenant(table: MutableMapping[Any, Any], tenant: str) -> None:
     """Delete the keys of a table keyed by tuples starting with the tenant."""
     for key in [k for k in table if k[0] == tenant]:

@@ -5,12 +5,20 @@ money."""
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping
-from typing import Any
 
 from costplane.streams.core.findings import Finding
 from costplane.streams.core.priced import PricedEvent
-from costplane.streams.detectors.base import MINUTE_MS, Context, Verdict, drop_tenant, finding, ratio, usd
+from costplane.streams.detectors.base import (
+    MINUTE_MS,
+    Context,
+    Unsaved,
+    Verdict,
+    drop_tenant,
+    finding,
+    forget_open,
+    ratio,
+    usd,
+)
 from costplane.streams.detectors.config import DetectorConfig
 
 Key = tuple[str, str, str]  # (tenant, provider, model)
@@ -20,7 +28,7 @@ ACTION = (
 )
 
 
-class PriceMismatch:
+class PriceMismatch(Unsaved):
     """Billed and computed sums of events carrying a provider-billed cost: per open minute, then per judged
     minute over a sliding window."""
 
@@ -73,19 +81,9 @@ class PriceMismatch:
             return _finding(tenant, labels, active, (billed, computed, events), minute, cfg)
         return None
 
-    def save(self) -> dict[str, list[Any]]:
-        return {}
-
-    def load(self, data: Mapping[str, Any]) -> None:
-        """Rebuilt from traffic."""
-
     def forget(self, tenant: str) -> None:
-        for minute in list(self.open):
-            self.open[minute] = {k: v for k, v in self.open[minute].items() if k[0] != tenant}
+        forget_open(self.open, tenant)
         drop_tenant(self.recent, tenant)
-
-    def tracked(self) -> dict[str, int]:
-        return {}
 
 
 def _finding(

@@ -3,18 +3,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from fractions import Fraction
-from typing import Any
 
 from costplane.streams.core.findings import Finding, Severity
 from costplane.streams.core.priced import PricedEvent
-from costplane.streams.detectors.base import MINUTE_MS, Context, Verdict, finding, ratio, usd
+from costplane.streams.detectors.base import MINUTE_MS, Context, Unsaved, Verdict, finding, ratio, usd
 from costplane.streams.detectors.config import DetectorConfig
 from costplane.streams.detectors.tally import SubjectMinute, SubjectMinutes, labels_of
 
 
-class RetryStorm:
+class RetryStorm(Unsaved):
     """Reads the shared subject-minute counts; learns nothing, so it saves nothing."""
 
     counts_events = False
@@ -42,17 +40,8 @@ class RetryStorm:
                 )
         return out
 
-    def save(self) -> dict[str, list[Any]]:
-        return {}
-
-    def load(self, data: Mapping[str, Any]) -> None:
-        """Nothing learnt."""
-
     def forget(self, tenant: str) -> None:
         """Nothing kept beyond the shared tally."""
-
-    def tracked(self) -> dict[str, int]:
-        return {}
 
 
 def verdict(data: SubjectMinute, cfg: DetectorConfig) -> Verdict:

@@ -4,13 +4,11 @@ deterministic failure in a loop. Only retried requests are tracked: a first atte
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from costplane.streams.core.findings import Contributor, Finding
 from costplane.streams.core.priced import PricedEvent
-from costplane.streams.detectors.base import MINUTE_MS, Context, Verdict, drop_tenant, finding, tokens_of, usd
+from costplane.streams.detectors.base import MINUTE_MS, Context, Unsaved, Verdict, drop_tenant, finding, tokens_of, usd
 from costplane.streams.detectors.config import ATTR, DetectorConfig
 
 
@@ -26,7 +24,7 @@ class Request:
     last_ms: int
 
 
-class RunawayRequests:
+class RunawayRequests(Unsaved):
     """Retried requests, least recently retried first (capped at ``max_requests``, expired after
     ``request_ttl_ms``)."""
 
@@ -68,12 +66,6 @@ class RunawayRequests:
         for key in expired:
             del self.requests[key]
         return out
-
-    def save(self) -> dict[str, list[Any]]:
-        return {}
-
-    def load(self, data: Mapping[str, Any]) -> None:
-        """Short-lived: rebuilt from traffic."""
 
     def forget(self, tenant: str) -> None:
         drop_tenant(self.requests, tenant)

@@ -4,14 +4,21 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any
 
 from costplane.streams.core.findings import Contributor, Finding
 from costplane.streams.core.priced import PricedEvent
-from costplane.streams.detectors.base import MINUTE_MS, Context, Verdict, drop_tenant, finding, prompt_of, ratio
+from costplane.streams.detectors.base import (
+    MINUTE_MS,
+    Context,
+    Unsaved,
+    Verdict,
+    drop_tenant,
+    finding,
+    prompt_of,
+    ratio,
+)
 from costplane.streams.detectors.config import DetectorConfig
 
 
@@ -25,7 +32,7 @@ class Session:
     last_ms: int
 
 
-class RunawaySessions:
+class RunawaySessions(Unsaved):
     """First attempts of session turns: the run of growing prompts per session (capped at ``max_sessions``,
     expired after ``session_ttl_ms``)."""
 
@@ -68,12 +75,6 @@ class RunawaySessions:
         for key in expired:
             del self.sessions[key]
         return out
-
-    def save(self) -> dict[str, list[Any]]:
-        return {}
-
-    def load(self, data: Mapping[str, Any]) -> None:
-        """Short-lived: rebuilt from traffic."""
 
     def forget(self, tenant: str) -> None:
         drop_tenant(self.sessions, tenant)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from costplane.streams.core.findings import Contributor
 from costplane.streams.core.priced import PricedEvent
-from costplane.streams.detectors.base import prompt_of, tokens_of
+from costplane.streams.detectors.base import forget_open, prompt_of, tokens_of
 from costplane.streams.detectors.config import ATTR, DetectorConfig
 
 _RANKED_METRICS = (0, 1, 3)  # what findings rank contributors by: cost, tokens, retries (see SubjectMinute.contrib)
@@ -161,5 +161,4 @@ class SubjectMinutes:
             self._dims.pop(tenant, None)
 
     def forget(self, tenant: str) -> None:
-        for minute in list(self.open):
-            self.open[minute] = {k: v for k, v in self.open[minute].items() if k[0] != tenant}
+        forget_open(self.open, tenant)

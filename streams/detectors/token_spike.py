@@ -8,7 +8,16 @@ from typing import Any
 
 from costplane.streams.core.findings import Finding
 from costplane.streams.core.priced import PricedEvent
-from costplane.streams.detectors.base import MINUTE_MS, Context, Verdict, drop_tenant, finding, ratio, tokens_of
+from costplane.streams.detectors.base import (
+    MINUTE_MS,
+    Context,
+    Verdict,
+    drop_tenant,
+    finding,
+    forget_open,
+    ratio,
+    tokens_of,
+)
 from costplane.streams.detectors.baseline import Baseline, evict_idle, learn, spiking
 from costplane.streams.detectors.config import DetectorConfig
 
@@ -84,8 +93,7 @@ class TokenSpike:
             self.baselines.setdefault((tenant, model), Baseline.from_row(*row))
 
     def forget(self, tenant: str) -> None:
-        for minute in list(self.open):
-            self.open[minute] = {k: v for k, v in self.open[minute].items() if k[0] != tenant}
+        forget_open(self.open, tenant)
         drop_tenant(self.baselines, tenant)
 
     def tracked(self) -> dict[str, int]:

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 from costplane.streams.core.findings import Finding
 from costplane.streams.core.priced import PricedEvent
-from costplane.streams.detectors.base import MINUTE_MS, Context, Verdict, finding
+from costplane.streams.detectors.base import MINUTE_MS, Context, Unsaved, Verdict, finding, forget_open
 from costplane.streams.detectors.config import DetectorConfig
 
 ACTION = "Add the model to the price catalog (costplane prices import, or an override), then re-rate the window."
 
 
-class UnpricedModel:
+class UnpricedModel(Unsaved):
     """Counts of unpriced attempts per (tenant, provider, model) in the open minutes; nothing learnt."""
 
     counts_events = True
@@ -48,15 +45,5 @@ class UnpricedModel:
             for (tenant, provider, model), count in self.open.pop(minute, {}).items()
         ]
 
-    def save(self) -> dict[str, list[Any]]:
-        return {}
-
-    def load(self, data: Mapping[str, Any]) -> None:
-        """Nothing learnt."""
-
     def forget(self, tenant: str) -> None:
-        for minute in list(self.open):
-            self.open[minute] = {k: v for k, v in self.open[minute].items() if k[0] != tenant}
-
-    def tracked(self) -> dict[str, int]:
-        return {}
+        forget_open(self.open, tenant)

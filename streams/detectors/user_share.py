@@ -6,15 +6,14 @@ smallest if several), bounded to the biggest ``user_share_users`` spenders, and 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any
 
 from costplane.budgets import Budget, WindowCache
 from costplane.streams.core.findings import Contributor, Finding
 from costplane.streams.core.priced import PricedEvent
-from costplane.streams.detectors.base import MINUTE_MS, Context, Verdict, finding, ratio, tokens_of, usd
+from costplane.streams.detectors.base import MINUTE_MS, Context, Unsaved, Verdict, finding, ratio, tokens_of, usd
 from costplane.streams.detectors.config import DetectorConfig
 
 ACTION = (
@@ -65,7 +64,7 @@ def tenant_daily_budgets(budgets: Iterable[Budget]) -> dict[str, Budget]:
     return out
 
 
-class UserShare:
+class UserShare(Unsaved):
     """Today's spend per user of each tenant that has a tenant-wide daily budget."""
 
     counts_events = True
@@ -123,12 +122,6 @@ class UserShare:
         for tenant in [t for t, d in self.days.items() if d.window_end + MINUTE_MS * 60 < minute]:
             del self.days[tenant]
         return out
-
-    def save(self) -> dict[str, list[Any]]:
-        return {}
-
-    def load(self, data: Mapping[str, Any]) -> None:
-        """Rebuilt from traffic (a day's share is reported again once the user crosses it again)."""
 
     def forget(self, tenant: str) -> None:
         self.days.pop(tenant, None)

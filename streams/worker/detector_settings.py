@@ -9,12 +9,12 @@ default); the topic itself is never blocked by it.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Iterable
 
 from costplane.config import KafkaSettings
 from costplane.logging import get_logger
 from costplane.streams.detectors.overrides import Overrides, Resolved, decode_record, resolve
+from costplane.streams.worker.compacted import assign_from_start
 
 log = get_logger(__name__)
 
@@ -57,7 +57,7 @@ class DetectorSettings:
 async def follow_detector_settings(kafka: KafkaSettings, apply: Callable[[Resolved], None]) -> None:
     """Read the compacted detectors topic from the start, forever; call ``apply`` with the thresholds in force
     after each batch that changed them."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import AIOKafkaConsumer
 
     topic = kafka.topic(TOPIC)
     consumer = AIOKafkaConsumer(
@@ -69,14 +69,7 @@ async def follow_detector_settings(kafka: KafkaSettings, apply: Callable[[Resolv
     settings = DetectorSettings()
     await consumer.start()
     try:
-        parts = consumer.partitions_for_topic(topic) or set()
-        while not parts:
-            await asyncio.sleep(0.5)
-            await consumer._client.force_metadata_update()
-            parts = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
+        await assign_from_start(consumer, topic)
         while True:
             batch = await consumer.getmany(timeout_ms=500)
             records = [(rec.key, rec.value) for recs in batch.values() for rec in recs]
