@@ -43,8 +43,8 @@ from costplane.streams.alerting.codec import decode_alert
 from costplane.streams.alerting.lifecycle import AlertLifecycle, LifecycleConfig
 from costplane.streams.alerting.model import AlertEvent
 from costplane.streams.alerting.pagerduty import validate_pagerduty_event
-from costplane.streams.core.detectors import MINUTE_MS, Detectors
 from costplane.streams.core.priced import PricedEvent
+from costplane.streams.detectors import MINUTE_MS, Detectors
 from costplane.streams.topics import create_topics
 from costplane.streams.worker.testing import WorkerProcess, worker_env
 from costplane.synthetic import Incident, TrafficShape, generate

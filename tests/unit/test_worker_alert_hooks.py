@@ -24,9 +24,9 @@ from costplane.publisher.testing import usage_event
 from costplane.streams.alerting.codec import Headers, decode_alert
 from costplane.streams.alerting.delivery import build_targets
 from costplane.streams.alerting.model import AlertEvent
-from costplane.streams.core.detectors import Detectors
 from costplane.streams.core.priced import PricedEvent
 from costplane.streams.core.spend import Decision
+from costplane.streams.detectors import Detectors
 from costplane.streams.worker.alerts import WorkerAlerts, reject_tenant
 from costplane.streams.worker.metrics import WorkerMetrics
 from costplane.streams.worker.windows import Located
