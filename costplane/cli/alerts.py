@@ -7,7 +7,6 @@ scripts and tests; without them it runs until Ctrl-C.
 
 from __future__ import annotations
 
-import sys
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -61,68 +60,27 @@ def tail(
     ),
 ) -> None:
     """Print alerts as they arrive on the alerts topic (Ctrl-C to stop)."""
-    from confluent_kafka import Consumer, KafkaError
-
-    from costplane.config import KafkaSettings, load_settings
-    from costplane.streams.alerting.codec import AlertDecodeError, decode_alert
+    from costplane.cli.tail import RecordView, TailOptions, tail_topic
     from costplane.streams.alerting.model import alert_to_json_dict
 
-    kafka = load_settings(KafkaSettings)
-    topic = kafka.topic("alerts")
-    err = console(stderr=True)
-    out = console()
-    consumer = Consumer(
-        {
-            **kafka.confluent_config(),
-            "group.id": f"costplane-alerts-tail-{uuid.uuid4().hex[:12]}",
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest" if from_beginning else "latest",
-            "topic.metadata.refresh.interval.ms": 5000,
-        }
+    view = RecordView(
+        decode=_decode,
+        keep=lambda event: tenant is None or event.tenant == tenant,
+        line=alert_line,
+        as_json=alert_to_json_dict,
+        missing_topic="does not exist yet; waiting for the first alert",
     )
-    consumer.subscribe([topic])
-    if not as_json:
-        err.print(
-            f"[dim]tailing {topic} on {kafka.bootstrap_servers}"
-            f"{' from the beginning' if from_beginning else ''} (Ctrl-C to stop)[/]"
-        )
-    printed, warned_missing = 0, False
-    last_alert = time.monotonic()
+    tail_topic("alerts", view, TailOptions(from_beginning, max_alerts, idle_timeout), as_json)
+
+
+def _decode(value: bytes | None, headers: Any) -> AlertEvent:
+    from costplane.cli.tail import Undecodable
+    from costplane.streams.alerting.codec import AlertDecodeError, decode_alert
+
     try:
-        while max_alerts is None or printed < max_alerts:
-            if idle_timeout is not None and time.monotonic() - last_alert > idle_timeout:
-                break
-            msg = consumer.poll(0.5)
-            if msg is None:
-                continue
-            error = msg.error()
-            if error is not None:
-                if error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
-                    if not warned_missing:
-                        err.print(f"[yellow]{topic} does not exist yet; waiting for the first alert[/]")
-                        warned_missing = True
-                    continue
-                if error.code() != KafkaError._PARTITION_EOF:
-                    err.print(f"[red]kafka: {error.str()}[/]")
-                continue
-            try:
-                event = decode_alert(msg.value(), msg.headers())
-            except AlertDecodeError as exc:
-                err.print(f"[yellow]skipped offset {msg.partition()}:{msg.offset()}: {exc}[/]")
-                continue
-            if tenant is not None and event.tenant != tenant:
-                continue
-            last_alert = time.monotonic()
-            printed += 1
-            if as_json:
-                print_json(alert_to_json_dict(event))
-            else:
-                out.print(alert_line(event), soft_wrap=True)
-                sys.stdout.flush()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        consumer.close()
+        return decode_alert(value, headers)
+    except AlertDecodeError as exc:
+        raise Undecodable(str(exc)) from None
 
 
 @alerts_app.command("test")
