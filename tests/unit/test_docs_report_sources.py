@@ -50,3 +50,22 @@ def test_each_report_reads_what_the_doc_says(name: str) -> None:
     assert _source(name, by=["session"]).startswith("raw events")
     assert _source(name, by=["user", "model"]).startswith("raw events")
     assert _source(name, price_version="2026-01-01").startswith("raw events")
+
+
+def test_advise_reads_the_reports_the_doc_names_with_their_groupings() -> None:
+    from costplane.reports.advice import SOURCES
+
+    text = (DOC.parent / "reports.md").read_text()
+    paragraph = text[text.index("`costplane advise [--since T]") :].split("\n\n", 1)[0]
+    said = {
+        "caching": ("tenant", "feature", "model"),
+        "batch": ("tenant", "feature", "model"),
+        "models": ("tenant", "feature", "model"),
+        "max-tokens": ("tenant", "feature", "model"),
+        "retries": ("tenant", "feature", "model"),
+        "embeddings": ("tenant", "feature"),
+        "context": ("tenant", "feature"),
+        "environments": ("tenant", "env"),
+    }
+    assert {report: tuple(by) for report, by in SOURCES.values()} == said
+    assert all(f"`{report}`" in paragraph for report in said)
