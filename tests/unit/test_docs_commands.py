@@ -137,12 +137,26 @@ class Quoted:
         return f"{self.doc}:{self.line}: `{self.text}`"
 
 
+_SUBCOMMAND = re.compile(r"[a-z][a-z-]*(?:[|/][a-z][a-z-]*)*")
+
+
+def family_words(command: str) -> list[str] | None:
+    """The words of a command quoted without ``costplane`` — a command group and a subcommand (``budget list
+    [--format json]``, as a table lists the rest of a family) — or None."""
+    words = command.split()
+    if len(words) < 2 or words[0] not in _groups() or not _SUBCOMMAND.fullmatch(words[1]):
+        return None
+    return words
+
+
 def quoted_commands(path: Path) -> list[Quoted]:
     """Every costplane command quoted in one markdown file."""
     found = []
     for line, snippet in code_snippets(path.read_text(encoding="utf-8")):
         for command in split_commands(snippet):
             words = costplane_words(command)
+            if words is None:
+                words = family_words(command)
             if words is not None:
                 found.append(Quoted(str(path.relative_to(ROOT)), line, command, tuple(words)))
     return found
@@ -206,6 +220,12 @@ def help_options(help_text: str) -> set[str]:
 @cache
 def _root() -> Any:
     return typer.main.get_command(build_app())
+
+
+@cache
+def _groups() -> frozenset[str]:
+    """The top-level commands that have subcommands of their own."""
+    return frozenset(name for name, command in _subcommands(_root()).items() if _subcommands(command))
 
 
 @cache
@@ -296,6 +316,9 @@ def test_words_skip_prompts_variables_and_paths() -> None:
     assert costplane_words("pip install costplane") is None
     assert costplane_words("costplane") is None
     assert costplane_words("~/.cache/costplane") is None
+    assert family_words("budget list [--format json]") == ["budget", "list", "[--format", "json]"]
+    assert family_words("budget_id = 3") is None
+    assert family_words("worker --role stream") is None  # not a group: prose names it, `costplane worker` runs it
 
 
 def _quote(doc: str, line: int, text: str) -> Quoted:
