@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from costplane.cli.output import console, print_json
+from costplane.cli.tail import RecordView, Undecodable, tail_command
 
 if TYPE_CHECKING:
     from costplane.streams.alerting.model import AlertEvent
@@ -49,32 +50,31 @@ def alert_line(event: AlertEvent) -> str:
     )
 
 
-@alerts_app.command("tail")
-def tail(
-    tenant: str | None = typer.Option(None, "--tenant", help="Only this tenant's alerts."),
-    as_json: bool = typer.Option(False, "--json", help="One JSON object per alert (the alert.avsc fields)."),
-    from_beginning: bool = typer.Option(False, "--from-beginning", help="Start at the oldest retained alert."),
-    max_alerts: int | None = typer.Option(None, "--max", min=1, help="Exit after printing this many alerts."),
-    idle_timeout: float | None = typer.Option(
-        None, "--idle-timeout", min=0.1, help="Exit after this many seconds without a new alert."
-    ),
-) -> None:
-    """Print alerts as they arrive on the alerts topic (Ctrl-C to stop)."""
-    from costplane.cli.tail import RecordView, TailOptions, tail_topic
+def _view(tenant: str | None) -> RecordView[AlertEvent]:
     from costplane.streams.alerting.model import alert_to_json_dict
 
-    view = RecordView(
+    return RecordView(
         decode=_decode,
         keep=lambda event: tenant is None or event.tenant == tenant,
         line=alert_line,
         as_json=alert_to_json_dict,
         missing_topic="does not exist yet; waiting for the first alert",
     )
-    tail_topic("alerts", view, TailOptions(from_beginning, max_alerts, idle_timeout), as_json)
+
+
+alerts_app.command("tail")(
+    tail_command(
+        "alerts",
+        _view,
+        noun="alert",
+        plural="alerts",
+        json_help="One JSON object per alert (the alert.avsc fields).",
+        doc="Print alerts as they arrive on the alerts topic (Ctrl-C to stop).",
+    )
+)
 
 
 def _decode(value: bytes | None, headers: Any) -> AlertEvent:
-    from costplane.cli.tail import Undecodable
     from costplane.streams.alerting.codec import AlertDecodeError, decode_alert
 
     try:

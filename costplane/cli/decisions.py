@@ -11,6 +11,8 @@ from typing import Any
 
 import typer
 
+from costplane.cli.tail import RecordView, Undecodable, tail_command
+
 decisions_app = typer.Typer(help="Enforcement decisions written by the stream worker.", no_args_is_help=True)
 
 
@@ -34,32 +36,29 @@ def decision_line(record: dict[str, Any]) -> str:
     )
 
 
-@decisions_app.command("tail")
-def tail(
-    tenant: str | None = typer.Option(None, "--tenant", help="Only this tenant's decisions."),
-    as_json: bool = typer.Option(False, "--json", help="One JSON object per record (as the worker wrote it)."),
-    from_beginning: bool = typer.Option(False, "--from-beginning", help="Start at the oldest retained record."),
-    max_records: int | None = typer.Option(None, "--max", min=1, help="Exit after printing this many records."),
-    idle_timeout: float | None = typer.Option(
-        None, "--idle-timeout", min=0.1, help="Exit after this many seconds without a new record."
-    ),
-) -> None:
-    """Print decisions as the stream worker writes them (Ctrl-C to stop)."""
-    from costplane.cli.tail import RecordView, TailOptions, tail_topic
-
-    view = RecordView(
+def _view(tenant: str | None) -> RecordView[Any]:
+    return RecordView(
         decode=_decode,
         keep=lambda record: isinstance(record, dict) and (tenant is None or record.get("tenant") == tenant),
         line=decision_line,
         as_json=lambda record: record,
         markup=False,
     )
-    tail_topic("decisions", view, TailOptions(from_beginning, max_records, idle_timeout), as_json)
+
+
+decisions_app.command("tail")(
+    tail_command(
+        "decisions",
+        _view,
+        noun="record",
+        plural="decisions",
+        json_help="One JSON object per record (as the worker wrote it).",
+        doc="Print decisions as the stream worker writes them (Ctrl-C to stop).",
+    )
+)
 
 
 def _decode(value: bytes | None, headers: Any) -> Any:
-    from costplane.cli.tail import Undecodable
-
     try:
         return json.loads(value or b"")
     except ValueError:

@@ -3,16 +3,19 @@
 Each reads with a throw-away consumer group of its own (nothing is committed, so nobody's offsets move), from the
 end or ``--from-beginning``, and stops after ``--max`` records or ``--idle-timeout`` seconds without one (else at
 Ctrl-C). The commands differ only in how a record is decoded, filtered and shown, which they pass in.
-"""
 
-from __future__ import annotations
+(No ``from __future__ import annotations`` here: Typer reads the annotations of :func:`tail_command`'s closure
+at registration.)
+"""
 
 import sys
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
+
+import typer
 
 from costplane.cli.output import console, print_json
 
@@ -65,6 +68,32 @@ def follow(
         last = clock()
         shown += 1
     return shown
+
+
+def tail_command(
+    kind: str, view: Callable[[str | None], "RecordView[Any]"], *, noun: str, plural: str, json_help: str, doc: str
+) -> Callable[..., None]:
+    """The ``tail`` command of ``<prefix>.<kind>``: its options (help worded with ``noun``), then :func:`tail_topic`
+    with the record view ``view(tenant)``."""
+
+    def command(
+        tenant: Annotated[str | None, typer.Option("--tenant", help=f"Only this tenant's {plural}.")] = None,
+        as_json: Annotated[bool, typer.Option("--json", help=json_help)] = False,
+        from_beginning: Annotated[
+            bool, typer.Option("--from-beginning", help=f"Start at the oldest retained {noun}.")
+        ] = False,
+        max_records: Annotated[
+            int | None, typer.Option("--max", min=1, help=f"Exit after printing this many {noun}s.")
+        ] = None,
+        idle_timeout: Annotated[
+            float | None,
+            typer.Option("--idle-timeout", min=0.1, help=f"Exit after this many seconds without a new {noun}."),
+        ] = None,
+    ) -> None:
+        tail_topic(kind, view(tenant), TailOptions(from_beginning, max_records, idle_timeout), as_json)
+
+    command.__doc__ = doc
+    return command
 
 
 def tail_topic(kind: str, view: RecordView[T], options: TailOptions, as_json: bool) -> None:
