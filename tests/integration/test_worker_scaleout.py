@@ -153,8 +153,8 @@ def test_two_workers_one_killed_keep_windows_decisions_and_totals_exact(
 
         def kill_a_halfway(n: int) -> None:
             if n == 4:
-                time.sleep(1.0)
-                assert stream_events(a) > 0, "worker a must own partitions when killed"
+                counted = poll_until(lambda: stream_events(a), bool, 60, a)
+                assert counted > 0, "worker a must own partitions when killed"
                 a.kill()  # mid-stream: half the traffic counted, some of it maybe not yet committed
 
         publish_paced(producer, kafka_settings, events, 6_000, 0.7, kill_a_halfway)
@@ -192,7 +192,7 @@ def test_a_second_worker_joins_and_leaves_mid_stream_windows_decisions_and_total
         for w in (a, sink):
             w.wait_ready(90)
         publish_paced(producer, kafka_settings, before, 500, 0.3)
-        assert stream_events(a) > 0
+        assert poll_until(lambda: stream_events(a), bool, 60, a, sink) > 0, a.log_tail()
         b.start()
         published = before + join_under_load(producer, kafka_settings, b, joining, a, sink)
         publish_paced(producer, kafka_settings, both, 500, 0.3)
