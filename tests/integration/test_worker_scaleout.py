@@ -175,7 +175,7 @@ def test_a_second_worker_joins_and_leaves_mid_stream_windows_decisions_and_total
     spread = range(1, len(TENANTS) + 1)  # tenants' traffic 1:2:…:12, so their totals lie far apart
     before, both, after = (make_events(6_000, seed=s, weights=spread, tag=f"s{s}-") for s in (21, 23, 24))
     # Published only until the joiner counts some: small requests, so however many it takes moves no tenant
-    # across the budget (a few thousand tokens against totals hundreds of thousands apart).
+    # across the budget (tens of thousands of tokens at most, against totals hundreds of thousands apart).
     joining = make_events(60_000, seed=22, max_tokens=(20, 5), tag="s22-")
     ranked = sorted(tokens_by_tenant(before + both + after).values())
     margin = (ranked[6] - ranked[5]) // 2
