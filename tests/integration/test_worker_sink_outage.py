@@ -10,7 +10,8 @@ from a retried one.
 Known limit of the embedded engine: when the disk fills while chDB is merging parts, the merged part can be
 committed with empty files ("Empty marks file", "Cannot read all marks"); every later query of that table fails, so
 the sink keeps waiting with that error on ``/readyz`` and this test fails after the outage with it in the log tail.
-Seen in about 1 of 6 fill cycles of an in-process stress run flushing every 50 ms; not in this test's runs so far.
+Intermittent: seen in two of three in-process stress runs of repeated fills (a flush every 50 ms), not in this
+test's runs so far.
 """
 
 from __future__ import annotations
