@@ -20,8 +20,7 @@ import redis
 from redis.cluster import ClusterNode, RedisCluster
 
 from costplane.budgets import Budget
-from costplane.enforcers import BudgetGuard
-from costplane.enforcers.cluster import RedisClusterBudgetStore
+from costplane.enforcers import BudgetGuard, RedisBudgetStore
 from costplane.enforcers.keys import KeyLayout
 from costplane.publisher.event import UsageEvent
 from costplane.publisher.identifiers import tenant_tag
@@ -153,7 +152,7 @@ def test_each_tenant_keeps_one_slot_and_tenants_use_every_master(cluster: RedisC
 
 def test_guard_contract_on_the_cluster(cluster: RedisCluster) -> None:
     prefix = f"c{uuid.uuid4().hex[:6]}"
-    store = RedisClusterBudgetStore(cluster, KeyLayout(prefix))
+    store = RedisBudgetStore(cluster, KeyLayout(prefix))
     guard = BudgetGuard(store, decision_cache_s=0.0, budget_cache_s=0.0)
     for tenant in TENANTS:  # on every master: reserve to the limit, then block; settle charges, exactly
         store.publish_budgets(tenant, [Budget.from_cli("tok", scope=f"tenant={tenant},user=*", limit_tokens=1000)])

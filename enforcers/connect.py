@@ -1,0 +1,45 @@
+"""Building the Redis clients of the guard and the worker from ``RedisSettings``: the one place that knows whether
+``COSTPLANE_REDIS_URL`` names a single server or a seed node of a Redis Cluster (``COSTPLANE_REDIS_CLUSTER``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+from redis.cluster import RedisCluster
+
+from costplane.config import RedisSettings
+from costplane.enforcers.keys import KeyLayout
+from costplane.enforcers.store import NO_RETRY, AsyncRedisBudgetStore, RedisBudgetStore
+
+#: A client of one Redis or of a cluster: the worker's window backend, DLQ fence and alert state take either.
+Client = redis.Redis | RedisCluster
+
+
+def open_client(settings: RedisSettings, *, timeout_s: float, retry: bool = True) -> Client:
+    """A redis-py client for ``settings``: :class:`RedisCluster` (routing each command by its key's slot) when
+    ``settings.cluster``. ``retry=False`` gives up at once (the guard: its failure policy decides instead)."""
+    opts: dict[str, Any] = {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s}
+    if not retry:
+        opts["retry"] = NO_RETRY
+    url = settings.url.get_secret_value()
+    return RedisCluster.from_url(url, **opts) if settings.cluster else redis.Redis.from_url(url, **opts)
+
+
+def open_store(settings: RedisSettings, *, timeout_s: float | None = None, retry: bool = False) -> RedisBudgetStore:
+    """The budget store for ``settings`` (the guard's ``from_settings`` and the worker both build theirs here).
+
+    ``timeout_s`` defaults to the guard's ``COSTPLANE_REDIS_TIMEOUT_MS``; the worker passes its own, longer one.
+    """
+    timeout = settings.timeout_ms / 1000 if timeout_s is None else timeout_s
+    return RedisBudgetStore(open_client(settings, timeout_s=timeout, retry=retry), KeyLayout(settings.key_prefix))
+
+
+def open_async_store(settings: RedisSettings) -> AsyncRedisBudgetStore:
+    """:func:`open_store` for the asyncio guard."""
+    return AsyncRedisBudgetStore.from_url(
+        settings.url.get_secret_value(),
+        prefix=settings.key_prefix,
+        timeout_s=settings.timeout_ms / 1000,
+        cluster=settings.cluster,
+    )
