@@ -7,17 +7,14 @@ node, and tenants spread over every master.
 from __future__ import annotations
 
 import json
-import random
-import socket
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 from redis.cluster import ClusterNode, RedisCluster
+from redis_cluster_nodes import running_cluster
 
 from costplane.budgets import Budget
 from costplane.enforcers import BudgetGuard, RedisBudgetStore
@@ -36,100 +33,10 @@ TENANTS = [f"tenant-{i}" for i in range(24)] + ["a.b:c@d+e/f", "x" * 128]
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[RedisCluster]:
     """A fresh cluster per test (a second or two): function scope, so the test's markers let it open sockets."""
-    home = tmp_path / "cluster"
-    home.mkdir()
-    ports = cluster_ports(3)
-    procs = []
-    for port in ports:
-        node_dir = home / str(port)
-        node_dir.mkdir()
-        procs.append(
-            subprocess.Popen(  # noqa: S603 - our own redis-server, loopback only
-                [
-                    "redis-server",
-                    "--port",
-                    str(port),
-                    "--bind",
-                    "127.0.0.1",
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    str(node_dir / "nodes.conf"),
-                    "--cluster-node-timeout",
-                    "3000",
-                    "--dir",
-                    str(node_dir),
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--protected-mode",
-                    "no",
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        )
-    try:
-        for port in ports:
-            _wait(lambda p=port: redis.Redis(port=p).ping(), 20)
-        created = subprocess.run(  # noqa: S603
-            [
-                "redis-cli",
-                "--cluster",
-                "create",
-                *(f"127.0.0.1:{p}" for p in ports),
-                "--cluster-replicas",
-                "0",
-                "--cluster-yes",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        assert created.returncode == 0, created.stdout + created.stderr
-        _wait(lambda: all(redis.Redis(port=p).cluster("info")["cluster_state"] == "ok" for p in ports), 30)
+    with running_cluster(tmp_path / "cluster") as ports:
         client = RedisCluster(startup_nodes=[ClusterNode("127.0.0.1", p) for p in ports])
         yield client
         client.close()
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait(10)
-
-
-def cluster_ports(count: int) -> list[int]:
-    """Free ports whose cluster bus port (port + 10000) is free too and exists: below 55536."""
-    rng = random.Random()
-    ports: list[int] = []
-    while len(ports) < count:
-        port = rng.randrange(20000, 30000)
-        if port in ports:
-            continue
-        try:
-            for candidate in (port, port + 10000):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", candidate))
-        except OSError:
-            continue
-        ports.append(port)
-    return ports
-
-
-def _wait(probe: object, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    last: object = None
-    while time.monotonic() < deadline:
-        try:
-            last = probe()  # type: ignore[operator]
-            if last:
-                return
-        except redis.RedisError as exc:
-            last = exc
-        time.sleep(0.1)
-    raise AssertionError(f"the cluster did not come up: {last!r}")
 
 
 def test_each_tenant_keeps_one_slot_and_tenants_use_every_master(cluster: RedisCluster) -> None:
