@@ -309,7 +309,6 @@ def reserve_steps(
     core: GuardCore,
     keys: KeyLayout,
     scope: Mapping[str, str | None],
-    *,
     model: str,
     provider: str | None,
     prompt: str | None,
@@ -514,19 +513,10 @@ class BudgetGuard(_GuardShell[BudgetStore]):
         max_tokens: int = 1024,
     ) -> Reservation:
         """Reserve the call's worst case against every matching budget (all or nothing) and read decisions."""
-        answer, request, resolved = self.run(
-            reserve_steps(
-                self.core,
-                self.store.keys,
-                scope,
-                model=model,
-                provider=provider,
-                prompt=prompt,
-                messages=messages,
-                prompt_tokens=prompt_tokens,
-                max_tokens=max_tokens,
-            )
+        steps = reserve_steps(
+            self.core, self.store.keys, scope, model, provider, prompt, messages, prompt_tokens, max_tokens
         )
+        answer, request, resolved = self.run(steps)
         return Reservation(self, scope, answer, request, resolved, model)
 
     def flush(self) -> None:
@@ -581,19 +571,10 @@ class AsyncBudgetGuard(_GuardShell[AsyncBudgetStore | BudgetStore]):
         prompt_tokens: int | None = None,
         max_tokens: int = 1024,
     ) -> Reservation:
-        answer, request, resolved = await self.run(
-            reserve_steps(
-                self.core,
-                self.store.keys,
-                scope,
-                model=model,
-                provider=provider,
-                prompt=prompt,
-                messages=messages,
-                prompt_tokens=prompt_tokens,
-                max_tokens=max_tokens,
-            )
+        steps = reserve_steps(
+            self.core, self.store.keys, scope, model, provider, prompt, messages, prompt_tokens, max_tokens
         )
+        answer, request, resolved = await self.run(steps)
         return Reservation(self, scope, answer, request, resolved, model)
 
     async def settle_reservation(self, reservation: Reservation, usage: Mapping[str, int]) -> None:
