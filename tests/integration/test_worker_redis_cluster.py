@@ -159,6 +159,15 @@ def test_worker_counts_and_decides_on_a_redis_cluster(
             assert over.answer.kind == "block" and over.answer.held == LIMIT
             fits.release()
         assert guard.metrics.fail_open._value.get() == 0
+        # The worker's API reads the live state from every master (a SCAN of each node, then per-key reads).
+        status, rows = worker.get("/api/budgets/status")
+        assert status == 200, rows
+        got = {(r["tenant"], r["member"]): (r["spent"], r["action"]) for r in rows}
+        assert got == {
+            (t, f"tenant={t},user={u}"): (n, "block" if n >= LIMIT else None)
+            for t in tenants
+            for u, n in expected.items()
+        }
         assert worker.get("/readyz")[0] == 200
     finally:
         assert worker.stop() == 0, worker.log_tail()
