@@ -6,6 +6,7 @@ node, and tenants spread over every master.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -17,7 +18,7 @@ from redis.cluster import ClusterNode, RedisCluster
 from redis_cluster_nodes import running_cluster
 
 from costplane.budgets import Budget
-from costplane.enforcers import BudgetGuard, RedisBudgetStore
+from costplane.enforcers import AsyncBudgetGuard, AsyncRedisBudgetStore, BudgetGuard, RedisBudgetStore
 from costplane.enforcers.keys import KeyLayout
 from costplane.publisher.event import UsageEvent
 from costplane.publisher.identifiers import tenant_tag
@@ -128,3 +129,34 @@ def test_window_commits_on_the_cluster_match_the_memory_backend(cluster: RedisCl
             counter = cluster.hgetall(layout.spent(tenant, "b", f"tenant={tenant},user={user}"))
             spent = sum(int(v) for k, v in counter.items() if k.isdigit())
             assert spent == sum(loc.priced.event.input_tokens for loc in mine)
+
+
+def test_asyncio_guard_on_the_cluster(cluster: RedisCluster) -> None:
+    """``AsyncRedisBudgetStore.from_url(..., cluster=True)``: the asyncio cluster client routes the same scripts."""
+    prefix = f"a{uuid.uuid4().hex[:6]}"
+    seed = cluster.get_primaries()[0]
+    sync_store = RedisBudgetStore(cluster, KeyLayout(prefix))
+    tenants = TENANTS[:6]
+    for tenant in tenants:
+        sync_store.publish_budgets(tenant, [Budget.from_cli("tok", scope=f"tenant={tenant}", limit_tokens=300)])
+
+    async def scenario() -> list[tuple[bool, bool, bool]]:
+        store = AsyncRedisBudgetStore.from_url(
+            f"redis://{seed.host}:{seed.port}/0", prefix=prefix, timeout_s=1.0, cluster=True
+        )
+        guard = AsyncBudgetGuard(store, decision_cache_s=0.0, budget_cache_s=0.0)
+        out = []
+        for tenant in tenants:
+            first = await guard.reserve({"tenant": tenant}, prompt_tokens=100, max_tokens=100, **GPT)
+            refused = await guard.reserve({"tenant": tenant}, prompt_tokens=100, max_tokens=100, **GPT)  # 400 > 300
+            await first.asettle({"input_tokens": 100, "output_tokens": 0})  # 100 spent, the rest released
+            again = await guard.reserve({"tenant": tenant}, prompt_tokens=100, max_tokens=100, **GPT)  # 300 = limit
+            await again.asettle({"input_tokens": 1, "output_tokens": 0})
+            out.append((first.allowed, refused.answer.kind == "block", again.allowed))
+        await store.client.aclose()
+        return out
+
+    assert asyncio.run(scenario()) == [(True, True, True)] * len(tenants)
+    for tenant in tenants:
+        counter = cluster.hgetall(KeyLayout(prefix).spent(tenant, "tok", f"tenant={tenant}"))
+        assert sum(int(v) for f, v in counter.items() if f.isdigit()) == 101
