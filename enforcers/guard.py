@@ -46,8 +46,14 @@ from costplane.publisher.adapters import usage_from_response
 
 log = get_logger("costplane.guard")
 UNAVAILABLE = "enforcement_unavailable"
-#: The failures of the guard's own I/O that the failure policy answers for.
-STORE_ERRORS: tuple[type[BaseException], ...] = (redis.RedisError, OSError, TimeoutError)
+#: The failures of the guard's own I/O that the failure policy answers for (a cluster client's own errors, such as
+#: a slot no reachable node serves, are not ``RedisError``s).
+STORE_ERRORS: tuple[type[BaseException], ...] = (
+    redis.RedisError,
+    redis.exceptions.RedisClusterException,
+    OSError,
+    TimeoutError,
+)
 
 
 ScopeKey = tuple[tuple[str, str | None], ...]
@@ -57,7 +63,11 @@ S = TypeVar("S")  # the store type: sync for BudgetGuard, either for AsyncBudget
 def scope_local(exc: BaseException) -> bool:
     """True for an error reply about the data one call touched (not about Redis as a whole)."""
     return isinstance(exc, redis.ResponseError) and not isinstance(
-        exc, redis.exceptions.ReadOnlyError | redis.exceptions.OutOfMemoryError | redis.exceptions.BusyLoadingError
+        exc,
+        redis.exceptions.ReadOnlyError
+        | redis.exceptions.OutOfMemoryError
+        | redis.exceptions.BusyLoadingError
+        | redis.exceptions.ClusterDownError,  # CLUSTERDOWN: the cluster as a whole, like a dead Redis
     )
 
 

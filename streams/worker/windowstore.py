@@ -345,7 +345,7 @@ class ClusterCommitStream:
             if register:
                 client.sadd(self.backend.keys.tenants(), commit.tenant)
             reply = self.backend._script(keys, args)  # a node that has not seen the script is sent its source
-        except (redis.RedisError, OSError) as exc:
+        except (redis.RedisError, redis.exceptions.RedisClusterException, OSError) as exc:
             self.error = exc
             return
         self.results.append(_commit_result(commit, reply))

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,7 +20,13 @@ from redis.cluster import ClusterNode, RedisCluster
 from redis_cluster_nodes import running_cluster
 
 from costplane.budgets import Budget
-from costplane.enforcers import AsyncBudgetGuard, AsyncRedisBudgetStore, BudgetGuard, RedisBudgetStore
+from costplane.enforcers import (
+    AsyncBudgetGuard,
+    AsyncRedisBudgetStore,
+    BudgetGuard,
+    FailurePolicy,
+    RedisBudgetStore,
+)
 from costplane.enforcers.keys import KeyLayout
 from costplane.publisher.event import UsageEvent
 from costplane.publisher.identifiers import tenant_tag
@@ -160,3 +168,33 @@ def test_asyncio_guard_on_the_cluster(cluster: RedisCluster) -> None:
     for tenant in tenants:
         counter = cluster.hgetall(KeyLayout(prefix).spent(tenant, "tok", f"tenant={tenant}"))
         assert sum(int(v) for f, v in counter.items() if f.isdigit()) == 101
+
+
+def test_a_dead_master_never_raises_into_the_app(cluster: RedisCluster) -> None:
+    """SIGKILL one master: its tenants' calls get the failure policy's answer (fail-open counted, fail-closed Block
+    ``enforcement_unavailable``), a settle of a reservation made before is logged, and nothing raises."""
+    prefix = f"k{uuid.uuid4().hex[:6]}"
+    keys = KeyLayout(prefix)
+    seed, *others = cluster.get_primaries()
+    store = RedisBudgetStore.from_url(f"redis://{seed.host}:{seed.port}/0", prefix=prefix, timeout_s=0.2, cluster=True)
+    policy = FailurePolicy(rules=[({"plan": "free"}, "closed")])
+    guard = BudgetGuard(store, policy=policy, decision_cache_s=0.0, budget_cache_s=0.0)
+    for tenant in TENANTS:
+        store.publish_budgets(tenant, [Budget.from_cli("tok", scope=f"tenant={tenant}", limit_tokens=10**6)])
+    victim = others[0]
+    doomed = [t for t in TENANTS if cluster.get_node_from_key(keys.budgets(t)).name == victim.name]
+    assert doomed
+    held = guard.reserve({"tenant": doomed[0]}, prompt_tokens=10, max_tokens=10, **GPT)
+    assert held.allowed and held.answer.reason == ""
+    pid = int(cluster.get_redis_connection(victim).info("server")["process_id"])
+    os.kill(pid, signal.SIGKILL)
+    held.settle({"input_tokens": 10})  # logged; the reservation would expire by its TTL
+    for _ in range(10):
+        for tenant in doomed:
+            paid = guard.reserve({"tenant": tenant, "plan": "paid"}, prompt_tokens=1, max_tokens=1, **GPT)
+            free = guard.reserve({"tenant": tenant, "plan": "free"}, prompt_tokens=1, max_tokens=1, **GPT)
+            assert (paid.answer.kind, paid.answer.reason) == ("allow", "enforcement_unavailable")
+            assert (free.answer.kind, free.answer.reason) == ("block", "enforcement_unavailable")
+        time.sleep(0.1)
+    assert guard.metrics.fail_open._value.get() == 10 * len(doomed)
+    assert guard.metrics.fail_closed._value.get() == 10 * len(doomed)
