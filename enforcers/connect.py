@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import redis
 from redis.cluster import RedisCluster
+from redis.exceptions import RedisClusterException
 
 from costplane.config import RedisSettings
 from costplane.enforcers.keys import KeyLayout
@@ -43,3 +46,14 @@ def open_async_store(settings: RedisSettings) -> AsyncRedisBudgetStore:
         timeout_s=settings.timeout_ms / 1000,
         cluster=settings.cluster,
     )
+
+
+@contextmanager
+def cluster_failures_as_redis_errors() -> Iterator[None]:
+    """A cluster client's own failures (no reachable node, a slot no node serves) re-raised as
+    :class:`redis.ConnectionError`: callers that wait out an unreachable Redis on ``RedisError`` (the worker's
+    stream role) then wait out a broken cluster the same way instead of crashing."""
+    try:
+        yield
+    except RedisClusterException as exc:
+        raise redis.ConnectionError(f"redis cluster: {exc}") from exc

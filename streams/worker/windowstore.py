@@ -34,6 +34,7 @@ from typing import Any, Protocol
 import redis
 from redis.cluster import RedisCluster
 
+from costplane.enforcers.connect import cluster_failures_as_redis_errors
 from costplane.enforcers.scripts import SET_COUNTER
 from costplane.publisher.identifiers import tenant_tag
 from costplane.streams.core.spend import State, split_key, tenant_of
@@ -266,13 +267,18 @@ class RedisWindowBackend:
         pipe = self.client.pipeline(transaction=False)
         for tenant in tenants:
             pipe.hgetall(self.keys.meta(tenant))
-        return {t: TenantMeta.from_hash(raw) for t, raw in zip(tenants, pipe.execute(), strict=True)}
+        with cluster_failures_as_redis_errors():
+            raws = pipe.execute()
+        return {t: TenantMeta.from_hash(raw) for t, raw in zip(tenants, raws, strict=True)}
 
     def register_tenants(self, tenants: Sequence[str]) -> None:
-        self.client.sadd(self.keys.tenants(), *tenants)
+        with cluster_failures_as_redis_errors():
+            self.client.sadd(self.keys.tenants(), *tenants)
 
     def registered_tenants(self) -> list[str]:
-        return sorted(t.decode() if isinstance(t, bytes) else str(t) for t in self.client.smembers(self.keys.tenants()))
+        with cluster_failures_as_redis_errors():
+            members = self.client.smembers(self.keys.tenants())
+        return sorted(t.decode() if isinstance(t, bytes) else str(t) for t in members)
 
     def load_states(self, keys: Sequence[str]) -> dict[str, State | None]:
         by_tenant: dict[str, list[str]] = {}
@@ -282,8 +288,10 @@ class RedisWindowBackend:
         groups = list(by_tenant.values())
         for group in groups:  # one MGET per tenant: a tenant's keys share a hash slot (also on a cluster, where
             pipe.execute_command("MGET", *(self.keys.window(k) for k in group))  # the pipeline routes it by key)
+        with cluster_failures_as_redis_errors():
+            replies = pipe.execute()
         out: dict[str, State | None] = {}
-        for group, values in zip(groups, pipe.execute(), strict=True):
+        for group, values in zip(groups, replies, strict=True):
             for key, raw in zip(group, values, strict=True):
                 out[key] = _decode_state(raw)
         return out
