@@ -10,7 +10,7 @@ class serves a single Redis and Redis Cluster alike: every key a script touches 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import redis
 import redis.asyncio as aredis
@@ -236,3 +236,8 @@ class AsyncRedisBudgetStore:
     async def settle(self, req: ReserveRequest, nanos: int, tokens: int, now_ms: int) -> bool:
         keys, args = settle_args(req, nanos, tokens, now_ms)
         return bool(await self._settle(keys, args))
+
+
+if TYPE_CHECKING:  # mypy proves the Redis stores implement the protocols the guards take
+    _SYNC: type[BudgetStore] = RedisBudgetStore
+    _ASYNC: type[AsyncBudgetStore] = AsyncRedisBudgetStore
