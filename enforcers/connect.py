@@ -1,32 +1,25 @@
-"""Building the Redis clients of the guard and the worker from ``RedisSettings``: the one place that knows whether
-``COSTPLANE_REDIS_URL`` names a single server or a seed node of a Redis Cluster (``COSTPLANE_REDIS_CLUSTER``)."""
+"""The guard's and the worker's Redis clients and stores from ``RedisSettings``: ``COSTPLANE_REDIS_URL`` names a
+single server, or with ``COSTPLANE_REDIS_CLUSTER=true`` one seed node of a Redis Cluster (the client itself is
+built by :func:`costplane.enforcers.store.redis_client`, the one place a URL becomes a client)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 import redis
-from redis.cluster import RedisCluster
 from redis.exceptions import RedisClusterException
 
 from costplane.config import RedisSettings
 from costplane.enforcers.keys import KeyLayout
-from costplane.enforcers.store import NO_RETRY, AsyncRedisBudgetStore, RedisBudgetStore
-
-#: A client of one Redis or of a cluster: the worker's window backend, DLQ fence and alert state take either.
-Client = redis.Redis | RedisCluster
+from costplane.enforcers.store import AsyncRedisBudgetStore, Client, RedisBudgetStore, redis_client
 
 
 def open_client(settings: RedisSettings, *, timeout_s: float, retry: bool = True) -> Client:
     """A redis-py client for ``settings``: :class:`RedisCluster` (routing each command by its key's slot) when
     ``settings.cluster``. ``retry=False`` gives up at once (the guard: its failure policy decides instead)."""
-    opts: dict[str, Any] = {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s}
-    if not retry:
-        opts["retry"] = NO_RETRY
     url = settings.url.get_secret_value()
-    return RedisCluster.from_url(url, **opts) if settings.cluster else redis.Redis.from_url(url, **opts)
+    return redis_client(url, timeout_s=timeout_s, cluster=settings.cluster, retry=retry)
 
 
 def open_store(settings: RedisSettings, *, timeout_s: float | None = None, retry: bool = False) -> RedisBudgetStore:

@@ -32,8 +32,19 @@ log = get_logger("costplane.guard")
 #: and redis-py's default (3 retries with backoff) would turn one dead Redis into seconds per call.
 NO_RETRY = Retry(NoBackoff(), 0)
 
-#: What a Redis store can be built on: one server, a cluster, or a pipeline (the worker's batched writes).
-SyncClient = redis.Redis | RedisCluster | redis.client.Pipeline
+#: A client of one Redis or of a Redis Cluster.
+Client = redis.Redis | RedisCluster
+#: What a Redis store can be built on: a client, or a pipeline (the worker's batched writes).
+SyncClient = Client | redis.client.Pipeline
+
+
+def redis_client(url: str, *, timeout_s: float, cluster: bool = False, retry: bool = False) -> Client:
+    """The one place a synchronous client is built from a URL: :class:`RedisCluster` when ``cluster`` (the URL
+    names one seed node), else :class:`redis.Redis`. Without ``retry`` it gives up at once (:data:`NO_RETRY`)."""
+    opts: dict[str, Any] = {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s}
+    if not retry:
+        opts["retry"] = NO_RETRY
+    return RedisCluster.from_url(url, **opts) if cluster else redis.Redis.from_url(url, **opts)
 
 
 class BudgetStore(Protocol):
@@ -142,9 +153,7 @@ class RedisBudgetStore:
         cls, url: str, *, prefix: str = "cp", timeout_s: float = 0.05, cluster: bool = False
     ) -> RedisBudgetStore:
         """A store on ``url``; with ``cluster`` the URL names one seed node of a Redis Cluster."""
-        opts: dict[str, Any] = {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s, "retry": NO_RETRY}
-        client = RedisCluster.from_url(url, **opts) if cluster else redis.Redis.from_url(url, **opts)
-        return cls(client, KeyLayout(prefix))
+        return cls(redis_client(url, timeout_s=timeout_s, cluster=cluster), KeyLayout(prefix))
 
     # guard side
     def load_budgets(self, tenant: str) -> list[Budget]:

@@ -7,9 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from costplane.config import RedisSettings
-from costplane.enforcers.connect import Client, open_client
+from costplane.enforcers.connect import open_client
 from costplane.enforcers.keys import KeyLayout
-from costplane.enforcers.store import RedisBudgetStore
+from costplane.enforcers.store import Client, RedisBudgetStore
 from costplane.streams.worker.windowstore import RedisWindowBackend, WindowKeys
 
 #: The worker's socket timeout: a batch's commit carries thousands of arguments, unlike a guard's call.
