@@ -8,6 +8,7 @@ import sys
 BENCHES = (
     "bench.bench_publisher",
     "bench.bench_guard",
+    "bench.bench_window_encode",
     "bench.bench_worker",
     "bench.bench_alerts",
     "bench.bench_integrations",

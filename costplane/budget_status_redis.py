@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis
+from redis.cluster import RedisCluster
 
 from costplane.budget_status import MemberStatus, ledger_dimensions, ledger_totals, member_status
 from costplane.budgets.model import Budget
@@ -35,7 +36,7 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def tenants(client: redis.Redis, keys: KeyLayout) -> list[str]:
+def tenants(client: redis.Redis | RedisCluster, keys: KeyLayout) -> list[str]:
     """Tenants with a published budget set."""
     head, tail = f"{keys.prefix}:{{", "}:budgets"
     found = {
@@ -45,7 +46,7 @@ def tenants(client: redis.Redis, keys: KeyLayout) -> list[str]:
     return sorted(t for t in found if t)
 
 
-def _members(client: redis.Redis, keys: KeyLayout, tenant: str, budget_id: str) -> list[str]:
+def _members(client: redis.Redis | RedisCluster, keys: KeyLayout, tenant: str, budget_id: str) -> list[str]:
     members: set[str] = set()
     for kind in ("spent", "decision"):
         base = keys.spent(tenant, budget_id, "") if kind == "spent" else keys.decision(tenant, budget_id, "")
@@ -55,7 +56,12 @@ def _members(client: redis.Redis, keys: KeyLayout, tenant: str, budget_id: str) 
 
 
 def read_status(
-    client: redis.Redis, keys: KeyLayout, now_ms: int, *, tenant: str | None = None, budget_id: str | None = None
+    client: redis.Redis | RedisCluster,
+    keys: KeyLayout,
+    now_ms: int,
+    *,
+    tenant: str | None = None,
+    budget_id: str | None = None,
 ) -> list[MemberStatus]:
     """One row per budget member, sorted by tenant, budget and member. Raises :class:`UnknownScope`."""
     names = [tenant] if tenant is not None else tenants(client, keys)
@@ -77,7 +83,9 @@ def read_status(
     return [member_status(b, t, m, raw[2 * i] or {}, raw[2 * i + 1], now_ms) for i, (t, b, m) in enumerate(wanted)]
 
 
-def budgets_of(statuses: Sequence[MemberStatus], client: redis.Redis, keys: KeyLayout) -> dict[tuple[str, str], Budget]:
+def budgets_of(
+    statuses: Sequence[MemberStatus], client: redis.Redis | RedisCluster, keys: KeyLayout
+) -> dict[tuple[str, str], Budget]:
     """The budget definitions behind ``statuses`` (``(tenant, id)`` → budget)."""
     out: dict[tuple[str, str], Budget] = {}
     for tenant in sorted({s.tenant for s in statuses}):

@@ -178,6 +178,9 @@ class RedisSettings(_StackAwareSettings):
     url: SecretStr = Field(SecretStr("redis://127.0.0.1:16379/0"), description="redis:// or rediss:// URL.")
     key_prefix: str = Field("cp", pattern=r"^[A-Za-z0-9._-]+$", description="Prefix of every key.")
     timeout_ms: int = Field(50, gt=0, description="Socket timeout of the in-app guard.")
+    cluster: bool = Field(
+        False, description="The URL names one seed node of a Redis Cluster (the guard and the worker route by key)."
+    )
 
 
 class ClickHouseSettings(_StackAwareSettings):

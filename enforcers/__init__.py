@@ -4,13 +4,15 @@ from costplane.enforcers.guard import AsyncBudgetGuard, BudgetGuard, Reservation
 from costplane.enforcers.memory import InMemoryBudgetStore
 from costplane.enforcers.plan import Answer
 from costplane.enforcers.policy import CircuitBreaker, FailurePolicy
-from costplane.enforcers.store import AsyncRedisBudgetStore, RedisBudgetStore
+from costplane.enforcers.store import AsyncBudgetStore, AsyncRedisBudgetStore, BudgetStore, RedisBudgetStore
 
 __all__ = [
     "Answer",
     "AsyncBudgetGuard",
+    "AsyncBudgetStore",
     "AsyncRedisBudgetStore",
     "BudgetGuard",
+    "BudgetStore",
     "CircuitBreaker",
     "FailurePolicy",
     "InMemoryBudgetStore",

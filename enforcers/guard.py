@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, replace
 from types import TracebackType
-from typing import Any, Self, cast
+from typing import Any, Generic, Self, TypeVar, cast
 
 import redis
 from prometheus_client import CollectorRegistry, Counter
@@ -31,7 +31,6 @@ from costplane.enforcers.ids import ReservationIds
 from costplane.enforcers.keys import KeyLayout
 from costplane.enforcers.plan import (
     ALLOW,
-    RESERVED,
     Answer,
     PlanCache,
     ReserveRequest,
@@ -41,23 +40,34 @@ from costplane.enforcers.plan import (
     scope_attrs,
 )
 from costplane.enforcers.policy import CircuitBreaker, FailurePolicy
-from costplane.enforcers.store import RedisBudgetStore
+from costplane.enforcers.store import AsyncBudgetStore, BudgetStore
 from costplane.logging import get_logger
 from costplane.publisher.adapters import usage_from_response
 
 log = get_logger("costplane.guard")
 UNAVAILABLE = "enforcement_unavailable"
-#: The failures of the guard's own I/O that the failure policy answers for.
-STORE_ERRORS: tuple[type[BaseException], ...] = (redis.RedisError, OSError, TimeoutError)
+#: The failures of the guard's own I/O that the failure policy answers for (a cluster client's own errors, such as
+#: a slot no reachable node serves, are not ``RedisError``s).
+STORE_ERRORS: tuple[type[BaseException], ...] = (
+    redis.RedisError,
+    redis.exceptions.RedisClusterException,
+    OSError,
+    TimeoutError,
+)
 
 
 ScopeKey = tuple[tuple[str, str | None], ...]
+S = TypeVar("S")  # the store type: sync for BudgetGuard, either for AsyncBudgetGuard
 
 
 def scope_local(exc: BaseException) -> bool:
     """True for an error reply about the data one call touched (not about Redis as a whole)."""
     return isinstance(exc, redis.ResponseError) and not isinstance(
-        exc, redis.exceptions.ReadOnlyError | redis.exceptions.OutOfMemoryError | redis.exceptions.BusyLoadingError
+        exc,
+        redis.exceptions.ReadOnlyError
+        | redis.exceptions.OutOfMemoryError
+        | redis.exceptions.BusyLoadingError
+        | redis.exceptions.ClusterDownError,  # CLUSTERDOWN: the cluster as a whole, like a dead Redis
     )
 
 
@@ -282,7 +292,7 @@ Op = tuple[Any, ...]  # (store method name, *args): one I/O step the driver perf
 Steps = Generator[Op, Any, Any]
 
 
-def check_steps(core: GuardCore, keys: Any, scope: Mapping[str, str | None]) -> Steps:
+def check_steps(core: GuardCore, keys: KeyLayout, scope: Mapping[str, str | None]) -> Steps:
     """The check, as store steps: a driver runs each yielded op and sends back its result (or throws its error)."""
     now = core.now_ms()
     skey = core.cache_key(scope)
@@ -307,9 +317,8 @@ def check_steps(core: GuardCore, keys: Any, scope: Mapping[str, str | None]) -> 
 
 def reserve_steps(
     core: GuardCore,
-    keys: Any,
+    keys: KeyLayout,
     scope: Mapping[str, str | None],
-    *,
     model: str,
     provider: str | None,
     prompt: str | None,
@@ -317,11 +326,8 @@ def reserve_steps(
     prompt_tokens: int | None,
     max_tokens: int,
 ) -> Steps:
-    """The reservation, as store steps (the asyncio guard's); returns ``(answer, request or None, provider)``.
-
-    :meth:`BudgetGuard.reserve` is the same flow written out for a synchronous store: driving a generator costs
-    microseconds per call there, and it overlaps its bookkeeping with the script's run.
-    """
+    """The reservation, as store steps; returns ``(answer, request or None, provider)``. The one flow of both
+    guards: :meth:`BudgetGuard.run` drives it against a synchronous store, :meth:`AsyncBudgetGuard.run` awaits."""
     now = core.now_ms()
     skey = core.cache_key(scope)
     resolved = provider or ""
@@ -460,40 +466,28 @@ class Reservation:
             await self._guard.settle_reservation(self, {})
 
 
-class _GuardShell:
+class _GuardShell(Generic[S]):
     """What the sync and async guards share: a store, the core, construction from ``COSTPLANE_REDIS_*``."""
 
-    @staticmethod
-    def _store_from_url(url: str, prefix: str, timeout_s: float) -> Any:
-        raise NotImplementedError
-
-    def __init__(self, store: Any, **core: Any) -> None:
+    def __init__(self, store: S, **core: Any) -> None:
         self.store = store
         self.core = GuardCore(**core)
-        #: The store sends a reservation and reads its answer as two steps (the Redis store does).
-        self._split = callable(getattr(store, "reserve_begin", None))
-        #: The store can write a settle without waiting for its reply (the Redis store can: ``transport.py``).
-        self._settle_later = callable(getattr(store, "settle_later", None))
-
-    @classmethod
-    def from_settings(cls, **core: Any) -> Self:
-        from costplane.config import RedisSettings, load_settings
-
-        settings = load_settings(RedisSettings)
-        store = cls._store_from_url(settings.url.get_secret_value(), settings.key_prefix, settings.timeout_ms / 1000)
-        return cls(store, **core)
 
     @property
     def metrics(self) -> GuardMetrics:
         return self.core.metrics
 
 
-class BudgetGuard(_GuardShell):
+class BudgetGuard(_GuardShell[BudgetStore]):
     """The synchronous guard. Never raises for its own I/O; see the module docstring."""
 
-    @staticmethod
-    def _store_from_url(url: str, prefix: str, timeout_s: float) -> Any:
-        return RedisBudgetStore.from_url(url, prefix=prefix, timeout_s=timeout_s)
+    @classmethod
+    def from_settings(cls, **core: Any) -> Self:
+        """A guard on the Redis (or Redis Cluster: ``COSTPLANE_REDIS_CLUSTER``) of ``COSTPLANE_REDIS_*``."""
+        from costplane.config import RedisSettings, load_settings
+        from costplane.enforcers.connect import open_store
+
+        return cls(open_store(load_settings(RedisSettings)), **core)
 
     def run(self, steps: Steps) -> Any:
         """Drive a step generator against the store, feeding results and errors back into it."""
@@ -528,87 +522,35 @@ class BudgetGuard(_GuardShell):
         prompt_tokens: int | None = None,
         max_tokens: int = 1024,
     ) -> Reservation:
-        """Reserve the call's worst case against every matching budget (all or nothing) and read decisions.
-
-        The flow of :func:`reserve_steps`, written out for a synchronous store. On a store that sends and reads
-        apart (Redis), the common outcome is built while the script runs: after the reply only a check remains.
-        """
-        core, store = self.core, self.store
-        now = core.now_ms()
-        skey = core.cache_key(scope)
-        resolved = provider or ""
-        early = core.early_answer(scope, skey, now)
-        if early is not None:
-            return Reservation(self, scope, early, None, resolved, model)
-        nanos, tokens = core.amounts(
-            provider=resolved,
-            model=model,
-            prompt=prompt,
-            messages=messages,
-            prompt_tokens=prompt_tokens,
-            max_tokens=max_tokens,
+        """Reserve the call's worst case against every matching budget (all or nothing) and read decisions."""
+        steps = reserve_steps(
+            self.core, self.store.keys, scope, model, provider, prompt, messages, prompt_tokens, max_tokens
         )
-        try:
-            tenant = str(scope["tenant"])  # never renamed by scope_attrs
-            budgets = core.cached_budgets(tenant, now)
-            if budgets is None:
-                budgets = store.load_budgets(tenant)
-                core.remember_budgets(tenant, budgets, now)
-            request = core.reserve_request(store.keys, tenant, scope, skey, now, budgets, nanos, tokens)
-            plan = request.plan
-            result: ReserveResult | None
-            if not (plan.slots or plan.decision_keys):
-                result = None  # nothing to reserve on, no decision to read
-            elif self._split:
-                pending = store.reserve_begin(request)
-                reserved = Reservation(self, scope, ALLOW, request if plan.slots else None, resolved, model)
-                result = store.reserve_end(pending)
-                if result is RESERVED:
-                    core.breaker.success()
-                    core.remember(skey, ALLOW, now)  # counted like any answer
-                    return reserved
-            else:
-                result = store.reserve(request)
-        except STORE_ERRORS as exc:
-            return Reservation(self, scope, core.on_failure(scope, exc), None, resolved, model)
-        answer, held = core.reserve_answer(skey, now, request, result)
-        return Reservation(self, scope, answer, held, resolved, model)
+        answer, request, resolved = self.run(steps)
+        return Reservation(self, scope, answer, request, resolved, model)
 
     def flush(self) -> None:
-        """Wait until every settle so far is applied in Redis (a settle does not wait for its reply)."""
-        flush = getattr(self.store, "flush", None)
-        if flush is None:
-            return
-        try:
-            flush()
-        except STORE_ERRORS as exc:
-            self.core.settle_failed(exc)
+        """Nothing to wait for: a settle is applied in Redis when :meth:`Reservation.settle` returns.
+
+        Kept so code written against a guard that deferred its settles' replies still runs unchanged.
+        """
 
     def settle_reservation(self, reservation: Reservation, usage: Mapping[str, int]) -> None:
-        """:func:`settle_steps` written out for a synchronous store; on Redis, it does not wait for the reply."""
-        core = self.core
-        args = core.settle_args(reservation, usage)
-        if args is None:
-            return
-        try:
-            if self._settle_later:
-                self.store.settle_later(*args)  # written, not waited for: the reply says nothing the app needs
-            else:
-                self.store.settle(*args)
-        except STORE_ERRORS as exc:
-            core.settle_failed(exc)
-            return
-        core.breaker.success()
+        """:func:`settle_steps` against the store; Redis trouble is logged, never raised."""
+        self.run(settle_steps(self.core, reservation, usage))
 
 
-class AsyncBudgetGuard(_GuardShell):
-    """The asyncio guard: same answers, same policy, awaiting an :class:`AsyncRedisBudgetStore`."""
+class AsyncBudgetGuard(_GuardShell[AsyncBudgetStore | BudgetStore]):
+    """The asyncio guard: same answers, same policy, awaiting an :class:`AsyncRedisBudgetStore` (or calling a
+    synchronous store such as :class:`InMemoryBudgetStore` in tests)."""
 
-    @staticmethod
-    def _store_from_url(url: str, prefix: str, timeout_s: float) -> Any:
-        from costplane.enforcers.store import AsyncRedisBudgetStore
+    @classmethod
+    def from_settings(cls, **core: Any) -> Self:
+        """An asyncio guard on the Redis (or Redis Cluster) of ``COSTPLANE_REDIS_*``."""
+        from costplane.config import RedisSettings, load_settings
+        from costplane.enforcers.connect import open_async_store
 
-        return AsyncRedisBudgetStore.from_url(url, prefix=prefix, timeout_s=timeout_s)
+        return cls(open_async_store(load_settings(RedisSettings)), **core)
 
     async def run(self, steps: Steps) -> Any:
         try:
@@ -639,19 +581,10 @@ class AsyncBudgetGuard(_GuardShell):
         prompt_tokens: int | None = None,
         max_tokens: int = 1024,
     ) -> Reservation:
-        answer, request, resolved = await self.run(
-            reserve_steps(
-                self.core,
-                self.store.keys,
-                scope,
-                model=model,
-                provider=provider,
-                prompt=prompt,
-                messages=messages,
-                prompt_tokens=prompt_tokens,
-                max_tokens=max_tokens,
-            )
+        steps = reserve_steps(
+            self.core, self.store.keys, scope, model, provider, prompt, messages, prompt_tokens, max_tokens
         )
+        answer, request, resolved = await self.run(steps)
         return Reservation(self, scope, answer, request, resolved, model)
 
     async def settle_reservation(self, reservation: Reservation, usage: Mapping[str, int]) -> None:

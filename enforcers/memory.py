@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from costplane.budgets.model import Budget
 from costplane.enforcers.keys import KeyLayout
 from costplane.enforcers.plan import BLOCK, RESERVED, USD, ReserveRequest, ReserveResult
+
+if TYPE_CHECKING:
+    from costplane.enforcers.store import BudgetStore
 
 DAY_MS = 86_400_000  # how long the record of an expired reservation waits for a late settle
 
@@ -106,3 +110,7 @@ class InMemoryBudgetStore:
     ) -> None:
         with self._lock:
             self._counters.setdefault(self.keys.spent(tenant, budget_id, member), {})[bucket_start_ms] = authoritative
+
+
+if TYPE_CHECKING:  # mypy proves the in-memory store is a BudgetStore, as the contract suite proves it behaves as one
+    _CONFORMS: type[BudgetStore] = InMemoryBudgetStore

@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Literal
 
 from costplane.budgets.model import Budget
 from costplane.budgets.windows import bucket_for, window_for
 from costplane.enforcers.keys import KeyLayout
-from costplane.enforcers.resp import bulk, bulks
-from costplane.enforcers.scripts import SHAS
 
 Kind = Literal["allow", "block", "degrade"]
 BLOCK, DEGRADE = 1, 2
@@ -46,8 +44,7 @@ ALLOW = Answer("allow")
 class Slot:
     """One budget × member a call counts against, for the current counter bucket: its keys and window bounds.
 
-    Stable until the bucket rolls over, so it is built once per plan, with its keys and fixed script arguments
-    already encoded for the wire (``wire_*``); a call's amounts travel once, in front of them.
+    Stable until the bucket rolls over, so it is built once per plan, with its fixed script arguments.
     """
 
     budget: Budget
@@ -64,9 +61,6 @@ class Slot:
     #: Everything the state depends on is in its name, so a moved window or a changed limit finds no field and
     #: the script rebuilds it, without reading anything on the common path.
     state_field: str
-    wire_keys: bytes = b""
-    wire_reserve: bytes = b""
-    wire_settle: bytes = b""
 
     @property
     def mode(self) -> int:
@@ -88,18 +82,18 @@ class Slot:
 class ReservePlan:
     """What a scope's calls touch until the first of its counter buckets rolls over (or the budgets change).
 
-    Carries both scripts' ``EVALSHA`` commands encoded around the few arguments that change per call: a call
-    writes ``wire_*_head``, its record field, clock and amounts, then ``wire_*_tail``.
+    Carries both scripts' keys and their per-budget arguments, built once: a call only puts its record field,
+    clock and amounts in front of the tail (the scripts' KEYS and ARGV layouts: ``reserve.lua``, ``settle.lua``).
     """
 
     tenant: str
     decision_keys: tuple[str, ...]
     slots: tuple[Slot, ...]
     valid_until_ms: int
-    wire_reserve_head: bytes = b""
-    wire_reserve_tail: bytes = b""
-    wire_settle_head: bytes = b""
-    wire_settle_tail: bytes = b""
+    reserve_keys: tuple[str, ...] = ()  # the decision keys, then one counter per slot
+    reserve_tail: tuple[str, ...] = ()  # per slot: reserve code, state field
+    settle_keys: tuple[str, ...] = ()  # one counter per slot
+    settle_tail: tuple[str | int, ...] = ()  # per slot: unit code, state field, bucket start
 
     @property
     def usd(self) -> tuple[bool, ...]:
@@ -191,7 +185,7 @@ def make_slot(
     # under this field needs the counter past its end + a window (the buckets) or + a reservation TTL (records).
     keep = window.end_ms + max(length, reservation_ttl_ms) + 60_000
     state = f"_{window.start_ms}:{keep}:{budget.limit}"
-    slot = Slot(
+    return Slot(
         budget=budget,
         member=member,
         counter_key=ckey,
@@ -201,19 +195,7 @@ def make_slot(
         window_end_ms=window.end_ms,
         keep_until_ms=keep,
         state_field=state,
-        wire_keys=bulks((ckey,)),
     )
-    code = slot.reserve_code
-    return replace(slot, wire_reserve=bulks((code, state)), wire_settle=bulks((code.lower(), state, bucket.start_ms)))
-
-
-def _evalsha_head(script: str, nargs: int, keys: bytes, nkeys: int) -> bytes:
-    """``*N EVALSHA sha numkeys keys…`` for a command of ``nkeys`` keys and ``nargs`` arguments in all."""
-    return b"*%d\r\n$7\r\nEVALSHA\r\n%s%s%s" % (3 + nkeys + nargs, bulk(SHAS[script]), bulk(nkeys), keys)
-
-
-#: Values a call puts in front of its plan's per-budget arguments (the scripts' ARGV documents them).
-RESERVE_VALUES, SETTLE_VALUES = 4, 6
 
 
 def build_plan(
@@ -223,15 +205,12 @@ def build_plan(
     dkeys = decision_keys(keys, tenant, matched)
     slots = tuple(make_slot(keys, tenant, b, m, now_ms, reservation_ttl_ms) for b, m in matched if b.action != "notify")
     valid_until = min((s.bucket_end_ms for s in slots), default=now_ms + 3_600_000)
-    nb, nd = len(slots), len(dkeys)
-    slot_keys = b"".join(s.wire_keys for s in slots)
+    counters = tuple(s.counter_key for s in slots)
     # reserve ARGV: field, now, nanos, tokens | per slot (code, state field)
-    reserve_head = _evalsha_head("reserve", RESERVE_VALUES + 2 * nb, bulks(dkeys) + slot_keys, nd + nb)
-    reserve_tail = b"".join(s.wire_reserve for s in slots)
+    reserve_tail = tuple(a for s in slots for a in (s.reserve_code, s.state_field))
     # settle ARGV: field, now, actual nanos, actual tokens, their moves | per slot (unit code, state, bucket start)
-    settle_head = _evalsha_head("settle", SETTLE_VALUES + 3 * nb, slot_keys, nb)
-    settle_tail = b"".join(s.wire_settle for s in slots)
-    return ReservePlan(tenant, dkeys, slots, valid_until, reserve_head, reserve_tail, settle_head, settle_tail)
+    settle_tail = tuple(a for s in slots for a in (s.reserve_code.lower(), s.state_field, s.bucket_start_ms))
+    return ReservePlan(tenant, dkeys, slots, valid_until, dkeys + counters, reserve_tail, counters, settle_tail)
 
 
 class PlanCache:

@@ -1,26 +1,29 @@
-"""Where budgets, decisions, counters and reservations live: Redis (sync and asyncio), one round trip per call.
+"""Where budgets, decisions, counters and reservations live: the :class:`BudgetStore` protocol and its Redis store.
 
-The worker side uses the same store to publish budgets, write and clear decisions, and reconcile counters to its
-authoritative totals; the guard side reserves and settles. Both reserve and settle are single Lua scripts.
+The worker side uses a store to publish budgets, write and clear decisions, and reconcile counters to its
+authoritative totals; the guard side reserves and settles. Both reserve and settle are single Lua scripts, sent
+through redis-py's own command path (``Script`` objects: ``EVALSHA``, and the source once on ``NOSCRIPT``). One
+class serves a single Redis and Redis Cluster alike: every key a script touches carries the tenant's hash tag
+(``keys.py``), so each call is one script on one node, and :class:`~redis.cluster.RedisCluster` routes it there.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 import redis
 import redis.asyncio as aredis
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
+from redis.commands.core import AsyncScript, Script
 from redis.retry import Retry
 
 from costplane.budgets.model import Budget
 from costplane.enforcers.keys import KeyLayout
 from costplane.enforcers.plan import RESERVED, ReserveRequest, ReserveResult
 from costplane.enforcers.scripts import SOURCES
-from costplane.enforcers.transport import Lanes
 from costplane.logging import get_logger
 
 log = get_logger("costplane.guard")
@@ -29,80 +32,87 @@ log = get_logger("costplane.guard")
 #: and redis-py's default (3 retries with backoff) would turn one dead Redis into seconds per call.
 NO_RETRY = Retry(NoBackoff(), 0)
 
+#: A client of one Redis or of a Redis Cluster.
+Client = redis.Redis | RedisCluster
+#: What a Redis store can be built on: a client, or a pipeline (the worker's batched writes).
+SyncClient = Client | redis.client.Pipeline
+
+
+def redis_client(url: str, *, timeout_s: float, cluster: bool = False, retry: bool = False) -> Client:
+    """The one place a synchronous client is built from a URL: :class:`RedisCluster` when ``cluster`` (the URL
+    names one seed node), else :class:`redis.Redis`. Without ``retry`` it gives up at once (:data:`NO_RETRY`)."""
+    opts: dict[str, Any] = {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s}
+    if not retry:
+        opts["retry"] = NO_RETRY
+    return RedisCluster.from_url(url, **opts) if cluster else redis.Redis.from_url(url, **opts)
+
+
+class BudgetStore(Protocol):
+    """What the synchronous guard and the worker need from a store (Redis, Redis Cluster, or process memory)."""
+
+    @property
+    def keys(self) -> KeyLayout: ...
+
+    # guard side
+    def load_budgets(self, tenant: str) -> list[Budget]: ...
+
+    def read_decisions(self, keys: Sequence[str]) -> list[str]: ...
+
+    def reserve(self, req: ReserveRequest) -> ReserveResult:
+        """All or nothing across the request's budgets, after reading its scope's decisions (``reserve.lua``)."""
+        ...
+
+    def settle(self, req: ReserveRequest, nanos: int, tokens: int, now_ms: int) -> bool:
+        """Charge what the call cost, once: True when settled now, False when there was nothing to settle."""
+        ...
+
+    # worker side
+    def publish_budgets(self, tenant: str, budgets: Sequence[Budget]) -> None: ...
+
+    def write_decision(
+        self, tenant: str, budget_id: str, member: str, decision_json: str, expire_at_ms: int
+    ) -> None: ...
+
+    def clear_decision(self, tenant: str, budget_id: str, member: str) -> None: ...
+
+    def reconcile(
+        self, tenant: str, budget_id: str, member: str, bucket_start_ms: int, authoritative: int, ttl_ms: int
+    ) -> None: ...
+
+
+class AsyncBudgetStore(Protocol):
+    """The guard side of :class:`BudgetStore` for asyncio apps (each method awaited)."""
+
+    @property
+    def keys(self) -> KeyLayout: ...
+
+    async def load_budgets(self, tenant: str) -> list[Budget]: ...
+
+    async def read_decisions(self, keys: Sequence[str]) -> list[str]: ...
+
+    async def reserve(self, req: ReserveRequest) -> ReserveResult: ...
+
+    async def settle(self, req: ReserveRequest, nanos: int, tokens: int, now_ms: int) -> bool: ...
+
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def reserve_args(req: ReserveRequest) -> tuple[list[str], list[Any]]:
+def reserve_args(req: ReserveRequest) -> tuple[tuple[str, ...], list[str | int]]:
     """Keys and arguments of the reserve script (the layout ``reserve.lua`` documents)."""
-    keys: list[str] = [*req.decision_keys, *(slot.counter_key for slot in req.slots)]
-    args: list[Any] = [req.field, req.now_ms, req.nanos, req.tokens]
-    for slot in req.slots:
-        args += [slot.reserve_code, slot.state_field]
-    return keys, args
-
-
-#: The values a call adds to its plan's encoded commands, each in one formatting step.
-_FOUR = b"%s$%d\r\n%s\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n%s"
-_SIX = b"%s$%d\r\n%s\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n%s"
-
-
-def reserve_wire(req: ReserveRequest) -> bytes:
-    """The whole ``EVALSHA`` of :func:`reserve_args`: the plan's encoded head and tail around four values."""
     plan = req.plan
-    field, now, n, tk = req.field.encode(), b"%d" % req.now_ms, b"%d" % req.nanos, b"%d" % req.tokens
-    return _FOUR % (
-        plan.wire_reserve_head,
-        len(field),
-        field,
-        len(now),
-        now,
-        len(n),
-        n,
-        len(tk),
-        tk,
-        plan.wire_reserve_tail,
-    )
+    return plan.reserve_keys, [req.field, req.now_ms, req.nanos, req.tokens, *plan.reserve_tail]
 
 
-def settle_args(req: ReserveRequest, nanos: int, tokens: int, now_ms: int) -> tuple[list[str], list[Any]]:
+def settle_args(req: ReserveRequest, nanos: int, tokens: int, now_ms: int) -> tuple[tuple[str, ...], list[str | int]]:
     """Keys and arguments of the settle script (the layout ``settle.lua`` documents)."""
-    keys: list[str] = [slot.counter_key for slot in req.slots]
-    args: list[Any] = [req.field, now_ms, nanos, tokens, nanos - req.nanos, tokens - req.tokens]
-    for slot in req.slots:
-        args += [slot.reserve_code.lower(), slot.state_field, slot.bucket_start_ms]
-    return keys, args
-
-
-def settle_wire(req: ReserveRequest, nanos: int, tokens: int, now_ms: int) -> bytes:
-    """The whole ``EVALSHA`` of :func:`settle_args`, pre-encoded like :func:`reserve_wire`."""
     plan = req.plan
-    field, now, n, tk = req.field.encode(), b"%d" % now_ms, b"%d" % nanos, b"%d" % tokens
-    mn, mt = b"%d" % (nanos - req.nanos), b"%d" % (tokens - req.tokens)
-    return _SIX % (
-        plan.wire_settle_head,
-        len(field),
-        field,
-        len(now),
-        now,
-        len(n),
-        n,
-        len(tk),
-        tk,
-        len(mn),
-        mn,
-        len(mt),
-        mt,
-        plan.wire_settle_tail,
-    )
+    moved = [nanos - req.nanos, tokens - req.tokens]
+    return plan.settle_keys, [req.field, now_ms, nanos, tokens, *moved, *plan.settle_tail]
 
 
-#: A command written to one of the guard's connections whose reply has not been read yet: (lane, command).
-Pending = tuple[Any, bytes]
-
-
-def parse_budgets(tenant: str, raw: dict[Any, Any]) -> list[Budget]:
+def parse_budgets(tenant: str, raw: Mapping[Any, Any]) -> list[Budget]:
     """The tenant's published budgets; one that does not parse is skipped and logged, never raised into the app."""
     out = []
     for budget_id, text in raw.items():
@@ -125,52 +135,25 @@ def parse_reserve(raw: Any) -> ReserveResult:
 
 
 class RedisBudgetStore:
-    """Synchronous Redis store (redis-py). Errors propagate; the guard's failure policy decides what they mean."""
+    """The synchronous Redis store, on one server or a cluster (redis-py). Errors propagate; the guard's failure
+    policy decides what they mean."""
 
-    def __init__(self, client: redis.Redis, keys: KeyLayout | None = None) -> None:
+    def __init__(self, client: SyncClient, keys: KeyLayout | None = None) -> None:
         self.client = client
-        self.keys = keys or KeyLayout()
-        # A pipeline (the worker batches decisions through one) has no connections of its own to copy.
-        self._pipeline = isinstance(client, redis.client.Pipeline)
-        self._lanes: Lanes | None = None  # made on the first reserve or settle: the worker's stores never need one
-        self._lanes_lock = threading.Lock()
+        self._keys = keys or KeyLayout()
+        self._reserve: Script = client.register_script(SOURCES["reserve"])
+        self._settle: Script = client.register_script(SOURCES["settle"])
+
+    @property
+    def keys(self) -> KeyLayout:
+        return self._keys
 
     @classmethod
-    def from_url(cls, url: str, *, prefix: str = "cp", timeout_s: float = 0.05) -> RedisBudgetStore:
-        client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry=NO_RETRY)
-        return cls(client, KeyLayout(prefix))
-
-    def _transport(self) -> Lanes:
-        lanes = self._lanes
-        if lanes is None:
-            if self._pipeline:
-                raise TypeError("reserve/settle need a client, not a pipeline")
-            with self._lanes_lock:  # two threads' first calls must share one set of connections
-                if self._lanes is None:
-                    self._lanes = Lanes(self.client.connection_pool)
-                lanes = self._lanes
-        return lanes
-
-    def send(self, packed: bytes) -> Pending:
-        """Write one pre-encoded command on one of the guard's connections; :meth:`receive` reads its reply.
-
-        Split so the guard can do its own bookkeeping while Redis runs the script, instead of after the reply.
-        """
-        return self._transport().send(packed), packed
-
-    def receive(self, pending: Pending) -> Any:
-        """The reply to :meth:`send`'s command (``NOSCRIPT``: the guard's scripts are loaded, the command resent)."""
-        lane, packed = pending
-        return self._transport().receive(lane, packed)
-
-    def roundtrip(self, packed: bytes) -> Any:
-        """One pre-encoded command and its reply: the guard's whole transport (``transport.py``)."""
-        return self._transport().roundtrip(packed)
-
-    def flush(self) -> None:
-        """Wait for the replies of every settle sent so far (:meth:`settle_later`)."""
-        if self._lanes is not None:
-            self._lanes.flush()
+    def from_url(
+        cls, url: str, *, prefix: str = "cp", timeout_s: float = 0.05, cluster: bool = False
+    ) -> RedisBudgetStore:
+        """A store on ``url``; with ``cluster`` the URL names one seed node of a Redis Cluster."""
+        return cls(redis_client(url, timeout_s=timeout_s, cluster=cluster), KeyLayout(prefix))
 
     # guard side
     def load_budgets(self, tenant: str) -> list[Budget]:
@@ -179,31 +162,21 @@ class RedisBudgetStore:
     def read_decisions(self, keys: Sequence[str]) -> list[str]:
         if not keys:
             return []
-        return [_text(v) for v in self.client.mget(list(keys)) if v is not None]
+        return [_text(v) for v in self.client.mget(list(keys)) if v is not None]  # one tenant: one slot
 
     def reserve(self, req: ReserveRequest) -> ReserveResult:
-        return parse_reserve(self.roundtrip(reserve_wire(req)))
-
-    def reserve_begin(self, req: ReserveRequest) -> Pending:
-        """:meth:`reserve` in two halves: this one sends, :meth:`reserve_end` reads the answer."""
-        return self.send(reserve_wire(req))
-
-    def reserve_end(self, pending: Pending) -> ReserveResult:
-        return parse_reserve(self.receive(pending))
+        keys, args = reserve_args(req)
+        return parse_reserve(self._reserve(keys, args))
 
     def settle(self, req: ReserveRequest, nanos: int, tokens: int, now_ms: int) -> bool:
-        """Settle and wait: True when settled now, False when there was nothing to settle."""
-        return bool(self.roundtrip(settle_wire(req, nanos, tokens, now_ms)))
-
-    def settle_later(self, req: ReserveRequest, nanos: int, tokens: int, now_ms: int) -> None:
-        """Settle without waiting for the reply (the guard's settle): see ``transport.py``."""
-        self._transport().send_later(settle_wire(req, nanos, tokens, now_ms))
+        keys, args = settle_args(req, nanos, tokens, now_ms)
+        return bool(self._settle(keys, args))
 
     # worker side
     def publish_budgets(self, tenant: str, budgets: Sequence[Budget]) -> None:
-        """Replace the tenant's live budget set (what the guard matches calls against)."""
+        """Replace the tenant's live budget set atomically (one key: a MULTI on its node)."""
         key = self.keys.budgets(tenant)
-        pipe = self.client.pipeline(transaction=True)
+        pipe: Any = self.client.pipeline(transaction=True)  # type: ignore[no-untyped-call]
         pipe.delete(key)
         if budgets:
             pipe.hset(key, mapping={b.id: b.to_json() for b in budgets})
@@ -224,28 +197,37 @@ class RedisBudgetStore:
         on a pipeline store (the worker's batch) it is queued with the other commands, and a server that lost
         its script cache (restart, ``SCRIPT FLUSH``) can never fail the batch with ``NOSCRIPT``.
         """
-        self.client.eval(
-            SOURCES["reconcile"], 1, self.keys.spent(tenant, budget_id, member), bucket_start_ms, authoritative, ttl_ms
-        )
+        key = self.keys.spent(tenant, budget_id, member)
+        self.client.eval(SOURCES["reconcile"], 1, key, bucket_start_ms, authoritative, ttl_ms)
 
     def ping(self) -> bool:
         return bool(self.client.ping())
 
 
 class AsyncRedisBudgetStore:
-    """The same store for asyncio apps (redis.asyncio), same scripts and key layout."""
+    """The same store for asyncio apps (redis.asyncio, one server or a cluster), same scripts and key layout."""
 
-    def __init__(self, client: aredis.Redis, keys: KeyLayout | None = None) -> None:
+    def __init__(self, client: aredis.Redis | aredis.RedisCluster, keys: KeyLayout | None = None) -> None:
         self.client = client
-        self.keys = keys or KeyLayout()
-        self._reserve = client.register_script(SOURCES["reserve"])
-        self._settle = client.register_script(SOURCES["settle"])
+        self._keys = keys or KeyLayout()
+        self._reserve: AsyncScript = client.register_script(SOURCES["reserve"])
+        self._settle: AsyncScript = client.register_script(SOURCES["settle"])
+
+    @property
+    def keys(self) -> KeyLayout:
+        return self._keys
 
     @classmethod
-    def from_url(cls, url: str, *, prefix: str = "cp", timeout_s: float = 0.05) -> AsyncRedisBudgetStore:
-        client = aredis.Redis.from_url(
-            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry=AsyncRetry(NoBackoff(), 0)
-        )
+    def from_url(
+        cls, url: str, *, prefix: str = "cp", timeout_s: float = 0.05, cluster: bool = False
+    ) -> AsyncRedisBudgetStore:
+        """A store on ``url``; with ``cluster`` the URL names one seed node of a Redis Cluster."""
+        opts: dict[str, Any] = {
+            "socket_timeout": timeout_s,
+            "socket_connect_timeout": timeout_s,
+            "retry": AsyncRetry(NoBackoff(), 0),
+        }
+        client = aredis.RedisCluster.from_url(url, **opts) if cluster else aredis.Redis.from_url(url, **opts)
         return cls(client, KeyLayout(prefix))
 
     async def load_budgets(self, tenant: str) -> list[Budget]:
@@ -258,8 +240,13 @@ class AsyncRedisBudgetStore:
 
     async def reserve(self, req: ReserveRequest) -> ReserveResult:
         keys, args = reserve_args(req)
-        return parse_reserve(await self._reserve(keys=keys, args=args))
+        return parse_reserve(await self._reserve(keys, args))
 
     async def settle(self, req: ReserveRequest, nanos: int, tokens: int, now_ms: int) -> bool:
         keys, args = settle_args(req, nanos, tokens, now_ms)
-        return bool(await self._settle(keys=keys, args=args))
+        return bool(await self._settle(keys, args))
+
+
+if TYPE_CHECKING:  # mypy proves the Redis stores implement the protocols the guards take
+    _SYNC: type[BudgetStore] = RedisBudgetStore
+    _ASYNC: type[AsyncBudgetStore] = AsyncRedisBudgetStore

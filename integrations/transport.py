@@ -8,9 +8,10 @@ client uses (``httpx2``, or ``httpx`` when the app passed its own ``http_client`
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from types import ModuleType
 from typing import Any
 
@@ -69,6 +70,29 @@ def _attach(attempt: Attempt, response: Any, drop: bool) -> BodyReader | None:
         return None
 
 
+@contextlib.contextmanager
+def _ended_on_error(attempt: Attempt) -> Iterator[None]:
+    """The request failed (or was cancelled) before a response: the attempt ends with that error, which propagates."""
+    try:
+        yield
+    except BaseException as exc:
+        attempt.end(body_ended=False, exc=exc)
+        raise
+
+
+def _observed(attempt: Attempt, response: Any, drop: bool, stream_class: Callable[[ModuleType], type]) -> Any:
+    """The response with its body stream wrapped so the attempt sees it (sync or async: ``stream_class`` picks);
+    a body that cannot be read ends the attempt now, as unknown usage."""
+    reader = _attach(attempt, response, drop)
+    if reader is None:
+        attempt.end(body_ended=False)
+        return response
+    response.stream = stream_class(_library(response))(
+        response.stream, attempt, reader, drop and reader.sse and response.status_code < 400
+    )
+    return response
+
+
 class InstrumentedTransport:
     """Wraps a synchronous httpx transport (``handle_request``)."""
 
@@ -81,19 +105,9 @@ class InstrumentedTransport:
         if begun is None:
             return self.inner.handle_request(request)
         attempt, drop = begun
-        try:
+        with _ended_on_error(attempt):
             response = self.inner.handle_request(request)
-        except BaseException as exc:
-            attempt.end(body_ended=False, exc=exc)
-            raise
-        reader = _attach(attempt, response, drop)
-        if reader is None:
-            attempt.end(body_ended=False)
-            return response
-        response.stream = _sync_stream_class(_library(response))(
-            response.stream, attempt, reader, drop and reader.sse and response.status_code < 400
-        )
-        return response
+        return _observed(attempt, response, drop, _sync_stream_class)
 
     def close(self) -> None:
         self.inner.close()
@@ -118,19 +132,9 @@ class AsyncInstrumentedTransport:
         if begun is None:
             return await self.inner.handle_async_request(request)
         attempt, drop = begun
-        try:
+        with _ended_on_error(attempt):  # a cancelled task too: its attempt is emitted as cancelled
             response = await self.inner.handle_async_request(request)
-        except BaseException as exc:  # a cancelled task too: its attempt is emitted as cancelled
-            attempt.end(body_ended=False, exc=exc)
-            raise
-        reader = _attach(attempt, response, drop)
-        if reader is None:
-            attempt.end(body_ended=False)
-            return response
-        response.stream = _async_stream_class(_library(response))(
-            response.stream, attempt, reader, drop and reader.sse and response.status_code < 400
-        )
-        return response
+        return _observed(attempt, response, drop, _async_stream_class)
 
     async def aclose(self) -> None:
         await self.inner.aclose()

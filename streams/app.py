@@ -42,7 +42,6 @@ from costplane.streams.worker.gctuning import collections_deferred
 from costplane.streams.worker.metrics import WorkerMetrics
 from costplane.streams.worker.pricing import price_events
 from costplane.streams.worker.windows import Located, Pending, WorkerWindows
-from costplane.streams.worker.windowstore import RedisWindowBackend, WindowKeys
 
 log = get_logger(__name__)
 
@@ -61,8 +60,8 @@ class Runtime:
         metrics: WorkerMetrics,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        from costplane.enforcers.store import RedisBudgetStore
         from costplane.pricing.catalog import default_catalog
+        from costplane.streams.worker.connect import open_worker_redis
 
         self.kafka, self.worker, self.metrics, self.clock = kafka, worker, metrics, clock
         self.codec = (
@@ -71,16 +70,12 @@ class Runtime:
             else UsageCodec.schemaless()
         )
         self.catalog = default_catalog()
-        self.store = RedisBudgetStore.from_url(
-            redis_settings.url.get_secret_value(), prefix=redis_settings.key_prefix, timeout_s=2.0
-        )
+        connected = open_worker_redis(redis_settings, group_id(kafka, worker))
+        self.store = connected.store
         self.windows = WorkerWindows(
-            RedisWindowBackend(self.store.client, WindowKeys(redis_settings.key_prefix, group_id(kafka, worker))),
-            WindowKeys(redis_settings.key_prefix, group_id(kafka, worker)),
-            self.store.keys,
-            cache_limit=worker.window_cache_keys,
+            connected.windows, connected.windows.keys, self.store.keys, cache_limit=worker.window_cache_keys
         )
-        self.dlq_fence = DlqFence(self.store.client, redis_settings.key_prefix, group_id(kafka, worker))
+        self.dlq_fence = DlqFence(connected.client, redis_settings.key_prefix, group_id(kafka, worker))
         self.budgets: dict[str, Budget] = {}
         self.budgets_loaded = asyncio.Event()
         self.recent = RecentIds(worker.recent_ids_per_partition)
@@ -212,13 +207,12 @@ def _api_pages(
     report: Callable[[str], Any] | None,
 ) -> None:
     """``/api/budgets/status`` and ``/api/decisions/recent``, and the sink role's drift measurement."""
-    import redis
-
     from costplane.budget_status_redis import UnknownScope
+    from costplane.enforcers.connect import open_client
     from costplane.enforcers.keys import KeyLayout
     from costplane.streams.worker.api import budget_status, measure_drift
 
-    client = redis.Redis.from_url(redis_settings.url.get_secret_value(), socket_timeout=5, socket_connect_timeout=5)
+    client = open_client(redis_settings, timeout_s=5)  # a RedisCluster with COSTPLANE_REDIS_CLUSTER
     keys = KeyLayout(redis_settings.key_prefix)
 
     @app.page("/api/budgets/status")

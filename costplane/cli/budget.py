@@ -293,9 +293,9 @@ def status(
 
 
 def _redis_client(settings: Any) -> Any:
-    import redis
+    from costplane.enforcers.connect import open_client
 
-    return redis.Redis.from_url(settings.url.get_secret_value(), socket_timeout=5, socket_connect_timeout=5)
+    return open_client(settings, timeout_s=5)
 
 
 def _reconciled(rows: list[Any], budgets: dict[tuple[str, str], Any], api_url: str | None) -> list[Any]:

@@ -399,15 +399,15 @@ def _live_budgets(tenant: str | None) -> Any:
     """Budget status rows from Redis for the page; None (no section) when Redis cannot be read."""
     import time
 
-    import redis
     from redis.exceptions import RedisError
 
     from costplane.budget_status_redis import UnknownScope, read_status
     from costplane.config import RedisSettings, load_settings
+    from costplane.enforcers.connect import open_client
     from costplane.enforcers.keys import KeyLayout
 
     settings = load_settings(RedisSettings)
-    client = redis.Redis.from_url(settings.url.get_secret_value(), socket_timeout=2, socket_connect_timeout=2)
+    client = open_client(settings, timeout_s=2)
     try:
         rows = read_status(client, KeyLayout(settings.key_prefix), int(time.time() * 1000), tenant=tenant)
         return [r.to_json() for r in rows]

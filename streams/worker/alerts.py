@@ -82,7 +82,10 @@ class RedisStateStore:
     def load(self, tenants: Sequence[str]) -> dict[str, dict[str, Any]]:
         if not tenants:
             return {}
-        values = self.client.mget([self.key(t) for t in tenants])
+        pipe = self.client.pipeline(transaction=False)  # one GET per key: tenants' keys are in different cluster slots
+        for tenant in tenants:
+            pipe.get(self.key(tenant))
+        values = pipe.execute()
         out: dict[str, dict[str, Any]] = {}
         for tenant, raw in zip(tenants, values, strict=True):
             if raw is None:

@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import redis
+from redis.cluster import RedisCluster
 
 from costplane.budget_status import MemberStatus, drift_by_budget, reconcile
 from costplane.budget_status_redis import budgets_of, ledgers, read_status
@@ -38,7 +39,7 @@ Report = Callable[[str], Any]
 
 
 def budget_status(
-    client: redis.Redis, keys: KeyLayout, now_ms: int, query_string: str, report: Report | None
+    client: redis.Redis | RedisCluster, keys: KeyLayout, now_ms: int, query_string: str, report: Report | None
 ) -> list[dict[str, Any]]:
     """``GET /api/budgets/status?tenant=&budget=&reconcile=1``: the rows of ``costplane budget status --format json``.
 
@@ -56,7 +57,7 @@ def budget_status(
 
 
 def reconciled(
-    client: redis.Redis, keys: KeyLayout, rows: Sequence[MemberStatus], report: Report
+    client: redis.Redis | RedisCluster, keys: KeyLayout, rows: Sequence[MemberStatus], report: Report
 ) -> list[MemberStatus]:
     """Rows with the ledger beside them, the ledger read through the sink's own report function."""
     from costplane.streams.sink.query import ReportResult
@@ -68,7 +69,7 @@ def reconciled(
 
 
 def measure_drift(
-    client: redis.Redis, keys: KeyLayout, now_ms: int, report: Report
+    client: redis.Redis | RedisCluster, keys: KeyLayout, now_ms: int, report: Report
 ) -> dict[tuple[str, str, str], tuple[int, int]]:
     """Every published budget's drift, for the ``costplane_budget_drift`` gauges."""
     rows = read_status(client, keys, now_ms)

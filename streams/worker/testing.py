@@ -37,6 +37,8 @@ def worker_env(
             "COSTPLANE_WORKER_SESSION_TIMEOUT_S": "6",
         }
     )
+    if redis_settings.cluster:
+        env["COSTPLANE_REDIS_CLUSTER"] = "true"
     if clickhouse is not None:
         env["COSTPLANE_CLICKHOUSE_DATABASE"] = clickhouse.database
         if clickhouse.url:

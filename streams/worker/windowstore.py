@@ -33,8 +33,8 @@ from typing import Any, Protocol
 
 import redis
 from redis.cluster import RedisCluster
-from redis.exceptions import NoScriptError
 
+from costplane.enforcers.connect import cluster_failures_as_redis_errors
 from costplane.enforcers.scripts import SET_COUNTER
 from costplane.publisher.identifiers import tenant_tag
 from costplane.streams.core.spend import State, split_key, tenant_of
@@ -237,16 +237,19 @@ def _fence_value(raw: Any) -> int:
     return int(text) if text else -1
 
 
+def _packed_command(*parts: str | int | bytes) -> bytes:
+    """One command in RESP2 for any UTF-8 text: every argument encoded and measured in bytes."""
+    out = [b"*%d\r\n" % len(parts)]
+    for value in parts:
+        raw = value if isinstance(value, bytes) else value.encode() if isinstance(value, str) else b"%d" % value
+        out.append(b"$%d\r\n%s\r\n" % (len(raw), raw))
+    return b"".join(out)
+
+
 def _packed_eval_bytes(sha: bytes, keys: Sequence[str], args: Sequence[str | int]) -> bytes:
-    """``EVALSHA sha numkeys keys... args...`` in RESP2 for any UTF-8 text: every argument encoded and measured in
-    bytes (:meth:`TenantCommit.wire`'s path for text that is not ASCII, and the reference its frames must match)."""
-    parts = [b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%s\r\n" % (len(keys) + len(args) + 3, sha)]
-    numkeys = b"%d" % len(keys)
-    parts.append(b"$%d\r\n%s\r\n" % (len(numkeys), numkeys))
-    for value in (*keys, *args):
-        raw = value.encode() if isinstance(value, str) else b"%d" % value
-        parts.append(b"$%d\r\n%s\r\n" % (len(raw), raw))
-    return b"".join(parts)
+    """``EVALSHA sha numkeys keys... args...`` (:meth:`TenantCommit.wire`'s path for text that is not ASCII, and
+    the reference its frames must match)."""
+    return _packed_command(b"EVALSHA", sha, len(keys), *keys, *args)
 
 
 class RedisWindowBackend:
@@ -257,19 +260,25 @@ class RedisWindowBackend:
         self.keys = keys
         self._source = SET_COUNTER + _lua("commit")  # the guard's counter update, the same code as its reconcile
         self._sha = hashlib.sha1(self._source.encode()).hexdigest().encode()
+        self._script = client.register_script(self._source)  # the cluster's path: EVALSHA, the source on NOSCRIPT
         self._loaded = False
 
     def load_meta(self, tenants: Sequence[str]) -> dict[str, TenantMeta]:
         pipe = self.client.pipeline(transaction=False)
         for tenant in tenants:
             pipe.hgetall(self.keys.meta(tenant))
-        return {t: TenantMeta.from_hash(raw) for t, raw in zip(tenants, pipe.execute(), strict=True)}
+        with cluster_failures_as_redis_errors():
+            raws = pipe.execute()
+        return {t: TenantMeta.from_hash(raw) for t, raw in zip(tenants, raws, strict=True)}
 
     def register_tenants(self, tenants: Sequence[str]) -> None:
-        self.client.sadd(self.keys.tenants(), *tenants)
+        with cluster_failures_as_redis_errors():
+            self.client.sadd(self.keys.tenants(), *tenants)
 
     def registered_tenants(self) -> list[str]:
-        return sorted(t.decode() if isinstance(t, bytes) else str(t) for t in self.client.smembers(self.keys.tenants()))
+        with cluster_failures_as_redis_errors():
+            members = self.client.smembers(self.keys.tenants())
+        return sorted(t.decode() if isinstance(t, bytes) else str(t) for t in members)
 
     def load_states(self, keys: Sequence[str]) -> dict[str, State | None]:
         by_tenant: dict[str, list[str]] = {}
@@ -279,8 +288,10 @@ class RedisWindowBackend:
         groups = list(by_tenant.values())
         for group in groups:  # one MGET per tenant: a tenant's keys share a hash slot (also on a cluster, where
             pipe.execute_command("MGET", *(self.keys.window(k) for k in group))  # the pipeline routes it by key)
+        with cluster_failures_as_redis_errors():
+            replies = pipe.execute()
         out: dict[str, State | None] = {}
-        for group, values in zip(groups, pipe.execute(), strict=True):
+        for group, values in zip(groups, replies, strict=True):
             for key, raw in zip(group, values, strict=True):
                 out[key] = _decode_state(raw)
         return out
@@ -341,11 +352,8 @@ class ClusterCommitStream:
         try:
             if register:
                 client.sadd(self.backend.keys.tenants(), commit.tenant)
-            try:
-                reply = client.evalsha(self.backend._sha.decode(), len(keys), *keys, *args)
-            except NoScriptError:  # a node that has not seen the script yet (or lost it): send its source once
-                reply = client.eval(self.backend._source, len(keys), *keys, *args)
-        except (redis.RedisError, OSError) as exc:
+            reply = self.backend._script(keys, args)  # a node that has not seen the script is sent its source
+        except (redis.RedisError, redis.exceptions.RedisClusterException, OSError) as exc:
             self.error = exc
             return
         self.results.append(_commit_result(commit, reply))
@@ -378,15 +386,7 @@ class RedisCommitStream:
             return
         packed = commit.wire(self.backend._sha)
         if register:
-            tenant = commit.tenant.encode()
-            registry = self.backend.keys.tenants().encode()
-            packed = b"*3\r\n$4\r\nSADD\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n%s" % (
-                len(registry),
-                registry,
-                len(tenant),
-                tenant,
-                packed,
-            )
+            packed = _packed_command(b"SADD", self.backend.keys.tenants(), commit.tenant) + packed
         try:
             if self.conn is None:
                 self.conn = self.pool.get_connection()

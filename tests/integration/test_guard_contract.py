@@ -1,19 +1,24 @@
-"""One contract, two stores: the in-memory store behaves exactly like the Redis store with its Lua scripts."""
+"""One contract, three stores: the in-memory store behaves exactly like the Redis store with its Lua scripts, on one
+Redis and on a three-master Redis Cluster."""
 
 from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import redis
+from redis.cluster import ClusterNode, RedisCluster
+from redis_cluster_nodes import running_cluster
 
 from costplane.budgets import Budget, per_user_token_budgets_by_plan
 from costplane.config import RedisSettings
 from costplane.enforcers import BudgetGuard, InMemoryBudgetStore, RedisBudgetStore
 from costplane.enforcers.keys import KeyLayout
+from costplane.enforcers.store import BudgetStore
 
 NOW = time.time()  # real Redis expires keys on the real clock, so the test clock starts there
 GPT = {"provider": "openai", "model": "gpt-4o-mini"}
@@ -27,11 +32,29 @@ class Clock:
         return self.t
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
-def store_and_clock(request: pytest.FixtureRequest) -> Iterator[tuple[Any, Clock]]:
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    """One three-master Redis Cluster for the module's cluster cases (each test uses its own key prefix)."""
+    with running_cluster(tmp_path_factory.mktemp("cluster")) as ports:
+        client = RedisCluster(startup_nodes=[ClusterNode("127.0.0.1", p) for p in ports])
+        yield client
+        client.close()
+
+
+@pytest.fixture(
+    params=[
+        "memory",
+        pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("cluster", marks=[pytest.mark.redis, pytest.mark.slow]),
+    ]
+)
+def store_and_clock(request: pytest.FixtureRequest) -> Iterator[tuple[BudgetStore, Clock]]:
     clock = Clock()
     if request.param == "memory":
         yield InMemoryBudgetStore(KeyLayout("t"), clock=lambda: int(clock() * 1000)), clock
+        return
+    if request.param == "cluster":  # the tenants' keys spread over three masters; the same contract holds
+        yield RedisBudgetStore(request.getfixturevalue("cluster"), KeyLayout(f"c{uuid.uuid4().hex[:8]}")), clock
         return
     settings: RedisSettings = request.getfixturevalue("redis_settings")
     client = redis.Redis.from_url(settings.url.get_secret_value())

@@ -43,7 +43,6 @@ def test_reserve_and_settle_leave_only_expiring_counters(store: RedisBudgetStore
         guard.reserve({"tenant": "acme", "user": f"u{i % 2}"}, prompt_tokens=10, max_tokens=10, **GPT).settle(
             {"input_tokens": 10, "output_tokens": 5}
         )
-    guard.flush()  # a settle does not wait for its reply; read through another connection only after a flush
     counters = [
         store.keys.spent("acme", "day", "tenant=acme"),
         store.keys.spent("acme", "hour", "tenant=acme,user=u0"),
@@ -66,7 +65,6 @@ def test_reconcile_through_the_workers_pipeline_moves_the_guards_total(store: Re
     store.publish_budgets("acme", [budget])
     guard = BudgetGuard(store, decision_cache_s=0.0)
     guard.reserve({"tenant": "acme"}, prompt_tokens=100, max_tokens=100, **GPT).settle({"input_tokens": 150})
-    guard.flush()  # applied before the worker's reconcile, which comes through another connection
     now_ms = int(time.time() * 1000)
     bucket = bucket_for(budget.period, budget.tz, now_ms).start_ms
     pipe = store.client.pipeline(transaction=False)
@@ -125,17 +123,12 @@ def test_a_caller_whose_clock_is_behind_keeps_the_newer_window(store: RedisBudge
     assert sorted(f for f in fields if f.startswith(b"_")) == sorted([b"_k", state])
     assert int(fields[state]) == 5 + 20 - 10**6  # settled 5, 20 reserved
     late.settle({"input_tokens": 7})
-    behind.flush()
     fields = store.client.hgetall(store.keys.spent("acme", "m", "tenant=acme"))
     assert int(fields[state]) == 12 - 10**6 and sum(int(v) for f, v in fields.items() if f.isdigit()) == 12
 
 
 def test_a_redis_that_lost_its_scripts_still_reserves_settles_and_refuses(store: RedisBudgetStore) -> None:
-    """``SCRIPT FLUSH`` (what a restart does): a NOSCRIPT reply makes the guard load its scripts and resend, in order.
-
-    The settle's NOSCRIPT reply is only read after the next reserve was sent (a settle does not wait); both are
-    resent in the order they were made, so the reserve sees the settled spend.
-    """
+    """``SCRIPT FLUSH`` (what a restart does): a NOSCRIPT reply makes the guard load its script and send it again."""
     store.publish_budgets("acme", [Budget.from_cli("day", scope="tenant=acme", limit_tokens=100)])
     guard = BudgetGuard(store, decision_cache_s=0.0)
     scope = {"tenant": "acme"}
@@ -152,6 +145,5 @@ def test_a_redis_that_lost_its_scripts_still_reserves_settles_and_refuses(store:
     store.client.script_flush()
     fits = guard.reserve(scope, prompt_tokens=30, max_tokens=20, **GPT)
     fits.settle({"input_tokens": 30, "output_tokens": 20})
-    guard.flush()  # nothing sent after the settle: flush reads its NOSCRIPT reply and resends it
     assert not [f for f in store.client.hkeys(counter) if f.startswith(b"r")]
     assert sum(int(v) for f, v in store.client.hgetall(counter).items() if f.isdigit()) == 90

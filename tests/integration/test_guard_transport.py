@@ -1,4 +1,5 @@
-"""The guard's own connections: settles not waited for yet applied in order, bounded, and safe to lose a socket."""
+"""The guard's connections (redis-py's pool): a settle is applied when it returns, a refused script leaves the
+connection usable, a killed connection is replaced, and a forked child never shares its parent's socket."""
 
 from __future__ import annotations
 
@@ -8,106 +9,86 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+from costplane.budgets import Budget
 from costplane.config import RedisSettings
-from costplane.enforcers.resp import bulks
-from costplane.enforcers.transport import Lanes
+from costplane.enforcers import BudgetGuard, RedisBudgetStore
+from costplane.enforcers.keys import KeyLayout
 
 pytestmark = pytest.mark.redis
-
-
-def cmd(*parts: str | int) -> bytes:
-    return b"*%d\r\n" % len(parts) + bulks(parts)
+GPT = {"provider": "openai", "model": "gpt-4o-mini"}
+SCOPE = {"tenant": "acme"}
 
 
 @pytest.fixture
-def client(redis_settings: RedisSettings) -> Iterator[redis.Redis]:
-    c = redis.Redis.from_url(redis_settings.url.get_secret_value())
-    yield c
-    for key in c.scan_iter(f"{redis_settings.key_prefix}:*", count=10_000):
-        c.delete(key)
-    c.close()
+def store(redis_settings: RedisSettings) -> Iterator[RedisBudgetStore]:
+    client = redis.Redis.from_url(redis_settings.url.get_secret_value(), socket_timeout=1.0)
+    store = RedisBudgetStore(client, KeyLayout(redis_settings.key_prefix))
+    store.publish_budgets("acme", [Budget.from_cli("day", scope="tenant=acme", limit_tokens=1000)])
+    yield store
+    for key in client.scan_iter(f"{redis_settings.key_prefix}:*", count=10_000):
+        client.delete(key)
+    client.close()
 
 
-def test_a_command_sent_after_unwaited_ones_sees_them_applied(
-    client: redis.Redis, redis_settings: RedisSettings
-) -> None:
-    lanes = Lanes(client.connection_pool)
-    key = f"{redis_settings.key_prefix}:n"
+def _spent(store: RedisBudgetStore) -> int:
+    counter = store.client.hgetall(store.keys.spent("acme", "day", "tenant=acme"))
+    return sum(int(v) for f, v in counter.items() if f.isdigit())
+
+
+def test_a_settle_is_applied_when_it_returns(store: RedisBudgetStore) -> None:
+    guard = BudgetGuard(store, decision_cache_s=0.0)
     for _ in range(10):
-        lanes.send_later(cmd("INCR", key))
-    # One connection runs its commands in order: the GET follows the ten INCRs, whose replies it reads first.
-    assert lanes.roundtrip(cmd("GET", key)) == b"10"
-    assert lanes.roundtrip(cmd("INCR", key)) == 11  # the ten replies were consumed, not taken as this one's
+        guard.reserve(SCOPE, prompt_tokens=50, max_tokens=50, **GPT).settle({"input_tokens": 50, "output_tokens": 7})
+    assert _spent(store) == 10 * 57  # read through another connection, with no flush in between
 
 
-def test_replies_owed_stay_bounded_and_flush_reads_them(client: redis.Redis, redis_settings: RedisSettings) -> None:
-    lanes = Lanes(client.connection_pool, max_unread=8)
-    key = f"{redis_settings.key_prefix}:n"
-    for _ in range(100):
-        lanes.send_later(cmd("INCR", key))
-        assert all(len(lane.unread) <= 8 for lane in lanes._free)
-    lanes.flush()
-    assert all(not lane.unread for lane in lanes._free)
-    assert client.get(key) == b"100"
+def test_a_refused_script_keeps_the_connection_in_step(store: RedisBudgetStore) -> None:
+    guard = BudgetGuard(store, decision_cache_s=0.0)
+    counter = store.keys.spent("acme", "day", "tenant=acme")
+    store.client.set(counter, "not a hash")  # the script's HINCRBY is refused: an error reply for this scope
+    refused = guard.reserve(SCOPE, prompt_tokens=10, max_tokens=10, **GPT)
+    assert refused.answer.reason == "enforcement_unavailable" and not guard.core.breaker.open
+    store.client.delete(counter)
+    r = guard.reserve(SCOPE, prompt_tokens=10, max_tokens=10, **GPT)
+    assert r.allowed and r.answer.reason == ""  # the next reply is this call's, not a late one
+    r.settle({"input_tokens": 10, "output_tokens": 3})
+    assert _spent(store) == 13
 
 
-def test_an_error_reply_to_an_unwaited_command_keeps_the_connection_in_step(
-    client: redis.Redis, redis_settings: RedisSettings
+def test_a_killed_connection_is_replaced_without_failing_a_call(
+    store: RedisBudgetStore, redis_settings: RedisSettings
 ) -> None:
-    lanes = Lanes(client.connection_pool)
-    text, number = f"{redis_settings.key_prefix}:s", f"{redis_settings.key_prefix}:n"
-    client.set(text, "not a number")
-    lanes.send_later(cmd("INCR", text))  # refused by Redis: logged, not raised into a later call
-    lanes.send_later(cmd("INCR", number))
-    assert lanes.roundtrip(cmd("GET", number)) == b"1"
-    with pytest.raises(redis.ResponseError):
-        lanes.roundtrip(cmd("INCR", text))
-    assert lanes.roundtrip(cmd("PING")) == b"PONG"
+    """redis-py's pool sees the closed socket when it hands the connection out, and connects again."""
+    guard = BudgetGuard(store, decision_cache_s=0.0)
+    assert guard.reserve(SCOPE, prompt_tokens=1, max_tokens=1, **GPT).allowed
+    own_id = store.client.client_id()
+    other = redis.Redis.from_url(redis_settings.url.get_secret_value())
+    assert other.client_kill_filter(_id=own_id) == 1
+    other.close()
+    served = guard.reserve(SCOPE, prompt_tokens=1, max_tokens=1, **GPT)
+    assert served.allowed and served.answer.reason == ""
+    assert guard.metrics.fail_open._value.get() == 0 and not guard.core.breaker.open
+    assert store.client.client_id() != own_id
 
 
-def test_a_killed_connection_fails_one_call_then_a_new_one_serves(client: redis.Redis) -> None:
-    lanes = Lanes(client.connection_pool)
-    own_id = lanes.roundtrip(cmd("CLIENT", "ID"))
-    client.client_kill_filter(_id=own_id)
-    with pytest.raises(redis.ConnectionError):
-        lanes.roundtrip(cmd("PING"))
-    assert lanes.roundtrip(cmd("CLIENT", "ID")) != own_id
-    assert lanes.roundtrip(cmd("PING")) == b"PONG"
-
-
-def test_a_forked_child_opens_its_own_connection(client: redis.Redis) -> None:
-    lanes = Lanes(client.connection_pool)
-    parent_id = lanes.roundtrip(cmd("CLIENT", "ID"))
+def test_a_forked_child_opens_its_own_connection(store: RedisBudgetStore) -> None:
+    guard = BudgetGuard(store, decision_cache_s=0.0)
+    guard.reserve(SCOPE, prompt_tokens=1, max_tokens=1, **GPT).release()
+    parent_id = store.client.client_id()
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:
         os.close(read)
         try:
-            child_id = lanes.roundtrip(cmd("CLIENT", "ID"))
-            os.write(write, b"%d" % child_id)
+            r = guard.reserve(SCOPE, prompt_tokens=100, max_tokens=100, **GPT)
+            r.settle({"input_tokens": 100, "output_tokens": 11})
+            os.write(write, b"%d" % store.client.client_id())
         finally:
-            os._exit(0)
+            os._exit(0)  # a forked test child must not run the parent's exit handlers
     os.close(write)
     with os.fdopen(read, "rb") as inp:
         child_id = int(inp.read() or b"0")
     os.waitpid(pid, 0)
     assert child_id and child_id != parent_id
-    assert lanes.roundtrip(cmd("CLIENT", "ID")) == parent_id  # the parent's connection was left alone
-
-
-def test_the_guards_settle_is_written_not_waited_for(client: redis.Redis, redis_settings: RedisSettings) -> None:
-    from costplane.budgets import Budget
-    from costplane.enforcers import BudgetGuard, RedisBudgetStore
-
-    store = RedisBudgetStore.from_url(
-        redis_settings.url.get_secret_value(), prefix=redis_settings.key_prefix, timeout_s=1.0
-    )
-    store.publish_budgets("acme", [Budget.from_cli("day", scope="tenant=acme", limit_tokens=1000)])
-    guard = BudgetGuard(store, decision_cache_s=0.0)
-    r = guard.reserve({"tenant": "acme"}, provider="openai", model="gpt-4o-mini", prompt_tokens=100, max_tokens=100)
-    r.settle({"input_tokens": 100, "output_tokens": 20})
-    assert store._lanes is not None and [len(lane.unread) for lane in store._lanes._free] == [1]
-    guard.flush()
-    assert [len(lane.unread) for lane in store._lanes._free] == [0]
-    counter = store.client.hgetall(store.keys.spent("acme", "day", "tenant=acme"))
-    assert sum(int(v) for f, v in counter.items() if f.isdigit()) == 120
+    assert store.client.client_id() == parent_id  # the parent's connection was left alone
+    assert _spent(store) == 111

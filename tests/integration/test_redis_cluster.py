@@ -6,22 +6,27 @@ node, and tenants spread over every master.
 
 from __future__ import annotations
 
+import asyncio
 import json
-import random
-import socket
-import subprocess
+import os
+import signal
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 from redis.cluster import ClusterNode, RedisCluster
+from redis_cluster_nodes import running_cluster
 
 from costplane.budgets import Budget
-from costplane.enforcers import BudgetGuard
-from costplane.enforcers.cluster import RedisClusterBudgetStore
+from costplane.enforcers import (
+    AsyncBudgetGuard,
+    AsyncRedisBudgetStore,
+    BudgetGuard,
+    FailurePolicy,
+    RedisBudgetStore,
+)
 from costplane.enforcers.keys import KeyLayout
 from costplane.publisher.event import UsageEvent
 from costplane.publisher.identifiers import tenant_tag
@@ -37,100 +42,10 @@ TENANTS = [f"tenant-{i}" for i in range(24)] + ["a.b:c@d+e/f", "x" * 128]
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[RedisCluster]:
     """A fresh cluster per test (a second or two): function scope, so the test's markers let it open sockets."""
-    home = tmp_path / "cluster"
-    home.mkdir()
-    ports = cluster_ports(3)
-    procs = []
-    for port in ports:
-        node_dir = home / str(port)
-        node_dir.mkdir()
-        procs.append(
-            subprocess.Popen(  # noqa: S603 - our own redis-server, loopback only
-                [
-                    "redis-server",
-                    "--port",
-                    str(port),
-                    "--bind",
-                    "127.0.0.1",
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    str(node_dir / "nodes.conf"),
-                    "--cluster-node-timeout",
-                    "3000",
-                    "--dir",
-                    str(node_dir),
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--protected-mode",
-                    "no",
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        )
-    try:
-        for port in ports:
-            _wait(lambda p=port: redis.Redis(port=p).ping(), 20)
-        created = subprocess.run(  # noqa: S603
-            [
-                "redis-cli",
-                "--cluster",
-                "create",
-                *(f"127.0.0.1:{p}" for p in ports),
-                "--cluster-replicas",
-                "0",
-                "--cluster-yes",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        assert created.returncode == 0, created.stdout + created.stderr
-        _wait(lambda: all(redis.Redis(port=p).cluster("info")["cluster_state"] == "ok" for p in ports), 30)
+    with running_cluster(tmp_path / "cluster") as ports:
         client = RedisCluster(startup_nodes=[ClusterNode("127.0.0.1", p) for p in ports])
         yield client
         client.close()
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait(10)
-
-
-def cluster_ports(count: int) -> list[int]:
-    """Free ports whose cluster bus port (port + 10000) is free too and exists: below 55536."""
-    rng = random.Random()
-    ports: list[int] = []
-    while len(ports) < count:
-        port = rng.randrange(20000, 30000)
-        if port in ports:
-            continue
-        try:
-            for candidate in (port, port + 10000):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", candidate))
-        except OSError:
-            continue
-        ports.append(port)
-    return ports
-
-
-def _wait(probe: object, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    last: object = None
-    while time.monotonic() < deadline:
-        try:
-            last = probe()  # type: ignore[operator]
-            if last:
-                return
-        except redis.RedisError as exc:
-            last = exc
-        time.sleep(0.1)
-    raise AssertionError(f"the cluster did not come up: {last!r}")
 
 
 def test_each_tenant_keeps_one_slot_and_tenants_use_every_master(cluster: RedisCluster) -> None:
@@ -153,7 +68,7 @@ def test_each_tenant_keeps_one_slot_and_tenants_use_every_master(cluster: RedisC
 
 def test_guard_contract_on_the_cluster(cluster: RedisCluster) -> None:
     prefix = f"c{uuid.uuid4().hex[:6]}"
-    store = RedisClusterBudgetStore(cluster, KeyLayout(prefix))
+    store = RedisBudgetStore(cluster, KeyLayout(prefix))
     guard = BudgetGuard(store, decision_cache_s=0.0, budget_cache_s=0.0)
     for tenant in TENANTS:  # on every master: reserve to the limit, then block; settle charges, exactly
         store.publish_budgets(tenant, [Budget.from_cli("tok", scope=f"tenant={tenant},user=*", limit_tokens=1000)])
@@ -222,3 +137,64 @@ def test_window_commits_on_the_cluster_match_the_memory_backend(cluster: RedisCl
             counter = cluster.hgetall(layout.spent(tenant, "b", f"tenant={tenant},user={user}"))
             spent = sum(int(v) for k, v in counter.items() if k.isdigit())
             assert spent == sum(loc.priced.event.input_tokens for loc in mine)
+
+
+def test_asyncio_guard_on_the_cluster(cluster: RedisCluster) -> None:
+    """``AsyncRedisBudgetStore.from_url(..., cluster=True)``: the asyncio cluster client routes the same scripts."""
+    prefix = f"a{uuid.uuid4().hex[:6]}"
+    seed = cluster.get_primaries()[0]
+    sync_store = RedisBudgetStore(cluster, KeyLayout(prefix))
+    tenants = TENANTS[:6]
+    for tenant in tenants:
+        sync_store.publish_budgets(tenant, [Budget.from_cli("tok", scope=f"tenant={tenant}", limit_tokens=300)])
+
+    async def scenario() -> list[tuple[bool, bool, bool]]:
+        store = AsyncRedisBudgetStore.from_url(
+            f"redis://{seed.host}:{seed.port}/0", prefix=prefix, timeout_s=1.0, cluster=True
+        )
+        guard = AsyncBudgetGuard(store, decision_cache_s=0.0, budget_cache_s=0.0)
+        out = []
+        for tenant in tenants:
+            first = await guard.reserve({"tenant": tenant}, prompt_tokens=100, max_tokens=100, **GPT)
+            refused = await guard.reserve({"tenant": tenant}, prompt_tokens=100, max_tokens=100, **GPT)  # 400 > 300
+            await first.asettle({"input_tokens": 100, "output_tokens": 0})  # 100 spent, the rest released
+            again = await guard.reserve({"tenant": tenant}, prompt_tokens=100, max_tokens=100, **GPT)  # 300 = limit
+            await again.asettle({"input_tokens": 1, "output_tokens": 0})
+            out.append((first.allowed, refused.answer.kind == "block", again.allowed))
+        await store.client.aclose()
+        return out
+
+    assert asyncio.run(scenario()) == [(True, True, True)] * len(tenants)
+    for tenant in tenants:
+        counter = cluster.hgetall(KeyLayout(prefix).spent(tenant, "tok", f"tenant={tenant}"))
+        assert sum(int(v) for f, v in counter.items() if f.isdigit()) == 101
+
+
+def test_a_dead_master_never_raises_into_the_app(cluster: RedisCluster) -> None:
+    """SIGKILL one master: its tenants' calls get the failure policy's answer (fail-open counted, fail-closed Block
+    ``enforcement_unavailable``), a settle of a reservation made before is logged, and nothing raises."""
+    prefix = f"k{uuid.uuid4().hex[:6]}"
+    keys = KeyLayout(prefix)
+    seed, *others = cluster.get_primaries()
+    store = RedisBudgetStore.from_url(f"redis://{seed.host}:{seed.port}/0", prefix=prefix, timeout_s=0.2, cluster=True)
+    policy = FailurePolicy(rules=[({"plan": "free"}, "closed")])
+    guard = BudgetGuard(store, policy=policy, decision_cache_s=0.0, budget_cache_s=0.0)
+    for tenant in TENANTS:
+        store.publish_budgets(tenant, [Budget.from_cli("tok", scope=f"tenant={tenant}", limit_tokens=10**6)])
+    victim = others[0]
+    doomed = [t for t in TENANTS if cluster.get_node_from_key(keys.budgets(t)).name == victim.name]
+    assert doomed
+    held = guard.reserve({"tenant": doomed[0]}, prompt_tokens=10, max_tokens=10, **GPT)
+    assert held.allowed and held.answer.reason == ""
+    pid = int(cluster.get_redis_connection(victim).info("server")["process_id"])
+    os.kill(pid, signal.SIGKILL)
+    held.settle({"input_tokens": 10})  # logged; the reservation would expire by its TTL
+    for _ in range(10):
+        for tenant in doomed:
+            paid = guard.reserve({"tenant": tenant, "plan": "paid"}, prompt_tokens=1, max_tokens=1, **GPT)
+            free = guard.reserve({"tenant": tenant, "plan": "free"}, prompt_tokens=1, max_tokens=1, **GPT)
+            assert (paid.answer.kind, paid.answer.reason) == ("allow", "enforcement_unavailable")
+            assert (free.answer.kind, free.answer.reason) == ("block", "enforcement_unavailable")
+        time.sleep(0.1)
+    assert guard.metrics.fail_open._value.get() == 10 * len(doomed)
+    assert guard.metrics.fail_closed._value.get() == 10 * len(doomed)

@@ -1,4 +1,5 @@
-"""The guard without a network: failure policy, breaker, local cache, settle semantics, publisher hand-off, wire."""
+"""The guard without a network: failure policy, breaker, local cache, settle semantics, publisher hand-off, script
+arguments."""
 
 from __future__ import annotations
 
@@ -14,9 +15,7 @@ from costplane.budgets import Budget
 from costplane.enforcers import AsyncBudgetGuard, BudgetGuard, CircuitBreaker, FailurePolicy, InMemoryBudgetStore
 from costplane.enforcers.keys import KeyLayout
 from costplane.enforcers.plan import ReserveRequest, build_plan, matching
-from costplane.enforcers.resp import bulks
-from costplane.enforcers.scripts import SHAS
-from costplane.enforcers.store import reserve_args, reserve_wire, settle_args, settle_wire
+from costplane.enforcers.store import reserve_args, settle_args
 
 T0 = 1_790_000_000.0
 CALL = {"provider": "openai", "model": "gpt-4o-mini", "prompt_tokens": 100, "max_tokens": 100}
@@ -208,7 +207,8 @@ def test_plans_follow_the_bucket_and_the_budget_list() -> None:
     assert first.reservation_id != same.reservation_id
 
 
-def test_pre_encoded_scripts_match_the_generic_encoding() -> None:
+def test_script_keys_and_arguments_follow_the_scripts_layout() -> None:
+    """KEYS and ARGV of reserve.lua and settle.lua, built from a plan whose fixed part is computed once."""
     keys = KeyLayout("cp")
     budgets = [
         Budget.from_cli("day", scope="tenant=acme", limit_usd="5"),
@@ -218,20 +218,31 @@ def test_pre_encoded_scripts_match_the_generic_encoding() -> None:
         Budget.from_cli("note", scope="tenant=acme", limit_usd="1", action="notify"),
     ]
     scope = {"tenant": "acme", "user": "u1"}
-    plan = build_plan(keys, "acme", matching(budgets, scope), int(T0 * 1000))
+    now = int(T0 * 1000)
+    plan = build_plan(keys, "acme", matching(budgets, scope), now)
     assert [s.budget.id for s in plan.slots] == ["day", "hour"] and len(plan.decision_keys) == 3
     assert all("{acme}" in k for k in plan.decision_keys)
-    req = ReserveRequest("rid1", int(T0 * 1000), int(T0 * 1000) + 300_000, plan, 1234, 56)
+    req = ReserveRequest("rid1", now, now + 300_000, plan, 1234, 56)
     assert req.amounts == (1234, 56)  # the USD day budget takes the nano-USD, the token budget the tokens
-
-    def generic(k: list[str], a: list[Any]) -> bytes:
-        out: bytes = b"*%d\r\n" % (3 + len(k) + len(a)) + bulks([b"EVALSHA", SHAS[script], len(k), *k, *a])
-        return out
-
-    script = "reserve"
-    assert reserve_wire(req) == generic(*reserve_args(req))
-    script = "settle"
-    assert settle_wire(req, 10, 20, int(T0 * 1000) + 5) == generic(*settle_args(req, 10, 20, int(T0 * 1000) + 5))
+    day, hour = plan.slots
+    field = f"r{now + 300_000}:rid1"
+    rkeys, rargs = reserve_args(req)
+    assert list(rkeys) == [*plan.decision_keys, day.counter_key, hour.counter_key]
+    # field, now, nanos, tokens | per budget: code (u: block on nano-USD, T: degrade on tokens), state field
+    assert rargs == [field, now, 1234, 56, "u", day.state_field, "T", hour.state_field]
+    skeys, sargs = settle_args(req, 10, 20, now + 5)
+    assert list(skeys) == [day.counter_key, hour.counter_key]
+    # field, now, actual nanos, actual tokens, their moves | per budget: unit code, state field, bucket start
+    assert sargs == [
+        field,
+        now + 5,
+        10,
+        20,
+        10 - 1234,
+        20 - 56,
+        *("u", day.state_field, day.bucket_start_ms),
+        *("t", hour.state_field, hour.bucket_start_ms),
+    ]
 
 
 def test_an_unreadable_budget_is_skipped_not_raised() -> None:
