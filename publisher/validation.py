@@ -91,7 +91,10 @@ def validate_event(
     """Raise :class:`InvalidEvent` for the first rule ``ev`` breaks; return None when it may be counted.
 
     Clock skew is checked only when both ``now_ms`` and ``max_clock_skew_ms`` are given (the worker passes them;
-    an app's own clock is its reference, so the publisher does not).
+    an app's own clock is its reference, so the publisher does not). Only the future is bounded: an event more
+    than ``max_clock_skew_ms`` after ``now_ms`` is rejected; an old event is always valid, however old. The worker
+    passes the Kafka record's timestamp as ``now_ms``, not its own clock, so every reader of the same record
+    (stream, sink, a replay, a restart) takes the same decision.
     """
     event_id = ev.event_id
     if type(event_id) is not str or _UUID(event_id) is None:
@@ -121,11 +124,11 @@ def validate_event(
             "occurred_at",
             f"occurred_at must be positive UTC epoch milliseconds before year 10000, got {occurred_at!r}"[:200],
         )
-    if now_ms is not None and max_clock_skew_ms is not None and abs(occurred_at - now_ms) > max_clock_skew_ms:
+    if now_ms is not None and max_clock_skew_ms is not None and occurred_at - now_ms > max_clock_skew_ms:
         raise InvalidEvent(
             "clock_skew",
             "occurred_at",
-            f"occurred_at is {(occurred_at - now_ms) / 1000:+.0f}s from now, "
+            f"occurred_at is {(occurred_at - now_ms) / 1000:+.0f}s after its record's time, "
             f"beyond the allowed skew of {max_clock_skew_ms / 1000:.0f}s",
         )
     attempt = ev.attempt
