@@ -30,9 +30,11 @@ def worker(
 ) -> None:
     """Run the stream worker: price, count budget windows, write decisions, dead-letter bad input, fill ClickHouse.
 
-    Exit status 3: the invalid-event ratio passed COSTPLANE_WORKER_INVALID_RATIO_LIMIT (see the message).
+    Exit status 3: the invalid-event ratio passed COSTPLANE_WORKER_INVALID_RATIO_LIMIT (see the message);
+    4: a ClickHouse sink loop stopped on an error retrying cannot fix.
     """
     from costplane.config import ClickHouseSettings, KafkaSettings, RedisSettings, WorkerSettings, load_settings
+    from costplane.streams.pipeline.fatal import WorkerStopped
     from costplane.streams.sink.errors import DirectoryOwned
     from costplane.streams.worker.run import run_worker
 
@@ -57,6 +59,10 @@ def worker(
             err=True,
         )
         raise typer.Exit(5) from None
+    except WorkerStopped as exc:  # stopped on purpose, in order: the status says why (docs/operations.md)
+        sys.stderr.write(f"costplane worker: {exc}\n")
+        sys.stderr.flush()
+        raise typer.Exit(exc.exit_code) from None
 
 
 @topics_app.command("create")

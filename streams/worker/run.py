@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import threading
+from typing import TYPE_CHECKING
 
 from costplane.config import ClickHouseSettings, KafkaSettings, RedisSettings, WorkerSettings
 from costplane.logging import get_logger
+from costplane.streams.pipeline.fatal import FatalLatch, SinkStopped
 from costplane.streams.worker.allocator import pin_mmap_threshold, trim_every
 from costplane.streams.worker.gctuning import tune_gc
 from costplane.streams.worker.metrics import WorkerMetrics
 from costplane.streams.worker.priority import lower_priority
+
+if TYPE_CHECKING:
+    from costplane.streams.worker.sinkloop import SinkLoop
 
 log = get_logger(__name__)
 
@@ -21,7 +26,11 @@ def run_worker(
     worker: WorkerSettings,
     loglevel: str = "WARNING",
 ) -> None:
-    """Run until a signal (or a deliberate stop); never returns normally (the Faust worker exits the process)."""
+    """Run until a signal or a deliberate stop; never returns normally.
+
+    A signal ends in the Faust worker's ``SystemExit``; a deliberate stop (the invalid-ratio limit, a sink loop that
+    cannot go on) raises its :class:`~costplane.streams.pipeline.fatal.WorkerStopped` once everything has stopped,
+    for the entry point to turn into the documented exit status."""
     import faust
 
     from costplane.config import ConfigError
@@ -42,6 +51,7 @@ def run_worker(
         lower_priority(worker.sink_nice)
     create_topics(kafka, worker)
     metrics = WorkerMetrics()
+    fatal = FatalLatch()
     sink: SinkLoop | None = None
     if worker.role in ("sink", "all"):
         sink = SinkLoop(kafka, clickhouse, worker, metrics, f"{group_id(kafka, worker)}.sink")
@@ -56,40 +66,17 @@ def run_worker(
         report=sink.report if sink is not None else None,
         sink_ready=(lambda: sink.ready and sink.error is None) if sink is not None else None,
         sink_waiting=(lambda: sink.waiting) if sink is not None else None,
+        fatal=fatal,
     )
+    threads: list[threading.Thread] = []
     if sink is not None:
-        loop_sink = sink
-
-        def sink_main() -> None:
-            if worker.role == "all":  # the sink thread yields to the stream role's thread
-                lower_priority(worker.sink_nice)
-            try:
-                loop_sink.run()
-            finally:
-                if loop_sink.error is not None:
-                    import os
-                    import sys
-
-                    sys.stderr.write(f"costplane worker: the ClickHouse sink stopped: {loop_sink.error}\n")
-                    os._exit(4)
-
-        thread = threading.Thread(target=sink_main, name="costplane-sink", daemon=True)
-        thread.start()
         backfill = backfill_loop(sink)  # imported history: only the sink reads it, never a budget window
-
-        def backfill_main() -> None:
-            try:
-                backfill.run()
-            finally:
-                if backfill.error is not None:
-                    import os
-                    import sys
-
-                    sys.stderr.write(f"costplane worker: the backfill sink stopped: {backfill.error}\n")
-                    os._exit(4)
-
-        backfill_thread = threading.Thread(target=backfill_main, name="costplane-backfill", daemon=True)
-        backfill_thread.start()
+        threads = [
+            _start_loop(
+                sink, "costplane-sink", "the ClickHouse sink", fatal, worker.sink_nice if worker.role == "all" else None
+            ),
+            _start_loop(backfill, "costplane-backfill", "the backfill sink", fatal, None),
+        ]
     tune_gc(worker.gc_threshold)
     pin_mmap_threshold(worker.malloc_mmap_threshold_kib)
     if worker.malloc_trim_s > 0:
@@ -101,6 +88,24 @@ def run_worker(
         if sink is not None:
             sink.stop_event.set()  # the loop flushes what it buffered (insert → commit → mark seen), then stops
             backfill.stop_event.set()
-            thread.join(timeout=30)
-            backfill_thread.join(timeout=30)
+            for thread in threads:
+                thread.join(timeout=30)
             sink.close()
+        fatal.raise_recorded()  # a deliberate stop: the entry point exits with its status instead of Faust's
+
+
+def _start_loop(loop: SinkLoop, name: str, what: str, fatal: FatalLatch, nice: int | None) -> threading.Thread:
+    """Run a sink loop in its own thread; a loop that fails stops the whole process (exit status 4) in order."""
+
+    def main() -> None:
+        if nice is not None:  # the sink thread yields to the stream role's thread
+            lower_priority(nice)
+        try:
+            loop.run()
+        finally:
+            if loop.error is not None:
+                fatal.stop_process(SinkStopped(f"{what} stopped: {loop.error}"))
+
+    thread = threading.Thread(target=main, name=name, daemon=True)
+    thread.start()
+    return thread
