@@ -1,10 +1,10 @@
-"""The Faust application of the stream role: decode → price → windows → decisions, with dead letters.
+"""The Faust application of the worker: the stream role's pipeline, the web pages, and the shared runtime.
 
-Agents stay short: the codec decodes (the one place), :mod:`costplane.streams.worker.windows` computes over the
-pure core, and this module only moves bytes and effects. Messages are taken in batches (``take_events``) and each
-window key is read and written once per batch. Spend windows live in Redis beside the guard's counters, fenced
-by source offsets (:mod:`costplane.streams.worker.windowstore`); budgets are read from the compacted budgets topic
-by every worker in full, because every partition needs every budget.
+The stream role's work is :mod:`costplane.streams.pipeline` (decode → dedup → price → windows → commit → effects,
+one module per step); this module builds its steps from the :class:`Runtime` and hands them to the Faust adapter,
+which alone knows Faust. Spend windows live in Redis beside the guard's counters, fenced by source offsets
+(:mod:`costplane.streams.worker.windowstore`); budgets are read from the compacted budgets topic by every worker in
+full, because every partition needs every budget.
 """
 
 from __future__ import annotations
