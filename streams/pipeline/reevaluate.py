@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from costplane.budgets import Budget
 from costplane.logging import get_logger
 from costplane.streams.pipeline.commit import CommitStep
 from costplane.streams.pipeline.effects import Effects
 from costplane.streams.pipeline.redis_io import RedisCalls
 from costplane.streams.pipeline.windows import WindowsStep
+from costplane.streams.worker.windows import Pending
 
 if TYPE_CHECKING:
     from costplane.streams.app import Runtime
@@ -31,9 +33,12 @@ class Reevaluation:
     async def budgets(self, budget_ids: set[str] | None) -> None:
         """Re-check the decisions of ``budget_ids`` (None: every standing decision whose window may have ended)."""
         async with self.windows.lock:
-            budgets = dict(self.rt.budgets)
-            pending = await self.redis.until_answered(self.rt.windows.reevaluate, budgets, budget_ids, self.rt.now_ms())
+            pending = await self.redis.until_answered(self._reevaluate, dict(self.rt.budgets), budget_ids)
             self.effects.committed(await self.commit(pending))
+
+    def _reevaluate(self, budgets: dict[str, Budget], budget_ids: set[str] | None) -> Pending:
+        """On the Redis thread; the time is read at each attempt, like a batch's count."""
+        return self.rt.windows.reevaluate(budgets, budget_ids, self.rt.now_ms())
 
     async def everything(self) -> None:
         """Every budget in force and every budget a standing decision names."""

@@ -29,10 +29,11 @@ class WindowsStep:
 
     async def __call__(self, located: list[Located]) -> Pending:
         budgets = list(self.rt.budgets.values())  # read on the event loop, where budgets change
-        pending = await self.redis.until_answered(self._count, located, budgets, self.rt.now_ms())
+        pending = await self.redis.until_answered(self._count, located, budgets)
         self.rt.metrics.duplicates.inc(pending.redelivered)
         return pending
 
-    def _count(self, located: list[Located], budgets: list[Budget], now_ms: int) -> Pending:
+    def _count(self, located: list[Located], budgets: list[Budget]) -> Pending:
+        """On the Redis thread; the time is read at each attempt (a retry after an outage counts at its own now)."""
         with collections_deferred():  # the whole batch is alive until count returns: nothing to collect
-            return self.rt.windows.count(located, budgets, now_ms, send_early=True)
+            return self.rt.windows.count(located, budgets, self.rt.now_ms(), send_early=True)
