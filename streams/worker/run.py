@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import signal
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from costplane.config import ClickHouseSettings, KafkaSettings, RedisSettings, WorkerSettings
 from costplane.logging import get_logger
@@ -69,29 +70,41 @@ def run_worker(
         fatal=fatal,
     )
     threads: list[threading.Thread] = []
-    if sink is not None:
-        backfill = backfill_loop(sink)  # imported history: only the sink reads it, never a budget window
-        threads = [
-            _start_loop(
-                sink, "costplane-sink", "the ClickHouse sink", fatal, worker.sink_nice if worker.role == "all" else None
-            ),
-            _start_loop(backfill, "costplane-backfill", "the backfill sink", fatal, None),
-        ]
-    tune_gc(worker.gc_threshold)
-    pin_mmap_threshold(worker.malloc_mmap_threshold_kib)
-    if worker.malloc_trim_s > 0:
-        threading.Thread(target=trim_every, args=(worker.malloc_trim_s,), name="costplane-trim", daemon=True).start()
-    log.info("worker_starting", role=worker.role, group=group_id(kafka, worker), web_port=worker.web_port)
+    # Until the Faust worker handles SIGTERM itself, the signal (an operator's, or a sink loop's deliberate stop)
+    # ends the process through the same cleanup below instead of killing it on the spot.
+    signal.signal(signal.SIGTERM, _stop_before_faust)
     try:
+        if sink is not None:
+            backfill = backfill_loop(sink)  # imported history: only the sink reads it, never a budget window
+            nice = worker.sink_nice if worker.role == "all" else None
+            threads = [
+                _start_loop(sink, "costplane-sink", "the ClickHouse sink", fatal, nice),
+                _start_loop(backfill, "costplane-backfill", "the backfill sink", fatal, None),
+            ]
+        _tune(worker)
+        log.info("worker_starting", role=worker.role, group=group_id(kafka, worker), web_port=worker.web_port)
         faust.Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
     finally:
         if sink is not None:
             sink.stop_event.set()  # the loop flushes what it buffered (insert → commit → mark seen), then stops
-            backfill.stop_event.set()
+            if threads:
+                backfill.stop_event.set()
             for thread in threads:
                 thread.join(timeout=30)
             sink.close()
         fatal.raise_recorded()  # a deliberate stop: the entry point exits with its status instead of Faust's
+
+
+def _stop_before_faust(signum: int, frame: Any) -> None:
+    raise SystemExit(0)
+
+
+def _tune(worker: WorkerSettings) -> None:
+    """Garbage collection and allocator settings of a long-running worker process."""
+    tune_gc(worker.gc_threshold)
+    pin_mmap_threshold(worker.malloc_mmap_threshold_kib)
+    if worker.malloc_trim_s > 0:
+        threading.Thread(target=trim_every, args=(worker.malloc_trim_s,), name="costplane-trim", daemon=True).start()
 
 
 def _start_loop(loop: SinkLoop, name: str, what: str, fatal: FatalLatch, nice: int | None) -> threading.Thread:
