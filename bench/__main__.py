@@ -11,6 +11,7 @@ BENCHES = (
     "bench.bench_worker",
     "bench.bench_alerts",
     "bench.bench_integrations",
+    "bench.bench_hotpaths",
 )
 
 for name in BENCHES:

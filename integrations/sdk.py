@@ -9,7 +9,7 @@ instance-level ``request`` (and ``copy`` / ``with_options`` that instrument the 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from costplane.integrations.calls import wrap_request_async, wrap_request_sync
 from costplane.integrations.recorder import Instrumentation
@@ -17,6 +17,59 @@ from costplane.integrations.transport import wrap_http_client
 
 _MARK = "_costplane_instrumentation"
 ClientT = TypeVar("ClientT")
+C = TypeVar("C")
+
+
+class Instrument(Protocol):
+    """An SDK integration's ``instrument(client, *, publisher, guard=None, fallback=None, **attributes)``.
+
+    Instruments ``client`` in place and returns it. ``attributes`` (``tenant``, ``feature``, ``team``, ``env``,
+    ``plan``, ``user_id``… or any other key) go on every event; ``costplane.attributes(...)`` adds per-call ones.
+    With ``guard`` (a ``BudgetGuard`` or ``AsyncBudgetGuard``) each call reserves its worst case first; a Block
+    raises the integration's ``BudgetExceeded``, or returns ``fallback(answer)`` when a fallback is given.
+    """
+
+    def __call__(
+        self,
+        client: C,
+        *,
+        publisher: Any,
+        guard: Any = None,
+        fallback: Callable[[Any], Any] | None = None,
+        **attributes: Any,
+    ) -> C: ...
+
+
+def sdk_instrument(
+    sync_client: type, async_client: type, provider: Callable[[Any], str], error: Callable[[Any], BaseException]
+) -> Instrument:
+    """The ``instrument`` function of one SDK: its client classes, the provider a client reports as, and the
+    ``BudgetExceeded`` (an error of that SDK, so the app's handlers catch it) a Block raises."""
+    names = " or ".join(f"{t.__module__.split('.')[0]}.{t.__name__}" for t in (sync_client, async_client))
+
+    def instrument(
+        client: C,
+        *,
+        publisher: Any,
+        guard: Any = None,
+        fallback: Callable[[Any], Any] | None = None,
+        **attributes: Any,
+    ) -> C:
+        if not isinstance(client, sync_client | async_client):
+            raise TypeError(f"expected an {names} client, got {type(client).__name__}")
+        return instrument_client(
+            client,
+            is_async=isinstance(client, async_client),
+            provider=provider(client),
+            publisher=publisher,
+            guard=guard,
+            fallback=fallback,
+            attributes=attributes,
+            error=error,
+        )
+
+    instrument.__doc__ = Instrument.__doc__
+    return instrument
 
 
 def instrument_client(

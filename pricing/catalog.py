@@ -314,15 +314,13 @@ class PriceCatalog:
         occurred_at_ms: int | None = None,
     ) -> Cost:
         """Exact cost of one usage record; unknown model → ``cost_nanos=0, unpriced=True``."""
+        u = usage
+        buckets = (u.input_tokens, u.cached_input_tokens, u.cache_write_tokens, u.output_tokens, u.reasoning_tokens)
         return self.price_tokens(
             provider,
             model,
-            input_tokens=usage.input_tokens,
-            cached_input_tokens=usage.cached_input_tokens,
-            cache_write_tokens=usage.cache_write_tokens,
-            output_tokens=usage.output_tokens,
-            reasoning_tokens=usage.reasoning_tokens,
-            cache_write_1h_tokens=usage.cache_write_1h_tokens,
+            *buckets,
+            cache_write_1h_tokens=u.cache_write_1h_tokens,
             service_tier=service_tier,
             occurred_at_ms=occurred_at_ms,
         )

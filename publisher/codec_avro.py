@@ -1,15 +1,19 @@
 """Avro binary encoding and decoding specialised to the UsageEvent schema — the codec's fast path.
 
-Why not fastavro alone: fastavro is generic. Writing, it takes dicts and, for each of the ~20 ``["null", X]``
-unions, works out which branch a value fits; reading, it builds a dict per record that then has to become a
-UsageEvent. Here the per-field work is chosen once from the schema: both directions are Python source generated
-from the schema at start-up. The writer is one loop over a batch whose body is a single tuple of inline
-expressions, one per field, read straight off the dataclass: small longs and every union tag come from constant
-tables, repeated low-cardinality strings and the high bytes of large longs (timestamps) from small bounded
-caches, and only unusual values (negative, non-ASCII, wrong types) reach a checked per-type writer. The reader
-reads the bytes into the UsageEvent constructor's arguments. Writing costs about a sixth of fastavro here and
-reading a third; the tests prove the bytes identical to fastavro's in both directions, fuzz the writer with
-random values of every field and the decoder with mutated messages.
+Why not fastavro alone: measured, it does not meet the publisher's target. fastavro is generic: writing, it takes
+dicts and, for each of the ~20 ``["null", X]`` unions, works out which branch a value fits; reading, it builds a
+dict per record that then has to become a UsageEvent. Its encoding alone costs about 14 µs per event here, and a
+bare fastavro batch encoder with a bare producer stays below 50 000 events/s (``bench.bench_publisher``'s floor
+rows); this codec costs about 2.5 µs. Here the per-field work is chosen once: :func:`generate`, the one
+generator, turns the schema and the validation rules (:data:`validation.RULES`) into Python source for the reader
+and the two writers at start-up. A writer's body is a single tuple of inline expressions, one per field, read
+straight off the dataclass: small longs and every union tag come from constant tables, repeated low-cardinality
+strings and the high bytes of large longs (timestamps) from small bounded caches, each checked against the
+field's rule; any other value goes to the writer's fallback. The plain writer's fallback encodes whatever Avro
+can hold; the checked writer's (the publisher's emit: validate and encode in one pass) refuses, leaving the
+event to ``validate_event``. The reader reads the bytes into the UsageEvent constructor's arguments. The tests
+prove the bytes identical to fastavro's in both directions, fuzz the writers with random values of every field
+and the decoder with mutated messages.
 
 Only the types the usage schemas use are supported (long, int, string, boolean, enum, map<string>,
 ``["null", X]``); anything else fails at construction, so a schema change that needs another type stops the
@@ -27,8 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from costplane.publisher.event import UsageEvent
-from costplane.publisher.identifiers import is_tenant
-from costplane.publisher.validation import EVENT_ID_PATTERN, RULES, FieldRule
+from costplane.publisher.validation import EVENT_ID_PATTERN, RULES, FieldRule, acceptance
 
 
 class AvroDecodeError(ValueError):
@@ -39,7 +42,7 @@ class SpecialisedCodec:
     """Encoder and decoder for UsageEvent and UsageBatch bodies, built from the *plain* event schema.
 
     ``event_schema`` must have its logical types stripped (``occurred_at`` as plain long) and its fields in the
-    dataclass's order. One instance per UsageCodec: it owns small bounded string caches (one per field).
+    dataclass's order. One instance per UsageCodec: it owns small bounded caches (one per field).
     """
 
     #: Fields unique per event (or nearly): caching their encoded form would only churn the cache.
@@ -47,16 +50,15 @@ class SpecialisedCodec:
     _CACHE_MAX = 1024  # per string field; the attribute map's keys and values share one of 4 × this
 
     def __init__(self, event_schema: dict[str, Any]) -> None:
-        self._cache: dict[str, bytes] = {}  # tenants and attribute keys/values
-        self._write_events = _generate_writer(
-            event_schema["fields"], self._string_cached, self._CACHE_MAX, self._UNCACHED
-        )
+        self._cache: dict[str, bytes] = {}  # batch tenants
+        generated = generate(event_schema["fields"], RULES, cache_max=self._CACHE_MAX, uncached=self._UNCACHED)
+        self._write_events = generated.write_events
+        self._read_event = generated.read_event
         #: ``encode_valid_event(ev)``: ``ev``'s encoding when it keeps the field rules of
         #: :data:`validation.RULES`, checked on the way. None means "not decided here": the event breaks a rule,
         #: is not a UsageEvent, or holds an unusual value (non-ASCII text, say) that the fast path leaves to
         #: :func:`validate_event` and :meth:`encode_event`. The generated function itself, no wrapper around it.
-        self.encode_valid_event = _generate_checked_writer(event_schema["fields"], RULES, self._CACHE_MAX)
-        self._read_event = _generate_reader([f["type"] for f in event_schema["fields"]])
+        self.encode_valid_event = generated.write_checked
 
     # -- encoding --------------------------------------------------------------------------------------------
     def encode_event(self, ev: UsageEvent) -> bytes:
@@ -276,26 +278,204 @@ def _field_lines(schema: Any, indent: str, target: str, consts: dict[str, Any]) 
     raise ValueError(f"no specialised Avro reader for {schema!r}")
 
 
-def _generate_reader(field_types: list[Any]) -> Callable[[bytes, int], tuple[UsageEvent, int]]:
-    consts: dict[str, Any] = {}
-    lines = ["def read_event(buf, pos):", "    limit = len(buf)"]
-    for i, schema in enumerate(field_types):
-        lines += _field_lines(schema, "    ", f"v{i}", consts)
-    lines.append(f"    return Event({', '.join(f'v{i}' for i in range(len(field_types)))}), pos")
-    namespace: dict[str, Any] = {"Event": UsageEvent, "Bad": AvroDecodeError, "read_long": _read_long, **consts}
-    exec(compile("\n".join(lines), "<costplane usage_event reader>", "exec"), namespace)  # noqa: S102 - from our schema
-    reader: Callable[[bytes, int], tuple[UsageEvent, int]] = namespace["read_event"]
-    return reader
+# -- the generated writers ------------------------------------------------------------------------------------
+# Every field is one inline expression on the common path, its check taken from the field's validation rule (a
+# table or cache lookup when the value keeps the rule); any other value goes to the writer's fallback for that
+# field. The two writers differ only in that fallback: the plain writer encodes whatever Avro can hold, the
+# checked one refuses (the publisher's emit then asks validate_event). A function call per field is what made the
+# first encoder cost as much as half of fastavro, hence the generated source.
 
 
-# -- the generated writer ------------------------------------------------------------------------------------
-# One loop over the batch whose body is a single tuple display per event: every field an inline expression (a
-# table or cache lookup on the common path), the rare shapes handed to the checked writers above. A function call
-# per field is what made the first encoder cost as much as half of fastavro.
+class _NotFast(Exception):
+    """The checked writer leaves this event to the full validation (it may be invalid, or only unusual)."""
+
+
+def _not_fast(_value: object = None) -> bytes:
+    raise _NotFast
+
+
+def _tagged(write: Callable[[Any], bytes]) -> Callable[[Any], bytes]:
+    def write_tagged(value: Any) -> bytes:
+        return b"\x02" + write(value)
+
+    return write_tagged
+
+
+def _enum_writer(symbols: Sequence[str]) -> Callable[[Any], bytes]:
+    index = {s: _long(i) for i, s in enumerate(symbols)}
+
+    def write_enum(value: Any) -> bytes:
+        if not isinstance(value, str) or value not in index:
+            raise ValueError(f"{value!r} is not one of the enum's symbols")
+        return index[value]
+
+    return write_enum
+
+
+def _map_writer(value: dict[str, str]) -> bytes:
+    if not value:
+        return b"\x00"
+    return b"".join([_long(len(value)), *[_string(k) + _string(v) for k, v in value.items()], b"\x00"])
+
+
+#: The general writer of each Avro type the usage schema uses: the plain writer's fallback for unusual values.
+_GENERAL: dict[str, Callable[[Any], bytes]] = {
+    "long": _long,
+    "int": _int,
+    "string": _string,
+    "boolean": _boolean,
+    "map": _map_writer,
+}
+
+
+def _cached_text(
+    cache: dict[Any, bytes], limit: int, rule: FieldRule, fallback: Callable[[Any], bytes]
+) -> Callable[[Any], bytes]:
+    """A cache miss of a text field: encode and keep a value that keeps ``rule``; hand any other to ``fallback``."""
+    accepts, tag = acceptance(rule), b"\x02" if rule.optional else b""
+
+    def miss(value: Any) -> bytes:
+        if not accepts(value):
+            return fallback(value)
+        encoded = tag + _string(value)
+        if len(cache) >= limit:
+            cache.clear()  # bounded memory; the hot values come straight back
+        cache[value] = encoded
+        return encoded
+
+    return miss
+
+
+def _labels(
+    cache: dict[Any, bytes], limit: int, rule: FieldRule, fallback: Callable[[Any], bytes]
+) -> Callable[[Any], bytes]:
+    """The attribute map: keys and values from ``cache`` when the map keeps ``rule``; any other to ``fallback``."""
+    accepts = acceptance(rule)
+
+    def write_labels(value: Any) -> bytes:
+        if not accepts(value):
+            return fallback(value)
+        parts = [_long(len(value))]
+        for text in (t for pair in value.items() for t in pair):
+            encoded = cache.get(text)
+            if encoded is None:
+                if len(cache) >= limit:
+                    cache.clear()
+                encoded = cache[text] = _string(text)
+            parts.append(encoded)
+        parts.append(b"\x00")
+        return b"".join(parts)
+
+    return write_labels
+
+
+#: The two writers generated from the same field expressions: each one's name prefix for its own helpers.
+_WRITERS = ("plain", "checked")
+
+
+class _Slot:
+    """One field of the schema as the writer generator sees it: its rule, Avro type, and generated helpers.
+
+    ``@`` in an expression stands for the writer's prefix (``plain_``, ``checked_``): the helpers that differ
+    between the two writers are registered once per writer under that prefix.
+    """
+
+    def __init__(self, field: dict[str, Any], rule: FieldRule, slot: int, consts: dict[str, Any]) -> None:
+        schema = field["type"]
+        self.name, self.rule, self.slot, self.consts = field["name"], rule, slot, consts
+        self.optional = isinstance(schema, list) and len(schema) == 2 and schema[0] == "null"
+        self.inner = schema[1] if self.optional else schema
+        self.kind = str(self.inner.get("type") if isinstance(self.inner, dict) else self.inner)
+        if isinstance(schema, list) and not self.optional:
+            raise ValueError(f"no specialised Avro writer for {schema!r}")
+        if isinstance(self.inner, dict) and "logicalType" in self.inner:
+            raise ValueError(f"logical type {self.inner['logicalType']} must be stripped first")
+        if self.optional != rule.optional:
+            raise ValueError(f"{self.name}: the rule and the schema disagree on null")
+        self.v = f"v{slot}"
+        #: the expression reading the field into ``v`` (a union's tag reads it first; then ``v`` holds it)
+        self.value = self.v if self.optional else f"({self.v} := ev.{self.name})"
+
+    def const(self, prefix: str, value: Any) -> str:
+        key = f"{prefix}_{self.slot}"
+        self.consts[key] = value
+        return key
+
+    def per_writer(self, prefix: str, make: Callable[[Callable[[Any], bytes]], Any]) -> str:
+        """Register ``make(fallback)`` for each writer; return the ``@``-prefixed name the expressions use."""
+        general = _enum_writer(self.inner["symbols"]) if self.kind == "enum" else _GENERAL[self.kind]
+        plain = _tagged(general) if self.optional else general
+        for writer, fallback in zip(_WRITERS, (plain, _not_fast), strict=True):
+            self.consts[f"{writer}_{prefix}_{self.slot}"] = make(fallback)
+        return f"@{prefix}_{self.slot}"
+
+    def slow(self) -> str:
+        return self.per_writer("slow", lambda fallback: fallback)
+
+    def tag(self, expr: str) -> str:
+        """``expr`` behind the union's branch tag: NULL when the value is None."""
+        return f"(NULL if ({self.v} := ev.{self.name}) is None else {expr})" if self.optional else f"({expr})"
+
+
+def _count_expr(f: _Slot, cache_max: int) -> str:
+    # Small values from a table; larger ones within the rule as their first byte (from a table) and the varint
+    # of the rest, cached: timestamps share it for 64 ms, large counts often repeat.
+    rule, v = f.rule, f.v
+    if not 0 <= rule.low < _SMALL_MAX <= rule.high <= (2**63 - 1 if f.kind == "long" else 2**31 - 1):
+        raise ValueError(f"{f.name}: no inline check for the range {rule.low}..{rule.high}")
+    high_cache: dict[Any, bytes] = {}
+    highs = f.const("highs", high_cache)
+    high = f.const("high", _miss(high_cache, cache_max, _varint_bytes))
+    small, first = ("SMALL_TAGGED", "FIRST_TAGGED") if f.optional else ("SMALL", "FIRST")
+    return f.tag(
+        f"{small}[{v}] if type({f.value}) is int and {rule.low} <= {v} < SMALL_MAX "
+        f"else {first}[{v} & 63] + ({highs}.get(h := {v} >> 6) or {high}(h)) "
+        f"if type({v}) is int and SMALL_MAX <= {v} <= {rule.high} else {f.slow()}({v})"
+    )
+
+
+def _text_expr(f: _Slot, cache_max: int, uncached: frozenset[str]) -> str:
+    rule, v = f.rule, f.v
+    if rule.max_len >= _SMALL_MAX:
+        raise ValueError(f"{f.name}: no inline check for strings of {rule.max_len} characters")
+    if f.name not in uncached:
+        cache: dict[Any, bytes] = {}
+        lookup = f.const("cache", cache)
+        miss = f.per_writer("miss", lambda fallback: _cached_text(cache, cache_max, rule, fallback))
+        return f.tag(f"{lookup}.get({f.value}) or {miss}({v})")
+    if rule.charset != "any":
+        raise ValueError(f"{f.name}: no inline check for the {rule.charset} charset on an uncached field")
+    low = 1 if rule.non_empty else 0
+    check = f"type({f.value}) is str and {low} <= (n := len({v})) <= {rule.max_len} and {v}.isascii()"
+    small = "SMALL_TAGGED" if f.optional else "SMALL"
+    return f.tag(f"{small}[n] + {v}.encode() if {check} else {f.slow()}({v})")
+
+
+def _field_expr(f: _Slot, cache_max: int, uncached: frozenset[str]) -> str:
+    """The expression encoding field ``f`` of ``ev``, its common path checked against the field's rule."""
+    rule, kind, v = f.rule, f.kind, f.v
+    if rule.kind == "count" and kind in ("long", "int"):
+        return _count_expr(f, cache_max)
+    if rule.kind == "text" and kind == "string":
+        return _text_expr(f, cache_max, uncached)
+    if rule.kind == "uuid" and kind == "string" and not f.optional:
+        return f"(SMALL[36] + {v}.encode() if type({f.value}) is str and MATCH_UUID({v}) else {f.slow()}({v}))"
+    if rule.kind == "choice" and kind == "enum":
+        tag = b"\x02" if f.optional else b""
+        symbols = {s: tag + _long(i) for i, s in enumerate(f.inner["symbols"]) if s in rule.choices}
+        return f.tag(f"{f.const('choice', symbols)}.get({f.value}) or {f.slow()}({v})")
+    if rule.kind == "flag" and kind == "boolean":
+        true, false = ("TRUE_TAGGED", "FALSE_TAGGED") if f.optional else ("b'\\x01'", "b'\\x00'")
+        return f.tag(f"{true} if {f.value} is True else {false} if {v} is False else {f.slow()}({v})")
+    if rule.kind == "labels" and kind == "map" and not f.optional and f.inner["values"] == "string":
+        cache: dict[Any, bytes] = {}
+        labels = f.per_writer("labels", lambda fallback: _labels(cache, 4 * cache_max, rule, fallback))
+        return f"(b'\\x00' if type({f.value}) is dict and not {v} else {labels}({v}))"
+    raise ValueError(f"{f.name}: no specialised Avro writer for rule {rule.kind} on {f.inner!r}")
 
 
 def _miss(cache: dict[Any, bytes], limit: int, encode: Callable[[Any], bytes]) -> Callable[[Any], bytes]:
-    """The slow path of a cached string field: encode ``value``, keep it (``cache`` bounded to ``limit``)."""
+    """The slow path of a cached value: encode ``value``, keep it (``cache`` bounded to ``limit``)."""
 
     def miss(value: Any) -> bytes:
         encoded = encode(value)
@@ -307,294 +487,53 @@ def _miss(cache: dict[Any, bytes], limit: int, encode: Callable[[Any], bytes]) -
     return miss
 
 
-def _tagged(write: Callable[[Any], bytes]) -> Callable[[Any], bytes]:
-    def write_tagged(value: Any) -> bytes:
-        return b"\x02" + write(value)
+class Generated(NamedTuple):
+    """The functions generated from the usage schema and its validation rules."""
 
-    return write_tagged
-
-
-def _map_writer(key: Callable[[str], bytes]) -> Callable[[dict[str, str]], bytes]:
-    def write_map(value: dict[str, str]) -> bytes:
-        return b"".join([_long(len(value)), *[key(k) + key(v) for k, v in value.items()], b"\x00"])
-
-    return write_map
+    #: ``read_event(buf, pos)``: the UsageEvent at ``pos`` and the position after it
+    read_event: Callable[[bytes, int], tuple[UsageEvent, int]]
+    #: ``write_events(events, parts)``: append each event's encoding to ``parts``; raises on what Avro cannot hold
+    write_events: Callable[[Sequence[UsageEvent], list[bytes]], None]
+    #: ``write_checked(ev)``: the encoding of an event whose every field keeps its rule, else None
+    write_checked: Callable[[UsageEvent], bytes | None]
 
 
-class _SlotHelpers(NamedTuple):
-    const: Callable[[str, Any], str]  # register a constant for this field's slot, return its name
-    v: str  # the local holding the field's value
-    get: str  # the expression reading the field into ``v``
-    tag: Callable[[str], str]  # an expression with the union branch: NULL when the value is None
+def generate(
+    fields: list[dict[str, Any]], rules: Mapping[str, FieldRule], *, cache_max: int, uncached: frozenset[str]
+) -> Generated:
+    """The one generator: the reader and both writers of the (plain) event schema, as one generated module.
 
-
-def _slot_helpers(name: str, slot: int, optional: bool, consts: dict[str, Any]) -> _SlotHelpers:
-    """What both generated writers (plain and checked) need per field slot."""
-
-    def const(prefix: str, value: Any) -> str:
-        key = f"{prefix}_{slot}"
-        consts[key] = value
-        return key
-
-    v = f"v{slot}"
-    get = f"({v} := ev.{name})"
-
-    def tag(expr: str) -> str:
-        return f"(NULL if {get} is None else {expr})" if optional else f"({expr})"
-
-    return _SlotHelpers(const, v, get, tag)
-
-
-def _field_expr(
-    name: str,
-    schema: Any,
-    *,
-    cached: bool,
-    slot: int,
-    consts: dict[str, Any],
-    cache_max: int,
-    string_cached: Callable[[str], bytes],
-) -> list[str]:
-    """Tuple elements (Python expressions) that encode field ``name`` of ``ev``."""
-    optional = isinstance(schema, list) and len(schema) == 2 and schema[0] == "null"
-    inner = schema[1] if optional else schema
-    kind = inner.get("type") if isinstance(inner, dict) else inner
-    if isinstance(inner, dict) and "logicalType" in inner:
-        raise ValueError(f"logical type {inner['logicalType']} must be stripped first")
-    if isinstance(schema, list) and not optional:
-        raise ValueError(f"no specialised Avro writer for {schema!r}")
-
-    const, v, get, tag = _slot_helpers(name, slot, optional, consts)
-
-    if kind in ("long", "int"):
-        # Small values from a table; larger non-negative ones as their first byte (from a table) and the varint of
-        # the rest, cached: timestamps share it for 64 ms, large counts often repeat. Anything else: the writer.
-        write = _long if kind == "long" else _int
-        high_cache: dict[Any, bytes] = {}
-        highs = const("highs", high_cache)
-        high = const("high", _miss(high_cache, cache_max, _varint_bytes))
-        slow = const("slow", _tagged(write) if optional else write)
-        small, first = ("SMALL_TAGGED", "FIRST_TAGGED") if optional else ("SMALL", "FIRST")
-        end = "LONG_END" if kind == "long" else "INT_END"
-        value = v if optional else get
-        return [
-            tag(
-                f"{small}[{v}] if type({value}) is int and 0 <= {v} < SMALL_MAX "
-                f"else {first}[{v} & 63] + ({highs}.get(h := {v} >> 6) or {high}(h)) "
-                f"if type({v}) is int and SMALL_MAX <= {v} < {end} else {slow}({v})"
-            )
-        ]
-    if kind == "string" and cached:
-        cache: dict[Any, bytes] = {}
-        miss = const("miss", _miss(cache, cache_max, _tagged(_string) if optional else _string))
-        lookup = const("cache", cache)
-        if optional:
-            return [tag(f"{lookup}.get({v}) or {miss}({v})")]
-        return [f"({lookup}.get({get}) or {miss}({v}))"]
-    if kind == "string":
-        slow = const("slow", _long)
-        if optional:
-            return [
-                tag(f"SMALL_TAGGED[n] + r if (n := len(r := {v}.encode())) < SMALL_MAX else b'\\x02' + {slow}(n) + r")
-            ]
-        return [f"(SMALL[n] if (n := len(r := ev.{name}.encode())) < SMALL_MAX else {slow}(n))", "r"]
-    if kind == "boolean":
-        slow = const("slow", _tagged(_boolean) if optional else _boolean)
-        if optional:
-            return [tag(f"TRUE_TAGGED if {v} is True else FALSE_TAGGED if {v} is False else {slow}({v})")]
-        return [f"(b'\\x01' if {get} is True else b'\\x00' if {v} is False else {slow}({v}))"]
-    if kind == "enum":
-        symbols = {s: (b"\x02" if optional else b"") + _long(i) for i, s in enumerate(inner["symbols"])}
-        table = const("enum", symbols)
-        if optional:
-            return [tag(f"{table}[{v}]")]
-        return [f"{table}[ev.{name}]"]
-    if kind == "map" and not optional and inner["values"] == "string":
-        write_map = const("map", _map_writer(string_cached))
-        return [f"(b'\\x00' if not {get} else {write_map}({v}))"]
-    raise ValueError(f"no specialised Avro writer for {schema!r}")
-
-
-def _generate_writer(
-    fields: list[dict[str, Any]], string_cached: Callable[[str], bytes], cache_max: int, uncached: frozenset[str]
-) -> Callable[[Sequence[UsageEvent], list[bytes]], None]:
-    """``write(events, parts)``: append the Avro encoding of each event to ``parts``, field by field."""
+    ``rules`` must name the schema's fields in order (:data:`validation.RULES`). The caches of values that keep
+    their rule are shared by both writers; each cache holds at most ``cache_max`` values (the labels' 4 ×).
+    """
+    if [f["name"] for f in fields] != list(rules):
+        raise ValueError("the validation rules do not cover the schema's fields in order")
     consts: dict[str, Any] = {}
-    elements: list[str] = []
-    for slot, f in enumerate(fields):
-        elements += _field_expr(
-            f["name"],
-            f["type"],
-            cached=f["name"] not in uncached,
-            slot=slot,
-            consts=consts,
-            cache_max=cache_max,
-            string_cached=string_cached,
-        )
+    read = [line for i, f in enumerate(fields) for line in _field_lines(f["type"], "    ", f"v{i}", consts)]
+    elements = [_field_expr(_Slot(f, rules[f["name"]], i, consts), cache_max, uncached) for i, f in enumerate(fields)]
     lines = [
+        "def read_event(buf, pos):",
+        "    limit = len(buf)",
+        *read,
+        f"    return Event({', '.join(f'v{i}' for i in range(len(fields)))}), pos",
         "def write_events(events, parts):",
         "    extend = parts.extend",
         "    for ev in events:",
         "        extend((",
-        *[f"            {e}," for e in elements],
+        *[f"            {e.replace('@', 'plain_')}," for e in elements],
         "        ))",
-    ]
-    namespace: dict[str, Any] = {
-        "SMALL": _SMALL,
-        "SMALL_TAGGED": _SMALL_TAGGED,
-        "SMALL_MAX": _SMALL_MAX,
-        "FIRST": _FIRST,
-        "FIRST_TAGGED": _FIRST_TAGGED,
-        "LONG_END": 2**63,
-        "INT_END": 2**31,
-        "NULL": b"\x00",
-        "TRUE_TAGGED": b"\x02\x01",
-        "FALSE_TAGGED": b"\x02\x00",
-        **consts,
-    }
-    source = "\n".join(lines)
-    exec(compile(source, "<costplane usage_event writer>", "exec"), namespace)  # noqa: S102 - from our schema
-    writer: Callable[[Sequence[UsageEvent], list[bytes]], None] = namespace["write_events"]
-    return writer
-
-
-# -- the checked writer --------------------------------------------------------------------------------------
-# The same inline expressions, narrowed to what validation accepts (``validation.RULES``): a value outside its
-# rule raises _NotFast instead of reaching a general writer, and the caller falls back to validate_event and the
-# plain writer. Used by the publisher's emit, where validating and encoding in one pass reads every field once.
-
-
-class _NotFast(Exception):
-    """The checked writer leaves this event to the full validation (it may be invalid, or only unusual)."""
-
-
-def _not_fast(_value: object = None) -> bytes:
-    raise _NotFast
-
-
-def _checked_text_miss(cache: dict[Any, bytes], limit: int, rule: FieldRule) -> Callable[[Any], bytes]:
-    tag = b"\x02" if rule.optional else b""
-    low = 1 if rule.non_empty else 0
-    charset = rule.charset
-
-    def miss(value: Any) -> bytes:
-        if type(value) is not str or not low <= len(value) <= rule.max_len or not value.isascii():
-            raise _NotFast
-        if (charset == "printable" and not value.isprintable()) or (charset == "tenant" and not is_tenant(value)):
-            raise _NotFast
-        encoded = tag + _string(value)
-        if len(cache) >= limit:
-            cache.clear()
-        cache[value] = encoded
-        return encoded
-
-    return miss
-
-
-def _checked_labels(rule: FieldRule, cache: dict[Any, bytes], limit: int) -> Callable[[Any], bytes]:
-    encode = _miss(cache, limit, _string)
-
-    def write_labels(value: Any) -> bytes:
-        if type(value) is not dict or len(value) > rule.max_items:
-            raise _NotFast
-        parts = [_long(len(value))]
-        for k, v in value.items():
-            if (
-                type(k) is not str
-                or type(v) is not str
-                or not 0 < len(k) <= rule.max_len
-                or len(v) > rule.max_len
-                or not (k + v).isascii()
-            ):
-                raise _NotFast
-            parts.append(cache.get(k) or encode(k))
-            parts.append(cache.get(v) or encode(v))
-        parts.append(b"\x00")
-        return b"".join(parts)
-
-    return write_labels
-
-
-def _checked_expr(
-    name: str, schema: Any, rule: FieldRule, *, slot: int, consts: dict[str, Any], cache_max: int
-) -> list[str]:
-    """Tuple elements encoding field ``name`` when its value keeps ``rule``; anything else raises _NotFast."""
-    optional = isinstance(schema, list) and len(schema) == 2 and schema[0] == "null"
-    inner = schema[1] if optional else schema
-    kind = inner.get("type") if isinstance(inner, dict) else inner
-    if optional != rule.optional:
-        raise ValueError(f"{name}: the rule and the schema disagree on null")
-
-    const, v, get, tag = _slot_helpers(name, slot, optional, consts)
-
-    value = v if optional else get
-    if rule.kind == "uuid" and kind == "string" and not optional:
-        return [f"(SMALL[36] if type({get}) is str and MATCH_UUID({v}) else REJECT())", f"{v}.encode()"]
-    if rule.kind == "count" and kind in ("long", "int"):
-        end = 2**63 - 1 if kind == "long" else 2**31 - 1
-        if not 0 <= rule.low < _SMALL_MAX <= rule.high <= end:
-            raise ValueError(f"{name}: no inline check for the range {rule.low}..{rule.high}")
-        high_cache: dict[Any, bytes] = {}
-        highs = const("highs", high_cache)
-        high = const("high", _miss(high_cache, cache_max, _varint_bytes))
-        small, first = ("SMALL_TAGGED", "FIRST_TAGGED") if optional else ("SMALL", "FIRST")
-        return [
-            tag(
-                f"{small}[{v}] if type({value}) is int and {rule.low} <= {v} < SMALL_MAX "
-                f"else {first}[{v} & 63] + ({highs}.get(h := {v} >> 6) or {high}(h)) "
-                f"if type({v}) is int and SMALL_MAX <= {v} <= {rule.high} else REJECT()"
-            )
-        ]
-    if rule.kind == "text" and kind == "string":
-        if rule.max_len >= _SMALL_MAX:
-            raise ValueError(f"{name}: no inline check for strings of {rule.max_len} characters")
-        if name not in SpecialisedCodec._UNCACHED:
-            cache: dict[Any, bytes] = {}
-            lookup = const("cache", cache)
-            miss = const("miss", _checked_text_miss(cache, cache_max, rule))
-            return [tag(f"{lookup}.get({value}) or {miss}({v})")]
-        if rule.charset != "any":
-            raise ValueError(f"{name}: no inline check for the {rule.charset} charset on an uncached field")
-        low = 1 if rule.non_empty else 0
-        check = f"type({value}) is str and {low} <= (n := len({v})) <= {rule.max_len} and {v}.isascii()"
-        if optional:
-            return [tag(f"SMALL_TAGGED[n] + {v}.encode() if {check} else REJECT()")]
-        return [tag(f"SMALL[n] if {check} else REJECT()"), f"{v}.encode()"]
-    if rule.kind == "choice" and kind == "enum":
-        symbols = {
-            s: (b"\x02" if optional else b"") + _long(i) for i, s in enumerate(inner["symbols"]) if s in rule.choices
-        }
-        table = const("choice", symbols)
-        return [tag(f"{table}.get({value}) or REJECT()")]
-    if rule.kind == "flag" and kind == "boolean":
-        true, false = ("TRUE_TAGGED", "FALSE_TAGGED") if optional else ("b'\\x01'", "b'\\x00'")
-        return [tag(f"{true} if {value} is True else {false} if {v} is False else REJECT()")]
-    if rule.kind == "labels" and kind == "map" and not optional and inner["values"] == "string":
-        labels = const("labels", _checked_labels(rule, {}, 4 * cache_max))
-        return [f"(b'\\x00' if type({get}) is dict and not {v} else {labels}({v}))"]
-    raise ValueError(f"{name}: no checked writer for rule {rule.kind} on {schema!r}")
-
-
-def _generate_checked_writer(
-    fields: list[dict[str, Any]], rules: Mapping[str, FieldRule], cache_max: int
-) -> Callable[[UsageEvent], bytes | None]:
-    """``write(ev)``: the encoding of one event whose every field keeps its rule; otherwise None."""
-    if [f["name"] for f in fields] != list(rules):
-        raise ValueError("the validation rules do not cover the schema's fields in order")
-    consts: dict[str, Any] = {}
-    elements: list[str] = []
-    for slot, f in enumerate(fields):
-        elements += _checked_expr(f["name"], f["type"], rules[f["name"]], slot=slot, consts=consts, cache_max=cache_max)
-    lines = [
         "def write_checked(ev):",
         "    try:",
         "        return b''.join((",
-        *[f"            {e}," for e in elements],
+        *[f"            {e.replace('@', 'checked_')}," for e in elements],
         "        ))",
         "    except HAND_ON:",  # broken rules, unusual values, not an event at all: validate_event decides
         "        return None",
     ]
     namespace: dict[str, Any] = {
+        "Event": UsageEvent,
+        "Bad": AvroDecodeError,
+        "read_long": _read_long,
         "SMALL": _SMALL,
         "SMALL_TAGGED": _SMALL_TAGGED,
         "SMALL_MAX": _SMALL_MAX,
@@ -603,11 +542,9 @@ def _generate_checked_writer(
         "NULL": b"\x00",
         "TRUE_TAGGED": b"\x02\x01",
         "FALSE_TAGGED": b"\x02\x00",
-        "REJECT": _not_fast,
         "MATCH_UUID": EVENT_ID_PATTERN,
         "HAND_ON": (_NotFast, AttributeError, TypeError, ValueError),
         **consts,
     }
-    exec(compile("\n".join(lines), "<costplane usage_event checked writer>", "exec"), namespace)  # noqa: S102
-    writer: Callable[[UsageEvent], bytes | None] = namespace["write_checked"]
-    return writer
+    exec(compile("\n".join(lines), "<costplane usage_event codec>", "exec"), namespace)  # noqa: S102 - from our schema
+    return Generated(namespace["read_event"], namespace["write_events"], namespace["write_checked"])

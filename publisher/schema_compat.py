@@ -113,29 +113,16 @@ class _Resolver:
         return schema
 
     def check(self, writer: Any, reader: Any, path: str) -> list[str]:
+        """Why data written with ``writer`` cannot be read as ``reader`` at ``path`` (empty: it can)."""
         writer, reader = self._deref(writer, self._wn), self._deref(reader, self._rn)
         for side, schema in (("writer", writer), ("reader", reader)):
             if isinstance(schema, str) and schema not in _PRIMITIVES:
                 return [f"{path}: {side} refers to undefined type {schema} (renamed or removed?)"]
-        if isinstance(writer, list):
-            problems: list[str] = []
-            for i, branch in enumerate(writer):
-                problems += self.check(branch, reader, f"{path}<{_kind(branch)}#{i}>")
-            return problems
-        if isinstance(reader, list):
-            if any(not self._quiet(writer, branch) for branch in reader):
-                return []
-            return [
-                f"{path}: writer type {_kind(writer)} matches no branch of the reader union "
-                f"{[_kind(b) for b in reader]}"
-            ]
+        if isinstance(writer, list) or isinstance(reader, list):
+            return self._union(writer, reader, path)
         wk, rk = _kind(writer), _kind(reader)
         if wk in _PRIMITIVES or rk in _PRIMITIVES:
-            if wk != rk and rk not in _PROMOTIONS.get(wk, frozenset()):
-                return [f"{path}: writer {wk} cannot be read as {rk}"]
-            if _logical(writer) != _logical(reader):
-                return [f"{path}: logical type changed from {_logical(writer)} to {_logical(reader)}"]
-            return []
+            return _primitive(writer, reader, path)
         if wk != rk:
             return [f"{path}: writer {wk} cannot be read as {rk}"]
         if wk in ("record", "error", "enum", "fixed") and not _same_name(writer, reader):
@@ -147,11 +134,21 @@ class _Resolver:
         if wk == "fixed":
             return [] if writer.get("size") == reader.get("size") else [f"{path}: fixed size changed"]
         if wk == "enum":
-            missing = [s for s in writer["symbols"] if s not in reader["symbols"]]
-            if missing and "default" not in reader:
-                return [f"{path}: enum {reader['name']} lost symbol(s) {missing} and has no default"]
-            return []
+            return _enum(writer, reader, path)
         return self._record(writer, reader, path)
+
+    def _union(self, writer: Any, reader: Any, path: str) -> list[str]:
+        """A writer union: every branch must be readable; a reader union: some branch must read the writer."""
+        if isinstance(writer, list):
+            problems: list[str] = []
+            for i, branch in enumerate(writer):
+                problems += self.check(branch, reader, f"{path}<{_kind(branch)}#{i}>")
+            return problems
+        if any(not self._quiet(writer, branch) for branch in reader):
+            return []
+        return [
+            f"{path}: writer type {_kind(writer)} matches no branch of the reader union {[_kind(b) for b in reader]}"
+        ]
 
     def _record(self, writer: dict[str, Any], reader: dict[str, Any], path: str) -> list[str]:
         key = (str(writer["name"]), str(reader["name"]))
@@ -174,6 +171,24 @@ class _Resolver:
     def _quiet(self, writer: Any, reader: Any) -> bool:
         """Whether ``writer`` resolves against ``reader`` without problems (for union branch selection)."""
         return not self.check(writer, reader, "")
+
+
+def _primitive(writer: Any, reader: Any, path: str) -> list[str]:
+    """A primitive on either side: the same type or an Avro promotion, and the same logical type."""
+    wk, rk = _kind(writer), _kind(reader)
+    if wk != rk and rk not in _PROMOTIONS.get(wk, frozenset()):
+        return [f"{path}: writer {wk} cannot be read as {rk}"]
+    if _logical(writer) != _logical(reader):
+        return [f"{path}: logical type changed from {_logical(writer)} to {_logical(reader)}"]
+    return []
+
+
+def _enum(writer: dict[str, Any], reader: dict[str, Any], path: str) -> list[str]:
+    """Symbols the writer may send that the reader lacks are fine only with a reader default."""
+    missing = [s for s in writer["symbols"] if s not in reader["symbols"]]
+    if missing and "default" not in reader:
+        return [f"{path}: enum {reader['name']} lost symbol(s) {missing} and has no default"]
+    return []
 
 
 def _kind(schema: Any) -> str:

@@ -1,13 +1,16 @@
-"""``InMemoryPublisher``: the publisher's API without Kafka, for your own unit tests.
+"""Test helpers for code that reports usage: ``InMemoryPublisher`` and the ``usage_event`` factory.
 
-It validates exactly like the real one (lenient by default, ``strict=True`` raises) and keeps every accepted event
-in ``.events`` so a test can assert what the code under test reported.
+``InMemoryPublisher`` is the publisher's API without Kafka: it validates exactly like the real one (lenient by
+default, ``strict=True`` raises) and keeps every accepted event in ``.events`` so a test can assert what the code
+under test reported. ``usage_event`` builds one valid event from a few named fields, so a test states only the
+fields it is about.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +18,23 @@ from costplane.publisher.attempts import RequestRecorder
 from costplane.publisher.event import UsageEvent
 from costplane.publisher.ids import UUIDv7Source
 from costplane.publisher.validation import InvalidEvent, validate_event
+
+
+def usage_event(**fields: Any) -> UsageEvent:
+    """A valid UsageEvent: ``fields`` over these defaults — fresh random UUIDs as ``event_id`` and
+    ``request_id``, the current time as ``occurred_at``, tenant ``acme``, ``openai``/``gpt-4o-mini``, attempt 1,
+    status ``ok``, and the dataclass's own defaults (no tokens, no attribution) for the rest."""
+    defaults: dict[str, Any] = {
+        "event_id": str(uuid.uuid4()),
+        "occurred_at": int(time.time() * 1000),
+        "tenant": "acme",
+        "provider": "openai",
+        "model": "gpt-4o-mini",
+        "request_id": str(uuid.uuid4()),
+        "attempt": 1,
+        "status": "ok",
+    }
+    return UsageEvent(**{**defaults, **fields})
 
 
 class InMemoryPublisher:

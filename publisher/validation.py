@@ -4,24 +4,26 @@ Used by the publisher on every ``emit`` (so it must cost microseconds), by the c
 the JSON tools. A failure is an :class:`InvalidEvent` carrying a short, stable ``reason`` code — the same code a
 dead-letter record carries — plus the field and a human message.
 
-Shape of the code: each rule is one cheap inline test on the common (valid) path; only when it fails does a
-helper work out *which* reason applies. Validation is also the publisher's guarantee that the event can be encoded
-later at flush time, so Avro's ranges (``int`` 32-bit, ``long`` 64-bit) and map value types are checked here too:
-an event that passes must never make a whole batch fail to encode.
+Shape of the code: the rules are data, :data:`RULES`, one :class:`FieldRule` per schema field, and that one table
+drives every checker: :func:`validate_event` is a loop over it (a cheap acceptance test per field on the common,
+valid path; only when it fails does a helper work out *which* reason applies), and the codec's checked writer
+(``codec_avro``) builds its inline checks from the same rules. Validation is also the publisher's guarantee that
+the event can be encoded later at flush time, so Avro's ranges (``int`` 32-bit, ``long`` 64-bit) and map value
+types are checked here too: an event that passes must never make a whole batch fail to encode.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, NoReturn
+from functools import cache
+from typing import Any, Literal, NamedTuple, NoReturn
 
 from costplane.publisher.event import OPERATIONS, SERVICE_TIERS, STATUSES, TOKEN_BUCKETS, UsageEvent
 from costplane.publisher.identifiers import has_control, is_tenant, tenant_problem
 
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}").fullmatch
-_REQUIRED_STRINGS = ("tenant", "provider", "model", "request_id")
-_OPTIONAL_STRINGS = ("user_id", "team", "feature", "env", "session_id", "plan", "content_hash")
 #: Text fields that name a budget member (``budgets.DIMENSIONS``): no control characters (publisher/identifiers.py).
 DIMENSION_FIELDS = frozenset({"provider", "model", "user_id", "team", "feature", "env", "plan"})
 _INT_MAX = 2**31 - 1  # Avro int
@@ -44,7 +46,261 @@ class InvalidEvent(ValueError):
         self.message = message
 
 
-def _text_problem(field: str, value: object, max_len: int, *, required: bool) -> None:
+# -- the table -----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FieldRule:
+    """What one field accepts at the default limits, stated as data: the single source of every checker.
+
+    :func:`validate_event` loops over these rules; the publisher's emit encodes and validates in one pass
+    (``codec_avro``), accepting on its fast path only what these rules allow and handing anything else to
+    ``validate_event``. The acceptance tests built from a rule are narrower than the rule's full check in one way
+    only: text must be ASCII to pass them; other valid UTF-8 text is let through by the slower reason helpers.
+    """
+
+    kind: Literal["uuid", "text", "count", "choice", "flag", "labels"]
+    optional: bool = False  # None is accepted
+    low: int = 0  # count: smallest value
+    high: int = 0  # count: largest value
+    #: count: ``high`` is the per-bucket sanity bound on tokens (``absurd_tokens``; ``validate_event`` may lower or
+    #: raise it) rather than the Avro type's range (``out_of_range``)
+    sanity: bool = False
+    non_empty: bool = False  # text: "" is refused
+    max_len: int = DEFAULT_MAX_STRING_LEN  # text, and the labels' keys and values
+    choices: frozenset[str] = frozenset()  # choice
+    max_items: int = MAX_ATTRIBUTES  # labels
+    #: text: ``any`` ASCII, ``printable`` ASCII (a dimension value: no control characters) or a ``tenant`` id
+    charset: Literal["any", "printable", "tenant"] = "any"
+    #: One reason for any value the rule refuses (uuid, choice, and counts with a meaning of their own), with its
+    #: message (``{value!r}`` is replaced); empty: the kind's helper names a reason per problem.
+    reason: str = ""
+    message: str = ""
+
+
+def _count(
+    high: int, *, low: int = 0, optional: bool = False, sanity: bool = False, reason: str = "", message: str = ""
+) -> FieldRule:
+    return FieldRule("count", optional=optional, low=low, high=high, sanity=sanity, reason=reason, message=message)
+
+
+_TEXT = FieldRule("text", non_empty=True)
+_OPTIONAL_TEXT = FieldRule("text", optional=True)
+_DIMENSION = FieldRule("text", non_empty=True, charset="printable")
+_OPTIONAL_DIMENSION = FieldRule("text", optional=True, charset="printable")
+_TOKENS = _count(DEFAULT_MAX_TOKENS, sanity=True)
+_OPTIONAL_TOKENS = _count(DEFAULT_MAX_TOKENS, optional=True, sanity=True)
+
+#: Every UsageEvent field's rule, in schema order (also the order ``validate_event`` checks them in). A new schema
+#: field needs its rule here: the codec refuses to build its checked writer without one, rather than let an
+#: unchecked field through the fast path.
+RULES: dict[str, FieldRule] = {
+    "event_id": FieldRule("uuid", reason="bad_event_id", message="event_id must be a UUID string, got {value!r}"),
+    "occurred_at": _count(
+        MAX_OCCURRED_AT_MS,
+        low=1,
+        reason="bad_timestamp",
+        message="occurred_at must be positive UTC epoch milliseconds before year 10000, got {value!r}",
+    ),
+    "tenant": FieldRule("text", non_empty=True, max_len=128, charset="tenant"),
+    "provider": _DIMENSION,
+    "model": _DIMENSION,
+    "request_id": _TEXT,
+    "attempt": _count(
+        _INT_MAX, low=1, reason="bad_attempt", message="attempt must be an integer from 1, got {value!r}"
+    ),
+    "status": FieldRule(
+        "choice",
+        choices=STATUSES,
+        reason="unknown_status",
+        message="status {value!r} is not one of " + ", ".join(sorted(STATUSES)),
+    ),
+    **dict.fromkeys(TOKEN_BUCKETS, _TOKENS),
+    "operation": FieldRule(
+        "choice",
+        optional=True,
+        choices=OPERATIONS,
+        reason="unknown_operation",
+        message="operation {value!r} is not known",
+    ),
+    "service_tier": FieldRule(
+        "choice",
+        optional=True,
+        choices=SERVICE_TIERS,
+        reason="unknown_service_tier",
+        message="service_tier {value!r} is not known",
+    ),
+    "user_id": _OPTIONAL_DIMENSION,
+    "team": _OPTIONAL_DIMENSION,
+    "feature": _OPTIONAL_DIMENSION,
+    "env": _OPTIONAL_DIMENSION,
+    "session_id": _OPTIONAL_TEXT,
+    "turn": _count(_INT_MAX, optional=True),
+    "plan": _OPTIONAL_DIMENSION,
+    "system_prompt_tokens": _OPTIONAL_TOKENS,
+    "max_tokens": _OPTIONAL_TOKENS,
+    "latency_ms": _count(_LONG_MAX, optional=True),
+    "tokens_estimated": FieldRule("flag", optional=True),
+    "result_cache_hit": FieldRule("flag", optional=True),
+    "content_hash": _OPTIONAL_TEXT,
+    "billed_cost_nanos": _count(_LONG_MAX, optional=True),
+    "attributes": FieldRule("labels"),
+}
+
+#: The pattern an ``event_id`` must match (fully).
+EVENT_ID_PATTERN = _UUID
+
+
+# -- the checker ---------------------------------------------------------------------------------------------
+
+
+def validate_event(
+    ev: UsageEvent,
+    *,
+    now_ms: int | None = None,
+    max_clock_skew_ms: int | None = None,
+    max_tokens_per_bucket: int = DEFAULT_MAX_TOKENS,
+    max_string_len: int = DEFAULT_MAX_STRING_LEN,
+) -> None:
+    """Raise :class:`InvalidEvent` for the first rule ``ev`` breaks; return None when it may be counted.
+
+    Clock skew is checked only when both ``now_ms`` and ``max_clock_skew_ms`` are given (the worker passes them;
+    an app's own clock is its reference, so the publisher does not). Only the future is bounded: an event more
+    than the skew *ahead* of ``now_ms`` is refused, while an old event is valid (replays and backfills of old data).
+    """
+    checker = _checker(max_tokens_per_bucket, max_string_len)
+    if not checker.accepts_all(ev):  # one generated test of every rule; only on a miss, field by field
+        for name, accepts, problem in checker.fields:
+            value = getattr(ev, name)
+            if not accepts(value):
+                problem(value)  # raises the reason, or returns: unusual but valid (non-ASCII text)
+    if now_ms is not None and max_clock_skew_ms is not None and ev.occurred_at - now_ms > max_clock_skew_ms:
+        raise InvalidEvent(
+            "clock_skew",
+            "occurred_at",
+            f"occurred_at is {(ev.occurred_at - now_ms) / 1000:+.0f}s from now, "
+            f"beyond the allowed skew of {max_clock_skew_ms / 1000:.0f}s",
+        )
+
+
+_Accept = Callable[[object], bool]
+_Problem = Callable[[object], None]
+
+
+@dataclass(frozen=True, slots=True)
+class _Limits:
+    """The limits ``validate_event`` was called with, applied over the table's defaults."""
+
+    max_tokens: int
+    max_len: int
+
+
+class _Checker(NamedTuple):
+    """The checks of :data:`RULES` at one set of limits."""
+
+    #: every field's acceptance test in one generated function (the common, valid path: no call per field)
+    accepts_all: Callable[[UsageEvent], bool]
+    #: (field, acceptance test, reason helper) per rule, in the table's order
+    fields: tuple[tuple[str, _Accept, _Problem], ...]
+
+
+@cache
+def _checker(max_tokens: int, max_len: int) -> _Checker:
+    """The checks of every rule of :data:`RULES`, built once per set of limits.
+
+    Each rule's acceptance test is one Python expression (:func:`_accept_source`); the per-field tests and the
+    all-fields test are compiled from the same expressions, so they cannot disagree.
+    """
+    limits = _Limits(max_tokens, max_len)
+    namespace: dict[str, Any] = {"UUID": _UUID, "IS_TENANT": is_tenant}
+    sources = {name: _accept_source(name, rule, limits, namespace) for name, rule in RULES.items()}
+    lines = ["def accepts_all(ev):"]
+    for name, source in sources.items():
+        lines += [f"    v = ev.{name}", f"    if not ({source}): return False"]
+    lines.append("    return True")
+    exec(compile("\n".join(lines), "<costplane validation rules>", "exec"), namespace)  # noqa: S102 - from RULES
+    fields = tuple(
+        (name, _compile_accept(source, namespace), _PROBLEM[rule.kind](name, rule, limits))
+        for (name, source), rule in zip(sources.items(), RULES.values(), strict=True)
+    )
+    return _Checker(namespace["accepts_all"], fields)
+
+
+def _compile_accept(source: str, namespace: dict[str, Any]) -> _Accept:
+    accepts: _Accept = eval(f"lambda v: {source}", namespace)  # noqa: S307 - built from RULES, not from input
+    return accepts
+
+
+def acceptance(rule: FieldRule) -> _Accept:
+    """The rule's acceptance test at the default limits: True for a value the common path takes as it is.
+
+    False is not yet a verdict: the value breaks the rule, or is only unusual (non-ASCII text); ``validate_event``
+    decides. For code that checks a field inline while doing something else with it (the codec's checked writer).
+    """
+    namespace: dict[str, Any] = {"UUID": _UUID, "IS_TENANT": is_tenant}
+    limits = _Limits(DEFAULT_MAX_TOKENS, DEFAULT_MAX_STRING_LEN)
+    return _compile_accept(_accept_source("field", rule, limits, namespace), namespace)
+
+
+def _accept_source(name: str, rule: FieldRule, limits: _Limits, namespace: dict[str, Any]) -> str:
+    """The rule's acceptance test as an expression of ``v``: True for a value the common path takes as it is."""
+    test = _ACCEPT[rule.kind](name, rule, limits, namespace)
+    return f"v is None or ({test})" if rule.optional else test
+
+
+def _refuse_all(name: str, rule: FieldRule, _limits: _Limits) -> _Problem:
+    """The rule's own reason for whatever value it refused."""
+
+    def problem(value: object) -> NoReturn:
+        raise InvalidEvent(rule.reason, name, rule.message.format(value=value)[:200])
+
+    return problem
+
+
+def _accept_uuid(_name: str, _rule: FieldRule, _limits: _Limits, _namespace: dict[str, Any]) -> str:
+    return "type(v) is str and UUID(v) is not None"
+
+
+def _accept_count(_name: str, rule: FieldRule, limits: _Limits, _namespace: dict[str, Any]) -> str:
+    return f"type(v) is int and {rule.low} <= v <= {limits.max_tokens if rule.sanity else rule.high}"
+
+
+def _count_reason(name: str, rule: FieldRule, limits: _Limits) -> _Problem:
+    if rule.reason:
+        return _refuse_all(name, rule, limits)
+    limit = limits.max_tokens if rule.sanity else rule.high
+    return lambda value: _count_problem(name, value, limit, limit_is_sanity=rule.sanity)
+
+
+def _count_problem(field: str, value: object, limit: int, *, limit_is_sanity: bool) -> NoReturn:
+    """Raise the reason a count that failed its acceptance test breaks."""
+    if type(value) is not int:  # bool is an int subclass: refuse it too
+        raise InvalidEvent("bad_type", field, f"{field} must be an integer, got {type(value).__name__}")
+    if value < 0:
+        raise InvalidEvent(
+            "negative_tokens" if field.endswith("tokens") else "negative_value",
+            field,
+            f"{field} is {value}; counts are never negative",
+        )
+    if limit_is_sanity:
+        raise InvalidEvent("absurd_tokens", field, f"{field} is {value}, above the sanity limit {limit}")
+    raise InvalidEvent("out_of_range", field, f"{field} is {value}, larger than the schema type holds ({limit})")
+
+
+def _accept_text(_name: str, rule: FieldRule, limits: _Limits, _namespace: dict[str, Any]) -> str:
+    length = f"type(v) is str and {1 if rule.non_empty else 0} <= len(v) <= {min(rule.max_len, limits.max_len)}"
+    charset = {"tenant": "IS_TENANT(v)", "printable": "v.isascii() and v.isprintable()", "any": "v.isascii()"}
+    return f"{length} and {charset[rule.charset]}"
+
+
+def _text_reason(name: str, rule: FieldRule, limits: _Limits) -> _Problem:
+    def problem(value: object) -> None:
+        _text_problem(name, value, limits.max_len, required=not rule.optional, printable=rule.charset == "printable")
+
+    return problem
+
+
+def _text_problem(field: str, value: object, max_len: int, *, required: bool, printable: bool = False) -> None:
     """Raise the reason ``value`` breaks, or return when it is in fact fine (valid non-ASCII text)."""
     if value is None or value == "":
         if required:
@@ -61,216 +317,63 @@ def _text_problem(field: str, value: object, max_len: int, *, required: bool) ->
         raise InvalidEvent("not_utf8", field, f"{field} is not valid UTF-8 (lone surrogates)") from None
     if field == "tenant" and not is_tenant(value):
         raise InvalidEvent("bad_tenant", field, str(tenant_problem(value)))
-    if field in DIMENSION_FIELDS and has_control(value):
+    if printable and has_control(value):
         raise InvalidEvent("control_character", field, f"{field} holds a control character")
 
 
-def _count_problem(field: str, value: object, limit: int, *, limit_is_sanity: bool) -> NoReturn:
-    """Raise the reason a count that failed the inline range test breaks."""
-    if type(value) is not int:  # bool is an int subclass: refuse it too
-        raise InvalidEvent("bad_type", field, f"{field} must be an integer, got {type(value).__name__}")
-    if value < 0:
-        raise InvalidEvent(
-            "negative_tokens" if field.endswith("tokens") else "negative_value",
-            field,
-            f"{field} is {value}; counts are never negative",
-        )
-    if limit_is_sanity:
-        raise InvalidEvent("absurd_tokens", field, f"{field} is {value}, above the sanity limit {limit}")
-    raise InvalidEvent("out_of_range", field, f"{field} is {value}, larger than the schema type holds ({limit})")
+def _accept_choice(name: str, rule: FieldRule, _limits: _Limits, namespace: dict[str, Any]) -> str:
+    namespace[f"CHOICES_{name}"] = rule.choices
+    return f"isinstance(v, str) and v in CHOICES_{name}"
 
 
-def validate_event(
-    ev: UsageEvent,
-    *,
-    now_ms: int | None = None,
-    max_clock_skew_ms: int | None = None,
-    max_tokens_per_bucket: int = DEFAULT_MAX_TOKENS,
-    max_string_len: int = DEFAULT_MAX_STRING_LEN,
-) -> None:
-    """Raise :class:`InvalidEvent` for the first rule ``ev`` breaks; return None when it may be counted.
+def _accept_flag(_name: str, _rule: FieldRule, _limits: _Limits, _namespace: dict[str, Any]) -> str:
+    return "type(v) is bool"
 
-    Clock skew is checked only when both ``now_ms`` and ``max_clock_skew_ms`` are given (the worker passes them;
-    an app's own clock is its reference, so the publisher does not). Only the future is bounded: an event more
-    than ``max_clock_skew_ms`` after ``now_ms`` is rejected; an old event is always valid, however old. The worker
-    passes the Kafka record's timestamp as ``now_ms``, not its own clock, so every reader of the same record
-    (stream, sink, a replay, a restart) takes the same decision.
-    """
-    event_id = ev.event_id
-    if type(event_id) is not str or _UUID(event_id) is None:
-        raise InvalidEvent("bad_event_id", "event_id", f"event_id must be a UUID string, got {event_id!r}"[:200])
-    # Unrolled on purpose: this runs on every emit and every decoded event, and a loop of getattr costs twice as
-    # much. The common case is a short non-empty ASCII str; anything else goes to the helper that names the reason.
-    tenant, provider, model, request_id = ev.tenant, ev.provider, ev.model, ev.request_id
-    if not (
-        type(tenant) is str
-        and type(provider) is str
-        and type(model) is str
-        and type(request_id) is str
-        and 0 < len(tenant) <= max_string_len
-        and 0 < len(provider) <= max_string_len
-        and 0 < len(model) <= max_string_len
-        and 0 < len(request_id) <= max_string_len
-        and (tenant + provider + model + request_id).isascii()
-        and (provider + model).isprintable()
-        and is_tenant(tenant)
-    ):
-        for name in _REQUIRED_STRINGS:
-            _text_problem(name, getattr(ev, name), max_string_len, required=True)
-    occurred_at = ev.occurred_at
-    if type(occurred_at) is not int or not 0 < occurred_at <= MAX_OCCURRED_AT_MS:
-        raise InvalidEvent(
-            "bad_timestamp",
-            "occurred_at",
-            f"occurred_at must be positive UTC epoch milliseconds before year 10000, got {occurred_at!r}"[:200],
-        )
-    if now_ms is not None and max_clock_skew_ms is not None and occurred_at - now_ms > max_clock_skew_ms:
-        raise InvalidEvent(
-            "clock_skew",
-            "occurred_at",
-            f"occurred_at is {(occurred_at - now_ms) / 1000:+.0f}s after its record's time, "
-            f"beyond the allowed skew of {max_clock_skew_ms / 1000:.0f}s",
-        )
-    attempt = ev.attempt
-    if type(attempt) is not int or not 1 <= attempt <= _INT_MAX:
-        raise InvalidEvent("bad_attempt", "attempt", f"attempt must be an integer from 1, got {attempt!r}")
-    status = ev.status
-    if not isinstance(status, str) or status not in STATUSES:
-        raise InvalidEvent("unknown_status", "status", f"status {status!r} is not one of {', '.join(sorted(STATUSES))}")
-    a, b, c = ev.input_tokens, ev.cached_input_tokens, ev.cache_write_tokens
-    d, e = ev.output_tokens, ev.reasoning_tokens
-    if not (
-        type(a) is int
-        and type(b) is int
-        and type(c) is int
-        and type(d) is int
-        and type(e) is int
-        and 0 <= a <= max_tokens_per_bucket
-        and 0 <= b <= max_tokens_per_bucket
-        and 0 <= c <= max_tokens_per_bucket
-        and 0 <= d <= max_tokens_per_bucket
-        and 0 <= e <= max_tokens_per_bucket
-    ):
-        for name in TOKEN_BUCKETS:
-            value = getattr(ev, name)
-            if type(value) is not int or not 0 <= value <= max_tokens_per_bucket:
-                _count_problem(name, value, max_tokens_per_bucket, limit_is_sanity=True)
-    operation = ev.operation
-    if operation is not None and (not isinstance(operation, str) or operation not in OPERATIONS):
-        raise InvalidEvent("unknown_operation", "operation", f"operation {operation!r} is not known")
-    tier = ev.service_tier
-    if tier is not None and (not isinstance(tier, str) or tier not in SERVICE_TIERS):
-        raise InvalidEvent("unknown_service_tier", "service_tier", f"service_tier {tier!r} is not known")
-    for name in _OPTIONAL_STRINGS:
-        value = getattr(ev, name)
-        if value is not None and (
-            type(value) is not str or len(value) > max_string_len or not value.isascii() or not value.isprintable()
-        ):
-            _text_problem(name, value, max_string_len, required=False)
-    _check_optional_counts(ev, max_tokens_per_bucket)
-    estimated, cache_hit = ev.tokens_estimated, ev.result_cache_hit
-    if estimated is not None and type(estimated) is not bool:
-        raise InvalidEvent("bad_type", "tokens_estimated", "tokens_estimated must be a boolean")
-    if cache_hit is not None and type(cache_hit) is not bool:
-        raise InvalidEvent("bad_type", "result_cache_hit", "result_cache_hit must be a boolean")
-    attributes = ev.attributes
-    if type(attributes) is not dict or len(attributes) > MAX_ATTRIBUTES:
-        raise InvalidEvent(
-            "bad_attributes", "attributes", f"attributes must be a map of at most {MAX_ATTRIBUTES} string labels"
-        )
-    for key, value in attributes.items():
-        if type(key) is not str or not key or len(key) > max_string_len or not key.isascii():
+
+def _flag_reason(name: str, _rule: FieldRule, _limits: _Limits) -> _Problem:
+    def problem(_value: object) -> NoReturn:
+        raise InvalidEvent("bad_type", name, f"{name} must be a boolean")
+
+    return problem
+
+
+def _accept_labels(_name: str, rule: FieldRule, limits: _Limits, _namespace: dict[str, Any]) -> str:
+    size = min(rule.max_len, limits.max_len)
+    pair = f"type(k) is str and type(x) is str and 0 < len(k) <= {size} and len(x) <= {size} and (k + x).isascii()"
+    return f"type(v) is dict and (not v or len(v) <= {rule.max_items} and all({pair} for k, x in v.items()))"
+
+
+def _labels_reason(name: str, rule: FieldRule, limits: _Limits) -> _Problem:
+    def problem(value: object) -> None:
+        if type(value) is not dict or len(value) > rule.max_items:
+            raise InvalidEvent(
+                "bad_attributes", name, f"{name} must be a map of at most {rule.max_items} string labels"
+            )
+        for key, label in value.items():
             if key == "":
-                raise InvalidEvent("bad_attributes", "attributes", "attribute keys must be non-empty")
-            _text_problem("attributes", key, max_string_len, required=True)
-        if type(value) is not str or len(value) > max_string_len or not value.isascii():
-            if value is None:
-                raise InvalidEvent("bad_type", "attributes", f"attribute {key!r} has no value (null)")
-            _text_problem("attributes", value, max_string_len, required=False)
+                raise InvalidEvent("bad_attributes", name, "attribute keys must be non-empty")
+            _text_problem(name, key, limits.max_len, required=True)
+            if label is None:
+                raise InvalidEvent("bad_type", name, f"attribute {key!r} has no value (null)")
+            _text_problem(name, label, limits.max_len, required=False)
+
+    return problem
 
 
-def _check_optional_counts(ev: UsageEvent, max_tokens: int) -> None:
-    """Optional integers: absent, or within the Avro type (and the sanity bound for token counts)."""
-    turn, system, cap, latency, billed = (
-        ev.turn,
-        ev.system_prompt_tokens,
-        ev.max_tokens,
-        ev.latency_ms,
-        ev.billed_cost_nanos,
-    )
-    if turn is not None and (type(turn) is not int or not 0 <= turn <= _INT_MAX):
-        _count_problem("turn", turn, _INT_MAX, limit_is_sanity=False)
-    if system is not None and (type(system) is not int or not 0 <= system <= max_tokens):
-        _count_problem("system_prompt_tokens", system, max_tokens, limit_is_sanity=True)
-    if cap is not None and (type(cap) is not int or not 0 <= cap <= max_tokens):
-        _count_problem("max_tokens", cap, max_tokens, limit_is_sanity=True)
-    if latency is not None and (type(latency) is not int or not 0 <= latency <= _LONG_MAX):
-        _count_problem("latency_ms", latency, _LONG_MAX, limit_is_sanity=False)
-    if billed is not None and (type(billed) is not int or not 0 <= billed <= _LONG_MAX):
-        _count_problem("billed_cost_nanos", billed, _LONG_MAX, limit_is_sanity=False)
-
-
-@dataclass(frozen=True, slots=True)
-class FieldRule:
-    """What :func:`validate_event` accepts in one field at its default limits, stated as data.
-
-    For code that checks a field inline while doing something else with it: the publisher's emit encodes and
-    validates in one pass (``codec_avro``), accepting on its fast path only what these rules allow and handing
-    anything else to ``validate_event`` itself. A rule may be narrower than ``validate_event`` (that only costs
-    the fast path), never wider; a differential test holds the two together.
-    """
-
-    kind: Literal["uuid", "text", "count", "choice", "flag", "labels"]
-    optional: bool = False  # None is accepted
-    low: int = 0  # count: smallest value
-    high: int = 0  # count: largest value
-    non_empty: bool = False  # text: "" is refused
-    max_len: int = DEFAULT_MAX_STRING_LEN  # text, and the labels' keys and values
-    choices: frozenset[str] = frozenset()  # choice
-    max_items: int = MAX_ATTRIBUTES  # labels
-    #: text: ``any`` ASCII, ``printable`` ASCII (a dimension value: no control characters) or a ``tenant`` id
-    charset: Literal["any", "printable", "tenant"] = "any"
-
-
-def _count(high: int, *, low: int = 0, optional: bool = False) -> FieldRule:
-    return FieldRule("count", optional=optional, low=low, high=high)
-
-
-_TEXT = FieldRule("text", non_empty=True)
-_OPTIONAL_TEXT = FieldRule("text", optional=True)
-_DIMENSION = FieldRule("text", non_empty=True, charset="printable")
-_OPTIONAL_DIMENSION = FieldRule("text", optional=True, charset="printable")
-
-#: Every UsageEvent field's rule, in schema order. A new schema field needs its rule here: the codec refuses to
-#: build its checked writer without one, rather than let an unchecked field through the fast path.
-RULES: dict[str, FieldRule] = {
-    "event_id": FieldRule("uuid"),
-    "occurred_at": _count(MAX_OCCURRED_AT_MS, low=1),
-    "tenant": FieldRule("text", non_empty=True, max_len=128, charset="tenant"),
-    "provider": _DIMENSION,
-    "model": _DIMENSION,
-    "request_id": _TEXT,
-    "attempt": _count(_INT_MAX, low=1),
-    "status": FieldRule("choice", choices=STATUSES),
-    **{name: _count(DEFAULT_MAX_TOKENS) for name in TOKEN_BUCKETS},
-    "operation": FieldRule("choice", optional=True, choices=OPERATIONS),
-    "service_tier": FieldRule("choice", optional=True, choices=SERVICE_TIERS),
-    "user_id": _OPTIONAL_DIMENSION,
-    "team": _OPTIONAL_DIMENSION,
-    "feature": _OPTIONAL_DIMENSION,
-    "env": _OPTIONAL_DIMENSION,
-    "session_id": _OPTIONAL_TEXT,
-    "turn": _count(_INT_MAX, optional=True),
-    "plan": _OPTIONAL_DIMENSION,
-    "system_prompt_tokens": _count(DEFAULT_MAX_TOKENS, optional=True),
-    "max_tokens": _count(DEFAULT_MAX_TOKENS, optional=True),
-    "latency_ms": _count(_LONG_MAX, optional=True),
-    "tokens_estimated": FieldRule("flag", optional=True),
-    "result_cache_hit": FieldRule("flag", optional=True),
-    "content_hash": _OPTIONAL_TEXT,
-    "billed_cost_nanos": _count(_LONG_MAX, optional=True),
-    "attributes": FieldRule("labels"),
+#: Per rule kind: the acceptance test's source (an expression of ``v``; constants it needs go into the namespace).
+_ACCEPT: dict[str, Callable[[str, FieldRule, _Limits, dict[str, Any]], str]] = {
+    "uuid": _accept_uuid,
+    "text": _accept_text,
+    "count": _accept_count,
+    "choice": _accept_choice,
+    "flag": _accept_flag,
+    "labels": _accept_labels,
 }
-
-#: The pattern an ``event_id`` must match (fully).
-EVENT_ID_PATTERN = _UUID
+_PROBLEM: dict[str, Callable[[str, FieldRule, _Limits], _Problem]] = {
+    "uuid": _refuse_all,
+    "text": _text_reason,
+    "count": _count_reason,
+    "choice": _refuse_all,
+    "flag": _flag_reason,
+    "labels": _labels_reason,
+}

@@ -7,7 +7,17 @@ from collections import defaultdict
 from typing import Any
 
 from costplane.reports.allocation import proportional
-from costplane.reports.base import Report, Row, first_total, group_values, int_fields, json_value, row_label
+from costplane.reports.base import (
+    Report,
+    Row,
+    first_total,
+    group_values,
+    int_fields,
+    json_value,
+    row_label,
+    rows_of,
+    totals,
+)
 from costplane.reports.money import fraction, mean_nanos, percent, usd_display
 from costplane.reports.options import ReportOptions
 
@@ -30,19 +40,16 @@ SPEND_COLUMNS = (
 
 
 def _finish_spend(rows: list[Row], options: ReportOptions) -> list[Row]:
-    return [
-        {
-            **group_values(r, options),
-            **int_fields(r, SPEND_COLUMNS),
-            "_total_cost_nanos": r["_total_cost_nanos"],
-            "_total_failed": r["_total_failed_cost_nanos"],
-        }
-        for r in rows
-    ]
+    return rows_of(
+        rows,
+        options,
+        lambda r: int_fields(r, SPEND_COLUMNS),
+        {"_total_cost_nanos": "_total_cost_nanos", "_total_failed": "_total_failed_cost_nanos"},
+    )
 
 
 def _read_spend(rows: list[Row], options: ReportOptions) -> str:
-    total, failed = first_total(rows, "_total_cost_nanos"), first_total(rows, "_total_failed")
+    total, failed = totals(rows, "_total_cost_nanos", "_total_failed")
     top = max(rows, key=lambda r: r["cost_nanos"])
     return (
         f"spent {usd_display(total)}; failed attempts cost {usd_display(failed)} "
@@ -87,20 +94,17 @@ def _finish_requests(rows: list[Row], options: ReportOptions) -> list[Row]:
             }
             for r in rows
         ]
-    out = []
-    for r in rows:
+
+    def fields(r: Row) -> Row:
         requests = int(r["requests"])
-        out.append(
-            {
-                **group_values(r, options),
-                "requests": requests,
-                "avg_cost_nanos": mean_nanos(int(r["_cost_sum"]), requests),
-                **int_fields(r, ("p50_cost_nanos", "p95_cost_nanos", "max_cost_nanos")),
-                "avg_attempts": fraction(int(r["_attempts"]), requests),
-                "_total_cost_nanos": r["_total_cost_nanos"],
-            }
-        )
-    return out
+        return {
+            "requests": requests,
+            "avg_cost_nanos": mean_nanos(int(r["_cost_sum"]), requests),
+            **int_fields(r, ("p50_cost_nanos", "p95_cost_nanos", "max_cost_nanos")),
+            "avg_attempts": fraction(int(r["_attempts"]), requests),
+        }
+
+    return rows_of(rows, options, fields, {"_total_cost_nanos": "_total_cost_nanos"})
 
 
 def _read_requests(rows: list[Row], options: ReportOptions) -> str:
@@ -121,21 +125,17 @@ def _read_requests(rows: list[Row], options: ReportOptions) -> str:
 
 
 def _finish_users(rows: list[Row], options: ReportOptions) -> list[Row]:
-    out = []
-    for r in rows:
+    def fields(r: Row) -> Row:
         users, cost = int(r["users"]), int(r["cost_nanos"])
-        out.append(
-            {
-                "tenant": r["_tenant"],
-                **group_values(r, options),
-                "users": users,
-                "requests": int(r["requests"]),
-                "cost_nanos": cost,
-                "avg_cost_per_user_nanos": mean_nanos(cost, users),
-                "share_of_tenant": fraction(cost, int(r["_tenant_cost_nanos"])),
-            }
-        )
-    return out
+        return {
+            "users": users,
+            "requests": int(r["requests"]),
+            "cost_nanos": cost,
+            "avg_cost_per_user_nanos": mean_nanos(cost, users),
+            "share_of_tenant": fraction(cost, int(r["_tenant_cost_nanos"])),
+        }
+
+    return rows_of(rows, options, fields, lead=lambda r: {"tenant": r["_tenant"]})
 
 
 def _read_users(rows: list[Row], options: ReportOptions) -> str:
@@ -156,25 +156,21 @@ def users_options(options: ReportOptions) -> ReportOptions:
 
 
 def _finish_retries(rows: list[Row], options: ReportOptions) -> list[Row]:
-    out = []
-    for r in rows:
+    def fields(r: Row) -> Row:
         requests, retried = int(r["requests"]), int(r["retried_requests"])
-        out.append(
-            {
-                **group_values(r, options),
-                "requests": requests,
-                "retried_requests": retried,
-                "retry_rate": fraction(retried, requests),
-                **int_fields(r, ("failed_attempts", "wasted_tokens", "wasted_cost_nanos")),
-                "_total_cost_nanos": r["_total_cost_nanos"],
-                "_total_wasted": r["_total_wasted_cost_nanos"],
-            }
-        )
-    return out
+        return {
+            "requests": requests,
+            "retried_requests": retried,
+            "retry_rate": fraction(retried, requests),
+            **int_fields(r, ("failed_attempts", "wasted_tokens", "wasted_cost_nanos")),
+        }
+
+    carry = {"_total_cost_nanos": "_total_cost_nanos", "_total_wasted": "_total_wasted_cost_nanos"}
+    return rows_of(rows, options, fields, carry)
 
 
 def _read_retries(rows: list[Row], options: ReportOptions) -> str:
-    total, wasted = first_total(rows, "_total_cost_nanos"), first_total(rows, "_total_wasted")
+    total, wasted = totals(rows, "_total_cost_nanos", "_total_wasted")
     top = max(rows, key=lambda r: r["wasted_cost_nanos"])
     return (
         f"failed attempts cost {usd_display(wasted)} ({percent(fraction(wasted, total))} of spend) — "
@@ -185,36 +181,32 @@ def _read_retries(rows: list[Row], options: ReportOptions) -> str:
 # -- caching ---------------------------------------------------------------------------------------------------
 
 
+CACHING_AMOUNTS = (
+    "saved_nanos",
+    "uncached_prefix_tokens",
+    "uncached_prefix_cost_nanos",
+    "would_save_nanos",
+    "result_cache_hits",
+    "result_cache_avoided_nanos",
+)
+
+
 def _finish_caching(rows: list[Row], options: ReportOptions) -> list[Row]:
-    out = []
-    for r in rows:
+    def fields(r: Row) -> Row:
         prompt, cached = int(r["prompt_tokens"]), int(r["_cached"])
-        out.append(
-            {
-                **group_values(r, options),
-                "prompt_tokens": prompt,
-                "cached_input_tokens": cached,
-                "hit_rate": fraction(cached, prompt),
-                **int_fields(
-                    r,
-                    (
-                        "saved_nanos",
-                        "uncached_prefix_tokens",
-                        "uncached_prefix_cost_nanos",
-                        "would_save_nanos",
-                        "result_cache_hits",
-                        "result_cache_avoided_nanos",
-                    ),
-                ),
-                "_total_would_save": r["_total_would_save_nanos"],
-                "_total_saved": r["_total_saved_nanos"],
-            }
-        )
-    return out
+        return {
+            "prompt_tokens": prompt,
+            "cached_input_tokens": cached,
+            "hit_rate": fraction(cached, prompt),
+            **int_fields(r, CACHING_AMOUNTS),
+        }
+
+    carry = {"_total_would_save": "_total_would_save_nanos", "_total_saved": "_total_saved_nanos"}
+    return rows_of(rows, options, fields, carry)
 
 
 def _read_caching(rows: list[Row], options: ReportOptions) -> str:
-    saved, would = first_total(rows, "_total_saved"), first_total(rows, "_total_would_save")
+    saved, would = totals(rows, "_total_saved", "_total_would_save")
     top = max(rows, key=lambda r: r["would_save_nanos"])
     where = f" — most in {row_label(top, options)}" if top["would_save_nanos"] else ""
     return (
@@ -276,25 +268,21 @@ def _read_context(rows: list[Row], options: ReportOptions) -> str:
 
 
 def _finish_system_prompt(rows: list[Row], options: ReportOptions) -> list[Row]:
-    out = []
-    for r in rows:
+    def fields(r: Row) -> Row:
         system, prompt = int(r["system_prompt_tokens"]), int(r["prompt_tokens"])
-        out.append(
-            {
-                **group_values(r, options),
-                "system_prompt_tokens": system,
-                "prompt_tokens": prompt,
-                "share": fraction(system, prompt),
-                "system_prompt_cost_nanos": int(r["system_prompt_cost_nanos"]),
-                "_total_system": r["_total_system_prompt_cost_nanos"],
-                "_total_cost_nanos": r["_total_cost_nanos"],
-            }
-        )
-    return out
+        return {
+            "system_prompt_tokens": system,
+            "prompt_tokens": prompt,
+            "share": fraction(system, prompt),
+            "system_prompt_cost_nanos": int(r["system_prompt_cost_nanos"]),
+        }
+
+    carry = {"_total_system": "_total_system_prompt_cost_nanos", "_total_cost_nanos": "_total_cost_nanos"}
+    return rows_of(rows, options, fields, carry)
 
 
 def _read_system_prompt(rows: list[Row], options: ReportOptions) -> str:
-    system, total = first_total(rows, "_total_system"), first_total(rows, "_total_cost_nanos")
+    system, total = totals(rows, "_total_system", "_total_cost_nanos")
     top = max(rows, key=lambda r: r["system_prompt_cost_nanos"])
     return (
         f"system prompts cost {usd_display(system)} ({percent(fraction(system, total))} of spend) — most in "
@@ -305,31 +293,26 @@ def _read_system_prompt(rows: list[Row], options: ReportOptions) -> str:
 # -- environments ----------------------------------------------------------------------------------------------
 
 
-def _env_of(row: Row, options: ReportOptions) -> Any:
-    return next((row[g.given] for g in options.by if g.dimension.name == "env"), None)
-
-
 def _finish_environments(rows: list[Row], options: ReportOptions) -> list[Row]:
-    out = []
-    for r in rows:
-        shown = {
-            **group_values(r, options),
+    env_at = next((i for i, g in enumerate(options.by) if g.dimension.name == "env"), None)
+
+    def fields(r: Row) -> Row:
+        env = None if env_at is None else json_value(r[f"d{env_at}"])
+        return {
             "attempts": int(r["attempts"]),
             "cost_nanos": int(r["cost_nanos"]),
             "share": fraction(int(r["cost_nanos"]), int(r["_total_cost_nanos"])),
+            "nonprod": env is not None and env not in options.production_envs,
+            "_nonprod_envs": sorted(r["_all_nonprod_envs"]),
         }
-        env = _env_of(shown, options)
-        shown["nonprod"] = env is not None and env not in options.production_envs
-        shown["_total_cost_nanos"] = r["_total_cost_nanos"]
-        shown["_total_nonprod"] = r["_total_nonprod_nanos"]
-        shown["_nonprod_envs"] = sorted(r["_all_nonprod_envs"])
-        out.append(shown)
-    return out
+
+    return rows_of(
+        rows, options, fields, {"_total_cost_nanos": "_total_cost_nanos", "_total_nonprod": "_total_nonprod_nanos"}
+    )
 
 
 def _read_environments(rows: list[Row], options: ReportOptions) -> str:
-    total = first_total(rows, "_total_cost_nanos")
-    nonprod = first_total(rows, "_total_nonprod")
+    total, nonprod = totals(rows, "_total_cost_nanos", "_total_nonprod")
     envs = rows[0]["_nonprod_envs"]
     named = f" ({', '.join(envs)})" if envs else ""
     return (
@@ -352,21 +335,18 @@ UNPRICED_COLUMNS = (
 
 
 def _finish_unpriced(rows: list[Row], options: ReportOptions) -> list[Row]:
-    return [
-        {
-            **group_values(r, options),
+    def fields(r: Row) -> Row:
+        return {
             **int_fields(r, UNPRICED_COLUMNS),
             "first_seen": json_value(r["first_seen"]),
             "last_seen": json_value(r["last_seen"]),
-            "_total_attempts": r["_total_attempts"],
-            "_groups": r["_groups"],
         }
-        for r in rows
-    ]
+
+    return rows_of(rows, options, fields, {"_total_attempts": "_total_attempts", "_groups": "_groups"})
 
 
 def _read_unpriced(rows: list[Row], options: ReportOptions) -> str:
-    attempts, groups = first_total(rows, "_total_attempts"), first_total(rows, "_groups")
+    attempts, groups = totals(rows, "_total_attempts", "_groups")
     return (
         f"{attempts} attempt(s) in {groups} group(s) have no price, so no report counts their cost — add "
         "the models to the catalog (`costplane prices import`)"

@@ -9,7 +9,7 @@ exact ``*_usd`` string beside it and the ``_`` helpers go.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
@@ -101,6 +101,33 @@ def int_fields(row: Row, names: Sequence[str]) -> Row:
 
 def first_total(rows: list[Row], key: str) -> int:
     return int(rows[0][key]) if rows else 0
+
+
+def totals(rows: list[Row], *keys: str) -> tuple[int, ...]:
+    """The range-wide helper totals every row carries (read from the first row; 0 when there are none)."""
+    return tuple(first_total(rows, key) for key in keys)
+
+
+def rows_of(
+    rows: list[Row],
+    options: ReportOptions,
+    fields: Callable[[Row], Row],
+    carry: Mapping[str, str] | None = None,
+    lead: Callable[[Row], Row] | None = None,
+) -> list[Row]:
+    """A report's public rows, one per query row: ``lead`` (columns before the groupings), the groupings under the
+    names given to ``--by``, the report's own ``fields``, then the helper totals its reading needs (``carry``: helper
+    key → query column; helpers start with ``_``, so :func:`present` drops them)."""
+    carried = carry or {}
+    return [
+        {
+            **(lead(r) if lead is not None else {}),
+            **group_values(r, options),
+            **fields(r),
+            **{key: r[column] for key, column in carried.items()},
+        }
+        for r in rows
+    ]
 
 
 def present(rows: list[Row]) -> list[Row]:

@@ -11,26 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from costplane.reports.errors import ReportError
+from costplane.sql.rollups import ROLLUP_DIMENSIONS
 
-#: Rollup families and the dimensions each keeps (``sql/migrations/0005_report_rollups.sql``).
-FAMILY_DIMENSIONS: dict[str, frozenset[str]] = {
-    "spend": frozenset(
-        {
-            "tenant",
-            "team",
-            "feature",
-            "model",
-            "provider",
-            "env",
-            "status",
-            "service_tier",
-            "plan",
-            "operation",
-            "unpriced",
-        }
-    ),
-    "users": frozenset({"tenant", "user_id", "plan", "team", "feature", "env"}),
-}
+#: Rollup families and the dimensions each keeps.
+FAMILY_DIMENSIONS: dict[str, frozenset[str]] = {name: frozenset(dims) for name, dims in ROLLUP_DIMENSIONS.items()}
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from costplane.reports.base import Context, Prepared, Report, Row, first_total, group_values, int_fields, row_label
+from costplane.reports.base import Context, Prepared, Report, Row, int_fields, row_label, rows_of, totals
 from costplane.reports.money import fraction, percent, usd_display
 from costplane.reports.options import ReportOptions
 from costplane.reports.repricing_sql import compile_routes, half_even
@@ -127,25 +127,26 @@ def _prepare_leaks(ctx: Context) -> Prepared:
 # -- models ----------------------------------------------------------------------------------------------------
 
 
+def _repriced(r: Row, column: str) -> int | None:
+    """A counterfactual sum, or None when some call of the group could not be re-priced (off-peak windows)."""
+    return int(r[column]) if int(r["_not_repriced"]) == 0 and r[column] is not None else None
+
+
 def _finish_models(rows: list[Row], options: ReportOptions) -> list[Row]:
-    out = []
-    for r in rows:
+    def fields(r: Row) -> Row:
         calls, cost = int(r["calls"]), int(r["cost_nanos"])
-        repriced = int(r["_not_repriced"]) == 0 and r["_cheaper_sum"] is not None
-        on_cheaper = int(r["_cheaper_sum"]) if repriced else None
-        out.append(
-            {
-                **group_values(r, options),
-                "calls": calls,
-                **int_fields(r, ("p50_output_tokens", "p90_output_tokens")),
-                "short_output_share": fraction(int(r["_short"]), calls),
-                "cost_nanos": cost,
-                "cheaper_model": r.get("_suggested") if on_cheaper is not None else None,
-                "cost_on_cheaper_nanos": on_cheaper,
-                "saving_nanos": cost - on_cheaper if on_cheaper is not None else None,
-            }
-        )
-    return out
+        on_cheaper = _repriced(r, "_cheaper_sum")
+        return {
+            "calls": calls,
+            **int_fields(r, ("p50_output_tokens", "p90_output_tokens")),
+            "short_output_share": fraction(int(r["_short"]), calls),
+            "cost_nanos": cost,
+            "cheaper_model": r.get("_suggested") if on_cheaper is not None else None,
+            "cost_on_cheaper_nanos": on_cheaper,
+            "saving_nanos": cost - on_cheaper if on_cheaper is not None else None,
+        }
+
+    return rows_of(rows, options, fields)
 
 
 def _read_models(rows: list[Row], options: ReportOptions) -> str:
@@ -164,27 +165,21 @@ def _read_models(rows: list[Row], options: ReportOptions) -> str:
 
 
 def _finish_batch(rows: list[Row], options: ReportOptions) -> list[Row]:
-    out = []
-    for r in rows:
-        cost = int(r["cost_nanos"])
-        batch = int(r["_batch_sum"]) if int(r["_not_repriced"]) == 0 and r["_batch_sum"] is not None else None
-        out.append(
-            {
-                **group_values(r, options),
-                "calls": int(r["calls"]),
-                "cost_nanos": cost,
-                "batch_cost_nanos": batch,
-                "saving_nanos": cost - batch if batch is not None else None,
-                "reasons": list(r["reasons"]),
-                "_total_cost": r["_total_cost_nanos"],
-                "_total_saving": r["_total_saving_nanos"],
-            }
-        )
-    return out
+    def fields(r: Row) -> Row:
+        cost, batch = int(r["cost_nanos"]), _repriced(r, "_batch_sum")
+        return {
+            "calls": int(r["calls"]),
+            "cost_nanos": cost,
+            "batch_cost_nanos": batch,
+            "saving_nanos": cost - batch if batch is not None else None,
+            "reasons": list(r["reasons"]),
+        }
+
+    return rows_of(rows, options, fields, {"_total_cost": "_total_cost_nanos", "_total_saving": "_total_saving_nanos"})
 
 
 def _read_batch(rows: list[Row], options: ReportOptions) -> str:
-    saving, cost = first_total(rows, "_total_saving"), first_total(rows, "_total_cost")
+    saving, cost = totals(rows, "_total_saving", "_total_cost")
     return (
         f"background work cost {usd_display(cost)} at the standard or priority tier; the batch tier would have "
         f"saved {usd_display(saving)} ({percent(fraction(saving, cost))})"
@@ -195,27 +190,22 @@ def _read_batch(rows: list[Row], options: ReportOptions) -> str:
 
 
 def _finish_max_tokens(rows: list[Row], options: ReportOptions) -> list[Row]:
-    out = []
-    for r in rows:
+    def fields(r: Row) -> Row:
         p50_max = int(r["_p50_max"]) if int(r["_with_max"]) else None
         p99 = int(r["p99_output_tokens"])
-        out.append(
-            {
-                **group_values(r, options),
-                **int_fields(r, ("calls", "calls_without_max_tokens")),
-                "p50_max_tokens": p50_max,
-                **int_fields(r, ("p50_output_tokens", "p99_output_tokens")),
-                "headroom": fraction(p50_max, p99) if p50_max is not None else None,
-                "excess_output_cost_nanos": int(r["_excess_cost_nanos"]),
-                "_total_calls": r["_total_calls"],
-                "_total_without": r["_total_without"],
-            }
-        )
-    return out
+        return {
+            **int_fields(r, ("calls", "calls_without_max_tokens")),
+            "p50_max_tokens": p50_max,
+            **int_fields(r, ("p50_output_tokens", "p99_output_tokens")),
+            "headroom": fraction(p50_max, p99) if p50_max is not None else None,
+            "excess_output_cost_nanos": int(r["_excess_cost_nanos"]),
+        }
+
+    return rows_of(rows, options, fields, {"_total_calls": "_total_calls", "_total_without": "_total_without"})
 
 
 def _read_max_tokens(rows: list[Row], options: ReportOptions) -> str:
-    calls, uncapped = first_total(rows, "_total_calls"), first_total(rows, "_total_without")
+    calls, uncapped = totals(rows, "_total_calls", "_total_without")
     return (
         f"{uncapped:,} of {calls:,} successful calls ({percent(fraction(uncapped, calls))}) set no max_tokens: "
         "one runaway generation is billed in full"
@@ -226,19 +216,16 @@ def _read_max_tokens(rows: list[Row], options: ReportOptions) -> str:
 
 
 def _finish_embeddings(rows: list[Row], options: ReportOptions) -> list[Row]:
-    return [
-        {
-            **group_values(r, options),
-            **int_fields(r, ("embedding_calls", "distinct_content", "repeat_calls", "repeat_cost_nanos")),
-            "_total_repeats": r["_total_repeats"],
-            "_total_repeat_cost": r["_total_repeat_cost"],
-        }
-        for r in rows
-    ]
+    return rows_of(
+        rows,
+        options,
+        lambda r: int_fields(r, ("embedding_calls", "distinct_content", "repeat_calls", "repeat_cost_nanos")),
+        {"_total_repeats": "_total_repeats", "_total_repeat_cost": "_total_repeat_cost"},
+    )
 
 
 def _read_embeddings(rows: list[Row], options: ReportOptions) -> str:
-    repeats, cost = first_total(rows, "_total_repeats"), first_total(rows, "_total_repeat_cost")
+    repeats, cost = totals(rows, "_total_repeats", "_total_repeat_cost")
     return f"{repeats:,} embedding calls repeated content already embedded, costing {usd_display(cost)}"
 
 
@@ -246,20 +233,17 @@ def _read_embeddings(rows: list[Row], options: ReportOptions) -> str:
 
 
 def _finish_billing(rows: list[Row], options: ReportOptions) -> list[Row]:
-    out = []
-    for r in rows:
+    def fields(r: Row) -> Row:
         billed, computed = int(r["billed_nanos"]), int(r["computed_nanos"])
-        out.append(
-            {
-                **group_values(r, options),
-                "events_with_billed": int(r["events_with_billed"]),
-                "billed_nanos": billed,
-                "computed_nanos": computed,
-                "difference_nanos": billed - computed,
-                "difference": fraction(billed - computed, computed),
-            }
-        )
-    return out
+        return {
+            "events_with_billed": int(r["events_with_billed"]),
+            "billed_nanos": billed,
+            "computed_nanos": computed,
+            "difference_nanos": billed - computed,
+            "difference": fraction(billed - computed, computed),
+        }
+
+    return rows_of(rows, options, fields)
 
 
 def _read_billing(rows: list[Row], options: ReportOptions) -> str:
@@ -289,19 +273,15 @@ LEAK_COLUMNS = (
 
 def _finish_leaks(rows: list[Row], options: ReportOptions) -> list[Row]:
     """One row per group, then the ``overall`` row: the whole range's totals (taken before ``--top``)."""
-    out = []
-    for r in rows:
-        shown = {**group_values(r, options), **int_fields(r, LEAK_COLUMNS)}
-        shown["leak_multiplier"] = fraction(shown["total_cost_nanos"], shown["essential_nanos"])
-        shown["overall"] = False
-        out.append(shown)
+
+    def waterfall(amounts: Row, overall: bool) -> Row:
+        multiplier = fraction(amounts["total_cost_nanos"], amounts["essential_nanos"])
+        return {**amounts, "leak_multiplier": multiplier, "overall": overall}
+
+    out = rows_of(rows, options, lambda r: waterfall(int_fields(r, LEAK_COLUMNS), False))
     if rows:
-        overall: Row = {g.given: None for g in options.by}
-        for column in LEAK_COLUMNS:
-            overall[column] = int(rows[0][f"_all_{column}"])
-        overall["leak_multiplier"] = fraction(overall["total_cost_nanos"], overall["essential_nanos"])
-        overall["overall"] = True
-        out.append(overall)
+        whole = {column: int(rows[0][f"_all_{column}"]) for column in LEAK_COLUMNS}
+        out.append({**{g.given: None for g in options.by}, **waterfall(whole, True)})
     return out
 
 

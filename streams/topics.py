@@ -2,7 +2,8 @@
 
 usage is keyed by tenant, so every window of a tenant lives on one partition (and one worker at a time);
 usage.backfill carries imported history, which only the sink reads (never a live budget window);
-budgets is compacted (latest definition per id, tombstones delete); the DLQ keeps a bounded retention.
+budgets is compacted (latest definition per id, tombstones delete), and so is detectors (per-tenant detector
+thresholds, key = tenant or ``*``); the DLQ keeps a bounded retention.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ def topic_specs(kafka: KafkaSettings, worker: WorkerSettings) -> list[TopicSpec]
             kafka.topic("usage.dlq"), 1, rf, {"retention.ms": str(worker.dlq_retention_ms), "cleanup.policy": "delete"}
         ),
         TopicSpec(kafka.topic("budgets"), 1, rf, {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"}),
+        TopicSpec(kafka.topic("detectors"), 1, rf, {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"}),
         TopicSpec(kafka.topic("decisions"), parts, rf),
         TopicSpec(kafka.topic("alerts"), 1, rf),
         TopicSpec(

@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from costplane.cli.ledger_options import ApiUrl, Tenant, Until
 from costplane.cli.output import console, print_json
 
 
@@ -17,17 +18,10 @@ def advise(
     since: Annotated[
         str | None, typer.Option("--since", help="From this time (ISO, epoch ms or ago: 7d). Default: 30 days ago.")
     ] = None,
-    until: Annotated[str | None, typer.Option("--until", help="Before this time (exclusive). Default: now.")] = None,
-    tenant: Annotated[str | None, typer.Option("--tenant", help="Only this tenant.")] = None,
+    until: Until = None,
+    tenant: Tenant = None,
     fmt: Annotated[str, typer.Option("--format", help="table | json")] = "table",
-    api_url: Annotated[
-        str | None,
-        typer.Option(
-            "--api-url",
-            envvar="COSTPLANE_WORKER_API_URL",
-            help="Ask this worker's /api/report instead of opening ClickHouse (default: the directory owner's).",
-        ),
-    ] = None,
+    api_url: ApiUrl = None,
 ) -> None:
     """Ranked opportunities: each change, its scope, the evidence and the report that shows it, and its saving
     extrapolated to 30 days (nothing under COSTPLANE_REPORTS_ADVISE_FLOOR_USD a month)."""

@@ -24,7 +24,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(budget_app, name="budget")
 
 
-def _produce(records: list[tuple[str, bytes | None]]) -> None:
+def _produce(records: list[tuple[str, bytes | None]], topic: str = "budgets") -> None:
     from confluent_kafka import Producer
 
     from costplane.config import KafkaSettings, WorkerSettings, load_settings
@@ -34,7 +34,7 @@ def _produce(records: list[tuple[str, bytes | None]]) -> None:
     create_topics(kafka, load_settings(WorkerSettings))
     producer = Producer({**kafka.confluent_config(), "acks": "all", "enable.idempotence": True})
     for key, value in records:
-        producer.produce(kafka.topic("budgets"), key=key.encode(), value=value)
+        producer.produce(kafka.topic(topic), key=key.encode(), value=value)
     if producer.flush(30):
         raise typer.Exit(1)
 
@@ -61,14 +61,14 @@ def read_budgets(timeout_s: float = 20.0) -> dict[str, Any]:
     return budgets
 
 
-def read_budget_records(timeout_s: float = 20.0) -> dict[str, bytes]:
-    """The budgets topic's latest value per key (tombstones applied), unparsed."""
+def read_budget_records(timeout_s: float = 20.0, topic: str = "budgets") -> dict[str, bytes]:
+    """A compacted topic's latest value per key (tombstones applied), unparsed: the budgets topic by default."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
     from costplane.config import KafkaSettings, load_settings
 
     kafka = load_settings(KafkaSettings)
-    topic = kafka.topic("budgets")
+    topic = kafka.topic(topic)
     consumer = Consumer(
         {**kafka.confluent_config(), "group.id": "costplane-budget-reader", "enable.auto.commit": False}
     )

@@ -1,20 +1,17 @@
 """``costplane decisions tail``: follow the decisions topic — blocks, degrades, lifts and threshold notices.
 
-Reads without joining a consumer group (nothing is committed), from the end by default or ``--from-beginning``.
+Reads with a throw-away consumer group (nothing is committed), from the end by default or ``--from-beginning``.
 Lines for people, or the records themselves as JSON lines (``--json``).
 """
 
 from __future__ import annotations
 
 import json
-import sys
-import time
-import uuid
 from typing import Any
 
 import typer
 
-from costplane.cli.output import console, print_json
+from costplane.cli.tail import RecordView, Undecodable, tail_command
 
 decisions_app = typer.Typer(help="Enforcement decisions written by the stream worker.", no_args_is_help=True)
 
@@ -39,67 +36,30 @@ def decision_line(record: dict[str, Any]) -> str:
     )
 
 
-@decisions_app.command("tail")
-def tail(
-    tenant: str | None = typer.Option(None, "--tenant", help="Only this tenant's decisions."),
-    as_json: bool = typer.Option(False, "--json", help="One JSON object per record (as the worker wrote it)."),
-    from_beginning: bool = typer.Option(False, "--from-beginning", help="Start at the oldest retained record."),
-    max_records: int | None = typer.Option(None, "--max", min=1, help="Exit after printing this many records."),
-    idle_timeout: float | None = typer.Option(
-        None, "--idle-timeout", min=0.1, help="Exit after this many seconds without a new record."
-    ),
-) -> None:
-    """Print decisions as the stream worker writes them (Ctrl-C to stop)."""
-    from confluent_kafka import Consumer, KafkaError
-
-    from costplane.config import KafkaSettings, load_settings
-
-    kafka = load_settings(KafkaSettings)
-    topic = kafka.topic("decisions")
-    err, out = console(stderr=True), console()
-    consumer = Consumer(
-        {
-            **kafka.confluent_config(),
-            "group.id": f"costplane-decisions-tail-{uuid.uuid4().hex[:12]}",
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest" if from_beginning else "latest",
-            "topic.metadata.refresh.interval.ms": 5000,
-        }
+def _view(tenant: str | None) -> RecordView[Any]:
+    return RecordView(
+        decode=_decode,
+        keep=lambda record: isinstance(record, dict) and (tenant is None or record.get("tenant") == tenant),
+        line=decision_line,
+        as_json=lambda record: record,
+        markup=False,
     )
-    consumer.subscribe([topic])
-    if not as_json:
-        err.print(
-            f"[dim]tailing {topic} on {kafka.bootstrap_servers}"
-            f"{' from the beginning' if from_beginning else ''} (Ctrl-C to stop)[/]"
-        )
-    printed, last = 0, time.monotonic()
+
+
+decisions_app.command("tail")(
+    tail_command(
+        "decisions",
+        _view,
+        noun="record",
+        plural="decisions",
+        json_help="One JSON object per record (as the worker wrote it).",
+        doc="Print decisions as the stream worker writes them (Ctrl-C to stop).",
+    )
+)
+
+
+def _decode(value: bytes | None, headers: Any) -> Any:
     try:
-        while max_records is None or printed < max_records:
-            if idle_timeout is not None and time.monotonic() - last > idle_timeout:
-                break
-            msg = consumer.poll(0.5)
-            if msg is None:
-                continue
-            error = msg.error()
-            if error is not None:
-                if error.code() not in (KafkaError._PARTITION_EOF, KafkaError.UNKNOWN_TOPIC_OR_PART):
-                    err.print(f"[red]kafka: {error.str()}[/]")
-                continue
-            try:
-                record = json.loads(msg.value() or b"")
-            except ValueError:
-                err.print(f"[yellow]skipped offset {msg.partition()}:{msg.offset()}: not a decision record[/]")
-                continue
-            if not isinstance(record, dict) or (tenant is not None and record.get("tenant") != tenant):
-                continue
-            last = time.monotonic()
-            printed += 1
-            if as_json:
-                print_json(record)
-            else:
-                out.print(decision_line(record), soft_wrap=True, markup=False)
-                sys.stdout.flush()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        consumer.close()
+        return json.loads(value or b"")
+    except ValueError:
+        raise Undecodable("not a decision record") from None

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
+from costplane.cli.ledger_options import ApiUrl, Database
 from costplane.cli.output import console, print_json
 
 forecast_app = typer.Typer(
@@ -43,15 +44,8 @@ def forecast(
             "--budgets", help="Read budgets from this YAML file (as `budget apply` takes) instead of the budgets topic."
         ),
     ] = None,
-    api_url: Annotated[
-        str | None,
-        typer.Option(
-            "--api-url",
-            envvar="COSTPLANE_WORKER_API_URL",
-            help="Ask this worker's /api/report instead of opening ClickHouse (default: the directory owner's).",
-        ),
-    ] = None,
-    database: Annotated[str | None, typer.Option("--database", help="Database (default: from settings).")] = None,
+    api_url: ApiUrl = None,
+    database: Database = None,
 ) -> None:
     """Month-end projection per tenant and per monthly budget member: month-to-date, run rate, range, crossing day."""
     if ctx.invoked_subcommand is not None:

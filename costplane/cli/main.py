@@ -43,6 +43,7 @@ COMMAND_MODULES = (
     "costplane.cli.budget",
     "costplane.cli.decisions",
     "costplane.cli.alerts",
+    "costplane.cli.detectors",
 )
 
 

@@ -15,13 +15,14 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from typer.core import TyperGroup
 
+from costplane.cli.ledger_options import ApiUrl, Database, Since, Tenant, Until
 from costplane.cli.output import console, print_json
 
 
@@ -94,39 +95,53 @@ def fetch_remote(api_url: str, options: Any, timeout_s: float = 60.0, fmt: str =
         raise
 
 
+def api_to_ask(settings: Any, api_url: str | None) -> str | None:
+    """The worker API to ask instead of opening ClickHouse here: the one given, else the live owner's of the
+    embedded directory (None: no owner, or a server URL). An owner serving no API raises DirectoryOwned."""
+    from costplane.streams.sink.errors import DirectoryOwned
+    from costplane.streams.sink.ownership import current_owner
+
+    if settings.url is not None or api_url is not None:
+        return api_url
+    owner = current_owner(settings.chdb_path)
+    if owner is None:
+        return None
+    if owner.api_url is None:
+        raise DirectoryOwned(str(settings.chdb_path), owner.pid, None)
+    return owner.api_url
+
+
 def collect(options: Any, api_url: str | None = None, database: str | None = None, fmt: str = "") -> Any:
     """The report from ClickHouse directly, or from the worker that owns the embedded directory.
 
     Returns a :class:`~costplane.streams.sink.query.ReportResult`, or FOCUS rows when ``fmt == "focus"``.
     """
     from costplane.config import ClickHouseSettings, load_settings
-    from costplane.streams.sink.errors import DirectoryOwned
-    from costplane.streams.sink.ownership import current_owner
     from costplane.streams.sink.query import ReportResult, run_focus, run_report
 
     settings = load_settings(ClickHouseSettings, **({"database": database} if database else {}))
-    if settings.url is None and api_url is None:
-        owner = current_owner(settings.chdb_path)
-        if owner is not None:
-            api_url = owner.api_url
-            if api_url is None:
-                raise DirectoryOwned(str(settings.chdb_path), owner.pid, None)
+    api_url = api_to_ask(settings, api_url)
     if api_url is not None:
         answer = fetch_remote(api_url, options, fmt=fmt)
         return answer if fmt == "focus" else ReportResult.from_json(answer)
 
-    from costplane.streams.sink.client import open_client
-    from costplane.streams.sink.ownership import DirectoryLock
-
-    def run(client: Any) -> Any:
+    with ledger_client(settings) as client:
         if fmt == "focus":
             return run_focus(client, options, settings.database, settings.raw_ttl_days)
         return run_report(client, options, settings.database, settings.raw_ttl_days)
 
+
+@contextmanager
+def ledger_client(settings: Any) -> Iterator[Any]:
+    """A client of the ledger here: the server's, or the embedded directory's under its lock while it is used."""
+    from costplane.streams.sink.client import open_client
+    from costplane.streams.sink.ownership import DirectoryLock
+
     if settings.url is not None:
-        return run(open_client(settings, create_database=False))
+        yield open_client(settings, create_database=False)
+        return
     with DirectoryLock.acquire(settings.chdb_path):
-        return run(open_client(settings, create_database=False))
+        yield open_client(settings, create_database=False)
 
 
 @contextmanager
@@ -226,17 +241,9 @@ def _make_command(name: str, question: str) -> Any:
                 "--where", help="Only rows where DIM=VALUE (repeatable; an empty VALUE means the dimension is missing)."
             ),
         ] = None,
-        since: Annotated[
-            str | None,
-            typer.Option(
-                "--since",
-                help="From this time: ISO date or time (UTC if naive), or ago: 30m, 24h, 7d, 2w. Default: 30 days ago.",
-            ),
-        ] = None,
-        until: Annotated[
-            str | None, typer.Option("--until", help="Before this time (exclusive). Default: now.")
-        ] = None,
-        tenant: Annotated[str | None, typer.Option("--tenant", help="Only this tenant.")] = None,
+        since: Since = None,
+        until: Until = None,
+        tenant: Tenant = None,
         top: Annotated[int | None, typer.Option("--top", help="Only the first N rows.")] = None,
         fmt: Annotated[
             str,
@@ -269,15 +276,8 @@ def _make_command(name: str, question: str) -> Any:
                 "instead of the stored rating.",
             ),
         ] = None,
-        api_url: Annotated[
-            str | None,
-            typer.Option(
-                "--api-url",
-                envvar="COSTPLANE_WORKER_API_URL",
-                help="Ask this worker's /api/report instead of opening ClickHouse (default: the directory owner's).",
-            ),
-        ] = None,
-        database: Annotated[str | None, typer.Option("--database", help="Database (default: from settings).")] = None,
+        api_url: ApiUrl = None,
+        database: Database = None,
     ) -> None:
         from costplane.reports.errors import ReportError
         from costplane.reports.options import ReportOptions
@@ -336,24 +336,11 @@ def _make_command(name: str, question: str) -> Any:
 @report_app.command("html")
 def html_report(
     out: Annotated[Path, typer.Option("--out", help="The HTML file to write (one self-contained file).")],
-    since: Annotated[
-        str | None,
-        typer.Option(
-            "--since",
-            help="From this time: ISO date or time (UTC if naive), or ago: 30m, 24h, 7d, 2w. Default: 30 days ago.",
-        ),
-    ] = None,
-    until: Annotated[str | None, typer.Option("--until", help="Before this time (exclusive). Default: now.")] = None,
-    tenant: Annotated[str | None, typer.Option("--tenant", help="Only this tenant.")] = None,
-    api_url: Annotated[
-        str | None,
-        typer.Option(
-            "--api-url",
-            envvar="COSTPLANE_WORKER_API_URL",
-            help="Ask this worker's /api/report instead of opening ClickHouse (default: the directory owner's).",
-        ),
-    ] = None,
-    database: Annotated[str | None, typer.Option("--database", help="Database (default: from settings).")] = None,
+    since: Since = None,
+    until: Until = None,
+    tenant: Tenant = None,
+    api_url: ApiUrl = None,
+    database: Database = None,
 ) -> None:
     """Every report as one offline HTML page: each chart beside its numbers, budgets and their state, alerts."""
     from datetime import UTC, datetime
@@ -382,18 +369,10 @@ class _PageRunner:
 
     def __init__(self, api_url: str | None, database: str | None) -> None:
         from costplane.config import ClickHouseSettings, load_settings
-        from costplane.streams.sink.errors import DirectoryOwned
-        from costplane.streams.sink.ownership import current_owner
 
         self.settings = load_settings(ClickHouseSettings, **({"database": database} if database else {}))
-        self.api_url = api_url
-        if self.settings.url is None and api_url is None:
-            owner = current_owner(self.settings.chdb_path)
-            if owner is not None:
-                if owner.api_url is None:
-                    raise DirectoryOwned(str(self.settings.chdb_path), owner.pid, None)
-                self.api_url = owner.api_url
-        self._lock: Any = None
+        self.api_url = api_to_ask(self.settings, api_url)
+        self._held = ExitStack()
 
     def __enter__(self) -> Any:
         from costplane.streams.sink.query import ReportResult, run_report
@@ -401,17 +380,11 @@ class _PageRunner:
         if self.api_url is not None:
             url = self.api_url
             return lambda options: ReportResult.from_json(fetch_remote(url, options))
-        from costplane.streams.sink.client import open_client
-        from costplane.streams.sink.ownership import DirectoryLock
-
-        if self.settings.url is None:
-            self._lock = DirectoryLock.acquire(self.settings.chdb_path)
-        client, settings = open_client(self.settings, create_database=False), self.settings
+        client, settings = self._held.enter_context(ledger_client(self.settings)), self.settings
         return lambda options: run_report(client, options, settings.database, settings.raw_ttl_days)
 
     def __exit__(self, *exc: object) -> None:
-        if self._lock is not None:
-            self._lock.release()
+        self._held.close()
 
 
 def _alerts(base: Any) -> Any:

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
+from costplane.cli.ledger_options import Database
 from costplane.cli.output import console, print_json
 
 #: A re-rate of a long range can take minutes: the worker answers when it is done.
@@ -36,25 +37,16 @@ def _remote(api_url: str, query: str) -> Any:
 
 def _run(request: Any, api_url: str | None, database: str | None) -> Any:
     """Locally (owning the database) or through the worker that owns the embedded directory."""
+    from costplane.cli.report import api_to_ask, ledger_client
     from costplane.config import ClickHouseSettings, load_settings
-    from costplane.streams.sink.client import open_client
-    from costplane.streams.sink.errors import DirectoryOwned
-    from costplane.streams.sink.ownership import DirectoryLock, current_owner
     from costplane.streams.sink.rerate import run_rerate
 
     settings = load_settings(ClickHouseSettings, **({"database": database} if database else {}))
-    if settings.url is None and api_url is None:
-        owner = current_owner(settings.chdb_path)
-        if owner is not None:
-            if owner.api_url is None:
-                raise DirectoryOwned(str(settings.chdb_path), owner.pid, None)
-            api_url = owner.api_url
+    api_url = api_to_ask(settings, api_url)
     if api_url is not None:
         return _remote(api_url, request.to_query_string())
-    if settings.url is not None:
-        return run_rerate(open_client(settings, create_database=False), request, settings.database).to_json()
-    with DirectoryLock.acquire(settings.chdb_path):
-        return run_rerate(open_client(settings, create_database=False), request, settings.database).to_json()
+    with ledger_client(settings) as client:
+        return run_rerate(client, request, settings.database).to_json()
 
 
 def rerate(
@@ -90,7 +82,7 @@ def rerate(
             help="Run it in this worker (default: the owner of the embedded chDB directory, if any).",
         ),
     ] = None,
-    database: Annotated[str | None, typer.Option("--database", help="Database (default: from settings).")] = None,
+    database: Database = None,
 ) -> None:
     """Recompute the cost (and per-event amounts) of stored events under another price version; rollups rebuilt."""
     from datetime import UTC, datetime

@@ -30,8 +30,9 @@ def worker(
 ) -> None:
     """Run the stream worker: price, count budget windows, write decisions, dead-letter bad input, fill ClickHouse.
 
-    Exit status 3: the invalid-event ratio passed COSTPLANE_WORKER_INVALID_RATIO_LIMIT (see the message);
-    4: a ClickHouse sink loop stopped on an error retrying cannot fix.
+    Exit status 2: invalid configuration; 3: the invalid-event ratio passed COSTPLANE_WORKER_INVALID_RATIO_LIMIT
+    (see the message); 4: a ClickHouse sink stopped on a non-retryable error; 5: another process owns the chDB
+    directory.
     """
     from costplane.config import ClickHouseSettings, KafkaSettings, RedisSettings, WorkerSettings, load_settings
     from costplane.streams.pipeline.fatal import WorkerStopped

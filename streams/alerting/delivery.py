@@ -451,17 +451,21 @@ def targets_from_settings(settings: AlertSettings) -> list[Target]:
         if routing is not None
         else []
     )
-    return routed + build_targets(
-        slack_webhook_url=settings.slack_webhook_url,
-        slack_min_severity=settings.slack_min_severity,
-        pagerduty_routing_key=settings.pagerduty_routing_key,
-        pagerduty_url=settings.pagerduty_url,
-        pagerduty_source=settings.pagerduty_source,
-        pagerduty_min_severity=settings.pagerduty_min_severity,
-        webhook_urls=settings.webhook_urls,
-        webhook_min_severity=settings.webhook_min_severity,
-        runbook_base_url=settings.runbook_base_url,
-    )
+    return routed + build_targets(**{name: getattr(settings, name) for name in _TARGET_SETTINGS})
+
+
+#: The ``AlertSettings`` fields that :func:`build_targets` takes, under the same names.
+_TARGET_SETTINGS = (
+    "slack_webhook_url",
+    "slack_min_severity",
+    "pagerduty_routing_key",
+    "pagerduty_url",
+    "pagerduty_source",
+    "pagerduty_min_severity",
+    "webhook_urls",
+    "webhook_min_severity",
+    "runbook_base_url",
+)
 
 
 def policy_from_settings(settings: AlertSettings) -> RetryPolicy:

@@ -97,47 +97,52 @@ def parse_routing(document: Any) -> Routing:
     raw_destinations = document.get("destinations") or {}
     if not isinstance(raw_destinations, Mapping) or not raw_destinations:
         raise RoutingError("destinations: a mapping of name → {slack|pagerduty|webhook: secret}")
-    destinations: dict[str, Destination] = {}
-    for name, spec in raw_destinations.items():
-        if not isinstance(spec, Mapping) or len(spec) != 1 or next(iter(spec)) not in DESTINATION_TYPES:
-            raise RoutingError(f"destination {name!s}: exactly one of {', '.join(DESTINATION_TYPES)}")
-        kind, secret = next(iter(spec.items()))
-        if not isinstance(secret, str) or not secret:
-            raise RoutingError(f"destination {name!s}: {kind} needs a non-empty value")
-        if kind == "pagerduty" and len(secret) != 32:
-            raise RoutingError(f"destination {name!s}: a PagerDuty routing key has 32 characters")
-        if kind != "pagerduty" and not secret.startswith(("https://", "http://")):
-            raise RoutingError(f"destination {name!s}: {kind} needs an http(s) URL")
-        destinations[str(name)] = Destination(str(name), str(kind), secret)
-    routes: list[Route] = []
+    destinations = {str(name): _destination(str(name), spec) for name, spec in raw_destinations.items()}
     raw_routes = document.get("routes") or []
     if not isinstance(raw_routes, list):
         raise RoutingError("routes: a list of {match, to, severity}")
-    for index, raw in enumerate(raw_routes):
-        where = f"route {index}"
-        if not isinstance(raw, Mapping) or "to" not in raw or set(raw) - {"match", "to", "severity"}:
-            raise RoutingError(f"{where}: keys are match, to (required) and severity")
-        match_raw = raw.get("match") or {}
-        if not isinstance(match_raw, Mapping):
-            raise RoutingError(f"{where}: match is a mapping of {', '.join(MATCH_KEYS)}")
-        match: dict[str, frozenset[str]] = {}
-        for key, value in match_raw.items():
-            if key not in MATCH_KEYS:
-                raise RoutingError(f"{where}: cannot match on {key!s}; use {', '.join(MATCH_KEYS)}")
-            match[str(key)] = frozenset(_names(value, f"{where}: match {key}"))
-        severity = str(raw.get("severity", "info"))
-        if severity not in SEVERITIES:
-            raise RoutingError(f"{where}: severity is one of {', '.join(SEVERITIES)}")
-        to = _names(raw["to"], f"{where}: to")
-        missing = [d for d in to if d not in destinations]
-        if missing:
-            raise RoutingError(f"{where}: unknown destination(s) {', '.join(missing)}")
-        routes.append(Route(match, to, severity))
+    routes = tuple(_route(raw, f"route {index}", destinations) for index, raw in enumerate(raw_routes))
     default = _names(document["default"], "default") if document.get("default") else ()
-    missing = [d for d in default if d not in destinations]
+    _known(default, destinations, "default")
+    return Routing(destinations, routes, default)
+
+
+def _destination(name: str, spec: Any) -> Destination:
+    if not isinstance(spec, Mapping) or len(spec) != 1 or next(iter(spec)) not in DESTINATION_TYPES:
+        raise RoutingError(f"destination {name}: exactly one of {', '.join(DESTINATION_TYPES)}")
+    kind, secret = next(iter(spec.items()))
+    if not isinstance(secret, str) or not secret:
+        raise RoutingError(f"destination {name}: {kind} needs a non-empty value")
+    if kind == "pagerduty" and len(secret) != 32:
+        raise RoutingError(f"destination {name}: a PagerDuty routing key has 32 characters")
+    if kind != "pagerduty" and not secret.startswith(("https://", "http://")):
+        raise RoutingError(f"destination {name}: {kind} needs an http(s) URL")
+    return Destination(name, str(kind), secret)
+
+
+def _route(raw: Any, where: str, destinations: Mapping[str, Destination]) -> Route:
+    if not isinstance(raw, Mapping) or "to" not in raw or set(raw) - {"match", "to", "severity"}:
+        raise RoutingError(f"{where}: keys are match, to (required) and severity")
+    match_raw = raw.get("match") or {}
+    if not isinstance(match_raw, Mapping):
+        raise RoutingError(f"{where}: match is a mapping of {', '.join(MATCH_KEYS)}")
+    match: dict[str, frozenset[str]] = {}
+    for key, value in match_raw.items():
+        if key not in MATCH_KEYS:
+            raise RoutingError(f"{where}: cannot match on {key!s}; use {', '.join(MATCH_KEYS)}")
+        match[str(key)] = frozenset(_names(value, f"{where}: match {key}"))
+    severity = str(raw.get("severity", "info"))
+    if severity not in SEVERITIES:
+        raise RoutingError(f"{where}: severity is one of {', '.join(SEVERITIES)}")
+    to = _names(raw["to"], f"{where}: to")
+    _known(to, destinations, where)
+    return Route(match, to, severity)
+
+
+def _known(names: Sequence[str], destinations: Mapping[str, Destination], where: str) -> None:
+    missing = [d for d in names if d not in destinations]
     if missing:
-        raise RoutingError(f"default: unknown destination(s) {', '.join(missing)}")
-    return Routing(destinations, tuple(routes), default)
+        raise RoutingError(f"{where}: unknown destination(s) {', '.join(missing)}")
 
 
 def load_routing(path: Path) -> Routing:

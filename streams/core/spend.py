@@ -80,10 +80,6 @@ class Decision:
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
-def state_key(budget_id: str, member: str) -> str:
-    return f"{budget_id}|{member}"
-
-
 def split_key(key: str) -> tuple[str, str]:
     budget_id, _, member = key.partition("|")
     return budget_id, member
@@ -127,47 +123,6 @@ def aggregate(
             cell[0] += tokens
             cell[1] += p.cost_nanos
     return out
-
-
-def add(
-    state: State | None,
-    budget: Budget,
-    increments: Mapping[int, Iterable[int]],
-    now_ms: int,
-    windows: WindowCache | None = None,
-) -> State:
-    """A new state: ``state`` plus one key's batch increments, with buckets older than the window dropped."""
-    new = copy_state(state)
-    buckets: dict[str, list[int]] = new["b"]
-    for start, (tokens, nanos) in increments.items():
-        cell = buckets.setdefault(str(start), [0, 0])
-        cell[0] += int(tokens)
-        cell[1] += int(nanos)
-    prune(new, budget, now_ms, windows)
-    return new
-
-
-def prune(state: State, budget: Budget, now_ms: int, windows: WindowCache | None = None) -> None:
-    """Drop buckets that ended before the window containing ``now_ms`` starts (memory stays bounded)."""
-    _prune_total(state, 0, (windows or WindowCache()).window(budget.period, budget.tz, now_ms))
-
-
-def total(state: State | None, budget: Budget, now_ms: int, windows: WindowCache | None = None) -> int:
-    """The member's spend in the window containing ``now_ms``, in the budget's unit (tokens or nano-USD)."""
-    if not state:
-        return 0
-    return _total(
-        state, 0 if budget.unit == "tokens" else 1, (windows or WindowCache()).window(budget.period, budget.tz, now_ms)
-    )
-
-
-def _total(state: State, idx: int, w: Window) -> int:
-    spent = 0
-    start, end = w.start_ms, w.end_ms
-    for s, v in state["b"].items():
-        if start <= int(s) < end:
-            spent += int(v[idx])
-    return spent
 
 
 def copy_state(state: State | None) -> State:
@@ -245,6 +200,7 @@ def evaluate(
     until = _until(budget, new, now_ms, spent, w) if over else w.end_ms
 
     def record(kind: DecisionType, act: str, reason: str, threshold: float | None = None) -> Decision:
+        """A record of this key now; a lift holds until now and names no degrade model (nothing is degraded)."""
         return _record(
             kind,
             act,
@@ -256,10 +212,10 @@ def evaluate(
             budget.unit,
             w.start_ms,
             w.end_ms,
-            until,
+            now_ms if kind == "lift" else until,
             budget.version,
             now_ms,
-            budget.degrade_model if act == "degrade" else None,
+            budget.degrade_model if act == "degrade" and kind != "lift" else None,
             threshold,
         )
 
@@ -281,22 +237,7 @@ def evaluate(
                     if standing["action"] != action
                     else "spend aged out of the rolling window"
                 )
-                lifted = _record(
-                    "lift",
-                    standing["action"],
-                    budget.id,
-                    member,
-                    reason,
-                    spent,
-                    budget.limit,
-                    budget.unit,
-                    w.start_ms,
-                    w.end_ms,
-                    now_ms,
-                    budget.version,
-                    now_ms,
-                )
-                out.append(lifted)
+                out.append(record("lift", standing["action"], reason))
             standing = None
         elif changed or int(standing.get("until_ms", 0)) != until:
             if action != "notify":  # still over under a changed budget, or rolling spend keeps it over longer
@@ -326,16 +267,6 @@ def evaluate(
             )
     new["soft"] = sorted(notified)
     return new, out
-
-
-def apply_batch(
-    events: Iterable[PricedEvent], budgets: Iterable[Budget], states: Mapping[str, State | None], now_ms: int
-) -> tuple[dict[str, State], list[Decision]]:
-    """Count a batch and evaluate each touched key once (aggregates the batch itself; see :class:`SpendWindows`
-    to aggregate once, read the touched keys, then apply)."""
-    budget_list = list(budgets)
-    windows = WindowCache()
-    return apply_increments(aggregate(events, budget_list, windows), budget_list, states, now_ms, windows)
 
 
 def apply_increments(
@@ -440,9 +371,6 @@ class SpendWindows:
         self, budget: Budget | None, key: str, state: State | None, now_ms: int
     ) -> tuple[State, list[Decision]]:
         return evaluate(budget, key, state, now_ms, windows=self.cache)
-
-    def total(self, state: State | None, budget: Budget, now_ms: int) -> int:
-        return total(state, budget, now_ms, self.cache)
 
 
 def _standing(action: str, window_end_ms: int, until_ms: int, budget: Budget) -> dict[str, Any]:

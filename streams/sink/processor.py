@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from costplane.pricing.ledger import NOTHING, LedgerAmounts
 from costplane.publisher.event import TOKEN_BUCKETS
+from costplane.sql.rollups import ROLLUP_DIMENSIONS
 from costplane.streams.core.priced import PricedEvent
 
 Granularity = Literal["minute", "hour", "day"]
@@ -112,23 +113,8 @@ class RollupFamily:
 
 
 #: The rollup families the sink writes and the reports read.
-SPEND = RollupFamily(
-    "spend",
-    (
-        "tenant",
-        "team",
-        "feature",
-        "model",
-        "provider",
-        "env",
-        "status",
-        "service_tier",
-        "plan",
-        "operation",
-        "unpriced",
-    ),
-)
-USERS = RollupFamily("users", ("tenant", "user_id", "plan", "team", "feature", "env"))
+SPEND = RollupFamily("spend", ROLLUP_DIMENSIONS["spend"])
+USERS = RollupFamily("users", ROLLUP_DIMENSIONS["users"])
 FAMILIES: tuple[RollupFamily, ...] = (SPEND, USERS)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

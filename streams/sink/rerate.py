@@ -35,6 +35,7 @@ from urllib.parse import parse_qs, urlencode
 from costplane.logging import get_logger
 from costplane.pricing.catalog import CatalogError, PriceCatalog, default_catalog, load_catalog
 from costplane.pricing.ledger import LedgerAmounts, ledger_amounts
+from costplane.publisher.event import UsageEvent
 from costplane.reports.errors import ReportError
 from costplane.streams.sink.processor import FAMILIES, GRANULARITIES, RAW_COLUMNS, rollup_all
 
@@ -149,23 +150,6 @@ def rating_catalog(request: RerateRequest) -> PriceCatalog:
     raise RerateError(f"no price version {request.price_version!r} in the catalog in force (it has: {known})")
 
 
-@dataclass(slots=True)
-class _Event:
-    """A raw row's pricing columns as the catalog and the ledger read them."""
-
-    provider: str
-    model: str
-    occurred_at: int
-    input_tokens: int
-    cached_input_tokens: int
-    cache_write_tokens: int
-    output_tokens: int
-    reasoning_tokens: int
-    service_tier: str | None
-    system_prompt_tokens: int | None
-    result_cache_hit: bool | None
-
-
 def millis(value: datetime) -> int:
     """Exact epoch millis of a datetime read back from ClickHouse (naive means UTC)."""
     moment = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
@@ -174,21 +158,40 @@ def millis(value: datetime) -> int:
 
 def rate(catalog: PriceCatalog, row: Sequence[Any]) -> tuple[Any, ...]:
     """The :data:`RATED_COLUMNS` of one event (a row in :data:`PRICING_COLUMNS` order), as the worker prices it."""
-    (_id, _tenant, provider, model, occurred_at, input_tokens, cached, write, output, reasoning, tier, system, hit) = (
-        row
-    )
-    event = _Event(
-        str(provider),
-        str(model),
-        millis(occurred_at),
-        int(input_tokens),
-        int(cached),
-        int(write),
-        int(output),
-        int(reasoning),
+    (
+        event_id,
+        tenant,
+        provider,
+        model,
+        occurred_at,
+        input_tokens,
+        cached,
+        write,
+        output,
+        reasoning,
         tier,
-        None if system is None else int(system),
-        None if hit is None else bool(hit),
+        system,
+        hit,
+    ) = row
+    # The event the worker priced, from its stored pricing columns; pricing and the ledger read only those, so the
+    # fields not stored among them (request, attempt, status) take their plainest values.
+    event = UsageEvent(
+        event_id=str(event_id),
+        occurred_at=millis(occurred_at),
+        tenant=str(tenant),
+        provider=str(provider),
+        model=str(model),
+        request_id=str(event_id),
+        attempt=1,
+        status="ok",
+        input_tokens=int(input_tokens),
+        cached_input_tokens=int(cached),
+        cache_write_tokens=int(write),
+        output_tokens=int(output),
+        reasoning_tokens=int(reasoning),
+        service_tier=tier,
+        system_prompt_tokens=None if system is None else int(system),
+        result_cache_hit=None if hit is None else bool(hit),
     )
     cost = catalog.price_event(event)
     nanos = 0 if event.result_cache_hit else cost.cost_nanos

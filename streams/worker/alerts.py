@@ -8,7 +8,9 @@ Hooks, none of which waits on the network:
 * :meth:`WorkerAlerts.outcome` — every committed budget outcome (thresholds, decisions, lifts) and whether its Redis
   effects were written (a failure is a fail-open);
 * :meth:`WorkerAlerts.set_budgets` — every budgets-topic change;
-* :meth:`WorkerAlerts.attach` — registers the evaluation loop, the rebalance handlers and the shutdown drain.
+* :meth:`WorkerAlerts.set_detector_settings` — every detectors-topic change (per-tenant thresholds);
+* :meth:`WorkerAlerts.attach` — registers the evaluation loop, the detectors-topic follower, the rebalance handlers
+  and the shutdown drain.
 
 Two lifecycles, two clocks. Detector findings run through the alert service's lifecycle on **event time**: the
 end of each judged minute. A replayed backlog is then judged, resolved and cooled down minute by minute as live
@@ -35,7 +37,7 @@ from typing import Any, Protocol
 import httpx
 
 from costplane.budgets import Budget
-from costplane.config import AlertSettings
+from costplane.config import AlertSettings, KafkaSettings, load_settings
 from costplane.logging import get_logger
 from costplane.publisher.codec import Reject
 from costplane.publisher.identifiers import tenant_tag
@@ -44,14 +46,17 @@ from costplane.streams.alerting.lifecycle import AlertLifecycle, LifecycleConfig
 from costplane.streams.alerting.model import AlertEvent
 from costplane.streams.alerting.service import AlertService, Publish
 from costplane.streams.core.conditions import ALL_TENANTS, UNKNOWN_TENANT, ConditionConfig, WorkerConditions
-from costplane.streams.core.detectors import MINUTE_MS, Detectors
 from costplane.streams.core.spend import Decision
+from costplane.streams.detectors import MINUTE_MS, Detectors
+from costplane.streams.detectors.overrides import Resolved
+from costplane.streams.worker.detector_settings import follow_detector_settings
 from costplane.streams.worker.metrics import WorkerMetrics
 from costplane.streams.worker.windows import Located
 
 log = get_logger(__name__)
 
 CHECKPOINT_MS = 30_000
+SETTINGS_RETRY_S = 5.0  # after the detectors-topic follower failed, read the topic again from the start
 MIN_TICK_GAP_S = 0.1  # evaluations woken by outcomes are at least this far apart (a burst of decisions is one)
 STORE_RETRY_MS = 30_000  # after a failed state read or write, leave Redis alone this long
 STATE_VERSION = 1
@@ -212,6 +217,10 @@ class WorkerAlerts:
     def set_budgets(self, budgets: Iterable[Budget]) -> None:
         self.detectors.set_budgets(budgets)
 
+    def set_detector_settings(self, resolved: Resolved) -> None:
+        """The thresholds in force after a detectors-topic change: from the next judged minute on."""
+        self.detectors.replace_configs(resolved.default, resolved.tenants)
+
     # -- the timer -------------------------------------------------------------------------------------------
     async def tick(self) -> list[AlertEvent]:
         """Evaluate: judged minutes through the event-time lifecycle, own conditions through the wall-clock one."""
@@ -351,13 +360,19 @@ class WorkerAlerts:
         log.warning("alert_state_failed", stage=stage, error=f"{type(exc).__name__}: {exc}"[:300])
 
     # -- Faust -------------------------------------------------------------------------------------------------
-    def attach(self, app: Any, usage_topic: str) -> None:
-        """Register the evaluation loop, the rebalance handlers and the shutdown drain on a Faust app."""
+    def attach(self, app: Any, usage_topic: str, kafka: KafkaSettings | None = None) -> None:
+        """Register the evaluation loop, the detectors-topic follower, the rebalance handlers and the shutdown drain
+        on a Faust app. ``kafka`` locates the detectors topic (default: the settings of the environment, which
+        are the worker's own)."""
 
         async def alerts_evaluate() -> None:
             await self.run()
 
+        async def detector_settings() -> None:
+            await self.follow_detector_settings(kafka or load_settings(KafkaSettings))
+
         app.task(alerts_evaluate)
+        app.task(detector_settings)
 
         async def revoked(sender: Any, revoked: set[Any], **_: Any) -> None:
             self.partitions_revoked({tp.partition for tp in revoked if tp.topic == usage_topic})
@@ -371,6 +386,18 @@ class WorkerAlerts:
         app.on_partitions_revoked.connect(revoked)
         app.on_partitions_assigned.connect(assigned)
         app.on_before_shutdown.connect(shutdown)
+
+    async def follow_detector_settings(self, kafka: KafkaSettings) -> None:
+        """Follow the detectors topic for the worker's lifetime; a failure (Kafka unreachable) is logged and
+        counted, and the topic is read again from the start (the thresholds in force stay meanwhile)."""
+        while True:
+            try:
+                await follow_detector_settings(kafka, self.set_detector_settings)
+            except Exception as exc:  # noqa: BLE001 - thresholds must not stop the worker; counted and retried
+                if self.metrics is not None:
+                    self.metrics.alert_errors.labels("detector_settings").inc()
+                log.warning("detector_settings_failed", error=f"{type(exc).__name__}: {exc}"[:300])
+            await asyncio.sleep(SETTINGS_RETRY_S)
 
     @classmethod
     def for_app(

@@ -19,8 +19,8 @@ from costplane.streams.alerting.delivery import AlertDispatcher, DeadLetter, Ret
 from costplane.streams.alerting.lifecycle import AlertLifecycle, LifecycleConfig
 from costplane.streams.alerting.model import AlertEvent
 from costplane.streams.alerting.pagerduty import validate_pagerduty_event
-from costplane.streams.core.detectors import Detectors
 from costplane.streams.core.priced import PricedEvent
+from costplane.streams.detectors import Detectors
 from costplane.synthetic import Incident, TrafficShape, generate
 
 pytestmark = pytest.mark.http

@@ -38,12 +38,13 @@ from costplane.config import KafkaSettings, PublisherSettings, RedisSettings, Wo
 from costplane.pricing.catalog import default_catalog
 from costplane.publisher.event import UsageEvent
 from costplane.publisher.publisher import UsagePublisher
+from costplane.publisher.testing import usage_event
 from costplane.streams.alerting.codec import decode_alert
 from costplane.streams.alerting.lifecycle import AlertLifecycle, LifecycleConfig
 from costplane.streams.alerting.model import AlertEvent
 from costplane.streams.alerting.pagerduty import validate_pagerduty_event
-from costplane.streams.core.detectors import MINUTE_MS, Detectors
 from costplane.streams.core.priced import PricedEvent
+from costplane.streams.detectors import MINUTE_MS, Detectors
 from costplane.streams.topics import create_topics
 from costplane.streams.worker.testing import WorkerProcess, worker_env
 from costplane.synthetic import Incident, TrafficShape, generate
@@ -206,20 +207,7 @@ def test_storm_and_spike_through_the_real_worker_page_once_and_resolve_once(
 
 
 def make_event(tokens: int) -> UsageEvent:
-    return UsageEvent(
-        event_id=str(uuid.uuid4()),
-        occurred_at=int(time.time() * 1000),
-        tenant="acme",
-        provider="openai",
-        model="gpt-4o-mini",
-        request_id=str(uuid.uuid4()),
-        attempt=1,
-        status="ok",
-        input_tokens=tokens,
-        output_tokens=0,
-        user_id="u1",
-        feature="chat",
-    )
+    return usage_event(input_tokens=tokens, output_tokens=0, user_id="u1", feature="chat")
 
 
 def cli(env: dict[str, str], *args: str) -> None:

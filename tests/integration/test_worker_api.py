@@ -8,7 +8,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from costplane.budgets import window_for
 from costplane.config import ClickHouseSettings, KafkaSettings, RedisSettings, WorkerSettings, load_settings
 from costplane.publisher.codec import UsageCodec
 from costplane.publisher.event import UsageEvent
+from costplane.publisher.testing import usage_event
 from costplane.streams.topics import create_topics
 from costplane.streams.worker.testing import WorkerProcess, worker_env
 
@@ -30,20 +30,7 @@ TENANT = "api-co"
 
 
 def make_event(user: str, tokens: int) -> UsageEvent:
-    return UsageEvent(
-        event_id=str(uuid.uuid4()),
-        occurred_at=int(time.time() * 1000),
-        tenant=TENANT,
-        provider="openai",
-        model="gpt-4o-mini",
-        request_id=str(uuid.uuid4()),
-        attempt=1,
-        status="ok",
-        input_tokens=tokens,
-        output_tokens=0,
-        user_id=user,
-        feature="chat",
-    )
+    return usage_event(tenant=TENANT, input_tokens=tokens, output_tokens=0, user_id=user, feature="chat")
 
 
 def produce(kafka: KafkaSettings, events: list[UsageEvent]) -> None:

@@ -12,7 +12,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from confluent_kafka import Producer
 from costplane.config import ClickHouseSettings, KafkaSettings, RedisSettings, WorkerSettings, load_settings
 from costplane.publisher.codec import UsageCodec
 from costplane.publisher.event import UsageEvent
+from costplane.publisher.testing import usage_event
 from costplane.reports.options import ReportOptions
 from costplane.streams.topics import create_topics
 from costplane.streams.worker.testing import WorkerProcess, worker_env
@@ -61,18 +61,7 @@ def test_binding_beyond_loopback_without_a_token_refuses_to_start(tmp_path: Path
 
 
 def _event(tenant: str) -> UsageEvent:
-    return UsageEvent(
-        event_id=str(uuid.uuid4()),
-        occurred_at=int(time.time() * 1000),
-        tenant=tenant,
-        provider="openai",
-        model="gpt-4o-mini",
-        request_id=str(uuid.uuid4()),
-        attempt=1,
-        status="ok",
-        input_tokens=100,
-        output_tokens=10,
-    )
+    return usage_event(tenant=tenant, input_tokens=100, output_tokens=10)
 
 
 @pytest.mark.kafka

@@ -18,6 +18,7 @@ from confluent_kafka import Consumer, Producer
 from costplane.config import KafkaSettings, RedisSettings, WorkerSettings, load_settings
 from costplane.publisher.codec import UsageCodec
 from costplane.publisher.event import UsageEvent
+from costplane.publisher.testing import usage_event
 from costplane.streams.topics import create_topics
 from costplane.streams.worker.testing import WorkerProcess, worker_env
 
@@ -25,15 +26,9 @@ pytestmark = [pytest.mark.kafka, pytest.mark.redis]
 
 
 def make_event(tenant: str, user: str, tokens: int, now_ms: int | None = None) -> UsageEvent:
-    return UsageEvent(
-        event_id=str(uuid.uuid4()),
+    return usage_event(
         occurred_at=now_ms or int(time.time() * 1000),
         tenant=tenant,
-        provider="openai",
-        model="gpt-4o-mini",
-        request_id=str(uuid.uuid4()),
-        attempt=1,
-        status="ok",
         input_tokens=tokens,
         output_tokens=0,
         user_id=user,

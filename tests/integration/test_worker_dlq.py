@@ -9,8 +9,6 @@ import random
 import subprocess
 import sys
 import time
-import uuid
-from dataclasses import replace
 from pathlib import Path
 
 import fastavro
@@ -21,6 +19,7 @@ from confluent_kafka import Producer
 from costplane.config import KafkaSettings, RedisSettings, WorkerSettings, load_settings
 from costplane.publisher.codec import UsageCodec
 from costplane.publisher.event import UsageEvent
+from costplane.publisher.testing import usage_event
 from costplane.streams.app import EXIT_INVALID_RATIO
 from costplane.streams.topics import create_topics
 from costplane.streams.worker.testing import WorkerProcess, worker_env
@@ -29,20 +28,7 @@ pytestmark = [pytest.mark.kafka, pytest.mark.redis]
 
 
 def event(tenant: str = "acme", **changes: object) -> UsageEvent:
-    ev = UsageEvent(
-        event_id=str(uuid.uuid4()),
-        occurred_at=int(time.time() * 1000),
-        tenant=tenant,
-        provider="openai",
-        model="gpt-4o-mini",
-        request_id=str(uuid.uuid4()),
-        attempt=1,
-        status="ok",
-        input_tokens=10,
-        output_tokens=5,
-        user_id="u1",
-    )
-    return replace(ev, **changes)  # type: ignore[arg-type]
+    return usage_event(**{"tenant": tenant, "input_tokens": 10, "output_tokens": 5, "user_id": "u1", **changes})
 
 
 def wrong_schema_bytes() -> bytes:

@@ -11,7 +11,6 @@ import json
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ import pytest
 from costplane.config import KafkaSettings, RedisSettings, WorkerSettings, load_settings
 from costplane.publisher.codec import UsageCodec
 from costplane.publisher.event import UsageEvent
+from costplane.publisher.testing import usage_event
 from costplane.streams.app import EXIT_INVALID_RATIO
 from costplane.streams.topics import create_topics
 from costplane.streams.worker.testing import WorkerProcess, worker_env
@@ -28,20 +28,7 @@ BAD_BATCHES, PER_BATCH = 24, 50
 
 
 def event(**changes: object) -> UsageEvent:
-    fields: dict[str, object] = {
-        "event_id": str(uuid.uuid4()),
-        "occurred_at": int(time.time() * 1000),
-        "tenant": "acme",
-        "provider": "openai",
-        "model": "gpt-4o-mini",
-        "request_id": str(uuid.uuid4()),
-        "attempt": 1,
-        "status": "ok",
-        "input_tokens": 10,
-        "output_tokens": 5,
-        **changes,
-    }
-    return UsageEvent(**fields)  # type: ignore[arg-type]
+    return usage_event(**{"input_tokens": 10, "output_tokens": 5, **changes})
 
 
 def dlq(env: dict[str, str]) -> list[dict[str, object]]:

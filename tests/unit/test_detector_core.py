@@ -12,9 +12,9 @@ import pytest
 
 from costplane.budgets import Budget
 from costplane.publisher.event import UsageEvent
-from costplane.streams.core.detectors import MINUTE_MS, DetectorConfig, Detectors
 from costplane.streams.core.findings import Finding
 from costplane.streams.core.priced import PricedEvent
+from costplane.streams.detectors import MINUTE_MS, DetectorConfig, Detectors
 from costplane.synthetic import Incident, TrafficShape, generate
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
@@ -400,7 +400,7 @@ def test_user_share_tracks_a_bounded_set_of_users_and_still_finds_the_heavy_one(
     share = active(run(det, [(0, whale + crowd + again)])[0], "user_share")
     assert [f.subject["user_id"] for f in share] == ["whale"]
     assert share[0].numbers["spent"] == "1200000000"  # never dropped: always among the biggest spenders
-    day = det._user_days["acme"]
+    day = det.user_share.days["acme"]
     assert len(day.users) <= 2 * 50
     # Dropped users had at most the floor, which the finding reports; the crowd's own spend bounds it.
     assert 0 < day.floor[0] < 5_000 * 6_000 and share[0].numbers["overstated_by_at_most"] == str(day.floor[0])
@@ -439,7 +439,7 @@ def test_a_minute_of_fresh_users_holds_a_bounded_contributor_map_and_still_names
     # The retrier never falls out: the retries ranking keeps it while the crowd churns through the cost ranking.
     storm = [ev(start + 5 + i * 10, user="retrier", attempt=2, status="error", cost=500) for i in range(400)]
     det.observe(sorted(crowd + storm, key=lambda p: p.event.occurred_at))
-    data = det._open[start][("acme", "chat", "gpt-4o")]
+    data = det.tally.open[start][("acme", "chat", "gpt-4o")]
     assert len(data.contrib) <= 4 * 20
     findings = det.evaluate(start + MINUTE_MS + 6_000)
     f = active(findings, "retry_storm")[0]
@@ -509,7 +509,7 @@ def test_one_event_from_a_clock_running_ahead_does_not_close_the_minutes_a_repla
     det.observe(minute_traffic(1, 30))
     judged = det.evaluate_minutes(now)
     assert [m for m, _ in judged] == [T0]  # the replay reached minute 1: minute 0 closes, minute 1 stays open
-    assert T0 + MINUTE_MS in det._open  # minute 1's own traffic counted in minute 1, not folded into a later one
+    assert T0 + MINUTE_MS in det.tally.open  # minute 1's own traffic counted in minute 1, not folded into a later one
 
 
 def test_live_traffic_with_a_late_majority_is_still_judged_by_the_clock() -> None:
@@ -520,7 +520,7 @@ def test_live_traffic_with_a_late_majority_is_still_judged_by_the_clock() -> Non
         det.observe([ev(now - 1_000) for _ in range(4)] + [ev(now - late_by) for _ in range(6)])
         det.evaluate(now)
     # Three minutes in, the first two live minutes are judged (as the clock says), not held for the late half.
-    assert T0 + 40 * MINUTE_MS not in det._open and T0 + 41 * MINUTE_MS not in det._open
+    assert T0 + 40 * MINUTE_MS not in det.tally.open and T0 + 41 * MINUTE_MS not in det.tally.open
 
 
 def _billed(at: int, cost: int, billed: int, model: str = "gpt-4o") -> PricedEvent:

@@ -9,8 +9,8 @@ from collections.abc import Iterable, Iterator
 
 from costplane.publisher.event import UsageEvent
 from costplane.streams.alerting.lifecycle import AlertLifecycle
-from costplane.streams.core.detectors import MINUTE_MS, Detectors
 from costplane.streams.core.priced import PricedEvent
+from costplane.streams.detectors import MINUTE_MS, Detectors
 from costplane.synthetic import Incident, TrafficShape, generate
 
 T0 = 1_767_225_600_000

@@ -1,7 +1,10 @@
-"""docs/configuration.md lists every COSTPLANE_* variable exactly as the settings classes define them."""
+"""docs/configuration.md lists every COSTPLANE_* variable exactly as the settings classes define them, and every
+variable the code reads or the docs name is one of them (or of the command's own few)."""
 
 from __future__ import annotations
 
+import re
+import tomllib
 from pathlib import Path
 
 from costplane.cli.config_cmd import markdown_table, variable_rows
@@ -22,3 +25,54 @@ def test_configuration_doc_embeds_the_generated_table() -> None:
 def test_every_setting_explains_itself() -> None:
     undocumented = [row["variable"] for row in variable_rows() if not row["description"].strip()]
     assert undocumented == []
+
+
+# -- every COSTPLANE_* variable: read by the code, documented, and the same set ----------------------------------
+
+ROOT = DOC.parents[1]
+COMMAND_BEGIN, COMMAND_END = "<!-- BEGIN command variables -->", "<!-- END command variables -->"
+
+
+def _command_variables() -> set[str]:
+    """The variables of the "Outside the settings classes" table."""
+    table = DOC.read_text().split(COMMAND_BEGIN, 1)[1].split(COMMAND_END, 1)[0]
+    return {m.group(1) for m in re.finditer(r"^\| `(COSTPLANE_[A-Z0-9_]+)` \|", table, re.MULTILINE)}
+
+
+def _source_files() -> list[Path]:
+    """The Python files of every folder pyproject maps into the package."""
+    mapping = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
+    return sorted(path for folder in set(mapping.values()) for path in (ROOT / folder).rglob("*.py"))
+
+
+def _read_by_code() -> dict[str, str]:
+    """Each variable named whole in a string literal of the package's code, with one file that names it."""
+    found: dict[str, str] = {}
+    for path in _source_files():
+        for literal in re.findall(r"\"(COSTPLANE_[A-Z0-9_]*[A-Z0-9])\"", path.read_text(encoding="utf-8")):
+            found.setdefault(literal, str(path.relative_to(ROOT)))
+    return found
+
+
+def test_every_variable_the_code_reads_is_documented_and_nothing_else_is() -> None:
+    settings = {row["variable"] for row in variable_rows()}
+    commands = _command_variables()
+    read = _read_by_code()
+    assert commands, "docs/configuration.md: the command variables table is missing"
+    assert not commands & settings, "a variable is in both tables of docs/configuration.md"
+    undocumented = {name: where for name, where in read.items() if name not in settings | commands}
+    assert not undocumented, f"read by the code, missing from docs/configuration.md: {undocumented}"
+    assert commands <= set(read), f"documented but read by no code: {sorted(commands - set(read))}"
+
+
+def test_every_variable_the_docs_name_exists() -> None:
+    known = {row["variable"] for row in variable_rows()} | _command_variables()
+    prefixes = {name[: i + 1] for name in known for i, char in enumerate(name) if char == "_"}
+    unknown = [
+        f"{path.relative_to(ROOT)}:{number}: {name}"
+        for path in (ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")))
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)
+        for name in re.findall(r"COSTPLANE_[A-Z0-9_]+", line)
+        if name not in known and name not in prefixes  # `COSTPLANE_ALERTS_*` names a family
+    ]
+    assert not unknown, "variables no setting defines:\n" + "\n".join(unknown)

@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 
 from costplane.budgets import Budget
 from costplane.publisher.event import UsageEvent
-from costplane.streams.core.detectors import MINUTE_MS, Detectors
 from costplane.streams.core.findings import Finding
 from costplane.streams.core.priced import PricedEvent
+from costplane.streams.detectors import MINUTE_MS, Detectors
 
 OCT1 = int(datetime(2026, 10, 1, tzinfo=UTC).timestamp() * 1000)
 DAY = 86_400_000

@@ -7,8 +7,6 @@ user=``b,user=X``) were one member; a ``}`` in a tenant moved its keys to anothe
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -18,6 +16,7 @@ from costplane.budgets.model import DIMENSIONS
 from costplane.enforcers.keys import KeyLayout
 from costplane.publisher.event import UsageEvent
 from costplane.publisher.identifiers import escape, is_tenant, tenant_tag, unescape
+from costplane.publisher.testing import usage_event
 from costplane.publisher.validation import InvalidEvent, validate_event
 from costplane.streams.core.spend import tenant_of
 from costplane.streams.worker.windowstore import WindowKeys
@@ -123,17 +122,7 @@ def test_the_reported_key_collision() -> None:
 
 
 def _event(**fields: object) -> UsageEvent:
-    base: dict[str, object] = {
-        "event_id": str(uuid.uuid4()),
-        "occurred_at": 1_700_000_000_000,
-        "tenant": "acme",
-        "provider": "openai",
-        "model": "gpt-4o-mini",
-        "request_id": "r",
-        "attempt": 1,
-        "status": "ok",
-    }
-    return UsageEvent(**{**base, **fields})  # type: ignore[arg-type]
+    return usage_event(**{"occurred_at": 1_700_000_000_000, "request_id": "r", **fields})
 
 
 @given(ANY_TEXT)

@@ -7,6 +7,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from costplane.pricing.catalog import default_catalog
 from costplane.pricing.ledger import MIN_CACHEABLE_PREFIX_TOKENS, LedgerAmounts, ledger_amounts
 from costplane.publisher.event import UsageEvent
+from costplane.publisher.testing import usage_event
 
 T0 = 1_767_225_600_000
 
@@ -16,18 +17,9 @@ def _nanos(usd: Decimal) -> int:
 
 
 def _event(**kw: object) -> UsageEvent:
-    fields: dict[str, object] = dict(
-        event_id="e",
-        occurred_at=T0,
-        tenant="t",
-        provider="openai",
-        model="gpt-4o",
-        request_id="r",
-        attempt=1,
-        status="ok",
+    return usage_event(
+        **{"event_id": "e", "occurred_at": T0, "tenant": "t", "model": "gpt-4o", "request_id": "r", **kw}
     )
-    fields.update(kw)
-    return UsageEvent(**fields)  # type: ignore[arg-type]
 
 
 def test_amounts_follow_the_unit_prices() -> None:

@@ -111,3 +111,14 @@ def test_deeply_nested_lines_are_reported_not_raised(depth: int) -> None:
         (2, "event"),
         (3, "unknown_field" if shallow else "bad_json"),
     ]
+
+
+def test_replay_exit_status_when_several_apply_is_as_documented() -> None:
+    """docs/publisher.md: 2 (--strict stopped) before 1 (lines skipped) before 4 (spooled)."""
+    from costplane.cli.replay import BadLine, ReplaySummary
+
+    bad = [BadLine(3, "bad_json", "not JSON")]
+    assert ReplaySummary(skipped=bad, stopped=True, spooled_bytes=10).exit_code == 2
+    assert ReplaySummary(skipped=bad, spooled_bytes=10).exit_code == 1
+    assert ReplaySummary(spooled_bytes=10).exit_code == 4
+    assert ReplaySummary(published=5).exit_code == 0

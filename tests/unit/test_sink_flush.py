@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Sequence
 from typing import Any
 
 import pytest
+from clickhouse_connect.driver.exceptions import DatabaseError
 
 from costplane.publisher.event import UsageEvent
 from costplane.streams.core.priced import PricedEvent
@@ -116,6 +118,35 @@ def test_outage_raises_retryable_keeps_buffer_and_recovers_before_retrying() -> 
     log.clear()
     sink.flush()
     assert log == ["recover", "insert:1", "commit:[(0, 3)]", "seen:1"]
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        DatabaseError("Code: 243. DB::Exception: Cannot reserve 1.00 MiB, not enough space. (NOT_ENOUGH_SPACE)"),
+        OSError(errno.ENOSPC, "No space left on device"),
+        FileNotFoundError(errno.ENOENT, "No such file or directory"),
+    ],
+    ids=["chdb-not-enough-space", "enospc", "missing-path"],
+)
+def test_storage_faults_are_retried_not_fatal(fault: BaseException) -> None:
+    """A full disk or a vanished path under embedded chDB is an outage to wait out: the worker exits on anything
+    the sink raises other than SinkUnavailable, so these must arrive as SinkUnavailable with the buffer kept."""
+    sink, writer, log, _ = _sink()
+    sink.add(_priced("a"), 0, 0)
+
+    def failing(items: Sequence[Pending], batch_id: str) -> list[tuple[Any, ...]]:
+        raise fault
+
+    writer.insert = failing  # type: ignore[method-assign]
+    with pytest.raises(SinkUnavailable) as raised:
+        sink.flush()
+    assert raised.value.__cause__ is fault
+    assert len(sink) == 1
+    del writer.insert  # the disk has room again
+    log.clear()
+    sink.flush()
+    assert log == ["recover", "insert:1", "commit:[(0, 1)]", "seen:1"]
 
 
 def test_non_retryable_errors_propagate_unchanged() -> None:

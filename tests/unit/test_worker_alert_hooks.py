@@ -20,12 +20,13 @@ from costplane.config import AlertSettings, load_settings
 from costplane.pricing.catalog import default_catalog
 from costplane.publisher.codec import Reject
 from costplane.publisher.event import UsageEvent
+from costplane.publisher.testing import usage_event
 from costplane.streams.alerting.codec import Headers, decode_alert
 from costplane.streams.alerting.delivery import build_targets
 from costplane.streams.alerting.model import AlertEvent
-from costplane.streams.core.detectors import Detectors
 from costplane.streams.core.priced import PricedEvent
 from costplane.streams.core.spend import Decision
+from costplane.streams.detectors import Detectors
 from costplane.streams.worker.alerts import WorkerAlerts, reject_tenant
 from costplane.streams.worker.metrics import WorkerMetrics
 from costplane.streams.worker.windows import Located
@@ -80,15 +81,11 @@ def make(
 
 
 def event(tenant: str = "acme", at: int = T0) -> UsageEvent:
-    return UsageEvent(
+    return usage_event(
         event_id=f"e-{tenant}-{at}",
         occurred_at=at,
         tenant=tenant,
-        provider="openai",
-        model="gpt-4o-mini",
         request_id=f"r-{at}",
-        attempt=1,
-        status="ok",
         input_tokens=10,
         output_tokens=1,
     )
