@@ -1,9 +1,9 @@
 """The worker benchmark's second floor: a Faust app that only takes and decodes, as the worker's agent does.
 
-Same transport (``kafka://``), same raw serializers, same ``take_events`` batches and the same codec call as
-``streams/app.py``'s agent, and nothing after the decode: no dedup, pricing, windows, Redis or sink. What it
-reaches is the most any Faust worker can do with these messages on this machine, so the worker's rate is read
-against it as well as against the bare aiokafka floor.
+Same transport (``kafka://``), same raw serializers, same ``take_events`` batches and the same decode call as
+the stream pipeline's first step (``streams/pipeline/decode.py``), and nothing after the decode: no dedup,
+pricing, windows, Redis or sink. What it reaches is the most any Faust worker can do with these messages on this
+machine, so the worker's rate is read against it as well as against the bare aiokafka floor.
 
 Run by ``bench.bench_worker`` (``python -m bench.faust_floor TOPIC EVENTS RESULT_FILE``); it writes
 ``{"events_per_s": …, "events": …}`` to ``RESULT_FILE`` once it has decoded ``EVENTS`` events, then exits.
@@ -23,6 +23,7 @@ import faust
 
 from costplane.config import KafkaSettings, WorkerSettings, load_settings
 from costplane.publisher.codec import UsageCodec
+from costplane.streams.pipeline.validity import decode_record, timestamp_ms
 
 
 def build(topic_name: str, events: int, result: str, data_dir: str) -> faust.App:
@@ -47,14 +48,15 @@ def build(topic_name: str, events: int, result: str, data_dir: str) -> faust.App
     @app.agent(topic)
     async def decode(stream: Any) -> None:
         async for batch in stream.take_events(worker.batch_max_messages, within=worker.batch_within_s):
-            now_ms = int(time.time() * 1000)
             if state["started"] is None:
                 state["started"] = time.perf_counter()
             for event in batch:
                 msg = event.message
                 headers = [(k, v) for k, v in (msg.headers or [])]
                 state["seen"] += len(
-                    codec.decode(msg.value, headers, now_ms=now_ms, max_clock_skew_ms=worker.max_clock_skew_ms).events
+                    decode_record(
+                        codec, msg.value, headers, timestamp_ms(msg.timestamp, 1000.0), worker.max_clock_skew_ms
+                    ).events
                 )
             if state["seen"] >= events:
                 elapsed = time.perf_counter() - state["started"]

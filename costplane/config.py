@@ -376,7 +376,12 @@ class WorkerSettings(BaseSettings):
         "consumer's fetch for idle partitions (Faust's own is 1500 ms; records of a busy "
         "partition can wait behind it).",
     )
-    max_clock_skew_ms: int = Field(24 * 3600 * 1000, ge=0, description="Events further in the future are rejected.")
+    max_clock_skew_ms: int = Field(
+        24 * 3600 * 1000,
+        ge=0,
+        description="Events whose occurred_at is more than this after their Kafka record's timestamp are "
+        "dead-lettered (clock_skew) and not written to ClickHouse; older events are always accepted.",
+    )
     invalid_ratio_limit: float = Field(0.5, gt=0, le=1, description="Stop when invalid/total passes this ratio.")
     invalid_window_s: float = Field(60.0, gt=0, description="Window over which the invalid ratio is measured.")
     invalid_min_events: int = Field(1000, ge=1, description="Events needed in the window before the ratio counts.")

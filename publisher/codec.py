@@ -253,7 +253,8 @@ class UsageCodec:
     ) -> DecodedMessage:
         """Turn one message into valid events and rejects. Never raises.
 
-        ``now_ms``/``max_clock_skew_ms`` enable the clock-skew rule; ``validate`` replaces the default
+        ``now_ms``/``max_clock_skew_ms`` enable the clock-skew rule (events more than ``max_clock_skew_ms`` after
+        ``now_ms`` are rejected; readers pass the record's own timestamp); ``validate`` replaces the default
         :func:`validate_event` call (e.g. with other bounds) and must raise :class:`InvalidEvent`.
         """
         result = DecodedMessage()

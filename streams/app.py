@@ -1,21 +1,19 @@
-"""The Faust application of the stream role: decode → price → windows → decisions, with dead letters.
+"""The Faust application of the worker: the stream role's pipeline, the web pages, and the shared runtime.
 
-Agents stay short: the codec decodes (the one place), :mod:`costplane.streams.worker.windows` computes over the
-pure core, and this module only moves bytes and effects. Messages are taken in batches (``take_events``) and each
-window key is read and written once per batch. Spend windows live in Redis beside the guard's counters, fenced
-by source offsets (:mod:`costplane.streams.worker.windowstore`); budgets are read from the compacted budgets topic
-by every worker in full, because every partition needs every budget.
+The stream role's work is :mod:`costplane.streams.pipeline` (decode → dedup → price → windows → commit → effects,
+one module per step); this module builds its steps from the :class:`Runtime` and hands them to the Faust adapter,
+which alone knows Faust. Spend windows live in Redis beside the guard's counters, fenced by source offsets
+(:mod:`costplane.streams.worker.windowstore`); budgets are read from the compacted budgets topic by every worker in
+full, because every partition needs every budget.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import sys
 import time
 from collections.abc import Callable
-from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
 import faust
 from redis.exceptions import RedisError
@@ -31,22 +29,27 @@ from costplane.config import (
 )
 from costplane.logging import get_logger
 from costplane.publisher.codec import UsageCodec
-from costplane.publisher.event import UsageEvent
-from costplane.streams.dlq import InvalidRatioExceeded, InvalidRatioGuard, dead_letters
+from costplane.streams.dlq import InvalidRatioGuard
+from costplane.streams.pipeline.budgets import BudgetFollower
+from costplane.streams.pipeline.commit import CommitStep
+from costplane.streams.pipeline.decode import DecodeStep
+from costplane.streams.pipeline.effects import Effects
+from costplane.streams.pipeline.fatal import EXIT_INVALID_RATIO, FatalLatch
+from costplane.streams.pipeline.faust_adapter import FaustOutbox, wire_stream_role
+from costplane.streams.pipeline.redis_io import RedisCalls
+from costplane.streams.pipeline.reevaluate import Reevaluation
+from costplane.streams.pipeline.stream import StreamPipeline
+from costplane.streams.pipeline.windows import WindowsStep
 from costplane.streams.worker.alerts import RedisStateStore, WorkerAlerts
 from costplane.streams.worker.api import RecentDecisions
 from costplane.streams.worker.dedup import RecentIds
 from costplane.streams.worker.dlqfence import DlqFence
-from costplane.streams.worker.fetchwait import set_fetch_max_wait
-from costplane.streams.worker.gctuning import collections_deferred
 from costplane.streams.worker.metrics import WorkerMetrics
-from costplane.streams.worker.pricing import price_events
-from costplane.streams.worker.windows import Located, Pending, WorkerWindows
+from costplane.streams.worker.windows import WorkerWindows
 
 log = get_logger(__name__)
 
-EXIT_INVALID_RATIO = 3
-T = TypeVar("T")
+__all__ = ["EXIT_INVALID_RATIO", "Runtime", "create_app", "group_id"]
 
 
 class Runtime:
@@ -104,8 +107,11 @@ def create_app(
     sink_ready: Callable[[], bool] | None = None,
     alerts: AlertSettings | None = None,
     sink_waiting: Callable[[], str | None] | None = None,
+    fatal: FatalLatch | None = None,
 ) -> faust.App:
-    """The Faust app with its agents, timers and web pages (``report`` serves ``/api/report`` when given)."""
+    """The Faust app with its agents, timers and web pages (``report`` serves ``/api/report`` when given).
+
+    ``fatal`` records why the stream role stopped the process on purpose, for the entry point's exit status."""
     stream_role = worker.role in ("stream", "all")
     worker.data_dir.mkdir(parents=True, exist_ok=True)  # Faust creates its own folder in it, not the parents
     app = faust.App(
@@ -141,7 +147,7 @@ def create_app(
     rt = Runtime(kafka, redis_settings, worker, metrics) if stream_role else None
 
     if rt is not None:
-        _stream_role(app, kafka, worker, rt, alerts or load_settings(AlertSettings))
+        _stream_role(app, kafka, worker, rt, alerts or load_settings(AlertSettings), fatal or FatalLatch())
 
     @app.page("/healthz")
     async def healthz(self: Any, request: Any) -> Any:
@@ -261,13 +267,14 @@ def _api_pages(
 
 
 def _stream_role(
-    app: faust.App, kafka: KafkaSettings, worker: WorkerSettings, rt: Runtime, alert_settings: AlertSettings
+    app: faust.App,
+    kafka: KafkaSettings,
+    worker: WorkerSettings,
+    rt: Runtime,
+    alert_settings: AlertSettings,
+    fatal: FatalLatch,
 ) -> None:
-    usage_name = kafka.topic("usage")
-    usage = app.topic(usage_name, value_serializer="raw", key_serializer="raw", partitions=worker.usage_partitions)
-    dlq = app.topic(kafka.topic("usage.dlq"), value_serializer="raw", key_serializer="raw")
-    decisions = app.topic(kafka.topic("decisions"), value_serializer="raw", key_serializer="raw")
-    m = rt.metrics
+    """Build the stream role's steps and hand them to the Faust adapter (see :mod:`costplane.streams.pipeline`)."""
     alerts = WorkerAlerts.for_app(
         app,
         kafka.topic("alerts"),
@@ -275,243 +282,15 @@ def _stream_role(
         alert_settings,
         clock=rt.clock,
         store=RedisStateStore(rt.store.client, rt.store.keys.prefix),
-        metrics=m,
+        metrics=rt.metrics,
     )
-    alerts.attach(app, usage_name)
-
-    # One batch or re-evaluation at a time between computing windows and committing them: a timer's re-check
-    # must not write a state computed before a batch whose commit is already on its way (and the other way round).
-    window_lock = asyncio.Lock()
-
-    async def until_redis_answers(step: Callable[[], T], decisions: int, commits: int) -> T:
-        """Run a window step that reads or writes Redis; Redis down pauses the stream here, with backoff, instead
-        of counting anything twice or not at all (and the outage is a fail-open alert)."""
-        delay = 0.05
-        while True:
-            try:
-                result = step()
-            except RedisError as exc:
-                rt.waiting = f"Redis: {exc}"
-                m.waiting.labels("stream").set(1)
-                m.window_retries.inc()
-                alerts.windows_failed(rt.now_ms(), decisions=decisions, commits=commits)
-                log.warning("window_commit_failed", error=str(exc), retry_in_s=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-            else:
-                if rt.waiting is not None:
-                    rt.waiting = None
-                    m.waiting.labels("stream").set(0)
-                return result
-
-    async def count(located: list[Located]) -> Pending:
-        """The batch's window writes, computed against what Redis holds (tenant fences and states not cached yet
-        are read first); decision-free tenants' commits are already on their way to Redis."""
-
-        def counted() -> Pending:
-            with collections_deferred():  # the whole batch is alive until count returns: nothing to collect
-                return rt.windows.count(located, list(rt.budgets.values()), rt.now_ms(), send_early=True)
-
-        return await until_redis_answers(counted, 0, 0)
-
-    async def write(pending: Pending) -> None:
-        """Decision records first (flushed: at least once), then the windows' atomic commit (exactly once).
-
-        A crash between the two republishes the records on redelivery under the same ``dedup_key``; the windows
-        count once either way, because the commit carries the fence.
-        """
-        if pending.decisions:
-            topic = decisions.get_topic_name()
-            for d in pending.decisions:
-                record = d.to_json()
-                await app.producer.send(topic, d.tenant.encode(), record.encode(), None, None, None)
-                m.decisions.labels(d.type).inc()
-                rt.recent_decisions.add(record)
-            await app.producer.flush()
-        report = await until_redis_answers(
-            lambda: rt.windows.commit(pending), len(pending.decisions), len(pending.commits)
-        )
-        alerts.outcome(pending.decisions, True if pending.commits else None, rt.now_ms(), commits=len(pending.commits))
-        if report.fenced:
-            m.fenced.inc(len(report.fenced))
-            log.warning("window_commit_fenced", tenants=report.fenced)
-            for partition in report.fenced_partitions:  # its events were not counted here: never "seen" either
-                rt.recent.forget(partition)
-
-    @app.agent(usage)
-    async def process(stream: Any) -> None:
-        async for events in stream.take_events(worker.batch_max_messages, within=worker.batch_within_s):
-            await rt.budgets_loaded.wait()
-            now_ms = rt.now_ms()
-            located: list[Located] = []
-            decoded_messages: list[tuple[Any, list[UsageEvent]]] = []
-            valid = invalid = 0
-            lettered: dict[int, int] = {}  # partition → last offset dead-lettered in this batch
-            for n, event in enumerate(events):
-                if n and n % 20 == 0:
-                    await asyncio.sleep(0)  # keep the web server and heartbeats responsive under load
-                msg = event.message
-                headers = [(k, v) for k, v in (msg.headers or [])]
-                decoded = rt.codec.decode(msg.value, headers, now_ms=now_ms, max_clock_skew_ms=worker.max_clock_skew_ms)
-                if decoded.rejects:
-                    invalid += len(decoded.rejects)
-                    if await until_redis_answers(partial(rt.dlq_fence.done, msg.partition, msg.offset), 0, 0):
-                        m.dlq_redelivered.inc(len(decoded.rejects))  # dead-lettered before this redelivery
-                    else:
-                        for dl in dead_letters(
-                            decoded.rejects,
-                            topic=msg.topic,
-                            partition=msg.partition,
-                            offset=msg.offset,
-                            key=msg.key,
-                            value=msg.value,
-                            headers=headers,
-                        ):
-                            await dlq.send(key=dl.key, value=dl.value, headers=dl.headers)
-                        lettered[msg.partition] = msg.offset
-                        for rej in decoded.rejects:
-                            m.dead_letters.labels(rej.reason).inc()
-                        alerts.dead_lettered(decoded.rejects, msg.key, msg.partition, now_ms)
-                if decoded.events:
-                    decoded_messages.append((msg, decoded.events))
-                    valid += len(decoded.events)
-            firsts = rt.recent.keep_fresh([(msg.partition, evs) for msg, evs in decoded_messages])
-            m.duplicates.inc(valid - sum(map(len, firsts)))
-            for (msg, _), fresh in zip(decoded_messages, firsts, strict=True):
-                for priced in price_events(rt.catalog, fresh):
-                    if priced.unpriced:
-                        m.unpriced.inc()
-                    located.append(Located(priced, msg.partition, msg.offset))
-            m.events.labels("stream").inc(valid)
-            if lettered:  # flushed first, fenced second: a crash in between re-sends them once, same dlq-id
-                await app.producer.flush()
-                await until_redis_answers(partial(rt.dlq_fence.advance, lettered), 0, 0)
-            if located:
-                async with window_lock:
-                    pending = await count(located)
-                    m.duplicates.inc(pending.redelivered)
-                    await write(pending)
-                alerts.observe(located, now_ms)
-            try:
-                rt.invalid.observe(valid, invalid, rt.clock())
-            except InvalidRatioExceeded as exc:
-                m.invalid_ratio.set(rt.invalid.ratio)
-                await app.producer.flush()
-                log.error("invalid_ratio_exceeded", message=str(exc))
-                sys.stderr.write(f"costplane worker: {exc}\n")
-                sys.stderr.flush()
-                os._exit(EXIT_INVALID_RATIO)
-            m.invalid_ratio.set(rt.invalid.ratio)
-
-    async def reevaluate_all(budget_ids: set[str] | None) -> None:
-        async with window_lock:
-            pending = await until_redis_answers(
-                lambda: rt.windows.reevaluate(rt.budgets, budget_ids, rt.now_ms()), 0, 0
-            )
-            await write(pending)
-
-    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
-    async def on_revoked(app: faust.App, revoked: set[Any], **kwargs: Any) -> None:
-        """Partitions may move: fences and cached windows are read from Redis again on next use."""
-        rt.windows.forget_all()
-        rt.dlq_fence.forget()
-        for tp in revoked:
-            rt.recent.forget(tp.partition)
-
-    async def take_over() -> None:
-        """Load the metas of the tenants on this worker's partitions, then re-check their standing decisions
-        against the budgets in force (a budget changed while no worker held them is applied now)."""
-        assigned = {tp.partition for tp in app.consumer.assignment() if tp.topic == usage_name}
-        if set_fetch_max_wait(app.consumer, worker.fetch_max_wait_ms):
-            log.info("stream_fetch_wait", ms=worker.fetch_max_wait_ms)
-        else:
-            log.warning(
-                "stream_fetch_wait_not_applied",
-                ms=worker.fetch_max_wait_ms,
-                reason="the Faust consumer's aiokafka fetcher was not found; Faust's 1500 ms stays",
-            )
-        loaded = rt.windows.take_over(assigned)
-        log.info("windows_taken_over", partitions=sorted(assigned), tenants=loaded)
-        if rt.budgets_loaded.is_set():
-            await reevaluate_all(set(rt.budgets) | rt.windows.standing_budgets())
-
-    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
-    async def on_assigned(app: faust.App, assigned: set[Any], **kwargs: Any) -> None:
-        await take_over()
-
-    @app.timer(interval=1.0)  # type: ignore[untyped-decorator]
-    async def rollover() -> None:
-        """Lift decisions whose window ended (Redis expires them too; the lift record says so)."""
-        if rt.budgets_loaded.is_set():
-            await reevaluate_all(None)
-
-    @app.task  # type: ignore[untyped-decorator]
-    async def follow_budgets() -> None:
-        """Read the compacted budgets topic from the start, forever; apply each change to current windows."""
-        from aiokafka import AIOKafkaConsumer, TopicPartition
-
-        topic = kafka.topic("budgets")
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=kafka.bootstrap_servers,
-            enable_auto_commit=False,
-            group_id=None,
-            auto_offset_reset="earliest",
-        )
-        await consumer.start()
-        try:
-            parts = consumer.partitions_for_topic(topic) or set()
-            while not parts:
-                await asyncio.sleep(0.5)
-                await consumer._client.force_metadata_update()
-                parts = consumer.partitions_for_topic(topic) or set()
-            tps = [TopicPartition(topic, p) for p in sorted(parts)]
-            consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
-            end = await consumer.end_offsets(tps)
-            while True:
-                batch = await consumer.getmany(timeout_ms=200)
-                changed: set[str] = set()
-                for records in batch.values():
-                    for rec in records:
-                        budget_id = (rec.key or b"").decode()
-                        if rec.value is None:
-                            rt.budgets.pop(budget_id, None)
-                        else:
-                            try:
-                                rt.budgets[budget_id] = Budget.from_json(rec.value)
-                            except ValueError as exc:
-                                log.error("budget_invalid", budget_id=budget_id, error=str(exc))
-                                continue
-                        changed.add(budget_id)
-                if changed:
-                    _publish_budgets_to_redis(rt)
-                    alerts.set_budgets(rt.budgets.values())
-                if not rt.budgets_loaded.is_set():
-                    positions = {tp: await consumer.position(tp) for tp in tps}
-                    if all(positions[tp] >= end[tp] for tp in tps):
-                        rt.budgets_loaded.set()
-                        rt.ready = True
-                        log.info("budgets_loaded", count=len(rt.budgets))
-                        await reevaluate_all(set(rt.budgets) | rt.windows.standing_budgets())
-                elif changed:
-                    await reevaluate_all(changed)
-        finally:
-            await consumer.stop()
-
-
-def _publish_budgets_to_redis(rt: Runtime) -> None:
-    """The in-app guard matches calls against the tenant's budget set in Redis (tenant-named budgets only)."""
-    by_tenant: dict[str, list[Budget]] = {}
-    for b in rt.budgets.values():
-        tenant = b.scope.get("tenant", "*")
-        if tenant != "*":
-            by_tenant.setdefault(tenant, []).append(b)
-    try:
-        for tenant in rt.published_tenants - by_tenant.keys():  # the tenant's last budget was deleted
-            rt.store.publish_budgets(tenant, [])
-        for tenant, items in by_tenant.items():
-            rt.store.publish_budgets(tenant, items)
-        rt.published_tenants = set(by_tenant)
-    except Exception as exc:  # noqa: BLE001 - Redis down: the guard keeps its cached set; counted as fail-open
-        rt.metrics.fail_opens.inc()
-        log.warning("publish_budgets_failed", error=str(exc))
+    alerts.attach(app, kafka.topic("usage"), kafka=kafka)
+    redis, outbox = RedisCalls(rt, alerts), FaustOutbox(app)
+    windows = WindowsStep(rt, redis)
+    commit = CommitStep(rt, redis, outbox, kafka.topic("decisions"))
+    effects = Effects(rt, alerts)
+    reevaluation = Reevaluation(rt, redis, windows, commit, effects)
+    decode = DecodeStep(rt, redis, outbox, kafka.topic("usage.dlq"), alerts)
+    pipeline = StreamPipeline(rt.budgets_loaded, decode, rt.recent, rt.catalog, windows, commit, effects, rt.metrics)
+    budgets = BudgetFollower(rt, redis, alerts, reevaluation)
+    wire_stream_role(app, kafka, worker, pipeline, reevaluation, budgets, outbox, fatal)

@@ -35,6 +35,7 @@ def worker(
     directory.
     """
     from costplane.config import ClickHouseSettings, KafkaSettings, RedisSettings, WorkerSettings, load_settings
+    from costplane.streams.pipeline.fatal import WorkerStopped
     from costplane.streams.sink.errors import DirectoryOwned
     from costplane.streams.worker.run import run_worker
 
@@ -59,6 +60,10 @@ def worker(
             err=True,
         )
         raise typer.Exit(5) from None
+    except WorkerStopped as exc:  # stopped on purpose, in order: the status says why (docs/operations.md)
+        sys.stderr.write(f"costplane worker: {exc}\n")
+        sys.stderr.flush()
+        raise typer.Exit(exc.exit_code) from None
 
 
 @topics_app.command("create")

@@ -41,6 +41,12 @@ class WorkerMetrics:
         self.sink_batches = Counter("costplane_worker_sink_batches", "ClickHouse batches written", registry=r)
         self.sink_rows = Counter("costplane_worker_sink_rows", "Raw rows inserted into ClickHouse", registry=r)
         self.sink_retries = Counter("costplane_worker_sink_retries", "ClickHouse flushes retried", registry=r)
+        self.sink_skipped = Counter(
+            "costplane_worker_sink_skipped",
+            "Records' items the sink did not write because they are invalid (the stream role dead-letters them)",
+            ["role", "reason"],
+            registry=r,
+        )
         self.fail_opens = Counter(
             "costplane_worker_fail_opens", "Effects skipped because Redis failed (fail-open)", registry=r
         )

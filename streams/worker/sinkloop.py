@@ -1,8 +1,10 @@
 """The sink role: a plain consumer loop with manual commits, so the order insert → commit → mark seen holds.
 
 Its own consumer group (``<group>.sink``): enforcement never waits for ClickHouse, and ClickHouse being down only
-pauses this loop (retry with backoff, buffer kept), never the stream role. The loop decodes with the same codec;
-it does not dead-letter (the stream role does), it only skips what does not decode.
+pauses this loop (retry with backoff, buffer kept), never the stream role. The loop decodes with the same codec and
+takes the same validity decision as the stream role (:mod:`costplane.streams.pipeline.validity`: the clock-skew
+rule against the record's own timestamp, never this loop's clock); it does not dead-letter (the stream role does),
+it skips exactly what the stream role dead-letters and counts it in ``costplane_worker_sink_skipped_total``.
 
 A second loop of the same class reads ``usage.backfill`` (imported history, :func:`backfill_loop`): its own
 consumer group and its own sink on the same ClickHouse client, no clock-skew limit (history is old on purpose), and
@@ -20,14 +22,18 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from costplane.config import ClickHouseSettings, KafkaSettings, WorkerSettings
 from costplane.logging import get_logger
-from costplane.publisher.codec import UsageCodec
+from costplane.publisher.codec import Reject, UsageCodec
+from costplane.streams.pipeline.validity import decode_record, timestamp_ms
 from costplane.streams.worker.gctuning import collections_deferred
 from costplane.streams.worker.metrics import WorkerMetrics
 from costplane.streams.worker.pricing import price_events
+
+if TYPE_CHECKING:
+    from costplane.streams.sink.sink import FlushResult
 
 log = get_logger(__name__)
 
@@ -37,6 +43,8 @@ BACKFILL_PARTITION_BASE = 100_000
 
 class SinkLoop:
     """Consume usage, price, buffer in :class:`ClickHouseSink`, flush by size or age with offsets committed inside."""
+
+    _codec: UsageCodec  # built when the loop runs (a registry codec asks the registry)
 
     def __init__(
         self,
@@ -62,6 +70,9 @@ class SinkLoop:
         self.error: BaseException | None = None
         #: What the loop waits for while a flush keeps failing (None: nothing).
         self.waiting: str | None = None
+        self._catalog: Any = None
+        self._sink: Any = None
+        self._backoff = Backoff(initial_s=0.5, max_s=10.0)
 
     def open(self, api_url: str | None) -> None:
         """Own the directory (embedded), open ClickHouse, migrate: before any consumer exists."""
@@ -108,23 +119,29 @@ class SinkLoop:
             raise
 
     def _run(self) -> None:
-        from confluent_kafka import Consumer
-
         from costplane.pricing.catalog import default_catalog
-        from costplane.pricing.ledger import ledger_amounts
-        from costplane.streams.sink.errors import SinkUnavailable
-        from costplane.streams.sink.sink import FlushResult
 
-        codec = (
+        self._codec = (
             UsageCodec.with_registry(self.kafka.schema_registry_url)
             if self.kafka.schema_registry_url
             else UsageCodec.schemaless()
         )
-        catalog = default_catalog()
-        topic = self.kafka.topic(self.source)
-        skew = self.worker.max_clock_skew_ms if self.source == "usage" else None
-        base = self.partition_base
-        consumer = Consumer(
+        self._catalog = default_catalog()
+        self._sink = self._own_sink if self._own_sink is not None else self.opened.sink
+        self._backoff = Backoff(initial_s=0.5, max_s=10.0)
+        consumer = self._consumer = self._new_consumer()
+        consumer.subscribe([self.kafka.topic(self.source)], on_revoke=self._on_revoke, on_lost=self._on_revoke)
+        self.ready = True
+        try:
+            self._poll_until_stopped(consumer)
+            self._last_flush()
+        finally:
+            consumer.close()
+
+    def _new_consumer(self) -> Any:
+        from confluent_kafka import Consumer
+
+        return Consumer(
             {
                 **self.kafka.confluent_config(),
                 "group.id": self.group,
@@ -136,82 +153,95 @@ class SinkLoop:
             }
         )
 
-        self._consumer = consumer
-        sink = self._own_sink if self._own_sink is not None else self.opened.sink
-
-        def flush_once() -> FlushResult | None:
-            with collections_deferred(), self.client_lock:  # one attempt at a time: never across a backoff
-                result: FlushResult | None = sink.flush()
-            return result
-
-        backoff = Backoff(initial_s=0.5, max_s=10.0)
-
-        def flush() -> bool:
-            """One flush attempt: True when the buffer is written and committed (or empty)."""
-            try:
-                result = flush_once()
-            except SinkUnavailable as exc:
-                self._set_waiting(str(exc))
-                backoff.failed(time.monotonic())
-                self.metrics.sink_retries.inc()
-                log.warning("sink_retry", role=self.role, error=str(exc), retry_in_s=backoff.delay_s)
-                return False
-            if self.waiting is not None:
-                log.info("sink_resumed", role=self.role, waited_for=self.waiting)
-            self._set_waiting(None)
-            backoff.reset()
-            if result is not None:
-                self.metrics.sink_batches.inc()
-                self.metrics.sink_rows.inc(result.inserted)
-            return True
-
-        def on_revoke(_consumer: Any, partitions: Any) -> None:
-            # Offsets of what is buffered must be committed (and rows written) before another sink owns them. When
-            # that cannot happen now, the revoked partitions' events are dropped from the buffer: their new owner
-            # re-reads them from the committed offset, and the journal finishes whatever this sink began.
-            if not flush():
-                dropped = sink.discard_partitions({int(tp.partition) + base for tp in partitions})
-                log.warning("sink_revoked_while_waiting", role=self.role, dropped=dropped)
-
-        consumer.subscribe([topic], on_revoke=on_revoke, on_lost=on_revoke)
-        self.ready = True
+    def _poll_until_stopped(self, consumer: Any) -> None:
+        """Poll, buffer, flush by size or age; while a flush keeps failing, hold the partitions paused (what is
+        buffered stays, the consumer keeps polling to stay in its group) and retry on the backoff's schedule."""
         next_lag_at = 0.0
         paused: list[Any] = []
+        while not self.stop_event.is_set():
+            for msg in consumer.consume(num_messages=1000, timeout=0.2):
+                self._add(msg)
+            if self.waiting is not None and not paused:
+                paused = list(consumer.assignment())  # hold what is buffered; keep polling for the group
+                consumer.pause(paused)
+            self._flush_when_due()
+            if self.waiting is None and paused:
+                owned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
+                consumer.resume([tp for tp in paused if (tp.topic, tp.partition) in owned])
+                paused = []
+            if time.monotonic() >= next_lag_at:
+                next_lag_at = time.monotonic() + 5.0
+                self.metrics.lag.labels(self.role).set(self._lag(consumer))
+
+    def _add(self, msg: Any) -> None:
+        """Decode, price and buffer one message's valid events; what the stream role dead-letters (the same
+        decision: :func:`decode_record` against the record's own timestamp) is skipped here, counted and logged."""
+        from costplane.pricing.ledger import ledger_amounts
+
+        if msg.error():
+            log.warning("sink_consume_error", error=str(msg.error()))
+            return
+        headers = cast(list[tuple[str, bytes]], msg.headers() or [])
+        skew = self.worker.max_clock_skew_ms if self.source == "usage" else None
+        decoded = decode_record(self._codec, msg.value(), headers, timestamp_ms(msg.timestamp()[1]), skew)
+        partition = (msg.partition() or 0) + self.partition_base
+        for priced in price_events(self._catalog, decoded.events):
+            self._sink.add(priced, partition, msg.offset(), ledger_amounts(self._catalog, priced.event))
+        self.metrics.events.labels(self.role).inc(len(decoded.events))
+        if decoded.rejects:
+            self._skipped(decoded.rejects, msg)
+
+    def _skipped(self, rejects: list[Reject], msg: Any) -> None:
+        reasons: dict[str, int] = {}
+        for rej in rejects:
+            reasons[rej.reason] = reasons.get(rej.reason, 0) + 1
+        for reason, n in reasons.items():
+            self.metrics.sink_skipped.labels(self.role, reason).inc(n)
+        log.info("sink_skipped", role=self.role, partition=msg.partition(), offset=msg.offset(), reasons=reasons)
+
+    def _flush_when_due(self) -> None:
+        if self.waiting is not None:
+            if self._backoff.due(time.monotonic()):
+                self._flush()  # an empty buffer (revoked meanwhile) counts as flushed
+        elif self._sink.should_flush():
+            self._flush()
+
+    def _last_flush(self) -> None:
+        """Stopping: a last flush, briefly retried (what stays unflushed is re-read later)."""
+        for _ in range(3):
+            if self._flush():
+                break
+            self.stop_event.wait(min(self._backoff.delay_s, 2.0))
+
+    def _flush(self) -> bool:
+        """One flush attempt: True when the buffer is written and committed (or empty)."""
+        from costplane.streams.sink.errors import SinkUnavailable
+
         try:
-            while not self.stop_event.is_set():
-                msgs = consumer.consume(num_messages=1000, timeout=0.2)
-                for msg in msgs:
-                    if msg.error():
-                        log.warning("sink_consume_error", error=str(msg.error()))
-                        continue
-                    headers = cast(list[tuple[str, bytes]], msg.headers() or [])
-                    decoded = codec.decode(msg.value(), headers, now_ms=int(time.time() * 1000), max_clock_skew_ms=skew)
-                    for priced in price_events(catalog, decoded.events):
-                        sink.add(
-                            priced, (msg.partition() or 0) + base, msg.offset(), ledger_amounts(catalog, priced.event)
-                        )
-                    self.metrics.events.labels(self.role).inc(len(decoded.events))
-                if self.waiting is not None and not paused:
-                    paused = list(consumer.assignment())  # hold what is buffered; keep polling for the group
-                    consumer.pause(paused)
-                if self.waiting is not None:
-                    if backoff.due(time.monotonic()):
-                        flush()  # an empty buffer (revoked meanwhile) counts as flushed
-                elif sink.should_flush():
-                    flush()
-                if self.waiting is None and paused:
-                    owned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
-                    consumer.resume([tp for tp in paused if (tp.topic, tp.partition) in owned])
-                    paused = []
-                if time.monotonic() >= next_lag_at:
-                    next_lag_at = time.monotonic() + 5.0
-                    self.metrics.lag.labels(self.role).set(self._lag(consumer))
-            for _ in range(3):  # stopping: a last flush, briefly retried (what stays unflushed is re-read later)
-                if flush():
-                    break
-                self.stop_event.wait(min(backoff.delay_s, 2.0))
-        finally:
-            consumer.close()
+            with collections_deferred(), self.client_lock:  # one attempt at a time: never across a backoff
+                result: FlushResult | None = self._sink.flush()
+        except SinkUnavailable as exc:
+            self._set_waiting(str(exc))
+            self._backoff.failed(time.monotonic())
+            self.metrics.sink_retries.inc()
+            log.warning("sink_retry", role=self.role, error=str(exc), retry_in_s=self._backoff.delay_s)
+            return False
+        if self.waiting is not None:
+            log.info("sink_resumed", role=self.role, waited_for=self.waiting)
+        self._set_waiting(None)
+        self._backoff.reset()
+        if result is not None:
+            self.metrics.sink_batches.inc()
+            self.metrics.sink_rows.inc(result.inserted)
+        return True
+
+    def _on_revoke(self, _consumer: Any, partitions: Any) -> None:
+        """Offsets of what is buffered must be committed (and rows written) before another sink owns them. When
+        that cannot happen now, the revoked partitions' events are dropped from the buffer: their new owner re-reads
+        them from the committed offset, and the journal finishes whatever this sink began."""
+        if not self._flush():
+            dropped = self._sink.discard_partitions({int(tp.partition) + self.partition_base for tp in partitions})
+            log.warning("sink_revoked_while_waiting", role=self.role, dropped=dropped)
 
     def _set_waiting(self, what: str | None) -> None:
         self.waiting = what

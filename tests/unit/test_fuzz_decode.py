@@ -1,8 +1,9 @@
 """100 000 generated and mutated messages through decode and validate: every bad item dead-lettered once, every
 good event counted once, nothing raised. The truth is built from the messages as they are made.
 
-No broker here: the stream worker's per-message steps are ``codec.decode`` and ``dead_letters`` (streams/app.py),
-run on the same bytes a producer would send. A hypothesis property holds decode and ``validate_event`` together.
+No broker here: the stream worker's per-message steps are ``codec.decode`` and ``dead_letters``
+(streams/pipeline/decode.py), run on the same bytes a producer would send. A hypothesis property holds decode and
+``validate_event`` together.
 """
 
 from __future__ import annotations
