@@ -10,7 +10,7 @@ class serves a single Redis and Redis Cluster alike: every key a script touches 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import redis
 import redis.asyncio as aredis
@@ -45,6 +45,16 @@ def redis_client(url: str, *, timeout_s: float, cluster: bool = False, retry: bo
     if not retry:
         opts["retry"] = NO_RETRY
     return RedisCluster.from_url(url, **opts) if cluster else redis.Redis.from_url(url, **opts)
+
+
+def async_redis_client(url: str, *, timeout_s: float, cluster: bool = False) -> aredis.Redis | aredis.RedisCluster:
+    """:func:`redis_client` for asyncio (the guard's kind: it gives up at once)."""
+    opts: dict[str, Any] = {
+        "socket_timeout": timeout_s,
+        "socket_connect_timeout": timeout_s,
+        "retry": AsyncRetry(NoBackoff(), 0),
+    }
+    return aredis.RedisCluster.from_url(url, **opts) if cluster else aredis.Redis.from_url(url, **opts)
 
 
 class BudgetStore(Protocol):
@@ -134,19 +144,37 @@ def parse_reserve(raw: Any) -> ReserveResult:
     return ReserveResult(exhausted=int(raw[1]) - 1, held=int(raw[2]))
 
 
-class RedisBudgetStore:
-    """The synchronous Redis store, on one server or a cluster (redis-py). Errors propagate; the guard's failure
-    policy decides what they mean."""
+_ScriptT = TypeVar("_ScriptT", Script, AsyncScript)
+_ScriptT_co = TypeVar("_ScriptT_co", covariant=True)
 
-    def __init__(self, client: SyncClient, keys: KeyLayout | None = None) -> None:
-        self.client = client
+
+class _ScriptHost(Protocol[_ScriptT_co]):
+    """A redis-py client (sync, asyncio, cluster or pipeline): all a store needs to register its scripts."""
+
+    def register_script(self, script: str, /) -> _ScriptT_co: ...
+
+
+class _ScriptedStore(Generic[_ScriptT]):
+    """What the sync and asyncio Redis stores hold alike: the key layout and the guard's two scripts, registered
+    once on the client (``Script`` objects send ``EVALSHA``, and the source once on ``NOSCRIPT``)."""
+
+    def __init__(self, client: _ScriptHost[_ScriptT], keys: KeyLayout | None) -> None:
         self._keys = keys or KeyLayout()
-        self._reserve: Script = client.register_script(SOURCES["reserve"])
-        self._settle: Script = client.register_script(SOURCES["settle"])
+        self._reserve: _ScriptT = client.register_script(SOURCES["reserve"])
+        self._settle: _ScriptT = client.register_script(SOURCES["settle"])
 
     @property
     def keys(self) -> KeyLayout:
         return self._keys
+
+
+class RedisBudgetStore(_ScriptedStore[Script]):
+    """The synchronous Redis store, on one server or a cluster (redis-py). Errors propagate; the guard's failure
+    policy decides what they mean."""
+
+    def __init__(self, client: SyncClient, keys: KeyLayout | None = None) -> None:
+        super().__init__(client, keys)
+        self.client = client
 
     @classmethod
     def from_url(
@@ -204,31 +232,19 @@ class RedisBudgetStore:
         return bool(self.client.ping())
 
 
-class AsyncRedisBudgetStore:
+class AsyncRedisBudgetStore(_ScriptedStore[AsyncScript]):
     """The same store for asyncio apps (redis.asyncio, one server or a cluster), same scripts and key layout."""
 
     def __init__(self, client: aredis.Redis | aredis.RedisCluster, keys: KeyLayout | None = None) -> None:
+        super().__init__(client, keys)
         self.client = client
-        self._keys = keys or KeyLayout()
-        self._reserve: AsyncScript = client.register_script(SOURCES["reserve"])
-        self._settle: AsyncScript = client.register_script(SOURCES["settle"])
-
-    @property
-    def keys(self) -> KeyLayout:
-        return self._keys
 
     @classmethod
     def from_url(
         cls, url: str, *, prefix: str = "cp", timeout_s: float = 0.05, cluster: bool = False
     ) -> AsyncRedisBudgetStore:
         """A store on ``url``; with ``cluster`` the URL names one seed node of a Redis Cluster."""
-        opts: dict[str, Any] = {
-            "socket_timeout": timeout_s,
-            "socket_connect_timeout": timeout_s,
-            "retry": AsyncRetry(NoBackoff(), 0),
-        }
-        client = aredis.RedisCluster.from_url(url, **opts) if cluster else aredis.Redis.from_url(url, **opts)
-        return cls(client, KeyLayout(prefix))
+        return cls(async_redis_client(url, timeout_s=timeout_s, cluster=cluster), KeyLayout(prefix))
 
     async def load_budgets(self, tenant: str) -> list[Budget]:
         return parse_budgets(tenant, await self.client.hgetall(self.keys.budgets(tenant)))

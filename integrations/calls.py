@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from contextvars import Token
 from typing import Any
 
 from costplane.integrations.context import current_attributes
@@ -103,6 +104,42 @@ def _after_answer(instr: Instrumentation, plan: CallPlan, reservation: Any) -> N
         plan.options = _with_json(plan.options, {**data, "model": reservation.model})
 
 
+def _ask_guard(instr: Instrumentation, plan: CallPlan) -> Any:
+    """The guard's answer to reserving this call (an awaitable from an async guard), or None when there is no
+    guard, the call is not a billed model call, or asking failed (reported: the guard's own trouble never blocks
+    a call by accident)."""
+    if instr.guard is None:
+        return None
+    try:
+        reserve = _reserve_args(instr, plan)
+        return None if reserve is None else instr.guard.reserve(guard_scope(plan.state.fields), **reserve)
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        instr.internal_error("reserve", exc)
+        return None
+
+
+def _take_answer(instr: Instrumentation, plan: CallPlan, reservation: Any) -> None:
+    """:func:`_after_answer` for the guard's answer, if there is one; a failure is reported and the call sent."""
+    if reservation is None:
+        return
+    try:
+        _after_answer(instr, plan, reservation)
+    except Exception as exc:  # noqa: BLE001 - as in _ask_guard
+        instr.internal_error("reserve", exc)
+
+
+def _sending(plan: CallPlan) -> Token[CallState | None]:
+    """The call is about to go out: keep its final body and make it the current call (for the transport)."""
+    plan.state.body = _json_of(plan.options)
+    return CURRENT_CALL.set(plan.state)
+
+
+def _returned(plan: CallPlan, token: Token[CallState | None]) -> None:
+    """The SDK call has returned (or raised): it is no longer current, and may be settled."""
+    CURRENT_CALL.reset(token)
+    plan.state.returned = True
+
+
 def _blocked(instr: Instrumentation, answer: Any, error: Callable[[Any], BaseException]) -> Any:
     if instr.fallback is not None:
         return instr.fallback(answer)
@@ -116,22 +153,14 @@ def wrap_request_sync(
 
     def request(cast_to: Any, options: Any, *args: Any, **kwargs: Any) -> Any:
         plan = _plan(instr, options, bool(kwargs.get("stream")))
-        if instr.guard is not None:
-            try:
-                reserve = _reserve_args(instr, plan)
-                if reserve is not None:
-                    _after_answer(instr, plan, instr.guard.reserve(guard_scope(plan.state.fields), **reserve))
-            except Exception as exc:  # noqa: BLE001 - the guard's own trouble never blocks a call by accident
-                instr.internal_error("reserve", exc)
-            if plan.blocked is not None:
-                return _blocked(instr, plan.blocked, error)
-        plan.state.body = _json_of(plan.options)
-        token = CURRENT_CALL.set(plan.state)
+        _take_answer(instr, plan, _ask_guard(instr, plan))
+        if plan.blocked is not None:
+            return _blocked(instr, plan.blocked, error)
+        token = _sending(plan)
         try:
             return original(cast_to, plan.options, *args, **kwargs)
         finally:
-            CURRENT_CALL.reset(token)
-            plan.state.returned = True
+            _returned(plan, token)
             settle_sync(instr, plan.state)
 
     return request
@@ -144,25 +173,21 @@ def wrap_request_async(
 
     async def request(cast_to: Any, options: Any, *args: Any, **kwargs: Any) -> Any:
         plan = _plan(instr, options, bool(kwargs.get("stream")))
-        if instr.guard is not None:
+        reservation = _ask_guard(instr, plan)
+        if inspect.isawaitable(reservation):
             try:
-                reserve = _reserve_args(instr, plan)
-                if reserve is not None:
-                    reservation = instr.guard.reserve(guard_scope(plan.state.fields), **reserve)
-                    if inspect.isawaitable(reservation):
-                        reservation = await reservation
-                    _after_answer(instr, plan, reservation)
-            except Exception as exc:  # noqa: BLE001 - as the sync wrapper
+                reservation = await reservation
+            except Exception as exc:  # noqa: BLE001 - as in _ask_guard
                 instr.internal_error("reserve", exc)
-            if plan.blocked is not None:
-                return _blocked(instr, plan.blocked, error)
-        plan.state.body = _json_of(plan.options)
-        token = CURRENT_CALL.set(plan.state)
+                reservation = None
+        _take_answer(instr, plan, reservation)
+        if plan.blocked is not None:
+            return _blocked(instr, plan.blocked, error)
+        token = _sending(plan)
         try:
             return await original(cast_to, plan.options, *args, **kwargs)
         finally:
-            CURRENT_CALL.reset(token)
-            plan.state.returned = True
+            _returned(plan, token)
             await settle_async(instr, plan.state)
 
     return request

@@ -155,6 +155,23 @@ def _feed(attempt: Attempt, reader: BodyReader, chunk: bytes) -> bytes:
         return b""
 
 
+def _pass_on(attempt: Attempt, reader: BodyReader, chunk: bytes, rewrite: bool) -> bytes | None:
+    """What the app gets for one chunk of the body, after the reader has seen it; None: nothing this time.
+
+    One function for the sync and the async stream, so both hand the app exactly the same bytes: the chunk itself,
+    or, when the reader rewrites the body, what the reader gives back for it (it may hold bytes back).
+    """
+    out = _feed(attempt, reader, chunk)
+    if not rewrite:
+        return chunk
+    return out or None
+
+
+def _held_back(reader: BodyReader, rewrite: bool) -> bytes:
+    """The bytes a rewriting reader still holds when the body has ended (empty: nothing more to give the app)."""
+    return reader.rest() if rewrite else b""
+
+
 @functools.cache
 def _sync_stream_class(lib: ModuleType) -> type:
     base: type = lib.SyncByteStream
@@ -168,15 +185,12 @@ def _sync_stream_class(lib: ModuleType) -> type:
         def __iter__(self) -> Iterator[bytes]:
             try:
                 for chunk in self._inner:
-                    out = _feed(self._attempt, self._reader, chunk)
-                    if not self._rewrite:
-                        yield chunk
-                    elif out:
+                    out = _pass_on(self._attempt, self._reader, chunk, self._rewrite)
+                    if out is not None:
                         yield out
-                if self._rewrite:
-                    rest = self._reader.rest()
-                    if rest:
-                        yield rest
+                rest = _held_back(self._reader, self._rewrite)
+                if rest:
+                    yield rest
             except GeneratorExit:
                 raise  # the reader stopped early; close() ends the attempt as cancelled
             except BaseException as exc:
@@ -207,15 +221,12 @@ def _async_stream_class(lib: ModuleType) -> type:
         async def __aiter__(self) -> AsyncIterator[bytes]:
             try:
                 async for chunk in self._inner:
-                    out = _feed(self._attempt, self._reader, chunk)
-                    if not self._rewrite:
-                        yield chunk
-                    elif out:
+                    out = _pass_on(self._attempt, self._reader, chunk, self._rewrite)
+                    if out is not None:
                         yield out
-                if self._rewrite:
-                    rest = self._reader.rest()
-                    if rest:
-                        yield rest
+                rest = _held_back(self._reader, self._rewrite)
+                if rest:
+                    yield rest
             except GeneratorExit:
                 raise
             except BaseException as exc:

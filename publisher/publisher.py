@@ -22,12 +22,12 @@ from typing import Any, Protocol
 from prometheus_client import CollectorRegistry
 
 from costplane.config import KafkaSettings, PublisherSettings, load_settings
-from costplane.publisher.attempts import RequestRecorder
 from costplane.publisher.batching import Batch, BatchLimits, TenantBatcher
 from costplane.publisher.codec import UsageCodec
 from costplane.publisher.event import UsageEvent
 from costplane.publisher.ids import UUIDv7Source
 from costplane.publisher.metrics import ClientLogger, PublisherMetrics, RateLimitedLog
+from costplane.publisher.recording import EventRecording
 from costplane.publisher.spool import (
     DiskSpool,
     NoSpool,
@@ -128,7 +128,7 @@ def _reinit_in_child(ref: weakref.ref[UsagePublisher]) -> None:
         publisher._after_fork()
 
 
-class UsagePublisher:
+class UsagePublisher(EventRecording):
     """Batching, spooling usage-event publisher. Thread-safe; one per process is enough."""
 
     def __init__(
@@ -312,34 +312,12 @@ class UsagePublisher:
             self.metrics.overflow.inc()
             self._ship(batch)
 
-    def record(self, **fields: Any) -> bool:
-        """Build and emit an event from keyword fields (schema names).
-
-        ``event_id`` (UUIDv7) and ``occurred_at`` (now) are generated when absent; ``attempt`` defaults to 1,
-        ``status`` to ``ok`` and ``request_id`` to the event_id (a request of one attempt).
-        """
-        try:
-            if "event_id" not in fields:  # not setdefault: that would make an id even when one is given
-                fields["event_id"] = self._new_id()
-            fields.setdefault("request_id", fields["event_id"])
-            if "occurred_at" not in fields:
-                fields["occurred_at"] = int(self._clock() * 1000)
-            fields.setdefault("attempt", 1)
-            fields.setdefault("status", "ok")
-            event = UsageEvent(**fields)
-        except TypeError as exc:
-            self.metrics.invalid.labels("bad_shape").inc()
-            if self.strict:
-                raise InvalidEvent("bad_shape", None, str(exc)) from None
-            self._log.warning("invalid:bad_shape", "usage event refused", reason="bad_shape", error=str(exc))
-            return False
-        return self.emit(event)
-
-    def request(self, **common: Any) -> RequestRecorder:
-        """Record every attempt of one logical request: ``with pub.request(...) as req: with req.attempt(): …``."""
-        return RequestRecorder(
-            self.record, clock=self._clock, new_id=self._new_id, on_unrecognised=self.unrecognised_usage, **common
-        )
+    def _refuse_bad_shape(self, detail: str) -> bool:
+        self.metrics.invalid.labels("bad_shape").inc()
+        if self.strict:
+            raise InvalidEvent("bad_shape", None, detail) from None
+        self._log.warning("invalid:bad_shape", "usage event refused", reason="bad_shape", error=detail)
+        return False
 
     def unrecognised_usage(self, shape: str, **context: Any) -> None:
         """A usage object of unknown shape: counted, and logged at most once per interval per shape.

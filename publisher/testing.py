@@ -14,9 +14,9 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from costplane.publisher.attempts import RequestRecorder
 from costplane.publisher.event import UsageEvent
 from costplane.publisher.ids import UUIDv7Source
+from costplane.publisher.recording import EventRecording
 from costplane.publisher.validation import InvalidEvent, validate_event
 
 
@@ -37,7 +37,7 @@ def usage_event(**fields: Any) -> UsageEvent:
     return UsageEvent(**{**defaults, **fields})
 
 
-class InMemoryPublisher:
+class InMemoryPublisher(EventRecording):
     """Collects events in memory; same ``emit``/``record``/``request``/``flush``/``close`` as UsagePublisher."""
 
     def __init__(self, *, strict: bool = False, clock: Callable[[], float] = time.time) -> None:
@@ -67,26 +67,11 @@ class InMemoryPublisher:
             self.events.append(event)
         return True
 
-    def record(self, **fields: Any) -> bool:
-        if "event_id" not in fields:
-            fields["event_id"] = self._new_id()
-        fields.setdefault("request_id", fields["event_id"])
-        fields.setdefault("occurred_at", int(self._clock() * 1000))
-        fields.setdefault("attempt", 1)
-        fields.setdefault("status", "ok")
-        try:
-            event = UsageEvent(**fields)
-        except TypeError as exc:
-            if self.strict:
-                raise InvalidEvent("bad_shape", None, str(exc)) from None
-            self.rejected.append(InvalidEvent("bad_shape", None, str(exc)))
-            return False
-        return self.emit(event)
-
-    def request(self, **common: Any) -> RequestRecorder:
-        return RequestRecorder(
-            self.record, clock=self._clock, new_id=self._new_id, on_unrecognised=self.unrecognised_usage, **common
-        )
+    def _refuse_bad_shape(self, detail: str) -> bool:
+        if self.strict:
+            raise InvalidEvent("bad_shape", None, detail) from None
+        self.rejected.append(InvalidEvent("bad_shape", None, detail))
+        return False
 
     def unrecognised_usage(self, shape: str, **context: Any) -> None:
         """Kept in ``.unrecognised`` (the real publisher counts and logs it)."""

@@ -68,6 +68,42 @@ def set_fetch_max_wait(consumer: Any, ms: int) -> bool:
     return True
 
 
+def compacted_consumer(bootstrap_servers: str) -> Any:
+    """An aiokafka consumer (not started) for reading a compacted topic whole: no consumer group, no commits.
+
+    Why no group: every worker needs every record (the latest value per key is the configuration in force), and a
+    group would split the partitions between workers and remember offsets nobody wants to resume from.
+    """
+    from aiokafka import AIOKafkaConsumer
+
+    return AIOKafkaConsumer(
+        bootstrap_servers=bootstrap_servers,
+        enable_auto_commit=False,
+        group_id=None,
+        auto_offset_reset="earliest",
+    )
+
+
+async def assign_from_start(consumer: Any, topic: str) -> list[Any]:
+    """Wait until ``topic`` exists (metadata refreshed every 0.5 s), assign all its partitions to a started
+    aiokafka ``consumer`` and seek to their beginning; returns the partitions.
+
+    Used for the budgets topic (:class:`AioKafkaBudgetSource`) and the detectors topic
+    (:func:`costplane.streams.worker.detector_settings.follow_detector_settings`).
+    """
+    from aiokafka import TopicPartition
+
+    parts = consumer.partitions_for_topic(topic) or set()
+    while not parts:  # created by another process moments ago: aiokafka offers no public metadata refresh
+        await asyncio.sleep(0.5)
+        await consumer._client.force_metadata_update()
+        parts = consumer.partitions_for_topic(topic) or set()
+    tps = [TopicPartition(topic, p) for p in sorted(parts)]
+    consumer.assign(tps)
+    await consumer.seek_to_beginning(*tps)
+    return tps
+
+
 class AioKafkaBudgetSource:
     """The compacted budgets topic over a group-less aiokafka consumer, from its beginning."""
 
@@ -78,24 +114,10 @@ class AioKafkaBudgetSource:
         self._end: dict[Any, int] = {}
 
     async def start(self) -> None:
-        from aiokafka import AIOKafkaConsumer, TopicPartition
-
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap_servers,
-            enable_auto_commit=False,
-            group_id=None,
-            auto_offset_reset="earliest",
-        )
+        consumer = compacted_consumer(self.bootstrap_servers)
         self._consumer = consumer
         await consumer.start()
-        parts = consumer.partitions_for_topic(self.topic) or set()
-        while not parts:  # created by another process moments ago: aiokafka offers no public metadata refresh
-            await asyncio.sleep(0.5)
-            await consumer._client.force_metadata_update()
-            parts = consumer.partitions_for_topic(self.topic) or set()
-        self._tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
-        consumer.assign(self._tps)
-        await consumer.seek_to_beginning(*self._tps)
+        self._tps = await assign_from_start(consumer, self.topic)
         self._end = await consumer.end_offsets(self._tps)
 
     async def records(self) -> list[BudgetRecord]:

@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterable
 from costplane.config import KafkaSettings
 from costplane.logging import get_logger
 from costplane.streams.detectors.overrides import Overrides, Resolved, decode_record, resolve
-from costplane.streams.worker.compacted import assign_from_start
 
 log = get_logger(__name__)
 
@@ -57,15 +56,10 @@ class DetectorSettings:
 async def follow_detector_settings(kafka: KafkaSettings, apply: Callable[[Resolved], None]) -> None:
     """Read the compacted detectors topic from the start, forever; call ``apply`` with the thresholds in force
     after each batch that changed them."""
-    from aiokafka import AIOKafkaConsumer
+    from costplane.streams.pipeline.faust_adapter import assign_from_start, compacted_consumer
 
     topic = kafka.topic(TOPIC)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=kafka.bootstrap_servers,
-        enable_auto_commit=False,
-        group_id=None,
-        auto_offset_reset="earliest",
-    )
+    consumer = compacted_consumer(kafka.bootstrap_servers)
     settings = DetectorSettings()
     await consumer.start()
     try:
