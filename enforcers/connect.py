@@ -4,15 +4,12 @@ built by :func:`costplane.enforcers.store.redis_client`, the one place a URL bec
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
-import redis
-from redis.exceptions import RedisClusterException
+from collections.abc import Callable
+from typing import Any, cast
 
 from costplane.config import RedisSettings
 from costplane.enforcers.keys import KeyLayout
-from costplane.enforcers.store import AsyncRedisBudgetStore, Client, RedisBudgetStore, redis_client
+from costplane.enforcers.store import REDIS_ERRORS, AsyncRedisBudgetStore, Client, RedisBudgetStore, redis_client
 
 
 def open_client(settings: RedisSettings, *, timeout_s: float, retry: bool = True) -> Client:
@@ -28,7 +25,32 @@ def open_store(settings: RedisSettings, *, timeout_s: float | None = None, retry
     ``timeout_s`` defaults to the guard's ``COSTPLANE_REDIS_TIMEOUT_MS``; the worker passes its own, longer one.
     """
     timeout = settings.timeout_ms / 1000 if timeout_s is None else timeout_s
-    return RedisBudgetStore(open_client(settings, timeout_s=timeout, retry=retry), KeyLayout(settings.key_prefix))
+    keys = KeyLayout(settings.key_prefix)
+
+    def build() -> RedisBudgetStore:
+        return RedisBudgetStore(open_client(settings, timeout_s=timeout, retry=retry), keys)
+
+    if not settings.cluster:
+        return build()  # a single-server client connects on first use anyway
+    try:
+        return build()
+    except REDIS_ERRORS:  # a cluster client connects as it is built: no node answers yet
+        return cast(RedisBudgetStore, _BuiltOnFirstUse(build, keys))
+
+
+class _BuiltOnFirstUse:
+    """A cluster store whose client could not be built yet (no seed node answered): every call tries again, so
+    the error reaches the guard inside a call, where its failure policy answers, instead of raising into the app
+    while the guard is built."""
+
+    def __init__(self, build: Callable[[], RedisBudgetStore], keys: KeyLayout) -> None:
+        self._build, self.keys = build, keys
+        self._store: RedisBudgetStore | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._store is None:
+            self._store = self._build()
+        return getattr(self._store, name)
 
 
 def open_async_store(settings: RedisSettings) -> AsyncRedisBudgetStore:
@@ -39,14 +61,3 @@ def open_async_store(settings: RedisSettings) -> AsyncRedisBudgetStore:
         timeout_s=settings.timeout_ms / 1000,
         cluster=settings.cluster,
     )
-
-
-@contextmanager
-def cluster_failures_as_redis_errors() -> Iterator[None]:
-    """A cluster client's own failures (no reachable node, a slot no node serves) re-raised as
-    :class:`redis.ConnectionError`: callers that wait out an unreachable Redis on ``RedisError`` (the worker's
-    stream role) then wait out a broken cluster the same way instead of crashing."""
-    try:
-        yield
-    except RedisClusterException as exc:
-        raise redis.ConnectionError(f"redis cluster: {exc}") from exc

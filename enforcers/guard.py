@@ -40,7 +40,7 @@ from costplane.enforcers.plan import (
     scope_attrs,
 )
 from costplane.enforcers.policy import CircuitBreaker, FailurePolicy
-from costplane.enforcers.store import AsyncBudgetStore, BudgetStore
+from costplane.enforcers.store import REDIS_ERRORS, AsyncBudgetStore, BudgetStore
 from costplane.logging import get_logger
 from costplane.publisher.adapters import usage_from_response
 
@@ -48,12 +48,7 @@ log = get_logger("costplane.guard")
 UNAVAILABLE = "enforcement_unavailable"
 #: The failures of the guard's own I/O that the failure policy answers for (a cluster client's own errors, such as
 #: a slot no reachable node serves, are not ``RedisError``s).
-STORE_ERRORS: tuple[type[BaseException], ...] = (
-    redis.RedisError,
-    redis.exceptions.RedisClusterException,
-    OSError,
-    TimeoutError,
-)
+STORE_ERRORS: tuple[type[BaseException], ...] = (*REDIS_ERRORS, OSError, TimeoutError)
 
 
 ScopeKey = tuple[tuple[str, str | None], ...]

@@ -1,11 +1,7 @@
-"""The guard's Lua scripts and their SHA1 digests, loaded once per process.
-
-The digests are constants of the sources, so a plan can carry its ``EVALSHA`` commands fully encoded.
-"""
+"""The guard's Lua scripts, read once per process (redis-py's ``Script`` objects send them by digest)."""
 
 from __future__ import annotations
 
-import hashlib
 from importlib import resources
 
 
@@ -21,4 +17,3 @@ SOURCES = {
     "settle": SWEEP + source("settle"),
     "reconcile": SET_COUNTER + source("reconcile"),
 }
-SHAS = {name: hashlib.sha1(src.encode()).hexdigest().encode() for name, src in SOURCES.items()}

@@ -18,6 +18,7 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
 from redis.commands.core import AsyncScript, Script
+from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 
 from costplane.budgets.model import Budget
@@ -32,6 +33,10 @@ log = get_logger("costplane.guard")
 #: and redis-py's default (3 retries with backoff) would turn one dead Redis into seconds per call.
 NO_RETRY = Retry(NoBackoff(), 0)
 
+#: What a Redis client raises when Redis is unreachable or refuses: a cluster client's own failures (no
+#: reachable node, a slot no node serves) are not ``RedisError``s, so every caller that waits out or answers for
+#: an unavailable Redis catches this one tuple.
+REDIS_ERRORS: tuple[type[Exception], ...] = (redis.RedisError, RedisClusterException)
 #: A client of one Redis or of a Redis Cluster.
 Client = redis.Redis | RedisCluster
 #: What a Redis store can be built on: a client, or a pipeline (the worker's batched writes).

@@ -16,7 +16,6 @@ from collections.abc import Callable
 from typing import Any
 
 import faust
-from redis.exceptions import RedisError
 
 from costplane.budgets import Budget
 from costplane.config import (
@@ -27,6 +26,7 @@ from costplane.config import (
     WorkerSettings,
     load_settings,
 )
+from costplane.enforcers.store import REDIS_ERRORS
 from costplane.logging import get_logger
 from costplane.publisher.codec import UsageCodec
 from costplane.streams.dlq import InvalidRatioGuard
@@ -234,7 +234,7 @@ def _api_pages(
             return self.json({"error": str(exc)}, status=404)
         except ValueError as exc:
             return self.json({"error": str(exc)}, status=400)
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             return self.json({"error": f"redis: {exc}"}, status=503)
         return self.json(rows)
 
@@ -260,7 +260,7 @@ def _api_pages(
                 snapshot = await asyncio.get_running_loop().run_in_executor(
                     None, measure_drift, client, keys, int(time.time() * 1000), sink_report
                 )
-            except (RedisError, OSError, ValueError) as exc:
+            except REDIS_ERRORS + (OSError, ValueError) as exc:
                 log.warning("budget_drift_failed", error=str(exc))
                 return
             metrics.drift.update(snapshot)

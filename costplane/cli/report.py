@@ -399,19 +399,21 @@ def _live_budgets(tenant: str | None) -> Any:
     """Budget status rows from Redis for the page; None (no section) when Redis cannot be read."""
     import time
 
-    from redis.exceptions import RedisError
-
     from costplane.budget_status_redis import UnknownScope, read_status
     from costplane.config import RedisSettings, load_settings
     from costplane.enforcers.connect import open_client
     from costplane.enforcers.keys import KeyLayout
+    from costplane.enforcers.store import REDIS_ERRORS
 
     settings = load_settings(RedisSettings)
-    client = open_client(settings, timeout_s=2)
+    try:
+        client = open_client(settings, timeout_s=2)  # a cluster client connects as it is built
+    except REDIS_ERRORS:
+        return None
     try:
         rows = read_status(client, KeyLayout(settings.key_prefix), int(time.time() * 1000), tenant=tenant)
         return [r.to_json() for r in rows]
-    except (RedisError, OSError, UnknownScope):
+    except REDIS_ERRORS + (OSError, UnknownScope):
         return None
     finally:
         client.close()

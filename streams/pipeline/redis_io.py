@@ -14,8 +14,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from redis.exceptions import RedisError
-
+from costplane.enforcers.store import REDIS_ERRORS
 from costplane.logging import get_logger
 
 if TYPE_CHECKING:
@@ -45,7 +44,7 @@ class RedisCalls:
         while True:
             try:
                 result = await self.once(call, *args)
-            except RedisError as exc:
+            except REDIS_ERRORS as exc:
                 self._waiting(f"Redis: {exc}", decisions, commits, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)

@@ -16,8 +16,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from costplane.enforcers.connect import cluster_failures_as_redis_errors
-
 #: Move a partition's fence forward only (two owners during a rebalance must never move it back).
 _ADVANCE = """
 for i = 1, #ARGV, 2 do
@@ -38,8 +36,7 @@ class DlqFence:
 
     def load(self) -> None:
         """Read the fences (again): at start and whenever partitions move between workers."""
-        with cluster_failures_as_redis_errors():
-            raw = self.client.hgetall(self.key)
+        raw = self.client.hgetall(self.key)
         self._marks = {int(k): int(v) for k, v in raw.items()}
 
     def forget(self) -> None:
@@ -61,8 +58,7 @@ class DlqFence:
         args: list[int] = []
         for partition, offset in marks.items():
             args += [partition, offset]
-        with cluster_failures_as_redis_errors():
-            self.client.eval(_ADVANCE, 1, self.key, *args)
+        self.client.eval(_ADVANCE, 1, self.key, *args)
         if self._marks is not None:
             for partition, offset in marks.items():
                 self._marks[partition] = max(offset, self._marks.get(partition, -1))

@@ -23,7 +23,6 @@ Layout (prefix configurable, tenant always in the key)::
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,8 +33,8 @@ from typing import Any, Protocol
 import redis
 from redis.cluster import RedisCluster
 
-from costplane.enforcers.connect import cluster_failures_as_redis_errors
 from costplane.enforcers.scripts import SET_COUNTER
+from costplane.enforcers.store import REDIS_ERRORS
 from costplane.publisher.identifiers import tenant_tag
 from costplane.streams.core.spend import State, split_key, tenant_of
 
@@ -259,25 +258,22 @@ class RedisWindowBackend:
         self.client = client
         self.keys = keys
         self._source = SET_COUNTER + _lua("commit")  # the guard's counter update, the same code as its reconcile
-        self._sha = hashlib.sha1(self._source.encode()).hexdigest().encode()
         self._script = client.register_script(self._source)  # the cluster's path: EVALSHA, the source on NOSCRIPT
+        self._sha = self._script.sha.encode()  # the single-node path frames its own EVALSHA with the same digest
         self._loaded = False
 
     def load_meta(self, tenants: Sequence[str]) -> dict[str, TenantMeta]:
         pipe = self.client.pipeline(transaction=False)
         for tenant in tenants:
             pipe.hgetall(self.keys.meta(tenant))
-        with cluster_failures_as_redis_errors():
-            raws = pipe.execute()
+        raws = pipe.execute()
         return {t: TenantMeta.from_hash(raw) for t, raw in zip(tenants, raws, strict=True)}
 
     def register_tenants(self, tenants: Sequence[str]) -> None:
-        with cluster_failures_as_redis_errors():
-            self.client.sadd(self.keys.tenants(), *tenants)
+        self.client.sadd(self.keys.tenants(), *tenants)
 
     def registered_tenants(self) -> list[str]:
-        with cluster_failures_as_redis_errors():
-            members = self.client.smembers(self.keys.tenants())
+        members = self.client.smembers(self.keys.tenants())
         return sorted(t.decode() if isinstance(t, bytes) else str(t) for t in members)
 
     def load_states(self, keys: Sequence[str]) -> dict[str, State | None]:
@@ -288,8 +284,7 @@ class RedisWindowBackend:
         groups = list(by_tenant.values())
         for group in groups:  # one MGET per tenant: a tenant's keys share a hash slot (also on a cluster, where
             pipe.execute_command("MGET", *(self.keys.window(k) for k in group))  # the pipeline routes it by key)
-        with cluster_failures_as_redis_errors():
-            replies = pipe.execute()
+        replies = pipe.execute()
         out: dict[str, State | None] = {}
         for group, values in zip(groups, replies, strict=True):
             for key, raw in zip(group, values, strict=True):
@@ -353,7 +348,7 @@ class ClusterCommitStream:
             if register:
                 client.sadd(self.backend.keys.tenants(), commit.tenant)
             reply = self.backend._script(keys, args)  # a node that has not seen the script is sent its source
-        except (redis.RedisError, redis.exceptions.RedisClusterException, OSError) as exc:
+        except REDIS_ERRORS + (OSError,) as exc:
             self.error = exc
             return
         self.results.append(_commit_result(commit, reply))

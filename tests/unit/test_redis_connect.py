@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+from types import SimpleNamespace
+
 import pytest
 import redis
 from redis.exceptions import RedisClusterException, SlotNotCoveredError
 
 from costplane.config import RedisSettings, load_settings
-from costplane.enforcers.connect import cluster_failures_as_redis_errors, open_client, open_store
+from costplane.enforcers.connect import open_client, open_store
 
 
 def test_the_cluster_switch_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -29,12 +32,40 @@ def test_a_single_redis_gets_a_plain_client_with_the_guards_timeout() -> None:
 
 
 @pytest.mark.parametrize("exc", [RedisClusterException("no node"), SlotNotCoveredError("slot 7 not covered")])
-def test_cluster_failures_become_connection_errors(exc: Exception) -> None:
-    with pytest.raises(redis.ConnectionError, match="redis cluster") as raised, cluster_failures_as_redis_errors():
-        raise exc
-    assert raised.value.__cause__ is exc
+def test_the_stream_role_waits_out_a_cluster_failure_like_any_redis_error(exc: Exception) -> None:
+    """A cluster client's own failures are not ``RedisError``s; the stream role must retry them, not crash."""
+    from costplane.streams.pipeline.redis_io import RedisCalls
+    from costplane.streams.worker.metrics import WorkerMetrics
+
+    rt = SimpleNamespace(waiting=None, metrics=WorkerMetrics(), now_ms=lambda: 0)
+    alerts = SimpleNamespace(windows_failed=lambda *args, **kwargs: None)
+    calls = RedisCalls(rt, alerts)  # type: ignore[arg-type]
+    failures = [exc, redis.ConnectionError("refused")]
+
+    def step() -> str:
+        if failures:
+            raise failures.pop(0)
+        return "answered"
+
+    try:
+        assert asyncio.run(calls.until_answered(step)) == "answered"
+    finally:
+        calls.close()
+    assert failures == [] and rt.waiting is None
 
 
-def test_other_errors_pass_unchanged() -> None:
-    with pytest.raises(redis.ResponseError, match="WRONGTYPE"), cluster_failures_as_redis_errors():
-        raise redis.ResponseError("WRONGTYPE")
+def test_other_errors_reach_the_caller() -> None:
+    from costplane.streams.pipeline.redis_io import RedisCalls
+    from costplane.streams.worker.metrics import WorkerMetrics
+
+    rt = SimpleNamespace(waiting=None, metrics=WorkerMetrics(), now_ms=lambda: 0)
+    calls = RedisCalls(rt, SimpleNamespace())  # type: ignore[arg-type]
+
+    def step() -> None:
+        raise ValueError("a bug, not an outage")
+
+    try:
+        with pytest.raises(ValueError, match="a bug"):
+            asyncio.run(calls.until_answered(step))
+    finally:
+        calls.close()
