@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from costplane.cli.output import console, print_json
+from costplane.cli.output import console, print_json, read_text, usage_error
 
 budget_app = typer.Typer(
     help="Budgets: limits per scope and period, enforced by the worker and the guard.", no_args_is_help=True
@@ -123,11 +123,6 @@ def check_degrade_model(budget: Any) -> None:
         raise BudgetError(f"action degrade:{model[:80]}: the price catalog does not price model {model[:80]!r}")
 
 
-def _fail(message: str) -> typer.Exit:
-    typer.secho(message[:500], fg=typer.colors.RED, err=True)
-    return typer.Exit(2)
-
-
 def _next_version(budget: Any, existing: dict[str, Any]) -> Any:
     prior = existing.get(budget.id)
     return budget.model_copy(update={"version": (prior.version + 1) if prior is not None else 1})
@@ -163,7 +158,7 @@ def set_budget(
         )
         check_degrade_model(budget)
     except (BudgetError, ValidationError) as exc:
-        raise _fail(f"invalid budget: {error_line(exc)}") from None
+        raise usage_error(f"invalid budget: {error_line(exc)}") from None
     budget = _next_version(budget, read_budgets())
     _produce([(budget.id, budget.to_json().encode())])
     if json_out:
@@ -205,7 +200,7 @@ def list_budgets(
 def delete_budget(budget_id: Annotated[str, typer.Argument(help="Budget id.")]) -> None:
     """Delete a budget (a tombstone on the compacted topic; standing decisions are lifted)."""
     if budget_id not in read_budget_records():
-        raise _fail(f"no budget {budget_id[:128]!r}; `costplane budget list` shows the budgets in force")
+        raise usage_error(f"no budget {budget_id[:128]!r}; `costplane budget list` shows the budgets in force")
     _produce([(budget_id, None)])
     console().print(f"budget {budget_id} deleted")
 
@@ -218,16 +213,13 @@ def apply_budgets(
     """Validate every budget of a YAML file first, then write them all (nothing is written if one is invalid)."""
     from costplane.budgets import BudgetError, budgets_from_yaml
 
-    try:
-        text = file.read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise _fail(f"cannot read {file}: {getattr(exc, 'strerror', None) or exc}") from None
+    text = read_text(file)
     try:
         parsed = budgets_from_yaml(text)
         for budget in parsed:
             check_degrade_model(budget)
     except (BudgetError, RecursionError) as exc:
-        raise _fail(f"invalid budgets file {file}: {error_line(exc)}") from None
+        raise usage_error(f"invalid budgets file {file}: {error_line(exc)}") from None
     existing = read_budgets()
     stored = [_next_version(b, existing) for b in parsed]
     _produce([(b.id, b.to_json().encode()) for b in stored])
@@ -261,18 +253,21 @@ def status(
     """Per budget and member: spent, limit, used, window end, standing decision and open reservations (live Redis)."""
     import time
 
-    from redis.exceptions import RedisError
-
     from costplane.budget_status_redis import UnknownScope, budgets_of, read_status
     from costplane.config import RedisSettings, load_settings
     from costplane.enforcers.keys import KeyLayout
+    from costplane.enforcers.store import REDIS_ERRORS
 
     err = console(stderr=True)
     if fmt not in ("table", "json"):
         err.print(f"[red]--format must be table or json, not {fmt!r}[/]")
         raise typer.Exit(2)
     settings = load_settings(RedisSettings)
-    client = _redis_client(settings)
+    try:
+        client = _redis_client(settings)  # a cluster client connects as it is built
+    except REDIS_ERRORS as exc:
+        err.print(f"[red]budget status failed: {exc}[/]")
+        raise typer.Exit(1) from None
     keys = KeyLayout(settings.key_prefix)
     try:
         rows = read_status(client, keys, int(time.time() * 1000), tenant=tenant, budget_id=budget_id)
@@ -281,7 +276,7 @@ def status(
     except UnknownScope as exc:
         err.print(f"[red]{exc}[/]")
         raise typer.Exit(2) from None
-    except (OSError, RedisError) as exc:
+    except REDIS_ERRORS + (OSError,) as exc:
         err.print(f"[red]budget status failed: {exc}[/]")
         raise typer.Exit(1) from None
     finally:

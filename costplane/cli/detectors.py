@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from costplane.cli.output import console, print_json
+from costplane.cli.output import console, print_json, read_text, usage_error
 
 detectors_app = typer.Typer(
     help="Detector thresholds (retry storms, spikes, cache drops, …): the default and per-tenant overrides.",
@@ -25,11 +25,6 @@ TENANT_HELP = "Tenant id, or '*' for the default every tenant without its own th
 
 def register(app: typer.Typer) -> None:
     app.add_typer(detectors_app, name="detectors")
-
-
-def _fail(message: str) -> typer.Exit:
-    typer.secho(" ".join(message.split())[:500], fg=typer.colors.RED, err=True)
-    return typer.Exit(2)
 
 
 def read_records() -> dict[str, dict[str, Any]]:
@@ -80,7 +75,7 @@ def show(
         try:
             check_key(tenant)
         except ValueError as exc:
-            raise _fail(f"invalid --tenant: {exc}") from None
+            raise usage_error(f"invalid --tenant: {exc}") from None
     records = read_records()
     resolved = resolve(records)
     if tenant is None:
@@ -146,11 +141,11 @@ def set_thresholds(
         values = overrides.assignments(assignments)
         overrides.parse_record(tenant, values)  # refuse before reading the topic
     except ValueError as exc:
-        raise _fail(f"invalid thresholds: {exc}") from None
+        raise usage_error(f"invalid thresholds: {exc}") from None
     try:
         change = overrides.plan_set(read_records(), tenant, values)
     except ValueError as exc:
-        raise _fail(f"invalid thresholds: {exc}") from None
+        raise usage_error(f"invalid thresholds: {exc}") from None
     _publish([change])
     _print_changes([change], "set")
 
@@ -164,7 +159,7 @@ def reset(tenant: Annotated[str, typer.Option("--tenant", help=TENANT_HELP)]) ->
         overrides.check_key(tenant)
         change = overrides.plan_reset(read_records(), tenant)
     except ValueError as exc:
-        raise _fail(f"cannot reset: {exc}") from None
+        raise usage_error(f"cannot reset: {exc}") from None
     _publish([change])
     _print_changes([change], "reset")
 
@@ -183,17 +178,16 @@ def apply(
 
     from costplane.streams.detectors import overrides
 
+    text = read_text(file)
     try:
-        document = yaml.safe_load(file.read_text())
-    except (OSError, UnicodeDecodeError) as exc:
-        raise _fail(f"cannot read {file}: {getattr(exc, 'strerror', None) or exc}") from None
+        document = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise _fail(f"invalid thresholds file {file}: not YAML ({exc})") from None
+        raise usage_error(f"invalid thresholds file {file}: not YAML ({exc})") from None
     try:
         overrides.parse_document(document)  # refuse before reading the topic
         changes = overrides.plan_apply(read_records(), document)
     except (ValueError, RecursionError) as exc:
-        raise _fail(f"invalid thresholds file {file}: {exc}") from None
+        raise usage_error(f"invalid thresholds file {file}: {exc}") from None
     if dry_run:
         _print_changes(changes, "would change")
         return
