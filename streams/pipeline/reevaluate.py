@@ -42,7 +42,7 @@ class Reevaluation:
 
     async def everything(self) -> None:
         """Every budget in force and every budget a standing decision names."""
-        standing = await self.redis.once(self.rt.windows.standing_budgets)
+        standing = await self.redis.until_answered(self.rt.windows.standing_budgets)
         await self.budgets(set(self.rt.budgets) | standing)
 
     async def rollover(self) -> None:
@@ -52,17 +52,20 @@ class Reevaluation:
 
     async def take_over(self, partitions: set[int]) -> None:
         """Load the metas of the tenants on ``partitions``, then re-check their standing decisions."""
-        loaded = await self.redis.once(self.rt.windows.take_over, partitions)
+        async with self.windows.lock:  # never between a batch's count and its commit
+            loaded = await self.redis.until_answered(self.rt.windows.take_over, partitions)
         log.info("windows_taken_over", partitions=sorted(partitions), tenants=loaded)
         if self.rt.budgets_loaded.is_set():
             await self.everything()
 
     async def revoked(self, partitions: set[int]) -> None:
         """Partitions may move: fences and cached windows are read from Redis again on next use."""
-        await self.redis.once(self._forget, partitions)
+        async with self.windows.lock:  # a batch's commit finishes against the state it counted on
+            await self.redis.once(self._forget)
+        for partition in partitions:  # on the event loop, where the recent ids are read
+            self.rt.recent.forget(partition)
 
-    def _forget(self, partitions: set[int]) -> None:
+    def _forget(self) -> None:
+        """On the Redis thread, where the window cache and the DLQ fence are used."""
         self.rt.windows.forget_all()
         self.rt.dlq_fence.forget()
-        for partition in partitions:
-            self.rt.recent.forget(partition)
