@@ -316,11 +316,3 @@ def answer_from_reserve(req: ReserveRequest, result: ReserveResult) -> Answer:
             budget_id=slot.budget.id,
         )
     return ALLOW
-
-
-def granted_slots(req: ReserveRequest, result: ReserveResult) -> tuple[Slot, ...]:
-    """Slots that actually hold a reservation (degraded budgets do not)."""
-    if result.decisions or result.exhausted is not None:
-        return ()
-    skip = set(result.degraded)
-    return tuple(s for i, s in enumerate(req.slots) if i not in skip)

@@ -72,14 +72,3 @@ def create_topics(kafka: KafkaSettings, worker: WorkerSettings, timeout_s: float
                 raise
     log.info("topics_ready", **result)
     return result
-
-
-def partition_count(kafka: KafkaSettings, topic: str, timeout_s: float = 10.0) -> int | None:
-    """Partitions of ``topic`` on the cluster, or None when it does not exist."""
-    from confluent_kafka.admin import AdminClient
-
-    meta = AdminClient(kafka.confluent_config()).list_topics(topic, timeout=timeout_s)
-    info = meta.topics.get(topic)
-    if info is None or info.error is not None:
-        return None
-    return len(info.partitions)

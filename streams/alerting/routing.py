@@ -162,8 +162,3 @@ def load_routing(path: Path) -> Routing:
         return parse_routing(document)
     except RoutingError as exc:
         raise RoutingError(f"{path}: {exc}") from None
-
-
-def routed_names(routing: Routing | None, event: AlertEvent, single: Sequence[str]) -> list[str]:
-    """Every target name an alert would reach: the routing's destinations, then the single targets."""
-    return [*(routing.destinations_for(event) if routing is not None else []), *single]

@@ -89,12 +89,6 @@ class Detectors:
         self.configs.set(tenant, config)
         self.tally.reconfigured(tenant)
 
-    def set_default(self, config: DetectorConfig | None) -> None:
-        """Replace (or with None, reset) the thresholds of every tenant without its own; applies from the next
-        minute."""
-        self.configs.default = config or DetectorConfig()
-        self.tally.reconfigured(None)
-
     def replace_configs(self, default: DetectorConfig, tenants: Mapping[str, DetectorConfig]) -> None:
         """All thresholds at once (the worker, after reading the detectors topic): tenants not named get
         ``default``; applies from the next minute."""
