@@ -121,7 +121,7 @@ def main() -> None:
     # A per-user daily budget (a window per user) and each tenant's own daily budget (per-user day totals in the
     # user_share detector): both kinds of per-user state a million users could grow.
     budgets = [Budget(id="user-day", scope={"tenant": "*", "user": "*"}, unit="tokens", limit=10**12, version=1)]
-    budgets += [Budget(id=f"{t}-day", scope={"tenant": t}, unit="usd", limit=10**18, version=1) for t in TENANTS]
+    budgets += [Budget(id=f"{t}-day", scope={"tenant": t}, unit="usd", limit=10**15, version=1) for t in TENANTS]
     producer = Producer(kafka.confluent_config())
     for budget in budgets:
         producer.produce(kafka.topic("budgets"), key=budget.id.encode(), value=budget.to_json().encode())
