@@ -113,14 +113,18 @@ def create_app(
 
     ``fatal`` records why the stream role stopped the process on purpose, for the entry point's exit status."""
     stream_role = worker.role in ("stream", "all")
+    # Faust's consumer joins the group named by the app's id even without agents: a sink-only process (whose
+    # Faust app serves only the web pages) gets an id of its own, so starting or stopping it never rebalances the
+    # stream workers.
+    app_id = group_id(kafka, worker) if stream_role else f"{group_id(kafka, worker)}.sink.web"
     worker.data_dir.mkdir(parents=True, exist_ok=True)  # Faust creates its own folder in it, not the parents
     app = faust.App(
-        group_id(kafka, worker),
+        app_id,
         broker=[f"kafka://{h}" for h in kafka.bootstrap_servers.split(",")],
         store="memory://",
         # Faust writes a data folder even with memory tables; by default that is ``<group>-data`` in the current
         # directory, so a worker started anywhere would litter it.
-        datadir=str(worker.data_dir / group_id(kafka, worker)).replace("{", "{{").replace("}", "}}"),
+        datadir=str(worker.data_dir / app_id).replace("{", "{{").replace("}", "}}"),
         value_serializer="raw",
         key_serializer="raw",
         web_enabled=True,
