@@ -30,11 +30,18 @@ def register(app: typer.Typer) -> None:
 def read_records() -> dict[str, dict[str, Any]]:
     """The records on the topic, parsed; one that cannot be read is left out with a warning line (the worker
     ignores it the same way)."""
+    from confluent_kafka import KafkaException
+
     from costplane.cli.budget import read_budget_records
     from costplane.streams.detectors.overrides import decode_record
 
+    try:
+        stored = read_budget_records(topic=TOPIC)
+    except KafkaException as exc:
+        typer.secho(f"cannot read the detectors topic: {exc.args[0] if exc.args else exc}", fg="red", err=True)
+        raise typer.Exit(1) from None
     out: dict[str, dict[str, Any]] = {}
-    for key, value in read_budget_records(topic=TOPIC).items():
+    for key, value in stored.items():
         try:
             out[key] = decode_record(key, value)
         except ValueError as exc:
